@@ -1,0 +1,92 @@
+//! Error types of the engine. The PHP layer maps them to exception classes in
+//! one place (`php/exception.rs`), so engine code never knows about PHP.
+
+use std::io;
+
+/// Failures while decoding bytes that came from another process or a peer.
+/// Peer input must never panic: every malformed case has a variant here.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("frame of {length} bytes exceeds the limit of {max} bytes")]
+    FrameTooLong { length: usize, max: usize },
+    #[error("empty frame")]
+    EmptyFrame,
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    #[error("truncated {what}: needed {needed} bytes, had {had}")]
+    Truncated {
+        what: &'static str,
+        needed: usize,
+        had: usize,
+    },
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Failures a PHP user can cause or see through `TaskServer`.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("failed to listen server port[{addr}], Error: {source}[{}]", source.raw_os_error().unwrap_or(0))]
+    Listen { addr: String, source: io::Error },
+    #[error("invalid $mode parameter {0} (allowed: TASKQ_BASE (1) or TASKQ_PROCESS (2))")]
+    BadMode(i64),
+    #[error("invalid $sockType {0} (allowed: TASKQ_SOCK_TCP (1), TASKQ_SOCK_TCP6 (3), TASKQ_SOCK_UNIX_STREAM (5))")]
+    BadSockType(i64),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("require 'onTask' callback: task_worker_num is {0} but no Task callback was registered with on('Task', ...)")]
+    MissingTaskCallback(usize),
+    #[error("require 'onReceive' callback: register one with on('Receive', ...)")]
+    MissingReceiveCallback,
+    #[error("server is already running")]
+    AlreadyStarted,
+    #[error("failed to start server: {0}")]
+    Start(String),
+}
+
+/// Failures of `TaskClient`, carrying the errno-style code Swoole users read
+/// from `$client->errCode`.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{message}")]
+    Os { code: i32, message: String },
+    #[error("client is not connected to server")]
+    NotConnected,
+    #[error("connection to the server has already been established")]
+    AlreadyConnected,
+    #[error("data to send is empty")]
+    EmptyData,
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// Swoole's SW_ERROR_CLIENT_NO_CONNECTION, which scripts compare against.
+    pub const NO_CONNECTION: i32 = 5001;
+
+    /// The value `$client->errCode` takes after this error.
+    pub fn code(&self) -> i32 {
+        match self {
+            ClientError::Os { code, .. } => *code,
+            ClientError::NotConnected => Self::NO_CONNECTION,
+            ClientError::AlreadyConnected => libc::EISCONN,
+            ClientError::EmptyData => libc::EINVAL,
+            ClientError::Protocol(_) => libc::EPROTO,
+        }
+    }
+
+    /// Wraps an I/O error keeping its errno, so `errCode` is 111 for a refused
+    /// connection as in Swoole.
+    pub fn os(context: &str, err: &io::Error) -> Self {
+        let code = match err.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut if err.raw_os_error().is_none() => {
+                libc::EAGAIN
+            }
+            _ => err.raw_os_error().unwrap_or(libc::EIO),
+        };
+        ClientError::Os {
+            code,
+            message: format!("{context}: {err}[{code}]"),
+        }
+    }
+}

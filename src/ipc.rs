@@ -1,0 +1,456 @@
+//! Messages between the master and its worker processes, carried in
+//! `frame.rs` frames over one unix socket per worker incarnation. A fresh
+//! connection per incarnation means a crashed worker can never leave a
+//! half-written message in a stream another process will read.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::WireError;
+use crate::frame::{Frame, FrameCodec};
+
+/// How a payload was encoded by the PHP side: strings travel as they are,
+/// every other value as PHP `serialize()` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Raw = 0,
+    Serialized = 1,
+}
+
+impl Encoding {
+    fn from_u8(v: u8) -> Result<Self, WireError> {
+        match v {
+            0 => Ok(Encoding::Raw),
+            1 => Ok(Encoding::Serialized),
+            other => Err(WireError::UnknownKind(other)),
+        }
+    }
+}
+
+/// A value crossing a process boundary, still encoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub encoding: Encoding,
+    pub data: Bytes,
+}
+
+/// Master → worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToWorker {
+    /// One client message for `onReceive`.
+    Receive {
+        fd: u64,
+        reactor_id: u32,
+        data: Bytes,
+    },
+    Connect {
+        fd: u64,
+        reactor_id: u32,
+    },
+    Close {
+        fd: u64,
+        reactor_id: i32,
+    },
+    /// A task for `onTask`. `id` is the master's key; `task_id` and
+    /// `src_worker` are what the dispatching worker saw.
+    Task {
+        id: u64,
+        task_id: i64,
+        src_worker: i32,
+        payload: Payload,
+    },
+    /// A result for `onFinish` in the worker that dispatched the task.
+    Finish {
+        task_id: i64,
+        payload: Payload,
+    },
+    /// The last message this incarnation will get; see `FromWorker::Leaving`.
+    Bye,
+}
+
+/// Worker → master.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FromWorker {
+    /// First message of every incarnation.
+    Hello { worker_id: u32, pid: u32 },
+    /// `$server->task()`; `dst` < 0 lets the master choose a task worker.
+    Submit {
+        task_id: i64,
+        dst: i32,
+        payload: Payload,
+    },
+    /// `finish()` or a non-null `onTask` return for master task `id`.
+    Result { id: u64, payload: Payload },
+    /// `onTask` for master task `id` returned: the task is complete.
+    Done { id: u64 },
+    /// `$server->send($fd, $data)`.
+    Send { fd: u64, data: Bytes },
+    /// `$server->close($fd)`.
+    CloseFd { fd: u64 },
+    /// The worker will exit (reload, max_request, stop) once it has handled
+    /// everything sent before the master's `Bye`; nothing is lost in between.
+    Leaving,
+}
+
+const TW_RECEIVE: u8 = 1;
+const TW_CONNECT: u8 = 2;
+const TW_CLOSE: u8 = 3;
+const TW_TASK: u8 = 4;
+const TW_FINISH: u8 = 5;
+const TW_BYE: u8 = 6;
+
+const FW_HELLO: u8 = 1;
+const FW_SUBMIT: u8 = 2;
+const FW_RESULT: u8 = 3;
+const FW_DONE: u8 = 4;
+const FW_SEND: u8 = 5;
+const FW_CLOSE_FD: u8 = 6;
+const FW_LEAVING: u8 = 7;
+
+/// Largest IPC frame: payloads are bounded by the user's memory, not by a
+/// tmpfile threshold as in Swoole, so this only guards against corruption.
+pub const MAX_IPC_FRAME: usize = 1 << 30;
+
+fn need(body: &Bytes, n: usize, what: &'static str) -> Result<(), WireError> {
+    if body.remaining() < n {
+        Err(WireError::Truncated {
+            what,
+            needed: n,
+            had: body.remaining(),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+fn put_payload(dst: &mut BytesMut, p: &Payload) {
+    dst.put_u8(p.encoding as u8);
+    dst.put_slice(&p.data);
+}
+
+fn get_payload(body: &mut Bytes) -> Result<Payload, WireError> {
+    need(body, 1, "payload")?;
+    let encoding = Encoding::from_u8(body.get_u8())?;
+    Ok(Payload {
+        encoding,
+        data: std::mem::take(body),
+    })
+}
+
+impl ToWorker {
+    /// Appends this message as one frame.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        match self {
+            ToWorker::Receive {
+                fd,
+                reactor_id,
+                data,
+            } => {
+                dst.reserve(17 + data.len());
+                let s = FrameCodec::begin(dst, TW_RECEIVE);
+                dst.put_u64(*fd);
+                dst.put_u32(*reactor_id);
+                dst.put_slice(data);
+                FrameCodec::end(dst, s);
+            }
+            ToWorker::Connect { fd, reactor_id } => {
+                let s = FrameCodec::begin(dst, TW_CONNECT);
+                dst.put_u64(*fd);
+                dst.put_u32(*reactor_id);
+                FrameCodec::end(dst, s);
+            }
+            ToWorker::Close { fd, reactor_id } => {
+                let s = FrameCodec::begin(dst, TW_CLOSE);
+                dst.put_u64(*fd);
+                dst.put_i32(*reactor_id);
+                FrameCodec::end(dst, s);
+            }
+            ToWorker::Task {
+                id,
+                task_id,
+                src_worker,
+                payload,
+            } => {
+                dst.reserve(26 + payload.data.len());
+                let s = FrameCodec::begin(dst, TW_TASK);
+                dst.put_u64(*id);
+                dst.put_i64(*task_id);
+                dst.put_i32(*src_worker);
+                put_payload(dst, payload);
+                FrameCodec::end(dst, s);
+            }
+            ToWorker::Finish { task_id, payload } => {
+                dst.reserve(14 + payload.data.len());
+                let s = FrameCodec::begin(dst, TW_FINISH);
+                dst.put_i64(*task_id);
+                put_payload(dst, payload);
+                FrameCodec::end(dst, s);
+            }
+            ToWorker::Bye => FrameCodec::put(dst, TW_BYE, &[]),
+        }
+    }
+
+    /// Parses one frame; unknown kinds are errors, never panics.
+    pub fn decode(frame: Frame) -> Result<Self, WireError> {
+        let mut b = frame.body;
+        Ok(match frame.kind {
+            TW_RECEIVE => {
+                need(&b, 12, "receive")?;
+                let fd = b.get_u64();
+                let reactor_id = b.get_u32();
+                ToWorker::Receive {
+                    fd,
+                    reactor_id,
+                    data: b,
+                }
+            }
+            TW_CONNECT => {
+                need(&b, 12, "connect")?;
+                ToWorker::Connect {
+                    fd: b.get_u64(),
+                    reactor_id: b.get_u32(),
+                }
+            }
+            TW_CLOSE => {
+                need(&b, 12, "close")?;
+                ToWorker::Close {
+                    fd: b.get_u64(),
+                    reactor_id: b.get_i32(),
+                }
+            }
+            TW_TASK => {
+                need(&b, 20, "task")?;
+                let id = b.get_u64();
+                let task_id = b.get_i64();
+                let src_worker = b.get_i32();
+                ToWorker::Task {
+                    id,
+                    task_id,
+                    src_worker,
+                    payload: get_payload(&mut b)?,
+                }
+            }
+            TW_FINISH => {
+                need(&b, 8, "finish")?;
+                let task_id = b.get_i64();
+                ToWorker::Finish {
+                    task_id,
+                    payload: get_payload(&mut b)?,
+                }
+            }
+            TW_BYE => ToWorker::Bye,
+            other => return Err(WireError::UnknownKind(other)),
+        })
+    }
+}
+
+impl FromWorker {
+    /// Appends this message as one frame.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        match self {
+            FromWorker::Hello { worker_id, pid } => {
+                let s = FrameCodec::begin(dst, FW_HELLO);
+                dst.put_u32(*worker_id);
+                dst.put_u32(*pid);
+                FrameCodec::end(dst, s);
+            }
+            FromWorker::Submit {
+                task_id,
+                dst: target,
+                payload,
+            } => {
+                dst.reserve(18 + payload.data.len());
+                let s = FrameCodec::begin(dst, FW_SUBMIT);
+                dst.put_i64(*task_id);
+                dst.put_i32(*target);
+                put_payload(dst, payload);
+                FrameCodec::end(dst, s);
+            }
+            FromWorker::Result { id, payload } => {
+                dst.reserve(14 + payload.data.len());
+                let s = FrameCodec::begin(dst, FW_RESULT);
+                dst.put_u64(*id);
+                put_payload(dst, payload);
+                FrameCodec::end(dst, s);
+            }
+            FromWorker::Done { id } => FrameCodec::put(dst, FW_DONE, &id.to_be_bytes()),
+            FromWorker::Send { fd, data } => {
+                dst.reserve(13 + data.len());
+                let s = FrameCodec::begin(dst, FW_SEND);
+                dst.put_u64(*fd);
+                dst.put_slice(data);
+                FrameCodec::end(dst, s);
+            }
+            FromWorker::CloseFd { fd } => FrameCodec::put(dst, FW_CLOSE_FD, &fd.to_be_bytes()),
+            FromWorker::Leaving => FrameCodec::put(dst, FW_LEAVING, &[]),
+        }
+    }
+
+    /// Parses one frame; unknown kinds are errors, never panics.
+    pub fn decode(frame: Frame) -> Result<Self, WireError> {
+        let mut b = frame.body;
+        Ok(match frame.kind {
+            FW_HELLO => {
+                need(&b, 8, "hello")?;
+                FromWorker::Hello {
+                    worker_id: b.get_u32(),
+                    pid: b.get_u32(),
+                }
+            }
+            FW_SUBMIT => {
+                need(&b, 12, "submit")?;
+                let task_id = b.get_i64();
+                let dst = b.get_i32();
+                FromWorker::Submit {
+                    task_id,
+                    dst,
+                    payload: get_payload(&mut b)?,
+                }
+            }
+            FW_RESULT => {
+                need(&b, 8, "result")?;
+                let id = b.get_u64();
+                FromWorker::Result {
+                    id,
+                    payload: get_payload(&mut b)?,
+                }
+            }
+            FW_DONE => {
+                need(&b, 8, "done")?;
+                FromWorker::Done { id: b.get_u64() }
+            }
+            FW_SEND => {
+                need(&b, 8, "send")?;
+                let fd = b.get_u64();
+                FromWorker::Send { fd, data: b }
+            }
+            FW_CLOSE_FD => {
+                need(&b, 8, "close")?;
+                FromWorker::CloseFd { fd: b.get_u64() }
+            }
+            FW_LEAVING => FromWorker::Leaving,
+            other => return Err(WireError::UnknownKind(other)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio_util::codec::Decoder;
+
+    fn payload(enc: Encoding, s: &[u8]) -> Payload {
+        Payload {
+            encoding: enc,
+            data: Bytes::copy_from_slice(s),
+        }
+    }
+
+    fn frames(buf: &mut BytesMut) -> Vec<Frame> {
+        let mut codec = FrameCodec::new(MAX_IPC_FRAME);
+        let mut out = Vec::new();
+        while let Some(f) = codec.decode(buf).unwrap() {
+            out.push(f);
+        }
+        assert!(buf.is_empty());
+        out
+    }
+
+    #[test]
+    fn to_worker_round_trip() {
+        let msgs = vec![
+            ToWorker::Receive {
+                fd: 7,
+                reactor_id: 1,
+                data: Bytes::from_static(b"\0binary\xff"),
+            },
+            ToWorker::Connect {
+                fd: 1,
+                reactor_id: 0,
+            },
+            ToWorker::Close {
+                fd: 9,
+                reactor_id: -1,
+            },
+            ToWorker::Task {
+                id: u64::MAX,
+                task_id: 42,
+                src_worker: -1,
+                payload: payload(Encoding::Serialized, b"a:0:{}"),
+            },
+            ToWorker::Finish {
+                task_id: 3,
+                payload: payload(Encoding::Raw, b""),
+            },
+            ToWorker::Bye,
+        ];
+        let mut buf = BytesMut::new();
+        for m in &msgs {
+            m.encode(&mut buf);
+        }
+        let back: Vec<_> = frames(&mut buf)
+            .into_iter()
+            .map(|f| ToWorker::decode(f).unwrap())
+            .collect();
+        assert_eq!(back, msgs);
+    }
+
+    #[test]
+    fn from_worker_round_trip() {
+        let msgs = vec![
+            FromWorker::Hello {
+                worker_id: 3,
+                pid: 1234,
+            },
+            FromWorker::Submit {
+                task_id: 0,
+                dst: -1,
+                payload: payload(Encoding::Raw, b"{\"to\":\"x\"}"),
+            },
+            FromWorker::Result {
+                id: 5,
+                payload: payload(Encoding::Serialized, b"b:1;"),
+            },
+            FromWorker::Done { id: 5 },
+            FromWorker::Send {
+                fd: 2,
+                data: Bytes::from_static(b"reply"),
+            },
+            FromWorker::CloseFd { fd: 2 },
+            FromWorker::Leaving,
+        ];
+        let mut buf = BytesMut::new();
+        for m in &msgs {
+            m.encode(&mut buf);
+        }
+        let back: Vec<_> = frames(&mut buf)
+            .into_iter()
+            .map(|f| FromWorker::decode(f).unwrap())
+            .collect();
+        assert_eq!(back, msgs);
+    }
+
+    #[test]
+    fn truncated_and_unknown_frames_are_errors() {
+        let short = Frame {
+            kind: TW_TASK,
+            body: Bytes::from_static(b"\0\0"),
+        };
+        assert!(matches!(
+            ToWorker::decode(short),
+            Err(WireError::Truncated { what: "task", .. })
+        ));
+        let unknown = Frame {
+            kind: 200,
+            body: Bytes::new(),
+        };
+        assert!(matches!(
+            FromWorker::decode(unknown),
+            Err(WireError::UnknownKind(200))
+        ));
+        let bad_encoding = Frame {
+            kind: FW_RESULT,
+            body: Bytes::from_static(&[0, 0, 0, 0, 0, 0, 0, 1, 9]),
+        };
+        assert!(FromWorker::decode(bad_encoding).is_err());
+    }
+}

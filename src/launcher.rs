@@ -1,0 +1,258 @@
+//! `start()`: turns the calling process into the master. Daemonizes if
+//! asked, forks the manager *before* the master creates any thread (a
+//! multi-threaded process must never fork), writes the pid file, runs the
+//! master until it stops, and cleans up.
+
+use std::hash::{BuildHasher, Hasher};
+use std::os::fd::AsRawFd;
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener};
+use std::time::Duration;
+
+use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
+
+use crate::error::ServerError;
+use crate::listener::Listener;
+use crate::log::{Level, Role};
+use crate::master::{self, MasterConfig};
+use crate::supervisor::{self, SupervisorSpec};
+use crate::worker::WorkerSpec;
+
+/// Everything `start()` needs beyond the listener.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub master: MasterConfig,
+    pub max_wait_time: Duration,
+    pub daemonize: bool,
+    pub log_file: Option<String>,
+    pub log_level: u8,
+    pub pid_file: Option<String>,
+    pub backlog: i32,
+    /// (max_request, grace) for event workers and for task workers.
+    pub max_request: (u64, u64),
+    pub task_max_request: (u64, u64),
+}
+
+/// The PHP callbacks, seen from the process layer.
+pub trait Hooks {
+    /// In the master, once the manager is forked (onStart).
+    fn master_started(&mut self, master: Pid, manager: Pid);
+    /// In the master, after every worker has exited (onShutdown).
+    fn master_stopped(&mut self);
+    /// In a freshly forked worker; returns its exit code.
+    fn run_worker(&mut self, spec: WorkerSpec, master_addr: &SocketAddr, manager: Pid) -> i32;
+}
+
+/// What the calling PHP process should do after `launch` returns.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server ran and stopped: `start()` returns true.
+    Stopped,
+}
+
+/// Runs the server. In daemon mode the original process exits here.
+pub fn launch(
+    cfg: Launch,
+    listener: &Listener,
+    hooks: &mut dyn Hooks,
+) -> Result<Outcome, ServerError> {
+    if cfg.daemonize {
+        daemonize(cfg.log_file.as_deref())?;
+    }
+    crate::log::configure(cfg.log_file.as_deref(), cfg.log_level)
+        .map_err(|e| ServerError::Start(format!("cannot open log_file: {e}")))?;
+    crate::log::set_process(Role::Master, -1);
+    take_over_signals();
+    listener
+        .set_backlog(cfg.backlog)
+        .map_err(|e| ServerError::Start(format!("listen(backlog={}): {e}", cfg.backlog)))?;
+    let master_pid = getpid();
+    let name = format!("taskq.{}.{}", master_pid, random());
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())
+        .map_err(|e| ServerError::Start(format!("ipc address: {e}")))?;
+    let ipc = UnixListener::bind_addr(&addr)
+        .map_err(|e| ServerError::Start(format!("ipc socket: {e}")))?;
+
+    // SAFETY: no thread has been started in this process yet (the tokio
+    // runtime is built after this fork), so the child is consistent.
+    let manager = match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            run_manager(&cfg, listener, &ipc, &addr, master_pid, hooks);
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => {
+            return Err(ServerError::Start(format!(
+                "fork of the manager failed: {e}"
+            )))
+        }
+    };
+    if let Some(path) = &cfg.pid_file {
+        if let Err(e) = std::fs::write(path, master_pid.to_string()) {
+            crate::log!(Level::Warning, "cannot write pid_file {path}: {e}");
+        }
+    }
+    crate::log!(
+        Level::Info,
+        "server started: {} worker(s), {} task worker(s), manager pid {manager}",
+        cfg.master.worker_num,
+        cfg.master.task_worker_num
+    );
+    hooks.master_started(master_pid, manager);
+    let result = master::run(cfg.master.clone(), listener, ipc, manager);
+    hooks.master_stopped();
+    if let Some(path) = &cfg.pid_file {
+        let _ = std::fs::remove_file(path);
+    }
+    listener.cleanup();
+    match result {
+        Ok(c) => {
+            crate::log!(
+                Level::Info,
+                "server stopped: {} connection(s), {} message(s), {} task(s)",
+                c.accept_count,
+                c.request_count,
+                c.task_count
+            );
+            Ok(Outcome::Stopped)
+        }
+        Err(e) => Err(ServerError::Start(format!("master event loop: {e}"))),
+    }
+}
+
+fn run_manager(
+    cfg: &Launch,
+    listener: &Listener,
+    ipc: &UnixListener,
+    addr: &SocketAddr,
+    master: Pid,
+    hooks: &mut dyn Hooks,
+) -> ! {
+    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+    if getppid() != master {
+        // SAFETY: plain process exit.
+        unsafe { libc::_exit(0) };
+    }
+    crate::log::set_process(Role::Manager, -1);
+    // SAFETY: closing descriptors the manager must not hold (the port must
+    // be free as soon as the master closes it); their owners are never
+    // dropped in this process because it ends with _exit.
+    unsafe {
+        libc::close(listener.as_raw_fd());
+        libc::close(ipc.as_raw_fd());
+        let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
+    }
+    let spec = SupervisorSpec {
+        worker_num: cfg.master.worker_num,
+        task_worker_num: cfg.master.task_worker_num,
+        max_wait_time: cfg.max_wait_time,
+    };
+    let manager = getpid();
+    let mut spawn = |id: u32| {
+        let is_task = id >= cfg.master.worker_num;
+        let (max, grace) = if is_task {
+            cfg.task_max_request
+        } else {
+            cfg.max_request
+        };
+        crate::log::set_process(
+            if is_task {
+                Role::TaskWorker
+            } else {
+                Role::Worker
+            },
+            id as i64,
+        );
+        let spec = WorkerSpec {
+            worker_id: id,
+            is_task,
+            max_request: with_grace(max, grace),
+        };
+        hooks.run_worker(spec, addr, manager)
+    };
+    let code = supervisor::supervise(spec, &mut spawn);
+    // SAFETY: plain process exit, skipping PHP's shutdown in the manager.
+    unsafe { libc::_exit(code) }
+}
+
+/// Resets the signals taskq handles to their default action and ignores
+/// SIGPIPE. PHP's own signal handler (zend_signal) must not stay installed
+/// underneath ours: the handler registry chains to the previous handler, and
+/// PHP's would re-raise SIGTERM with the default action and kill the process.
+pub fn take_over_signals() {
+    // SAFETY: installing SIG_DFL/SIG_IGN has no preconditions.
+    unsafe {
+        for s in [
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGHUP,
+        ] {
+            let _ = signal(s, SigHandler::SigDfl);
+        }
+        libc::signal(libc::SIGRTMIN(), libc::SIG_DFL);
+        let _ = signal(Signal::SIGPIPE, SigHandler::SigIgn);
+    }
+}
+
+/// Swoole's max_request jitter: `max + rand(1, grace)`, so workers started
+/// together do not all recycle at the same moment.
+pub fn with_grace(max: u64, grace: u64) -> u64 {
+    if max == 0 || grace == 0 {
+        return max;
+    }
+    max + 1 + random() % grace
+}
+
+fn random() -> u64 {
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// Detaches from the terminal: fork (the parent exits at once), new
+/// session, stdio to `log_file` or /dev/null. Unlike Swoole the working
+/// directory is kept, so relative `log_file`/`pid_file` paths work.
+fn daemonize(log_file: Option<&str>) -> Result<(), ServerError> {
+    use std::fs::OpenOptions;
+    let out = match log_file {
+        Some(p) => OpenOptions::new().create(true).append(true).open(p),
+        None => OpenOptions::new().write(true).open("/dev/null"),
+    }
+    .map_err(|e| ServerError::Start(format!("cannot open log_file: {e}")))?;
+    let null = std::fs::File::open("/dev/null")
+        .map_err(|e| ServerError::Start(format!("/dev/null: {e}")))?;
+    // SAFETY: called before any thread exists in this process.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => {
+            // SAFETY: the launching process is done; skip PHP's shutdown.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(ForkResult::Child) => {}
+        Err(e) => return Err(ServerError::Start(format!("daemonize: fork failed: {e}"))),
+    }
+    nix::unistd::setsid().map_err(|e| ServerError::Start(format!("setsid: {e}")))?;
+    // SAFETY: dup2 onto the standard descriptors.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(out.as_raw_fd(), 1);
+        libc::dup2(out.as_raw_fd(), 2);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_adds_between_one_and_grace() {
+        assert_eq!(with_grace(0, 10), 0);
+        assert_eq!(with_grace(100, 0), 100);
+        for _ in 0..200 {
+            let v = with_grace(100, 5);
+            assert!((101..=105).contains(&v), "{v}");
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! taskq: a real-time asynchronous task queue for PHP, a drop-in for
+//! Swoole's task server. The engine (codec, config, queue, dispatcher,
+//! master, supervisor, workers) is plain Rust; `php/` is the thin layer that
+//! turns it into the `TaskServer` and `TaskClient` classes.
+
+pub mod client;
+pub mod config;
+pub mod dispatcher;
+pub mod error;
+pub mod frame;
+pub mod ipc;
+pub mod launcher;
+pub mod listener;
+pub mod log;
+pub mod master;
+pub mod packet;
+pub mod php;
+pub mod protocol;
+pub mod queue;
+pub mod supervisor;
+pub mod worker;
+
+use ext_php_rs::flags::IniEntryPermission;
+use ext_php_rs::prelude::*;
+use ext_php_rs::zend::{IniEntryDef, IniEntryDefs, ModuleEntry};
+
+static INI: IniEntryDefs<2> = IniEntryDefs::new([
+    IniEntryDef::new(c"taskq.swoole_compat", c"1", IniEntryPermission::System),
+    IniEntryDef::end(),
+]);
+
+/// MINIT: INI entries first, so constants can depend on them.
+pub fn startup(_ty: i32, module_number: i32) -> i32 {
+    IniEntryDef::register(INI.as_slice(), module_number);
+    php::compat::register_constants(module_number);
+    0
+}
+
+/// RINIT: the PHP-declared exception classes and the Swoole class aliases.
+pub extern "C" fn request_startup(_ty: i32, _module_number: i32) -> i32 {
+    let _ = ext_php_rs::php_eval::execute(php::exception::BOOTSTRAP);
+    php::compat::register_aliases();
+    0
+}
+
+/// `php --ri taskq`.
+pub extern "C" fn module_info(module: *mut ModuleEntry) {
+    ext_php_rs::info_table_start!();
+    ext_php_rs::info_table_row!("taskq support", "enabled");
+    ext_php_rs::info_table_row!("version", env!("CARGO_PKG_VERSION"));
+    ext_php_rs::info_table_row!(
+        "swoole aliases",
+        if php::compat::enabled() {
+            "registered"
+        } else {
+            "off"
+        }
+    );
+    ext_php_rs::info_table_end!();
+    php::compat::display_ini_entries(module.cast());
+}
+
+#[php_module]
+#[php(startup = "startup")]
+pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
+    module
+        .name("taskq")
+        .version(env!("CARGO_PKG_VERSION"))
+        .class::<php::server::TaskServer>()
+        .class::<php::client::TaskClient>()
+        .request_startup_function(request_startup)
+        .info_function(module_info)
+}

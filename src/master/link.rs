@@ -1,0 +1,112 @@
+//! The master's end of each worker's IPC connection. Workers connect to an
+//! abstract unix socket private to this master; the kernel vouches for the
+//! peer's uid, so no other user can pose as a worker.
+
+use std::cell::RefCell;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::rc::Rc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncReadExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::codec::Decoder;
+
+use super::hub::Hub;
+use super::outbox::write_loop;
+use crate::frame::FrameCodec;
+use crate::ipc::{FromWorker, MAX_IPC_FRAME};
+use crate::log::Level;
+
+/// Accepts worker connections for the life of the master.
+pub fn spawn_acceptor(ipc: StdUnixListener, hub: Rc<RefCell<Hub>>) -> std::io::Result<()> {
+    ipc.set_nonblocking(true)?;
+    let listener = UnixListener::from_std(ipc)?;
+    tokio::task::spawn_local(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::task::spawn_local(serve(stream, hub.clone()));
+                }
+                Err(e) => crate::log!(Level::Warning, "worker accept failed: {e}"),
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
+    let me = nix::unistd::geteuid().as_raw();
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == me => {}
+        Ok(cred) => {
+            crate::log!(
+                Level::Warning,
+                "refused IPC connection from uid {} (pid {:?})",
+                cred.uid(),
+                cred.pid()
+            );
+            return;
+        }
+        Err(e) => {
+            crate::log!(Level::Warning, "cannot check IPC peer: {e}");
+            return;
+        }
+    }
+    let (mut rd, wr) = stream.into_split();
+    let mut codec = FrameCodec::new(MAX_IPC_FRAME);
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut joined: Option<(u32, u64)> = None;
+    let mut writer = Some(wr);
+    loop {
+        loop {
+            let frame = match codec.decode(&mut buf) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    crate::log!(Level::Error, "bad frame from a worker: {e}");
+                    return finish(&hub, joined);
+                }
+            };
+            let msg = match FromWorker::decode(frame) {
+                Ok(m) => m,
+                Err(e) => {
+                    crate::log!(Level::Error, "bad message from a worker: {e}");
+                    return finish(&hub, joined);
+                }
+            };
+            match (joined, msg) {
+                (None, FromWorker::Hello { worker_id, pid }) => {
+                    let Some((generation, outbox)) = hub.borrow_mut().worker_joined(worker_id, pid)
+                    else {
+                        crate::log!(Level::Error, "unknown worker id {worker_id} from pid {pid}");
+                        return;
+                    };
+                    if let Some(w) = writer.take() {
+                        tokio::task::spawn_local(write_loop(outbox, w));
+                    }
+                    joined = Some((worker_id, generation));
+                }
+                (None, other) => {
+                    crate::log!(Level::Error, "worker spoke before hello: {other:?}");
+                    return;
+                }
+                (Some((id, generation)), msg) => {
+                    hub.borrow_mut().worker_message(id, generation, msg)
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return finish(&hub, joined),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn finish(hub: &Rc<RefCell<Hub>>, joined: Option<(u32, u64)>) {
+    if let Some((id, generation)) = joined {
+        hub.borrow_mut().worker_gone(id, generation);
+    }
+}

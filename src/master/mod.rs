@@ -1,0 +1,154 @@
+//! The master process: owns the listening socket, every client connection
+//! and the task queue, on a single-threaded tokio runtime built only after
+//! the manager was forked. It runs no PHP while serving.
+
+mod connection;
+mod hub;
+mod link;
+mod outbox;
+
+use std::cell::RefCell;
+use std::os::unix::net::UnixListener as StdUnixListener;
+use std::rc::Rc;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::oneshot;
+use tokio::task::LocalSet;
+
+use crate::listener::Listener;
+use crate::log::Level;
+use crate::packet::PacketOptions;
+pub use hub::Counters;
+use hub::Hub;
+
+/// Which optional events have PHP callbacks; the master skips the IPC for
+/// events nobody listens to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventMask {
+    pub connect: bool,
+    pub close: bool,
+}
+
+/// Everything the master needs from `set()`.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub worker_num: u32,
+    pub task_worker_num: u32,
+    pub dispatch_mode: u8,
+    /// Framing for foreign (non-taskq) clients.
+    pub packet: PacketOptions,
+    /// Largest taskq-protocol message accepted from a client.
+    pub package_max_length: usize,
+    pub max_conn: usize,
+    pub open_tcp_nodelay: bool,
+    pub events: EventMask,
+    /// Unfinished tasks a task worker may hold at once.
+    pub task_window: usize,
+}
+
+/// Serves until SIGTERM/SIGINT (or the manager's death), then waits for the
+/// manager to stop every worker. Returns the final counters.
+pub fn run(
+    cfg: MasterConfig,
+    listener: &Listener,
+    ipc: StdUnixListener,
+    manager: Pid,
+) -> std::io::Result<Counters> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = LocalSet::new();
+    local.block_on(&runtime, serve(cfg, listener, ipc, manager))
+}
+
+async fn serve(
+    cfg: MasterConfig,
+    listener: &Listener,
+    ipc: StdUnixListener,
+    manager: Pid,
+) -> std::io::Result<Counters> {
+    let cfg = Rc::new(cfg);
+    let hub = Rc::new(RefCell::new(Hub::new(cfg.clone())));
+    let accept = connection::spawn_acceptor(listener, hub.clone(), cfg.clone())?;
+    link::spawn_acceptor(ipc, hub.clone())?;
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut rtmin = signal(SignalKind::from_raw(libc::SIGRTMIN()))?;
+    let mut manager_exit = watch_manager(manager);
+
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            _ = term.recv() => stopping = begin_stop(stopping, &accept, manager, "SIGTERM"),
+            _ = int.recv() => stopping = begin_stop(stopping, &accept, manager, "SIGINT"),
+            _ = usr1.recv() => forward(manager, Signal::SIGUSR1),
+            _ = usr2.recv() => forward(manager, Signal::SIGUSR2),
+            _ = rtmin.recv() => {
+                if let Err(e) = crate::log::reopen() {
+                    crate::log!(Level::Warning, "cannot reopen log file: {e}");
+                }
+                forward(manager, Signal::SIGHUP);
+            }
+            _ = &mut manager_exit => {
+                if !stopping {
+                    crate::log!(Level::Error, "manager process exited unexpectedly; shutting down");
+                }
+                break;
+            }
+        }
+    }
+    accept.abort();
+    let hub = hub.borrow();
+    let unfinished = hub.unfinished_tasks();
+    if unfinished > 0 {
+        crate::log!(
+            Level::Warning,
+            "server stopped with {unfinished} unfinished task(s) in memory; they are lost (no task_store)"
+        );
+    }
+    Ok(hub.counters())
+}
+
+fn begin_stop(
+    already: bool,
+    accept: &tokio::task::JoinHandle<()>,
+    manager: Pid,
+    why: &str,
+) -> bool {
+    if !already {
+        crate::log!(Level::Info, "{why} received; stopping");
+        accept.abort();
+        forward(manager, Signal::SIGTERM);
+    }
+    true
+}
+
+fn forward(manager: Pid, sig: Signal) {
+    if let Err(e) = kill(manager, sig) {
+        crate::log!(Level::Warning, "cannot signal manager {manager}: {e}");
+    }
+}
+
+/// Resolves when the manager process has exited and been reaped.
+fn watch_manager(manager: Pid) -> oneshot::Receiver<()> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("taskq-manager-wait".into())
+        .spawn(move || {
+            loop {
+                match nix::sys::wait::waitpid(manager, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    _ => break,
+                }
+            }
+            let _ = tx.send(());
+        })
+        .map(drop)
+        .unwrap_or_else(|e| crate::log!(Level::Error, "cannot watch the manager: {e}"));
+    rx
+}

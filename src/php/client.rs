@@ -1,0 +1,227 @@
+//! `TaskClient` (alias `swoole_client`, `Swoole\Client`): Swoole's
+//! synchronous client. Failures return false with `errCode`/`errMsg` set and
+//! an E_WARNING, as Swoole does; only misuse of types throws.
+
+use std::time::Duration;
+
+use ext_php_rs::exception::PhpResult;
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::{ZendHashTable, Zval};
+
+use super::exception::{exception, warn};
+use super::values::{bool_zval, bytes_zval, entries, json_encode, long_zval, to_opt, zval_bytes};
+use crate::client::{Connection, MAX_RAW_RECV};
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+use crate::listener::SockType;
+
+/// Swoole's flag for a persistent connection, accepted in the type.
+pub const SOCK_KEEP: i64 = 1 << 12;
+
+/// A synchronous client for TaskServer (or any Swoole-framed server).
+#[php_class]
+#[php(name = "TaskClient")]
+pub struct TaskClient {
+    /// errno of the last failure (111 = connection refused, 11 = timeout).
+    #[php(prop, name = "errCode")]
+    err_code: i64,
+    /// Text of the last failure.
+    #[php(prop, name = "errMsg")]
+    err_msg: String,
+    kind: SockType,
+    sock_type: i64,
+    config: ClientConfig,
+    conn: Option<Connection>,
+}
+
+#[php_impl]
+impl TaskClient {
+    /// `$sockType` is TASKQ_SOCK_TCP, TASKQ_SOCK_TCP6 or TASKQ_SOCK_UNIX_STREAM,
+    /// optionally OR'ed with TASKQ_KEEP.
+    #[php(defaults(sock_type = 1))]
+    pub fn __construct(sock_type: i64) -> PhpResult<Self> {
+        let kind = SockType::from_raw(sock_type).ok_or_else(|| {
+            exception(
+                format!("unknown client type {sock_type} (allowed: TASKQ_SOCK_TCP (1), TASKQ_SOCK_TCP6 (3), TASKQ_SOCK_UNIX_STREAM (5), optionally | TASKQ_KEEP)"),
+                libc::EINVAL,
+            )
+        })?;
+        Ok(TaskClient {
+            err_code: 0,
+            err_msg: String::new(),
+            kind,
+            sock_type,
+            config: ClientConfig::new(),
+            conn: None,
+        })
+    }
+
+    /// Framing and socket options; applied at the next connect().
+    pub fn set(&mut self, settings: &ZendHashTable) -> PhpResult<bool> {
+        let mut converted = Vec::new();
+        for (key, value) in entries(settings) {
+            let v = to_opt(value).ok_or_else(|| {
+                exception(
+                    format!("invalid value for option '{key}': an object or resource (allowed: scalars and arrays)"),
+                    libc::EINVAL,
+                )
+            })?;
+            converted.push((key, v));
+        }
+        let warnings = self
+            .config
+            .apply(&converted)
+            .map_err(|e| exception(e.to_string(), libc::EINVAL))?;
+        for w in warnings {
+            warn(&w.0);
+        }
+        Ok(true)
+    }
+
+    /// Connects; `$timeout` (seconds) also bounds every later send and recv.
+    #[php(defaults(port = 0, timeout = 0.5, sock_flag = 0))]
+    pub fn connect(&mut self, host: String, port: i64, timeout: f64, sock_flag: i64) -> bool {
+        let _ = sock_flag;
+        if self.conn.is_some() {
+            return self.fail(ClientError::AlreadyConnected);
+        }
+        if host.is_empty() {
+            return self.fail(ClientError::Os {
+                code: libc::EINVAL,
+                message: "the host must not be empty".into(),
+            });
+        }
+        let port = match u16::try_from(port) {
+            Ok(p) if p > 0 || self.kind == SockType::UnixStream => p,
+            _ => {
+                return self.fail(ClientError::Os {
+                    code: libc::EINVAL,
+                    message: format!("invalid port {port} (allowed: 1 to 65535)"),
+                })
+            }
+        };
+        let timeout = if timeout.is_finite() && timeout > 0.0 {
+            Duration::from_secs_f64(timeout)
+        } else {
+            Duration::from_millis(500)
+        };
+        match Connection::connect(self.kind, &host, port, timeout, &self.config) {
+            Ok(c) => {
+                self.conn = Some(c);
+                self.clear_error();
+                true
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Sends a string, or an array as its JSON encoding; returns bytes sent.
+    pub fn send(&mut self, data: &Zval) -> PhpResult<Zval> {
+        let owned;
+        let bytes: &[u8] = if let Some(b) = zval_bytes(data) {
+            b
+        } else if data.is_array() {
+            owned = json_encode(data).map_err(|e| exception(e, libc::EINVAL))?;
+            &owned
+        } else if let Some(s) = data.coerce_to_string().filter(|_| data.is_scalar()) {
+            owned = s.into_bytes();
+            &owned
+        } else {
+            return Err(exception(
+                format!(
+                    "TaskClient::send(): Argument #1 ($data) must be of type string or array, {} given",
+                    data.get_type()
+                ),
+                libc::EINVAL,
+            ));
+        };
+        let result = match self.conn.as_mut() {
+            None => Err(ClientError::NotConnected),
+            Some(c) => c.send(bytes),
+        };
+        Ok(match result {
+            Ok(n) => {
+                self.clear_error();
+                long_zval(n as i64)
+            }
+            Err(e) => {
+                let fatal = matches!(e, ClientError::Os { .. });
+                self.fail(e);
+                if fatal {
+                    self.conn = None;
+                }
+                bool_zval(false)
+            }
+        })
+    }
+
+    /// One message (framed modes) or up to `$size` bytes (raw mode); "" when
+    /// the server closed the connection, false on error or timeout.
+    #[php(defaults(size = 65535, flags = 0))]
+    pub fn recv(&mut self, size: i64, flags: i64) -> Zval {
+        let waitall = flags & (libc::MSG_WAITALL as i64) != 0 || flags == 1;
+        let size = if size <= 0 {
+            MAX_RAW_RECV
+        } else if waitall {
+            size as usize
+        } else {
+            (size as usize).min(MAX_RAW_RECV)
+        };
+        let result = match self.conn.as_mut() {
+            None => Err(ClientError::NotConnected),
+            Some(c) => c.recv(size, waitall),
+        };
+        match result {
+            Ok(Some(msg)) => {
+                self.clear_error();
+                bytes_zval(&msg)
+            }
+            Ok(None) => {
+                self.clear_error();
+                bytes_zval(b"")
+            }
+            Err(e) => {
+                if matches!(e, ClientError::Protocol(_)) {
+                    self.conn = None;
+                }
+                self.fail(e);
+                bool_zval(false)
+            }
+        }
+    }
+
+    /// Closes the connection; false when it was not connected.
+    #[php(defaults(force = false))]
+    pub fn close(&mut self, force: bool) -> bool {
+        let _ = force;
+        if self.conn.take().is_none() {
+            return self.fail(ClientError::NotConnected);
+        }
+        true
+    }
+
+    /// Whether connect() succeeded and the connection was not closed.
+    pub fn is_connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// The socket type given to the constructor.
+    #[php(getter)]
+    pub fn get_type(&self) -> i64 {
+        self.sock_type
+    }
+}
+
+impl TaskClient {
+    fn fail(&mut self, e: ClientError) -> bool {
+        self.err_code = e.code() as i64;
+        self.err_msg = e.to_string();
+        warn(&self.err_msg);
+        false
+    }
+
+    fn clear_error(&mut self) {
+        self.err_code = 0;
+        self.err_msg.clear();
+    }
+}

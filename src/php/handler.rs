@@ -1,0 +1,241 @@
+//! Runs PHP callbacks for the process layer: the master's onStart and
+//! onShutdown, and every worker event. A callback that throws is logged with
+//! its class, message and trace and the worker keeps serving; a fatal error
+//! ends the worker (exit 255) and the manager respawns it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::unix::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+
+use bytes::Bytes;
+use ext_php_rs::convert::{IntoZval, IntoZvalDyn};
+use ext_php_rs::error::Error;
+use ext_php_rs::types::{ZendCallable, Zval};
+use ext_php_rs::zend::{try_catch, ExecutorGlobals};
+use nix::unistd::Pid;
+
+use super::events::{Callbacks, Event};
+use super::values::{bytes_zval, from_payload, to_payload};
+use crate::ipc::Payload;
+use crate::launcher::Hooks;
+use crate::log::Level;
+use crate::worker::{self, Handler, WorkerSpec};
+
+/// Who this process is, for `$server->worker_id` and friends.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcInfo {
+    pub master_pid: i64,
+    pub manager_pid: i64,
+    pub worker_id: i64,
+    pub worker_pid: i64,
+    pub taskworker: bool,
+}
+
+thread_local! {
+    static PROC: RefCell<ProcInfo> = const { RefCell::new(ProcInfo {
+        master_pid: 0,
+        manager_pid: 0,
+        worker_id: -1,
+        worker_pid: 0,
+        taskworker: false,
+    }) };
+    /// Per-call finish callbacks of `task($data, $dst, $callback)`, by task id.
+    static FINISH_CALLBACKS: RefCell<HashMap<i64, Zval>> = RefCell::new(HashMap::new());
+}
+
+/// This process's identity.
+pub fn proc_info() -> ProcInfo {
+    PROC.with(|p| *p.borrow())
+}
+
+fn set_proc(f: impl FnOnce(&mut ProcInfo)) {
+    PROC.with(|p| f(&mut p.borrow_mut()));
+}
+
+/// Remembers the callback that replaces onFinish for one task.
+pub fn remember_finish_callback(task_id: i64, callback: &Zval) {
+    FINISH_CALLBACKS.with(|m| m.borrow_mut().insert(task_id, callback.shallow_clone()));
+}
+
+/// Calls `callback` on the PHP thread. Exceptions are logged and swallowed
+/// so one bad message cannot stop a worker; fatal errors end the process.
+pub fn invoke(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Option<Zval> {
+    let callable = match ZendCallable::new(callback) {
+        Ok(c) => c,
+        Err(_) => {
+            crate::log!(Level::Error, "{what} callback is not callable");
+            return None;
+        }
+    };
+    match try_catch(AssertUnwindSafe(|| callable.try_call(args))) {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(Error::ExceptionPending { .. })) | Ok(Err(Error::Callable)) => {
+            log_exception(what);
+            None
+        }
+        Ok(Err(e)) => {
+            crate::log!(Level::Error, "{what} callback failed: {e}");
+            None
+        }
+        Err(_) => {
+            crate::log!(
+                Level::Error,
+                "fatal error in {what} callback (see the PHP error above); process exits with 255"
+            );
+            // SAFETY: the engine state after a bailout is not safe to reuse.
+            unsafe { libc::_exit(255) }
+        }
+    }
+}
+
+fn log_exception(what: &str) {
+    let Some(ex) = ExecutorGlobals::take_exception() else {
+        crate::log!(Level::Error, "{what} callback failed");
+        return;
+    };
+    let text = ex
+        .into_zval(false)
+        .ok()
+        .and_then(|z| z.try_call_method("__toString", vec![]).ok())
+        .and_then(|s| s.string())
+        .unwrap_or_else(|| "an exception that cannot be converted to string".into());
+    crate::log!(
+        Level::Error,
+        "uncaught exception in {what} callback: {text}"
+    );
+}
+
+/// The hooks `start()` hands to the launcher.
+pub struct PhpHooks {
+    pub this: Zval,
+    pub callbacks: Callbacks,
+}
+
+impl PhpHooks {
+    fn fire(&self, event: Event, args: Vec<&dyn IntoZvalDyn>) -> Option<Zval> {
+        let cb = self.callbacks.get(event)?;
+        invoke(&format!("on{}", event.name()), cb, args)
+    }
+}
+
+impl Hooks for PhpHooks {
+    fn master_started(&mut self, master: Pid, manager: Pid) {
+        set_proc(|p| {
+            p.master_pid = master.as_raw() as i64;
+            p.manager_pid = manager.as_raw() as i64;
+            p.worker_pid = master.as_raw() as i64;
+        });
+        self.fire(Event::Start, vec![&self.this]);
+    }
+
+    fn master_stopped(&mut self) {
+        self.fire(Event::Shutdown, vec![&self.this]);
+    }
+
+    fn run_worker(&mut self, spec: WorkerSpec, master_addr: &SocketAddr, manager: Pid) -> i32 {
+        set_proc(|p| {
+            p.manager_pid = manager.as_raw() as i64;
+            p.worker_id = spec.worker_id as i64;
+            p.worker_pid = std::process::id() as i64;
+            p.taskworker = spec.is_task;
+        });
+        let mut handler = WorkerHandler { hooks: self };
+        worker::run(spec, master_addr, &mut handler)
+    }
+}
+
+struct WorkerHandler<'a> {
+    hooks: &'a PhpHooks,
+}
+
+impl WorkerHandler<'_> {
+    fn worker_id(&self) -> i64 {
+        proc_info().worker_id
+    }
+}
+
+impl Handler for WorkerHandler<'_> {
+    fn worker_start(&mut self) {
+        let id = self.worker_id();
+        self.hooks
+            .fire(Event::WorkerStart, vec![&self.hooks.this, &id]);
+    }
+
+    fn worker_stop(&mut self) {
+        let id = self.worker_id();
+        self.hooks
+            .fire(Event::WorkerStop, vec![&self.hooks.this, &id]);
+    }
+
+    fn receive(&mut self, fd: u64, reactor_id: u32, data: Bytes) {
+        let data = bytes_zval(&data);
+        let (fd, reactor_id) = (fd as i64, reactor_id as i64);
+        self.hooks.fire(
+            Event::Receive,
+            vec![&self.hooks.this, &fd, &reactor_id, &data],
+        );
+    }
+
+    fn connect(&mut self, fd: u64, reactor_id: u32) {
+        let (fd, reactor_id) = (fd as i64, reactor_id as i64);
+        self.hooks
+            .fire(Event::Connect, vec![&self.hooks.this, &fd, &reactor_id]);
+    }
+
+    fn close(&mut self, fd: u64, reactor_id: i32) {
+        let (fd, reactor_id) = (fd as i64, reactor_id as i64);
+        self.hooks
+            .fire(Event::Close, vec![&self.hooks.this, &fd, &reactor_id]);
+    }
+
+    fn task(&mut self, task_id: i64, src_worker: i32, payload: Payload) -> Option<Payload> {
+        let data = match from_payload(&payload) {
+            Ok(d) => d,
+            Err(e) => {
+                crate::log!(
+                    Level::Error,
+                    "task {task_id} from worker #{src_worker}: {e}"
+                );
+                return None;
+            }
+        };
+        let src = src_worker as i64;
+        let ret = self
+            .hooks
+            .fire(Event::Task, vec![&self.hooks.this, &task_id, &src, &data])?;
+        if ret.is_null() {
+            return None;
+        }
+        match to_payload(&ret) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                crate::log!(Level::Error, "onTask result of task {task_id}: {e}");
+                None
+            }
+        }
+    }
+
+    fn finish(&mut self, task_id: i64, payload: Payload) {
+        let data = match from_payload(&payload) {
+            Ok(d) => d,
+            Err(e) => {
+                crate::log!(Level::Error, "result of task {task_id}: {e}");
+                return;
+            }
+        };
+        let own = FINISH_CALLBACKS.with(|m| m.borrow_mut().remove(&task_id));
+        match own
+            .as_ref()
+            .or_else(|| self.hooks.callbacks.get(Event::Finish))
+        {
+            Some(cb) => {
+                invoke("onFinish", cb, vec![&self.hooks.this, &task_id, &data]);
+            }
+            None => crate::log!(
+                Level::Warning,
+                "task {task_id} returned a result but no Finish callback is registered"
+            ),
+        }
+    }
+}

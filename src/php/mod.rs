@@ -1,0 +1,11 @@
+//! The PHP-facing layer: zval conversions, classes, callbacks and the Swoole
+//! compatibility names. Everything below `php/` is thin; the engine it drives
+//! lives in the crate's other modules and knows nothing of PHP.
+
+pub mod client;
+pub mod compat;
+pub mod events;
+pub mod exception;
+pub mod handler;
+pub mod server;
+pub mod values;

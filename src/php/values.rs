@@ -1,0 +1,135 @@
+//! Conversions between zvals and the engine's plain Rust values. Strings
+//! cross process boundaries as raw bytes; every other PHP value goes through
+//! PHP's own `serialize()`, so it arrives as exactly the same value.
+
+use bytes::Bytes;
+use ext_php_rs::convert::IntoZval;
+use ext_php_rs::types::ZendCallable;
+use ext_php_rs::types::{ArrayKey, ZendHashTable, ZendStr, Zval};
+
+use crate::config::OptValue;
+use crate::ipc::{Encoding, Payload};
+
+/// A PHP string zval holding `bytes` (binary-safe).
+pub fn bytes_zval(bytes: &[u8]) -> Zval {
+    let mut z = Zval::new();
+    z.set_zend_string(ZendStr::new(bytes, false));
+    z
+}
+
+/// The bytes of a PHP string zval, binary-safe.
+pub fn zval_bytes(z: &Zval) -> Option<&[u8]> {
+    z.zend_str().map(|s| s.as_bytes())
+}
+
+fn call(function: &str, arg: &Zval) -> Result<Zval, String> {
+    let f = ZendCallable::try_from_name(function).map_err(|e| e.to_string())?;
+    f.try_call(vec![arg])
+        .map_err(|e| format!("{function}() failed: {e}"))
+}
+
+/// Encodes a task or result value for IPC.
+pub fn to_payload(z: &Zval) -> Result<Payload, String> {
+    if let Some(bytes) = zval_bytes(z) {
+        return Ok(Payload {
+            encoding: Encoding::Raw,
+            data: Bytes::copy_from_slice(bytes),
+        });
+    }
+    let s = call("serialize", z)?;
+    let bytes = zval_bytes(&s).ok_or("serialize() did not return a string")?;
+    Ok(Payload {
+        encoding: Encoding::Serialized,
+        data: Bytes::copy_from_slice(bytes),
+    })
+}
+
+/// Decodes a payload back into the value the sender passed.
+pub fn from_payload(p: &Payload) -> Result<Zval, String> {
+    match p.encoding {
+        Encoding::Raw => Ok(bytes_zval(&p.data)),
+        Encoding::Serialized => call("unserialize", &bytes_zval(&p.data)),
+    }
+}
+
+/// JSON text for an array passed to `TaskClient::send()`, with PHP's own
+/// `json_encode` so the receiver's `json_decode` sees what PHP would produce.
+pub fn json_encode(z: &Zval) -> Result<Vec<u8>, String> {
+    let f = ZendCallable::try_from_name("json_encode").map_err(|e| e.to_string())?;
+    let flags: i64 = 64 | 256 | 4194304; // JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE | JSON_THROW_ON_ERROR
+    let out = f
+        .try_call(vec![z, &flags])
+        .map_err(|e| format!("json_encode() failed: {e}"))?;
+    zval_bytes(&out)
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| "json_encode() did not return a string".to_owned())
+}
+
+/// Converts one `set()` value; objects and resources are refused by the
+/// caller with the option's name.
+pub fn to_opt(z: &Zval) -> Option<OptValue> {
+    if z.is_null() {
+        Some(OptValue::Null)
+    } else if let Some(b) = z.bool() {
+        Some(OptValue::Bool(b))
+    } else if let Some(i) = z.long() {
+        Some(OptValue::Int(i))
+    } else if let Some(f) = z.double() {
+        Some(OptValue::Float(f))
+    } else if let Some(b) = zval_bytes(z) {
+        Some(OptValue::Str(String::from_utf8_lossy(b).into_owned()))
+    } else if let Some(ht) = z.array() {
+        ht.values()
+            .map(to_opt)
+            .collect::<Option<Vec<_>>>()
+            .map(OptValue::List)
+    } else {
+        None
+    }
+}
+
+/// The inverse of [`to_opt`], for `$server->setting`.
+pub fn opt_zval(v: &OptValue) -> Zval {
+    let made = match v {
+        OptValue::Null => Ok(Zval::null()),
+        OptValue::Bool(b) => b.into_zval(false),
+        OptValue::Int(i) => i.into_zval(false),
+        OptValue::Float(f) => f.into_zval(false),
+        OptValue::Str(s) => Ok(bytes_zval(s.as_bytes())),
+        OptValue::List(items) => {
+            let mut ht = ZendHashTable::new();
+            for item in items {
+                let _ = ht.push(opt_zval(item));
+            }
+            ht.into_zval(false)
+        }
+    };
+    made.unwrap_or_else(|_| Zval::null())
+}
+
+/// The entries of a PHP array as (key, value) pairs in order, for `set()`.
+pub fn entries(ht: &ZendHashTable) -> Vec<(String, &Zval)> {
+    ht.iter()
+        .map(|(k, v)| {
+            let key = match k {
+                ArrayKey::Long(i) => i.to_string(),
+                other => other.to_string(),
+            };
+            (key, v)
+        })
+        .collect()
+}
+
+/// A PHP int zval.
+pub fn long_zval(v: i64) -> Zval {
+    let mut z = Zval::new();
+    z.set_long(v);
+    z
+}
+
+/// A PHP bool zval, for Swoole's `int|false` returns.
+pub fn bool_zval(v: bool) -> Zval {
+    let mut z = Zval::new();
+    z.set_bool(v);
+    z
+}

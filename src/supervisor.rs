@@ -1,0 +1,342 @@
+//! The manager process: forks the workers and task workers, respawns any
+//! that exit (same worker id), reloads them on SIGUSR1/SIGUSR2 and stops them
+//! on SIGTERM. It is single-threaded and waits for signals synchronously with
+//! `sigtimedwait`, so forking from it is always safe.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+
+use crate::log::Level;
+
+/// What the manager supervises.
+#[derive(Debug, Clone)]
+pub struct SupervisorSpec {
+    pub worker_num: u32,
+    pub task_worker_num: u32,
+    /// Grace given to workers on stop before they are SIGKILLed.
+    pub max_wait_time: Duration,
+}
+
+impl SupervisorSpec {
+    fn total(&self) -> u32 {
+        self.worker_num + self.task_worker_num
+    }
+
+    fn is_task(&self, id: u32) -> bool {
+        id >= self.worker_num
+    }
+}
+
+/// A worker that dies this soon after starting counts as a crash loop.
+const QUICK_DEATH: Duration = Duration::from_secs(1);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// Delay before respawning a worker that has died `failures` times in a row
+/// right after starting: none for an isolated crash, then doubling, so a
+/// fatal error in onWorkerStart cannot fork-bomb the machine.
+pub fn backoff(failures: u32) -> Duration {
+    if failures <= 1 {
+        return Duration::ZERO;
+    }
+    let factor = 1u32 << (failures - 2).min(16);
+    (BACKOFF_START * factor).min(BACKOFF_MAX)
+}
+
+/// How a worker ended, in the terms onWorkerError and the log use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    pub signal: i32,
+}
+
+impl Exit {
+    fn abnormal(self) -> bool {
+        self.code != 0 || self.signal != 0
+    }
+}
+
+struct Child {
+    id: u32,
+    started: Instant,
+}
+
+struct Supervisor<'a> {
+    spec: SupervisorSpec,
+    spawn: &'a mut dyn FnMut(u32) -> i32,
+    children: HashMap<Pid, Child>,
+    failures: Vec<u32>,
+    pending: Vec<(Instant, u32)>,
+    stopping: Option<Instant>,
+    killed: bool,
+}
+
+fn managed_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Runs the manager loop until every worker has exited after a stop.
+/// `spawn(worker_id)` runs in each forked child and returns its exit code.
+pub fn supervise(spec: SupervisorSpec, spawn: &mut dyn FnMut(u32) -> i32) -> i32 {
+    let set = managed_signals();
+    if let Err(e) = set.thread_block() {
+        crate::log!(Level::Error, "manager cannot block signals: {e}");
+        return 1;
+    }
+    let mut sup = Supervisor {
+        failures: vec![0; spec.total() as usize],
+        spec,
+        spawn,
+        children: HashMap::new(),
+        pending: Vec::new(),
+        stopping: None,
+        killed: false,
+    };
+    for id in 0..sup.spec.total() {
+        sup.start(id);
+    }
+    loop {
+        if sup.stopping.is_some() && sup.children.is_empty() {
+            return 0;
+        }
+        let timeout = sup.next_timeout();
+        match wait_signal(&set, timeout) {
+            Some(libc::SIGCHLD) => sup.reap(),
+            Some(libc::SIGTERM) => sup.stop(),
+            Some(libc::SIGUSR1) => sup.reload(false),
+            Some(libc::SIGUSR2) => sup.reload(true),
+            Some(libc::SIGHUP) => {
+                if let Err(e) = crate::log::reopen() {
+                    crate::log!(Level::Warning, "cannot reopen log file: {e}");
+                }
+            }
+            _ => {}
+        }
+        sup.tick();
+    }
+}
+
+fn wait_signal(set: &SigSet, timeout: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: `set` is a valid sigset; a null siginfo pointer is allowed.
+    let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+impl Supervisor<'_> {
+    fn start(&mut self, id: u32) {
+        // SAFETY: the manager is single-threaded, so the child inherits a
+        // consistent address space.
+        match unsafe { fork() } {
+            Ok(ForkResult::Child) => {
+                let _ = SigSet::empty().thread_set_mask();
+                let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
+                let code = (self.spawn)(id);
+                // SAFETY: ends the child without running the parent's atexit
+                // handlers or PHP's request shutdown a second time.
+                unsafe { libc::_exit(code) };
+            }
+            Ok(ForkResult::Parent { child }) => {
+                self.children.insert(
+                    child,
+                    Child {
+                        id,
+                        started: Instant::now(),
+                    },
+                );
+            }
+            Err(e) => {
+                crate::log!(
+                    Level::Error,
+                    "fork of worker #{id} failed: {e}; retrying in {:?}",
+                    BACKOFF_START
+                );
+                self.pending.push((Instant::now() + BACKOFF_START, id));
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        loop {
+            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit { code, signal: 0 }),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (
+                    pid,
+                    Exit {
+                        code: 0,
+                        signal: sig as i32,
+                    },
+                ),
+                Ok(WaitStatus::StillAlive) | Err(_) => return,
+                Ok(_) => continue,
+            };
+            if let Some(child) = self.children.remove(&pid) {
+                self.exited(pid, child, exit);
+            }
+        }
+    }
+
+    fn exited(&mut self, pid: Pid, child: Child, exit: Exit) {
+        let kind = if self.spec.is_task(child.id) {
+            "task worker"
+        } else {
+            "worker"
+        };
+        if exit.abnormal() {
+            crate::log!(
+                Level::Warning,
+                "{kind}(pid={pid}, id={}) abnormal exit, status={}, signal={}",
+                child.id,
+                exit.code,
+                exit.signal
+            );
+        }
+        if self.stopping.is_some() {
+            return;
+        }
+        let slot = &mut self.failures[child.id as usize];
+        if exit.abnormal() && child.started.elapsed() < QUICK_DEATH {
+            *slot += 1;
+        } else {
+            *slot = 0;
+        }
+        let delay = backoff(*slot);
+        if delay.is_zero() {
+            self.start(child.id);
+        } else {
+            crate::log!(
+                Level::Warning,
+                "{kind} #{} died {} times in a row within {:?} of starting; respawning in {:?}",
+                child.id,
+                *slot,
+                QUICK_DEATH,
+                delay
+            );
+            self.pending.push((Instant::now() + delay, child.id));
+        }
+    }
+
+    fn stop(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(Instant::now() + self.spec.max_wait_time);
+        self.pending.clear();
+        self.signal_children(Signal::SIGTERM, |_| true);
+    }
+
+    fn reload(&mut self, only_tasks: bool) {
+        if self.stopping.is_some() {
+            return;
+        }
+        crate::log!(
+            Level::Info,
+            "reloading {}",
+            if only_tasks {
+                "task workers"
+            } else {
+                "all workers"
+            }
+        );
+        let spec = self.spec.clone();
+        self.signal_children(Signal::SIGTERM, |id| !only_tasks || spec.is_task(id));
+    }
+
+    fn signal_children(&self, sig: Signal, which: impl Fn(u32) -> bool) {
+        for (pid, child) in &self.children {
+            if which(child.id) {
+                let _ = kill(*pid, sig);
+            }
+        }
+    }
+
+    fn next_timeout(&self) -> Duration {
+        let now = Instant::now();
+        let mut t = Duration::from_secs(1);
+        for (when, _) in &self.pending {
+            t = t.min(when.saturating_duration_since(now));
+        }
+        if let Some(deadline) = self.stopping {
+            if !self.killed {
+                t = t.min(deadline.saturating_duration_since(now));
+            }
+        }
+        t.max(Duration::from_millis(1))
+    }
+
+    fn tick(&mut self) {
+        let now = Instant::now();
+        if let Some(deadline) = self.stopping {
+            if !self.killed && now >= deadline && !self.children.is_empty() {
+                crate::log!(
+                    Level::Warning,
+                    "worker exit timeout after {:?}, forced termination of {} processes",
+                    self.spec.max_wait_time,
+                    self.children.len()
+                );
+                self.signal_children(Signal::SIGKILL, |_| true);
+                self.killed = true;
+            }
+            return;
+        }
+        let due: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(when, _)| *when <= now)
+            .map(|(_, id)| *id)
+            .collect();
+        self.pending.retain(|(when, _)| *when > now);
+        for id in due {
+            self.start(id);
+        }
+    }
+}
+
+/// Restores the default signal mask in a process that will not supervise.
+pub fn unblock_all_signals() {
+    let _ =
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_zero_then_doubles_up_to_a_cap() {
+        assert_eq!(backoff(0), Duration::ZERO);
+        assert_eq!(backoff(1), Duration::ZERO);
+        assert_eq!(backoff(2), Duration::from_millis(100));
+        assert_eq!(backoff(3), Duration::from_millis(200));
+        assert_eq!(backoff(5), Duration::from_millis(800));
+        assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn exit_is_abnormal_on_code_or_signal() {
+        assert!(!Exit { code: 0, signal: 0 }.abnormal());
+        assert!(Exit {
+            code: 255,
+            signal: 0
+        }
+        .abnormal());
+        assert!(Exit { code: 0, signal: 9 }.abnormal());
+    }
+}

@@ -81,7 +81,7 @@ impl Stream {
 
 enum Wire {
     Taskq(FrameCodec),
-    Packets(PacketDecoder),
+    Packets(Box<PacketDecoder>),
 }
 
 /// A connected client socket.
@@ -153,7 +153,7 @@ impl Connection {
         let mut conn = Connection {
             stream,
             wire: if config.has_framing() || !config.taskq_protocol {
-                Wire::Packets(PacketDecoder::new(config.packet.clone()))
+                Wire::Packets(Box::new(PacketDecoder::new(config.packet.clone())))
             } else {
                 Wire::Taskq(FrameCodec::new(max + 1))
             },

@@ -1082,7 +1082,7 @@ mod tests {
                  package_length_type, package_length_offset, package_body_offset, \
                  package_body_start, open_eof_check, open_eof_split, package_eof, \
                  package_max_length, open_tcp_nodelay, socket_buffer_size, \
-                 connect_timeout, timeout)"
+                 connect_timeout, timeout, taskq_protocol)"
                     .into()
             )]
         );

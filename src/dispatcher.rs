@@ -118,8 +118,9 @@ impl<Q: TaskQueue> Dispatcher<Q> {
         }
         loop {
             let mut progressed = false;
+            let start = self.next;
             for k in 0..n {
-                let i = (self.next + k) % n;
+                let i = (start + k) % n;
                 let slot = &mut self.slots[i];
                 if !slot.online || slot.inflight.len() >= self.window {
                     continue;

@@ -57,7 +57,8 @@ pub extern "C" fn module_info(module: *mut ModuleEntry) {
         }
     );
     ext_php_rs::info_table_end!();
-    php::compat::display_ini_entries(module.cast());
+    // SAFETY: `module` is the entry PHP handed to this info function.
+    unsafe { php::compat::display_ini_entries(module.cast()) };
 }
 
 #[php_module]

@@ -98,7 +98,7 @@ where
 
 enum Framing {
     Taskq(FrameCodec),
-    Foreign(PacketDecoder),
+    Foreign(Box<PacketDecoder>),
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
@@ -120,7 +120,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     framing = Some(Framing::Taskq(FrameCodec::new(cfg.package_max_length + 1)));
                 }
                 Detected::Foreign => {
-                    framing = Some(Framing::Foreign(PacketDecoder::new(cfg.packet.clone())))
+                    framing = Some(Framing::Foreign(Box::new(PacketDecoder::new(
+                        cfg.packet.clone(),
+                    ))))
                 }
             }
         }
@@ -180,12 +182,12 @@ fn finish_eof(
     hub: &Rc<RefCell<Hub>>,
 ) -> Result<(), String> {
     if framing.is_none() && !buf.is_empty() {
-        *framing = Some(Framing::Foreign(PacketDecoder::new(
+        *framing = Some(Framing::Foreign(Box::new(PacketDecoder::new(
             crate::packet::PacketOptions {
                 mode: crate::packet::PacketMode::Raw,
                 max_length: usize::MAX,
             },
-        )));
+        ))));
     }
     drain(framing, buf, fd, hub)?;
     match framing {

@@ -140,12 +140,7 @@ fn watch_manager(manager: Pid) -> oneshot::Receiver<()> {
     std::thread::Builder::new()
         .name("taskq-manager-wait".into())
         .spawn(move || {
-            loop {
-                match nix::sys::wait::waitpid(manager, None) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    _ => break,
-                }
-            }
+            while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(manager, None) {}
             let _ = tx.send(());
         })
         .map(drop)

@@ -116,7 +116,10 @@ pub fn register_aliases() {
 }
 
 /// `php --ri taskq` lists the INI settings through this Zend helper.
-pub fn display_ini_entries(module: *mut c_void) {
+///
+/// # Safety
+/// `module` must be the module entry PHP passed to the info function.
+pub unsafe fn display_ini_entries(module: *mut c_void) {
     type Display = unsafe extern "C" fn(*mut c_void);
     if let Some(f) = symbol(c"display_ini_entries") {
         // SAFETY: display_ini_entries(zend_module_entry*).

@@ -1,0 +1,62 @@
+# taskq — build, run and test. `make run` and `make test` are the two
+# commands a newcomer needs; both install what is missing first.
+
+SHELL := /bin/bash
+SO := modules/taskq.so
+PHP_EXT := -d extension=$(CURDIR)/$(SO)
+# Debian 12 packages: PHP and its headers, libclang for bindgen, PHPUnit,
+# the PHP embed library for `cargo test`, and the real servers tests start.
+APT_PACKAGES := php8.2-cli php8.2-dev clang libclang-dev phpunit libphp8.2-embed \
+	python3-aiosmtpd redis-server netcat-openbsd procps iproute2
+INI_DIR := /etc/php/8.2/mods-available
+
+.PHONY: all deps build run test test-rust test-php install bench fuzz clean lint
+
+all: build
+
+## deps: install missing apt packages (idempotent; needs root or sudo)
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first"; exit 1; }
+
+## build: release extension at modules/taskq.so
+build: deps
+	cargo build --release
+	@mkdir -p modules
+	cp target/release/libtaskq.so $(SO)
+
+## run: the example task server in the foreground on 127.0.0.1:9501 (Ctrl-C stops it)
+run: build
+	php $(PHP_EXT) php/examples/server.php
+
+## test: every test (cargo test + PHPUnit)
+test: build test-rust test-php
+
+test-rust:
+	cargo test --release
+
+test-php:
+	TASKQ_EXT=$(CURDIR)/$(SO) php $(PHP_EXT) /usr/bin/phpunit -c tests/phpunit.xml
+
+lint:
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+
+## install: copy into PHP's extension dir and enable for every SAPI
+install: build
+	install -m 0644 $(SO) "$$(php-config --extension-dir)/taskq.so"
+	printf '; priority=30\nextension=taskq.so\n' > $(INI_DIR)/taskq.ini
+	phpenmod taskq
+	php --ri taskq
+
+clean:
+	cargo clean
+	rm -rf modules

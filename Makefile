@@ -31,7 +31,7 @@ deps:
 build: deps
 	cargo build --release
 	@mkdir -p modules
-	cp target/release/libtaskq.so $(SO)
+	cp target/release/libtaskq.so $(SO).tmp && mv -f $(SO).tmp $(SO)  # new inode: running servers keep their mapping
 
 ## run: the example task server in the foreground on 127.0.0.1:9501 (Ctrl-C stops it)
 run: build

@@ -123,6 +123,7 @@ pub fn supervise(spec: SupervisorSpec, spawn: &mut dyn FnMut(u32) -> i32) -> i32
                 if let Err(e) = crate::log::reopen() {
                     crate::log!(Level::Warning, "cannot reopen log file: {e}");
                 }
+                sup.signal_children(Signal::SIGHUP, |_| true);
             }
             _ => {}
         }

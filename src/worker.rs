@@ -191,12 +191,16 @@ fn spawn_signal_thread(tx: Sender<Inbound>) -> std::io::Result<()> {
     // SAFETY: SIG_IGN needs nothing; the manager ignores SIGINT and so do
     // workers, so Ctrl-C reaches the master, which stops everyone in order.
     unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGHUP])?;
     std::thread::Builder::new()
         .name("taskq-signals".into())
         .spawn(move || {
-            for _ in signals.forever() {
-                if tx.send(Inbound::Terminate).is_err() {
+            for sig in signals.forever() {
+                if sig == libc::SIGHUP {
+                    if let Err(e) = crate::log::reopen() {
+                        crate::log!(Level::Warning, "cannot reopen log file: {e}");
+                    }
+                } else if tx.send(Inbound::Terminate).is_err() {
                     return;
                 }
             }
@@ -325,7 +329,7 @@ fn event_loop(rx: &Receiver<Inbound>, handler: &mut dyn Handler, max_request: u6
             }
             Inbound::Terminate => {
                 if !leaving {
-                    crate::log!(Level::Info, "stop requested; finishing queued events");
+                    crate::log!(Level::Debug, "stop requested; finishing queued events");
                 }
                 if let Err(e) = leave(&mut leaving) {
                     crate::log!(Level::Error, "{e}");

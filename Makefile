@@ -3,7 +3,10 @@
 
 SHELL := /bin/bash
 SO := modules/taskq.so
-PHP_EXT := -d extension=$(CURDIR)/$(SO)
+# PHP's own ini scan dir minus an installed taskq.ini, so the fresh build is
+# the only taskq loaded even after `make install`.
+SCAN_DIR := $(CURDIR)/target/php-conf.d
+PHP := PHP_INI_SCAN_DIR=$(SCAN_DIR) php -d extension=$(CURDIR)/$(SO)
 # Debian 12 packages: PHP and its headers, libclang for bindgen, PHPUnit,
 # the PHP embed library for `cargo test`, and the real servers tests start.
 APT_PACKAGES := php8.2-cli php8.2-dev clang libclang-dev phpunit libphp8.2-embed \
@@ -32,10 +35,13 @@ build: deps
 	cargo build --release
 	@mkdir -p modules
 	cp target/release/libtaskq.so $(SO).tmp && mv -f $(SO).tmp $(SO)  # new inode: running servers keep their mapping
+	@rm -rf $(SCAN_DIR) && mkdir -p $(SCAN_DIR)
+	@src=$$(php -r 'echo PHP_CONFIG_FILE_SCAN_DIR;'); \
+	for f in "$$src"/*.ini; do case "$$f" in *taskq*) ;; *) [ -e "$$f" ] && cp "$$f" $(SCAN_DIR)/ ;; esac; done; true
 
 ## run: the example task server in the foreground on 127.0.0.1:9501 (Ctrl-C stops it)
 run: build
-	php $(PHP_EXT) php/examples/server.php
+	$(PHP) php/examples/server.php
 
 ## test: every test (cargo test + PHPUnit)
 test: build test-rust test-php
@@ -44,7 +50,7 @@ test-rust:
 	cargo test --release
 
 test-php:
-	TASKQ_EXT=$(CURDIR)/$(SO) php $(PHP_EXT) /usr/bin/phpunit -c tests/phpunit.xml
+	TASKQ_EXT=$(CURDIR)/$(SO) $(PHP) /usr/bin/phpunit -c tests/phpunit.xml
 
 lint:
 	cargo fmt --check

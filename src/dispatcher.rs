@@ -24,17 +24,30 @@ pub struct Dispatcher<Q: TaskQueue> {
     slots: Vec<Slot>,
     window: usize,
     next: usize,
+    max_attempts: u32,
+}
+
+/// What happened to the tasks of a worker that went away.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Orphans {
+    /// Requeued at the front to run again.
+    pub requeued: usize,
+    /// Ran `max_attempts` times and killed its worker each time: a poison
+    /// task that would otherwise crash every task worker in turn.
+    pub given_up: Vec<QueuedTask>,
 }
 
 impl<Q: TaskQueue> Dispatcher<Q> {
     /// `workers` task workers, each trusted with at most `window` unfinished
-    /// tasks at once (1 = strictly idle-first dispatch).
-    pub fn new(queue: Q, workers: usize, window: usize) -> Self {
+    /// tasks at once (1 = strictly idle-first dispatch); a task whose worker
+    /// dies under it runs at most `max_attempts` times.
+    pub fn new(queue: Q, workers: usize, window: usize, max_attempts: u32) -> Self {
         Dispatcher {
             queue,
             slots: (0..workers).map(|_| Slot::default()).collect(),
             window: window.max(1),
             next: 0,
+            max_attempts: max_attempts.max(1),
         }
     }
 
@@ -70,11 +83,12 @@ impl<Q: TaskQueue> Dispatcher<Q> {
         }
     }
 
-    /// Incarnation `generation` is gone. Everything it held returns to the
-    /// front of the queue; returns how many tasks that was.
-    pub fn offline(&mut self, worker: usize, generation: u64) -> usize {
+    /// Incarnation `generation` is gone. What it held returns to the front
+    /// of the queue, unless it has used up its attempts.
+    pub fn offline(&mut self, worker: usize, generation: u64) -> Orphans {
+        let mut orphans = Orphans::default();
         let Some(s) = self.slots.get_mut(worker) else {
-            return 0;
+            return orphans;
         };
         if s.generation == generation {
             s.online = false;
@@ -83,11 +97,17 @@ impl<Q: TaskQueue> Dispatcher<Q> {
             .into_iter()
             .partition(|(g, _)| *g == generation);
         s.inflight = kept;
-        let n = lost.len();
-        for (_, t) in lost.into_iter().rev() {
-            self.queue.requeue(t);
+        for (_, mut t) in lost.into_iter().rev() {
+            t.attempts += 1;
+            if t.attempts >= self.max_attempts {
+                self.queue.ack(t.id);
+                orphans.given_up.push(t);
+            } else {
+                self.queue.requeue(t);
+                orphans.requeued += 1;
+            }
         }
-        n
+        orphans
     }
 
     /// The task a worker is running, to route its results.
@@ -153,6 +173,13 @@ impl<Q: TaskQueue> Dispatcher<Q> {
         self.slots.iter().map(|s| s.inflight.len()).sum()
     }
 
+    /// Whether task worker `worker` holds an unfinished task.
+    pub fn is_busy(&self, worker: usize) -> bool {
+        self.slots
+            .get(worker)
+            .is_some_and(|s| !s.inflight.is_empty())
+    }
+
     /// Online task workers running nothing.
     pub fn idle_workers(&self) -> usize {
         self.slots
@@ -174,6 +201,7 @@ mod tests {
             id,
             src_worker: 0,
             task_id: id as i64,
+            attempts: 0,
             payload: Payload {
                 encoding: Encoding::Raw,
                 data: Bytes::new(),
@@ -189,7 +217,7 @@ mod tests {
 
     #[test]
     fn idle_first_round_robin_with_window_one() {
-        let mut d = Dispatcher::new(MemoryQueue::default(), 3, 1);
+        let mut d = Dispatcher::new(MemoryQueue::default(), 3, 1, 3);
         for w in 0..3 {
             d.online(w, 1);
         }
@@ -209,7 +237,7 @@ mod tests {
 
     #[test]
     fn tasks_wait_for_workers_to_come_online() {
-        let mut d = Dispatcher::new(MemoryQueue::default(), 2, 1);
+        let mut d = Dispatcher::new(MemoryQueue::default(), 2, 1, 3);
         d.submit(task(1), None);
         assert!(assign(&mut d).is_empty());
         d.online(1, 1);
@@ -218,13 +246,13 @@ mod tests {
 
     #[test]
     fn dead_worker_gives_tasks_back_to_the_front() {
-        let mut d = Dispatcher::new(MemoryQueue::default(), 2, 2);
+        let mut d = Dispatcher::new(MemoryQueue::default(), 2, 2, 3);
         d.online(0, 1);
         for i in 0..4 {
             d.submit(task(i), None);
         }
         assert_eq!(assign(&mut d), vec![(0, 0), (0, 1)]);
-        assert_eq!(d.offline(0, 1), 2);
+        assert_eq!(d.offline(0, 1).requeued, 2);
         d.online(1, 1);
         assert_eq!(assign(&mut d), vec![(1, 0), (1, 1)]);
         assert_eq!(d.queued(), 2);
@@ -232,21 +260,45 @@ mod tests {
 
     #[test]
     fn late_disconnect_of_an_old_incarnation_spares_the_new_one() {
-        let mut d = Dispatcher::new(MemoryQueue::default(), 1, 2);
+        let mut d = Dispatcher::new(MemoryQueue::default(), 1, 2, 3);
         d.online(0, 1);
         d.submit(task(1), None);
         assert_eq!(assign(&mut d), vec![(0, 1)]);
         d.online(0, 2);
         d.submit(task(2), None);
         assert_eq!(assign(&mut d), vec![(0, 2)]);
-        assert_eq!(d.offline(0, 1), 1);
+        assert_eq!(d.offline(0, 1).requeued, 1);
         assert_eq!(d.running(0, 2).map(|t| t.id), Some(2));
         assert_eq!(assign(&mut d), vec![(0, 1)]);
     }
 
     #[test]
+    fn a_task_that_kills_every_worker_is_given_up_after_max_attempts() {
+        let mut d = Dispatcher::new(MemoryQueue::default(), 1, 1, 2);
+        d.online(0, 1);
+        d.submit(task(5), None);
+        assert_eq!(assign(&mut d), vec![(0, 5)]);
+        assert_eq!(d.offline(0, 1).requeued, 1);
+        d.online(0, 2);
+        assert_eq!(assign(&mut d), vec![(0, 5)]);
+        let orphans = d.offline(0, 2);
+        assert_eq!(orphans.requeued, 0);
+        assert_eq!(
+            orphans
+                .given_up
+                .iter()
+                .map(|t| (t.id, t.attempts))
+                .collect::<Vec<_>>(),
+            vec![(5, 2)]
+        );
+        d.online(0, 3);
+        assert!(assign(&mut d).is_empty());
+        assert_eq!(d.queued(), 0);
+    }
+
+    #[test]
     fn targeted_tasks_only_go_to_their_worker() {
-        let mut d = Dispatcher::new(MemoryQueue::default(), 2, 1);
+        let mut d = Dispatcher::new(MemoryQueue::default(), 2, 1, 3);
         d.online(0, 1);
         d.online(1, 1);
         assert!(d.submit(task(7), Some(1)));
@@ -257,7 +309,7 @@ mod tests {
 
     #[test]
     fn draining_worker_keeps_its_tasks_but_gets_no_more() {
-        let mut d = Dispatcher::new(MemoryQueue::default(), 1, 1);
+        let mut d = Dispatcher::new(MemoryQueue::default(), 1, 1, 3);
         d.online(0, 1);
         d.submit(task(1), None);
         d.submit(task(2), None);

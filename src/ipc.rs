@@ -65,6 +65,16 @@ pub enum ToWorker {
     },
     /// The last message this incarnation will get; see `FromWorker::Leaving`.
     Bye,
+    /// `sendMessage()` from worker `src_worker`, for onPipeMessage.
+    Pipe {
+        src_worker: i32,
+        payload: Payload,
+    },
+    /// The answer to `FromWorker::Query` number `req` (JSON).
+    Reply {
+        req: u32,
+        body: Bytes,
+    },
 }
 
 /// Worker → master.
@@ -89,6 +99,14 @@ pub enum FromWorker {
     /// The worker will exit (reload, max_request, stop) once it has handled
     /// everything sent before the master's `Bye`; nothing is lost in between.
     Leaving,
+    /// `sendMessage()` to worker `dst`.
+    Pipe { dst: u32, payload: Payload },
+    /// A question for the master (stats, connection info, worker pids), as
+    /// JSON; answered by `ToWorker::Reply` with the same `req`.
+    Query { req: u32, body: Bytes },
+    /// The worker has handled `handled` events in total and is idle now;
+    /// lets the master pick idle workers (dispatch_mode 3) and report busy ones.
+    Idle { handled: u64 },
 }
 
 const TW_RECEIVE: u8 = 1;
@@ -97,6 +115,8 @@ const TW_CLOSE: u8 = 3;
 const TW_TASK: u8 = 4;
 const TW_FINISH: u8 = 5;
 const TW_BYE: u8 = 6;
+const TW_PIPE: u8 = 7;
+const TW_REPLY: u8 = 8;
 
 const FW_HELLO: u8 = 1;
 const FW_SUBMIT: u8 = 2;
@@ -105,6 +125,9 @@ const FW_DONE: u8 = 4;
 const FW_SEND: u8 = 5;
 const FW_CLOSE_FD: u8 = 6;
 const FW_LEAVING: u8 = 7;
+const FW_PIPE: u8 = 8;
+const FW_QUERY: u8 = 9;
+const FW_IDLE: u8 = 10;
 
 /// Largest IPC frame: payloads are bounded by the user's memory, not by a
 /// tmpfile threshold as in Swoole, so this only guards against corruption.
@@ -186,6 +209,22 @@ impl ToWorker {
                 FrameCodec::end(dst, s);
             }
             ToWorker::Bye => FrameCodec::put(dst, TW_BYE, &[]),
+            ToWorker::Pipe {
+                src_worker,
+                payload,
+            } => {
+                dst.reserve(10 + payload.data.len());
+                let s = FrameCodec::begin(dst, TW_PIPE);
+                dst.put_i32(*src_worker);
+                put_payload(dst, payload);
+                FrameCodec::end(dst, s);
+            }
+            ToWorker::Reply { req, body } => {
+                let s = FrameCodec::begin(dst, TW_REPLY);
+                dst.put_u32(*req);
+                dst.put_slice(body);
+                FrameCodec::end(dst, s);
+            }
         }
     }
 
@@ -238,6 +277,19 @@ impl ToWorker {
                 }
             }
             TW_BYE => ToWorker::Bye,
+            TW_PIPE => {
+                need(&b, 4, "pipe")?;
+                let src_worker = b.get_i32();
+                ToWorker::Pipe {
+                    src_worker,
+                    payload: get_payload(&mut b)?,
+                }
+            }
+            TW_REPLY => {
+                need(&b, 4, "reply")?;
+                let req = b.get_u32();
+                ToWorker::Reply { req, body: b }
+            }
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -282,6 +334,23 @@ impl FromWorker {
             }
             FromWorker::CloseFd { fd } => FrameCodec::put(dst, FW_CLOSE_FD, &fd.to_be_bytes()),
             FromWorker::Leaving => FrameCodec::put(dst, FW_LEAVING, &[]),
+            FromWorker::Pipe {
+                dst: target,
+                payload,
+            } => {
+                dst.reserve(10 + payload.data.len());
+                let s = FrameCodec::begin(dst, FW_PIPE);
+                dst.put_u32(*target);
+                put_payload(dst, payload);
+                FrameCodec::end(dst, s);
+            }
+            FromWorker::Query { req, body } => {
+                let s = FrameCodec::begin(dst, FW_QUERY);
+                dst.put_u32(*req);
+                dst.put_slice(body);
+                FrameCodec::end(dst, s);
+            }
+            FromWorker::Idle { handled } => FrameCodec::put(dst, FW_IDLE, &handled.to_be_bytes()),
         }
     }
 
@@ -328,6 +397,25 @@ impl FromWorker {
                 FromWorker::CloseFd { fd: b.get_u64() }
             }
             FW_LEAVING => FromWorker::Leaving,
+            FW_PIPE => {
+                need(&b, 4, "pipe")?;
+                let target = b.get_u32();
+                FromWorker::Pipe {
+                    dst: target,
+                    payload: get_payload(&mut b)?,
+                }
+            }
+            FW_QUERY => {
+                need(&b, 4, "query")?;
+                let req = b.get_u32();
+                FromWorker::Query { req, body: b }
+            }
+            FW_IDLE => {
+                need(&b, 8, "idle")?;
+                FromWorker::Idle {
+                    handled: b.get_u64(),
+                }
+            }
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -382,6 +470,14 @@ mod tests {
                 payload: payload(Encoding::Raw, b""),
             },
             ToWorker::Bye,
+            ToWorker::Pipe {
+                src_worker: 2,
+                payload: payload(Encoding::Raw, b"hi"),
+            },
+            ToWorker::Reply {
+                req: 9,
+                body: Bytes::from_static(b"{}"),
+            },
         ];
         let mut buf = BytesMut::new();
         for m in &msgs {
@@ -417,6 +513,15 @@ mod tests {
             },
             FromWorker::CloseFd { fd: 2 },
             FromWorker::Leaving,
+            FromWorker::Pipe {
+                dst: 4,
+                payload: payload(Encoding::Serialized, b"i:1;"),
+            },
+            FromWorker::Query {
+                req: 1,
+                body: Bytes::from_static(b"{\"Stats\":null}"),
+            },
+            FromWorker::Idle { handled: 77 },
         ];
         let mut buf = BytesMut::new();
         for m in &msgs {

@@ -16,7 +16,7 @@ use crate::error::ServerError;
 use crate::listener::Listener;
 use crate::log::{Level, Role};
 use crate::master::{self, MasterConfig};
-use crate::supervisor::{self, SupervisorSpec};
+use crate::supervisor::{self, Exit, ManagerHooks, SupervisorSpec};
 use crate::worker::WorkerSpec;
 
 /// Everything `start()` needs beyond the listener.
@@ -32,14 +32,25 @@ pub struct Launch {
     /// (max_request, grace) for event workers and for task workers.
     pub max_request: (u64, u64),
     pub task_max_request: (u64, u64),
+    /// Unprivileged user and group for workers.
+    pub user: Option<String>,
+    pub group: Option<String>,
 }
 
 /// The PHP callbacks, seen from the process layer.
 pub trait Hooks {
     /// In the master, once the manager is forked (onStart).
     fn master_started(&mut self, master: Pid, manager: Pid);
+    /// In the master, when a stop begins (onBeforeShutdown).
+    fn master_stopping(&mut self);
     /// In the master, after every worker has exited (onShutdown).
     fn master_stopped(&mut self);
+    /// In the manager, before it forks workers (onManagerStart).
+    fn manager_started(&mut self, master: Pid, manager: Pid);
+    /// In the manager, after every worker exited (onManagerStop).
+    fn manager_stopped(&mut self);
+    /// In the manager, when a worker exited abnormally (onWorkerError).
+    fn worker_error(&mut self, worker_id: u32, pid: i32, exit: Exit);
     /// In a freshly forked worker; returns its exit code.
     fn run_worker(&mut self, spec: WorkerSpec, master_addr: &SocketAddr, manager: Pid) -> i32;
 }
@@ -99,7 +110,9 @@ pub fn launch(
         cfg.master.task_worker_num
     );
     hooks.master_started(master_pid, manager);
-    let result = master::run(cfg.master.clone(), listener, ipc, manager);
+    let result = master::run(cfg.master.clone(), listener, ipc, manager, &mut || {
+        hooks.master_stopping()
+    });
     hooks.master_stopped();
     if let Some(path) = &cfg.pid_file {
         let _ = std::fs::remove_file(path);
@@ -147,30 +160,14 @@ fn run_manager(
         task_worker_num: cfg.master.task_worker_num,
         max_wait_time: cfg.max_wait_time,
     };
-    let manager = getpid();
-    let mut spawn = |id: u32| {
-        let is_task = id >= cfg.master.worker_num;
-        let (max, grace) = if is_task {
-            cfg.task_max_request
-        } else {
-            cfg.max_request
-        };
-        crate::log::set_process(
-            if is_task {
-                Role::TaskWorker
-            } else {
-                Role::Worker
-            },
-            id as i64,
-        );
-        let spec = WorkerSpec {
-            worker_id: id,
-            is_task,
-            max_request: with_grace(max, grace),
-        };
-        hooks.run_worker(spec, addr, manager)
+    let mut manager = Manager {
+        cfg,
+        addr,
+        master,
+        manager: getpid(),
+        hooks,
     };
-    let code = supervisor::supervise(spec, &mut spawn);
+    let code = supervisor::supervise(spec, &mut manager);
     // SAFETY: plain process exit, skipping PHP's shutdown in the manager.
     unsafe { libc::_exit(code) }
 }
@@ -194,6 +191,80 @@ pub fn take_over_signals() {
         libc::signal(libc::SIGRTMIN(), libc::SIG_DFL);
         let _ = signal(Signal::SIGPIPE, SigHandler::SigIgn);
     }
+}
+
+/// The manager's side of the hooks: worker specs and the manager's events.
+struct Manager<'a> {
+    cfg: &'a Launch,
+    addr: &'a SocketAddr,
+    master: Pid,
+    manager: Pid,
+    hooks: &'a mut dyn Hooks,
+}
+
+impl ManagerHooks for Manager<'_> {
+    fn run_worker(&mut self, id: u32) -> i32 {
+        let is_task = id >= self.cfg.master.worker_num;
+        let (max, grace) = if is_task {
+            self.cfg.task_max_request
+        } else {
+            self.cfg.max_request
+        };
+        crate::log::set_process(
+            if is_task {
+                Role::TaskWorker
+            } else {
+                Role::Worker
+            },
+            id as i64,
+        );
+        if let Err(e) = drop_privileges(self.cfg.user.as_deref(), self.cfg.group.as_deref()) {
+            crate::log!(Level::Error, "{e}");
+            return 1;
+        }
+        let spec = WorkerSpec {
+            worker_id: id,
+            is_task,
+            max_request: with_grace(max, grace),
+        };
+        self.hooks.run_worker(spec, self.addr, self.manager)
+    }
+
+    fn manager_start(&mut self) {
+        self.hooks.manager_started(self.master, self.manager);
+    }
+
+    fn manager_stop(&mut self) {
+        self.hooks.manager_stopped();
+    }
+
+    fn worker_error(&mut self, worker_id: u32, pid: i32, exit: Exit) {
+        self.hooks.worker_error(worker_id, pid, exit);
+    }
+}
+
+/// `user` / `group`: workers run unprivileged even when the master started
+/// as root (to bind a low port). Group first, while we may still change it.
+fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
+    use nix::unistd::{setgid, setgroups, setuid, Group, User};
+    if let Some(name) = group {
+        let g = Group::from_name(name)
+            .map_err(|e| format!("group '{name}': {e}"))?
+            .ok_or_else(|| format!("group '{name}' does not exist"))?;
+        setgroups(&[g.gid]).map_err(|e| format!("setgroups({name}): {e}"))?;
+        setgid(g.gid).map_err(|e| format!("setgid({name}): {e}"))?;
+    }
+    if let Some(name) = user {
+        let u = User::from_name(name)
+            .map_err(|e| format!("user '{name}': {e}"))?
+            .ok_or_else(|| format!("user '{name}' does not exist"))?;
+        if group.is_none() {
+            setgroups(&[u.gid]).map_err(|e| format!("setgroups({name}): {e}"))?;
+            setgid(u.gid).map_err(|e| format!("setgid({name}): {e}"))?;
+        }
+        setuid(u.uid).map_err(|e| format!("setuid({name}): {e}"))?;
+    }
+    Ok(())
 }
 
 /// Swoole's max_request jitter: `max + rand(1, grace)`, so workers started

@@ -16,8 +16,10 @@ pub mod master;
 pub mod packet;
 pub mod php;
 pub mod protocol;
+pub mod query;
 pub mod queue;
 pub mod supervisor;
+pub mod timer;
 pub mod worker;
 
 use ext_php_rs::flags::IniEntryPermission;

@@ -18,6 +18,8 @@ pub struct QueuedTask {
     /// The id `task()` returned in the source worker.
     pub task_id: i64,
     pub payload: Payload,
+    /// Times a task worker died while running it.
+    pub attempts: u32,
 }
 
 /// Storage for tasks waiting for a task worker.
@@ -77,6 +79,7 @@ mod tests {
             id,
             src_worker: 0,
             task_id: id as i64,
+            attempts: 0,
             payload: Payload {
                 encoding: Encoding::Raw,
                 data: Bytes::from(format!("t{id}")),

@@ -55,7 +55,8 @@ pub struct Exit {
 }
 
 impl Exit {
-    fn abnormal(self) -> bool {
+    /// Whether onWorkerError fires for this exit.
+    pub fn abnormal(self) -> bool {
         self.code != 0 || self.signal != 0
     }
 }
@@ -65,9 +66,22 @@ struct Child {
     started: Instant,
 }
 
+/// What the manager does besides forking: run worker code in the children
+/// and the manager's own PHP events.
+pub trait ManagerHooks {
+    /// Runs in a freshly forked child; returns its exit code.
+    fn run_worker(&mut self, worker_id: u32) -> i32;
+    /// onManagerStart, before the first fork.
+    fn manager_start(&mut self);
+    /// onManagerStop, after the last worker exited.
+    fn manager_stop(&mut self);
+    /// onWorkerError, for an abnormal exit.
+    fn worker_error(&mut self, worker_id: u32, pid: i32, exit: Exit);
+}
+
 struct Supervisor<'a> {
     spec: SupervisorSpec,
-    spawn: &'a mut dyn FnMut(u32) -> i32,
+    hooks: &'a mut dyn ManagerHooks,
     children: HashMap<Pid, Child>,
     failures: Vec<u32>,
     pending: Vec<(Instant, u32)>,
@@ -90,8 +104,7 @@ fn managed_signals() -> SigSet {
 }
 
 /// Runs the manager loop until every worker has exited after a stop.
-/// `spawn(worker_id)` runs in each forked child and returns its exit code.
-pub fn supervise(spec: SupervisorSpec, spawn: &mut dyn FnMut(u32) -> i32) -> i32 {
+pub fn supervise(spec: SupervisorSpec, hooks: &mut dyn ManagerHooks) -> i32 {
     let set = managed_signals();
     if let Err(e) = set.thread_block() {
         crate::log!(Level::Error, "manager cannot block signals: {e}");
@@ -100,17 +113,19 @@ pub fn supervise(spec: SupervisorSpec, spawn: &mut dyn FnMut(u32) -> i32) -> i32
     let mut sup = Supervisor {
         failures: vec![0; spec.total() as usize],
         spec,
-        spawn,
+        hooks,
         children: HashMap::new(),
         pending: Vec::new(),
         stopping: None,
         killed: false,
     };
+    sup.hooks.manager_start();
     for id in 0..sup.spec.total() {
         sup.start(id);
     }
     loop {
         if sup.stopping.is_some() && sup.children.is_empty() {
+            sup.hooks.manager_stop();
             return 0;
         }
         let timeout = sup.next_timeout();
@@ -149,7 +164,7 @@ impl Supervisor<'_> {
             Ok(ForkResult::Child) => {
                 let _ = SigSet::empty().thread_set_mask();
                 let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
-                let code = (self.spawn)(id);
+                let code = self.hooks.run_worker(id);
                 // SAFETY: ends the child without running the parent's atexit
                 // handlers or PHP's request shutdown a second time.
                 unsafe { libc::_exit(code) };
@@ -208,6 +223,7 @@ impl Supervisor<'_> {
                 exit.code,
                 exit.signal
             );
+            self.hooks.worker_error(child.id, pid.as_raw(), exit);
         }
         if self.stopping.is_some() {
             return;

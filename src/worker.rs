@@ -6,16 +6,19 @@
 //! it would block or a caller needs its message sent now.
 
 use std::cell::RefCell;
+use std::collections::{HashSet, VecDeque};
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::net::{SocketAddr, UnixStream};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use tokio_util::codec::Decoder;
 
 use crate::frame::FrameCodec;
 use crate::ipc::{FromWorker, Payload, ToWorker, MAX_IPC_FRAME};
 use crate::log::Level;
+use crate::timer::Timers;
 
 /// Which worker this process is.
 #[derive(Debug, Clone)]
@@ -30,12 +33,16 @@ pub struct WorkerSpec {
 pub trait Handler {
     fn worker_start(&mut self);
     fn worker_stop(&mut self);
+    /// The worker has started leaving (reload, max_request, stop()).
+    fn worker_exit(&mut self);
     fn receive(&mut self, fd: u64, reactor_id: u32, data: Bytes);
     fn connect(&mut self, fd: u64, reactor_id: u32);
     fn close(&mut self, fd: u64, reactor_id: i32);
     /// Returns the value to pass to onFinish, if any.
     fn task(&mut self, task_id: i64, src_worker: i32, payload: Payload) -> Option<Payload>;
     fn finish(&mut self, task_id: i64, payload: Payload);
+    fn pipe_message(&mut self, src_worker: i32, payload: Payload);
+    fn timer(&mut self, timer_id: u64);
 }
 
 enum Inbound {
@@ -53,14 +60,29 @@ pub enum LinkError {
     Misuse(&'static str),
     #[error("the connection to the master process is lost: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the connection to the master process is lost")]
+    MasterGone,
 }
+
+/// How many consumed `taskwait` ids are remembered so that their late or
+/// repeated results are discarded instead of reaching onFinish.
+const AWAITED_MEMORY: usize = 4096;
 
 struct Link {
     out: BufWriter<UnixStream>,
     scratch: BytesMut,
     spec: WorkerSpec,
+    rx: Receiver<Inbound>,
+    pending: VecDeque<Inbound>,
+    timers: Timers,
     next_task_id: i64,
+    next_req: u32,
     current_task: Option<u64>,
+    awaited: HashSet<i64>,
+    awaited_order: VecDeque<i64>,
+    handled: u64,
+    reported: u64,
+    leaving: bool,
 }
 
 impl Link {
@@ -68,6 +90,21 @@ impl Link {
         self.scratch.clear();
         msg.encode(&mut self.scratch);
         self.out.write_all(&self.scratch)
+    }
+
+    fn send_now(&mut self, msg: &FromWorker) -> std::io::Result<()> {
+        self.send(msg)?;
+        self.out.flush()
+    }
+
+    /// Flushes and, for event workers, tells the master how far we got.
+    fn before_blocking(&mut self) -> std::io::Result<()> {
+        if !self.spec.is_task && self.handled != self.reported {
+            self.reported = self.handled;
+            let handled = self.handled;
+            self.send(&FromWorker::Idle { handled })?;
+        }
+        self.out.flush()
     }
 }
 
@@ -100,14 +137,29 @@ pub fn submit_task(dst: i32, payload: Payload) -> Result<i64, LinkError> {
         }
         let task_id = link.next_task_id;
         link.next_task_id += 1;
-        link.send(&FromWorker::Submit {
+        link.send_now(&FromWorker::Submit {
             task_id,
             dst,
             payload,
         })?;
-        link.out.flush()?;
         Ok(task_id)
     })
+}
+
+/// Marks task `id`'s result as consumed by a `taskwait`, so a late or
+/// repeated result is dropped rather than passed to onFinish.
+pub fn mark_awaited(id: i64) {
+    let _ = with_link(|link| {
+        if link.awaited.insert(id) {
+            link.awaited_order.push_back(id);
+            if link.awaited_order.len() > AWAITED_MEMORY {
+                if let Some(old) = link.awaited_order.pop_front() {
+                    link.awaited.remove(&old);
+                }
+            }
+        }
+        Ok(())
+    });
 }
 
 /// `$server->finish()`: sends a result for the task being run.
@@ -116,27 +168,99 @@ pub fn finish(payload: Payload) -> Result<(), LinkError> {
         let id = link.current_task.ok_or(LinkError::Misuse(
             "finish() can only be used inside onTask in a task worker",
         ))?;
-        link.send(&FromWorker::Result { id, payload })?;
-        link.out.flush()?;
+        link.send_now(&FromWorker::Result { id, payload })?;
         Ok(())
     })
 }
 
 /// `$server->send($fd, $data)` from a worker.
 pub fn send_to_client(fd: u64, data: Bytes) -> Result<(), LinkError> {
-    with_link(|link| {
-        link.send(&FromWorker::Send { fd, data })?;
-        link.out.flush()?;
-        Ok(())
-    })
+    with_link(|link| Ok(link.send_now(&FromWorker::Send { fd, data })?))
 }
 
 /// `$server->close($fd)` from a worker.
 pub fn close_client(fd: u64) -> Result<(), LinkError> {
+    with_link(|link| Ok(link.send_now(&FromWorker::CloseFd { fd })?))
+}
+
+/// (events handled, tasks dispatched) by this process, for `stats()`.
+pub fn local_counts() -> (u64, u64) {
+    with_link(|link| Ok((link.handled, link.next_task_id as u64))).unwrap_or((0, 0))
+}
+
+/// `$server->sendMessage()`.
+pub fn send_pipe(dst: u32, payload: Payload) -> Result<(), LinkError> {
+    with_link(|link| Ok(link.send_now(&FromWorker::Pipe { dst, payload })?))
+}
+
+/// `$server->stop()` for this worker: leave after what is already queued.
+pub fn stop_self() -> Result<(), LinkError> {
+    with_link(|link| Ok(leave(link)?))
+}
+
+/// `tick()` / `after()`: returns the timer id.
+pub fn add_timer(delay: Duration, every: Option<Duration>) -> Result<u64, LinkError> {
+    with_link(|link| Ok(link.timers.add(Instant::now(), delay, every)))
+}
+
+/// `clearTimer()`.
+pub fn clear_timer(id: u64) -> Result<bool, LinkError> {
+    with_link(|link| Ok(link.timers.clear(id)))
+}
+
+/// Asks the master a question (JSON) and waits at most `timeout` for the answer.
+pub fn query(body: Vec<u8>, timeout: Duration) -> Result<Option<Bytes>, LinkError> {
+    let req = with_link(|link| {
+        link.next_req = link.next_req.wrapping_add(1);
+        let req = link.next_req;
+        link.send_now(&FromWorker::Query {
+            req,
+            body: Bytes::from(body),
+        })?;
+        Ok(req)
+    })?;
+    Ok(wait_for(
+        timeout,
+        |m| matches!(m, ToWorker::Reply { req: r, .. } if *r == req),
+    )?
+    .and_then(|m| match m {
+        ToWorker::Reply { body, .. } => Some(body),
+        _ => None,
+    }))
+}
+
+/// Waits at most `timeout` for a message matching `want`, keeping every
+/// other message for the event loop, in order. Used by taskwait and queries.
+pub fn wait_for(
+    timeout: Duration,
+    mut want: impl FnMut(&ToWorker) -> bool,
+) -> Result<Option<ToWorker>, LinkError> {
+    let deadline = Instant::now() + timeout;
     with_link(|link| {
-        link.send(&FromWorker::CloseFd { fd })?;
+        if let Some(pos) = link
+            .pending
+            .iter()
+            .position(|m| matches!(m, Inbound::Msg(msg) if want(msg)))
+        {
+            if let Some(Inbound::Msg(msg)) = link.pending.remove(pos) {
+                return Ok(Some(msg));
+            }
+        }
         link.out.flush()?;
-        Ok(())
+        loop {
+            match link.rx.recv_deadline(deadline) {
+                Ok(Inbound::Msg(msg)) if want(&msg) => return Ok(Some(msg)),
+                Ok(other) => {
+                    let gone = matches!(other, Inbound::MasterGone(_));
+                    link.pending.push_back(other);
+                    if gone {
+                        return Err(LinkError::MasterGone);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => return Ok(None),
+                Err(RecvTimeoutError::Disconnected) => return Err(LinkError::MasterGone),
+            }
+        }
     })
 }
 
@@ -212,10 +336,6 @@ fn flush() -> Result<(), LinkError> {
     with_link(|link| Ok(link.out.flush()?))
 }
 
-fn send(msg: &FromWorker) -> Result<(), LinkError> {
-    with_link(|link| Ok(link.send(msg)?))
-}
-
 /// Connects to the master, runs `handler` until the master says goodbye or
 /// disappears, and returns the process exit code.
 pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> i32 {
@@ -250,112 +370,216 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
             out: BufWriter::with_capacity(64 * 1024, stream),
             scratch: BytesMut::new(),
             spec,
+            rx,
+            pending: VecDeque::new(),
+            timers: Timers::default(),
             next_task_id: 0,
+            next_req: 0,
             current_task: None,
+            awaited: HashSet::new(),
+            awaited_order: VecDeque::new(),
+            handled: 0,
+            reported: 0,
+            leaving: false,
         })
     });
     let hello = FromWorker::Hello {
         worker_id,
         pid: std::process::id(),
     };
-    if let Err(e) = send(&hello).and_then(|()| flush()) {
+    if let Err(e) = with_link(|link| Ok(link.send_now(&hello)?)) {
         crate::log!(Level::Error, "cannot greet the master: {e}");
         return 1;
     }
     handler.worker_start();
-    let code = event_loop(&rx, handler, max_request);
+    let code = event_loop(handler, max_request);
     let _ = flush();
     handler.worker_stop();
     let _ = flush();
     code
 }
 
-fn event_loop(rx: &Receiver<Inbound>, handler: &mut dyn Handler, max_request: u64) -> i32 {
-    let mut handled: u64 = 0;
-    let mut leaving = false;
-    loop {
-        let inbound = match rx.try_recv() {
-            Ok(m) => m,
-            Err(TryRecvError::Empty) => {
-                if let Err(e) = flush() {
-                    crate::log!(Level::Error, "{e}");
-                    return 1;
-                }
-                match rx.recv() {
-                    Ok(m) => m,
-                    Err(_) => return 1,
-                }
-            }
-            Err(TryRecvError::Disconnected) => return 1,
-        };
-        match inbound {
-            Inbound::Msg(ToWorker::Receive {
-                fd,
-                reactor_id,
-                data,
-            }) => {
-                handler.receive(fd, reactor_id, data);
-                handled += 1;
-            }
-            Inbound::Msg(ToWorker::Connect { fd, reactor_id }) => handler.connect(fd, reactor_id),
-            Inbound::Msg(ToWorker::Close { fd, reactor_id }) => handler.close(fd, reactor_id),
-            Inbound::Msg(ToWorker::Task {
-                id,
-                task_id,
-                src_worker,
-                payload,
-            }) => {
-                set_current_task(Some(id));
-                let result = handler.task(task_id, src_worker, payload);
-                set_current_task(None);
-                let sent = match result {
-                    Some(payload) => send(&FromWorker::Result { id, payload }),
-                    None => Ok(()),
-                }
-                .and_then(|()| send(&FromWorker::Done { id }));
-                if let Err(e) = sent {
-                    crate::log!(Level::Error, "{e}");
-                    return 1;
-                }
-                handled += 1;
-            }
-            Inbound::Msg(ToWorker::Finish { task_id, payload }) => handler.finish(task_id, payload),
-            Inbound::Msg(ToWorker::Bye) => return 0,
-            Inbound::MasterGone(why) => {
-                if !leaving {
-                    crate::log!(Level::Warning, "master is gone ({why}); worker exits");
-                }
-                return 0;
-            }
-            Inbound::Terminate => {
-                if !leaving {
-                    crate::log!(Level::Debug, "stop requested; finishing queued events");
-                }
-                if let Err(e) = leave(&mut leaving) {
-                    crate::log!(Level::Error, "{e}");
-                    return 1;
-                }
-            }
+/// What the event loop should do next.
+enum Next {
+    Event(Inbound),
+    Timer(u64),
+}
+
+fn next_event() -> Result<Next, LinkError> {
+    with_link(|link| {
+        if let Some(id) = link.timers.pop_due(Instant::now()) {
+            return Ok(Next::Timer(id));
         }
-        if max_request > 0 && handled >= max_request && !leaving {
-            crate::log!(Level::Info, "max_request {max_request} reached; recycling");
-            if let Err(e) = leave(&mut leaving) {
-                crate::log!(Level::Error, "{e}");
-                return 1;
-            }
+        if let Some(m) = link.pending.pop_front() {
+            return Ok(Next::Event(m));
+        }
+        match link.rx.try_recv() {
+            Ok(m) => return Ok(Next::Event(m)),
+            Err(TryRecvError::Disconnected) => return Err(LinkError::MasterGone),
+            Err(TryRecvError::Empty) => {}
+        }
+        link.before_blocking()?;
+        let received = match link.timers.next_deadline() {
+            Some(deadline) => link.rx.recv_deadline(deadline),
+            None => link.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match received {
+            Ok(m) => Ok(Next::Event(m)),
+            Err(RecvTimeoutError::Timeout) => match link.timers.pop_due(Instant::now()) {
+                Some(id) => Ok(Next::Timer(id)),
+                None => next_timer_wait(link),
+            },
+            Err(RecvTimeoutError::Disconnected) => Err(LinkError::MasterGone),
+        }
+    })
+}
+
+/// A deadline passed but the timer is not due yet (clock granularity):
+/// wait out the remainder.
+fn next_timer_wait(link: &mut Link) -> Result<Next, LinkError> {
+    loop {
+        if let Some(id) = link.timers.pop_due(Instant::now()) {
+            return Ok(Next::Timer(id));
+        }
+        let deadline = link
+            .timers
+            .next_deadline()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+        match link.rx.recv_deadline(deadline) {
+            Ok(m) => return Ok(Next::Event(m)),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return Err(LinkError::MasterGone),
         }
     }
 }
 
+fn event_loop(handler: &mut dyn Handler, max_request: u64) -> i32 {
+    let mut requests: u64 = 0;
+    let mut exit_announced = false;
+    loop {
+        let next = match next_event() {
+            Ok(n) => n,
+            Err(e) => {
+                crate::log!(Level::Error, "{e}");
+                return 1;
+            }
+        };
+        let counted = match next {
+            Next::Timer(id) => {
+                handler.timer(id);
+                false
+            }
+            Next::Event(inbound) => match handle(handler, inbound, &mut requests) {
+                Ok(Flow::Exit(code)) => return code,
+                Ok(Flow::Counted) => true,
+                Ok(Flow::Uncounted) => false,
+                Err(e) => {
+                    crate::log!(Level::Error, "{e}");
+                    return 1;
+                }
+            },
+        };
+        if counted {
+            let _ = with_link(|link| {
+                link.handled += 1;
+                Ok(())
+            });
+        }
+        if max_request > 0 && requests >= max_request {
+            let started = with_link(|link| Ok(!link.leaving && leave(link).is_ok()));
+            if matches!(started, Ok(true)) {
+                crate::log!(Level::Info, "max_request {max_request} reached; recycling");
+            }
+        }
+        let leaving = with_link(|link| Ok(link.leaving)).unwrap_or(true);
+        if leaving && !exit_announced {
+            exit_announced = true;
+            handler.worker_exit();
+        }
+    }
+}
+
+/// What handling one message means for the loop.
+enum Flow {
+    /// An event the master counts as dispatched to us (see `FromWorker::Idle`).
+    Counted,
+    Uncounted,
+    Exit(i32),
+}
+
+/// Handles one message.
+fn handle(
+    handler: &mut dyn Handler,
+    inbound: Inbound,
+    requests: &mut u64,
+) -> Result<Flow, LinkError> {
+    match inbound {
+        Inbound::Msg(ToWorker::Receive {
+            fd,
+            reactor_id,
+            data,
+        }) => {
+            handler.receive(fd, reactor_id, data);
+            *requests += 1;
+        }
+        Inbound::Msg(ToWorker::Connect { fd, reactor_id }) => handler.connect(fd, reactor_id),
+        Inbound::Msg(ToWorker::Close { fd, reactor_id }) => handler.close(fd, reactor_id),
+        Inbound::Msg(ToWorker::Task {
+            id,
+            task_id,
+            src_worker,
+            payload,
+        }) => {
+            set_current_task(Some(id));
+            let result = handler.task(task_id, src_worker, payload);
+            set_current_task(None);
+            with_link(|link| {
+                if let Some(payload) = result {
+                    link.send(&FromWorker::Result { id, payload })?;
+                }
+                Ok(link.send(&FromWorker::Done { id })?)
+            })?;
+            *requests += 1;
+        }
+        Inbound::Msg(ToWorker::Finish { task_id, payload }) => {
+            let awaited = with_link(|link| Ok(link.awaited.contains(&task_id)))?;
+            if !awaited {
+                handler.finish(task_id, payload);
+            }
+        }
+        Inbound::Msg(ToWorker::Reply { req, .. }) => {
+            crate::log!(Level::Debug, "late reply {req} from the master dropped");
+            return Ok(Flow::Uncounted);
+        }
+        Inbound::Msg(ToWorker::Bye) => return Ok(Flow::Exit(0)),
+        Inbound::MasterGone(why) => {
+            let leaving = with_link(|link| Ok(link.leaving))?;
+            if !leaving {
+                crate::log!(Level::Warning, "master is gone ({why}); worker exits");
+            }
+            return Ok(Flow::Exit(0));
+        }
+        Inbound::Terminate => {
+            crate::log!(Level::Debug, "stop requested; finishing queued events");
+            with_link(|link| Ok(leave(link)?))?;
+            return Ok(Flow::Uncounted);
+        }
+        Inbound::Msg(ToWorker::Pipe {
+            src_worker,
+            payload,
+        }) => handler.pipe_message(src_worker, payload),
+    }
+    Ok(Flow::Counted)
+}
+
 /// Tells the master this incarnation is ending; it answers with `Bye` after
 /// the last message meant for us, so nothing already sent is dropped.
-fn leave(leaving: &mut bool) -> Result<(), LinkError> {
-    if *leaving {
+fn leave(link: &mut Link) -> std::io::Result<()> {
+    if link.leaving {
         return Ok(());
     }
-    *leaving = true;
-    send(&FromWorker::Leaving)?;
-    flush()
+    link.leaving = true;
+    link.send_now(&FromWorker::Leaving)
 }
 
 fn set_current_task(id: Option<u64>) {

@@ -4,7 +4,7 @@
 //! the configured framing (raw reads by default).
 
 use std::cell::RefCell;
-use std::net::IpAddr;
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 use bytes::BytesMut;
@@ -42,7 +42,7 @@ pub fn spawn_acceptor(
                             if cfg.open_tcp_nodelay {
                                 let _ = stream.set_nodelay(true);
                             }
-                            open(stream, Some(peer.ip()), &hub, &cfg);
+                            open(stream, Some(peer), &hub, &cfg);
                         }
                         Err(e) => accept_failed(e).await,
                     }
@@ -72,7 +72,7 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
-fn open<S>(stream: S, peer: Option<IpAddr>, hub: &Rc<RefCell<Hub>>, cfg: &Rc<MasterConfig>)
+fn open<S>(stream: S, peer: Option<SocketAddr>, hub: &Rc<RefCell<Hub>>, cfg: &Rc<MasterConfig>)
 where
     S: AsyncRead + AsyncWrite + Unpin + 'static,
 {

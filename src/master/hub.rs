@@ -3,8 +3,9 @@
 //! on one thread), so routing a message is a function call, not a channel hop.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -16,7 +17,9 @@ use crate::frame::FrameCodec;
 use crate::ipc::{FromWorker, ToWorker};
 use crate::log::Level;
 use crate::protocol::KIND_MESSAGE;
+use crate::query::{Query, WORKER_BUSY, WORKER_EXIT, WORKER_IDLE};
 use crate::queue::{MemoryQueue, QueuedTask};
+use serde_json::{json, Value};
 
 struct Slot {
     outbox: Rc<Outbox>,
@@ -24,6 +27,10 @@ struct Slot {
     attached: Option<u64>,
     generation: u64,
     pid: Option<u32>,
+    /// Events routed to this worker and not yet reported handled.
+    outstanding: u64,
+    /// The incarnation's last `Idle { handled }` total.
+    last_handled: u64,
 }
 
 /// One client connection as the hub sees it.
@@ -32,6 +39,17 @@ pub struct Conn {
     closer: Rc<Notify>,
     taskq: bool,
     worker: u32,
+    peer: Option<SocketAddr>,
+    connect_time: f64,
+    last_recv: f64,
+    last_send: f64,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Counters behind `stats()` and the log.
@@ -43,6 +61,11 @@ pub struct Counters {
     pub request_count: u64,
     pub task_count: u64,
     pub requeued_tasks: u64,
+    pub failed_tasks: u64,
+    pub dispatch_count: u64,
+    pub response_count: u64,
+    pub total_recv_bytes: u64,
+    pub total_send_bytes: u64,
 }
 
 /// The master's routing state.
@@ -55,6 +78,7 @@ pub struct Hub {
     next_task: u64,
     round_robin: usize,
     counters: Counters,
+    start_time: u64,
 }
 
 impl Hub {
@@ -68,18 +92,22 @@ impl Hub {
                     attached: None,
                     generation: 0,
                     pid: None,
+                    outstanding: 0,
+                    last_handled: 0,
                 })
                 .collect(),
             dispatcher: Dispatcher::new(
                 MemoryQueue::default(),
                 cfg.task_worker_num as usize,
                 cfg.task_window,
+                cfg.task_max_attempts,
             ),
             conns: HashMap::new(),
             next_fd: 1,
             next_task: 0,
             round_robin: 0,
             counters: Counters::default(),
+            start_time: now() as u64,
             cfg,
         }
     }
@@ -94,6 +122,17 @@ impl Hub {
     fn push(&self, worker: u32, msg: &ToWorker) {
         if let Some(slot) = self.slots.get(worker as usize) {
             slot.outbox.push_with(|b| msg.encode(b));
+        }
+    }
+
+    /// Routes an event the worker will report handled (`Idle`).
+    fn push_event(&mut self, worker: u32, msg: &ToWorker) {
+        if let Some(slot) = self.slots.get_mut(worker as usize) {
+            slot.outbox.push_with(|b| msg.encode(b));
+            if worker < self.cfg.worker_num {
+                slot.outstanding += 1;
+            }
+            self.counters.dispatch_count += 1;
         }
     }
 
@@ -114,7 +153,7 @@ impl Hub {
     /// Registers a new client; `None` when `max_conn` is reached.
     pub fn client_opened(
         &mut self,
-        peer: Option<IpAddr>,
+        peer: Option<SocketAddr>,
         outbox: Rc<Outbox>,
         closer: Rc<Notify>,
     ) -> Option<u64> {
@@ -125,7 +164,8 @@ impl Hub {
         let fd = self.next_fd;
         self.next_fd += 1;
         self.counters.accept_count += 1;
-        let worker = self.pick_worker(fd, peer);
+        let worker = self.pick_worker(fd, peer.map(|p| p.ip()));
+        let t = now();
         self.conns.insert(
             fd,
             Conn {
@@ -133,10 +173,14 @@ impl Hub {
                 closer,
                 taskq: false,
                 worker,
+                peer,
+                connect_time: t,
+                last_recv: 0.0,
+                last_send: 0.0,
             },
         );
         if self.cfg.events.connect {
-            self.push(worker, &ToWorker::Connect { fd, reactor_id: 0 });
+            self.push_event(worker, &ToWorker::Connect { fd, reactor_id: 0 });
         }
         Some(fd)
     }
@@ -165,19 +209,23 @@ impl Hub {
 
     /// One complete client message: one onReceive.
     pub fn client_message(&mut self, fd: u64, data: Bytes) {
-        let Some(conn) = self.conns.get(&fd) else {
+        let Some(conn) = self.conns.get_mut(&fd) else {
             return;
         };
+        conn.last_recv = now();
+        let sticky = conn.worker;
+        let n = self.cfg.worker_num.max(1) as usize;
         let worker = match self.cfg.dispatch_mode {
-            1 | 3 => {
-                let n = self.cfg.worker_num.max(1) as usize;
+            1 => {
                 self.round_robin = (self.round_robin + 1) % n;
                 self.round_robin as u32
             }
-            _ => conn.worker,
+            3 => self.least_busy(),
+            _ => sticky,
         };
         self.counters.request_count += 1;
-        self.push(
+        self.counters.total_recv_bytes += data.len() as u64;
+        self.push_event(
             worker,
             &ToWorker::Receive {
                 fd,
@@ -185,6 +233,19 @@ impl Hub {
                 data,
             },
         );
+    }
+
+    /// dispatch_mode 3: the event worker with the fewest unhandled events,
+    /// rotating among equals so idle workers share the load.
+    fn least_busy(&mut self) -> u32 {
+        let n = self.cfg.worker_num.max(1) as usize;
+        let start = (self.round_robin + 1) % n;
+        let best = (0..n)
+            .map(|k| (start + k) % n)
+            .min_by_key(|&i| self.slots.get(i).map(|s| s.outstanding).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        self.round_robin = best;
+        best as u32
     }
 
     /// The client connection ended, by either side.
@@ -211,6 +272,7 @@ impl Hub {
         slot.generation += 1;
         slot.attached = Some(slot.generation);
         slot.pid = Some(pid);
+        slot.last_handled = 0;
         let generation = slot.generation;
         let outbox = slot.outbox.clone();
         if let Some(t) = self.task_index(worker) {
@@ -238,17 +300,30 @@ impl Hub {
         if self.slots[idx].attached == Some(generation) {
             self.detach(worker);
             self.slots[idx].pid = None;
+            self.slots[idx].outstanding = 0;
         }
         if let Some(t) = self.task_index(worker) {
-            let n = self.dispatcher.offline(t, generation);
-            if n > 0 {
-                self.counters.requeued_tasks += n as u64;
+            let orphans = self.dispatcher.offline(t, generation);
+            if orphans.requeued > 0 {
+                self.counters.requeued_tasks += orphans.requeued as u64;
                 crate::log!(
                     Level::Warning,
-                    "task worker #{worker} ended with {n} unfinished task(s); requeued them"
+                    "task worker #{worker} ended with {} unfinished task(s); requeued them",
+                    orphans.requeued
                 );
-                self.assign();
             }
+            for task in orphans.given_up {
+                self.counters.failed_tasks += 1;
+                crate::log!(
+                    Level::Error,
+                    "task {} (id {} from worker #{}) killed its task worker {} times; given up",
+                    task.id,
+                    task.task_id,
+                    task.src_worker,
+                    task.attempts
+                );
+            }
+            self.assign();
         }
     }
 
@@ -268,6 +343,7 @@ impl Hub {
                     src_worker: worker as i32,
                     task_id,
                     payload,
+                    attempts: 0,
                 };
                 let target = usize::try_from(dst).ok();
                 if !self.dispatcher.submit(task, target) {
@@ -288,7 +364,7 @@ impl Hub {
                 let src = task.src_worker;
                 let task_id = task.task_id;
                 if src >= 0 && (src as u32) < self.cfg.worker_num {
-                    self.push(src as u32, &ToWorker::Finish { task_id, payload });
+                    self.push_event(src as u32, &ToWorker::Finish { task_id, payload });
                 }
             }
             FromWorker::Done { id } => {
@@ -298,11 +374,7 @@ impl Hub {
                 }
             }
             FromWorker::Send { fd, data } => self.send_to_client(fd, &data),
-            FromWorker::CloseFd { fd } => {
-                if let Some(c) = self.conns.get(&fd) {
-                    c.closer.notify_one();
-                }
-            }
+            FromWorker::CloseFd { fd } => self.close_session(fd),
             FromWorker::Leaving => {
                 let slot = &mut self.slots[worker as usize];
                 if slot.attached == Some(generation) {
@@ -315,6 +387,37 @@ impl Hub {
                     self.dispatcher.draining(t);
                 }
             }
+            FromWorker::Pipe { dst, payload } => {
+                if (dst as usize) < self.slots.len() {
+                    self.push_event(
+                        dst,
+                        &ToWorker::Pipe {
+                            src_worker: worker as i32,
+                            payload,
+                        },
+                    );
+                } else {
+                    crate::log!(
+                        Level::Warning,
+                        "sendMessage to unknown worker #{dst} dropped"
+                    );
+                }
+            }
+            FromWorker::Query { req, body } => {
+                let answer = Query::from_json(&body)
+                    .map(|q| self.answer(&q))
+                    .unwrap_or(Value::Null);
+                let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+                self.push(worker, &ToWorker::Reply { req, body });
+            }
+            FromWorker::Idle { handled } => {
+                let slot = &mut self.slots[worker as usize];
+                if slot.attached == Some(generation) {
+                    let delta = handled.saturating_sub(slot.last_handled);
+                    slot.last_handled = handled;
+                    slot.outstanding = slot.outstanding.saturating_sub(delta);
+                }
+            }
             FromWorker::Hello { .. } => {
                 crate::log!(Level::Warning, "worker #{worker} said hello twice; ignored");
             }
@@ -322,16 +425,125 @@ impl Hub {
     }
 
     fn send_to_client(&mut self, fd: u64, data: &[u8]) {
-        let Some(c) = self.conns.get(&fd) else {
+        let Some(c) = self.conns.get_mut(&fd) else {
             crate::log!(Level::Notice, "send to session #{fd} failed: it is closed");
             return;
         };
+        c.last_send = now();
+        self.counters.response_count += 1;
+        self.counters.total_send_bytes += data.len() as u64;
         if c.taskq {
             c.outbox
                 .push_with(|b| FrameCodec::put(b, KIND_MESSAGE, data));
         } else {
             c.outbox
                 .push_with(|b: &mut BytesMut| b.extend_from_slice(data));
+        }
+    }
+
+    fn answer(&self, q: &Query) -> Value {
+        match q {
+            Query::Stats => self.stats(),
+            Query::Exists { fd } => Value::Bool(self.conns.contains_key(fd)),
+            Query::ClientInfo { fd } => self.client_info(*fd),
+            Query::WorkerPid { worker_id } => self
+                .slots
+                .get(*worker_id as usize)
+                .and_then(|s| s.pid)
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+            Query::WorkerStatus { worker_id } => match self.slots.get(*worker_id as usize) {
+                None => Value::Null,
+                Some(s) if s.pid.is_none() => json!(WORKER_EXIT),
+                Some(_) => {
+                    let busy = match self.task_index(*worker_id) {
+                        Some(t) => self.dispatcher.is_busy(t),
+                        None => self.slots[*worker_id as usize].outstanding > 0,
+                    };
+                    json!(if busy { WORKER_BUSY } else { WORKER_IDLE })
+                }
+            },
+        }
+    }
+
+    /// Swoole's `stats()` keys, plus taskq's queue depth.
+    fn stats(&self) -> Value {
+        let c = &self.counters;
+        let n = self.cfg.worker_num as usize;
+        let idle = self.slots[..n]
+            .iter()
+            .filter(|s| s.pid.is_some() && s.outstanding == 0)
+            .count();
+        json!({
+            "start_time": self.start_time,
+            "connection_num": self.conns.len(),
+            "abort_count": c.abort_count,
+            "accept_count": c.accept_count,
+            "close_count": c.close_count,
+            "worker_num": self.cfg.worker_num,
+            "task_worker_num": self.cfg.task_worker_num,
+            "user_worker_num": 0,
+            "idle_worker_num": idle,
+            "dispatch_count": c.dispatch_count,
+            "request_count": c.request_count,
+            "response_count": c.response_count,
+            "total_recv_bytes": c.total_recv_bytes,
+            "total_send_bytes": c.total_send_bytes,
+            "session_round": self.next_fd - 1,
+            "task_idle_worker_num": self.dispatcher.idle_workers(),
+            "tasking_num": self.dispatcher.queued() + self.dispatcher.running_count(),
+            "task_count": c.task_count,
+            "task_queue_num": self.dispatcher.queued(),
+            "task_running_num": self.dispatcher.running_count(),
+            "task_requeued_count": c.requeued_tasks,
+            "task_failed_count": c.failed_tasks,
+        })
+    }
+
+    fn client_info(&self, fd: u64) -> Value {
+        let Some(c) = self.conns.get(&fd) else {
+            return Value::Null;
+        };
+        let (ip, port) = match c.peer {
+            Some(p) => (p.ip().to_string(), p.port()),
+            None => (String::new(), 0),
+        };
+        json!({
+            "server_port": self.cfg.server_port,
+            "server_fd": 0,
+            "socket_fd": fd,
+            "socket_type": self.cfg.sock_type,
+            "remote_port": port,
+            "remote_ip": ip,
+            "reactor_id": 0,
+            "connect_time": c.connect_time as u64,
+            "last_time": c.last_recv.max(c.connect_time) as u64,
+            "last_recv_time": c.last_recv,
+            "last_send_time": c.last_send,
+            "last_dispatch_time": c.last_recv,
+            "close_errno": 0,
+            "recv_queued_bytes": 0,
+            "send_queued_bytes": 0,
+            "worker_id": c.worker,
+            "taskq_protocol": c.taskq,
+        })
+    }
+
+    /// Sessions idle (nothing received) for at least `idle` seconds, for
+    /// the heartbeat check.
+    pub fn idle_sessions(&self, idle: f64) -> Vec<u64> {
+        let t = now();
+        self.conns
+            .iter()
+            .filter(|(_, c)| t - c.last_recv.max(c.connect_time) >= idle)
+            .map(|(fd, _)| *fd)
+            .collect()
+    }
+
+    /// Closes session `fd` (heartbeat, `close()`).
+    pub fn close_session(&self, fd: u64) {
+        if let Some(c) = self.conns.get(&fd) {
+            c.closer.notify_one();
         }
     }
 

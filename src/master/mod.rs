@@ -46,21 +46,33 @@ pub struct MasterConfig {
     pub events: EventMask,
     /// Unfinished tasks a task worker may hold at once.
     pub task_window: usize,
+    /// Runs of a task whose worker keeps dying before it is given up.
+    pub task_max_attempts: u32,
+    /// (check interval, idle limit) in seconds, when the heartbeat is on.
+    pub heartbeat: Option<(u64, u64)>,
+    /// For `getClientInfo()`.
+    pub server_port: u16,
+    pub sock_type: i64,
 }
 
 /// Serves until SIGTERM/SIGINT (or the manager's death), then waits for the
 /// manager to stop every worker. Returns the final counters.
+/// `before_shutdown` runs (on this, the PHP thread) when a stop begins.
 pub fn run(
     cfg: MasterConfig,
     listener: &Listener,
     ipc: StdUnixListener,
     manager: Pid,
+    before_shutdown: &mut dyn FnMut(),
 ) -> std::io::Result<Counters> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = LocalSet::new();
-    local.block_on(&runtime, serve(cfg, listener, ipc, manager))
+    local.block_on(
+        &runtime,
+        serve(cfg, listener, ipc, manager, before_shutdown),
+    )
 }
 
 async fn serve(
@@ -68,11 +80,15 @@ async fn serve(
     listener: &Listener,
     ipc: StdUnixListener,
     manager: Pid,
+    before_shutdown: &mut dyn FnMut(),
 ) -> std::io::Result<Counters> {
     let cfg = Rc::new(cfg);
     let hub = Rc::new(RefCell::new(Hub::new(cfg.clone())));
     let accept = connection::spawn_acceptor(listener, hub.clone(), cfg.clone())?;
     link::spawn_acceptor(ipc, hub.clone())?;
+    if let Some((interval, idle)) = cfg.heartbeat {
+        tokio::task::spawn_local(heartbeat(hub.clone(), interval, idle));
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -84,8 +100,8 @@ async fn serve(
     let mut stopping = false;
     loop {
         tokio::select! {
-            _ = term.recv() => stopping = begin_stop(stopping, &accept, manager, "SIGTERM"),
-            _ = int.recv() => stopping = begin_stop(stopping, &accept, manager, "SIGINT"),
+            _ = term.recv() => stopping = begin_stop(stopping, &accept, manager, "SIGTERM", before_shutdown),
+            _ = int.recv() => stopping = begin_stop(stopping, &accept, manager, "SIGINT", before_shutdown),
             _ = usr1.recv() => forward(manager, Signal::SIGUSR1),
             _ = usr2.recv() => forward(manager, Signal::SIGUSR2),
             _ = rtmin.recv() => {
@@ -114,14 +130,33 @@ async fn serve(
     Ok(hub.counters())
 }
 
+/// Closes sessions idle longer than `idle` seconds every `interval` seconds.
+async fn heartbeat(hub: Rc<RefCell<Hub>>, interval: u64, idle: u64) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval.max(1)));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let hub = hub.borrow();
+        for fd in hub.idle_sessions(idle as f64) {
+            crate::log!(
+                Level::Notice,
+                "session #{fd} idle for {idle}s; closed by heartbeat check"
+            );
+            hub.close_session(fd);
+        }
+    }
+}
+
 fn begin_stop(
     already: bool,
     accept: &tokio::task::JoinHandle<()>,
     manager: Pid,
     why: &str,
+    before_shutdown: &mut dyn FnMut(),
 ) -> bool {
     if !already {
         crate::log!(Level::Info, "{why} received; stopping");
+        before_shutdown();
         accept.abort();
         forward(manager, Signal::SIGTERM);
     }

@@ -37,9 +37,17 @@ pub struct TaskClient {
 #[php_impl]
 impl TaskClient {
     /// `$sockType` is TASKQ_SOCK_TCP, TASKQ_SOCK_TCP6 or TASKQ_SOCK_UNIX_STREAM,
-    /// optionally OR'ed with TASKQ_KEEP.
-    #[php(defaults(sock_type = 1))]
-    pub fn __construct(sock_type: i64) -> PhpResult<Self> {
+    /// optionally OR'ed with TASKQ_KEEP. `$async` exists for Swoole scripts
+    /// that pass SWOOLE_SOCK_SYNC; the client is always synchronous.
+    #[php(defaults(sock_type = 1, r#async = false))]
+    pub fn __construct(sock_type: i64, r#async: bool, id: Option<String>) -> PhpResult<Self> {
+        let _ = id;
+        if r#async {
+            return Err(exception(
+                "the $async parameter is not supported: TaskClient is synchronous (use SWOOLE_SOCK_SYNC or omit it)".into(),
+                libc::EINVAL,
+            ));
+        }
         let kind = SockType::from_raw(sock_type).ok_or_else(|| {
             exception(
                 format!("unknown client type {sock_type} (allowed: TASKQ_SOCK_TCP (1), TASKQ_SOCK_TCP6 (3), TASKQ_SOCK_UNIX_STREAM (5), optionally | TASKQ_KEEP)"),

@@ -17,11 +17,17 @@ pub enum Event {
     Close,
     Task,
     Finish,
+    WorkerExit,
+    WorkerError,
+    ManagerStart,
+    ManagerStop,
+    BeforeShutdown,
+    PipeMessage,
 }
 
 impl Event {
     /// Every event, in the order the warning lists them.
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 15] = [
         Event::Start,
         Event::Shutdown,
         Event::WorkerStart,
@@ -31,6 +37,12 @@ impl Event {
         Event::Close,
         Event::Task,
         Event::Finish,
+        Event::WorkerExit,
+        Event::WorkerError,
+        Event::ManagerStart,
+        Event::ManagerStop,
+        Event::BeforeShutdown,
+        Event::PipeMessage,
     ];
 
     /// The name as Swoole's documentation writes it.
@@ -45,6 +57,12 @@ impl Event {
             Event::Close => "Close",
             Event::Task => "Task",
             Event::Finish => "Finish",
+            Event::WorkerExit => "WorkerExit",
+            Event::WorkerError => "WorkerError",
+            Event::ManagerStart => "ManagerStart",
+            Event::ManagerStop => "ManagerStop",
+            Event::BeforeShutdown => "BeforeShutdown",
+            Event::PipeMessage => "PipeMessage",
         }
     }
 
@@ -110,6 +128,8 @@ mod tests {
         assert_eq!(Event::parse("receive"), Some(Event::Receive));
         assert_eq!(Event::parse("onReceive"), Some(Event::Receive));
         assert_eq!(Event::parse("WORKERSTART"), Some(Event::WorkerStart));
+        assert_eq!(Event::parse("pipeMessage"), Some(Event::PipeMessage));
+        assert_eq!(Event::parse("onWorkerError"), Some(Event::WorkerError));
         assert_eq!(Event::parse("Recieve"), None);
         assert_eq!(Event::parse("on"), None);
         assert!(Event::known().starts_with("Start, Shutdown, WorkerStart"));

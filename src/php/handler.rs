@@ -20,6 +20,7 @@ use super::values::{bytes_zval, from_payload, to_payload};
 use crate::ipc::Payload;
 use crate::launcher::Hooks;
 use crate::log::Level;
+use crate::supervisor::Exit;
 use crate::worker::{self, Handler, WorkerSpec};
 
 /// Who this process is, for `$server->worker_id` and friends.
@@ -42,6 +43,21 @@ thread_local! {
     }) };
     /// Per-call finish callbacks of `task($data, $dst, $callback)`, by task id.
     static FINISH_CALLBACKS: RefCell<HashMap<i64, Zval>> = RefCell::new(HashMap::new());
+    /// Timer callbacks by timer id, and whether the timer repeats.
+    static TIMERS: RefCell<HashMap<u64, (Zval, bool)>> = RefCell::new(HashMap::new());
+}
+
+/// Remembers the callback of a `tick()` (repeating) or `after()` timer.
+pub fn remember_timer(id: u64, callback: &Zval, repeating: bool) {
+    TIMERS.with(|t| {
+        t.borrow_mut()
+            .insert(id, (callback.shallow_clone(), repeating))
+    });
+}
+
+/// Forgets a cleared timer's callback.
+pub fn forget_timer(id: u64) {
+    TIMERS.with(|t| t.borrow_mut().remove(&id));
 }
 
 /// This process's identity.
@@ -68,9 +84,18 @@ pub fn invoke(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Optio
             return None;
         }
     };
-    match try_catch(AssertUnwindSafe(|| callable.try_call(args))) {
+    let result = try_catch(AssertUnwindSafe(|| callable.try_call(args)));
+    if result.is_err() || fatal_error_happened() {
+        crate::log!(
+            Level::Error,
+            "fatal error in {what} callback (see the PHP error above); process exits with 255"
+        );
+        // SAFETY: the engine state after a fatal error is not safe to reuse.
+        unsafe { libc::_exit(255) }
+    }
+    match result {
         Ok(Ok(value)) => Some(value),
-        Ok(Err(Error::ExceptionPending { .. })) | Ok(Err(Error::Callable)) => {
+        Ok(Err(Error::ExceptionPending { .. })) => {
             log_exception(what);
             None
         }
@@ -78,15 +103,14 @@ pub fn invoke(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Optio
             crate::log!(Level::Error, "{what} callback failed: {e}");
             None
         }
-        Err(_) => {
-            crate::log!(
-                Level::Error,
-                "fatal error in {what} callback (see the PHP error above); process exits with 255"
-            );
-            // SAFETY: the engine state after a bailout is not safe to reuse.
-            unsafe { libc::_exit(255) }
-        }
+        Err(_) => None,
     }
+}
+
+/// PHP records a fatal error (E_ERROR, out of memory, ...) as exit status
+/// 255 even where the engine unwinds without reaching our bailout handler.
+fn fatal_error_happened() -> bool {
+    ExecutorGlobals::get().exit_status == 255
 }
 
 fn log_exception(what: &str) {
@@ -129,8 +153,38 @@ impl Hooks for PhpHooks {
         self.fire(Event::Start, vec![&self.this]);
     }
 
+    fn master_stopping(&mut self) {
+        self.fire(Event::BeforeShutdown, vec![&self.this]);
+    }
+
     fn master_stopped(&mut self) {
         self.fire(Event::Shutdown, vec![&self.this]);
+    }
+
+    fn manager_started(&mut self, master: Pid, manager: Pid) {
+        set_proc(|p| {
+            p.master_pid = master.as_raw() as i64;
+            p.manager_pid = manager.as_raw() as i64;
+            p.worker_pid = manager.as_raw() as i64;
+        });
+        self.fire(Event::ManagerStart, vec![&self.this]);
+    }
+
+    fn manager_stopped(&mut self) {
+        self.fire(Event::ManagerStop, vec![&self.this]);
+    }
+
+    fn worker_error(&mut self, worker_id: u32, pid: i32, exit: Exit) {
+        let (id, pid, code, signal) = (
+            worker_id as i64,
+            pid as i64,
+            exit.code as i64,
+            exit.signal as i64,
+        );
+        self.fire(
+            Event::WorkerError,
+            vec![&self.this, &id, &pid, &code, &signal],
+        );
     }
 
     fn run_worker(&mut self, spec: WorkerSpec, master_addr: &SocketAddr, manager: Pid) -> i32 {
@@ -166,6 +220,51 @@ impl Handler for WorkerHandler<'_> {
         let id = self.worker_id();
         self.hooks
             .fire(Event::WorkerStop, vec![&self.hooks.this, &id]);
+    }
+
+    fn worker_exit(&mut self) {
+        let id = self.worker_id();
+        self.hooks
+            .fire(Event::WorkerExit, vec![&self.hooks.this, &id]);
+    }
+
+    fn pipe_message(&mut self, src_worker: i32, payload: Payload) {
+        if self.hooks.callbacks.get(Event::PipeMessage).is_none() {
+            crate::log!(
+                Level::Warning,
+                "message from worker #{src_worker} dropped: no PipeMessage callback is registered"
+            );
+            return;
+        }
+        let data = match from_payload(&payload) {
+            Ok(d) => d,
+            Err(e) => {
+                crate::log!(Level::Error, "message from worker #{src_worker}: {e}");
+                return;
+            }
+        };
+        let src = src_worker as i64;
+        self.hooks
+            .fire(Event::PipeMessage, vec![&self.hooks.this, &src, &data]);
+    }
+
+    fn timer(&mut self, timer_id: u64) {
+        let entry = TIMERS.with(|t| {
+            let mut t = t.borrow_mut();
+            match t.get(&timer_id) {
+                Some((cb, true)) => Some((cb.shallow_clone(), true)),
+                Some((_, false)) => t.remove(&timer_id).map(|(cb, _)| (cb, false)),
+                None => None,
+            }
+        });
+        if let Some((cb, repeating)) = entry {
+            let id = timer_id as i64;
+            if repeating {
+                invoke("timer", &cb, vec![&id]);
+            } else {
+                invoke("timer", &cb, vec![]);
+            }
+        }
     }
 
     fn receive(&mut self, fd: u64, reactor_id: u32, data: Bytes) {

@@ -11,13 +11,18 @@ use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 
 use super::events::{Callbacks, Event};
 use super::exception::{exception, warn};
-use super::handler::{proc_info, remember_finish_callback, PhpHooks};
-use super::values::{bool_zval, entries, long_zval, opt_zval, to_opt, to_payload, zval_bytes};
+use super::handler::{forget_timer, proc_info, remember_finish_callback, remember_timer, PhpHooks};
+use super::values::{
+    bool_zval, entries, from_payload, json_zval, long_zval, opt_zval, to_opt, to_payload,
+    zval_bytes,
+};
 use crate::config::{OptValue, ServerConfig};
 use crate::error::ServerError;
+use crate::ipc::ToWorker;
 use crate::launcher::{launch, Launch};
 use crate::listener::{Listener, SockType};
 use crate::master::{EventMask, MasterConfig};
+use crate::query::Query;
 use crate::worker;
 
 /// Swoole's mode constants; taskq always runs the process architecture.
@@ -169,39 +174,17 @@ impl TaskServer {
         dst_worker_id: i64,
         finish_callback: Option<&Zval>,
     ) -> PhpResult<Zval> {
-        let n = self.config.task_worker_num as i64;
-        let fail = |msg: String| {
-            warn(&msg);
-            Ok(bool_zval(false))
+        let callback = finish_callback.filter(|cb| !cb.is_null());
+        if callback.is_some_and(|cb| !cb.is_callable()) {
+            return Err(exception(
+                "the finish callback is not callable".into(),
+                libc::EINVAL,
+            ));
+        }
+        let Some(id) = self.submit(data, dst_worker_id, "task")? else {
+            return Ok(bool_zval(false));
         };
-        let Some((_, is_task)) = worker::current() else {
-            return fail("server is not running".into());
-        };
-        if n == 0 {
-            return fail("task method can't be executed without task worker".into());
-        }
-        if is_task {
-            return fail("TaskServer->task() cannot use in the task-worker".into());
-        }
-        if dst_worker_id >= n {
-            return fail(format!("worker_id must be less than task_worker_num[{n}]"));
-        }
-        if let Some(cb) = finish_callback {
-            if !cb.is_null() && !cb.is_callable() {
-                return Err(exception(
-                    "the finish callback is not callable".into(),
-                    libc::EINVAL,
-                ));
-            }
-        }
-        let payload = to_payload(data).map_err(|e| exception(e, 0))?;
-        let dst = if dst_worker_id < 0 {
-            -1
-        } else {
-            dst_worker_id as i32
-        };
-        let id = worker::submit_task(dst, payload)?;
-        if let Some(cb) = finish_callback.filter(|cb| !cb.is_null()) {
+        if let Some(cb) = callback {
             remember_finish_callback(id, cb);
         }
         Ok(long_zval(id))
@@ -237,6 +220,14 @@ impl TaskServer {
         };
         if bytes.is_empty() {
             warn("the data sent must not be empty");
+            return Ok(false);
+        }
+        if bytes.len() > self.config.buffer_output_size {
+            warn(&format!(
+                "data of {} bytes exceeds buffer_output_size {}",
+                bytes.len(),
+                self.config.buffer_output_size
+            ));
             return Ok(false);
         }
         if fd <= 0 {
@@ -276,9 +267,258 @@ impl TaskServer {
         proc_info().worker_id
     }
 
-    /// Pid of this worker process.
-    pub fn get_worker_pid(&self) -> i64 {
-        proc_info().worker_pid
+    /// Pid of worker `$workerId` (this worker's by default); false when it
+    /// has no process right now.
+    #[php(defaults(worker_id = -1))]
+    pub fn get_worker_pid(&self, worker_id: i64) -> PhpResult<Zval> {
+        if worker_id < 0 || worker_id == proc_info().worker_id {
+            return Ok(long_zval(proc_info().worker_pid));
+        }
+        let Some(id) = self.worker_index(worker_id) else {
+            return Ok(bool_zval(false));
+        };
+        Ok(match self.ask(Query::WorkerPid { worker_id: id })? {
+            Some(v) if !v.is_null() => json_zval(&v),
+            _ => bool_zval(false),
+        })
+    }
+
+    /// TASKQ_WORKER_BUSY (1), _IDLE (2) or _EXIT (3) of a worker; this
+    /// worker (running a callback) is busy.
+    #[php(defaults(worker_id = -1))]
+    pub fn get_worker_status(&self, worker_id: i64) -> PhpResult<Zval> {
+        if worker_id < 0 || worker_id == proc_info().worker_id {
+            return Ok(if worker::current().is_some() {
+                long_zval(crate::query::WORKER_BUSY)
+            } else {
+                bool_zval(false)
+            });
+        }
+        let Some(id) = self.worker_index(worker_id) else {
+            return Ok(bool_zval(false));
+        };
+        Ok(match self.ask(Query::WorkerStatus { worker_id: id })? {
+            Some(v) if !v.is_null() => json_zval(&v),
+            _ => bool_zval(false),
+        })
+    }
+
+    /// Swoole's `stats()`: server counters from the master plus this
+    /// worker's own; `tasking_num` counts queued and running tasks.
+    pub fn stats(&self) -> PhpResult<Zval> {
+        let Some(mut v) = self.ask(Query::Stats)? else {
+            return Ok(bool_zval(false));
+        };
+        if let Some(map) = v.as_object_mut() {
+            let (requests, dispatched) = worker::local_counts();
+            map.insert("worker_request_count".into(), requests.into());
+            map.insert("worker_dispatch_count".into(), dispatched.into());
+        }
+        Ok(json_zval(&v))
+    }
+
+    /// Whether session `$fd` is connected.
+    pub fn exists(&self, fd: i64) -> PhpResult<bool> {
+        if fd <= 0 {
+            return Ok(false);
+        }
+        Ok(matches!(
+            self.ask(Query::Exists { fd: fd as u64 })?,
+            Some(serde_json::Value::Bool(true))
+        ))
+    }
+
+    /// Alias of `exists()` (Swoole 4 name).
+    pub fn exist(&self, fd: i64) -> PhpResult<bool> {
+        self.exists(fd)
+    }
+
+    /// Swoole's `getClientInfo()` array, or false for an unknown session.
+    #[php(defaults(reactor_id = -1, ignore_error = false))]
+    pub fn get_client_info(&self, fd: i64, reactor_id: i64, ignore_error: bool) -> PhpResult<Zval> {
+        let _ = (reactor_id, ignore_error);
+        if fd <= 0 {
+            return Ok(bool_zval(false));
+        }
+        Ok(match self.ask(Query::ClientInfo { fd: fd as u64 })? {
+            Some(v) if v.is_object() => json_zval(&v),
+            _ => bool_zval(false),
+        })
+    }
+
+    /// Blocks for the task's result (at most `$timeout` seconds); false on
+    /// timeout. A late result is discarded, as in Swoole.
+    #[php(defaults(timeout = 0.5, dst_worker_id = -1))]
+    pub fn taskwait(&self, data: &Zval, timeout: f64, dst_worker_id: i64) -> PhpResult<Zval> {
+        let id = match self.submit(data, dst_worker_id, "taskwait")? {
+            Some(id) => id,
+            None => return Ok(bool_zval(false)),
+        };
+        worker::mark_awaited(id);
+        let got = worker::wait_for(
+            seconds(timeout),
+            |m| matches!(m, ToWorker::Finish { task_id, .. } if *task_id == id),
+        )?;
+        Ok(match got {
+            Some(ToWorker::Finish { payload, .. }) => {
+                from_payload(&payload).map_err(|e| exception(e, 0))?
+            }
+            _ => bool_zval(false),
+        })
+    }
+
+    /// Runs several tasks in parallel and waits for all (at most `$timeout`
+    /// seconds); results keyed like the input, timed-out keys absent.
+    #[php(defaults(timeout = 0.5))]
+    pub fn task_wait_multi(&self, tasks: &ZendHashTable, timeout: f64) -> PhpResult<Zval> {
+        if tasks.len() >= 1024 {
+            warn("too many concurrent tasks (at most 1023)");
+            return Ok(bool_zval(false));
+        }
+        let mut ids: Vec<(ext_php_rs::types::ArrayKey<'_>, i64)> = Vec::new();
+        let mut failed = Vec::new();
+        for (key, value) in tasks.iter() {
+            match self.submit(value, -1, "taskWaitMulti")? {
+                Some(id) => {
+                    worker::mark_awaited(id);
+                    ids.push((key, id));
+                }
+                None => failed.push(key),
+            }
+        }
+        if ids.is_empty() {
+            return Ok(bool_zval(false));
+        }
+        let deadline = std::time::Instant::now() + seconds(timeout);
+        let mut results: std::collections::HashMap<i64, Zval> = std::collections::HashMap::new();
+        while results.len() < ids.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let got = worker::wait_for(left, |m| {
+                matches!(m, ToWorker::Finish { task_id, .. }
+                    if ids.iter().any(|(_, id)| id == task_id) && !results.contains_key(task_id))
+            })?;
+            match got {
+                Some(ToWorker::Finish { task_id, payload }) => {
+                    let v = from_payload(&payload).map_err(|e| exception(e, 0))?;
+                    results.insert(task_id, v);
+                }
+                _ => break,
+            }
+        }
+        let mut out = ZendHashTable::new();
+        for (key, id) in ids {
+            if let Some(v) = results.remove(&id) {
+                out.insert(key, v)
+                    .map_err(|e| exception(e.to_string(), 0))?;
+            }
+        }
+        for key in failed {
+            out.insert(key, bool_zval(false))
+                .map_err(|e| exception(e.to_string(), 0))?;
+        }
+        let mut z = Zval::new();
+        z.set_hashtable(out);
+        Ok(z)
+    }
+
+    /// Sends `$message` to worker `$workerId`'s onPipeMessage.
+    pub fn send_message(&self, message: &Zval, worker_id: i64) -> PhpResult<bool> {
+        let Some((me, _)) = worker::current() else {
+            warn("server is not running");
+            return Ok(false);
+        };
+        let Some(dst) = self.worker_index(worker_id) else {
+            warn(&format!(
+                "invalid worker_id {worker_id} (allowed: 0 to {})",
+                self.total_workers() - 1
+            ));
+            return Ok(false);
+        };
+        if dst == me {
+            warn("cannot send message to self");
+            return Ok(false);
+        }
+        if !self.callbacks.has(Event::PipeMessage) {
+            warn("require 'onPipeMessage' callback");
+            return Ok(false);
+        }
+        let payload = to_payload(message).map_err(|e| exception(e, 0))?;
+        worker::send_pipe(dst, payload)?;
+        Ok(true)
+    }
+
+    /// Restarts all workers (or only task workers) gracefully; no queued
+    /// task is lost.
+    #[php(defaults(only_task_workers = false))]
+    pub fn reload(&self, only_task_workers: bool) -> bool {
+        let manager = proc_info().manager_pid;
+        if manager <= 0 {
+            warn("server is not running");
+            return false;
+        }
+        let sig = if only_task_workers {
+            libc::SIGUSR2
+        } else {
+            libc::SIGUSR1
+        };
+        // SAFETY: plain kill(2) to our own manager.
+        unsafe { libc::kill(manager as i32, sig) == 0 }
+    }
+
+    /// Stops the whole server, as SIGTERM to the master does.
+    pub fn shutdown(&self) -> bool {
+        let master = proc_info().master_pid;
+        if master <= 0 {
+            warn("server is not running");
+            return false;
+        }
+        // SAFETY: plain kill(2) to our own master.
+        unsafe { libc::kill(master as i32, libc::SIGTERM) == 0 }
+    }
+
+    /// Stops this worker (or worker `$workerId`) after what it holds; the
+    /// manager starts a fresh one.
+    #[php(defaults(worker_id = -1, wait_event = false))]
+    pub fn stop(&self, worker_id: i64, wait_event: bool) -> PhpResult<bool> {
+        let _ = wait_event;
+        if worker_id < 0 || worker_id == proc_info().worker_id {
+            if worker::current().is_none() {
+                warn("server is not running");
+                return Ok(false);
+            }
+            worker::stop_self()?;
+            return Ok(true);
+        }
+        let Some(id) = self.worker_index(worker_id) else {
+            return Ok(false);
+        };
+        match self.ask(Query::WorkerPid { worker_id: id })? {
+            // SAFETY: plain kill(2) to a worker of this server.
+            Some(v) => Ok(v
+                .as_i64()
+                .is_some_and(|pid| unsafe { libc::kill(pid as i32, libc::SIGTERM) == 0 })),
+            None => Ok(false),
+        }
+    }
+
+    /// Calls `$callback($timerId)` every `$ms` milliseconds in this worker.
+    pub fn tick(&self, ms: i64, callback: &Zval) -> PhpResult<Zval> {
+        self.timer(ms, callback, true)
+    }
+
+    /// Calls `$callback()` once after `$ms` milliseconds in this worker.
+    pub fn after(&self, ms: i64, callback: &Zval) -> PhpResult<Zval> {
+        self.timer(ms, callback, false)
+    }
+
+    /// Cancels a `tick()` or `after()` timer.
+    pub fn clear_timer(&self, timer_id: i64) -> PhpResult<bool> {
+        if timer_id <= 0 || worker::current().is_none() {
+            return Ok(false);
+        }
+        let cleared = worker::clear_timer(timer_id as u64)?;
+        forget_timer(timer_id as u64);
+        Ok(cleared)
     }
 
     /// The port actually bound (the kernel's choice for port 0).
@@ -349,7 +589,94 @@ impl TaskServer {
     }
 }
 
+fn seconds(timeout: f64) -> Duration {
+    if timeout.is_finite() && timeout > 0.0 {
+        Duration::from_secs_f64(timeout.min(86_400.0))
+    } else {
+        Duration::from_millis(500)
+    }
+}
+
+/// How long a worker waits for the master to answer a query.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl TaskServer {
+    fn total_workers(&self) -> i64 {
+        (self.config.worker_num + self.config.task_worker_num) as i64
+    }
+
+    fn worker_index(&self, worker_id: i64) -> Option<u32> {
+        (0..self.total_workers())
+            .contains(&worker_id)
+            .then_some(worker_id as u32)
+    }
+
+    /// Asks the master; None (with a warning) outside a worker.
+    fn ask(&self, q: Query) -> PhpResult<Option<serde_json::Value>> {
+        if worker::current().is_none() {
+            warn("server is not running");
+            return Ok(None);
+        }
+        let answer = worker::query(q.to_json(), QUERY_TIMEOUT)?;
+        Ok(answer.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// The checks and submission shared by task(), taskwait() and
+    /// taskWaitMulti(); None after a warning.
+    fn submit(&self, data: &Zval, dst_worker_id: i64, method: &str) -> PhpResult<Option<i64>> {
+        let n = self.config.task_worker_num as i64;
+        let fail = |msg: String| {
+            warn(&msg);
+            Ok(None)
+        };
+        let Some((_, is_task)) = worker::current() else {
+            return fail("server is not running".into());
+        };
+        if n == 0 {
+            return fail(format!(
+                "{method} method can't be executed without task worker"
+            ));
+        }
+        if is_task {
+            return fail(format!(
+                "TaskServer->{method}() cannot use in the task-worker"
+            ));
+        }
+        if dst_worker_id >= n {
+            return fail(format!("worker_id must be less than task_worker_num[{n}]"));
+        }
+        let payload = to_payload(data).map_err(|e| exception(e, 0))?;
+        let dst = if dst_worker_id < 0 {
+            -1
+        } else {
+            dst_worker_id as i32
+        };
+        Ok(Some(worker::submit_task(dst, payload)?))
+    }
+
+    fn timer(&self, ms: i64, callback: &Zval, repeating: bool) -> PhpResult<Zval> {
+        if worker::current().is_none() {
+            warn("timers can only be used in worker processes after start()");
+            return Ok(bool_zval(false));
+        }
+        if !(1..=86_400_000).contains(&ms) {
+            return Err(exception(
+                format!("invalid timer interval {ms} ms (allowed: 1 to 86400000)"),
+                libc::EINVAL,
+            ));
+        }
+        if !callback.is_callable() {
+            return Err(exception(
+                "the timer callback is not callable".into(),
+                libc::EINVAL,
+            ));
+        }
+        let every = repeating.then(|| Duration::from_millis(ms as u64));
+        let id = worker::add_timer(Duration::from_millis(ms as u64), every)?;
+        remember_timer(id, callback, repeating);
+        Ok(long_zval(id as i64))
+    }
+
     fn launch_config(&self) -> Launch {
         let c = &self.config;
         Launch {
@@ -366,6 +693,10 @@ impl TaskServer {
                     close: self.callbacks.has(Event::Close),
                 },
                 task_window: 1,
+                task_max_attempts: 3,
+                heartbeat: c.heartbeat(),
+                server_port: self.port as u16,
+                sock_type: self.sock_type,
             },
             max_wait_time: Duration::from_secs(c.max_wait_time),
             daemonize: c.daemonize,
@@ -375,6 +706,8 @@ impl TaskServer {
             backlog: c.backlog,
             max_request: (c.max_request, c.effective_max_request_grace()),
             task_max_request: (c.task_max_request, c.effective_task_max_request_grace()),
+            user: c.user.clone(),
+            group: c.group.clone(),
         }
     }
 }

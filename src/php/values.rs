@@ -133,3 +133,38 @@ pub fn bool_zval(v: bool) -> Zval {
     z.set_bool(v);
     z
 }
+
+/// A PHP value for a JSON answer from the master (`stats()`, `getClientInfo()`).
+pub fn json_zval(v: &serde_json::Value) -> Zval {
+    use serde_json::Value as J;
+    match v {
+        J::Null => Zval::null(),
+        J::Bool(b) => bool_zval(*b),
+        J::Number(n) => match n.as_i64() {
+            Some(i) => long_zval(i),
+            None => n
+                .as_f64()
+                .and_then(|f| f.into_zval(false).ok())
+                .unwrap_or_else(Zval::null),
+        },
+        J::String(s) => bytes_zval(s.as_bytes()),
+        J::Array(items) => {
+            let mut ht = ZendHashTable::new();
+            for item in items {
+                let _ = ht.push(json_zval(item));
+            }
+            let mut z = Zval::new();
+            z.set_hashtable(ht);
+            z
+        }
+        J::Object(map) => {
+            let mut ht = ZendHashTable::new();
+            for (k, item) in map {
+                let _ = ht.insert(k.as_str(), json_zval(item));
+            }
+            let mut z = Zval::new();
+            z.set_hashtable(ht);
+            z
+        }
+    }
+}

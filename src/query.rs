@@ -1,0 +1,59 @@
+//! Questions a worker asks the master (`stats()`, `getClientInfo()`,
+//! `exists()`, other workers' pids and status). They cross the IPC socket as
+//! JSON because they are rare and their answers are PHP arrays anyway.
+
+use serde::{Deserialize, Serialize};
+
+/// One question; the answer is a JSON value (object, bool or number).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Query {
+    /// Swoole's `stats()` keys, server-wide part.
+    Stats,
+    /// Whether session `fd` is open.
+    Exists { fd: u64 },
+    /// Swoole's `getClientInfo()` array, or null.
+    ClientInfo { fd: u64 },
+    /// Pid of worker `worker_id`, or null when it has no process now.
+    WorkerPid { worker_id: u32 },
+    /// Swoole's worker status: 1 busy, 2 idle, 3 exited (no process).
+    WorkerStatus { worker_id: u32 },
+}
+
+/// Swoole's `SWOOLE_WORKER_BUSY`.
+pub const WORKER_BUSY: i64 = 1;
+/// Swoole's `SWOOLE_WORKER_IDLE`.
+pub const WORKER_IDLE: i64 = 2;
+/// Swoole's `SWOOLE_WORKER_EXIT`.
+pub const WORKER_EXIT: i64 = 3;
+
+impl Query {
+    /// Wire form.
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses the wire form; a malformed query is answered with null.
+    pub fn from_json(bytes: &[u8]) -> Option<Query> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        for q in [
+            Query::Stats,
+            Query::Exists { fd: 3 },
+            Query::ClientInfo { fd: 9 },
+            Query::WorkerPid { worker_id: 2 },
+            Query::WorkerStatus { worker_id: 0 },
+        ] {
+            assert_eq!(Query::from_json(&q.to_json()), Some(q));
+        }
+        assert_eq!(Query::from_json(b"{\"Nope\":1}"), None);
+        assert_eq!(Query::from_json(b"\xff"), None);
+    }
+}

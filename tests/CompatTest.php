@@ -1,0 +1,198 @@
+<?php
+use TaskQ\Tests\Support\TaskqTestCase;
+
+/**
+ * Swoole compatibility layer: class aliases and SWOOLE_* constants (on by
+ * default, off with taskq.swoole_compat=0), `php --ri taskq`, and the
+ * TaskQ\Exception class.
+ */
+final class CompatTest extends TaskqTestCase
+{
+    /**
+     * Runs PHP with the extension plus `$phpArgs` (e.g. ['-d', 'taskq.swoole_compat=0'])
+     * and either a script body (`$code`, written to a file) or nothing (args only).
+     * Bounded in time; returns [exit code, stdout, stderr].
+     */
+    private function runPhpWith(array $phpArgs, ?string $code = null, float $timeout = 10): array
+    {
+        $cmd = ['timeout', '-k', '1', (string) $timeout, PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT')];
+        $cmd = array_merge($cmd, $phpArgs);
+        if ($code !== null) {
+            $script = "$this->dir/compat-" . bin2hex(random_bytes(4)) . '.php';
+            file_put_contents($script, $code);
+            $cmd[] = $script;
+        }
+        $p = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes, $this->dir);
+        $this->assertIsResource($p);
+        $out = stream_get_contents($pipes[1]);
+        $err = stream_get_contents($pipes[2]);
+        fclose($pipes[1]);
+        fclose($pipes[2]);
+        return [proc_close($p), $out, $err];
+    }
+
+    public function testSwooleClassAliasesExist(): void
+    {
+        foreach (['swoole_server', 'swoole_client', 'Swoole\Server', 'Swoole\Client', 'TaskServer', 'TaskClient', 'TaskQ\Exception'] as $class) {
+            $this->assertTrue(class_exists($class), "$class exists");
+        }
+        $this->assertSame('TaskServer', (new ReflectionClass('swoole_server'))->getName());
+        $this->assertSame('TaskServer', (new ReflectionClass('Swoole\Server'))->getName());
+        $this->assertSame('TaskClient', (new ReflectionClass('swoole_client'))->getName());
+        $this->assertSame('TaskClient', (new ReflectionClass('Swoole\Client'))->getName());
+    }
+
+    public function testNewSwooleServerIsATaskServer(): void
+    {
+        $a = new swoole_server('127.0.0.1', 0);
+        $this->assertInstanceOf(TaskServer::class, $a);
+        $this->assertSame('TaskServer', get_class($a));
+        $this->assertGreaterThan(0, $a->port);
+
+        $b = new Swoole\Server('127.0.0.1', 0, SWOOLE_PROCESS, SWOOLE_SOCK_TCP);
+        $this->assertInstanceOf(TaskServer::class, $b);
+        $this->assertInstanceOf(swoole_server::class, $b);
+        $this->assertSame(SWOOLE_PROCESS, $b->mode);
+        $this->assertSame(SWOOLE_SOCK_TCP, $b->type);
+        $this->assertNotSame($a->port, $b->port);
+    }
+
+    public function testNewSwooleClientIsATaskClient(): void
+    {
+        $c = new swoole_client(SWOOLE_SOCK_TCP);
+        $this->assertSame('TaskClient', get_class($c));
+        $this->assertInstanceOf(Swoole\Client::class, $c);
+        $this->assertSame('TaskClient', get_class(new Swoole\Client(SWOOLE_SOCK_TCP)));
+    }
+
+    public function testSwooleClientAcceptsTheSyncFlagArgument(): void
+    {
+        // Legacy Swoole code writes `new swoole_client(SWOOLE_SOCK_TCP, SWOOLE_SOCK_SYNC)`
+        // (Swoole: __construct(int $type, bool $async = SWOOLE_SOCK_SYNC, string $id = '')).
+        $c = new swoole_client(SWOOLE_SOCK_TCP, SWOOLE_SOCK_SYNC);
+        $this->assertSame('TaskClient', get_class($c));
+        $this->assertSame(SWOOLE_SOCK_TCP, $c->type);
+    }
+
+    public function testSwooleConstantsEqualTheirTaskqTwins(): void
+    {
+        $expected = [
+            'SWOOLE_BASE' => [TASKQ_BASE, 1],
+            'SWOOLE_PROCESS' => [TASKQ_PROCESS, 2],
+            'SWOOLE_SOCK_TCP' => [TASKQ_SOCK_TCP, 1],
+            'SWOOLE_SOCK_TCP6' => [TASKQ_SOCK_TCP6, 3],
+            'SWOOLE_SOCK_UNIX_STREAM' => [TASKQ_SOCK_UNIX_STREAM, 5],
+            'SWOOLE_TCP' => [TASKQ_SOCK_TCP, 1],
+            'SWOOLE_TCP6' => [TASKQ_SOCK_TCP6, 3],
+            'SWOOLE_UNIX_STREAM' => [TASKQ_SOCK_UNIX_STREAM, 5],
+            'SWOOLE_KEEP' => [TASKQ_KEEP, 4096],
+            'SWOOLE_LOG_DEBUG' => [TASKQ_LOG_DEBUG, 0],
+            'SWOOLE_LOG_INFO' => [TASKQ_LOG_INFO, 2],
+            'SWOOLE_LOG_NONE' => [TASKQ_LOG_NONE, 6],
+            'SWOOLE_DISPATCH_ROUND' => [TASKQ_DISPATCH_ROUND, 1],
+            'SWOOLE_DISPATCH_FDMOD' => [TASKQ_DISPATCH_FDMOD, 2],
+        ];
+        foreach ($expected as $name => [$twin, $swooleValue]) {
+            $this->assertTrue(defined($name), "$name is defined");
+            $this->assertSame($twin, constant($name), "$name equals its TASKQ_ twin");
+            $this->assertSame($swooleValue, constant($name), "$name has Swoole's value");
+        }
+        // Every SWOOLE_X with a TASKQ_X twin has the same value.
+        $consts = get_defined_constants(true)['taskq'];
+        $twins = 0;
+        foreach ($consts as $name => $value) {
+            if (str_starts_with($name, 'SWOOLE_') && array_key_exists('TASKQ_' . substr($name, 7), $consts)) {
+                $this->assertSame($consts['TASKQ_' . substr($name, 7)], $value, $name);
+                $twins++;
+            }
+        }
+        $this->assertGreaterThanOrEqual(10, $twins);
+        $this->assertFalse(SWOOLE_SOCK_SYNC);
+        $this->assertTrue(SWOOLE_SOCK_ASYNC);
+    }
+
+    public function testCompatOffRemovesEveryAliasAndSwooleConstant(): void
+    {
+        $code = <<<'PHP'
+<?php
+$r = [
+    'ini' => ini_get('taskq.swoole_compat'),
+    'classes' => array_values(array_filter(['swoole_server', 'swoole_client', 'Swoole\Server', 'Swoole\Client'], 'class_exists')),
+    'swoole_constants' => array_values(array_filter(array_keys(get_defined_constants()), fn ($c) => str_starts_with($c, 'SWOOLE_'))),
+    'task_server' => class_exists('TaskServer'),
+    'task_client' => class_exists('TaskClient'),
+    'exception' => class_exists('TaskQ\Exception'),
+    'tcp' => defined('TASKQ_SOCK_TCP') ? TASKQ_SOCK_TCP : null,
+    'server_works' => (new TaskServer('127.0.0.1', 0))->port > 0,
+];
+echo json_encode($r);
+PHP;
+        [$exit, $out, $err] = $this->runPhpWith(['-d', 'taskq.swoole_compat=0'], $code);
+        $this->assertSame([0, ''], [$exit, $err], $out);
+        $this->assertSame([
+            'ini' => '0',
+            'classes' => [],
+            'swoole_constants' => [],
+            'task_server' => true,
+            'task_client' => true,
+            'exception' => true,
+            'tcp' => 1,
+            'server_works' => true,
+        ], json_decode($out, true), $out);
+
+        // Control: the same script without the flag sees the aliases.
+        [$exit, $out] = $this->runPhpWith([], $code);
+        $this->assertSame(0, $exit);
+        $r = json_decode($out, true);
+        $this->assertSame('1', $r['ini']);
+        $this->assertSame(['swoole_server', 'swoole_client', 'Swoole\Server', 'Swoole\Client'], $r['classes']);
+        $this->assertContains('SWOOLE_SOCK_TCP', $r['swoole_constants']);
+        $this->assertContains('SWOOLE_SOCK_SYNC', $r['swoole_constants']);
+    }
+
+    public function testPhpRiTaskqReportsSupportVersionAndIni(): void
+    {
+        [$exit, $out, $err] = $this->runPhpWith(['--ri', 'taskq']);
+        $this->assertSame([0, ''], [$exit, $err]);
+        $this->assertStringContainsString('taskq support => enabled', $out);
+        $this->assertMatchesRegularExpression('/^version => ' . preg_quote(TASKQ_VERSION, '/') . '$/m', $out);
+        $this->assertSame(TASKQ_VERSION, phpversion('taskq'));
+        $this->assertMatchesRegularExpression('/^taskq\.swoole_compat => 1 => 1$/m', $out);
+
+        [$exit, $out] = $this->runPhpWith(['-d', 'taskq.swoole_compat=0', '--ri', 'taskq']);
+        $this->assertSame(0, $exit);
+        $this->assertMatchesRegularExpression('/^taskq\.swoole_compat => 0 => 0$/m', $out);
+    }
+
+    public function testSwooleCompatIsASystemIniSetting(): void
+    {
+        $this->assertSame('1', ini_get('taskq.swoole_compat'));
+        $this->assertFalse(@ini_set('taskq.swoole_compat', '0'), 'PHP_INI_SYSTEM: not changeable at run time');
+        $this->assertSame('1', ini_get('taskq.swoole_compat'));
+    }
+
+    public function testTaskqExceptionIsARuntimeExceptionWithTheCallersFileAndLine(): void
+    {
+        $this->assertTrue(is_subclass_of('TaskQ\Exception', RuntimeException::class));
+        try {
+            $line = __LINE__ + 1;
+            new TaskServer('127.0.0.1', 99999);
+            $this->fail('port 99999 must throw');
+        } catch (TaskQ\Exception $e) {
+            $this->assertInstanceOf(RuntimeException::class, $e);
+            $this->assertSame(__FILE__, $e->getFile());
+            $this->assertSame($line, $e->getLine());
+            $this->assertStringContainsString('99999', $e->getMessage());
+        }
+
+        // Also from a separate script, through an alias, inside a function.
+        $code = "<?php\nfunction make() {\n    return new swoole_server('127.0.0.1', 99999);\n}\ntry {\n    make();\n} catch (RuntimeException \$e) {\n    echo json_encode([get_class(\$e), basename(\$e->getFile()), \$e->getLine(), \$e->getTrace()[0]['function'] ?? null]);\n}\n";
+        [$exit, $out, $err] = $this->runPhpWith([], $code);
+        $this->assertSame([0, ''], [$exit, $err]);
+        [$class, $file, $l, $fn] = json_decode($out, true);
+        $this->assertSame('TaskQ\Exception', $class);
+        $this->assertMatchesRegularExpression('/^compat-[0-9a-f]+\.php$/', $file);
+        $this->assertSame(3, $l, 'the line of the `new` inside make()');
+        $this->assertSame('__construct', $fn);
+    }
+}

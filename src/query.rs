@@ -17,6 +17,8 @@ pub enum Query {
     WorkerPid { worker_id: u32 },
     /// Swoole's worker status: 1 busy, 2 idle, 3 exited (no process).
     WorkerStatus { worker_id: u32 },
+    /// `bind($fd, $uid)`: dispatch_mode 5 routes the session by `uid`.
+    Bind { fd: u64, uid: u64 },
 }
 
 /// Swoole's `SWOOLE_WORKER_BUSY`.
@@ -50,6 +52,7 @@ mod tests {
             Query::ClientInfo { fd: 9 },
             Query::WorkerPid { worker_id: 2 },
             Query::WorkerStatus { worker_id: 0 },
+            Query::Bind { fd: 1, uid: 42 },
         ] {
             assert_eq!(Query::from_json(&q.to_json()), Some(q));
         }

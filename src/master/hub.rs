@@ -40,6 +40,8 @@ pub struct Conn {
     taskq: bool,
     worker: u32,
     peer: Option<SocketAddr>,
+    /// Set by `bind()`; dispatch_mode 5 routes by it.
+    uid: Option<u64>,
     connect_time: f64,
     last_recv: f64,
     last_send: f64,
@@ -174,6 +176,7 @@ impl Hub {
                 taskq: false,
                 worker,
                 peer,
+                uid: None,
                 connect_time: t,
                 last_recv: 0.0,
                 last_send: 0.0,
@@ -216,6 +219,7 @@ impl Hub {
         let sticky = conn.worker;
         let n = self.cfg.worker_num.max(1) as usize;
         let worker = match self.cfg.dispatch_mode {
+            5 => conn.uid.map(|u| (u % n as u64) as u32).unwrap_or(sticky),
             1 => {
                 self.round_robin = (self.round_robin + 1) % n;
                 self.round_robin as u32
@@ -405,7 +409,7 @@ impl Hub {
             }
             FromWorker::Query { req, body } => {
                 let answer = Query::from_json(&body)
-                    .map(|q| self.answer(&q))
+                    .map(|q| self.answer(q))
                     .unwrap_or(Value::Null);
                 let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
                 self.push(worker, &ToWorker::Reply { req, body });
@@ -441,24 +445,31 @@ impl Hub {
         }
     }
 
-    fn answer(&self, q: &Query) -> Value {
+    fn answer(&mut self, q: Query) -> Value {
         match q {
             Query::Stats => self.stats(),
-            Query::Exists { fd } => Value::Bool(self.conns.contains_key(fd)),
-            Query::ClientInfo { fd } => self.client_info(*fd),
+            Query::Exists { fd } => Value::Bool(self.conns.contains_key(&fd)),
+            Query::ClientInfo { fd } => self.client_info(fd),
+            Query::Bind { fd, uid } => match self.conns.get_mut(&fd) {
+                Some(c) if c.uid.is_none() => {
+                    c.uid = Some(uid);
+                    Value::Bool(true)
+                }
+                _ => Value::Bool(false),
+            },
             Query::WorkerPid { worker_id } => self
                 .slots
-                .get(*worker_id as usize)
+                .get(worker_id as usize)
                 .and_then(|s| s.pid)
                 .map(Value::from)
                 .unwrap_or(Value::Null),
-            Query::WorkerStatus { worker_id } => match self.slots.get(*worker_id as usize) {
+            Query::WorkerStatus { worker_id } => match self.slots.get(worker_id as usize) {
                 None => Value::Null,
                 Some(s) if s.pid.is_none() => json!(WORKER_EXIT),
                 Some(_) => {
-                    let busy = match self.task_index(*worker_id) {
+                    let busy = match self.task_index(worker_id) {
                         Some(t) => self.dispatcher.is_busy(t),
-                        None => self.slots[*worker_id as usize].outstanding > 0,
+                        None => self.slots[worker_id as usize].outstanding > 0,
                     };
                     json!(if busy { WORKER_BUSY } else { WORKER_IDLE })
                 }
@@ -525,6 +536,7 @@ impl Hub {
             "recv_queued_bytes": 0,
             "send_queued_bytes": 0,
             "worker_id": c.worker,
+            "uid": c.uid,
             "taskq_protocol": c.taskq,
         })
     }

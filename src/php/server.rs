@@ -328,6 +328,22 @@ impl TaskServer {
         ))
     }
 
+    /// Binds session `$fd` to `$uid` once; with dispatch_mode 5 its messages
+    /// then go to worker `$uid % worker_num`.
+    pub fn bind(&self, fd: i64, uid: i64) -> PhpResult<bool> {
+        if fd <= 0 || uid < 0 {
+            warn(&format!("invalid fd {fd} or uid {uid}"));
+            return Ok(false);
+        }
+        Ok(matches!(
+            self.ask(Query::Bind {
+                fd: fd as u64,
+                uid: uid as u64
+            })?,
+            Some(serde_json::Value::Bool(true))
+        ))
+    }
+
     /// Alias of `exists()` (Swoole 4 name).
     pub fn exist(&self, fd: i64) -> PhpResult<bool> {
         self.exists(fd)

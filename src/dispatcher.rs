@@ -202,6 +202,9 @@ mod tests {
             src_worker: 0,
             task_id: id as i64,
             attempts: 0,
+            max_attempts: 3,
+            priority: 0,
+            not_before: 0,
             payload: Payload {
                 encoding: Encoding::Raw,
                 data: Bytes::new(),

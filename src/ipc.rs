@@ -10,7 +10,7 @@ use crate::frame::{Frame, FrameCodec};
 
 /// How a payload was encoded by the PHP side: strings travel as they are,
 /// every other value as PHP `serialize()` output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Encoding {
     Raw = 0,
     Serialized = 1,
@@ -27,7 +27,7 @@ impl Encoding {
 }
 
 /// A value crossing a process boundary, still encoded.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Payload {
     pub encoding: Encoding,
     pub data: Bytes,

@@ -7,19 +7,29 @@ use std::collections::VecDeque;
 
 use crate::ipc::Payload;
 
-/// A task as the master keeps it until a task worker reports it done.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A task as the master keeps it until a task worker reports it done. It is
+/// also the record a durable store keeps, hence serde.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueuedTask {
-    /// Master-wide key, unique for the life of the master.
+    /// Master-wide key, unique for the life of the queue (also across
+    /// restarts with a durable store).
     pub id: u64,
-    /// Worker that dispatched it (-1 when not dispatched by an event worker),
-    /// where its result goes.
+    /// Worker that dispatched it, where its result goes; -1 for tasks
+    /// submitted by a client with `TaskClient::task()`.
     pub src_worker: i32,
-    /// The id `task()` returned in the source worker.
+    /// The id `task()` returned in the source worker (the master id for
+    /// client-submitted tasks).
     pub task_id: i64,
     pub payload: Payload,
-    /// Times a task worker died while running it.
+    /// Runs that ended in failure (exception, crash, timeout).
     pub attempts: u32,
+    /// Runs allowed before the task is moved to the failed tasks.
+    pub max_attempts: u32,
+    /// Higher runs first; equal priorities run in submission order.
+    pub priority: i32,
+    /// Unix time in ms before which the task must not start (delay, retry
+    /// backoff); 0 = at once.
+    pub not_before: u64,
 }
 
 /// Storage for tasks waiting for a task worker.
@@ -80,6 +90,9 @@ mod tests {
             src_worker: 0,
             task_id: id as i64,
             attempts: 0,
+            max_attempts: 3,
+            priority: 0,
+            not_before: 0,
             payload: Payload {
                 encoding: Encoding::Raw,
                 data: Bytes::from(format!("t{id}")),

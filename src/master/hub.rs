@@ -348,6 +348,9 @@ impl Hub {
                     task_id,
                     payload,
                     attempts: 0,
+                    max_attempts: self.cfg.task_max_attempts,
+                    priority: 0,
+                    not_before: 0,
                 };
                 let target = usize::try_from(dst).ok();
                 if !self.dispatcher.submit(task, target) {

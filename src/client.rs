@@ -4,6 +4,7 @@
 //! protocol, so one `send()` is one `onReceive` and one `recv()` is one
 //! server `send()`; with Swoole framing options it speaks those instead.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
@@ -18,7 +19,7 @@ use crate::error::ClientError;
 use crate::frame::FrameCodec;
 use crate::listener::SockType;
 use crate::packet::{PacketDecoder, PacketMode};
-use crate::protocol::{KIND_MESSAGE, MAGIC};
+use crate::protocol::{Answer, TaskRequest, KIND_AUTH, KIND_MESSAGE, KIND_MESSAGE_ACK, MAGIC};
 
 enum Stream {
     Tcp(TcpStream),
@@ -90,6 +91,9 @@ pub struct Connection {
     wire: Wire,
     buf: BytesMut,
     out: BytesMut,
+    /// Server messages that arrived while we waited for an acknowledgement.
+    pending: VecDeque<Bytes>,
+    ack: bool,
 }
 
 fn is_raw(d: &PacketDecoder) -> bool {
@@ -159,13 +163,117 @@ impl Connection {
             },
             buf: BytesMut::new(),
             out: BytesMut::new(),
+            pending: VecDeque::new(),
+            ack: config.ack,
         };
         if matches!(conn.wire, Wire::Taskq(_)) {
+            conn.out.clear();
+            conn.out.extend_from_slice(&MAGIC);
+            if let Some(token) = &config.auth_token {
+                FrameCodec::put(&mut conn.out, KIND_AUTH, token.as_bytes());
+            }
+            let hello = std::mem::take(&mut conn.out);
             conn.stream
-                .write_all(&MAGIC)
+                .write_all(&hello)
                 .map_err(|e| ClientError::os("send failed", &e))?;
+            if config.auth_token.is_some() {
+                conn.answer()?;
+            }
+        } else if config.ack || config.auth_token.is_some() {
+            return Err(ClientError::NeedsTaskqProtocol("'ack' or 'auth_token'"));
         }
         Ok(conn)
+    }
+
+    /// Whether the server is still there: a pooled connection whose server
+    /// restarted reads as closed (or errors) without blocking.
+    pub fn is_alive(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.stream.fd(),
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, zero timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n < 0 {
+            return false;
+        }
+        if n == 0 {
+            return true;
+        }
+        if pfd.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLRDHUP | libc::POLLNVAL) != 0 {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        // SAFETY: peeking one byte into a local buffer.
+        let r = unsafe {
+            libc::recv(
+                self.stream.fd(),
+                byte.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        r > 0
+    }
+
+    fn next_frame(&mut self) -> Result<Option<crate::frame::Frame>, ClientError> {
+        loop {
+            if let Wire::Taskq(codec) = &mut self.wire {
+                if let Some(f) = codec
+                    .decode(&mut self.buf)
+                    .map_err(|e| ClientError::Protocol(e.to_string()))?
+                {
+                    return Ok(Some(f));
+                }
+            } else {
+                return Err(ClientError::NeedsTaskqProtocol("this request"));
+            }
+            if !self.fill()? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Waits for the server's ACK or ERROR; messages that come first are
+    /// kept for `recv()`.
+    fn answer(&mut self) -> Result<u64, ClientError> {
+        loop {
+            let Some(frame) = self.next_frame()? else {
+                return Err(ClientError::Os {
+                    code: libc::ECONNRESET,
+                    message: "the server closed the connection before answering".into(),
+                });
+            };
+            match frame.kind {
+                KIND_MESSAGE => self.pending.push_back(frame.body),
+                kind => {
+                    return match Answer::decode(kind, frame.body)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?
+                    {
+                        Answer::Ack(v) => Ok(v),
+                        Answer::Error { code, message } => {
+                            Err(ClientError::Server { code, message })
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `TaskClient::task()`: returns the task id once the server holds the
+    /// task (on disk, with a task store).
+    pub fn submit(&mut self, req: &TaskRequest) -> Result<u64, ClientError> {
+        if !matches!(self.wire, Wire::Taskq(_)) {
+            return Err(ClientError::NeedsTaskqProtocol("task()"));
+        }
+        self.out.clear();
+        req.encode(&mut self.out);
+        let out = std::mem::take(&mut self.out);
+        let sent = self.stream.write_all(&out);
+        self.out = out;
+        sent.map_err(|e| ClientError::os("send failed", &e))?;
+        self.answer()
     }
 
     /// Sends one message; returns the number of payload bytes sent.
@@ -176,14 +284,21 @@ impl Connection {
         let result = match &self.wire {
             Wire::Taskq(_) => {
                 self.out.clear();
-                FrameCodec::put(&mut self.out, KIND_MESSAGE, data);
+                let kind = if self.ack {
+                    KIND_MESSAGE_ACK
+                } else {
+                    KIND_MESSAGE
+                };
+                FrameCodec::put(&mut self.out, kind, data);
                 self.stream.write_all(&self.out)
             }
             Wire::Packets(_) => self.stream.write_all(data),
         };
-        result
-            .map(|()| data.len())
-            .map_err(|e| ClientError::os("send failed", &e))
+        result.map_err(|e| ClientError::os("send failed", &e))?;
+        if self.ack {
+            self.answer()?;
+        }
+        Ok(data.len())
     }
 
     fn fill(&mut self) -> Result<bool, ClientError> {
@@ -215,12 +330,24 @@ impl Connection {
     /// connection (PHP sees ""). In raw mode at most `size` bytes of whatever
     /// arrived, unless `waitall` asks for exactly `size`.
     pub fn recv(&mut self, size: usize, waitall: bool) -> Result<Option<Bytes>, ClientError> {
+        if let Some(msg) = self.pending.pop_front() {
+            return Ok(Some(msg));
+        }
         loop {
             let decoded = match &mut self.wire {
-                Wire::Taskq(codec) => codec
-                    .decode(&mut self.buf)
-                    .map_err(|e| ClientError::Protocol(e.to_string()))?
-                    .map(|f| f.body),
+                Wire::Taskq(codec) => {
+                    let mut message = None;
+                    while let Some(f) = codec
+                        .decode(&mut self.buf)
+                        .map_err(|e| ClientError::Protocol(e.to_string()))?
+                    {
+                        if f.kind == KIND_MESSAGE {
+                            message = Some(f.body);
+                            break;
+                        }
+                    }
+                    message
+                }
                 Wire::Packets(d) if is_raw(d) => {
                     let want = if waitall { size } else { 1 };
                     if !self.buf.is_empty() && self.buf.len() >= want.min(size) {

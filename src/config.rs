@@ -121,6 +121,13 @@ const SERVER_OPTIONS: &[&str] = &[
     "task_enable_coroutine",
     "task_use_object",
     "task_object",
+    "task_retry_max",
+    "task_retry_delay",
+    "task_timeout",
+    "task_queue_max",
+    "task_store",
+    "auth_token",
+    "package_timeout",
 ];
 
 const CLIENT_OPTIONS: &[&str] = &[
@@ -138,6 +145,8 @@ const CLIENT_OPTIONS: &[&str] = &[
     "connect_timeout",
     "timeout",
     "taskq_protocol",
+    "ack",
+    "auth_token",
 ];
 
 /// The framing options as the user set them. They are kept raw because they
@@ -303,6 +312,24 @@ pub struct ServerConfig {
     pub discard_timeout_request: bool,
     /// Enable `SO_KEEPALIVE` on accepted connections.
     pub open_tcp_keepalive: bool,
+    /// Retries of a task whose run failed (exception, crash, timeout) before
+    /// it is given up; taskq's answer to Swoole losing such tasks.
+    pub task_retry_max: u32,
+    /// Seconds before the first retry; each further retry waits twice as long.
+    pub task_retry_delay: f64,
+    /// Seconds a task may run before its worker is killed and the run counts
+    /// as failed; `None` = no limit.
+    pub task_timeout: Option<f64>,
+    /// Waiting tasks at most; beyond it submissions fail fast with "queue
+    /// full" instead of growing memory without bound. 0 = unbounded.
+    pub task_queue_max: usize,
+    /// Directory of the durable task store; `None` keeps tasks in memory only.
+    pub task_store: Option<String>,
+    /// Shared secret producers must present; `None` = open server.
+    pub auth_token: Option<String>,
+    /// Seconds a client may hold a partial message before it is disconnected
+    /// (slowloris protection).
+    pub package_timeout: f64,
     cpu_count: usize,
     framing: Framing,
 }
@@ -349,6 +376,13 @@ impl ServerConfig {
             enable_unsafe_event: false,
             discard_timeout_request: true,
             open_tcp_keepalive: false,
+            task_retry_max: 2,
+            task_retry_delay: 1.0,
+            task_timeout: None,
+            task_queue_max: 1_000_000,
+            task_store: None,
+            auth_token: None,
+            package_timeout: 30.0,
             cpu_count,
             framing,
         }
@@ -447,6 +481,18 @@ impl ServerConfig {
             "enable_unsafe_event" => self.enable_unsafe_event = to_bool(key, value)?,
             "discard_timeout_request" => self.discard_timeout_request = to_bool(key, value)?,
             "open_tcp_keepalive" => self.open_tcp_keepalive = to_bool(key, value)?,
+            "task_retry_max" => self.task_retry_max = to_int(key, value, 0, 100)?,
+            "task_retry_delay" => self.task_retry_delay = to_seconds(key, value)?,
+            "task_timeout" => {
+                self.task_timeout = match value {
+                    OptValue::Int(0) | OptValue::Null => None,
+                    _ => Some(to_seconds(key, value)?),
+                }
+            }
+            "task_queue_max" => self.task_queue_max = to_int(key, value, 0, i64::MAX)?,
+            "task_store" => self.task_store = Some(to_absolute_or_relative_dir(key, value)?),
+            "auth_token" => self.auth_token = Some(to_non_empty_string(key, value)?),
+            "package_timeout" => self.package_timeout = to_seconds(key, value)?,
             "enable_coroutine" | "task_enable_coroutine" => refuse_true(
                 key,
                 value,
@@ -484,6 +530,10 @@ pub struct ClientConfig {
     /// framing option is set. `false` makes the client a plain Swoole raw
     /// client for talking to servers that are not taskq.
     pub taskq_protocol: bool,
+    /// `send()` waits until the server has taken the message.
+    pub ack: bool,
+    /// Shared secret presented at connect (server `auth_token`).
+    pub auth_token: Option<String>,
     framing: Framing,
 }
 
@@ -502,6 +552,8 @@ impl ClientConfig {
             connect_timeout: None,
             timeout: None,
             taskq_protocol: true,
+            ack: false,
+            auth_token: None,
             framing,
         }
     }
@@ -542,6 +594,8 @@ impl ClientConfig {
             "connect_timeout" => self.connect_timeout = Some(to_seconds(key, value)?),
             "timeout" => self.timeout = Some(to_seconds(key, value)?),
             "taskq_protocol" => self.taskq_protocol = to_bool(key, value)?,
+            "ack" => self.ack = to_bool(key, value)?,
+            "auth_token" => self.auth_token = Some(to_non_empty_string(key, value)?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -846,6 +900,16 @@ fn to_seconds(option: &str, value: &OptValue) -> Result<f64, ConfigError> {
         })
 }
 
+/// A directory path; relative paths are kept (taskq keeps the working
+/// directory when it daemonizes).
+fn to_absolute_or_relative_dir(option: &str, value: &OptValue) -> Result<String, ConfigError> {
+    let path = to_non_empty_string(option, value)?;
+    if path.contains('\0') {
+        return Err(invalid(option, value, "a directory path without NUL bytes"));
+    }
+    Ok(path)
+}
+
 fn to_non_empty_string(option: &str, value: &OptValue) -> Result<String, ConfigError> {
     match value {
         OptValue::Str(s) if !s.is_empty() => Ok(s.clone()),
@@ -880,6 +944,55 @@ fn refuse_true(option: &str, value: &OptValue, reason: &str) -> Result<(), Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_reliability_options_have_defaults_and_limits() {
+        let mut c = ServerConfig::new(2);
+        assert_eq!(
+            (
+                c.task_retry_max,
+                c.task_retry_delay,
+                c.task_timeout,
+                c.task_queue_max
+            ),
+            (2, 1.0, None, 1_000_000)
+        );
+        c.apply(&[
+            ("task_retry_max".into(), OptValue::Int(5)),
+            ("task_retry_delay".into(), OptValue::Float(0.25)),
+            ("task_timeout".into(), OptValue::Int(10)),
+            ("task_queue_max".into(), OptValue::Int(0)),
+            ("task_store".into(), OptValue::Str("/var/lib/taskq".into())),
+            ("auth_token".into(), OptValue::Str("s3cret".into())),
+        ])
+        .unwrap();
+        assert_eq!(
+            (
+                c.task_retry_max,
+                c.task_retry_delay,
+                c.task_timeout,
+                c.task_queue_max
+            ),
+            (5, 0.25, Some(10.0), 0)
+        );
+        assert_eq!(c.task_store.as_deref(), Some("/var/lib/taskq"));
+        c.apply(&[("task_timeout".into(), OptValue::Int(0))])
+            .unwrap();
+        assert_eq!(c.task_timeout, None);
+        let err = c
+            .apply(&[("task_retry_max".into(), OptValue::Int(-1))])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid value for option 'task_retry_max': -1 (allowed: an integer from 0 to 100)"
+        );
+        assert!(c
+            .apply(&[("auth_token".into(), OptValue::Str(String::new()))])
+            .is_err());
+        assert!(c
+            .apply(&[("task_retry_delay".into(), OptValue::Int(0))])
+            .is_err());
+    }
 
     fn s(v: &str) -> OptValue {
         OptValue::Str(v.to_string())
@@ -1082,7 +1195,7 @@ mod tests {
                  package_length_type, package_length_offset, package_body_offset, \
                  package_body_start, open_eof_check, open_eof_split, package_eof, \
                  package_max_length, open_tcp_nodelay, socket_buffer_size, \
-                 connect_timeout, timeout, taskq_protocol)"
+                 connect_timeout, timeout, taskq_protocol, ack, auth_token)"
                     .into()
             )]
         );

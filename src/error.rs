@@ -58,6 +58,12 @@ pub enum ClientError {
     EmptyData,
     #[error("{0}")]
     Protocol(String),
+    /// The server refused the request (queue full, auth, store failure).
+    #[error("{message}")]
+    Server { code: u32, message: String },
+    /// The operation needs taskq's protocol, which framing options replaced.
+    #[error("{0} needs taskq's protocol; this client was set up with Swoole framing options or taskq_protocol = false")]
+    NeedsTaskqProtocol(&'static str),
 }
 
 impl ClientError {
@@ -72,6 +78,8 @@ impl ClientError {
             ClientError::AlreadyConnected => libc::EISCONN,
             ClientError::EmptyData => libc::EINVAL,
             ClientError::Protocol(_) => libc::EPROTO,
+            ClientError::Server { code, .. } => *code as i32,
+            ClientError::NeedsTaskqProtocol(_) => libc::EPROTO,
         }
     }
 

@@ -75,6 +75,13 @@ pub enum ToWorker {
         req: u32,
         body: Bytes,
     },
+    /// A task this worker dispatched was given up (it failed every attempt,
+    /// or could not be queued): for onTaskFailed.
+    TaskFailed {
+        task_id: i64,
+        error: String,
+        payload: Payload,
+    },
 }
 
 /// Worker → master.
@@ -92,6 +99,8 @@ pub enum FromWorker {
     Result { id: u64, payload: Payload },
     /// `onTask` for master task `id` returned: the task is complete.
     Done { id: u64 },
+    /// `onTask` for master task `id` threw: this run failed.
+    Failed { id: u64, error: String },
     /// `$server->send($fd, $data)`.
     Send { fd: u64, data: Bytes },
     /// `$server->close($fd)`.
@@ -117,6 +126,7 @@ const TW_FINISH: u8 = 5;
 const TW_BYE: u8 = 6;
 const TW_PIPE: u8 = 7;
 const TW_REPLY: u8 = 8;
+const TW_TASK_FAILED: u8 = 9;
 
 const FW_HELLO: u8 = 1;
 const FW_SUBMIT: u8 = 2;
@@ -128,6 +138,7 @@ const FW_LEAVING: u8 = 7;
 const FW_PIPE: u8 = 8;
 const FW_QUERY: u8 = 9;
 const FW_IDLE: u8 = 10;
+const FW_FAILED: u8 = 11;
 
 /// Largest IPC frame: payloads are bounded by the user's memory, not by a
 /// tmpfile threshold as in Swoole, so this only guards against corruption.
@@ -143,6 +154,19 @@ fn need(body: &Bytes, n: usize, what: &'static str) -> Result<(), WireError> {
     } else {
         Ok(())
     }
+}
+
+fn put_str(dst: &mut BytesMut, s: &str) {
+    dst.put_u32(s.len() as u32);
+    dst.put_slice(s.as_bytes());
+}
+
+fn get_str(body: &mut Bytes) -> Result<String, WireError> {
+    need(body, 4, "string length")?;
+    let len = body.get_u32() as usize;
+    need(body, len, "string")?;
+    let raw = body.split_to(len);
+    Ok(String::from_utf8_lossy(&raw).into_owned())
 }
 
 fn put_payload(dst: &mut BytesMut, p: &Payload) {
@@ -225,6 +249,17 @@ impl ToWorker {
                 dst.put_slice(body);
                 FrameCodec::end(dst, s);
             }
+            ToWorker::TaskFailed {
+                task_id,
+                error,
+                payload,
+            } => {
+                let s = FrameCodec::begin(dst, TW_TASK_FAILED);
+                dst.put_i64(*task_id);
+                put_str(dst, error);
+                put_payload(dst, payload);
+                FrameCodec::end(dst, s);
+            }
         }
     }
 
@@ -290,6 +325,16 @@ impl ToWorker {
                 let req = b.get_u32();
                 ToWorker::Reply { req, body: b }
             }
+            TW_TASK_FAILED => {
+                need(&b, 8, "task failed")?;
+                let task_id = b.get_i64();
+                let error = get_str(&mut b)?;
+                ToWorker::TaskFailed {
+                    task_id,
+                    error,
+                    payload: get_payload(&mut b)?,
+                }
+            }
             other => return Err(WireError::UnknownKind(other)),
         })
     }
@@ -325,6 +370,12 @@ impl FromWorker {
                 FrameCodec::end(dst, s);
             }
             FromWorker::Done { id } => FrameCodec::put(dst, FW_DONE, &id.to_be_bytes()),
+            FromWorker::Failed { id, error } => {
+                let s = FrameCodec::begin(dst, FW_FAILED);
+                dst.put_u64(*id);
+                put_str(dst, error);
+                FrameCodec::end(dst, s);
+            }
             FromWorker::Send { fd, data } => {
                 dst.reserve(13 + data.len());
                 let s = FrameCodec::begin(dst, FW_SEND);
@@ -386,6 +437,14 @@ impl FromWorker {
             FW_DONE => {
                 need(&b, 8, "done")?;
                 FromWorker::Done { id: b.get_u64() }
+            }
+            FW_FAILED => {
+                need(&b, 8, "failed")?;
+                let id = b.get_u64();
+                FromWorker::Failed {
+                    id,
+                    error: get_str(&mut b)?,
+                }
             }
             FW_SEND => {
                 need(&b, 8, "send")?;
@@ -478,6 +537,11 @@ mod tests {
                 req: 9,
                 body: Bytes::from_static(b"{}"),
             },
+            ToWorker::TaskFailed {
+                task_id: 4,
+                error: "boom ✗".into(),
+                payload: payload(Encoding::Raw, b"x"),
+            },
         ];
         let mut buf = BytesMut::new();
         for m in &msgs {
@@ -522,6 +586,10 @@ mod tests {
                 body: Bytes::from_static(b"{\"Stats\":null}"),
             },
             FromWorker::Idle { handled: 77 },
+            FromWorker::Failed {
+                id: 3,
+                error: "RuntimeException: nope".into(),
+            },
         ];
         let mut buf = BytesMut::new();
         for m in &msgs {

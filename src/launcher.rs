@@ -110,9 +110,15 @@ pub fn launch(
         cfg.master.task_worker_num
     );
     hooks.master_started(master_pid, manager);
-    let result = master::run(cfg.master.clone(), listener, ipc, manager, &mut || {
-        hooks.master_stopping()
-    });
+    let queue: Box<dyn crate::queue::TaskQueue> = Box::new(crate::queue::MemoryQueue::default());
+    let result = master::run(
+        cfg.master.clone(),
+        (queue, 0),
+        listener,
+        ipc,
+        manager,
+        &mut || hooks.master_stopping(),
+    );
     hooks.master_stopped();
     if let Some(path) = &cfg.pid_file {
         let _ = std::fs::remove_file(path);

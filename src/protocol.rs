@@ -9,9 +9,135 @@
 /// length-prefixed binary protocols (which start with a NUL) never match it.
 pub const MAGIC: [u8; 8] = *b"\x89TASKQ\r\n";
 
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::error::WireError;
+use crate::frame::FrameCodec;
+use crate::ipc::{Encoding, Payload};
+
 /// A `send()`/`recv()` message: exactly one `onReceive` on the server, exactly
 /// one `recv()` result on the client.
 pub const KIND_MESSAGE: u8 = 1;
+/// `TaskClient::task()`: straight into the task queue, answered by
+/// [`KIND_ACK`] (with the task id) once the server holds the task.
+pub const KIND_TASK: u8 = 2;
+/// Positive answer: a `u64` (task id, or 0).
+pub const KIND_ACK: u8 = 3;
+/// Negative answer: a `u32` error code and a UTF-8 message.
+pub const KIND_ERROR: u8 = 4;
+/// A message like [`KIND_MESSAGE`] that the server acknowledges once taken.
+pub const KIND_MESSAGE_ACK: u8 = 5;
+/// The shared secret, first frame of a connection when the server has an
+/// `auth_token`; answered by an ACK or an ERROR and a close.
+pub const KIND_AUTH: u8 = 6;
+
+/// Error codes a taskq server sends back (and `$client->errCode` shows).
+pub mod code {
+    /// `task_queue_max` reached.
+    pub const QUEUE_FULL: u32 = 9001;
+    /// Missing or wrong `auth_token`.
+    pub const AUTH: u32 = 9003;
+    /// The durable store could not record the task.
+    pub const STORE: u32 = 9004;
+    /// A malformed request.
+    pub const BAD_REQUEST: u32 = 9005;
+    /// The server is stopping and takes no new work.
+    pub const STOPPING: u32 = 9006;
+}
+
+/// Options of one `TaskClient::task()` submission.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRequest {
+    pub priority: i32,
+    pub delay_ms: u64,
+    /// 0 = the server's default.
+    pub max_attempts: u32,
+    pub payload: Payload,
+}
+
+impl TaskRequest {
+    /// Appends the request as one frame.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        dst.reserve(22 + self.payload.data.len());
+        let s = FrameCodec::begin(dst, KIND_TASK);
+        dst.put_u8(self.payload.encoding as u8);
+        dst.put_i32(self.priority);
+        dst.put_u64(self.delay_ms);
+        dst.put_u32(self.max_attempts);
+        dst.put_slice(&self.payload.data);
+        FrameCodec::end(dst, s);
+    }
+
+    /// Parses a [`KIND_TASK`] frame body.
+    pub fn decode(mut body: Bytes) -> Result<Self, WireError> {
+        if body.len() < 17 {
+            return Err(WireError::Truncated {
+                what: "task request",
+                needed: 17,
+                had: body.len(),
+            });
+        }
+        let encoding = match body.get_u8() {
+            0 => Encoding::Raw,
+            1 => Encoding::Serialized,
+            other => return Err(WireError::UnknownKind(other)),
+        };
+        let priority = body.get_i32();
+        let delay_ms = body.get_u64();
+        let max_attempts = body.get_u32();
+        Ok(TaskRequest {
+            priority,
+            delay_ms,
+            max_attempts,
+            payload: Payload {
+                encoding,
+                data: body,
+            },
+        })
+    }
+}
+
+/// Appends an ACK frame.
+pub fn put_ack(dst: &mut BytesMut, value: u64) {
+    FrameCodec::put(dst, KIND_ACK, &value.to_be_bytes());
+}
+
+/// Appends an ERROR frame.
+pub fn put_error(dst: &mut BytesMut, code: u32, message: &str) {
+    let s = FrameCodec::begin(dst, KIND_ERROR);
+    dst.put_u32(code);
+    dst.put_slice(message.as_bytes());
+    FrameCodec::end(dst, s);
+}
+
+/// A server's answer to a request that expects one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    Ack(u64),
+    Error { code: u32, message: String },
+}
+
+impl Answer {
+    /// Parses an ACK or ERROR frame; any other kind is a protocol error.
+    pub fn decode(kind: u8, mut body: Bytes) -> Result<Answer, WireError> {
+        match kind {
+            KIND_ACK if body.len() >= 8 => Ok(Answer::Ack(body.get_u64())),
+            KIND_ERROR if body.len() >= 4 => {
+                let code = body.get_u32();
+                Ok(Answer::Error {
+                    code,
+                    message: String::from_utf8_lossy(&body).into_owned(),
+                })
+            }
+            KIND_ACK | KIND_ERROR => Err(WireError::Truncated {
+                what: "answer",
+                needed: 4,
+                had: body.len(),
+            }),
+            other => Err(WireError::UnknownKind(other)),
+        }
+    }
+}
 
 /// What the first bytes of a connection say about its protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,6 +164,52 @@ pub fn detect(buffered: &[u8]) -> Detected {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio_util::codec::Decoder;
+
+    fn one_frame(buf: &mut BytesMut) -> crate::frame::Frame {
+        FrameCodec::new(1 << 20).decode(buf).unwrap().unwrap()
+    }
+
+    #[test]
+    fn task_request_round_trip() {
+        let req = TaskRequest {
+            priority: -3,
+            delay_ms: 1500,
+            max_attempts: 7,
+            payload: Payload {
+                encoding: Encoding::Serialized,
+                data: Bytes::from_static(b"a:1:{i:0;i:1;}"),
+            },
+        };
+        let mut buf = BytesMut::new();
+        req.encode(&mut buf);
+        let f = one_frame(&mut buf);
+        assert_eq!(f.kind, KIND_TASK);
+        assert_eq!(TaskRequest::decode(f.body).unwrap(), req);
+        assert!(TaskRequest::decode(Bytes::from_static(b"\0\0")).is_err());
+        let mut bad = vec![9u8];
+        bad.extend_from_slice(&[0; 16]);
+        assert!(TaskRequest::decode(Bytes::from(bad)).is_err());
+    }
+
+    #[test]
+    fn answers_round_trip() {
+        let mut buf = BytesMut::new();
+        put_ack(&mut buf, 42);
+        put_error(&mut buf, code::QUEUE_FULL, "task queue is full");
+        let a = one_frame(&mut buf);
+        assert_eq!(Answer::decode(a.kind, a.body).unwrap(), Answer::Ack(42));
+        let e = one_frame(&mut buf);
+        assert_eq!(
+            Answer::decode(e.kind, e.body).unwrap(),
+            Answer::Error {
+                code: code::QUEUE_FULL,
+                message: "task queue is full".into()
+            }
+        );
+        assert!(Answer::decode(KIND_MESSAGE, Bytes::new()).is_err());
+        assert!(Answer::decode(KIND_ACK, Bytes::from_static(b"\0")).is_err());
+    }
 
     #[test]
     fn detects_taskq_foreign_and_partial() {

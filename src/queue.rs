@@ -3,7 +3,8 @@
 //! dispatcher noticing. The shape (take, then ack or requeue) is the one
 //! durable queues and Redis Streams consumer groups need.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
 
 use crate::ipc::Payload;
 
@@ -32,49 +33,100 @@ pub struct QueuedTask {
     pub not_before: u64,
 }
 
-/// Storage for tasks waiting for a task worker.
+/// Why a queue refused or could not keep a task.
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("task queue is full (task_queue_max = {0})")]
+    Full(usize),
+    #[error("task store: {0}")]
+    Store(String),
+}
+
+/// Storage for tasks waiting for a task worker: the embedded in-memory
+/// queue, the same with a durable store underneath, or a distributed engine.
 pub trait TaskQueue {
-    /// Accepts a new task at the back.
+    /// Accepts a new task (it may be delayed by `not_before`).
     fn push(&mut self, task: QueuedTask);
-    /// Hands out the oldest task; the caller owns it until `ack` or `requeue`.
-    fn take(&mut self) -> Option<QueuedTask>;
+    /// Hands out the next runnable task at `now_ms`: highest priority first,
+    /// then oldest; the caller owns it until `ack`, `requeue` or `fail`.
+    fn take(&mut self, now_ms: u64) -> Option<QueuedTask>;
+    /// When the earliest delayed task becomes runnable, to wake up for it.
+    fn next_due(&self) -> Option<u64>;
     /// The task ran to completion and may be forgotten.
     fn ack(&mut self, id: u64);
-    /// A task that was taken but not completed goes back to the front, so a
-    /// crashed worker's task runs next rather than last.
+    /// A taken task goes back (after a crash, or to retry later).
     fn requeue(&mut self, task: QueuedTask);
-    /// Tasks waiting (not taken).
+    /// The task used up its attempts: it leaves the queue for the failed tasks.
+    fn fail(&mut self, task: QueuedTask, error: &str);
+    /// Tasks waiting (runnable or delayed), not taken.
     fn len(&self) -> usize;
     /// Whether nothing is waiting.
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Makes every change since the last commit durable (group commit); the
+    /// master acknowledges submissions only after this returns Ok.
+    fn commit(&mut self) -> Result<(), QueueError> {
+        Ok(())
+    }
 }
 
-/// The embedded default: a FIFO in the master's memory. Fast, and lost on a
-/// crash of the master, which the README states plainly.
+/// The embedded default: ordered maps in the master's memory. Fast, and
+/// lost if the master itself dies, which the README states plainly.
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
-    ready: VecDeque<QueuedTask>,
+    ready: BTreeMap<(Reverse<i32>, u64), QueuedTask>,
+    delayed: BTreeMap<(u64, u64), QueuedTask>,
+    failed: u64,
+}
+
+impl MemoryQueue {
+    fn insert(&mut self, task: QueuedTask) {
+        if task.not_before > 0 {
+            self.delayed.insert((task.not_before, task.id), task);
+        } else {
+            self.ready.insert((Reverse(task.priority), task.id), task);
+        }
+    }
+
+    /// Tasks given up on since start (kept only as a count in memory).
+    pub fn failed_count(&self) -> u64 {
+        self.failed
+    }
 }
 
 impl TaskQueue for MemoryQueue {
     fn push(&mut self, task: QueuedTask) {
-        self.ready.push_back(task);
+        self.insert(task);
     }
 
-    fn take(&mut self) -> Option<QueuedTask> {
-        self.ready.pop_front()
+    fn take(&mut self, now_ms: u64) -> Option<QueuedTask> {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let task = entry.remove();
+            self.ready.insert((Reverse(task.priority), task.id), task);
+        }
+        self.ready.pop_first().map(|(_, t)| t)
+    }
+
+    fn next_due(&self) -> Option<u64> {
+        self.delayed.first_key_value().map(|((at, _), _)| *at)
     }
 
     fn ack(&mut self, _id: u64) {}
 
     fn requeue(&mut self, task: QueuedTask) {
-        self.ready.push_front(task);
+        self.insert(task);
+    }
+
+    fn fail(&mut self, _task: QueuedTask, _error: &str) {
+        self.failed += 1;
     }
 
     fn len(&self) -> usize {
-        self.ready.len()
+        self.ready.len() + self.delayed.len()
     }
 }
 
@@ -101,17 +153,46 @@ mod tests {
     }
 
     #[test]
-    fn fifo_with_requeue_to_front() {
+    fn fifo_and_a_requeued_task_runs_before_newer_ones() {
         let mut q = MemoryQueue::default();
         for i in 0..3 {
             q.push(task(i));
         }
-        let first = q.take().unwrap();
+        let first = q.take(0).unwrap();
         assert_eq!(first.id, 0);
         q.requeue(first);
         assert_eq!(q.len(), 3);
-        let order: Vec<u64> = std::iter::from_fn(|| q.take()).map(|t| t.id).collect();
+        let order: Vec<u64> = std::iter::from_fn(|| q.take(0)).map(|t| t.id).collect();
         assert_eq!(order, vec![0, 1, 2]);
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn higher_priority_first_then_submission_order() {
+        let mut q = MemoryQueue::default();
+        for (id, prio) in [(1, 0), (2, 5), (3, 0), (4, 5), (5, -1)] {
+            q.push(QueuedTask {
+                priority: prio,
+                ..task(id)
+            });
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| q.take(0)).map(|t| t.id).collect();
+        assert_eq!(order, vec![2, 4, 1, 3, 5]);
+    }
+
+    #[test]
+    fn delayed_tasks_wait_for_their_time() {
+        let mut q = MemoryQueue::default();
+        q.push(QueuedTask {
+            not_before: 1000,
+            ..task(1)
+        });
+        q.push(task(2));
+        assert_eq!(q.next_due(), Some(1000));
+        assert_eq!(q.take(999).map(|t| t.id), Some(2));
+        assert_eq!(q.take(999), None);
+        assert_eq!(q.len(), 1);
+        assert_eq!(q.take(1000).map(|t| t.id), Some(1));
+        assert_eq!(q.next_due(), None);
     }
 }

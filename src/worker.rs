@@ -38,9 +38,17 @@ pub trait Handler {
     fn receive(&mut self, fd: u64, reactor_id: u32, data: Bytes);
     fn connect(&mut self, fd: u64, reactor_id: u32);
     fn close(&mut self, fd: u64, reactor_id: i32);
-    /// Returns the value to pass to onFinish, if any.
-    fn task(&mut self, task_id: i64, src_worker: i32, payload: Payload) -> Option<Payload>;
+    /// Returns the value to pass to onFinish, if any, or why the run failed
+    /// (the exception), so the master can retry it.
+    fn task(
+        &mut self,
+        task_id: i64,
+        src_worker: i32,
+        payload: Payload,
+    ) -> Result<Option<Payload>, String>;
     fn finish(&mut self, task_id: i64, payload: Payload);
+    /// A task this worker dispatched was given up.
+    fn task_failed(&mut self, task_id: i64, error: String, payload: Payload);
     fn pipe_message(&mut self, src_worker: i32, payload: Payload);
     fn timer(&mut self, timer_id: u64);
 }
@@ -534,10 +542,15 @@ fn handle(
             let result = handler.task(task_id, src_worker, payload);
             set_current_task(None);
             with_link(|link| {
-                if let Some(payload) = result {
-                    link.send(&FromWorker::Result { id, payload })?;
+                match result {
+                    Ok(Some(payload)) => {
+                        link.send(&FromWorker::Result { id, payload })?;
+                        link.send(&FromWorker::Done { id })?;
+                    }
+                    Ok(None) => link.send(&FromWorker::Done { id })?,
+                    Err(error) => link.send(&FromWorker::Failed { id, error })?,
                 }
-                Ok(link.send(&FromWorker::Done { id })?)
+                Ok(())
             })?;
             *requests += 1;
         }
@@ -568,6 +581,11 @@ fn handle(
             src_worker,
             payload,
         }) => handler.pipe_message(src_worker, payload),
+        Inbound::Msg(ToWorker::TaskFailed {
+            task_id,
+            error,
+            payload,
+        }) => handler.task_failed(task_id, error, payload),
     }
     Ok(Flow::Counted)
 }

@@ -328,7 +328,7 @@ PHP);
 
         $this->client('$c->send("fatal");');
         $this->waitLog("worker(pid=$oldPid, id=1) abnormal exit, status=255, signal=0", 3, $server);
-        $this->waitLog('killed its task worker 3 times; given up', 5, $server);
+        $this->waitLog('failed 3 time(s); given up: task worker #1 died while running it', 5, $server);
         $this->assertCount(3, $this->events('before_fatal'), 'the task ran three times, each on a fresh task worker');
         $this->assertCount(3, array_unique(array_column($this->events('before_fatal'), 'pid')));
         $this->assertSame([], $this->events('after_fatal'));

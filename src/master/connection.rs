@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -21,7 +22,10 @@ use crate::frame::FrameCodec;
 use crate::listener::Listener;
 use crate::log::Level;
 use crate::packet::PacketDecoder;
-use crate::protocol::{detect, Detected, KIND_MESSAGE, MAGIC};
+use crate::protocol::{
+    code, detect, Detected, TaskRequest, KIND_AUTH, KIND_MESSAGE, KIND_MESSAGE_ACK, KIND_TASK,
+    MAGIC,
+};
 
 /// Starts accepting clients; abort the handle to stop listening.
 pub fn spawn_acceptor(
@@ -110,6 +114,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut framing: Option<Framing> = None;
+    let mut authenticated = cfg.auth_token.is_none();
+    let mut partial_since: Option<Instant> = None;
     let result: Result<(), String> = loop {
         if framing.is_none() {
             match detect(&buf) {
@@ -119,6 +125,12 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     hub.borrow_mut().client_is_taskq(fd);
                     framing = Some(Framing::Taskq(FrameCodec::new(cfg.package_max_length + 1)));
                 }
+                Detected::Foreign if !authenticated => {
+                    break Err(
+                        "a client without taskq's protocol cannot present the auth_token; refused"
+                            .into(),
+                    );
+                }
                 Detected::Foreign => {
                     framing = Some(Framing::Foreign(Box::new(PacketDecoder::new(
                         cfg.packet.clone(),
@@ -126,19 +138,32 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         }
-        if let Err(e) = drain(&mut framing, &mut buf, fd, &hub) {
+        if let Err(e) = drain(&mut framing, &mut buf, fd, &hub, &mut authenticated) {
             break Err(e);
         }
+        partial_since = match (buf.is_empty(), partial_since) {
+            (true, _) => None,
+            (false, None) => Some(Instant::now()),
+            (false, since) => since,
+        };
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(64 * 1024);
         }
+        let deadline = partial_since.map(|t| t + cfg.package_timeout);
         tokio::select! {
             r = rd.read_buf(&mut buf) => match r {
-                Ok(0) => break finish_eof(&mut framing, &mut buf, fd, &hub),
+                Ok(0) => break finish_eof(&mut framing, &mut buf, fd, &hub, &mut authenticated),
                 Ok(_) => {}
                 Err(e) => break Err(e.to_string()),
             },
             _ = closer.notified() => break Ok(()),
+            _ = sleep_until(deadline) => {
+                break Err(format!(
+                    "an incomplete message ({} bytes) was not completed within package_timeout ({:?})",
+                    buf.len(),
+                    cfg.package_timeout
+                ));
+            }
         }
     };
     if let Err(e) = result {
@@ -147,22 +172,66 @@ async fn read_loop<R: AsyncRead + Unpin>(
     hub.borrow_mut().client_closed(fd);
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
 fn drain(
     framing: &mut Option<Framing>,
     buf: &mut BytesMut,
     fd: u64,
     hub: &Rc<RefCell<Hub>>,
+    authenticated: &mut bool,
 ) -> Result<(), String> {
     match framing {
         None => Ok(()),
         Some(Framing::Taskq(codec)) => loop {
-            match codec.decode(buf) {
-                Ok(Some(frame)) if frame.kind == KIND_MESSAGE => {
-                    hub.borrow_mut().client_message(fd, frame.body)
-                }
-                Ok(Some(frame)) => break Err(format!("unknown message kind {}", frame.kind)),
+            let frame = match codec.decode(buf) {
+                Ok(Some(frame)) => frame,
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(format!("{e} (package_max_length)")),
+            };
+            if frame.kind == KIND_AUTH {
+                let hub = hub.borrow();
+                if hub.token_ok(&frame.body) {
+                    *authenticated = true;
+                    hub.answer_ack(fd);
+                    continue;
+                }
+                hub.answer_error(fd, code::AUTH, "wrong auth_token");
+                break Err("wrong auth_token".into());
+            }
+            if !*authenticated {
+                hub.borrow()
+                    .answer_error(fd, code::AUTH, "this server requires an auth_token");
+                break Err("sent a request before presenting the auth_token".into());
+            }
+            match frame.kind {
+                KIND_MESSAGE => hub.borrow_mut().client_message(fd, frame.body),
+                KIND_MESSAGE_ACK => hub.borrow_mut().client_message_acked(fd, frame.body),
+                KIND_TASK => match TaskRequest::decode(frame.body) {
+                    Ok(req) => hub.borrow_mut().client_task(fd, req),
+                    Err(e) => {
+                        hub.borrow().answer_error(
+                            fd,
+                            code::BAD_REQUEST,
+                            &format!("malformed task: {e}"),
+                        );
+                        break Err(format!("malformed task: {e}"));
+                    }
+                },
+                other => {
+                    hub.borrow().answer_error(
+                        fd,
+                        code::BAD_REQUEST,
+                        &format!("unknown message kind {other}"),
+                    );
+                    break Err(format!("unknown message kind {other}"));
+                }
             }
         },
         Some(Framing::Foreign(decoder)) => loop {
@@ -180,6 +249,7 @@ fn finish_eof(
     buf: &mut BytesMut,
     fd: u64,
     hub: &Rc<RefCell<Hub>>,
+    authenticated: &mut bool,
 ) -> Result<(), String> {
     if framing.is_none() && !buf.is_empty() {
         *framing = Some(Framing::Foreign(Box::new(PacketDecoder::new(
@@ -189,7 +259,7 @@ fn finish_eof(
             },
         ))));
     }
-    drain(framing, buf, fd, hub)?;
+    drain(framing, buf, fd, hub, authenticated)?;
     match framing {
         Some(Framing::Foreign(decoder)) => match decoder.decode_eof(buf) {
             Ok(Some(packet)) => {

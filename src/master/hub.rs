@@ -12,13 +12,13 @@ use tokio::sync::Notify;
 
 use super::outbox::Outbox;
 use super::MasterConfig;
-use crate::dispatcher::Dispatcher;
+use crate::dispatcher::{Dispatcher, Retry, SubmitError};
 use crate::frame::FrameCodec;
 use crate::ipc::{FromWorker, ToWorker};
 use crate::log::Level;
-use crate::protocol::KIND_MESSAGE;
+use crate::protocol::{code, put_ack, put_error, TaskRequest, KIND_MESSAGE};
 use crate::query::{Query, WORKER_BUSY, WORKER_EXIT, WORKER_IDLE};
-use crate::queue::{MemoryQueue, QueuedTask};
+use crate::queue::{QueuedTask, TaskQueue};
 use serde_json::{json, Value};
 
 struct Slot {
@@ -31,6 +31,8 @@ struct Slot {
     outstanding: u64,
     /// The incarnation's last `Idle { handled }` total.
     last_handled: u64,
+    /// Incarnation already SIGKILLed for exceeding task_timeout.
+    killed: Option<u64>,
 }
 
 /// One client connection as the hub sees it.
@@ -45,6 +47,14 @@ pub struct Conn {
     connect_time: f64,
     last_recv: f64,
     last_send: f64,
+}
+
+/// Unix time in ms, the clock of task delays, backoffs and timeouts.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn now() -> f64 {
@@ -74,18 +84,26 @@ pub struct Counters {
 pub struct Hub {
     cfg: Rc<MasterConfig>,
     slots: Vec<Slot>,
-    dispatcher: Dispatcher<MemoryQueue>,
+    dispatcher: Dispatcher,
     conns: HashMap<u64, Conn>,
     next_fd: u64,
     next_task: u64,
     round_robin: usize,
     counters: Counters,
     start_time: u64,
+    /// Client submissions waiting for the next group commit to be acked.
+    pending_acks: Vec<(u64, u64)>,
+    /// Wakes the committer when acks are pending.
+    pub commit_needed: Rc<Notify>,
+    /// Wakes the scheduler when the next timer may have changed.
+    pub reschedule: Rc<Notify>,
+    stopping: bool,
 }
 
 impl Hub {
-    /// Empty state for the configured worker counts.
-    pub fn new(cfg: Rc<MasterConfig>) -> Self {
+    /// State for the configured worker counts over `queue`, whose task ids
+    /// continue from `next_task` (recovered from a durable store).
+    pub fn new(cfg: Rc<MasterConfig>, queue: Box<dyn TaskQueue>, next_task: u64) -> Self {
         let total = (cfg.worker_num + cfg.task_worker_num) as usize;
         Hub {
             slots: (0..total)
@@ -96,22 +114,33 @@ impl Hub {
                     pid: None,
                     outstanding: 0,
                     last_handled: 0,
+                    killed: None,
                 })
                 .collect(),
             dispatcher: Dispatcher::new(
-                MemoryQueue::default(),
+                queue,
                 cfg.task_worker_num as usize,
                 cfg.task_window,
-                cfg.task_max_attempts,
+                cfg.task_queue_max,
+                cfg.task_retry_delay_ms,
             ),
             conns: HashMap::new(),
             next_fd: 1,
-            next_task: 0,
+            next_task,
             round_robin: 0,
             counters: Counters::default(),
             start_time: now() as u64,
+            pending_acks: Vec::new(),
+            commit_needed: Rc::new(Notify::new()),
+            reschedule: Rc::new(Notify::new()),
+            stopping: false,
             cfg,
         }
+    }
+
+    /// The configuration the hub was built with.
+    pub fn config(&self) -> Rc<MasterConfig> {
+        self.cfg.clone()
     }
 
     fn task_index(&self, worker: u32) -> Option<usize> {
@@ -141,7 +170,7 @@ impl Hub {
     fn assign(&mut self) {
         let base = self.cfg.worker_num;
         let slots = &self.slots;
-        self.dispatcher.assign(|i, t| {
+        self.dispatcher.assign(now_ms(), |i, t| {
             let msg = ToWorker::Task {
                 id: t.id,
                 task_id: t.task_id,
@@ -307,28 +336,204 @@ impl Hub {
             self.slots[idx].outstanding = 0;
         }
         if let Some(t) = self.task_index(worker) {
-            let orphans = self.dispatcher.offline(t, generation);
+            let why = if self.slots[idx].killed == Some(generation) {
+                format!("task worker #{worker} exceeded task_timeout and was killed")
+            } else {
+                format!("task worker #{worker} died while running it")
+            };
+            let orphans = self.dispatcher.offline(t, generation, &why);
             if orphans.requeued > 0 {
                 self.counters.requeued_tasks += orphans.requeued as u64;
                 crate::log!(
                     Level::Warning,
-                    "task worker #{worker} ended with {} unfinished task(s); requeued them",
+                    "{why}: requeued {} unfinished task(s)",
                     orphans.requeued
                 );
             }
             for task in orphans.given_up {
-                self.counters.failed_tasks += 1;
-                crate::log!(
-                    Level::Error,
-                    "task {} (id {} from worker #{}) killed its task worker {} times; given up",
-                    task.id,
-                    task.task_id,
-                    task.src_worker,
-                    task.attempts
-                );
+                self.give_up(&task, &why);
             }
             self.assign();
+            self.commit_needed.notify_one();
         }
+    }
+
+    /// A task used up its attempts: count it, log it and tell the worker
+    /// that dispatched it (onTaskFailed).
+    fn give_up(&mut self, task: &QueuedTask, why: &str) {
+        self.counters.failed_tasks += 1;
+        crate::log!(
+            Level::Error,
+            "task {} (id {} from {}) failed {} time(s); given up: {why}",
+            task.id,
+            task.task_id,
+            if task.src_worker >= 0 {
+                format!("worker #{}", task.src_worker)
+            } else {
+                "a client".to_owned()
+            },
+            task.attempts
+        );
+        self.report_failure(task, why);
+    }
+
+    fn report_failure(&mut self, task: &QueuedTask, why: &str) {
+        let target = if task.src_worker >= 0 && (task.src_worker as u32) < self.cfg.worker_num {
+            task.src_worker as u32
+        } else if self.cfg.worker_num > 0 {
+            0
+        } else {
+            return;
+        };
+        self.push_event(
+            target,
+            &ToWorker::TaskFailed {
+                task_id: task.task_id,
+                error: why.to_owned(),
+                payload: task.payload.clone(),
+            },
+        );
+    }
+
+    fn new_task(
+        &mut self,
+        src_worker: i32,
+        task_id: i64,
+        payload: crate::ipc::Payload,
+        priority: i32,
+        delay_ms: u64,
+        max_attempts: u32,
+    ) -> QueuedTask {
+        let id = self.next_task;
+        self.next_task += 1;
+        QueuedTask {
+            id,
+            src_worker,
+            task_id: if src_worker >= 0 { task_id } else { id as i64 },
+            payload,
+            attempts: 0,
+            max_attempts: if max_attempts == 0 {
+                self.cfg.task_max_attempts
+            } else {
+                max_attempts
+            },
+            priority,
+            not_before: if delay_ms > 0 { now_ms() + delay_ms } else { 0 },
+        }
+    }
+
+    /// `TaskClient::task()`: queue it and acknowledge it with its id after
+    /// the next group commit, or refuse it at once.
+    pub fn client_task(&mut self, fd: u64, req: TaskRequest) {
+        if self.stopping {
+            self.answer_error(fd, code::STOPPING, "the server is stopping");
+            return;
+        }
+        let task = self.new_task(
+            -1,
+            0,
+            req.payload,
+            req.priority,
+            req.delay_ms,
+            req.max_attempts,
+        );
+        let id = task.id;
+        let delayed = task.not_before > 0;
+        match self.dispatcher.submit(task, None) {
+            Ok(()) => {
+                self.counters.task_count += 1;
+                self.pending_acks.push((fd, id));
+                self.assign();
+                if delayed {
+                    self.reschedule.notify_one();
+                }
+                self.commit_needed.notify_one();
+            }
+            Err(e @ SubmitError::Full(_)) => {
+                self.answer_error(fd, code::QUEUE_FULL, &e.to_string())
+            }
+            Err(e) => self.answer_error(fd, code::BAD_REQUEST, &e.to_string()),
+        }
+    }
+
+    /// A message sent with `ack`: routed like any message, then acknowledged.
+    pub fn client_message_acked(&mut self, fd: u64, data: Bytes) {
+        self.client_message(fd, data);
+        if let Some(c) = self.conns.get(&fd) {
+            c.outbox.push_with(|b| put_ack(b, 0));
+        }
+    }
+
+    /// Sends an ERROR answer to a taskq client.
+    pub fn answer_error(&self, fd: u64, code: u32, message: &str) {
+        if let Some(c) = self.conns.get(&fd) {
+            c.outbox.push_with(|b| put_error(b, code, message));
+        }
+    }
+
+    /// Acknowledges an `auth_token` frame.
+    pub fn answer_ack(&self, fd: u64) {
+        if let Some(c) = self.conns.get(&fd) {
+            c.outbox.push_with(|b| put_ack(b, 0));
+        }
+    }
+
+    /// Group commit: makes every queue change since the last call durable,
+    /// then acknowledges the submissions it covers (or reports the failure).
+    pub fn commit(&mut self) {
+        let acks = std::mem::take(&mut self.pending_acks);
+        match self.dispatcher.commit() {
+            Ok(()) => {
+                for (fd, id) in acks {
+                    if let Some(c) = self.conns.get(&fd) {
+                        c.outbox.push_with(|b| put_ack(b, id));
+                    }
+                }
+            }
+            Err(e) => {
+                crate::log!(Level::Error, "task store commit failed: {e}");
+                for (fd, _) in acks {
+                    self.answer_error(fd, code::STORE, &e.to_string());
+                }
+            }
+        }
+    }
+
+    /// Runs due work: delayed tasks that became runnable, task timeouts.
+    /// Returns when to call again (unix ms), if ever.
+    pub fn tick(&mut self) -> Option<u64> {
+        let now = now_ms();
+        self.assign();
+        let mut next = self.dispatcher.next_due();
+        if let Some(timeout) = self.cfg.task_timeout_ms.filter(|t| *t > 0) {
+            for t in self.dispatcher.overdue(now.saturating_sub(timeout)) {
+                let idx = self.cfg.worker_num as usize + t;
+                let slot = &mut self.slots[idx];
+                if let (Some(pid), Some(generation)) = (slot.pid, slot.attached) {
+                    if slot.killed != Some(generation) {
+                        slot.killed = Some(generation);
+                        crate::log!(
+                            Level::Warning,
+                            "task worker #{idx} (pid {pid}) exceeded task_timeout of {timeout} ms; killing it"
+                        );
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid as i32),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+            if let Some(oldest) = self.dispatcher.oldest_start() {
+                let at = oldest + timeout;
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
+    /// The stop began: refuse new client submissions.
+    pub fn begin_stop(&mut self) {
+        self.stopping = true;
     }
 
     /// Handles one message from worker `worker`.
@@ -339,27 +544,22 @@ impl Hub {
                 dst,
                 payload,
             } => {
-                let id = self.next_task;
-                self.next_task += 1;
+                let task = self.new_task(worker as i32, task_id, payload, 0, 0, 0);
                 self.counters.task_count += 1;
-                let task = QueuedTask {
-                    id,
-                    src_worker: worker as i32,
-                    task_id,
-                    payload,
-                    attempts: 0,
-                    max_attempts: self.cfg.task_max_attempts,
-                    priority: 0,
-                    not_before: 0,
-                };
-                let target = usize::try_from(dst).ok();
-                if !self.dispatcher.submit(task, target) {
-                    crate::log!(
-                        Level::Warning,
-                        "worker #{worker} sent task {task_id} to task worker {dst}, which does not exist; dropped"
-                    );
+                match self
+                    .dispatcher
+                    .submit(task.clone(), usize::try_from(dst).ok())
+                {
+                    Ok(()) => self.assign(),
+                    Err(e) => {
+                        crate::log!(
+                            Level::Error,
+                            "task {task_id} from worker #{worker} refused: {e}"
+                        );
+                        self.report_failure(&task, &e.to_string());
+                    }
                 }
-                self.assign();
+                self.commit_needed.notify_one();
             }
             FromWorker::Result { id, payload } => {
                 let Some(t) = self.task_index(worker) else {
@@ -378,7 +578,28 @@ impl Hub {
                 if let Some(t) = self.task_index(worker) {
                     self.dispatcher.complete(t, id);
                     self.assign();
+                    self.commit_needed.notify_one();
                 }
+            }
+            FromWorker::Failed { id, error } => {
+                let Some(t) = self.task_index(worker) else {
+                    return;
+                };
+                let first_line = error.lines().next().unwrap_or("").to_owned();
+                match self.dispatcher.failed(t, id, &first_line, now_ms()) {
+                    Some(Retry::At(at)) => {
+                        crate::log!(
+                            Level::Notice,
+                            "task {id} failed ({first_line}); retrying in {} ms",
+                            at.saturating_sub(now_ms())
+                        );
+                        self.reschedule.notify_one();
+                    }
+                    Some(Retry::GaveUp(task)) => self.give_up(&task, &first_line),
+                    None => {}
+                }
+                self.assign();
+                self.commit_needed.notify_one();
             }
             FromWorker::Send { fd, data } => self.send_to_client(fd, &data),
             FromWorker::CloseFd { fd } => self.close_session(fd),
@@ -570,5 +791,17 @@ impl Hub {
     /// Tasks accepted but not finished, for the shutdown log.
     pub fn unfinished_tasks(&self) -> usize {
         self.dispatcher.queued() + self.dispatcher.running_count()
+    }
+
+    /// Whether the configured auth_token equals `token` (constant time).
+    pub fn token_ok(&self, token: &[u8]) -> bool {
+        match &self.cfg.auth_token {
+            None => true,
+            Some(expected) => {
+                let e = expected.as_bytes();
+                e.len() == token.len()
+                    && e.iter().zip(token).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            }
+        }
     }
 }

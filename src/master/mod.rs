@@ -20,6 +20,7 @@ use tokio::task::LocalSet;
 use crate::listener::Listener;
 use crate::log::Level;
 use crate::packet::PacketOptions;
+use crate::queue::TaskQueue;
 pub use hub::Counters;
 use hub::Hub;
 
@@ -46,8 +47,18 @@ pub struct MasterConfig {
     pub events: EventMask,
     /// Unfinished tasks a task worker may hold at once.
     pub task_window: usize,
-    /// Runs of a task whose worker keeps dying before it is given up.
+    /// Runs of a failing task before it is given up (1 + task_retry_max).
     pub task_max_attempts: u32,
+    /// Backoff before the first retry; doubles for each further one.
+    pub task_retry_delay_ms: u64,
+    /// A task running longer is failed and its worker killed.
+    pub task_timeout_ms: Option<u64>,
+    /// Waiting tasks at most (0 = unbounded).
+    pub task_queue_max: usize,
+    /// Shared secret taskq clients must present first.
+    pub auth_token: Option<String>,
+    /// A client with a partial message buffered for this long is closed.
+    pub package_timeout: std::time::Duration,
     /// (check interval, idle limit) in seconds, when the heartbeat is on.
     pub heartbeat: Option<(u64, u64)>,
     /// For `getClientInfo()`.
@@ -60,6 +71,7 @@ pub struct MasterConfig {
 /// `before_shutdown` runs (on this, the PHP thread) when a stop begins.
 pub fn run(
     cfg: MasterConfig,
+    queue: (Box<dyn TaskQueue>, u64),
     listener: &Listener,
     ipc: StdUnixListener,
     manager: Pid,
@@ -69,21 +81,24 @@ pub fn run(
         .enable_all()
         .build()?;
     let local = LocalSet::new();
+    let hub = Hub::new(Rc::new(cfg), queue.0, queue.1);
     local.block_on(
         &runtime,
-        serve(cfg, listener, ipc, manager, before_shutdown),
+        serve(hub, listener, ipc, manager, before_shutdown),
     )
 }
 
 async fn serve(
-    cfg: MasterConfig,
+    hub: Hub,
     listener: &Listener,
     ipc: StdUnixListener,
     manager: Pid,
     before_shutdown: &mut dyn FnMut(),
 ) -> std::io::Result<Counters> {
-    let cfg = Rc::new(cfg);
-    let hub = Rc::new(RefCell::new(Hub::new(cfg.clone())));
+    let cfg = hub.config();
+    let hub = Rc::new(RefCell::new(hub));
+    tokio::task::spawn_local(committer(hub.clone()));
+    tokio::task::spawn_local(scheduler(hub.clone()));
     let accept = connection::spawn_acceptor(listener, hub.clone(), cfg.clone())?;
     link::spawn_acceptor(ipc, hub.clone())?;
     if let Some((interval, idle)) = cfg.heartbeat {
@@ -100,8 +115,8 @@ async fn serve(
     let mut stopping = false;
     loop {
         tokio::select! {
-            _ = term.recv() => stopping = begin_stop(stopping, &accept, manager, "SIGTERM", before_shutdown),
-            _ = int.recv() => stopping = begin_stop(stopping, &accept, manager, "SIGINT", before_shutdown),
+            _ = term.recv() => stopping = begin_stop(stopping, &hub, &accept, manager, "SIGTERM", before_shutdown),
+            _ = int.recv() => stopping = begin_stop(stopping, &hub, &accept, manager, "SIGINT", before_shutdown),
             _ = usr1.recv() => forward(manager, Signal::SIGUSR1),
             _ = usr2.recv() => forward(manager, Signal::SIGUSR2),
             _ = rtmin.recv() => {
@@ -147,8 +162,39 @@ async fn heartbeat(hub: Rc<RefCell<Hub>>, interval: u64, idle: u64) {
     }
 }
 
+/// Group commit: runs after the tasks that queued work in this turn of the
+/// event loop, so one durable write covers every submission they made.
+async fn committer(hub: Rc<RefCell<Hub>>) {
+    let notify = hub.borrow().commit_needed.clone();
+    loop {
+        notify.notified().await;
+        tokio::task::yield_now().await;
+        hub.borrow_mut().commit();
+    }
+}
+
+/// Wakes up for delayed tasks and task timeouts; sleeps otherwise (no
+/// polling: it waits for the next deadline or for a change).
+async fn scheduler(hub: Rc<RefCell<Hub>>) {
+    let notify = hub.borrow().reschedule.clone();
+    loop {
+        let next = hub.borrow_mut().tick();
+        match next {
+            Some(at) => {
+                let wait = std::time::Duration::from_millis(at.saturating_sub(hub::now_ms()));
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = notify.notified() => {}
+                }
+            }
+            None => notify.notified().await,
+        }
+    }
+}
+
 fn begin_stop(
     already: bool,
+    hub: &Rc<RefCell<Hub>>,
     accept: &tokio::task::JoinHandle<()>,
     manager: Pid,
     why: &str,
@@ -156,6 +202,7 @@ fn begin_stop(
 ) -> bool {
     if !already {
         crate::log!(Level::Info, "{why} received; stopping");
+        hub.borrow_mut().begin_stop();
         before_shutdown();
         accept.abort();
         forward(manager, Signal::SIGTERM);

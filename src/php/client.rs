@@ -9,11 +9,16 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
 
 use super::exception::{exception, warn};
-use super::values::{bool_zval, bytes_zval, entries, json_encode, long_zval, to_opt, zval_bytes};
+use super::values::{
+    bool_zval, bytes_zval, entries, json_encode, long_zval, to_opt, to_payload, zval_bytes,
+};
 use crate::client::{Connection, MAX_RAW_RECV};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::listener::SockType;
+use crate::protocol::TaskRequest;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// Swoole's flag for a persistent connection, accepted in the type.
 pub const SOCK_KEEP: i64 = 1 << 12;
@@ -32,6 +37,23 @@ pub struct TaskClient {
     sock_type: i64,
     config: ClientConfig,
     conn: Option<Connection>,
+    /// TASKQ_KEEP: the connection outlives this object in a per-process pool.
+    keep: bool,
+    /// (host, port, timeout) of the last connect(), to reconnect a pooled
+    /// connection whose server restarted.
+    target: Option<(String, u16, Duration)>,
+    /// Whether `conn` came from the pool (and may be stale).
+    reused: bool,
+}
+
+thread_local! {
+    /// Persistent connections of TASKQ_KEEP clients, by type, host and port:
+    /// under PHP-FPM one per worker process, reused across requests.
+    static POOL: RefCell<HashMap<String, Connection>> = RefCell::new(HashMap::new());
+}
+
+fn pool_key(kind: SockType, host: &str, port: u16) -> String {
+    format!("{}:{host}:{port}", kind as i64)
 }
 
 #[php_impl]
@@ -61,6 +83,9 @@ impl TaskClient {
             sock_type,
             config: ClientConfig::new(),
             conn: None,
+            keep: sock_type & SOCK_KEEP != 0,
+            target: None,
+            reused: false,
         })
     }
 
@@ -113,6 +138,17 @@ impl TaskClient {
         } else {
             Duration::from_millis(500)
         };
+        self.target = Some((host.clone(), port, timeout));
+        if self.keep {
+            let pooled = POOL.with(|p| p.borrow_mut().remove(&pool_key(self.kind, &host, port)));
+            if let Some(c) = pooled.filter(Connection::is_alive) {
+                self.conn = Some(c);
+                self.reused = true;
+                self.clear_error();
+                return true;
+            }
+        }
+        self.reused = false;
         match Connection::connect(self.kind, &host, port, timeout, &self.config) {
             Ok(c) => {
                 self.conn = Some(c);
@@ -121,6 +157,64 @@ impl TaskClient {
             }
             Err(e) => self.fail(e),
         }
+    }
+
+    /// Submits `$data` straight into the server's task queue; returns the
+    /// task id once the server holds it (on disk with a task store), or
+    /// false with errCode/errMsg. Options: delay (seconds), priority (higher
+    /// first), max_attempts.
+    pub fn task(&mut self, data: &Zval, options: Option<&ZendHashTable>) -> PhpResult<Zval> {
+        let mut req = TaskRequest {
+            priority: 0,
+            delay_ms: 0,
+            max_attempts: 0,
+            payload: to_payload(data).map_err(|e| exception(e, libc::EINVAL))?,
+        };
+        for (key, value) in options.map(entries).unwrap_or_default() {
+            let bad = |allowed: &str| {
+                exception(
+                    format!("invalid value for task option '{key}' (allowed: {allowed})"),
+                    libc::EINVAL,
+                )
+            };
+            match key.as_str() {
+                "delay" => {
+                    let secs = value
+                        .double()
+                        .or_else(|| value.long().map(|l| l as f64))
+                        .filter(|s| s.is_finite() && (0.0..=31_536_000.0).contains(s))
+                        .ok_or_else(|| bad("seconds from 0 to 31536000"))?;
+                    req.delay_ms = (secs * 1000.0) as u64;
+                }
+                "priority" => {
+                    req.priority = value
+                        .long()
+                        .and_then(|p| i32::try_from(p).ok())
+                        .ok_or_else(|| bad("an integer; higher runs first"))?;
+                }
+                "max_attempts" => {
+                    req.max_attempts = value
+                        .long()
+                        .filter(|n| (1..=101).contains(n))
+                        .ok_or_else(|| bad("an integer from 1 to 101"))?
+                        as u32;
+                }
+                other => warn(&format!(
+                    "unknown task option '{other}' (known: delay, priority, max_attempts)"
+                )),
+            }
+        }
+        let result = self.with_retry(|c| c.submit(&req));
+        Ok(match result {
+            Ok(id) => {
+                self.clear_error();
+                long_zval(id as i64)
+            }
+            Err(e) => {
+                self.fail(e);
+                bool_zval(false)
+            }
+        })
     }
 
     /// Sends a string, or an array as its JSON encoding; returns bytes sent.
@@ -143,10 +237,7 @@ impl TaskClient {
                 libc::EINVAL,
             ));
         };
-        let result = match self.conn.as_mut() {
-            None => Err(ClientError::NotConnected),
-            Some(c) => c.send(bytes),
-        };
+        let result = self.with_retry(|c| c.send(bytes));
         Ok(match result {
             Ok(n) => {
                 self.clear_error();
@@ -198,12 +289,15 @@ impl TaskClient {
         }
     }
 
-    /// Closes the connection; false when it was not connected.
+    /// Closes the connection; false when it was not connected. A TASKQ_KEEP
+    /// connection goes back to the pool unless `$force`.
     #[php(defaults(force = false))]
     pub fn close(&mut self, force: bool) -> bool {
-        let _ = force;
-        if self.conn.take().is_none() {
+        let Some(conn) = self.conn.take() else {
             return self.fail(ClientError::NotConnected);
+        };
+        if self.keep && !force {
+            self.park(conn);
         }
         true
     }
@@ -220,7 +314,49 @@ impl TaskClient {
     }
 }
 
+impl Drop for TaskClient {
+    /// A TASKQ_KEEP connection survives the object (end of an FPM request).
+    fn drop(&mut self) {
+        if self.keep {
+            if let Some(conn) = self.conn.take() {
+                self.park(conn);
+            }
+        }
+    }
+}
+
 impl TaskClient {
+    fn park(&self, conn: Connection) {
+        if let Some((host, port, _)) = &self.target {
+            let key = pool_key(self.kind, host, *port);
+            POOL.with(|p| p.borrow_mut().insert(key, conn));
+        }
+    }
+
+    /// Runs `op` on the connection; a pooled connection whose server went
+    /// away (restart) is replaced once, transparently.
+    fn with_retry<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Connection) -> Result<T, ClientError>,
+    ) -> Result<T, ClientError> {
+        let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
+        match op(conn) {
+            Err(ClientError::Os { code, .. })
+                if self.reused
+                    && [libc::EPIPE, libc::ECONNRESET, libc::ENOTCONN].contains(&code) =>
+            {
+                self.reused = false;
+                let (host, port, timeout) = self.target.clone().ok_or(ClientError::NotConnected)?;
+                self.conn = None;
+                let mut fresh = Connection::connect(self.kind, &host, port, timeout, &self.config)?;
+                let out = op(&mut fresh);
+                self.conn = Some(fresh);
+                out
+            }
+            other => other,
+        }
+    }
+
     fn fail(&mut self, e: ClientError) -> bool {
         self.err_code = e.code() as i64;
         self.err_msg = e.to_string();

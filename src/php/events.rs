@@ -23,11 +23,12 @@ pub enum Event {
     ManagerStop,
     BeforeShutdown,
     PipeMessage,
+    TaskFailed,
 }
 
 impl Event {
     /// Every event, in the order the warning lists them.
-    pub const ALL: [Event; 15] = [
+    pub const ALL: [Event; 16] = [
         Event::Start,
         Event::Shutdown,
         Event::WorkerStart,
@@ -43,6 +44,7 @@ impl Event {
         Event::ManagerStop,
         Event::BeforeShutdown,
         Event::PipeMessage,
+        Event::TaskFailed,
     ];
 
     /// The name as Swoole's documentation writes it.
@@ -63,6 +65,7 @@ impl Event {
             Event::ManagerStop => "ManagerStop",
             Event::BeforeShutdown => "BeforeShutdown",
             Event::PipeMessage => "PipeMessage",
+            Event::TaskFailed => "TaskFailed",
         }
     }
 

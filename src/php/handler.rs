@@ -77,11 +77,17 @@ pub fn remember_finish_callback(task_id: i64, callback: &Zval) {
 /// Calls `callback` on the PHP thread. Exceptions are logged and swallowed
 /// so one bad message cannot stop a worker; fatal errors end the process.
 pub fn invoke(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Option<Zval> {
+    call(what, callback, args).ok()
+}
+
+/// Like [`invoke`], but says why the call failed (the exception as PHP
+/// prints it), for onTask whose failures are retried.
+pub fn call(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<Zval, String> {
     let callable = match ZendCallable::new(callback) {
         Ok(c) => c,
         Err(_) => {
             crate::log!(Level::Error, "{what} callback is not callable");
-            return None;
+            return Err(format!("the {what} callback is not callable"));
         }
     };
     let result = try_catch(AssertUnwindSafe(|| callable.try_call(args)));
@@ -94,16 +100,13 @@ pub fn invoke(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Optio
         unsafe { libc::_exit(255) }
     }
     match result {
-        Ok(Ok(value)) => Some(value),
-        Ok(Err(Error::ExceptionPending { .. })) => {
-            log_exception(what);
-            None
-        }
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(Error::ExceptionPending { .. })) => Err(log_exception(what)),
         Ok(Err(e)) => {
             crate::log!(Level::Error, "{what} callback failed: {e}");
-            None
+            Err(e.to_string())
         }
-        Err(_) => None,
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -113,10 +116,11 @@ fn fatal_error_happened() -> bool {
     ExecutorGlobals::get().exit_status == 255
 }
 
-fn log_exception(what: &str) {
+/// Logs and clears the pending exception; returns its text.
+fn log_exception(what: &str) -> String {
     let Some(ex) = ExecutorGlobals::take_exception() else {
         crate::log!(Level::Error, "{what} callback failed");
-        return;
+        return format!("{what} callback failed");
     };
     let text = ex
         .into_zval(false)
@@ -128,6 +132,7 @@ fn log_exception(what: &str) {
         Level::Error,
         "uncaught exception in {what} callback: {text}"
     );
+    text
 }
 
 /// The hooks `start()` hands to the launcher.
@@ -288,31 +293,53 @@ impl Handler for WorkerHandler<'_> {
             .fire(Event::Close, vec![&self.hooks.this, &fd, &reactor_id]);
     }
 
-    fn task(&mut self, task_id: i64, src_worker: i32, payload: Payload) -> Option<Payload> {
+    fn task(
+        &mut self,
+        task_id: i64,
+        src_worker: i32,
+        payload: Payload,
+    ) -> Result<Option<Payload>, String> {
+        let data = from_payload(&payload).map_err(|e| {
+            crate::log!(
+                Level::Error,
+                "task {task_id} from worker #{src_worker}: {e}"
+            );
+            e
+        })?;
+        let Some(cb) = self.hooks.callbacks.get(Event::Task) else {
+            return Err("no Task callback is registered".into());
+        };
+        let src = src_worker as i64;
+        let ret = call("onTask", cb, vec![&self.hooks.this, &task_id, &src, &data])?;
+        if ret.is_null() {
+            return Ok(None);
+        }
+        match to_payload(&ret) {
+            Ok(p) => Ok(Some(p)),
+            Err(e) => {
+                crate::log!(Level::Error, "onTask result of task {task_id}: {e}");
+                Ok(None)
+            }
+        }
+    }
+
+    fn task_failed(&mut self, task_id: i64, error: String, payload: Payload) {
+        let Some(cb) = self.hooks.callbacks.get(Event::TaskFailed) else {
+            return;
+        };
         let data = match from_payload(&payload) {
             Ok(d) => d,
             Err(e) => {
-                crate::log!(
-                    Level::Error,
-                    "task {task_id} from worker #{src_worker}: {e}"
-                );
-                return None;
+                crate::log!(Level::Error, "failed task {task_id}: {e}");
+                return;
             }
         };
-        let src = src_worker as i64;
-        let ret = self
-            .hooks
-            .fire(Event::Task, vec![&self.hooks.this, &task_id, &src, &data])?;
-        if ret.is_null() {
-            return None;
-        }
-        match to_payload(&ret) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                crate::log!(Level::Error, "onTask result of task {task_id}: {e}");
-                None
-            }
-        }
+        let error = bytes_zval(error.as_bytes());
+        invoke(
+            "onTaskFailed",
+            cb,
+            vec![&self.hooks.this, &task_id, &data, &error],
+        );
     }
 
     fn finish(&mut self, task_id: i64, payload: Payload) {

@@ -109,6 +109,14 @@ pub fn launch(
         cfg.master.worker_num,
         cfg.master.task_worker_num
     );
+    if let Some(addr) = listener.exposed_addr() {
+        if cfg.master.auth_token.is_none() {
+            crate::log!(
+                Level::Warning,
+                "listening on {addr}, reachable from other hosts, without an auth_token: anyone who can connect can queue tasks (an open task server that sends email is a spam relay)"
+            );
+        }
+    }
     hooks.master_started(master_pid, manager);
     let queue: Box<dyn crate::queue::TaskQueue> = Box::new(crate::queue::MemoryQueue::default());
     let result = master::run(

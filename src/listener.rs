@@ -73,6 +73,15 @@ impl Listener {
         }
     }
 
+    /// The address, when it is reachable from other hosts (not loopback,
+    /// not a unix socket): such a server should require an auth_token.
+    pub fn exposed_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok().filter(|a| !a.ip().is_loopback()),
+            Listener::Unix(..) => None,
+        }
+    }
+
     /// Applies the configured accept backlog (listen(2) may be called again).
     pub fn set_backlog(&self, backlog: i32) -> io::Result<()> {
         // SAFETY: plain syscall on a socket we own.
@@ -130,6 +139,14 @@ mod tests {
         assert!(port > 0);
         let err = Listener::bind("127.0.0.1", port, SockType::Tcp).unwrap_err();
         assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
+    }
+
+    #[test]
+    fn only_non_loopback_addresses_count_as_exposed() {
+        let local = Listener::bind("127.0.0.1", 0, SockType::Tcp).unwrap();
+        assert_eq!(local.exposed_addr(), None);
+        let any = Listener::bind("0.0.0.0", 0, SockType::Tcp).unwrap();
+        assert!(any.exposed_addr().is_some());
     }
 
     #[test]

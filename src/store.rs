@@ -178,6 +178,10 @@ impl TaskStore {
     /// `<dir>/tasks.redb` and reads back what survived. Every page's checksum
     /// is verified on open, so a damaged file is an error here rather than a
     /// panic later.
+    ///
+    /// Open it in the master after forking the manager: the lock is an
+    /// open-file-description lock, so a forked child would inherit it and keep
+    /// the store locked after the master died (and must never drop a copy).
     pub fn open(dir: &Path) -> Result<(TaskStore, Recovered), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
@@ -247,8 +251,9 @@ impl TaskStore {
     }
 
     /// Writes the batch in one write transaction, durable (fsync'd) when this
-    /// returns Ok; the batch is then empty. On error nothing of it is on disk
-    /// and the batch is left as it was.
+    /// returns Ok; the batch is then empty. An empty batch costs nothing. On
+    /// error nothing of it is on disk and the batch is left as it was; after
+    /// an I/O error redb refuses further writes until the store is reopened.
     pub fn commit(&mut self, batch: &mut Batch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
@@ -902,8 +907,13 @@ mod tests {
                     }
                 }
             };
-            // Let it get going, then SIGKILL it at a random moment.
+            // Let it get going: meanwhile the store is locked to everyone else.
             read_until(&mut last, Some(2));
+            assert!(matches!(
+                TaskStore::open(&dir.0),
+                Err(StoreError::Locked { .. })
+            ));
+            // Then SIGKILL it at a random moment.
             std::thread::sleep(Duration::from_micros(random() % 150_000));
             child.kill().unwrap();
             child.wait().unwrap();

@@ -18,6 +18,7 @@ pub mod php;
 pub mod protocol;
 pub mod query;
 pub mod queue;
+pub mod store;
 pub mod supervisor;
 pub mod timer;
 pub mod worker;

@@ -90,9 +90,12 @@ pub enum FromWorker {
     /// First message of every incarnation.
     Hello { worker_id: u32, pid: u32 },
     /// `$server->task()`; `dst` < 0 lets the master choose a task worker.
+    /// `wait`: a taskwait blocks on the result, so it must reach this very
+    /// incarnation even if it is leaving.
     Submit {
         task_id: i64,
         dst: i32,
+        wait: bool,
         payload: Payload,
     },
     /// `finish()` or a non-null `onTask` return for master task `id`.
@@ -353,12 +356,14 @@ impl FromWorker {
             FromWorker::Submit {
                 task_id,
                 dst: target,
+                wait,
                 payload,
             } => {
-                dst.reserve(18 + payload.data.len());
+                dst.reserve(19 + payload.data.len());
                 let s = FrameCodec::begin(dst, FW_SUBMIT);
                 dst.put_i64(*task_id);
                 dst.put_i32(*target);
+                dst.put_u8(u8::from(*wait));
                 put_payload(dst, payload);
                 FrameCodec::end(dst, s);
             }
@@ -417,12 +422,14 @@ impl FromWorker {
                 }
             }
             FW_SUBMIT => {
-                need(&b, 12, "submit")?;
+                need(&b, 13, "submit")?;
                 let task_id = b.get_i64();
                 let dst = b.get_i32();
+                let wait = b.get_u8() != 0;
                 FromWorker::Submit {
                     task_id,
                     dst,
+                    wait,
                     payload: get_payload(&mut b)?,
                 }
             }
@@ -564,6 +571,7 @@ mod tests {
             FromWorker::Submit {
                 task_id: 0,
                 dst: -1,
+                wait: true,
                 payload: payload(Encoding::Raw, b"{\"to\":\"x\"}"),
             },
             FromWorker::Result {

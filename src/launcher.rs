@@ -12,10 +12,12 @@ use std::time::Duration;
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
 
+use crate::durable_queue::DurableQueue;
 use crate::error::ServerError;
 use crate::listener::Listener;
 use crate::log::{Level, Role};
 use crate::master::{self, MasterConfig};
+use crate::queue::{MemoryQueue, TaskQueue};
 use crate::supervisor::{self, Exit, ManagerHooks, SupervisorSpec};
 use crate::worker::WorkerSpec;
 
@@ -32,6 +34,8 @@ pub struct Launch {
     /// (max_request, grace) for event workers and for task workers.
     pub max_request: (u64, u64),
     pub task_max_request: (u64, u64),
+    /// Directory of the durable task store.
+    pub task_store: Option<String>,
     /// Unprivileged user and group for workers.
     pub user: Option<String>,
     pub group: Option<String>,
@@ -98,6 +102,13 @@ pub fn launch(
             )))
         }
     };
+    let queue = match open_queue(cfg.task_store.as_deref()) {
+        Ok(q) => q,
+        Err(e) => {
+            stop_manager(manager);
+            return Err(e);
+        }
+    };
     if let Some(path) = &cfg.pid_file {
         if let Err(e) = std::fs::write(path, master_pid.to_string()) {
             crate::log!(Level::Warning, "cannot write pid_file {path}: {e}");
@@ -118,10 +129,9 @@ pub fn launch(
         }
     }
     hooks.master_started(master_pid, manager);
-    let queue: Box<dyn crate::queue::TaskQueue> = Box::new(crate::queue::MemoryQueue::default());
     let result = master::run(
         cfg.master.clone(),
-        (queue, 0),
+        queue,
         listener,
         ipc,
         manager,
@@ -207,6 +217,30 @@ pub fn take_over_signals() {
     }
 }
 
+/// The task queue: in memory, or durable in `task_store`. Opened in the
+/// master after the manager was forked, so no other process inherits the
+/// store's file lock.
+fn open_queue(store: Option<&str>) -> Result<(Box<dyn TaskQueue>, u64), ServerError> {
+    let Some(dir) = store else {
+        return Ok((Box::new(MemoryQueue::default()), 0));
+    };
+    let (queue, recovery) = DurableQueue::open(std::path::Path::new(dir))
+        .map_err(|e| ServerError::Start(e.to_string()))?;
+    crate::log!(
+        Level::Info,
+        "task_store {dir}: {} unfinished task(s) recovered, {} failed task(s) kept",
+        recovery.tasks,
+        recovery.failed
+    );
+    Ok((Box::new(queue), recovery.next_id))
+}
+
+/// Stops a manager started for a server that cannot run after all.
+fn stop_manager(manager: Pid) {
+    let _ = nix::sys::signal::kill(manager, Signal::SIGTERM);
+    let _ = nix::sys::wait::waitpid(manager, None);
+}
+
 /// The manager's side of the hooks: worker specs and the manager's events.
 struct Manager<'a> {
     cfg: &'a Launch,
@@ -240,6 +274,7 @@ impl ManagerHooks for Manager<'_> {
             worker_id: id,
             is_task,
             max_request: with_grace(max, grace),
+            report_every_event: self.cfg.master.dispatch_mode == 3,
         };
         self.hooks.run_worker(spec, self.addr, self.manager)
     }

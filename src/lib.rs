@@ -6,6 +6,7 @@
 pub mod client;
 pub mod config;
 pub mod dispatcher;
+pub mod durable_queue;
 pub mod error;
 pub mod frame;
 pub mod ipc;

@@ -87,6 +87,9 @@ struct Supervisor<'a> {
     pending: Vec<(Instant, u32)>,
     stopping: Option<Instant>,
     killed: bool,
+    /// Workers told to leave by a reload, and when to SIGKILL them if they
+    /// have not (`max_wait_time`, as on stop).
+    reload_deadlines: HashMap<Pid, Instant>,
 }
 
 fn managed_signals() -> SigSet {
@@ -118,6 +121,7 @@ pub fn supervise(spec: SupervisorSpec, hooks: &mut dyn ManagerHooks) -> i32 {
         pending: Vec::new(),
         stopping: None,
         killed: false,
+        reload_deadlines: HashMap::new(),
     };
     sup.hooks.manager_start();
     for id in 0..sup.spec.total() {
@@ -203,6 +207,7 @@ impl Supervisor<'_> {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             };
+            self.reload_deadlines.remove(&pid);
             if let Some(child) = self.children.remove(&pid) {
                 self.exited(pid, child, exit);
             }
@@ -272,8 +277,13 @@ impl Supervisor<'_> {
                 "all workers"
             }
         );
-        let spec = self.spec.clone();
-        self.signal_children(Signal::SIGTERM, |id| !only_tasks || spec.is_task(id));
+        let deadline = Instant::now() + self.spec.max_wait_time;
+        for (pid, child) in &self.children {
+            if !only_tasks || self.spec.is_task(child.id) {
+                let _ = kill(*pid, Signal::SIGTERM);
+                self.reload_deadlines.entry(*pid).or_insert(deadline);
+            }
+        }
     }
 
     fn signal_children(&self, sig: Signal, which: impl Fn(u32) -> bool) {
@@ -287,7 +297,12 @@ impl Supervisor<'_> {
     fn next_timeout(&self) -> Duration {
         let now = Instant::now();
         let mut t = Duration::from_secs(1);
-        for (when, _) in &self.pending {
+        for when in self
+            .pending
+            .iter()
+            .map(|(w, _)| w)
+            .chain(self.reload_deadlines.values())
+        {
             t = t.min(when.saturating_duration_since(now));
         }
         if let Some(deadline) = self.stopping {
@@ -312,6 +327,21 @@ impl Supervisor<'_> {
                 self.killed = true;
             }
             return;
+        }
+        let overdue: Vec<Pid> = self
+            .reload_deadlines
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in overdue {
+            self.reload_deadlines.remove(&pid);
+            crate::log!(
+                Level::Warning,
+                "worker(pid={pid}) did not exit within max_wait_time {:?} after a reload; forced termination",
+                self.spec.max_wait_time
+            );
+            let _ = kill(pid, Signal::SIGKILL);
         }
         let due: Vec<u32> = self
             .pending

@@ -27,6 +27,10 @@ pub struct WorkerSpec {
     pub is_task: bool,
     /// Events handled before the worker recycles itself (0 = never).
     pub max_request: u64,
+    /// dispatch_mode 3: report "handled" after every event, in the same
+    /// write as the replies the event produced, so the master never routes
+    /// the client's next request to us while we look busy.
+    pub report_every_event: bool,
 }
 
 /// The PHP side of a worker: one method per event it can receive.
@@ -91,6 +95,8 @@ struct Link {
     handled: u64,
     reported: u64,
     leaving: bool,
+    /// A master event's callback is running.
+    in_event: bool,
 }
 
 impl Link {
@@ -138,7 +144,7 @@ pub fn current() -> Option<(u32, bool)> {
 
 /// `$server->task()`: queues a task and returns its id at once; the task is
 /// on its way to the master when this returns.
-pub fn submit_task(dst: i32, payload: Payload) -> Result<i64, LinkError> {
+pub fn submit_task(dst: i32, payload: Payload, wait: bool) -> Result<i64, LinkError> {
     with_link(|link| {
         if link.spec.is_task {
             return Err(LinkError::Misuse("task() cannot be used in a task worker"));
@@ -148,6 +154,7 @@ pub fn submit_task(dst: i32, payload: Payload) -> Result<i64, LinkError> {
         link.send_now(&FromWorker::Submit {
             task_id,
             dst,
+            wait,
             payload,
         })?;
         Ok(task_id)
@@ -181,9 +188,17 @@ pub fn finish(payload: Payload) -> Result<(), LinkError> {
     })
 }
 
-/// `$server->send($fd, $data)` from a worker.
+/// `$server->send($fd, $data)` from a worker. With dispatch_mode 3 a reply
+/// made while handling an event leaves together with the idle report.
 pub fn send_to_client(fd: u64, data: Bytes) -> Result<(), LinkError> {
-    with_link(|link| Ok(link.send_now(&FromWorker::Send { fd, data })?))
+    with_link(|link| {
+        let msg = FromWorker::Send { fd, data };
+        if link.in_event && link.spec.report_every_event {
+            Ok(link.send(&msg)?)
+        } else {
+            Ok(link.send_now(&msg)?)
+        }
+    })
 }
 
 /// `$server->close($fd)` from a worker.
@@ -389,6 +404,7 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
             handled: 0,
             reported: 0,
             leaving: false,
+            in_event: false,
         })
     });
     let hello = FromWorker::Hello {
@@ -477,7 +493,13 @@ fn event_loop(handler: &mut dyn Handler, max_request: u64) -> i32 {
                 handler.timer(id);
                 false
             }
-            Next::Event(inbound) => match handle(handler, inbound, &mut requests) {
+            Next::Event(inbound) => match {
+                let _ = with_link(|link| {
+                    link.in_event = true;
+                    Ok(())
+                });
+                handle(handler, inbound, &mut requests)
+            } {
                 Ok(Flow::Exit(code)) => return code,
                 Ok(Flow::Counted) => true,
                 Ok(Flow::Uncounted) => false,
@@ -488,11 +510,25 @@ fn event_loop(handler: &mut dyn Handler, max_request: u64) -> i32 {
             },
         };
         if counted {
-            let _ = with_link(|link| {
+            let reported = with_link(|link| {
                 link.handled += 1;
+                if link.spec.report_every_event && !link.spec.is_task {
+                    link.reported = link.handled;
+                    let handled = link.handled;
+                    link.send(&FromWorker::Idle { handled })?;
+                    link.out.flush()?;
+                }
                 Ok(())
             });
+            if let Err(e) = reported {
+                crate::log!(Level::Error, "{e}");
+                return 1;
+            }
         }
+        let _ = with_link(|link| {
+            link.in_event = false;
+            Ok(())
+        });
         if max_request > 0 && requests >= max_request {
             let started = with_link(|link| Ok(!link.leaving && leave(link).is_ok()));
             if matches!(started, Ok(true)) {

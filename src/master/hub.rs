@@ -33,6 +33,10 @@ struct Slot {
     last_handled: u64,
     /// Incarnation already SIGKILLed for exceeding task_timeout.
     killed: Option<u64>,
+    /// An incarnation that said Leaving and is finishing what it holds: it
+    /// still gets the results of its own tasks and the answers to its
+    /// queries (a taskwait in its last callback must work), nothing new.
+    leaving: Option<(u64, Rc<Outbox>)>,
 }
 
 /// One client connection as the hub sees it.
@@ -93,6 +97,8 @@ pub struct Hub {
     start_time: u64,
     /// Client submissions waiting for the next group commit to be acked.
     pending_acks: Vec<(u64, u64)>,
+    /// taskwait tasks, by master id: the incarnation blocked on the result.
+    awaited: HashMap<u64, u64>,
     /// Wakes the committer when acks are pending.
     pub commit_needed: Rc<Notify>,
     /// Wakes the scheduler when the next timer may have changed.
@@ -115,6 +121,7 @@ impl Hub {
                     outstanding: 0,
                     last_handled: 0,
                     killed: None,
+                    leaving: None,
                 })
                 .collect(),
             dispatcher: Dispatcher::new(
@@ -131,6 +138,7 @@ impl Hub {
             counters: Counters::default(),
             start_time: now() as u64,
             pending_acks: Vec::new(),
+            awaited: HashMap::new(),
             commit_needed: Rc::new(Notify::new()),
             reschedule: Rc::new(Notify::new()),
             stopping: false,
@@ -335,6 +343,19 @@ impl Hub {
             self.slots[idx].pid = None;
             self.slots[idx].outstanding = 0;
         }
+        if matches!(&self.slots[idx].leaving, Some((g, _)) if *g == generation) {
+            let slot = &mut self.slots[idx];
+            if let Some((_, old)) = slot.leaving.take() {
+                let unsent = old.take();
+                old.close();
+                if !unsent.is_empty() {
+                    slot.outbox.push_with(|b| b.extend_from_slice(&unsent));
+                }
+            }
+            if slot.attached.is_none() {
+                slot.pid = None;
+            }
+        }
         if let Some(t) = self.task_index(worker) {
             let why = if self.slots[idx].killed == Some(generation) {
                 format!("task worker #{worker} exceeded task_timeout and was killed")
@@ -361,6 +382,7 @@ impl Hub {
     /// A task used up its attempts: count it, log it and tell the worker
     /// that dispatched it (onTaskFailed).
     fn give_up(&mut self, task: &QueuedTask, why: &str) {
+        self.awaited.remove(&task.id);
         self.counters.failed_tasks += 1;
         crate::log!(
             Level::Error,
@@ -542,9 +564,13 @@ impl Hub {
             FromWorker::Submit {
                 task_id,
                 dst,
+                wait,
                 payload,
             } => {
                 let task = self.new_task(worker as i32, task_id, payload, 0, 0, 0);
+                if wait {
+                    self.awaited.insert(task.id, generation);
+                }
                 self.counters.task_count += 1;
                 match self
                     .dispatcher
@@ -571,10 +597,16 @@ impl Hub {
                 let src = task.src_worker;
                 let task_id = task.task_id;
                 if src >= 0 && (src as u32) < self.cfg.worker_num {
-                    self.push_event(src as u32, &ToWorker::Finish { task_id, payload });
+                    let msg = ToWorker::Finish { task_id, payload };
+                    let waiter = self.awaited.get(&id).copied();
+                    match (&self.slots[src as usize].leaving, waiter) {
+                        (Some((g, old)), Some(w)) if *g == w => old.push_with(|b| msg.encode(b)),
+                        _ => self.push_event(src as u32, &msg),
+                    }
                 }
             }
             FromWorker::Done { id } => {
+                self.awaited.remove(&id);
                 if let Some(t) = self.task_index(worker) {
                     self.dispatcher.complete(t, id);
                     self.assign();
@@ -609,7 +641,7 @@ impl Hub {
                     slot.outbox.push_with(|b| ToWorker::Bye.encode(b));
                     slot.attached = None;
                     let old = std::mem::replace(&mut slot.outbox, Rc::new(Outbox::default()));
-                    old.close();
+                    slot.leaving = Some((generation, old));
                 }
                 if let Some(t) = self.task_index(worker) {
                     self.dispatcher.draining(t);
@@ -636,7 +668,12 @@ impl Hub {
                     .map(|q| self.answer(q))
                     .unwrap_or(Value::Null);
                 let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
-                self.push(worker, &ToWorker::Reply { req, body });
+                let msg = ToWorker::Reply { req, body };
+                let slot = &self.slots[worker as usize];
+                match &slot.leaving {
+                    Some((g, old)) if *g == generation => old.push_with(|b| msg.encode(b)),
+                    _ => self.push(worker, &msg),
+                }
             }
             FromWorker::Idle { handled } => {
                 let slot = &mut self.slots[worker as usize];

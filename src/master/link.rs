@@ -37,7 +37,7 @@ pub fn spawn_acceptor(ipc: StdUnixListener, hub: Rc<RefCell<Hub>>) -> std::io::R
 async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
     let me = nix::unistd::geteuid().as_raw();
     match stream.peer_cred() {
-        Ok(cred) if cred.uid() == me => {}
+        Ok(cred) if cred.uid() == me || Some(cred.uid()) == hub.borrow().config().worker_uid => {}
         Ok(cred) => {
             crate::log!(
                 Level::Warning,

@@ -55,6 +55,9 @@ pub struct MasterConfig {
     pub task_timeout_ms: Option<u64>,
     /// Waiting tasks at most (0 = unbounded).
     pub task_queue_max: usize,
+    /// The uid workers run as after dropping privileges (`user`); their IPC
+    /// connections are accepted from it as well as from our own uid.
+    pub worker_uid: Option<u32>,
     /// Shared secret taskq clients must present first.
     pub auth_token: Option<String>,
     /// A client with a partial message buffered for this long is closed.

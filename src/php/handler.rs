@@ -99,6 +99,15 @@ pub fn call(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<
         // SAFETY: the engine state after a fatal error is not safe to reuse.
         unsafe { libc::_exit(255) }
     }
+    if let Some(status) = exit_called() {
+        crate::log!(
+            Level::Notice,
+            "worker process is terminated by exit()/die() in {what} callback, status {status}"
+        );
+        // SAFETY: PHP is unwinding the request for exit(); end the process
+        // with the status the script chose.
+        unsafe { libc::_exit(status) }
+    }
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(Error::ExceptionPending { .. })) => Err(log_exception(what)),
@@ -108,6 +117,25 @@ pub fn call(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<
         }
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// `exit()`/`die()` in a callback: PHP 8 unwinds with an internal
+/// "unwind exit" object in place of an exception. Returns the exit status.
+fn exit_called() -> Option<i32> {
+    type IsUnwindExit = unsafe extern "C" fn(*const std::ffi::c_void) -> bool;
+    let globals = ExecutorGlobals::get();
+    let ex = globals.exception;
+    if ex.is_null() {
+        return None;
+    }
+    // SAFETY: dlsym with a NUL-terminated name from the PHP binary.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"zend_is_unwind_exit".as_ptr()) };
+    if f.is_null() {
+        return None;
+    }
+    // SAFETY: zend_is_unwind_exit(const zend_object *) -> bool.
+    let is_unwind_exit: IsUnwindExit = unsafe { std::mem::transmute(f) };
+    unsafe { is_unwind_exit(ex.cast()) }.then_some(globals.exit_status)
 }
 
 /// PHP records a fatal error (E_ERROR, out of memory, ...) as exit status

@@ -640,6 +640,7 @@ impl TaskServer {
     /// The checks and submission shared by task(), taskwait() and
     /// taskWaitMulti(); None after a warning.
     fn submit(&self, data: &Zval, dst_worker_id: i64, method: &str) -> PhpResult<Option<i64>> {
+        let wait = method != "task";
         let n = self.config.task_worker_num as i64;
         let fail = |msg: String| {
             warn(&msg);
@@ -667,7 +668,7 @@ impl TaskServer {
         } else {
             dst_worker_id as i32
         };
-        Ok(Some(worker::submit_task(dst, payload)?))
+        Ok(Some(worker::submit_task(dst, payload, wait)?))
     }
 
     fn timer(&self, ms: i64, callback: &Zval, repeating: bool) -> PhpResult<Zval> {
@@ -714,6 +715,11 @@ impl TaskServer {
                 task_timeout_ms: c.task_timeout.map(|t| (t * 1000.0) as u64),
                 task_queue_max: c.task_queue_max,
                 auth_token: c.auth_token.clone(),
+                worker_uid: c
+                    .user
+                    .as_deref()
+                    .and_then(|u| nix::unistd::User::from_name(u).ok().flatten())
+                    .map(|u| u.uid.as_raw()),
                 package_timeout: Duration::from_secs_f64(c.package_timeout),
                 heartbeat: c.heartbeat(),
                 server_port: self.port as u16,
@@ -727,6 +733,7 @@ impl TaskServer {
             backlog: c.backlog,
             max_request: (c.max_request, c.effective_max_request_grace()),
             task_max_request: (c.task_max_request, c.effective_task_max_request_grace()),
+            task_store: c.task_store.clone(),
             user: c.user.clone(),
             group: c.group.clone(),
         }

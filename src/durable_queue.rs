@@ -1,0 +1,169 @@
+//! The embedded queue with durability: the in-memory queue decides what runs
+//! next, and every change is mirrored into the on-disk store, committed once
+//! per event-loop turn (group commit) before submissions are acknowledged.
+//! After a crash, the store gives back every task that had not finished.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::queue::{MemoryQueue, QueueError, QueuedTask, TaskQueue};
+use crate::store::{Batch, StoreError, TaskStore};
+
+/// [`MemoryQueue`] backed by a [`TaskStore`].
+pub struct DurableQueue {
+    mem: MemoryQueue,
+    store: TaskStore,
+    batch: Batch,
+}
+
+/// What opening the store found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    /// Unfinished tasks queued again.
+    pub tasks: usize,
+    /// Failed tasks kept in the store.
+    pub failed: u64,
+    /// First id for new tasks.
+    pub next_id: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl DurableQueue {
+    /// Opens (or creates) the store in `dir` and queues every task that was
+    /// accepted but not finished when the previous server stopped or died.
+    pub fn open(dir: &Path) -> Result<(DurableQueue, Recovery), StoreError> {
+        let (store, recovered) = TaskStore::open(dir)?;
+        let mut mem = MemoryQueue::default();
+        let tasks = recovered.tasks.len();
+        for task in recovered.tasks {
+            mem.push(task);
+        }
+        let recovery = Recovery {
+            tasks,
+            failed: recovered.failed,
+            next_id: recovered.next_id,
+        };
+        Ok((
+            DurableQueue {
+                mem,
+                store,
+                batch: Batch::default(),
+            },
+            recovery,
+        ))
+    }
+}
+
+impl TaskQueue for DurableQueue {
+    fn push(&mut self, task: QueuedTask) {
+        self.batch.put(&task);
+        self.batch.reserve_ids(task.id + 1);
+        self.mem.push(task);
+    }
+
+    fn take(&mut self, now_ms: u64) -> Option<QueuedTask> {
+        self.mem.take(now_ms)
+    }
+
+    fn next_due(&self) -> Option<u64> {
+        self.mem.next_due()
+    }
+
+    fn ack(&mut self, id: u64) {
+        self.batch.delete(id);
+    }
+
+    fn requeue(&mut self, task: QueuedTask) {
+        self.batch.put(&task);
+        self.mem.requeue(task);
+    }
+
+    fn fail(&mut self, task: QueuedTask, error: &str) {
+        self.batch.fail(&task, error, now_ms());
+        self.mem.fail(task, error);
+    }
+
+    fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    fn commit(&mut self) -> Result<(), QueueError> {
+        self.store
+            .commit(&mut self.batch)
+            .map_err(|e| QueueError::Store(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::{Encoding, Payload};
+    use bytes::Bytes;
+
+    fn task(id: u64) -> QueuedTask {
+        QueuedTask {
+            id,
+            src_worker: -1,
+            task_id: id as i64,
+            payload: Payload {
+                encoding: Encoding::Raw,
+                data: Bytes::from(format!("job {id}")),
+            },
+            attempts: 0,
+            max_attempts: 3,
+            priority: 0,
+            not_before: 0,
+        }
+    }
+
+    fn dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("taskq-dq-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn unfinished_tasks_survive_a_restart_and_finished_ones_do_not() {
+        let d = dir("restart");
+        {
+            let (mut q, rec) = DurableQueue::open(&d).unwrap();
+            assert_eq!(
+                rec,
+                Recovery {
+                    tasks: 0,
+                    failed: 0,
+                    next_id: 0
+                }
+            );
+            for i in 0..5 {
+                q.push(task(i));
+            }
+            q.commit().unwrap();
+            let t0 = q.take(0).unwrap();
+            let t1 = q.take(0).unwrap();
+            q.ack(t0.id);
+            q.fail(t1, "boom");
+            let mut t2 = q.take(0).unwrap();
+            t2.attempts = 1;
+            q.requeue(t2);
+            q.commit().unwrap();
+            q.push(task(9));
+        }
+        let (mut q, rec) = DurableQueue::open(&d).unwrap();
+        assert_eq!(rec.tasks, 3, "2, 3 and 4; 9 was never committed");
+        assert_eq!(rec.failed, 1);
+        assert!(rec.next_id >= 5);
+        let ids: Vec<(u64, u32)> = std::iter::from_fn(|| q.take(0))
+            .map(|t| (t.id, t.attempts))
+            .collect();
+        assert_eq!(ids, vec![(2, 1), (3, 0), (4, 0)]);
+        drop(q);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -12,6 +12,7 @@ pub mod ipc;
 pub mod launcher;
 pub mod listener;
 pub mod log;
+pub mod mailer;
 pub mod master;
 pub mod packet;
 pub mod php;

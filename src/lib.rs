@@ -70,6 +70,7 @@ pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
         .version(env!("CARGO_PKG_VERSION"))
         .class::<php::server::TaskServer>()
         .class::<php::client::TaskClient>()
+        .class::<php::mailer::Mailer>()
         .request_startup_function(request_startup)
         .info_function(module_info)
 }

@@ -90,6 +90,14 @@ impl MailError {
         }
     }
 
+    /// The server's reply when it rejected a command, e.g. `550 5.1.1 ...`.
+    pub fn server_reply(&self) -> Option<String> {
+        match self {
+            MailError::Smtp { code, text, .. } => Some(format!("{code} {text}")),
+            _ => None,
+        }
+    }
+
     /// Whether the failure means the connection cannot carry another
     /// transaction and must be dropped rather than reset and reused.
     pub fn breaks_connection(&self) -> bool {
@@ -154,6 +162,8 @@ mod tests {
         assert!(smtp(550).is_permanent());
         assert!(!smtp(451).is_permanent());
         assert_eq!(smtp(550).code(), 550);
+        assert_eq!(smtp(550).server_reply().as_deref(), Some("550 no"));
+        assert_eq!(MailError::field("to", "x").server_reply(), None);
         assert_eq!(
             smtp(550).to_string(),
             "SMTP server 127.0.0.1:25 rejected RCPT TO:<a@example.com>: 550 no"

@@ -30,6 +30,7 @@ use lettre::transport::smtp::extension::ClientId;
 pub use error::MailError;
 pub use message::{Attachment, AttachmentSource, Email, Prepared};
 pub use options::MailerOptions;
+pub use reply::Reply;
 
 use dsn::Dsn;
 use pool::Pool;
@@ -64,7 +65,7 @@ impl Mailer {
 
     /// Validates and sends one message; returns the server's final reply
     /// (e.g. `250 2.0.0 Ok: queued as 4F1Z`).
-    pub fn send(&self, email: &Email) -> Result<String, MailError> {
+    pub fn send(&self, email: &Email) -> Result<Reply, MailError> {
         let prepared = email.prepare()?;
         let mut slot = None;
         let result = self.deliver(&mut slot, &prepared);
@@ -75,13 +76,15 @@ impl Mailer {
     }
 
     /// Sends a batch concurrently over up to `pool_size` connections; one
-    /// result per message, in input order. Invalid messages fail alone.
-    pub fn send_many(&self, emails: &[Email]) -> Vec<Result<String, MailError>> {
+    /// result per entry, in input order. Invalid messages fail alone; entries
+    /// that are already errors (input the caller could not read) come back
+    /// as they are, so results line up with the caller's input.
+    pub fn send_many(&self, batch: &[Result<Email, MailError>]) -> Vec<Result<Reply, MailError>> {
         let next = AtomicUsize::new(0);
         // Workers that can still open connections; the calling thread is one.
         let active = AtomicUsize::new(1);
-        let work = || self.drain(emails, &next, &active);
-        let helpers = self.concurrency.min(emails.len()).saturating_sub(1);
+        let work = || self.drain(batch, &next, &active);
+        let helpers = self.concurrency.min(batch.len()).saturating_sub(1);
         let mut done = thread::scope(|s| {
             let mut handles = Vec::with_capacity(helpers);
             for _ in 0..helpers {
@@ -107,7 +110,7 @@ impl Mailer {
             done
         });
         done.sort_unstable_by_key(|(i, _)| *i);
-        debug_assert_eq!(done.len(), emails.len());
+        debug_assert_eq!(done.len(), batch.len());
         done.into_iter().map(|(_, result)| result).collect()
     }
 
@@ -118,17 +121,21 @@ impl Mailer {
     /// fast instead of timing out once per message.
     fn drain(
         &self,
-        emails: &[Email],
+        batch: &[Result<Email, MailError>],
         next: &AtomicUsize,
         active: &AtomicUsize,
-    ) -> Vec<(usize, Result<String, MailError>)> {
+    ) -> Vec<(usize, Result<Reply, MailError>)> {
         let mut done = Vec::new();
         let mut slot: Option<Connection> = None;
         let mut unreachable: Option<MailError> = None;
         loop {
             let i = next.fetch_add(1, Ordering::AcqRel);
-            let Some(email) = emails.get(i) else { break };
-            let prepared = match email.prepare() {
+            let Some(item) = batch.get(i) else { break };
+            let prepared = match item
+                .as_ref()
+                .map_err(MailError::clone)
+                .and_then(Email::prepare)
+            {
                 Ok(prepared) => prepared,
                 Err(e) => {
                     done.push((i, Err(e)));
@@ -164,7 +171,7 @@ impl Mailer {
     /// is empty) and leaves the connection there if it is still usable. A
     /// pooled connection found dead at its first command is replaced once by
     /// a fresh one; nothing had been accepted on it.
-    fn deliver(&self, slot: &mut Option<Connection>, msg: &Prepared) -> Result<String, MailError> {
+    fn deliver(&self, slot: &mut Option<Connection>, msg: &Prepared) -> Result<Reply, MailError> {
         let mut conn = match slot.take() {
             Some(conn) => conn,
             None => self.pool.take()?,
@@ -174,7 +181,7 @@ impl Mailer {
             match conn.send(msg) {
                 Ok(reply) => {
                     *slot = Some(conn);
-                    return Ok(reply.summary());
+                    return Ok(reply);
                 }
                 Err(failure) if failure.stale && !retried => {
                     retried = true;
@@ -221,8 +228,14 @@ mod tests {
     fn sends_over_one_reused_connection() {
         let (port, seen) = fake_server::start();
         let m = mailer(port, 2);
-        assert_eq!(m.send(&email("a@example.com", 1)).unwrap(), "250 OK id 1");
-        assert_eq!(m.send(&email("b@example.com", 2)).unwrap(), "250 OK id 2");
+        assert_eq!(
+            m.send(&email("a@example.com", 1)).unwrap().summary(),
+            "250 OK id 1"
+        );
+        assert_eq!(
+            m.send(&email("b@example.com", 2)).unwrap().summary(),
+            "250 OK id 2"
+        );
         assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
         let messages = seen.messages.lock().unwrap();
         assert_eq!(messages[1].0, ["b@example.com"]);
@@ -279,13 +292,22 @@ mod tests {
     fn send_many_keeps_input_order_and_reports_each_message() {
         let (port, seen) = fake_server::start();
         let m = mailer(port, 4);
-        let mut batch: Vec<Email> = (0..40)
-            .map(|i| email(&format!("u{i}@example.com"), i))
+        let mut batch: Vec<Result<Email, MailError>> = (0..40)
+            .map(|i| Ok(email(&format!("u{i}@example.com"), i)))
             .collect();
-        batch[5].to = vec!["reject@example.com".into()];
-        batch[9].subject = "bad\r\nBcc: x@evil.com".into();
+        batch[5] = Ok(email("reject@example.com", 5));
+        batch[7] = Err(MailError::field("messages[7]", "must be an array"));
+        let mut bad = email("u9@example.com", 9);
+        bad.subject = "bad\r\nBcc: x@evil.com".into();
+        batch[9] = Ok(bad);
         let results = m.send_many(&batch);
         assert_eq!(results.len(), 40);
+        assert_eq!(results[0].as_ref().unwrap().code, 250);
+        assert!(results[7]
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("'messages[7]'"));
         assert_eq!(results[5].as_ref().unwrap_err().code(), 550);
         assert!(results[9]
             .as_ref()
@@ -293,10 +315,10 @@ mod tests {
             .to_string()
             .contains("'subject'"));
         let ok = results.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(ok, 38);
+        assert_eq!(ok, 37);
         assert!(seen.connections.load(Ordering::SeqCst) <= 4);
         let messages = seen.messages.lock().unwrap();
-        assert_eq!(messages.len(), 38);
+        assert_eq!(messages.len(), 37);
         for i in [0, 1, 39] {
             assert!(messages
                 .iter()
@@ -314,11 +336,8 @@ mod tests {
             .port();
         let m = mailer(port, 4);
         let started = Instant::now();
-        let results = m.send_many(
-            &(0..200)
-                .map(|i| email("a@example.com", i))
-                .collect::<Vec<_>>(),
-        );
+        let batch: Vec<_> = (0..200).map(|i| Ok(email("a@example.com", i))).collect();
+        let results = m.send_many(&batch);
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(results.len(), 200);
         for r in &results {

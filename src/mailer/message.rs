@@ -461,10 +461,10 @@ fn mailboxes(label: &str, entries: &[String]) -> Result<Vec<Mailbox>, MailError>
         if entry.trim().is_empty() {
             continue;
         }
-        let parsed = Mailboxes::from_str(entry).map_err(|e| {
+        let parsed = Mailboxes::from_str(entry).map_err(|_| {
             MailError::field(
                 field.as_str(),
-                format!("'{entry}' is not a valid email address ({e})"),
+                format!("'{entry}' is not a valid email address"),
             )
         })?;
         out.extend(parsed);

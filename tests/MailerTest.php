@@ -396,15 +396,61 @@ final class MailerTest extends TaskqTestCase
         $files = glob("$dir/msg-*.json");
         $this->assertCount($total, $files);
         $orders = [];
+        $ids = [];
         foreach ($files as $file) {
             $raw = base64_decode(json_decode(file_get_contents($file), true)['data']);
             $orders[] = preg_match('/^X-Order: (\d+)\r$/m', $raw, $m) ? (int) $m[1] : "no X-Order in $file";
+            $ids[] = preg_match('/^Message-ID: (.+)\r$/m', $raw, $m) ? $m[1] : "no Message-ID in $file";
         }
         sort($orders);
         $this->assertSame(range(1, $total), $orders, 'every email exactly once');
+        $this->assertCount($total, array_unique($ids), 'every Message-ID once');
         $this->assertStringNotContainsString('not sent', $server->stdout());
         $this->assertLessThanOrEqual(8, $this->connections($sink), 'one pooled connection per task worker');
         $this->stopServer($server);
+    }
+
+    /**
+     * A mailer created and used before start() leaves a pooled connection in
+     * the master; every forked task worker must open its own instead of
+     * talking on the inherited socket.
+     */
+    public function testAMailerUsedBeforeStartIsSafeInEveryForkedWorker(): void
+    {
+        $sink = $this->startSink();
+        $this->startServer(<<<'PHP'
+            $mailer = new TaskQ\Mailer(getenv('TASKQ_SMTP_DSN'));
+            $mailer->send(['from' => 'shop@example.com', 'to' => 'master@example.com', 'subject' => 'before start']);
+            $server = new TaskServer('127.0.0.1', $port);
+            $server->set(['worker_num' => 1, 'task_worker_num' => 8, 'log_file' => "$dir/taskq.log"]);
+            $server->on('Receive', function (TaskServer $server, int $fd, int $reactorId, string $data) {
+                for ($i = 0; $i < 40; $i++) {
+                    $server->task("$i");
+                }
+            });
+            $server->on('Task', function (TaskServer $server, int $taskId, int $srcWorkerId, $data) use ($mailer) {
+                try {
+                    $mailer->send(['from' => 'shop@example.com', 'to' => "task$data@example.com", 'subject' => "task $data"]);
+                } catch (TaskQ\MailException $e) {
+                    record('failed', ['error' => $e->getMessage()]);
+                }
+            });
+            $server->start();
+            PHP, ['TASKQ_SMTP_DSN' => "smtp://127.0.0.1:$sink"]);
+        [$code, , $err] = $this->runPhp("<?php \$c = new TaskClient(); \$c->connect('127.0.0.1', $this->port) or exit(1); \$c->send('go');", 10);
+        $this->assertSame(0, $code, $err);
+        $this->waitUntil(fn () => count($this->messages($sink)) >= 41, 20, '41 emails at the SMTP server');
+        usleep(300000);
+        $messages = $this->messages($sink);
+        $this->assertSame([], $this->events('failed'));
+        $rcpts = array_merge(...array_column($messages, 'rcpt_tos'));
+        sort($rcpts);
+        $expected = array_merge(['master@example.com'], array_map(fn ($i) => "task$i@example.com", range(0, 39)));
+        sort($expected);
+        $this->assertSame($expected, $rcpts);
+        $ids = array_map(fn ($m) => self::split($m['raw'])[0]['message-id'][0], $messages);
+        $this->assertCount(41, array_unique($ids), 'Message-IDs never repeat across forked workers');
+        $this->assertGreaterThan(1, $this->connections($sink), 'the workers opened their own connections');
     }
 
     // ---- helpers --------------------------------------------------------

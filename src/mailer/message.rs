@@ -6,6 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment as LettreAttachment, Mailbox, Mailboxes, MultiPart, SinglePart};
@@ -200,7 +203,7 @@ impl Email {
             builder = builder.raw_header(header);
         }
         if !has_message_id {
-            builder = builder.message_id(None);
+            builder = builder.message_id(Some(message_id()));
         }
 
         let body = match (&self.text, &self.html) {
@@ -488,6 +491,35 @@ fn custom_header(name: &str, value: &str) -> Result<HeaderValue, MailError> {
     let header_name = HeaderName::new_from_ascii(name.to_owned())
         .map_err(|_| MailError::field(label.as_str(), "is not a valid header name"))?;
     Ok(HeaderValue::new(header_name, value.to_owned()))
+}
+
+/// A Message-ID unique across processes. lettre's own comes from a random
+/// generator whose state a forked task worker copies from its parent, so
+/// workers could repeat each other's IDs (and receivers drop "duplicates");
+/// time, pid and a per-process counter cannot repeat.
+fn message_id() -> String {
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    format!("<{nanos:x}.{:x}.{n:x}@{}>", std::process::id(), host_name())
+}
+
+/// This machine's name for Message-IDs, when it is a valid domain.
+fn host_name() -> &'static str {
+    static NAME: OnceLock<String> = OnceLock::new();
+    NAME.get_or_init(|| {
+        hostname::get()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .filter(|h| {
+                !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            })
+            .unwrap_or_else(|| "localhost".to_owned())
+    })
 }
 
 /// The MIME type for common attachment extensions; anything else is sent as
@@ -791,6 +823,18 @@ mod tests {
         assert!(!e.prepare().unwrap().needs_smtputf8());
         e.to = vec!["josé@example.com".into()];
         assert!(e.prepare().unwrap().needs_smtputf8());
+    }
+
+    #[test]
+    fn message_ids_do_not_repeat() {
+        let ids: std::collections::HashSet<String> = (0..1000).map(|_| message_id()).collect();
+        assert_eq!(ids.len(), 1000);
+        let id = message_id();
+        assert!(
+            id.starts_with('<') && id.ends_with('>') && id.contains('@'),
+            "{id}"
+        );
+        assert!(id.contains(&format!(".{:x}.", std::process::id())), "{id}");
     }
 
     #[test]

@@ -92,7 +92,7 @@ final class MailerTest extends TaskqTestCase
             'to' => 'a@example.com',
             'subject' => 'Invoice',
             'text' => 'See the invoice.',
-            'html' => '<p>See the <b>invoice</b>.</p>',
+            'html' => "<p>See the <b>invoice</b>.</p>\r",
             'attachments' => [
                 "$this->dir/invoice.pdf",
                 ['data' => "a,b\n1,2\n", 'name' => 'report.csv'],
@@ -100,6 +100,7 @@ final class MailerTest extends TaskqTestCase
             ],
         ]);
         [$msg] = $this->messages($port);
+        $this->assertSame(0, preg_match("/\r(?!\n)|(?<!\r)\n/", $msg['raw']), 'no bare CR or LF on the wire');
         [$h] = self::split($msg['raw']);
         $this->assertStringStartsWith('multipart/mixed', $h['content-type'][0]);
         $parts = self::parts($msg['raw']);
@@ -111,7 +112,7 @@ final class MailerTest extends TaskqTestCase
         $this->assertStringContainsString('filename="invoice.pdf"', $parts[2][0]['content-disposition'][0]);
         $this->assertSame($binary, self::decode(...$parts[2]));
         $this->assertStringContainsString('filename="report.csv"', $parts[3][0]['content-disposition'][0]);
-        $this->assertSame("a,b\r\n1,2\r\n", str_replace("\n", "\r\n", str_replace("\r\n", "\n", self::decode(...$parts[3]))));
+        $this->assertSame("a,b\n1,2\n", self::decode(...$parts[3]), 'attachments arrive byte for byte');
         $this->assertSame('{"x":1}', self::decode(...$parts[4]));
     }
 

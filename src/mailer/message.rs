@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lettre::message::header::{ContentType, HeaderName, HeaderValue};
-use lettre::message::{Attachment as LettreAttachment, Mailbox, Mailboxes, MultiPart, SinglePart};
+use lettre::message::header::{ContentTransferEncoding, ContentType, HeaderName, HeaderValue};
+use lettre::message::{
+    Attachment as LettreAttachment, Body, Mailbox, Mailboxes, MultiPart, SinglePart,
+};
 use lettre::{Address, Message};
 
 use super::error::MailError;
@@ -206,13 +208,12 @@ impl Email {
             builder = builder.message_id(Some(message_id()));
         }
 
-        let body = match (&self.text, &self.html) {
-            (Some(text), Some(html)) => Part::Multi(MultiPart::alternative_plain_html(
-                text.clone(),
-                html.clone(),
-            )),
-            (None, Some(html)) => Part::Single(SinglePart::html(html.clone())),
-            (text, None) => Part::Single(SinglePart::plain(text.clone().unwrap_or_default())),
+        let text = self.text.as_deref().map(crlf_safe);
+        let html = self.html.as_deref().map(crlf_safe);
+        let body = match (text, html) {
+            (Some(text), Some(html)) => Part::Multi(MultiPart::alternative_plain_html(text, html)),
+            (None, Some(html)) => Part::Single(SinglePart::html(html)),
+            (text, None) => Part::Single(SinglePart::plain(text.unwrap_or_default())),
         };
         let message = if self.attachments.is_empty() {
             match body {
@@ -281,7 +282,11 @@ impl Attachment {
             None => ContentType::parse(guess_content_type(&name))
                 .map_err(|e| MailError::field(format!("{label}[type]"), e.to_string()))?,
         };
-        Ok(LettreAttachment::new(name).body(data, content_type))
+        // Always base64: lettre would send ASCII data as 7bit with its bare
+        // LFs, which SMTP forbids and strict servers reject.
+        let body = Body::new_with_encoding(data, ContentTransferEncoding::Base64)
+            .map_err(|_| MailError::field(label, "cannot be base64-encoded"))?;
+        Ok(LettreAttachment::new(name).body(body, content_type))
     }
 }
 
@@ -439,6 +444,12 @@ fn attachment(label: &str, value: &Value) -> Result<Attachment, MailError> {
         name,
         content_type,
     })
+}
+
+/// Body text with every line break as LF (lettre then writes CRLF): a lone
+/// CR would reach the server as a bare CR, which SMTP forbids.
+fn crlf_safe(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
 }
 
 /// Refuses CR, LF and NUL, which would let a value start a new header.
@@ -823,6 +834,32 @@ mod tests {
         assert!(!e.prepare().unwrap().needs_smtputf8());
         e.to = vec!["josé@example.com".into()];
         assert!(e.prepare().unwrap().needs_smtputf8());
+    }
+
+    #[test]
+    fn no_bare_cr_or_lf_reaches_the_wire() {
+        let mut e = basic();
+        e.text = Some("unix\nmac\rdos\r\nend".into());
+        e.html = Some("<p>a\rb</p>".into());
+        e.attachments = vec![Attachment {
+            source: AttachmentSource::Data(b"a,b\n1,2\n".to_vec()),
+            name: Some("r.csv".into()),
+            content_type: None,
+        }];
+        let data = e.prepare().unwrap().data;
+        for (i, &b) in data.iter().enumerate() {
+            match b {
+                b'\r' => assert_eq!(data.get(i + 1), Some(&b'\n'), "bare CR at {i}"),
+                b'\n' => assert_eq!(data[i - 1], b'\r', "bare LF at {i}"),
+                _ => {}
+            }
+        }
+        let s = String::from_utf8(data).unwrap();
+        assert!(s.contains("unix\r\nmac\r\ndos\r\nend"), "{s}");
+        assert!(
+            s.contains("Content-Transfer-Encoding: base64\r\n\r\nYSxiCjEsMgo="),
+            "{s}"
+        );
     }
 
     #[test]

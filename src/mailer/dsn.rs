@@ -2,8 +2,6 @@
 //! and how to log in, in the URL form PHP mailers (Symfony Mailer, Laravel)
 //! made familiar: `smtp://user:pass@host:port?tls=required`, `smtps://...`.
 
-use std::net::Ipv4Addr;
-
 use percent_encoding::percent_decode_str;
 use url::{Host, Url};
 
@@ -27,10 +25,9 @@ pub enum Security {
 pub struct Dsn {
     /// Host name or IP address, without IPv6 brackets.
     pub host: String,
-    /// Whether `host` is an IP address (TLS then verifies an IP SAN).
-    pub host_is_ip: bool,
     /// TCP port; 25 for `smtp://`, 465 for `smtps://` when not given.
     pub port: u16,
+    /// Whether and how the connection is encrypted.
     pub security: Security,
     /// User name and password, percent-decoded, when the DSN has a user.
     pub credentials: Option<(String, String)>,
@@ -54,11 +51,12 @@ impl Dsn {
                 )))
             }
         };
-        let (host, host_is_ip) = match url.host() {
-            // smtp is not a "special" URL scheme, so IPv4 hosts come as domains.
-            Some(Host::Domain(d)) if !d.is_empty() => (d.to_owned(), d.parse::<Ipv4Addr>().is_ok()),
-            Some(Host::Ipv4(ip)) => (ip.to_string(), true),
-            Some(Host::Ipv6(ip)) => (ip.to_string(), true),
+        // smtp is not a "special" URL scheme: IPv4 addresses come as domains,
+        // which is how they are used (connect and TLS name both parse them).
+        let host = match url.host() {
+            Some(Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+            Some(Host::Ipv4(ip)) => ip.to_string(),
+            Some(Host::Ipv6(ip)) => ip.to_string(),
             _ => return Err(fail("the host is missing")),
         };
         if !matches!(url.path(), "" | "/") || url.fragment().is_some() {
@@ -104,7 +102,6 @@ impl Dsn {
         };
         Ok(Dsn {
             host,
-            host_is_ip,
             port: url.port().unwrap_or(default_port),
             security,
             credentials,
@@ -152,7 +149,6 @@ mod tests {
     fn plain_smtp_defaults_to_port_25_and_opportunistic_tls() {
         let d = Dsn::parse("smtp://mail.example.com").unwrap();
         assert_eq!(d.host, "mail.example.com");
-        assert!(!d.host_is_ip);
         assert_eq!(d.port, 25);
         assert_eq!(d.security, Security::Opportunistic);
         assert_eq!(d.credentials, None);
@@ -168,7 +164,7 @@ mod tests {
             Some(("user@example.com".into(), "p@ss:w".into()))
         );
         assert_eq!(d.port, 2525);
-        assert!(d.host_is_ip);
+        assert_eq!(d.host, "127.0.0.1");
         assert_eq!(d.security, Security::Required);
     }
 

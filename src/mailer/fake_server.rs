@@ -13,6 +13,7 @@ use std::thread;
 /// What the server saw.
 #[derive(Default)]
 pub struct Seen {
+    /// Connections accepted, to check reuse.
     pub connections: AtomicUsize,
     /// (recipients, message as received after dot-unstuffing)
     pub messages: Mutex<Vec<(Vec<String>, String)>>,

@@ -26,9 +26,11 @@ pub struct Email {
     pub from: String,
     /// Recipients; each entry may itself be a comma-separated list.
     pub to: Vec<String>,
+    /// Recipients shown in the Cc header.
     pub cc: Vec<String>,
     /// Recipients that get the message but do not appear in its headers.
     pub bcc: Vec<String>,
+    /// Where replies should go instead of `from`.
     pub reply_to: Vec<String>,
     /// UTF-8; encoded per RFC 2047 when not plain ASCII.
     pub subject: String,
@@ -38,6 +40,7 @@ pub struct Email {
     pub html: Option<String>,
     /// Extra headers (`X-...`, `List-Unsubscribe`, `Message-ID`, ...).
     pub headers: Vec<(String, String)>,
+    /// Files sent along; with any, the message becomes multipart/mixed.
     pub attachments: Vec<Attachment>,
     /// The key names errors use, so seed-shaped input gets `to_email`.
     pub labels: Labels,
@@ -46,8 +49,11 @@ pub struct Email {
 /// The input keys of the fields that have aliases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Labels {
+    /// `from` or `from_email`.
     pub from: &'static str,
+    /// `to` or `to_email`.
     pub to: &'static str,
+    /// `subject` or `title`.
     pub subject: &'static str,
 }
 
@@ -64,6 +70,7 @@ impl Default for Labels {
 /// A file attached to the message.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Attachment {
+    /// A file to read or the bytes themselves.
     pub source: AttachmentSource,
     /// The file name shown to the recipient; defaults to the path's name.
     pub name: Option<String>,
@@ -83,6 +90,7 @@ pub enum AttachmentSource {
 /// A validated message: envelope plus the bytes of the DATA phase.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prepared {
+    /// The envelope sender (MAIL FROM), the address of `from`.
     pub sender: Address,
     /// To, Cc and Bcc without duplicates, in that order.
     pub recipients: Vec<Address>,

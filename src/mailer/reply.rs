@@ -15,15 +15,20 @@ pub const MAX_LINES: usize = 128;
 /// One complete reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reply {
+    /// The three-digit reply code.
     pub code: u16,
+    /// The text of each line, without code and separator.
     pub lines: Vec<String>,
 }
 
 /// One parsed line: its code, whether more lines follow, its text.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Line {
+    /// The three-digit reply code.
     pub code: u16,
+    /// Whether more lines of the same reply follow (`250-`).
     pub more: bool,
+    /// The text after the code and separator.
     pub text: String,
 }
 

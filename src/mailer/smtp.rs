@@ -27,10 +27,15 @@ use super::tls;
 
 /// Everything needed to open a connection; shared by all of a mailer's.
 pub struct Endpoint {
+    /// Server, security and credentials.
     pub dsn: Dsn,
+    /// The EHLO argument.
     pub helo: String,
+    /// Bound on the TCP connect.
     pub connect_timeout: Duration,
+    /// Bound on every read and write.
     pub timeout: Duration,
+    /// Used for STARTTLS and implicit TLS.
     pub tls: Arc<ClientConfig>,
 }
 
@@ -68,6 +73,7 @@ impl Write for Stream {
 /// Why a transaction failed, and whether it may be retried elsewhere.
 #[derive(Debug)]
 pub struct Failure {
+    /// What went wrong.
     pub error: MailError,
     /// The connection turned out to be dead at the first command of a
     /// reused connection: the server closed it while it sat idle, nothing

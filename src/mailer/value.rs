@@ -25,7 +25,8 @@ pub enum Value {
 }
 
 impl Value {
-    /// A string value, for building input in Rust.
+    /// A string value, for building input in tests.
+    #[cfg(test)]
     pub fn str(s: &str) -> Value {
         Value::Bytes(s.as_bytes().to_vec())
     }

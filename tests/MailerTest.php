@@ -132,6 +132,21 @@ final class MailerTest extends TaskqTestCase
         $this->assertSame('Thank you.', rtrim(self::decode($h, $body), "\r\n"));
     }
 
+    public function testInternationalizedAddressesUseSmtpUtf8(): void
+    {
+        $port = $this->startSink();
+        $this->mailer($port)->send(['from' => 'shop@example.com', 'to' => 'José <josé@exämple.com>', 'subject' => 'Olá', 'text' => 'Olá']);
+        [$msg] = $this->messages($port);
+        $this->assertSame(['josé@exämple.com'], $msg['rcpt_tos']);
+        $this->assertContains('SMTPUTF8', $msg['mail_options']);
+
+        $old = $this->startSink(['--no-smtputf8']);
+        $e = $this->sendFails($this->mailer($old), self::simple('josé@example.com'));
+        $this->assertSame("SMTP server 127.0.0.1:$old does not support SMTPUTF8 (needed for internationalized addresses)", $e->getMessage());
+        $this->assertTrue($e->isPermanent());
+        $this->assertSame([], $this->messages($old));
+    }
+
     public function testConnectionsArePooledAndReused(): void
     {
         $port = $this->startSink();

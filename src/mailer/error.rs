@@ -42,9 +42,10 @@ pub enum MailError {
     /// offer it; nothing was sent in clear text.
     #[error("SMTP server {addr} does not offer STARTTLS, which the DSN requires (tls=required)")]
     StartTlsUnavailable { addr: String },
-    /// The message needs an SMTP extension the server lacks (SMTPUTF8 for
-    /// internationalized addresses, 8BITMIME for 8-bit content).
-    #[error("SMTP server {addr} does not support {extension}, which this message needs")]
+    /// The server lacks an SMTP extension this message or the DSN needs
+    /// (SMTPUTF8 for internationalized addresses, 8BITMIME for 8-bit content,
+    /// AUTH PLAIN or LOGIN for credentials).
+    #[error("SMTP server {addr} does not support {extension}")]
     Unsupported { addr: String, extension: String },
     /// The server answered a command with a 4xx or 5xx reply.
     #[error("SMTP server {addr} rejected {command}: {code} {text}")]

@@ -17,7 +17,7 @@ Recipients steer it, by the start of their local part:
 Options: --tls-cert/--tls-key offer STARTTLS (or, with --implicit-tls, TLS
 from the first byte), --auth USER:PASS enables AUTH (also without TLS),
 --auth-mechanism restricts it to one mechanism, --idle-timeout closes idle
-connections.
+connections, --no-smtputf8 stops offering SMTPUTF8.
 """
 
 import argparse
@@ -107,6 +107,7 @@ def main():
     p.add_argument("--auth")
     p.add_argument("--auth-mechanism", choices=MECHANISMS)
     p.add_argument("--idle-timeout", type=float, default=300)
+    p.add_argument("--no-smtputf8", action="store_true")
     a = p.parse_args()
 
     context = None
@@ -138,7 +139,7 @@ def main():
             sink,
             hostname="sink.test",
             ident="taskq test sink",
-            enable_SMTPUTF8=True,
+            enable_SMTPUTF8=not a.no_smtputf8,
             tls_context=None if a.implicit_tls else context,
             timeout=a.idle_timeout,
             **kwargs,

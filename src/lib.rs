@@ -13,6 +13,7 @@ pub mod ipc;
 pub mod launcher;
 pub mod listener;
 pub mod log;
+pub mod mailer;
 pub mod master;
 pub mod packet;
 pub mod php;
@@ -73,6 +74,7 @@ pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
         .version(env!("CARGO_PKG_VERSION"))
         .class::<php::server::TaskServer>()
         .class::<php::client::TaskClient>()
+        .class::<php::mailer::Mailer>()
         .request_startup_function(request_startup)
         .info_function(module_info)
 }

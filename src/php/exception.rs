@@ -2,12 +2,14 @@
 //! exception classes are declared in PHP (see `bootstrap.php`), so they carry
 //! the caller's file, line and trace like any userland exception.
 
+use ext_php_rs::convert::IntoZval;
 use ext_php_rs::error::php_error;
 use ext_php_rs::exception::PhpException;
 use ext_php_rs::flags::ErrorType;
 use ext_php_rs::zend::{ce, ClassEntry};
 
 use crate::error::{ClientError, ServerError};
+use crate::mailer::MailError;
 use crate::worker::LinkError;
 
 /// PHP source declaring taskq's exception hierarchy, run at request start.
@@ -42,6 +44,28 @@ impl From<ClientError> for PhpException {
 impl From<LinkError> for PhpException {
     fn from(e: LinkError) -> Self {
         exception(e.to_string(), 0)
+    }
+}
+
+/// A `TaskQ\MailException`: code = SMTP reply code (errno for network
+/// failures), and `isPermanent()` tells a retry policy whether to retry. The
+/// object is constructed here (rather than by the engine's throw) because
+/// the permanent flag is a constructor argument.
+impl From<MailError> for PhpException {
+    fn from(e: MailError) -> Self {
+        let (message, code) = (e.to_string(), e.code());
+        let Some(ce) = ClassEntry::try_find("TaskQ\\MailException") else {
+            return exception(message, code);
+        };
+        let object = ce.new();
+        let constructed = object.try_call_method(
+            "__construct",
+            vec![&message, &i64::from(code), &e.is_permanent()],
+        );
+        match (constructed, object.into_zval(false)) {
+            (Ok(_), Ok(zval)) => PhpException::new(message, code, ce).with_object(zval),
+            _ => PhpException::new(message, code, ce),
+        }
     }
 }
 

@@ -7,5 +7,7 @@ pub mod compat;
 pub mod events;
 pub mod exception;
 pub mod handler;
+pub mod mail_input;
+pub mod mailer;
 pub mod server;
 pub mod values;

@@ -1,0 +1,93 @@
+//! Idle SMTP connections kept between sends. No background thread: expiry
+//! and liveness are checked when a connection is taken, so a mailer never
+//! leaves a thread running in a process that may fork (taskq's master forks
+//! its workers, and a PHP script may create the mailer before `start()`).
+//! After a fork the child finds its parent's connections here and drops them
+//! unused, without QUIT, since the parent may still be talking on them.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::error::MailError;
+use super::smtp::{Connection, Endpoint};
+
+/// The connections of one mailer.
+pub struct Pool {
+    endpoint: Endpoint,
+    capacity: usize,
+    idle_timeout: Duration,
+    idle: Mutex<Idle>,
+}
+
+struct Idle {
+    /// The process these connections belong to.
+    pid: u32,
+    parked: Vec<(Connection, Instant)>,
+}
+
+impl Pool {
+    /// An empty pool keeping at most `capacity` idle connections.
+    pub fn new(endpoint: Endpoint, capacity: usize, idle_timeout: Duration) -> Pool {
+        Pool {
+            endpoint,
+            capacity,
+            idle_timeout,
+            idle: Mutex::new(Idle {
+                pid: std::process::id(),
+                parked: Vec::new(),
+            }),
+        }
+    }
+
+    /// The most recently used live connection, or a new one.
+    pub fn take(&self) -> Result<Connection, MailError> {
+        loop {
+            let parked = self.lock().parked.pop();
+            match parked {
+                None => return self.open(),
+                Some((conn, since)) if since.elapsed() >= self.idle_timeout => conn.quit(),
+                Some((conn, _)) if conn.is_alive() => return Ok(conn),
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Parks a connection for the next send, or closes it when the pool is
+    /// full.
+    pub fn give_back(&self, conn: Connection) {
+        if conn.pid() != std::process::id() {
+            return;
+        }
+        let mut idle = self.lock();
+        if idle.parked.len() < self.capacity {
+            idle.parked.push((conn, Instant::now()));
+        } else {
+            drop(idle);
+            conn.quit();
+        }
+    }
+
+    /// A new connection, bypassing the parked ones.
+    pub fn open(&self) -> Result<Connection, MailError> {
+        Connection::open(&self.endpoint)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Idle> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let pid = std::process::id();
+        if idle.pid != pid {
+            idle.pid = pid;
+            idle.parked.clear();
+        }
+        idle
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let parked = std::mem::take(&mut self.lock().parked);
+        for (conn, _) in parked {
+            conn.quit();
+        }
+    }
+}

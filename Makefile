@@ -14,6 +14,7 @@ APT_PACKAGES := php8.2-cli php8.2-dev clang libclang-dev phpunit libphp8.2-embed
 INI_DIR := /etc/php/8.2/mods-available
 
 .PHONY: all deps build run test test-rust test-php install bench fuzz clean lint
+FUZZ_SECONDS ?= 60
 
 all: build
 
@@ -62,6 +63,12 @@ install: build
 	printf '; priority=30\nextension=taskq.so\n' > $(INI_DIR)/taskq.ini
 	phpenmod taskq
 	php --ri taskq
+
+## fuzz: run each cargo-fuzz target for FUZZ_SECONDS (needs the nightly toolchain)
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cargo +nightly fuzz run wire --fuzz-dir fuzz -- -max_total_time=$(FUZZ_SECONDS)
+	cargo +nightly fuzz run options --fuzz-dir fuzz -- -max_total_time=$(FUZZ_SECONDS)
 
 clean:
 	cargo clean

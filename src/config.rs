@@ -393,16 +393,7 @@ impl ServerConfig {
     /// Keys match exactly, as in Swoole; near misses only produce warnings
     /// with a suggestion, since an ignored option is easy to overlook.
     pub fn apply(&mut self, entries: &[(String, OptValue)]) -> Result<Vec<Warning>, ConfigError> {
-        let mut next = self.clone();
-        let mut warnings = Vec::new();
-        for (key, value) in entries {
-            if !next.set(key, value)? {
-                warnings.push(unknown_option(key, SERVER_OPTIONS));
-            }
-        }
-        next.packet = next.framing.resolve()?;
-        *self = next;
-        Ok(warnings)
+        apply_atomically(self, entries)
     }
 
     /// The keys `apply` understands, for suggestions and documentation.
@@ -509,6 +500,55 @@ impl ServerConfig {
     }
 }
 
+/// What server and client configurations share, so one function applies a
+/// `set()` call to either with the same atomicity and warnings.
+trait Settable: Clone {
+    const KNOWN: &'static [&'static str];
+    /// Applies one key; `Ok(false)` for a key this side does not know.
+    fn set(&mut self, key: &str, value: &OptValue) -> Result<bool, ConfigError>;
+    /// Rebuilds the framing from every framing option set so far.
+    fn resolve_packet(&mut self) -> Result<(), ConfigError>;
+}
+
+impl Settable for ServerConfig {
+    const KNOWN: &'static [&'static str] = SERVER_OPTIONS;
+    fn set(&mut self, key: &str, value: &OptValue) -> Result<bool, ConfigError> {
+        ServerConfig::set(self, key, value)
+    }
+    fn resolve_packet(&mut self) -> Result<(), ConfigError> {
+        self.packet = self.framing.resolve()?;
+        Ok(())
+    }
+}
+
+impl Settable for ClientConfig {
+    const KNOWN: &'static [&'static str] = CLIENT_OPTIONS;
+    fn set(&mut self, key: &str, value: &OptValue) -> Result<bool, ConfigError> {
+        ClientConfig::set(self, key, value)
+    }
+    fn resolve_packet(&mut self) -> Result<(), ConfigError> {
+        self.packet = self.framing.resolve()?;
+        Ok(())
+    }
+}
+
+/// Works on a copy and replaces `cfg` only when every key was accepted.
+fn apply_atomically<T: Settable>(
+    cfg: &mut T,
+    entries: &[(String, OptValue)],
+) -> Result<Vec<Warning>, ConfigError> {
+    let mut next = cfg.clone();
+    let mut warnings = Vec::new();
+    for (key, value) in entries {
+        if !next.set(key, value)? {
+            warnings.push(unknown_option(key, T::KNOWN));
+        }
+    }
+    next.resolve_packet()?;
+    *cfg = next;
+    Ok(warnings)
+}
+
 /// Everything `$client->set()` accepts. The framing options are the
 /// server's, but with Swoole's client default of body offset 0, so a client
 /// configured like a Swoole client talks to a Swoole-configured server.
@@ -561,16 +601,7 @@ impl ClientConfig {
     /// Applies one `set()` call atomically, with the same rules and
     /// warnings as `ServerConfig::apply`.
     pub fn apply(&mut self, entries: &[(String, OptValue)]) -> Result<Vec<Warning>, ConfigError> {
-        let mut next = self.clone();
-        let mut warnings = Vec::new();
-        for (key, value) in entries {
-            if !next.set(key, value)? {
-                warnings.push(unknown_option(key, CLIENT_OPTIONS));
-            }
-        }
-        next.packet = next.framing.resolve()?;
-        *self = next;
-        Ok(warnings)
+        apply_atomically(self, entries)
     }
 
     /// The keys `apply` understands, for suggestions and documentation.

@@ -493,13 +493,7 @@ fn event_loop(handler: &mut dyn Handler, max_request: u64) -> i32 {
                 handler.timer(id);
                 false
             }
-            Next::Event(inbound) => match {
-                let _ = with_link(|link| {
-                    link.in_event = true;
-                    Ok(())
-                });
-                handle(handler, inbound, &mut requests)
-            } {
+            Next::Event(inbound) => match handle_event(handler, inbound, &mut requests) {
                 Ok(Flow::Exit(code)) => return code,
                 Ok(Flow::Counted) => true,
                 Ok(Flow::Uncounted) => false,
@@ -541,6 +535,20 @@ fn event_loop(handler: &mut dyn Handler, max_request: u64) -> i32 {
             handler.worker_exit();
         }
     }
+}
+
+/// Handles one message with replies held back for the idle report
+/// (dispatch_mode 3, see `send_to_client`).
+fn handle_event(
+    handler: &mut dyn Handler,
+    inbound: Inbound,
+    requests: &mut u64,
+) -> Result<Flow, LinkError> {
+    with_link(|link| {
+        link.in_event = true;
+        Ok(())
+    })?;
+    handle(handler, inbound, requests)
 }
 
 /// What handling one message means for the loop.

@@ -10,7 +10,7 @@ use ext_php_rs::types::{ZendHashTable, Zval};
 
 use super::exception::{exception, warn};
 use super::values::{
-    bool_zval, bytes_zval, entries, json_encode, long_zval, to_opt, to_payload, zval_bytes,
+    bool_zval, bytes_zval, entries, json_encode, long_zval, options, to_payload, zval_bytes,
 };
 use crate::client::{Connection, MAX_RAW_RECV};
 use crate::config::ClientConfig;
@@ -91,16 +91,7 @@ impl TaskClient {
 
     /// Framing and socket options; applied at the next connect().
     pub fn set(&mut self, settings: &ZendHashTable) -> PhpResult<bool> {
-        let mut converted = Vec::new();
-        for (key, value) in entries(settings) {
-            let v = to_opt(value).ok_or_else(|| {
-                exception(
-                    format!("invalid value for option '{key}': an object or resource (allowed: scalars and arrays)"),
-                    libc::EINVAL,
-                )
-            })?;
-            converted.push((key, v));
-        }
+        let converted = options(settings)?;
         let warnings = self
             .config
             .apply(&converted)

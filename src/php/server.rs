@@ -13,8 +13,7 @@ use super::events::{Callbacks, Event};
 use super::exception::{exception, warn};
 use super::handler::{forget_timer, proc_info, remember_finish_callback, remember_timer, PhpHooks};
 use super::values::{
-    bool_zval, entries, from_payload, json_zval, long_zval, opt_zval, to_opt, to_payload,
-    zval_bytes,
+    bool_zval, from_payload, json_zval, long_zval, opt_zval, options, to_payload, zval_bytes,
 };
 use crate::config::{OptValue, ServerConfig};
 use crate::error::ServerError;
@@ -91,16 +90,7 @@ impl TaskServer {
             warn("server is running, unable to execute TaskServer->set");
             return Ok(false);
         }
-        let mut converted = Vec::new();
-        for (key, value) in entries(settings) {
-            let v = to_opt(value).ok_or_else(|| {
-                exception(
-                    format!("invalid value for option '{key}': an object or resource (allowed: scalars and arrays)"),
-                    libc::EINVAL,
-                )
-            })?;
-            converted.push((key, v));
-        }
+        let converted = options(settings)?;
         let warnings = self.config.apply(&converted).map_err(ServerError::Config)?;
         for w in warnings {
             warn(&w.0);

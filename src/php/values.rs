@@ -7,6 +7,8 @@ use ext_php_rs::convert::IntoZval;
 use ext_php_rs::types::ZendCallable;
 use ext_php_rs::types::{ArrayKey, ZendHashTable, ZendStr, Zval};
 
+use ext_php_rs::exception::PhpResult;
+
 use crate::config::OptValue;
 use crate::ipc::{Encoding, Payload};
 
@@ -105,6 +107,23 @@ pub fn opt_zval(v: &OptValue) -> Zval {
         }
     };
     made.unwrap_or_else(|_| Zval::null())
+}
+
+/// A `set()` array as option values; objects and resources are refused
+/// with the option's name.
+pub fn options(settings: &ZendHashTable) -> PhpResult<Vec<(String, OptValue)>> {
+    entries(settings)
+        .into_iter()
+        .map(|(key, value)| match to_opt(value) {
+            Some(v) => Ok((key, v)),
+            None => Err(super::exception::exception(
+                format!(
+                    "invalid value for option '{key}': an object or resource (allowed: scalars and arrays)"
+                ),
+                libc::EINVAL,
+            )),
+        })
+        .collect()
 }
 
 /// The entries of a PHP array as (key, value) pairs in order, for `set()`.

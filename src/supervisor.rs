@@ -31,8 +31,6 @@ impl SupervisorSpec {
     }
 }
 
-/// A worker that dies this soon after starting counts as a crash loop.
-const QUICK_DEATH: Duration = Duration::from_secs(1);
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -63,7 +61,34 @@ impl Exit {
 
 struct Child {
     id: u32,
-    started: Instant,
+    /// Read end of a pipe the child writes one byte to once onWorkerStart
+    /// has returned (see [`announce_ready`]).
+    ready: Option<std::os::fd::OwnedFd>,
+}
+
+/// The child's end of its readiness pipe.
+static READY_FD: std::sync::Mutex<Option<std::os::fd::OwnedFd>> = std::sync::Mutex::new(None);
+
+/// Called by a worker once it has started (onWorkerStart returned): from
+/// then on its death is an ordinary crash, not a crash loop, so the manager
+/// respawns it at once (random SIGKILLs under load must not slow it down).
+pub fn announce_ready() {
+    let fd = READY_FD.lock().ok().and_then(|mut f| f.take());
+    if let Some(fd) = fd {
+        let _ = nix::unistd::write(&fd, &[1u8]);
+    }
+}
+
+/// Whether the child behind `fd` announced it had started.
+fn was_ready(fd: &std::os::fd::OwnedFd) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = [0u8; 1];
+    // SAFETY: a non-blocking read of one byte into a local buffer.
+    let n = unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
+        libc::read(fd.as_raw_fd(), byte.as_mut_ptr().cast(), 1)
+    };
+    n == 1
 }
 
 /// What the manager does besides forking: run worker code in the children
@@ -162,10 +187,18 @@ fn wait_signal(set: &SigSet, timeout: Duration) -> Option<i32> {
 
 impl Supervisor<'_> {
     fn start(&mut self, id: u32) {
+        let (ready_r, ready_w) = match nix::unistd::pipe() {
+            Ok((r, w)) => (Some(r), Some(w)),
+            Err(_) => (None, None),
+        };
         // SAFETY: the manager is single-threaded, so the child inherits a
         // consistent address space.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
+                drop(ready_r);
+                if let Ok(mut slot) = READY_FD.lock() {
+                    *slot = ready_w;
+                }
                 let _ = SigSet::empty().thread_set_mask();
                 let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
                 let code = self.hooks.run_worker(id);
@@ -174,13 +207,8 @@ impl Supervisor<'_> {
                 unsafe { libc::_exit(code) };
             }
             Ok(ForkResult::Parent { child }) => {
-                self.children.insert(
-                    child,
-                    Child {
-                        id,
-                        started: Instant::now(),
-                    },
-                );
+                drop(ready_w);
+                self.children.insert(child, Child { id, ready: ready_r });
             }
             Err(e) => {
                 crate::log!(
@@ -234,7 +262,8 @@ impl Supervisor<'_> {
             return;
         }
         let slot = &mut self.failures[child.id as usize];
-        if exit.abnormal() && child.started.elapsed() < QUICK_DEATH {
+        let started = child.ready.as_ref().is_some_and(was_ready);
+        if exit.abnormal() && !started {
             *slot += 1;
         } else {
             *slot = 0;
@@ -245,10 +274,9 @@ impl Supervisor<'_> {
         } else {
             crate::log!(
                 Level::Warning,
-                "{kind} #{} died {} times in a row within {:?} of starting; respawning in {:?}",
+                "{kind} #{} died {} times in a row before onWorkerStart returned; respawning in {:?}",
                 child.id,
                 *slot,
-                QUICK_DEATH,
                 delay
             );
             self.pending.push((Instant::now() + delay, child.id));

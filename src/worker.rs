@@ -416,6 +416,7 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
         return 1;
     }
     handler.worker_start();
+    crate::supervisor::announce_ready();
     let code = event_loop(handler, max_request);
     let _ = flush();
     handler.worker_stop();

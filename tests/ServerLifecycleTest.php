@@ -362,8 +362,8 @@ PHP);
         $this->waitLog('died 3 times in a row', 2, $server);
         $log = $this->log();
         $this->assertMatchesRegularExpression('/task worker\(pid=\d+, id=1\) abnormal exit, status=0, signal=9/', $log);
-        $this->assertStringContainsString('task worker #1 died 2 times in a row within 1s of starting; respawning in 100ms', $log);
-        $this->assertStringContainsString('task worker #1 died 3 times in a row within 1s of starting; respawning in 200ms', $log);
+        $this->assertStringContainsString('task worker #1 died 2 times in a row before onWorkerStart returned; respawning in 100ms', $log);
+        $this->assertStringContainsString('task worker #1 died 3 times in a row before onWorkerStart returned; respawning in 200ms', $log);
 
         $t = array_column($this->eventsOf('workerstart', 1), 't');
         $this->assertGreaterThanOrEqual(0.095, $t[2] - $t[1], 'second respawn waits >= 100 ms');

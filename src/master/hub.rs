@@ -178,7 +178,9 @@ impl Hub {
     fn assign(&mut self) {
         let base = self.cfg.worker_num;
         let slots = &self.slots;
+        let mut started = false;
         self.dispatcher.assign(now_ms(), |i, t| {
+            started = true;
             let msg = ToWorker::Task {
                 id: t.id,
                 task_id: t.task_id,
@@ -187,6 +189,9 @@ impl Hub {
             };
             slots[base as usize + i].outbox.push_with(|b| msg.encode(b));
         });
+        if started && self.cfg.task_timeout_ms.is_some() {
+            self.reschedule.notify_one();
+        }
     }
 
     /// Registers a new client; `None` when `max_conn` is reached.

@@ -53,6 +53,8 @@ pub struct MasterConfig {
     pub task_retry_delay_ms: u64,
     /// A task running longer is failed and its worker killed.
     pub task_timeout_ms: Option<u64>,
+    /// Whether the queue has a task_store (unfinished tasks survive a stop).
+    pub durable: bool,
     /// Waiting tasks at most (0 = unbounded).
     pub task_queue_max: usize,
     /// The uid workers run as after dropping privileges (`user`); their IPC
@@ -139,7 +141,7 @@ async fn serve(
     accept.abort();
     let hub = hub.borrow();
     let unfinished = hub.unfinished_tasks();
-    if unfinished > 0 {
+    if unfinished > 0 && !cfg.durable {
         crate::log!(
             Level::Warning,
             "server stopped with {unfinished} unfinished task(s) in memory; they are lost (no task_store)"

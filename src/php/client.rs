@@ -42,8 +42,6 @@ pub struct TaskClient {
     /// (host, port, timeout) of the last connect(), to reconnect a pooled
     /// connection whose server restarted.
     target: Option<(String, u16, Duration)>,
-    /// Whether `conn` came from the pool (and may be stale).
-    reused: bool,
 }
 
 thread_local! {
@@ -85,7 +83,6 @@ impl TaskClient {
             conn: None,
             keep: sock_type & SOCK_KEEP != 0,
             target: None,
-            reused: false,
         })
     }
 
@@ -134,12 +131,10 @@ impl TaskClient {
             let pooled = POOL.with(|p| p.borrow_mut().remove(&pool_key(self.kind, &host, port)));
             if let Some(c) = pooled.filter(Connection::is_alive) {
                 self.conn = Some(c);
-                self.reused = true;
                 self.clear_error();
                 return true;
             }
         }
-        self.reused = false;
         match Connection::connect(self.kind, &host, port, timeout, &self.config) {
             Ok(c) => {
                 self.conn = Some(c);
@@ -326,26 +321,38 @@ impl TaskClient {
 
     /// Runs `op` on the connection; a pooled connection whose server went
     /// away (restart) is replaced once, transparently.
+    /// Runs `op` on the connection. A TASKQ_KEEP connection whose server
+    /// went away (restart) is replaced, once, transparently: before the
+    /// request when the socket already reads as closed, or after a request
+    /// the dead server could not have answered.
     fn with_retry<T>(
         &mut self,
         mut op: impl FnMut(&mut Connection) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
         let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
-        match op(conn) {
-            Err(ClientError::Os { code, .. })
-                if self.reused
-                    && [libc::EPIPE, libc::ECONNRESET, libc::ENOTCONN].contains(&code) =>
-            {
-                self.reused = false;
-                let (host, port, timeout) = self.target.clone().ok_or(ClientError::NotConnected)?;
-                self.conn = None;
-                let mut fresh = Connection::connect(self.kind, &host, port, timeout, &self.config)?;
-                let out = op(&mut fresh);
-                self.conn = Some(fresh);
-                out
-            }
-            other => other,
+        if self.keep && !conn.is_alive() {
+            let fresh = self.reconnect()?;
+            return op(fresh);
         }
+        let result = op(conn);
+        let closed = matches!(&result, Err(ClientError::Os { code, .. })
+            if [libc::EPIPE, libc::ECONNRESET, libc::ENOTCONN].contains(code));
+        let refused = matches!(&result, Err(ClientError::Server { code, .. }) if *code == crate::protocol::code::AUTH);
+        if refused {
+            self.conn = None;
+        }
+        if self.keep && closed {
+            let fresh = self.reconnect()?;
+            return op(fresh);
+        }
+        result
+    }
+
+    fn reconnect(&mut self) -> Result<&mut Connection, ClientError> {
+        let (host, port, timeout) = self.target.clone().ok_or(ClientError::NotConnected)?;
+        self.conn = None;
+        let fresh = Connection::connect(self.kind, &host, port, timeout, &self.config)?;
+        Ok(self.conn.insert(fresh))
     }
 
     fn fail(&mut self, e: ClientError) -> bool {

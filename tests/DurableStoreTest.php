@@ -1,0 +1,393 @@
+<?php
+use TaskQ\Tests\Support\TaskqTestCase;
+use TaskQ\Tests\Support\ServerProcess;
+use TaskQ\Tests\Support\ProcessTree;
+
+/**
+ * The durable task_store (issue 4): a kill -9 of every taskq process while
+ * 10,000 acknowledged tasks are queued or running loses none of them; a
+ * store locked by a running server or an unusable path makes start() fail
+ * clearly; queued, delayed and failed tasks survive a graceful restart and
+ * delayed ones a kill -9.
+ */
+final class DurableStoreTest extends TaskqTestCase
+{
+    /**
+     * Settings come from TASKQ_SETTINGS (JSON). A string task is cheap: onTask
+     * appends "<taskId> <data>\n" to exec/<pid> (one file per task worker, no
+     * lock), after sleeping TASKQ_SLOW_US microseconds while the file "slow"
+     * exists. An array task ['label' =>, 'ms' =>, 'throw' =>] is recorded as
+     * 'run' and 'done' events.
+     */
+    private const SERVER = <<<'PHP'
+$settings = (getenv('TASKQ_SETTINGS') ? json_decode(getenv('TASKQ_SETTINGS'), true) : [])
+    + ['worker_num' => 1, 'task_worker_num' => 2, 'log_file' => "$dir/taskq.log"];
+$server = new TaskServer('127.0.0.1', $port);
+$server->set($settings);
+$slowUs = (int) getenv('TASKQ_SLOW_US');
+$server->on('WorkerStart', function ($s, $id) { record('workerstart', ['id' => $id]); });
+$server->on('Receive', function ($s, $fd, $rid, $data) {
+    if ($data === 'stats') { $s->send($fd, json_encode($s->stats())); return; }
+    $s->send($fd, "ok:$data");
+});
+$server->on('Task', function ($s, $taskId, $src, $data) use ($dir, $slowUs) {
+    if (is_string($data)) {
+        if ($slowUs > 0 && file_exists("$dir/slow")) { usleep($slowUs); }
+        file_put_contents("$dir/exec/" . getmypid(), "$taskId $data\n", FILE_APPEND);
+        return;
+    }
+    record('run', ['label' => $data['label'], 'task_id' => $taskId, 't' => microtime(true)]);
+    if (!empty($data['throw'])) { throw new RuntimeException('boom ' . $data['label']); }
+    if (isset($data['ms'])) { usleep($data['ms'] * 1000); }
+    record('done', ['label' => $data['label'], 'task_id' => $taskId, 't' => microtime(true)]);
+});
+$server->on('TaskFailed', function ($s, $taskId, $data, $error) {
+    record('failed', ['task_id' => $taskId, 'label' => is_array($data) ? $data['label'] : $data, 'error' => $error]);
+});
+$server->start();
+PHP;
+
+    protected function setUp(): void
+    {
+        parent::setUp();
+        mkdir("$this->dir/exec");
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    private function settings(array $settings = []): array
+    {
+        return $settings + ['task_store' => "$this->dir/store"];
+    }
+
+    private function server(array $settings, array $env = []): ServerProcess
+    {
+        $before = count($this->events('workerstart'));
+        $server = $this->startServer(self::SERVER, ['TASKQ_SETTINGS' => json_encode($settings)] + $env);
+        $n = ($settings['worker_num'] ?? 1) + ($settings['task_worker_num'] ?? 2);
+        $this->waitUntil(fn () => count($this->events('workerstart')) >= $before + $n, 10, "$n workers started", $server);
+        return $server;
+    }
+
+    /** Runs the very script of $first again (same port, same settings): a restart. */
+    private function restart(ServerProcess $first, array $settings, array $env = []): ServerProcess
+    {
+        $before = count($this->events('workerstart'));
+        $server = new ServerProcess($first->script, $this->dir, ['TASKQ_PORT' => (string) $this->port, 'TASKQ_DIR' => $this->dir, 'TASKQ_SETTINGS' => json_encode($settings)] + $env);
+        $this->servers[] = $server;
+        $this->waitUntil(fn () => self::listening($this->port), 10, "the restarted server listening on port $this->port", $server);
+        $n = ($settings['worker_num'] ?? 1) + ($settings['task_worker_num'] ?? 2);
+        $this->waitUntil(fn () => count($this->events('workerstart')) >= $before + $n, 10, "$n workers restarted", $server);
+        return $server;
+    }
+
+    /** Submits each task; returns the ids (asserting each was acknowledged). */
+    private function submit(array $tasks, array $options = []): array
+    {
+        $code = "<?php\n\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
+            . "if (!\$c->connect('127.0.0.1', {$this->port}, 3)) { fwrite(STDERR, 'connect failed: ' . \$c->errCode); exit(3); }\n"
+            . '$ids = [];' . "\n"
+            . 'foreach (' . var_export($tasks, true) . ' as $t) { $ids[] = $c->task($t, ' . var_export($options, true) . "); }\n"
+            . 'echo json_encode([$ids, $c->errCode, $c->errMsg, microtime(true)]);';
+        [$exit, $out, $err] = $this->runPhp($code, 15);
+        $this->assertSame([0, ''], [$exit, $err], "client failed\nstdout: $out");
+        [$ids, $code, $msg] = json_decode($out, true);
+        foreach ($ids as $i => $id) {
+            $this->assertIsInt($id, "task #$i was acknowledged (errCode $code: $msg)");
+        }
+        return $ids;
+    }
+
+    /** Every "<taskId> <data>" line the task workers appended, in no particular order. */
+    private function executed(): array
+    {
+        $lines = [];
+        foreach (glob("$this->dir/exec/*") ?: [] as $file) {
+            foreach (file($file, FILE_IGNORE_NEW_LINES) ?: [] as $line) {
+                $lines[] = $line;
+            }
+        }
+        return $lines;
+    }
+
+    /** SIGKILLs every process of the server at once (master, manager, workers). */
+    private function killEverything(ServerProcess $server): int
+    {
+        $pids = $server->tree();
+        $this->assertGreaterThanOrEqual(4, count($pids), 'master, manager and workers are running');
+        $left = ProcessTree::killAll($server->tag);
+        $this->assertSame([], $left, 'every taskq process died');
+        $server->wait(2);
+        return count($pids);
+    }
+
+    private function of(string $kind, string $label): array
+    {
+        return array_values(array_filter($this->events($kind), fn ($e) => ($e['label'] ?? null) === $label));
+    }
+
+    // ---------------------------------------------------------------- the crash test
+
+    public function testKill9OfEveryProcessWith10000TasksQueuedOrRunningLosesNoAcknowledgedTask(): void
+    {
+        $t0 = microtime(true);
+        $settings = $this->settings(['worker_num' => 1, 'task_worker_num' => 2]);
+        $env = ['TASKQ_SLOW_US' => '20000'];
+        touch("$this->dir/slow");
+        $first = $this->server($settings, $env);
+
+        // 4 producers x 2,500 acknowledged tasks; each acknowledged id goes to acked-<k>
+        $producers = [];
+        for ($k = 0; $k < 4; $k++) {
+            $script = "$this->dir/producer-$k.php";
+            file_put_contents($script, <<<PHP
+<?php
+\$c = new TaskClient(TASKQ_SOCK_TCP);
+if (!\$c->connect('127.0.0.1', {$this->port}, 5)) { fwrite(STDERR, "connect failed: {\$c->errCode}\\n"); exit(3); }
+\$out = fopen('{$this->dir}/acked-$k', 'a');
+\$errors = [];
+for (\$i = 0; \$i < 2500; \$i++) {
+    \$id = \$c->task("p$k:\$i");
+    if (\$id === false) { \$errors[] = "\$i: {\$c->errCode} {\$c->errMsg}"; continue; }
+    fwrite(\$out, "\$id p$k:\$i\\n");
+}
+fclose(\$out);
+echo json_encode(\$errors);
+PHP);
+            $cmd = ['timeout', '-k', '1', '30', PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT'), $script];
+            $producers[$k] = [proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['file', "$script.out", 'w'], 2 => ['file', "$script.err", 'w']], $pipes, $this->dir), $script];
+        }
+        $exitCodes = [];
+        $this->waitUntil(function () use ($producers, &$exitCodes) {
+            foreach ($producers as $k => [$p]) {
+                if (!isset($exitCodes[$k])) {
+                    $st = proc_get_status($p);
+                    if ($st['running']) {
+                        return false;
+                    }
+                    $exitCodes[$k] = $st['exitcode'];
+                }
+            }
+            return true;
+        }, 40, 'the producers to finish', $first);
+        $produced = microtime(true) - $t0;
+        foreach ($producers as $k => [$p, $script]) {
+            $code = $exitCodes[$k];
+            proc_close($p);
+            $this->assertSame(0, $code, "producer $k: " . @file_get_contents("$script.err"));
+            $this->assertSame('[]', trim((string) file_get_contents("$script.out")), "producer $k: submissions that were not acknowledged");
+        }
+
+        // kill -9 everything while most of them are still queued or running
+        $executedBeforeKill = count(array_unique($this->executed()));
+        $killed = $this->killEverything($first);
+        $this->assertLessThan(9000, $executedBeforeKill, 'at least 1,000 tasks were still queued or running at the kill');
+
+        $acked = [];
+        foreach (glob("$this->dir/acked-*") as $file) {
+            foreach (file($file, FILE_IGNORE_NEW_LINES) as $line) {
+                [$id, $data] = explode(' ', $line, 2);
+                $acked[$data] = (int) $id;
+            }
+        }
+        $this->assertCount(10000, $acked, 'every submission was acknowledged');
+        $this->assertCount(10000, array_unique($acked), 'acknowledged ids are distinct');
+
+        // restart the same script on the same store: every acknowledged task completes
+        unlink("$this->dir/slow");
+        $t1 = microtime(true);
+        $second = $this->restart($first, $settings, $env);
+        $deadline = microtime(true) + 40;
+        do {
+            $seen = [];
+            foreach ($this->executed() as $line) {
+                $seen[explode(' ', $line, 2)[1]] = true;
+            }
+            $missing = array_diff_key($acked, $seen);
+            if (!$missing) {
+                break;
+            }
+            usleep(50000);
+        } while (microtime(true) < $deadline);
+        $recoveredIn = microtime(true) - $t1;
+
+        $lines = $this->executed();
+        $runs = [];
+        $wrongId = [];
+        foreach ($lines as $line) {
+            [$id, $data] = explode(' ', $line, 2);
+            $runs[$data] = ($runs[$data] ?? 0) + 1;
+            if (isset($acked[$data]) && $acked[$data] !== (int) $id) {
+                $wrongId[] = "$data ran as task $id, acknowledged as {$acked[$data]}";
+            }
+        }
+        $duplicates = array_filter($runs, fn ($n) => $n > 1);
+        // the restarted server's line (the last one)
+        $m = preg_match_all('/task_store [^:]+: (\d+) unfinished task\(s\) recovered/', $this->log(), $all) ? [1 => end($all[1])] : [];
+        $summary = sprintf(
+            'crash test: 10000 acknowledged in %.1fs; %d executed (unique) before kill -9 of %d processes; %s recovered; all done %.1fs after restart; %d duplicate execution(s) of %d task(s); total %.1fs',
+            $produced, $executedBeforeKill, $killed, $m[1] ?? '?', $recoveredIn, array_sum($duplicates) - count($duplicates), count($duplicates), microtime(true) - $t0,
+        );
+        fwrite(STDERR, "\n$summary\n");
+        $this->assertSame([], array_slice(array_keys($missing), 0, 20), count($missing) . " acknowledged task(s) never ran (first 20 shown). $summary");
+        $this->assertSame([], array_slice($wrongId, 0, 10), 'a recovered task keeps the id it was acknowledged with');
+        $this->assertArrayHasKey(1, $m, 'the log reports the recovery');
+        $this->assertGreaterThan(0, (int) $m[1]);
+        
+        // a task submitted after the recovery gets a fresh id
+        [$next] = $this->submit(['after-recovery']);
+        $this->assertGreaterThan(max($acked), $next, 'ids are never reused after a crash');
+        $this->waitUntil(fn () => in_array("$next after-recovery", $this->executed(), true), 5, 'the new task', $second);
+    }
+
+    // ---------------------------------------------------------------- start() failures
+
+    private function startFailureScript(string $store): string
+    {
+        $port = self::freePort();
+        return '<?php
+$s = new TaskServer("127.0.0.1", ' . $port . ');
+$s->set(["worker_num" => 1, "task_worker_num" => 1, "task_store" => ' . var_export($store, true) . ', "log_file" => ' . var_export("$this->dir/second.log", true) . ']);
+$s->on("WorkerStart", function ($s, $id) { file_put_contents(' . var_export("$this->dir/second-workers", true) . ', "$id\n", FILE_APPEND); });
+$s->on("Receive", function () {});
+$s->on("Task", function () {});
+$t = microtime(true);
+try {
+    $r = $s->start();
+    echo json_encode(["returned" => $r]);
+} catch (Throwable $e) {
+    echo json_encode(["class" => get_class($e), "message" => $e->getMessage(), "elapsed" => microtime(true) - $t]);
+}
+';
+    }
+
+    public function testAStoreLockedByARunningServerMakesASecondStartFailClearly(): void
+    {
+        $settings = $this->settings(['worker_num' => 1, 'task_worker_num' => 1]);
+        $first = $this->server($settings);
+        [$id] = $this->submit([['label' => 'first']]);
+
+        [$exit, $out, $err] = $this->runPhp($this->startFailureScript("$this->dir/store"), 10);
+        $this->assertSame(0, $exit, "stdout: $out\nstderr: $err");
+        $r = json_decode($out, true);
+        $this->assertSame('TaskQ\Exception', $r['class'] ?? null, "start() on a locked store: $out");
+        $this->assertStringContainsString('locked', $r['message']);
+        $this->assertStringContainsString("$this->dir/store", $r['message'], 'the message names the store');
+        $this->assertLessThan(5, $r['elapsed'], 'fails at once');
+        $this->assertFileDoesNotExist("$this->dir/second-workers", 'no worker of the second server ran');
+
+        // the first server is unharmed and keeps using its store
+        $this->waitUntil(fn () => $this->of('done', 'first'), 5, 'the first task', $first);
+        [$id2] = $this->submit([['label' => 'still']]);
+        $this->waitUntil(fn () => $this->of('done', 'still'), 5, 'a task after the refused start', $first);
+        $this->assertGreaterThan($id, $id2);
+
+        // once it stopped, the store is free again
+        $this->stopServer($first);
+        $again = $this->restart($first, $settings);
+        [$id3] = $this->submit([['label' => 'again']]);
+        $this->waitUntil(fn () => $this->of('done', 'again'), 5, 'a task on the restarted server', $again);
+        $this->assertGreaterThan($id2, $id3);
+    }
+
+    public static function badStores(): array
+    {
+        return [
+            'a regular file in the way' => ['file'],
+            'a path under a regular file' => ['under-file'],
+            'a location nobody can create' => ['proc'],
+            'a damaged store file' => ['damaged'],
+        ];
+    }
+
+    /** @dataProvider badStores */
+    public function testAnUnusableTaskStoreFailsStartClearly(string $case): void
+    {
+        $bad = "$this->dir/bad";
+        switch ($case) {
+            case 'file':
+                file_put_contents($bad, 'not a directory');
+                $store = $bad;
+                break;
+            case 'under-file':
+                file_put_contents($bad, 'not a directory');
+                $store = "$bad/store";
+                break;
+            case 'proc':
+                $store = '/proc/taskq-store-' . bin2hex(random_bytes(4));
+                break;
+            case 'damaged':
+                mkdir($bad);
+                file_put_contents("$bad/tasks.redb", str_repeat(random_bytes(4096), 16));
+                $store = $bad;
+                break;
+        }
+        $hashBefore = is_file("$bad/tasks.redb") ? md5_file("$bad/tasks.redb") : null;
+        [$exit, $out, $err] = $this->runPhp($this->startFailureScript($store), 10);
+        $this->assertSame(0, $exit, "stdout: $out\nstderr: $err");
+        $r = json_decode($out, true);
+        $this->assertSame('TaskQ\Exception', $r['class'] ?? null, "start() with task_store $store: $out");
+        $this->assertStringContainsString('task_store', $r['message']);
+        $this->assertStringContainsString($store, $r['message'], 'the message names the path');
+        $this->assertFileDoesNotExist("$this->dir/second-workers", 'no worker ran');
+        if ($hashBefore !== null) {
+            $this->assertSame($hashBefore, md5_file("$bad/tasks.redb"), 'a damaged store is left as it was, not overwritten');
+        }
+    }
+
+    // ---------------------------------------------------------------- graceful restart, delayed tasks
+
+    public function testQueuedDelayedAndFailedTasksSurviveAGracefulRestart(): void
+    {
+        $settings = $this->settings(['worker_num' => 1, 'task_worker_num' => 1]);
+        $first = $this->server($settings);
+        $this->submit([['label' => 'bad', 'throw' => true]], ['max_attempts' => 1]);
+        $this->waitUntil(fn () => $this->events('failed'), 5, 'the failing task reported', $first);
+        $t0 = microtime(true);
+        $delayed = $this->submit(array_map(fn ($i) => ['label' => "d$i"], range(0, 4)), ['delay' => 2.0]);
+        $queued = $this->submit(array_map(fn ($i) => ['label' => "q$i", 'ms' => 100], range(0, 19)));
+        $this->waitUntil(fn () => $this->of('run', 'q0'), 5, 'the first queued task running', $first);
+        $this->stopServer($first);
+        $stopLog = $this->log();
+        $doneAtStop = count($this->events('done'));
+        $this->assertLessThan(20, $doneAtStop, 'tasks were still queued at the stop');
+        $this->assertSame([], array_filter($this->events('run'), fn ($e) => $e['label'][0] === 'd'), 'no delayed task ran before the stop');
+
+        $second = $this->restart($first, $settings);
+        $this->waitUntil(fn () => count($this->events('done')) >= 25, 10, 'all 25 tasks done after the restart', $second);
+        $done = array_column($this->events('done'), 'label');
+        $counts = array_count_values($done);
+        $duplicates = array_filter($counts, fn ($n) => $n > 1);
+        $this->assertSame([], $duplicates, 'a graceful restart runs nothing twice');
+        $this->assertEqualsCanonicalizing(array_merge(array_map(fn ($i) => "d$i", range(0, 4)), array_map(fn ($i) => "q$i", range(0, 19))), $done);
+        $byLabel = array_column($this->events('done'), null, 'label');
+        foreach (range(0, 4) as $i) {
+            $this->assertGreaterThanOrEqual($t0 + 2.0 - 0.01, $this->of('run', "d$i")[0]['t'], "d$i still waited for its delay");
+            $this->assertSame($delayed[$i], $byLabel["d$i"]['task_id'], "d$i kept its id");
+        }
+        foreach (range(0, 19) as $i) {
+            $this->assertSame($queued[$i], $byLabel["q$i"]['task_id'], "q$i kept its id");
+        }
+        $this->assertMatchesRegularExpression('/1 failed task\(s\) kept/', $this->log(), 'the failed task is kept in the store');
+        $this->assertCount(1, $this->events('failed'), 'a failed task is not run again after a restart');
+        $this->assertDoesNotMatchRegularExpression('/they are lost/', $stopLog, 'with a task_store the stop must not claim the queued tasks are lost');
+    }
+
+    public function testDelayedTasksSurviveAKill9(): void
+    {
+        $settings = $this->settings(['worker_num' => 1, 'task_worker_num' => 1]);
+        $first = $this->server($settings);
+        $t0 = microtime(true);
+        $ids = $this->submit(array_map(fn ($i) => ['label' => "d$i"], range(0, 2)), ['delay' => 1.5]);
+        $this->killEverything($first);
+        $this->assertSame([], $this->events('run'));
+        $second = $this->restart($first, $settings);
+        $this->waitUntil(fn () => count($this->events('done')) >= 3, 8, 'the three delayed tasks', $second);
+        foreach (range(0, 2) as $i) {
+            $runs = $this->of('run', "d$i");
+            $this->assertCount(1, $runs, "d$i ran once");
+            $this->assertSame($ids[$i], $runs[0]['task_id']);
+            $this->assertGreaterThanOrEqual($t0 + 1.5 - 0.01, $runs[0]['t'], "d$i kept its due time across the crash");
+        }
+    }
+}

@@ -89,6 +89,13 @@ pub fn launch(
     let ipc = UnixListener::bind_addr(&addr)
         .map_err(|e| ServerError::Start(format!("ipc socket: {e}")))?;
 
+    // Check the store before anything forks, so a locked or damaged store
+    // fails start() with no worker ever running; it is reopened below in the
+    // master only, so no child inherits its lock.
+    if let Some(dir) = &cfg.task_store {
+        DurableQueue::open(std::path::Path::new(dir))
+            .map_err(|e| ServerError::Start(e.to_string()))?;
+    }
     // SAFETY: no thread has been started in this process yet (the tokio
     // runtime is built after this fork), so the child is consistent.
     let manager = match unsafe { fork() } {

@@ -102,7 +102,7 @@ PHP;
     }
 
     /** Runs a client script (after the prelude); asserts exit 0 and an empty stderr; returns its JSON output decoded. */
-    private function client(string $body, float $timeout = 15): mixed
+    private function clientJson(string $body, float $timeout = 15): mixed
     {
         [$exit, $out, $err] = $this->runPhp($this->clientPrelude() . $body, $timeout);
         $this->assertSame(0, $exit, "client script failed\nstdout: $out\nstderr: $err");
@@ -153,7 +153,7 @@ PHP;
 
     private function stats(): array
     {
-        return $this->client('$c = connected($port); $c->send("stats"); echo $c->recv();');
+        return $this->clientJson('$c = connected($port); $c->send("stats"); echo $c->recv();');
     }
 
     /** onTask runs recorded so far, optionally only those with $label. */
@@ -178,7 +178,7 @@ PHP;
     public function testTaskReturnsDistinctIncreasingIdsAndEachAcknowledgedTaskRunsOnceWithThatId(): void
     {
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 2]);
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $c = connected($port);
 $ids = [];
 for ($i = 0; $i < 200; $i++) { $ids[$i] = $c->task(['label' => "t$i"]); }
@@ -214,7 +214,7 @@ PHP);
     public function testValuesArriveIdenticalAndStringsTravelRaw(): void
     {
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1]);
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $o = new stdClass(); $o->a = 1; $o->list = [1, 2, ['x' => null]];
 $values = [
     'plain string', "bin\0ary\xff\xfe\x00end", 's:3:"abc";', 'a:1:{i:0;i:1;}', 'N;', 'b:0;', '0', ' ',
@@ -246,7 +246,7 @@ PHP);
     public function testDelayHoldsATaskBackWithoutBlockingOthers(): void
     {
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1]);
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $c = connected($port);
 $t0 = microtime(true);
 $d = $c->task(['label' => 'delayed'], ['delay' => 1.0]);
@@ -274,13 +274,13 @@ PHP);
     public function testHigherPriorityRunsFirstAndEqualPrioritiesInSubmissionOrder(): void
     {
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1]);
-        $this->client(<<<'PHP'
+        $this->clientJson(<<<'PHP'
 $c = connected($port);
 $ids = [$c->task(['label' => 'blocker', 'block' => 'b'])];
 echo json_encode($ids);
 PHP);
         $this->waitRuns('blocker', 1, 5, $server);
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $c = connected($port);
 $ids = [];
 foreach ([[1, 'a'], [5, 'b'], [1, 'c'], [-3, 'd'], [5, 'e'], [0, 'f'], [100, 'g'], [0, 'h']] as [$p, $name]) {
@@ -298,7 +298,7 @@ PHP);
     public function testMaxAttemptsOverridesTheServerRetryLimit(): void
     {
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 2, 'task_retry_max' => 3, 'task_retry_delay' => 0.02]);
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $c = connected($port);
 echo json_encode([
     'one' => $c->task(['label' => 'one', 'throw' => true], ['max_attempts' => 1]),
@@ -322,7 +322,7 @@ PHP);
     public function testTaskOptionsAreValidated(): void
     {
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1]);
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $c = connected($port);
 $bad = [
     ['delay', -1], ['delay', 'soon'], ['delay', [1]], ['delay', 40000000],
@@ -371,7 +371,7 @@ PHP);
     {
         // a listening socket that never accepts: the kernel completes the
         // handshake, so connect() works, but nobody will ever answer
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $mute = stream_socket_server('tcp://127.0.0.1:0');
 $mutePort = (int) substr(strrchr(stream_socket_get_name($mute, false), ':'), 1);
 $a = new TaskClient();
@@ -398,7 +398,7 @@ PHP);
 
     public function testTaskWithoutAnAnswerTimesOutWith11(): void
     {
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $mute = stream_socket_server('tcp://127.0.0.1:0');
 $mutePort = (int) substr(strrchr(stream_socket_get_name($mute, false), ':'), 1);
 $c = new TaskClient();
@@ -418,7 +418,7 @@ PHP);
     {
         $server = $this->server(['worker_num' => 2, 'task_worker_num' => 1]);
         // replies to earlier messages arrive while send() waits for acks: recv() still gets each, in order
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $c = connected($port, ['ack' => true]);
 $results = [];
 for ($i = 0; $i < 300; $i++) { $results[] = $c->send("m-$i"); }
@@ -441,10 +441,10 @@ PHP);
     public function testAFullQueueRefusesFastWith9001AndAcceptsAgainOnceDrained(): void
     {
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'task_queue_max' => 5]);
-        $this->client('$c = connected($port); echo json_encode($c->task(["label" => "blocker", "block" => "b"]));');
+        $this->clientJson('$c = connected($port); echo json_encode($c->task(["label" => "blocker", "block" => "b"]));');
         $this->waitRuns('blocker', 1, 5, $server);
 
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $c = connected($port);
 $res = [];
 $t = microtime(true);
@@ -478,7 +478,7 @@ PHP);
         }
 
         $this->release('b');
-        $after = $this->client('$c = connected($port); echo json_encode($c->task(["label" => "after"]));');
+        $after = $this->clientJson('$c = connected($port); echo json_encode($c->task(["label" => "after"]));');
         $this->assertIsInt($after, 'accepted again once there is room');
         $this->waitRuns('after', 1, 5, $server);
         $labels = array_column($this->runs(), 'label');
@@ -491,7 +491,7 @@ PHP);
     public function testTaskWithoutAConnectionFailsWith5001(): void
     {
         $this->server();
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $out = [];
 $n = new TaskClient();
 $out['never'] = [$n->task('x'), $n->errCode, $n->errMsg];
@@ -516,7 +516,7 @@ PHP);
     public function testTaskAfterTheServerWentAwayFailsClearly(): void
     {
         $server = $this->server();
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $c = connected($port);
 $first = $c->task('before');
 $c->send('shutdown');
@@ -544,7 +544,7 @@ PHP);
     public function testTaskWhileTheServerIsStoppingFailsWith9006(): void
     {
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'max_wait_time' => 8]);
-        $r1 = $this->client('$c = connected($port); echo json_encode($c->task(["label" => "blocker", "block" => "b"]));');
+        $r1 = $this->clientJson('$c = connected($port); echo json_encode($c->task(["label" => "blocker", "block" => "b"]));');
         $this->assertIsInt($r1);
         $this->waitRuns('blocker', 1, 5, $server);
         $bg = $this->background(<<<'PHP'
@@ -571,7 +571,7 @@ PHP);
     public function testKeepReusesOneConnectionAcrossObjectsAndClose(): void
     {
         $server = $this->server();
-        $r = $this->client(<<<'PHP'
+        $r = $this->clientJson(<<<'PHP'
 $ids = [];
 foreach ([TASKQ_SOCK_TCP | TASKQ_KEEP, SWOOLE_SOCK_TCP | SWOOLE_KEEP] as $type) {
     for ($i = 0; $i < 5; $i++) {

@@ -111,18 +111,6 @@ PHP;
         return $reply;
     }
 
-    /** Runs a TaskClient script ($c connected to the server); asserts exit 0 and empty stderr; returns stdout. */
-    private function client(string $body, float $timeout = 10): string
-    {
-        $code = "<?php\n\$port = {$this->port};\n\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
-            . "if (!\$c->connect('127.0.0.1', \$port, 3)) { fwrite(STDERR, 'connect failed: ' . \$c->errCode); exit(3); }\n"
-            . $body;
-        [$exit, $out, $err] = $this->runPhp($code, $timeout);
-        $this->assertSame(0, $exit, "client script failed\nstdout: $out\nstderr: $err");
-        $this->assertSame('', $err, 'client script wrote to stderr');
-        return $out;
-    }
-
     /** Starts a PHP client script in the background; returns a handle for finishBackground(). */
     private function background(string $code): array
     {
@@ -154,36 +142,6 @@ PHP;
         }
         proc_close($p);
         return [$code, (string) @file_get_contents($out), (string) @file_get_contents($err)];
-    }
-
-    /** Events of $kind for worker id $id. */
-    private function eventsOf(string $kind, int $id): array
-    {
-        return array_values(array_filter($this->events($kind), fn ($e) => ($e['id'] ?? null) === $id));
-    }
-
-    /** Index (recording order) of every event matching $pred. */
-    private function indexes(callable $pred): array
-    {
-        $out = [];
-        foreach ($this->events() as $i => $e) {
-            if ($pred($e)) {
-                $out[] = $i;
-            }
-        }
-        return $out;
-    }
-
-    private function waitLog(string $needle, float $timeout, ServerProcess $server, string $file = 'taskq.log'): void
-    {
-        $deadline = microtime(true) + $timeout;
-        do {
-            if (str_contains($this->log($file), $needle)) {
-                return;
-            }
-            usleep(10000);
-        } while (microtime(true) < $deadline);
-        $this->fail("timed out after {$timeout}s waiting for log line containing: $needle\n$file:\n" . $this->log($file) . "\nstderr:\n" . $server->stderr());
     }
 
     private static function alive(int $pid): bool

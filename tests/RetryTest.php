@@ -125,11 +125,6 @@ PHP;
         return array_values(array_filter($this->events($kind), fn ($e) => ($e['n'] ?? null) === $n));
     }
 
-    private function waitLog(string $needle, float $timeout, ServerProcess $server): void
-    {
-        $this->waitUntil(fn () => str_contains($this->log(), $needle), $timeout, "log line containing: $needle\nlog:\n" . $this->log(), $server);
-    }
-
     private static function duplicates(array $values): array
     {
         return array_filter(array_count_values(array_map('strval', $values)), fn ($n) => $n > 1);

@@ -14,18 +14,6 @@ final class ServerLifecycleTest extends TaskqTestCase
      * Runs a TaskClient script connected to the last server's port ($c is the
      * connected client); asserts it exits 0 with empty stderr; returns stdout.
      */
-    private function client(string $body, float $timeout = 10): string
-    {
-        $code = "<?php\n\$port = {$this->port};\n"
-            . "\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
-            . "if (!\$c->connect('127.0.0.1', \$port, 3)) { fwrite(STDERR, 'connect failed: ' . \$c->errCode); exit(3); }\n"
-            . $body;
-        [$exit, $out, $err] = $this->runPhp($code, $timeout);
-        $this->assertSame(0, $exit, "client script failed\nstdout: $out\nstderr: $err");
-        $this->assertSame('', $err, 'client script wrote to stderr');
-        return $out;
-    }
-
     /** Whether a TCP port on 127.0.0.1 can be bound again right now. */
     private static function bindable(int $port): bool
     {
@@ -35,37 +23,6 @@ final class ServerLifecycleTest extends TaskqTestCase
         }
         fclose($s);
         return true;
-    }
-
-    /** Events of $kind for worker id $id. */
-    private function eventsOf(string $kind, int $id): array
-    {
-        return array_values(array_filter($this->events($kind), fn ($e) => ($e['id'] ?? null) === $id));
-    }
-
-    /** Index of the first/last event (in recording order) matching $pred. */
-    private function indexes(callable $pred): array
-    {
-        $out = [];
-        foreach ($this->events() as $i => $e) {
-            if ($pred($e)) {
-                $out[] = $i;
-            }
-        }
-        return $out;
-    }
-
-    /** Waits (bounded) until the log file contains $needle; on timeout fails showing the log. */
-    private function waitLog(string $needle, float $timeout, ServerProcess $server): void
-    {
-        $deadline = microtime(true) + $timeout;
-        do {
-            if (str_contains($this->log(), $needle)) {
-                return;
-            }
-            usleep(10000);
-        } while (microtime(true) < $deadline);
-        $this->fail("timed out after {$timeout}s waiting for log line containing: $needle\nlog_file:\n" . $this->log() . "\nstderr:\n" . $server->stderr());
     }
 
     private static function alive(int $pid): bool

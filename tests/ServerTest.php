@@ -56,18 +56,6 @@ PHP;
      * Runs a TaskClient script connected to the last server's port ($c is the
      * connected client); asserts it exits 0 with empty stderr; returns stdout.
      */
-    private function client(string $body, float $timeout = 10): string
-    {
-        $code = "<?php\n\$port = {$this->port};\n"
-            . "\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
-            . "if (!\$c->connect('127.0.0.1', \$port, 3)) { fwrite(STDERR, 'connect failed: ' . \$c->errCode); exit(3); }\n"
-            . $body;
-        [$exit, $out, $err] = $this->runPhp($code, $timeout);
-        $this->assertSame(0, $exit, "client script failed\nstdout: $out\nstderr: $err");
-        $this->assertSame('', $err, 'client script wrote to stderr');
-        return $out;
-    }
-
     /** Parent pid of $pid from /proc. */
     private static function ppid(int $pid): int
     {

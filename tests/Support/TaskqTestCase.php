@@ -143,4 +143,44 @@ abstract class TaskqTestCase extends TestCase
     {
         return (string) @file_get_contents("$this->dir/$name");
     }
+
+    /**
+     * Runs `$body` in a client script where `$c` is a TaskClient connected to
+     * the latest server; fails on a non-zero exit or any stderr output.
+     */
+    protected function client(string $body, float $timeout = 10): string
+    {
+        $code = "<?php\n\$port = {$this->port};\n"
+            . "\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
+            . "if (!\$c->connect('127.0.0.1', \$port, 3)) { fwrite(STDERR, 'connect failed: ' . \$c->errCode); exit(3); }\n"
+            . $body;
+        [$exit, $out, $err] = $this->runPhp($code, $timeout);
+        $this->assertSame(0, $exit, "client script failed\nstdout: $out\nstderr: $err");
+        $this->assertSame('', $err, 'client script wrote to stderr');
+        return $out;
+    }
+
+    /** Events of `$kind` recorded by worker `$id`. */
+    protected function eventsOf(string $kind, int $id): array
+    {
+        return array_values(array_filter($this->events($kind), fn ($e) => ($e['id'] ?? null) === $id));
+    }
+
+    /** Index (recording order) of every event matching `$pred`. */
+    protected function indexes(callable $pred): array
+    {
+        $out = [];
+        foreach ($this->events() as $i => $e) {
+            if ($pred($e)) {
+                $out[] = $i;
+            }
+        }
+        return $out;
+    }
+
+    /** Waits (bounded) until the server's log contains `$needle`. */
+    protected function waitLog(string $needle, float $timeout, ServerProcess $server, string $file = 'taskq.log'): void
+    {
+        $this->waitUntil(fn () => str_contains($this->log($file), $needle), $timeout, "log line containing: $needle\nlog:\n" . $this->log($file), $server);
+    }
 }

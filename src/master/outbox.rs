@@ -35,10 +35,12 @@ impl Outbox {
         self.closed.get()
     }
 
-    /// Removes what is buffered but not yet written, to hand it to the next
-    /// incarnation of a worker.
+    /// Removes what is buffered but not yet written (for the writer, or for
+    /// the next incarnation of a worker). The buffer itself is handed over,
+    /// not split, so a burst's peak allocation is freed once written instead
+    /// of being kept for good.
     pub fn take(&self) -> BytesMut {
-        self.buf.borrow_mut().split()
+        std::mem::take(&mut *self.buf.borrow_mut())
     }
 
     /// Moves `other`'s unwritten bytes in front of ours.

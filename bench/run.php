@@ -1,0 +1,849 @@
+<?php
+// taskq's benchmark suite (issue 6): `make bench` runs this through
+// bench/run.sh. Every scenario measures taskq and, in the same run and
+// interleaved repetition by repetition, a baseline that needs no taskq; the
+// table shows medians over the repetitions and the ratio to the baseline.
+//
+// Environment:
+//   BENCH_SCALE   multiplies every count (default 1 = the issue's counts)
+//   BENCH_REPS    repetitions per scenario (default 5; 3 for memory)
+//   BENCH_ONLY    comma-separated scenario numbers to run (default all)
+//   BENCH_RESULTS where to write the JSON (default bench/results.json)
+//   BENCH_KEEP=1  keep the scratch directory (server logs) afterwards
+
+require __DIR__ . '/lib.php';
+
+error_reporting(E_ALL);
+set_error_handler(function ($no, $msg, $file, $line) {
+    if (!(error_reporting() & $no)) {
+        return false;
+    }
+    throw new ErrorException($msg, 0, $no, $file, $line);
+});
+Bench::init();
+
+$scale = (float) (getenv('BENCH_SCALE') ?: 1);
+$reps = max(1, (int) (getenv('BENCH_REPS') ?: 5));
+$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 8);
+$resultsFile = getenv('BENCH_RESULTS') ?: __DIR__ . '/results.json';
+$n = fn (int $count): int => max(10, (int) round($count * $scale));
+
+$reps_ = [];                  // metric key => list of per-repetition values
+$notes = [];                  // scenario => list of remarks found during the run
+$record = function (string $key, $value) use (&$reps_) {
+    $reps_[$key][] = $value;
+};
+$say = function (string $msg) {
+    fwrite(STDERR, sprintf("[%s] %s\n", date('H:i:s'), $msg));
+};
+$t0Run = microtime(true);
+$loadStart = trim(file_get_contents('/proc/loadavg'));
+/** [busy, steal] CPU seconds of the whole machine so far (/proc/stat). */
+function machine_cpu(): array
+{
+    $f = array_map('intval', preg_split('/\s+/', trim(strtok(file_get_contents('/proc/stat'), "\n")))) + array_fill(0, 11, 0);
+    // cpu user nice system idle iowait irq softirq steal ...
+    $tick = 100;
+    return [($f[1] + $f[2] + $f[3] + $f[6] + $f[7]) / $tick, $f[8] / $tick];
+}
+/** CPU seconds of this process and every child it has reaped. */
+function own_cpu(): float
+{
+    $s = file_get_contents('/proc/self/stat');
+    $f = preg_split('/\s+/', trim(substr($s, strrpos($s, ')') + 2)));
+    return ($f[11] + $f[12] + $f[13] + $f[14]) / 100;
+}
+[$busyStart, $stealStart] = machine_cpu();
+$ownStart = own_cpu();
+$ext = getenv('TASKQ_EXT') ?: dirname(__DIR__) . '/modules/taskq.so';
+$extInfo = [
+    'path' => getenv('TASKQ_EXT_ORIGIN') ?: $ext,
+    'sha256' => hash_file('sha256', $ext),
+    'mtime' => date(DATE_ATOM, filemtime(getenv('TASKQ_EXT_ORIGIN') ?: $ext)),
+];
+
+/** Latency list (ns) -> [p50, p99, max] in µs. */
+function lat_us(array $ns): array
+{
+    sort($ns);
+    return [percentile($ns, 50) / 1e3, percentile($ns, 99) / 1e3, ($ns ? end($ns) : NAN) / 1e3];
+}
+
+function payloads(int $first, int $count): array
+{
+    $out = [];
+    for ($i = 0; $i < $count; $i++) {
+        $out[] = Bench::payload($first + $i);
+    }
+    return $out;
+}
+
+/** Starts redis-server (a baseline) on a free loopback port; returns [child, port]. */
+function start_redis(): array
+{
+    $port = Bench::freePort();
+    $child = Bench::spawn(['redis-server', '--port', (string) $port, '--bind', '127.0.0.1',
+        '--save', '', '--appendonly', 'no', '--protected-mode', 'yes', '--daemonize', 'no'],
+        [], Bench::$dir . '/redis.log');
+    Bench::waitFor(fn () => @stream_socket_client("tcp://127.0.0.1:$port", $e, $es, 0.2), 10, 'redis-server');
+    return [$child, $port];
+}
+
+function redis_cmd($r, string ...$args): string
+{
+    $cmd = '*' . count($args) . "\r\n";
+    foreach ($args as $a) {
+        $cmd .= '$' . strlen($a) . "\r\n$a\r\n";
+    }
+    fwrite($r, $cmd);
+    return (string) fgets($r);
+}
+
+/**
+ * Starts $k producer processes (bench/producer.php), releases them at once
+ * and returns [start hrtime, their result lines].
+ */
+function run_producers(string $mode, string $target, int $k, int $each, int $first): array
+{
+    $procs = [];
+    for ($i = 0; $i < $k; $i++) {
+        $procs[] = Bench::spawn(array_merge(Bench::$php, [__DIR__ . '/producer.php', $mode, $target, (string) $each, (string) ($first + $i * $each)]),
+            [], Bench::$dir . '/producers.log', [0 => ['pipe', 'r'], 1 => ['pipe', 'w']]);
+    }
+    foreach ($procs as $p) {
+        $line = fgets($p['pipes'][1]);
+        if (trim((string) $line) !== 'ready') {
+            throw new RuntimeException("producer did not start (see " . Bench::$dir . "/producers.log)");
+        }
+    }
+    $t0 = hrtime(true);
+    foreach ($procs as $p) {
+        fwrite($p['pipes'][0], "go\n");
+    }
+    $out = [];
+    foreach ($procs as $p) {
+        $out[] = json_decode((string) fgets($p['pipes'][1]), true);
+        fclose($p['pipes'][0]);
+        fclose($p['pipes'][1]);
+        proc_close($p['proc']);
+        unset(Bench::$children[$p['pid']]);
+    }
+    return [$t0, $out];
+}
+
+$taskWorkers = range(1, TASK_WORKERS);
+
+/** TcpExt ListenOverflows + ListenDrops so far (connections a full accept queue dropped). */
+function listen_drops(): int
+{
+    $lines = file('/proc/net/netstat', FILE_IGNORE_NEW_LINES) ?: [];
+    for ($i = 0; $i + 1 < count($lines); $i += 2) {
+        if (str_starts_with($lines[$i], 'TcpExt:')) {
+            $row = array_combine(preg_split('/\s+/', $lines[$i]), preg_split('/\s+/', $lines[$i + 1]));
+            return (int) ($row['ListenOverflows'] ?? 0) + (int) ($row['ListenDrops'] ?? 0);
+        }
+    }
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// 1. Seed pattern: connect, send one task, close, N times; floor = the same
+//    loop with stream_socket_client against a server that only accepts+reads.
+// ---------------------------------------------------------------------------
+$s1 = function () use ($n, $reps, $record, $say, &$notes) {
+    $count = $n(10000);
+    $say("1. seed pattern: $reps x $count x (connect, send, close), TCP and unix");
+    $sinkPortFile = Bench::$dir . '/sink.port';
+    $sinkUnix = Bench::$dir . '/sink.sock';
+    $sink = Bench::spawn(array_merge(Bench::$php, [__DIR__ . '/sink.php', $sinkPortFile, $sinkUnix]), [], Bench::$dir . '/sink.log');
+    Bench::waitFor(fn () => file_exists($sinkPortFile), 10, 'the sink');
+    $sinkPort = (int) file_get_contents($sinkPortFile);
+    $tcp = new TaskqServer('s1-tcp');
+    $unix = new TaskqServer('s1-unix', ['unix' => true]);
+    $payloads = payloads(0, $count);
+    $loop = function (callable $one) use ($payloads): array {
+        $lat = [];
+        $fail = 0;
+        $t0 = hrtime(true);
+        foreach ($payloads as $p) {
+            $s = hrtime(true);
+            $ok = $one($p);
+            $lat[] = hrtime(true) - $s;
+            $fail += $ok ? 0 : 1;
+        }
+        return [$t0, hrtime(true), $lat, $fail];
+    };
+    $floor = fn (string $addr) => function (string $p) use ($addr): bool {
+        $s = @stream_socket_client($addr, $errno, $errstr, 1);
+        if (!$s) {
+            return false;
+        }
+        fwrite($s, $p);
+        fclose($s);
+        return true;
+    };
+    $taskq = fn (int $type, string $host, int $port) => function (string $p) use ($type, $host, $port): bool {
+        $c = new TaskClient($type);
+        if (!@$c->connect($host, $port, 1)) {
+            return false;
+        }
+        $ok = $c->send($p) !== false;
+        $c->close();
+        return $ok;
+    };
+    $variants = [
+        'tcp' => [$floor("tcp://127.0.0.1:$sinkPort"), $taskq(TASKQ_SOCK_TCP, '127.0.0.1', $tcp->port), $tcp],
+        'unix' => [$floor("unix://$sinkUnix"), $taskq(TASKQ_SOCK_UNIX_STREAM, $unix->unix, 0), $unix],
+    ];
+    for ($r = 0; $r < $reps; $r++) {
+        foreach ($variants as $name => [$floorOne, $taskqOne, $srv]) {
+            $drops = listen_drops();
+            [, , $lat, $fail] = $loop($floorOne);
+            $record("1.$name.floor.listen_drops", listen_drops() - $drops);
+            [$p50, $p99, $max] = lat_us($lat);
+            $record("1.$name.floor.p50", $p50);
+            $record("1.$name.floor.p99", $p99);
+            $record("1.$name.floor.max", $max);
+            $record("1.$name.floor.failed", $fail);
+
+            $base = $srv->counted([0]);
+            $drops = listen_drops();
+            [$t0, $tEnd, $lat, $fail] = $loop($taskqOne);
+            $record("1.$name.taskq.listen_drops", listen_drops() - $drops);
+            [$last] = $srv->waitCount([0], $base + $count - $fail, 60);
+            [$p50, $p99, $max] = lat_us($lat);
+            $record("1.$name.taskq.p50", $p50);
+            $record("1.$name.taskq.p99", $p99);
+            $record("1.$name.taskq.max", $max);
+            $record("1.$name.taskq.failed", $fail);
+            $record("1.$name.taskq.e2e", ($count - $fail) / (($last - $t0) / 1e9));
+            $record("1.$name.taskq.enqueue_rate", $count / (($tEnd - $t0) / 1e9));
+        }
+    }
+    $tcp->stop();
+    $unix->stop();
+    Bench::stop($sink);
+};
+
+// ---------------------------------------------------------------------------
+// 2. (and 7) Persistent, acknowledged: one connection, N x TaskClient::task();
+//    baseline Redis LPUSH on one connection, each waiting for its reply.
+// ---------------------------------------------------------------------------
+$persistent = function (string $id, bool $store, bool $withRedis) use ($n, $reps, $record, $say, $taskWorkers) {
+    $count = $n(100000);
+    // With task_store every acknowledgement waits for an fdatasync: bound
+    // each repetition by time instead of running 100,000 of them.
+    $capNs = $store ? (int) ((float) (getenv('BENCH_DURABLE_SECONDS') ?: 4) * 1e9) : PHP_INT_MAX;
+    if ($store) {
+        $reps = min($reps, (int) (getenv('BENCH_DURABLE_REPS') ?: 3));
+    }
+    $say("$id. persistent acknowledged" . ($store ? ' (task_store)' : '') . ": $reps x $count TaskClient::task()"
+        . ($store ? sprintf(' (at most %.0f s each)', $capNs / 1e9) : ''));
+    $srv = new TaskqServer("s$id", ['count_tasks' => true, 'store' => $store]);
+    $redis = $withRedis ? start_redis() : null;
+    $payloads = payloads(0, $count);
+    for ($r = 0; $r < $reps; $r++) {
+        if ($redis) {
+            $rc = stream_socket_client("tcp://127.0.0.1:{$redis[1]}", $e, $es, 5);
+            $lat = [];
+            $t0 = hrtime(true);
+            foreach ($payloads as $p) {
+                $s = hrtime(true);
+                $reply = redis_cmd($rc, 'LPUSH', 'bq', $p);
+                $lat[] = hrtime(true) - $s;
+            }
+            $el = hrtime(true) - $t0;
+            if ($reply[0] !== ':') {
+                throw new RuntimeException("redis: $reply");
+            }
+            redis_cmd($rc, 'DEL', 'bq');
+            fclose($rc);
+            [$p50, $p99] = lat_us($lat);
+            $record("$id.redis.rate", $count / ($el / 1e9));
+            $record("$id.redis.p50", $p50);
+            $record("$id.redis.p99", $p99);
+        }
+        $c = $srv->client();
+        $base = $srv->counted($taskWorkers);
+        $lat = [];
+        $fail = 0;
+        $done = 0;
+        $t0 = hrtime(true);
+        foreach ($payloads as $p) {
+            $s = hrtime(true);
+            $ok = $c->task($p);
+            $lat[] = hrtime(true) - $s;
+            $done++;
+            if ($ok === false) {
+                $fail++;
+            }
+            if ($s - $t0 > $capNs) {
+                break;
+            }
+        }
+        $el = hrtime(true) - $t0;
+        $record("$id.taskq.count", $done);
+        $count = $done;
+        [$last] = $srv->waitCount($taskWorkers, $base + $count - $fail, 120);
+        $c->close();
+        [$p50, $p99, $max] = lat_us($lat);
+        $record("$id.taskq.rate", $count / ($el / 1e9));
+        $record("$id.taskq.p50", $p50);
+        $record("$id.taskq.p99", $p99);
+        $record("$id.taskq.max", $max);
+        $record("$id.taskq.failed", $fail);
+        $record("$id.taskq.executed", ($count - $fail) / (($last - $t0) / 1e9));
+    }
+    if ($redis) {
+        Bench::stop($redis[0]);
+    }
+    $srv->stop();
+};
+
+// ---------------------------------------------------------------------------
+// 3. Pipelined: one connection, N x send() without waiting, executed tasks/s
+//    until the last onFinish; floor = the same frames written with fwrite()
+//    to the accept-and-read server (what one PHP process can push).
+// ---------------------------------------------------------------------------
+$s3 = function () use ($n, $reps, $record, $say) {
+    $count = $n(200000);
+    $say("3. pipelined: $reps x $count send() on one connection");
+    $sinkPortFile = Bench::$dir . '/sink3.port';
+    $sink = Bench::spawn(array_merge(Bench::$php, [__DIR__ . '/sink.php', $sinkPortFile, Bench::$dir . '/sink3.sock']), [], Bench::$dir . '/sink.log');
+    Bench::waitFor(fn () => file_exists($sinkPortFile), 10, 'the sink');
+    $sinkPort = (int) file_get_contents($sinkPortFile);
+    $srv = new TaskqServer('s3');
+    $payloads = payloads(0, $count);
+    for ($r = 0; $r < $reps; $r++) {
+        $s = stream_socket_client("tcp://127.0.0.1:$sinkPort", $e, $es, 5);
+        $t0 = hrtime(true);
+        foreach ($payloads as $p) {
+            fwrite($s, pack('NC', strlen($p) + 1, 1) . $p);
+        }
+        $el = hrtime(true) - $t0;
+        fclose($s);
+        $record('3.floor.rate', $count / ($el / 1e9));
+
+        $c = $srv->client();
+        $base = $srv->counted([0]);
+        $t0 = hrtime(true);
+        foreach ($payloads as $p) {
+            $c->send($p);
+        }
+        $sent = hrtime(true);
+        [$last, $failed] = $srv->waitCount([0], $base + $count, 120);
+        $c->close();
+        $record('3.taskq.executed', $count / (($last - $t0) / 1e9));
+        $record('3.taskq.send_rate', $count / (($sent - $t0) / 1e9));
+    }
+    $srv->stop();
+    Bench::stop($sink);
+};
+
+// ---------------------------------------------------------------------------
+// 4. (and 7) Many producers: 8 processes x 25,000 tasks, executed tasks/s.
+//    taskq: TaskClient::task() (acknowledged) and, for the seed's path,
+//    send() -> onReceive -> task(); baseline 8 x Redis LPUSH with replies.
+// ---------------------------------------------------------------------------
+$producers = function (string $id, bool $store, bool $full) use ($n, $reps, $record, $say, $taskWorkers) {
+    $k = 8;
+    if ($store) {
+        $reps = min($reps, (int) (getenv('BENCH_DURABLE_REPS') ?: 3));
+    }
+    $each = $n(25000);
+    $total = $k * $each;
+    $say("$id. many producers" . ($store ? ' (task_store)' : '') . ": $reps x $k processes x $each tasks");
+    $srv = new TaskqServer("s$id", ['count_tasks' => true, 'store' => $store]);
+    $redis = $full ? start_redis() : null;
+    $target = "127.0.0.1:$srv->port";
+    for ($r = 0; $r < $reps; $r++) {
+        if ($redis) {
+            [$t0, $out] = run_producers('redis', "127.0.0.1:{$redis[1]}", $k, $each, 0);
+            $end = max(array_column($out, 'end_ns'));
+            $ok = array_sum(array_column($out, 'ok'));
+            $record("$id.redis.rate", $ok / (($end - $t0) / 1e9));
+            $rc = stream_socket_client("tcp://127.0.0.1:{$redis[1]}");
+            redis_cmd($rc, 'DEL', 'bq');
+            fclose($rc);
+        }
+        $modes = $full ? ['task', 'send'] : ['task'];
+        foreach ($modes as $mode) {
+            $base = $srv->counted($taskWorkers);
+            [$t0, $out] = run_producers($mode, $target, $k, $each, 0);
+            $ok = array_sum(array_column($out, 'ok'));
+            $submitEnd = max(array_column($out, 'end_ns'));
+            [$last] = $srv->waitCount($taskWorkers, $base + $ok, 120);
+            $record("$id.taskq_$mode.executed", $ok / (($last - $t0) / 1e9));
+            $record("$id.taskq_$mode.submit_rate", $ok / (($submitEnd - $t0) / 1e9));
+            $record("$id.taskq_$mode.failed", $total - $ok);
+        }
+    }
+    if ($redis) {
+        Bench::stop($redis[0]);
+    }
+    $srv->stop();
+};
+
+// ---------------------------------------------------------------------------
+// 5. Latency under load: a steady 10,000 tasks/s through send() -> onReceive
+//    -> task(); the time from task() returning to onTask starting.
+//    Baseline: one hop between two PHP processes over a unix socket at the
+//    same rate.
+// ---------------------------------------------------------------------------
+$s5 = function () use ($n, $reps, $record, $say, $scale) {
+    $rate = 10000;
+    $count = $n(30000);
+    $say(sprintf('5. latency: %d x %d tasks at %d/s (%.1f s each)', $reps, $count, $rate, $count / $rate));
+    $srv = new TaskqServer('s5', ['lat_slots' => $count * $reps + 64]);
+    $payloads = payloads(0, $count);
+    $interval = 1e9 / $rate;
+    $paced = function (callable $send) use ($payloads, $interval) {
+        $t0 = hrtime(true);
+        foreach ($payloads as $i => $p) {
+            $due = $t0 + (int) ($i * $interval);
+            $wait = $due - hrtime(true);
+            if ($wait > 20000) {
+                usleep(intdiv($wait, 1000));
+            }
+            $send($p);
+        }
+        return [$t0, hrtime(true)];
+    };
+    $firstId = 0;
+    for ($r = 0; $r < $reps; $r++) {
+        // Baseline: stamps into a socketpair read by a second PHP process.
+        $hop = Bench::spawn(array_merge(Bench::$php, [__DIR__ . '/hop.php']), [], Bench::$dir . '/hop.log',
+            [0 => ['socket'], 1 => ['pipe', 'w']]);
+        $sock = $hop['pipes'][0];
+        if (trim((string) fgets($hop['pipes'][1])) !== 'ready') {
+            throw new RuntimeException('bench/hop.php did not start');
+        }
+        $paced(function () use ($sock) {
+            fwrite($sock, pack('J', hrtime(true)));
+        });
+        fclose($sock);
+        $lat = json_decode((string) stream_get_contents($hop['pipes'][1]), true) ?: [];
+        fclose($hop['pipes'][1]);
+        proc_close($hop['proc']);
+        unset(Bench::$children[$hop['pid']]);
+        [$p50, $p99] = lat_us($lat);
+        $record('5.hop.p50', $p50);
+        $record('5.hop.p99', $p99);
+
+        $c = $srv->client();
+        $base = $srv->counted([0]);
+        [$t0, $t1] = $paced(fn ($p) => $c->send($p));
+        $srv->waitCount([0], $base + $count, 60);
+        $c->close();
+        $lat = [];
+        $raw = $srv->lat->read($firstId * 16, $count * 16);
+        $vals = unpack('J*', $raw);
+        for ($i = 1; $i + 1 <= count($vals); $i += 2) {
+            [$sent, $started] = [$vals[$i], $vals[$i + 1]];
+            if ($sent > 0 && $started > 0) {
+                $lat[] = $started - $sent;
+            }
+        }
+        $firstId += $count;
+        [$p50, $p99, $max] = lat_us($lat);
+        $record('5.taskq.p50', $p50);
+        $record('5.taskq.p99', $p99);
+        $record('5.taskq.max', $max);
+        $record('5.taskq.rate', $count / (($t1 - $t0) / 1e9));
+        $record('5.taskq.samples', count($lat));
+    }
+    $srv->stop();
+};
+
+// ---------------------------------------------------------------------------
+// 6. Memory: summed PSS (smaps_rollup) of the server's process tree.
+//    a) fresh server: idle, then N tasks through the seed's path in two
+//       halves (growth over idle, and from the first half to the second:
+//       a leak grows with every batch, a high-water mark does not);
+//    b) fresh server per submission path: all 8 task workers held, Q tasks
+//       queued behind them (send() -> onReceive -> task(), and
+//       TaskClient::task()), then released and drained.
+//    Baseline: one PHP process with taskq.so loaded that forked 10 idle
+//    children (the same 11 processes, doing nothing).
+// ---------------------------------------------------------------------------
+$s6 = function () use ($n, $reps, $record, $say) {
+    $tasks = $n(1000000);
+    $queued = $n(100000);
+    $reps = min($reps, (int) (getenv('BENCH_MEM_REPS') ?: 3));
+    $say("6. memory: $reps x (idle, after $tasks tasks; $queued queued behind 8 busy task workers, drained)");
+    $payloads = payloads(0, 1000);
+    $payloadBytes = array_sum(array_map('strlen', $payloads)) / count($payloads);
+    $record('6.payload_bytes', $payloadBytes);
+    $settle = fn () => usleep(500000);
+    $recordRoles = function (string $when, array $roles) use ($record) {
+        $record("6.$when", $roles['total']);
+        foreach (['master', 'manager', 'worker', 'task_workers'] as $role) {
+            $record("6.role.$when.$role", $roles[$role]);
+        }
+    };
+    for ($r = 0; $r < $reps; $r++) {
+        $base = Bench::spawn(array_merge(Bench::$php, ['-r',
+            'for ($i = 0; $i < 10; $i++) { if (pcntl_fork() === 0) { sleep(600); exit(0); } } sleep(600);']),
+            [], Bench::$dir . '/php-idle.log');
+        Bench::waitFor(fn () => count(Bench::tree($base['pid'])) === 11, 10, 'the idle PHP processes');
+        $settle();
+        $record('6.php_idle', Bench::pss($base['pid'])[0]);
+        Bench::stop($base);
+
+        // a) N tasks in two halves.
+        $srv = new TaskqServer('s6a');
+        $settle();
+        $roles = $srv->pssByRole();
+        $idle = $roles['total'];
+        $record('6.processes', $roles['processes']);
+        $recordRoles('idle', $roles);
+        $c = $srv->client();
+        $t0 = hrtime(true);
+        $half = intdiv($tasks, 2);
+        for ($i = 0; $i < $half; $i++) {
+            $c->send($payloads[$i % 1000]);
+        }
+        $srv->waitCount([0], $half, 300);
+        $settle();
+        $recordRoles('half_n', $srv->pssByRole());
+        for ($i = $half; $i < $tasks; $i++) {
+            $c->send($payloads[$i % 1000]);
+        }
+        [$last] = $srv->waitCount([0], $tasks, 300);
+        $record('6.rate', $tasks / (($last - $t0) / 1e9));
+        $settle();
+        $roles = $srv->pssByRole();
+        $recordRoles('after_n', $roles);
+        $record('6.growth_pct', ($roles['total'] - $idle) / $idle * 100);
+        $c->close();
+        $srv->stop();
+
+        // b) Q tasks queued behind 8 held task workers, per submission path.
+        foreach (['send', 'task'] as $path) {
+            $srv = new TaskqServer("s6b-$path");
+            $settle();
+            $idleB = $srv->pssByRole()['total'];
+            $release = Bench::$dir . "/release-$r-$path";
+            @unlink($release);
+            $c = $srv->client();
+            for ($i = 0; $i < TASK_WORKERS; $i++) {
+                $c->send("\0block:$release");
+            }
+            $ctl = $srv->client();
+            Bench::waitFor(fn () => ($srv->stats($ctl)['task_running_num'] ?? 0) >= TASK_WORKERS, 10, 'the task workers to block', 20000);
+            $settle();
+            $roles = $srv->pssByRole();
+            $before = $roles['total'];
+            $recordRoles("held_$path", $roles);
+            for ($i = 0; $i < $queued; $i++) {
+                $path === 'send' ? $c->send($payloads[$i % 1000]) : $c->task($payloads[$i % 1000]);
+            }
+            Bench::waitFor(fn () => ($srv->stats($ctl)['task_queue_num'] ?? 0) >= $queued, 120, "$queued queued tasks", 50000);
+            $settle();
+            $roles = $srv->pssByRole();
+            $recordRoles("queued_$path", $roles);
+            $record("6.queued_growth_$path", $roles['total'] - $before);
+            $record("6.per_task_over_payload_$path", ($roles['total'] - $before) / $queued - $payloadBytes);
+            touch($release);
+            // Blockers and send() tasks end in onFinish; TaskClient::task() ones do not.
+            $srv->waitCount([0], TASK_WORKERS + ($path === 'send' ? $queued : 0), 300);
+            Bench::waitFor(fn () => ($srv->stats($ctl)['tasking_num'] ?? 1) === 0, 120, 'the drain', 20000);
+            $settle();
+            $roles = $srv->pssByRole();
+            $recordRoles("drained_$path", $roles);
+            $record("6.drained_vs_held_$path", $roles['total'] - $before);
+            $record("6.drained_vs_idle_$path", $roles['total'] - $idleB);
+            $ctl->close();
+            $c->close();
+            $srv->stop();
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------
+// 8. Email: N messages through TaskQ\Mailer in the 8 task workers into
+//    Postfix's smtp-sink; the sink must count exactly N. Baseline: Postfix's
+//    own load generator smtp-source, 8 sessions, into the same sink.
+// ---------------------------------------------------------------------------
+$s8 = function () use ($n, $reps, $record, $say, &$notes) {
+    $count = $n(10000);
+    $sinkBin = '/usr/sbin/smtp-sink';
+    if (!is_executable($sinkBin)) {
+        $notes['8'][] = 'smtp-sink not installed (Debian package postfix); skipped';
+        $say('8. email: skipped (no smtp-sink)');
+        return;
+    }
+    $say("8. email: $reps x $count messages through TaskQ\\Mailer into smtp-sink");
+    $port = Bench::freePort();
+    $out = Bench::$dir . '/smtp-sink.out';
+    $cmd = [$sinkBin, '-c'];
+    if (posix_getuid() === 0) {
+        array_push($cmd, '-u', 'nobody');
+    }
+    array_push($cmd, "127.0.0.1:$port", '4096');
+    $sink = Bench::spawn($cmd, [], $out);
+    Bench::waitFor(fn () => @stream_socket_client("tcp://127.0.0.1:$port", $e, $es, 0.2), 10, 'smtp-sink');
+    $sunk = function () use ($out): int {
+        $s = (string) @file_get_contents($out);
+        return preg_match_all('/mesg=(\d+)/', $s, $m) ? (int) end($m[1]) : 0;
+    };
+    $srv = new TaskqServer('s8', ['mail_dsn' => "smtp://127.0.0.1:$port?tls=none"]);
+    $payloads = payloads(0, $count);
+    for ($r = 0; $r < $reps; $r++) {
+        $before = $sunk();
+        $t0 = hrtime(true);
+        exec(sprintf('/usr/sbin/smtp-source -d -s 8 -m %d -l 300 -f shop@example.com -t customer@example.com 127.0.0.1:%d 2>&1',
+            $count, $port), $o, $rc);
+        $el = hrtime(true) - $t0;
+        $record('8.source.rate', $count / ($el / 1e9));
+        usleep(100000);
+        $before = $sunk();
+
+        $c = $srv->client();
+        $base = $srv->counted([0]);
+        $failedBefore = $srv->shm->sum([0])[2];
+        $t0 = hrtime(true);
+        foreach ($payloads as $p) {
+            $c->send($p);
+        }
+        [$last, $failed] = $srv->waitCount([0], $base + $count, 300);
+        $c->close();
+        $record('8.taskq.rate', $count / (($last - $t0) / 1e9));
+        $failed -= $failedBefore;
+        // The sink's counter is printed as messages end; give it a moment.
+        try {
+            Bench::waitFor(fn () => $sunk() - $before >= $count, 2, 'the sink counter', 10000);
+        } catch (RuntimeException) {
+        }
+        $record('8.sink_count', $sunk() - $before);
+        $record('8.failed', $failed);
+    }
+    $srv->stop();
+    Bench::stop($sink);
+};
+
+$scenarios = [
+    1 => $s1,
+    2 => fn () => $persistent('2', false, true),
+    3 => $s3,
+    4 => fn () => $producers('4', false, true),
+    5 => $s5,
+    6 => $s6,
+    7 => function () use ($persistent, $producers) {
+        $persistent('7a', true, false);
+        $producers('7b', true, false);
+    },
+    8 => $s8,
+];
+foreach ($scenarios as $id => $run) {
+    if (!in_array($id, $only, true)) {
+        continue;
+    }
+    $t = microtime(true);
+    try {
+        $run();
+    } catch (Throwable $e) {
+        $notes[(string) $id][] = 'FAILED: ' . $e->getMessage();
+        $say("scenario $id failed: " . $e->getMessage());
+    }
+    $say(sprintf('   scenario %d took %.1f s', $id, microtime(true) - $t));
+}
+
+// ---------------------------------------------------------------------------
+// Report
+// ---------------------------------------------------------------------------
+$med = fn (string $k) => isset($reps_[$k]) ? median($reps_[$k]) : NAN;
+$has = fn (string $k) => isset($reps_[$k]);
+$MiB = 1024 * 1024;
+$rows = [];
+// row: [scenario, metric, taskq, unit, baseline name, baseline, ratio, target text, met]
+$row = function (string $sc, string $metric, float $v, string $unit, ?string $bname = null, ?float $b = null,
+    ?string $target = null, ?bool $met = null, ?float $ratio = null) use (&$rows) {
+    if ($ratio === null && $b !== null && $b != 0 && !is_nan($b) && !is_nan($v)) {
+        $ratio = $v / $b;
+    }
+    $rows[] = compact('sc', 'metric', 'v', 'unit', 'bname', 'b', 'ratio', 'target', 'met');
+};
+$ok = fn ($cond) => is_nan((float) $cond) ? null : (bool) $cond;
+
+foreach (['tcp' => 'TCP', 'unix' => 'unix'] as $k => $label) {
+    if (!$has("1.$k.taskq.p50")) {
+        continue;
+    }
+    $fp = $med("1.$k.floor.p50");
+    $tp = $med("1.$k.taskq.p50");
+    $fails = array_sum($reps_["1.$k.taskq.failed"]);
+    $row("1 seed ($label)", 'enqueue p50', $tp, 'µs', 'stream_socket_client p50', $fp, '≤ 1.1× floor', $tp <= 1.1 * $fp);
+    $row("1 seed ($label)", 'enqueue p99', $med("1.$k.taskq.p99"), 'µs', 'floor p99', $med("1.$k.floor.p99"));
+    $row("1 seed ($label)", 'enqueue max', $med("1.$k.taskq.max"), 'µs', 'floor max', $med("1.$k.floor.max"));
+    $row("1 seed ($label)", 'failed connects (all reps)', $fails, '', 'floor failed', array_sum($reps_["1.$k.floor.failed"]), '0', $fails == 0);
+    if ($k === 'tcp') {
+        $row("1 seed ($label)", 'accept-queue drops (all reps)', array_sum($reps_["1.$k.taskq.listen_drops"]), '', 'floor drops', array_sum($reps_["1.$k.floor.listen_drops"]));
+    }
+    $row("1 seed ($label)", 'end-to-end', $med("1.$k.taskq.e2e"), 'tasks/s', null, null, $k === 'tcp' ? '(Swoole 9.3–10.7k/s)' : null);
+}
+if ($has('2.taskq.rate')) {
+    $rate = $med('2.taskq.rate');
+    $p99 = $med('2.taskq.p99');
+    $row('2 persistent ack', 'task() rate', $rate, 'tasks/s', 'Redis LPUSH', $med('2.redis.rate'), '≥ 50,000/s', $rate >= 50000);
+    $row('2 persistent ack', 'task() p50', $med('2.taskq.p50'), 'µs', 'Redis p50', $med('2.redis.p50'));
+    $row('2 persistent ack', 'task() p99', $p99, 'µs', 'Redis p99', $med('2.redis.p99'), '≤ 100 µs', $p99 <= 100);
+    $row('2 persistent ack', 'executed end-to-end', $med('2.taskq.executed'), 'tasks/s');
+}
+if ($has('3.taskq.executed')) {
+    $v = $med('3.taskq.executed');
+    $row('3 pipelined', 'executed', $v, 'tasks/s', 'fwrite floor (send only)', $med('3.floor.rate'), '≥ 200,000/s', $v >= 200000);
+    $row('3 pipelined', 'send() rate', $med('3.taskq.send_rate'), 'msgs/s', 'fwrite floor', $med('3.floor.rate'));
+}
+if ($has('4.taskq_task.executed')) {
+    $v = $med('4.taskq_task.executed');
+    $row('4 8 producers', 'executed, task()', $v, 'tasks/s', 'Redis 8×LPUSH', $med('4.redis.rate'), '≥ 150,000/s', $v >= 150000);
+    $v2 = $med('4.taskq_send.executed');
+    $row('4 8 producers', 'executed, send()', $v2, 'tasks/s', 'Redis 8×LPUSH', $med('4.redis.rate'), '≥ 150,000/s', $v2 >= 150000);
+}
+if ($has('5.taskq.p50')) {
+    $row('5 latency @10k/s', 'task() → onTask p50', $med('5.taskq.p50'), 'µs', '1 hop PHP→PHP p50', $med('5.hop.p50'));
+    $row('5 latency @10k/s', 'task() → onTask p99', $med('5.taskq.p99'), 'µs', '1 hop PHP→PHP p99', $med('5.hop.p99'));
+    $row('5 latency @10k/s', 'achieved rate', $med('5.taskq.rate'), 'tasks/s');
+}
+if ($has('6.idle')) {
+    $idle = $med('6.idle');
+    $row('6 memory', 'idle PSS, ' . (int) $med('6.processes') . ' processes', $idle / $MiB, 'MiB', '11 idle PHP processes', $med('6.php_idle') / $MiB, '≤ 26 MiB', $idle <= 26 * $MiB);
+    $g = $med('6.growth_pct');
+    $row('6 memory', sprintf('after %s tasks (send)', number_format($n(1000000))), $med('6.after_n') / $MiB, 'MiB', 'idle', $idle / $MiB, 'growth < 5%', $g < 5);
+    $h = $med('6.half_n');
+    $row('6 memory', sprintf('…after the first %s', number_format(intdiv($n(1000000), 2))), $h / $MiB, 'MiB', 'second half adds', ($med('6.after_n') - $h) / $MiB, 'no leak: ≤ +5% of idle', $med('6.after_n') - $h <= 0.05 * $idle);
+    foreach (['send' => 'send()→task()', 'task' => 'TaskClient::task()'] as $path => $label) {
+        if (!$has("6.queued_$path")) {
+            continue;
+        }
+        $held = $med("6.held_$path");
+        $row('6 memory', sprintf('%s queued via %s', number_format($n(100000)), $label), $med("6.queued_$path") / $MiB, 'MiB', 'workers held, 0 queued', $held / $MiB);
+        $over = $med("6.per_task_over_payload_$path");
+        $row('6 memory', "  bytes/task beyond payload ($path)", $over, 'B', sprintf('payload %.0f B', $med('6.payload_bytes')), null, '≤ 200 B', $over <= 200);
+        $d = $med("6.drained_vs_held_$path");
+        $row('6 memory', "  after the drain ($path)", $med("6.drained_$path") / $MiB, 'MiB', 'workers held, 0 queued', $held / $MiB, 'back to idle (≤ +5%)', $d <= 0.05 * $held);
+    }
+}
+if ($has('7a.taskq.rate')) {
+    $row('7 durable', 'persistent task() rate', $med('7a.taskq.rate'), 'tasks/s', 'in-memory (2)', $has('2.taskq.rate') ? $med('2.taskq.rate') : null);
+    $row('7 durable', 'persistent task() p99', $med('7a.taskq.p99'), 'µs', 'in-memory (2)', $has('2.taskq.p99') ? $med('2.taskq.p99') : null);
+    $row('7 durable', '8 producers task() executed', $med('7b.taskq_task.executed'), 'tasks/s', 'in-memory (4)', $has('4.taskq_task.executed') ? $med('4.taskq_task.executed') : null);
+}
+if ($has('8.taskq.rate')) {
+    $v = $med('8.taskq.rate');
+    $exact = count(array_filter($reps_['8.sink_count'], fn ($x) => $x != $n(10000))) === 0
+        && array_sum($reps_['8.failed']) == 0;
+    $row('8 email', 'Mailer → smtp-sink', $v, 'msgs/s', 'smtp-source 8 sessions', $med('8.source.rate'), '≥ 13,500/s', $v >= 13500);
+    $row('8 email', 'sink counted (each rep)', (float) min($reps_['8.sink_count']), 'msgs', null, null, 'exactly ' . $n(10000), $exact);
+}
+
+$fmt = function ($v, string $unit = ''): string {
+    if ($v === null || (is_float($v) && is_nan($v))) {
+        return '–';
+    }
+    if ($unit === 'MiB') {
+        return sprintf('%.1f', $v);
+    }
+    if (abs($v) >= 1000) {
+        return number_format($v, 0, '.', ',');
+    }
+    return abs($v) >= 100 || $v == (int) $v ? sprintf('%.0f', $v) : sprintf('%.1f', $v);
+};
+$table = [['scenario', 'metric', 'taskq', 'unit', 'baseline', 'value', 'ratio', 'target', 'met']];
+foreach ($rows as $r) {
+    $table[] = [$r['sc'], $r['metric'], $fmt($r['v'], $r['unit']), $r['unit'], $r['bname'] ?? '', $fmt($r['b'], $r['unit']),
+        $r['ratio'] === null ? '' : sprintf('%.2f', $r['ratio']), $r['target'] ?? '',
+        $r['met'] === null ? '' : ($r['met'] ? 'yes' : 'NO')];
+}
+$widths = [];
+foreach ($table as $line) {
+    foreach ($line as $i => $cell) {
+        $widths[$i] = max($widths[$i] ?? 0, mb_strlen($cell));
+    }
+}
+$out = '';
+foreach ($table as $j => $line) {
+    $cells = [];
+    foreach ($line as $i => $cell) {
+        $pad = $widths[$i] - mb_strlen($cell);
+        $cells[] = in_array($i, [2, 5, 6], true) ? str_repeat(' ', $pad) . $cell : $cell . str_repeat(' ', $pad);
+    }
+    $out .= '| ' . implode(' | ', $cells) . " |\n";
+    if ($j === 0) {
+        $out .= '|' . implode('|', array_map(fn ($w, $i) => in_array($i, [2, 5, 6], true) ? str_repeat('-', $w + 1) . ':' : str_repeat('-', $w + 2), $widths, array_keys($widths))) . "|\n";
+    }
+}
+$loadEnd = trim(file_get_contents('/proc/loadavg'));
+[$busyEnd, $stealEnd] = machine_cpu();
+$wall = microtime(true) - $t0Run;
+$ownCpu = own_cpu() - $ownStart;
+$foreignCpu = max(0.0, ($busyEnd - $busyStart) - $ownCpu);
+$interference = [
+    'wall_seconds' => round($wall, 1),
+    'machine_busy_seconds' => round($busyEnd - $busyStart, 1),
+    'bench_cpu_seconds' => round($ownCpu, 1),
+    'other_cpu_seconds' => round($foreignCpu, 1),
+    'other_cpu_share' => round($foreignCpu / max(1, $wall * (int) trim(shell_exec('nproc'))), 3),
+    'steal_seconds' => round($stealEnd - $stealStart, 1),
+];
+$cpu = preg_match('/^model name\s*:\s*(.+)$/m', file_get_contents('/proc/cpuinfo'), $m) ? $m[1] : '?';
+$machine = sprintf('%d cores, %s, Linux %s, PHP %s, taskq %s', (int) trim(shell_exec('nproc')), $cpu, php_uname('r'), PHP_VERSION,
+    defined('TASKQ_VERSION') ? TASKQ_VERSION : '?');
+echo "\n$out\n";
+printf("medians of %d repetitions (memory: %d), BENCH_SCALE=%s; %s\nload average at start: %s; at end: %s; took %.0f s\n",
+    $reps, min($reps, (int) (getenv('BENCH_MEM_REPS') ?: 3)), $scale, $machine, $loadStart, $loadEnd, $wall);
+printf("CPU during the run: bench %.0f s, everything else on the machine %.0f s (%.0f%% of %d cores), steal %.1f s%s\n",
+    $ownCpu, $foreignCpu, 100 * $interference['other_cpu_share'], (int) trim(shell_exec('nproc')), $interference['steal_seconds'],
+    $interference['other_cpu_share'] > 0.05 ? '  << other work ran meanwhile: numbers are disturbed' : '');
+printf("extension: %s (sha256 %s…, built %s)\n", $extInfo['path'], substr($extInfo['sha256'], 0, 12), $extInfo['mtime']);
+if ($has('6.role.idle.master')) {
+    $states = ['idle' => 'idle', 'half_n' => 'after N/2', 'after_n' => 'after N', 'held_send' => 'held', 'queued_send' => 'queued(send)',
+        'drained_send' => 'drained', 'held_task' => 'held', 'queued_task' => 'queued(task)', 'drained_task' => 'drained'];
+    echo "\nmemory by process (median PSS, MiB):\n| process |";
+    foreach ($states as $label) {
+        printf(' %12s |', $label);
+    }
+    echo "\n|---|" . str_repeat('---:|', count($states)) . "\n";
+    foreach (['master' => 'master', 'manager' => 'manager', 'worker' => 'event worker', 'task_workers' => '8 task workers'] as $role => $label) {
+        echo "| $label |";
+        foreach (array_keys($states) as $st) {
+            printf(' %12.1f |', $med("6.role.$st.$role") / $MiB);
+        }
+        echo "\n";
+    }
+    echo "\n";
+}
+foreach ($notes as $sc => $list) {
+    foreach ($list as $note) {
+        echo "note (scenario $sc): $note\n";
+    }
+}
+
+$json = [
+    'generated' => date(DATE_ATOM),
+    'machine' => [
+        'nproc' => (int) trim(shell_exec('nproc')),
+        'cpu' => $cpu,
+        'kernel' => php_uname('r'),
+        'php' => PHP_VERSION,
+        'taskq' => defined('TASKQ_VERSION') ? TASKQ_VERSION : null,
+        'commit' => trim((string) shell_exec('git -C ' . escapeshellarg(dirname(__DIR__)) . ' rev-parse --short HEAD 2>/dev/null')),
+    ],
+    'loadavg' => ['start' => $loadStart, 'end' => $loadEnd],
+    'cpu' => $interference,
+    'extension' => $extInfo,
+    'scale' => $scale,
+    'repetitions' => $reps,
+    'table' => array_map(fn ($r) => [
+        'scenario' => $r['sc'], 'metric' => $r['metric'], 'value' => is_nan($r['v']) ? null : $r['v'], 'unit' => $r['unit'],
+        'baseline' => $r['bname'], 'baseline_value' => $r['b'] === null || is_nan($r['b']) ? null : $r['b'],
+        'ratio' => $r['ratio'], 'target' => $r['target'], 'met' => $r['met'],
+    ], $rows),
+    'medians' => array_map(fn ($xs) => median($xs), $reps_),
+    'runs' => $reps_,
+    'notes' => $notes,
+];
+file_put_contents($resultsFile, json_encode($json, JSON_PRETTY_PRINT | JSON_UNESCAPED_UNICODE | JSON_UNESCAPED_SLASHES | JSON_PRESERVE_ZERO_FRACTION) . "\n");
+echo "results: $resultsFile\n";
+exit(array_filter($notes, fn ($l) => array_filter($l, fn ($x) => str_starts_with($x, 'FAILED'))) ? 1 : 0);

@@ -10,7 +10,7 @@ PHP := PHP_INI_SCAN_DIR=$(SCAN_DIR) php -d extension=$(CURDIR)/$(SO)
 # Debian 12 packages: PHP and its headers, libclang for bindgen, PHPUnit,
 # the PHP embed library for `cargo test`, and the real servers tests start.
 APT_PACKAGES := php8.2-cli php8.2-dev clang libclang-dev phpunit libphp8.2-embed \
-	python3-aiosmtpd redis-server netcat-openbsd procps iproute2
+	python3-aiosmtpd procps
 INI_DIR := /etc/php/8.2/mods-available
 
 .PHONY: all deps build run test test-rust test-php install bench fuzz clean lint

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
+use crate::chunk_reader::ChunkReader;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::frame::FrameCodec;
@@ -94,6 +95,7 @@ pub struct Connection {
     /// Server messages that arrived while we waited for an acknowledgement.
     pending: VecDeque<Bytes>,
     ack: bool,
+    chunks: ChunkReader,
 }
 
 fn is_raw(d: &PacketDecoder) -> bool {
@@ -165,6 +167,7 @@ impl Connection {
             out: BytesMut::new(),
             pending: VecDeque::new(),
             ack: config.ack,
+            chunks: ChunkReader::default(),
         };
         if matches!(conn.wire, Wire::Taskq(_)) {
             conn.out.clear();
@@ -302,27 +305,10 @@ impl Connection {
     }
 
     fn fill(&mut self) -> Result<bool, ClientError> {
-        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-            self.buf.reserve(64 * 1024);
-        }
-        let len = self.buf.len();
-        let cap = self.buf.capacity();
-        self.buf.resize(cap, 0);
-        let r = loop {
-            match self.stream.read(&mut self.buf[len..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => break other,
-            }
-        };
-        match r {
-            Ok(n) => {
-                self.buf.truncate(len + n);
-                Ok(n > 0)
-            }
-            Err(e) => {
-                self.buf.truncate(len);
-                Err(ClientError::os("recv() failed", &e))
-            }
+        let stream = &mut self.stream;
+        match self.chunks.read_into(&mut self.buf, |c| stream.read(c)) {
+            Ok(n) => Ok(n > 0),
+            Err(e) => Err(ClientError::os("recv() failed", &e)),
         }
     }
 

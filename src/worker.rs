@@ -15,6 +15,7 @@ use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use tokio_util::codec::Decoder;
 
+use crate::chunk_reader::ChunkReader;
 use crate::frame::FrameCodec;
 use crate::ipc::{FromWorker, Payload, ToWorker, MAX_IPC_FRAME};
 use crate::log::Level;
@@ -290,6 +291,7 @@ pub fn wait_for(
 fn reader(mut stream: UnixStream, tx: Sender<Inbound>) {
     let mut codec = FrameCodec::new(MAX_IPC_FRAME);
     let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut chunks = ChunkReader::default();
     loop {
         loop {
             match codec.decode(&mut buf) {
@@ -311,20 +313,12 @@ fn reader(mut stream: UnixStream, tx: Sender<Inbound>) {
                 }
             }
         }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
-        }
-        let len = buf.len();
-        let cap = buf.capacity();
-        buf.resize(cap, 0);
-        match stream.read(&mut buf[len..]) {
+        match chunks.read_into(&mut buf, |c| stream.read(c)) {
             Ok(0) => {
-                buf.truncate(len);
                 let _ = tx.send(Inbound::MasterGone("master closed the connection".into()));
                 return;
             }
-            Ok(n) => buf.truncate(len + n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => buf.truncate(len),
+            Ok(_) => {}
             Err(e) => {
                 let _ = tx.send(Inbound::MasterGone(e.to_string()));
                 return;

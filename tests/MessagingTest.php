@@ -61,29 +61,6 @@ PHP;
         return $server;
     }
 
-    /** Evaluates $code in an event worker over a fresh TaskClient connection; returns the reply array. */
-    private function call(string $code, float $timeout = 5): array
-    {
-        $client = "<?php\n\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
-            . "if (!\$c->connect('127.0.0.1', {$this->port}, $timeout)) { fwrite(STDERR, 'connect failed: ' . \$c->errCode); exit(3); }\n"
-            . '$c->send(' . var_export($code, true) . ");\n"
-            . "\$r = \$c->recv();\n"
-            . "if (\$r === false || \$r === '') { fwrite(STDERR, 'no reply: ' . \$c->errCode); exit(4); }\n"
-            . "echo \$r;\n";
-        return $this->decode($this->runPhp($client, $timeout + 5));
-    }
-
-    private function decode(array $run): array
-    {
-        [$exit, $out, $err] = $run;
-        $this->assertSame(0, $exit, "client failed\nstdout: $out\nstderr: $err");
-        $this->assertSame('', $err);
-        $reply = unserialize($out);
-        $this->assertIsArray($reply, "reply: $out");
-        $this->assertNull($reply['x'], 'the code threw: ' . $reply['x']);
-        return $reply;
-    }
-
     /** Pid of the current incarnation of worker $id (last WorkerStart). */
     private function pidOf(int $id): int
     {
@@ -120,7 +97,7 @@ PHP;
     public function testSendMessageReachesOnPipeMessageOfEveryOtherWorkerWithItsSourceId(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $me = $s->worker_id;
 $messages = [0 => "to-0\0bin\xff", 1 => ['to' => 1, 'n' => [1.5, null, true]], 2 => 12345, 3 => "to-3"];
 $ok = [];
@@ -149,7 +126,7 @@ CODE);
     public function testSendMessageFromATaskWorkerCarriesTheTaskWorkerId(): void
     {
         $server = $this->server();
-        $reply = $this->call('return $s->taskwait(\'return [$s->sendMessage("from-task", 0), $s->sendMessage(["x" => 1], 2)];\', 2, 1);');
+        $reply = $this->evalInWorker('', 'return $s->taskwait(\'return [$s->sendMessage("from-task", 0), $s->sendMessage(["x" => 1], 2)];\', 2, 1);');
         $this->assertSame([true, true], $reply['r']);
         $pipes = $this->waitEvents('pipe', 2, 5, $server);
         $byTarget = array_column($pipes, null, 'id');
@@ -164,7 +141,7 @@ CODE);
     public function testMessagesBetweenTwoWorkersArriveOnceAndInOrder(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $to = 1 - $s->worker_id;
 $ok = 0;
 for ($i = 0; $i < 300; $i++) { $ok += $s->sendMessage("seq-$i", $to) ? 1 : 0; }
@@ -183,7 +160,7 @@ CODE);
     public function testOnPipeMessageCanAnswerWithSendMessage(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 return $s->sendMessage(['eval' => 'return $s->sendMessage("pong from " . $s->worker_id, ' . $s->worker_id . ');'], 3);
 CODE);
         $this->assertTrue($reply['r']);
@@ -197,7 +174,7 @@ CODE);
     public function testSendMessageErrorPathsWarnAndReturnFalse(): void
     {
         $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $out = [];
 foreach ([$s->worker_id, 4, 99, -1] as $id) {
     $w = [];
@@ -235,7 +212,7 @@ $server->on('Receive', function ($s, $fd, $rid, $data) {
 $server->start();
 PHP);
         $this->waitEvents('workerstart', 2, 5, $server);
-        $reply = $this->call('x');
+        $reply = $this->evalInWorker('', 'x');
         $this->assertFalse($reply['r']);
         $this->assertOneWarning("require 'onPipeMessage' callback", $reply['w']);
 
@@ -256,7 +233,7 @@ PHP);
     {
         $t0 = time();
         $server = $this->server();
-        $first = $this->call('return $s->stats();');
+        $first = $this->evalInWorker('', 'return $s->stats();');
         $st = $first['r'];
         $this->assertSame([], $first['w']);
         foreach (self::STATS_KEYS as $k) {
@@ -285,7 +262,7 @@ PHP);
         $replyLens = json_decode($out, true);
         $this->waitEvents('close', 3, 5, $server);
 
-        $st = $this->call('return $s->stats();')['r'];
+        $st = $this->evalInWorker('', 'return $s->stats();')['r'];
         $this->assertSame(4, $st['accept_count']);
         $this->assertSame(3, $st['close_count']);
         $this->assertSame(1, $st['connection_num'], 'connection_num = accept_count - close_count');
@@ -308,7 +285,7 @@ PHP);
     {
         $server = $this->server();
         $release = "$this->dir/release";
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $block = 'for ($i = 0; $i < 400 && !file_exists(getenv("TASKQ_DIR") . "/release"); $i++) { usleep(10000); } return "done";';
 for ($i = 0; $i < 5; $i++) { $s->task($block); }
 for ($i = 0; $i < 200; $i++) {
@@ -328,7 +305,7 @@ CODE);
         $this->assertSame([1, 1], [$status2, $status3], 'both task workers busy');
 
         $this->waitUntil(fn () => count($this->events('finish')) === 5, 5, 'the 5 results', $server);
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 for ($i = 0; $i < 200; $i++) {
     $st = $s->stats();
     if ($st['task_idle_worker_num'] === 2) { break; }
@@ -347,7 +324,7 @@ CODE);
     public function testStatsStayCorrectAfterTaskWorkersDieWhileRunningTasks(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 // dies on its first run, succeeds on the retry
 $once = '$f = getenv("TASKQ_DIR") . "/died-once"; if (!file_exists($f)) { touch($f); exec("kill -9 " . getmypid()); } return "survived";';
 // dies every time: given up after 3 runs
@@ -386,7 +363,7 @@ CODE, 8);
             . "\$c->send('return 1;'); \$c->recv();\n"
             . "\$c->send(" . var_export('return [$s->getClientInfo($ctx["fd"]), $ctx["fd"], microtime(true), $s->getClientInfo(999999), $s->exists($ctx["fd"]), $s->exist($ctx["fd"]), $s->exists(999999), $s->exist(999999)];', true) . ");\n"
             . "echo \$c->recv();\n";
-        $reply = $this->decode($this->runPhp($code));
+        $reply = $this->evalReply($this->runPhp($code));
         [$info, $fd, $now, $unknown, $exists, $exist, $existsUnknown, $existUnknown] = $reply['r'];
         $this->assertSame([], $reply['w']);
         $this->assertFalse($unknown, 'getClientInfo of an unknown fd');
@@ -444,10 +421,10 @@ PHP;
     public function testAClosedConnectionNoLongerExists(): void
     {
         $server = $this->server();
-        $first = $this->call('return $ctx["fd"];');
+        $first = $this->evalInWorker('', 'return $ctx["fd"];');
         $fd = $first['r'];
         $this->waitUntil(fn () => in_array($fd, array_column($this->events('close'), 'fd'), true), 5, "onClose of fd $fd", $server);
-        $reply = $this->call("return [\$s->exists($fd), \$s->exist($fd), \$s->getClientInfo($fd), \$s->exists(\$ctx['fd'])];");
+        $reply = $this->evalInWorker('', "return [\$s->exists($fd), \$s->exist($fd), \$s->getClientInfo($fd), \$s->exists(\$ctx['fd'])];");
         $this->assertSame([false, false, false, true], $reply['r']);
     }
 
@@ -456,7 +433,7 @@ PHP;
         // after stop() (as during a reload) the worker finishes its callback;
         // methods that ask the master must keep working until it has left
         $this->server();
-        $reply = $this->call('$s->stop(); return [$s->stats()["worker_num"], $s->exists($ctx["fd"]), $s->getClientInfo($ctx["fd"])["socket_fd"] ?? null, $s->getWorkerPid(1 - $s->worker_id) > 0];');
+        $reply = $this->evalInWorker('', '$s->stop(); return [$s->stats()["worker_num"], $s->exists($ctx["fd"]), $s->getClientInfo($ctx["fd"])["socket_fd"] ?? null, $s->getWorkerPid(1 - $s->worker_id) > 0];');
         [$workerNum, $exists, $socketFd, $pidOk] = $reply['r'];
         $this->assertSame(2, $workerNum, 'stats()');
         $this->assertTrue($exists, 'exists()');
@@ -469,7 +446,7 @@ PHP;
     public function testGetWorkerPidReturnsThePidOfEachWorker(): void
     {
         $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $w = [];
 set_error_handler(function ($no, $msg) use (&$w) { $w[] = $msg; return true; });
 $r = [
@@ -499,7 +476,7 @@ CODE);
             self::SERVER,
         ));
         $this->waitEvents('workerstart', 4, 5, $server);
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 return [
     'own' => $s->getWorkerStatus(),
     'own_id' => $s->getWorkerStatus($s->worker_id),
@@ -519,7 +496,7 @@ CODE);
 
         touch("$this->dir/die");
         posix_kill($this->pidOf(3), SIGTERM);
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 for ($i = 0; $i < 300; $i++) {
     if ($s->getWorkerStatus(3) === 3) { return 3; }
     usleep(5000);
@@ -528,7 +505,7 @@ return $s->getWorkerStatus(3);
 CODE);
         $this->assertSame(3, $reply['r'], 'a worker waiting to be respawned is exited (3)');
         unlink("$this->dir/die");
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 for ($i = 0; $i < 800; $i++) {
     if ($s->getWorkerStatus(3) === 2) { return 2; }
     usleep(5000);

@@ -93,24 +93,6 @@ PHP;
         return $server;
     }
 
-    /** Evaluates $code in an event worker over a fresh connection; returns the reply array. */
-    private function call(string $code, float $timeout = 5): array
-    {
-        $client = "<?php\n\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
-            . "if (!\$c->connect('127.0.0.1', {$this->port}, $timeout)) { fwrite(STDERR, 'connect failed: ' . \$c->errCode); exit(3); }\n"
-            . '$c->send(' . var_export("eval:$code", true) . ");\n"
-            . "\$r = \$c->recv();\n"
-            . "if (\$r === false || \$r === '') { fwrite(STDERR, 'no reply: ' . \$c->errCode); exit(4); }\n"
-            . "echo \$r;\n";
-        [$exit, $out, $err] = $this->runPhp($client, $timeout + 5);
-        $this->assertSame(0, $exit, "client failed\nstdout: $out\nstderr: $err");
-        $this->assertSame('', $err);
-        $reply = unserialize($out);
-        $this->assertIsArray($reply, "reply: $out");
-        $this->assertNull($reply['x'], 'the code threw: ' . $reply['x']);
-        return $reply;
-    }
-
     /** Starts a PHP client script in the background; returns a handle for finishBackground(). */
     private function background(string $code): array
     {
@@ -173,13 +155,13 @@ PHP;
     {
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 2]);
         $before = array_column($this->events('workerstart'), 'pid', 'id');
-        $reply = $this->call('$ids = []; for ($i = 0; $i < 24; $i++) { $ids[] = $s->task(["n" => $i, "sleep_ms" => 50]); } return $ids;');
+        $reply = $this->evalInWorker('eval:', '$ids = []; for ($i = 0; $i < 24; $i++) { $ids[] = $s->task(["n" => $i, "sleep_ms" => 50]); } return $ids;');
         $this->assertSame(range(0, 23), $reply['r'], 'every task() was acknowledged with an id');
 
         // reload while two tasks run and the rest are queued
         $this->waitEvents('task_begin', 2, 3, $server);
         if ($how === 'method') {
-            $this->assertTrue($this->call('return $s->reload(' . ($onlyTasks ? 'true' : '') . ');')['r']);
+            $this->assertTrue($this->evalInWorker('eval:', 'return $s->reload(' . ($onlyTasks ? 'true' : '') . ');')['r']);
         } else {
             $this->assertTrue(posix_kill($server->pid(), $onlyTasks ? SIGUSR2 : SIGUSR1));
         }
@@ -219,7 +201,7 @@ PHP;
         $this->assertStringNotContainsString('requeued', $this->log(), 'a graceful reload requeues nothing');
 
         // the server still works after the reload
-        $this->assertSame('done:99', $this->call('return $s->taskwait(["n" => 99, "sleep_ms" => 0], 2);')['r']);
+        $this->assertSame('done:99', $this->evalInWorker('eval:', 'return $s->taskwait(["n" => 99, "sleep_ms" => 0], 2);')['r']);
     }
 
     public function testReloadOfEventWorkersLosesNoClientMessage(): void
@@ -301,7 +283,7 @@ PHP);
     public function testShutdownFromAWorkerStopsTheWholeServer(): void
     {
         $server = $this->server(['worker_num' => 2, 'task_worker_num' => 1]);
-        $reply = $this->call('return $s->shutdown();');
+        $reply = $this->evalInWorker('eval:', 'return $s->shutdown();');
         $this->assertTrue($reply['r']);
         $this->assertSame(0, $server->wait(5), 'the master exits 0');
         $this->waitUntil(fn () => $server->tree() === [], 3, 'no process left', $server);
@@ -323,7 +305,7 @@ PHP);
         };
 
         // stop() in the calling worker: it replies, then leaves and is respawned
-        $reply = $this->call('return [$s->stop(), $s->worker_id];');
+        $reply = $this->evalInWorker('eval:', 'return [$s->stop(), $s->worker_id];');
         [$ok, $me] = $reply['r'];
         $this->assertTrue($ok);
         $old = $reply['pid'];
@@ -336,20 +318,20 @@ PHP);
         $other = 1 - $me;
         $otherPid = $pid($other);
         // (if this connection lands on $other itself, that is stop() of its own worker: same outcome)
-        $this->assertTrue($this->call("return \$s->stop($other);")['r']);
+        $this->assertTrue($this->evalInWorker('eval:', "return \$s->stop($other);")['r']);
         $this->waitUntil(fn () => count($this->eventsOf('workerstart', $other)) === 2, 3, "worker $other respawned", $server);
         $this->assertCount(1, array_filter($this->events('workerstop'), fn ($e) => $e['pid'] === $otherPid));
 
         // stop() in a task worker
         $taskPid = $pid(2);
-        $this->assertSame([true, 2], $this->call('return $s->taskwait(\'return [$s->stop(), $s->worker_id];\', 2);')['r']);
+        $this->assertSame([true, 2], $this->evalInWorker('eval:', 'return $s->taskwait(\'return [$s->stop(), $s->worker_id];\', 2);')['r']);
         $this->waitUntil(fn () => count($this->eventsOf('workerstart', 2)) === 2, 3, 'task worker respawned', $server);
         $this->assertNotSame($taskPid, $pid(2));
 
-        $this->assertFalse($this->call('return $s->stop(99);')['r'], 'an unknown worker id');
+        $this->assertFalse($this->evalInWorker('eval:', 'return $s->stop(99);')['r'], 'an unknown worker id');
         $this->assertSame([], $this->events('workererror'), 'stop() is not an error');
         $this->assertStringNotContainsString('abnormal exit', $this->log());
-        $this->assertSame('done:1', $this->call('return $s->taskwait(["n" => 1, "sleep_ms" => 0], 2);')['r'], 'still serving');
+        $this->assertSame('done:1', $this->evalInWorker('eval:', 'return $s->taskwait(["n" => 1, "sleep_ms" => 0], 2);')['r'], 'still serving');
     }
 
     public function testWorkerErrorRunsInTheManagerWithExitCodeAndSignal(): void

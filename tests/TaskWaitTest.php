@@ -61,27 +61,6 @@ PHP;
         return $server;
     }
 
-    /**
-     * Evaluates $code in an event worker (a fresh connection, so dispatch_mode 2
-     * alternates workers); returns ['r' => value, 'w' => warnings, 'x' => exception, 't' => seconds, ...].
-     */
-    private function call(string $code, float $timeout = 5): array
-    {
-        $client = "<?php\n\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
-            . "if (!\$c->connect('127.0.0.1', {$this->port}, $timeout)) { fwrite(STDERR, 'connect failed: ' . \$c->errCode); exit(3); }\n"
-            . '$c->send(' . var_export($code, true) . ");\n"
-            . "\$r = \$c->recv();\n"
-            . "if (\$r === false || \$r === '') { fwrite(STDERR, 'no reply: ' . \$c->errCode); exit(4); }\n"
-            . "echo \$r;\n";
-        [$exit, $out, $err] = $this->runPhp($client, $timeout + 5);
-        $this->assertSame(0, $exit, "client failed\nstdout: $out\nstderr: $err");
-        $this->assertSame('', $err);
-        $reply = unserialize($out);
-        $this->assertIsArray($reply, "reply: $out");
-        $this->assertNull($reply['x'], 'the code threw: ' . $reply['x']);
-        return $reply;
-    }
-
     /** Finish events seen by onFinish, data unserialized. */
     private function finishes(): array
     {
@@ -105,7 +84,7 @@ PHP;
     public function testTaskwaitReturnsTheOnTaskReturnValueOfAnyType(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 return [
     $s->taskwait('return "bin\0\xff\xfe";', 2),
     $s->taskwait('return 42;', 2),
@@ -134,7 +113,7 @@ CODE);
     public function testTaskwaitResultsDoNotReachOnFinish(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $a = $s->taskwait('return "waited-0";', 2, 0);
 $b = $s->taskwait('return "waited-1";', 2, 1);
 // barriers: ordinary tasks on the same task workers, after the waited ones
@@ -151,7 +130,7 @@ CODE);
     public function testTaskwaitReturnsTheFirstFinishAndDiscardsLaterResults(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $r = $s->taskwait('$s->finish("first"); $s->finish("second"); return "returned";', 2, 0);
 $s->task('return "barrier";', 0);
 return $r;
@@ -164,7 +143,7 @@ CODE);
     public function testTaskwaitTimesOutWithFalseAndTheLateResultIsDiscarded(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $t0 = microtime(true);
 $late = $s->taskwait('usleep(400000); return "late";', 0.1, 0);
 $waited = microtime(true) - $t0;
@@ -188,7 +167,7 @@ CODE);
     public function testTaskwaitDefaultTimeoutIsHalfASecond(): void
     {
         $this->server();
-        $reply = $this->call('return $s->taskwait(\'usleep(900000); return "too late";\');');
+        $reply = $this->evalInWorker('', 'return $s->taskwait(\'usleep(900000); return "too late";\');');
         $this->assertFalse($reply['r']);
         $this->assertGreaterThanOrEqual(0.48, $reply['t']);
         $this->assertLessThan(0.8, $reply['t']);
@@ -197,7 +176,7 @@ CODE);
     public function testTaskwaitOfATaskWithoutResultTimesOutWithFalse(): void
     {
         $this->server();
-        $reply = $this->call('return $s->taskwait(\'$x = 1;\', 0.2);');
+        $reply = $this->evalInWorker('', 'return $s->taskwait(\'$x = 1;\', 0.2);');
         $this->assertFalse($reply['r'], 'onTask returned null and never called finish()');
         $this->assertGreaterThanOrEqual(0.19, $reply['t']);
         $this->assertCount(1, $this->events('task'));
@@ -206,7 +185,7 @@ CODE);
     public function testTaskwaitDstWorkerIdRunsTheTaskOnThatTaskWorker(): void
     {
         $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $out = [];
 foreach ([1, 0, 1, 0] as $dst) {
     $out[] = $s->taskwait('return [$s->worker_id, getmypid(), $s->taskworker];', 2, $dst);
@@ -226,12 +205,12 @@ CODE);
     public function testTaskwaitErrorPathsWarnAndReturnFalse(): void
     {
         $this->server();
-        $reply = $this->call('return $s->taskwait("return 1;", 1, 2);');
+        $reply = $this->evalInWorker('', 'return $s->taskwait("return 1;", 1, 2);');
         $this->assertFalse($reply['r']);
         $this->assertWarning('worker_id must be less than task_worker_num[2]', $reply);
 
         // inside a task worker
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 return $s->taskwait('
     $w = [];
     set_error_handler(function ($no, $msg) use (&$w) { $w[] = $msg; return true; });
@@ -265,7 +244,7 @@ $server->on('Receive', function ($s, $fd, $rid, $data) {
 $server->start();
 PHP);
         $this->waitEvents('workerstart', 1, 5, $server);
-        $reply = $this->call('x');
+        $reply = $this->evalInWorker('', 'x');
         $this->assertSame([false, false], $reply['r']);
         $this->assertCount(2, $reply['w'], implode(' | ', $reply['w']));
         $this->assertStringContainsString("taskwait method can't be executed without task worker", $reply['w'][0]);
@@ -325,7 +304,7 @@ CODE;
         // what it holds; a taskwait/taskWaitMulti in that callback must still
         // get its results (under load this is what a reload looks like).
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $stopped = $s->stop();
 $a = $s->taskwait('return "after-stop";', 2);
 $b = $s->taskWaitMulti(['return "m0";', 'return "m1";'], 2);
@@ -343,7 +322,7 @@ CODE);
     public function testTaskWaitMultiReturnsEveryResultKeyedLikeTheInputInParallel(): void
     {
         $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 return $s->taskWaitMulti([
     'usleep(300000); return ["k0", $s->worker_id];',
     'usleep(300000); return ["k1", $s->worker_id];',
@@ -366,7 +345,7 @@ CODE);
     public function testTaskWaitMultiKeepsStringAndSparseKeys(): void
     {
         $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 return $s->taskWaitMulti(['alpha' => 'return "A";', 7 => 'return "seven";', 'z' => 'return ["Z"];'], 2);
 CODE);
         $r = $reply['r'];
@@ -379,7 +358,7 @@ CODE);
     public function testTaskWaitMultiLeavesTimedOutKeysAbsentAndDiscardsTheirLateResults(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $t0 = microtime(true);
 $r = $s->taskWaitMulti([
     'a' => 'return "fast-a";',
@@ -407,7 +386,7 @@ CODE);
     public function testTaskWaitMultiDefaultTimeoutIsHalfASecond(): void
     {
         $this->server();
-        $reply = $this->call('return $s->taskWaitMulti([\'usleep(900000); return 1;\', \'return 2;\']);');
+        $reply = $this->evalInWorker('', 'return $s->taskWaitMulti([\'usleep(900000); return 1;\', \'return 2;\']);');
         $this->assertSame([1 => 2], $reply['r']);
         $this->assertGreaterThanOrEqual(0.48, $reply['t']);
         $this->assertLessThan(0.8, $reply['t']);
@@ -416,7 +395,7 @@ CODE);
     public function testTaskWaitMultiAccepts1023TasksAndRefuses1024(): void
     {
         $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $ok = $s->taskWaitMulti(array_fill(0, 1023, '/*quiet*/ return $s->worker_id;'), 10);
 return [count($ok), array_count_values($ok), array_keys($ok) == range(0, 1022) || (ksort($ok) && array_keys($ok) === range(0, 1022)), $s->taskWaitMulti(array_fill(0, 1024, '/*quiet*/ return 1;'), 1)];
 CODE, 15);
@@ -431,7 +410,7 @@ CODE, 15);
     public function testTaskWaitMultiResultsDoNotMixWithAsyncTaskResults(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $ids = [];
 for ($i = 0; $i < 5; $i++) { $ids[] = $s->task("return 'async-$i';"); }
 $r = $s->taskWaitMulti(['return "m0";', 'return "m1";', 'return "m2";'], 2);

@@ -62,23 +62,6 @@ PHP;
         return $server;
     }
 
-    private function call(string $code, float $timeout = 5): array
-    {
-        $client = "<?php\n\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
-            . "if (!\$c->connect('127.0.0.1', {$this->port}, $timeout)) { fwrite(STDERR, 'connect failed: ' . \$c->errCode); exit(3); }\n"
-            . '$c->send(' . var_export($code, true) . ");\n"
-            . "\$r = \$c->recv();\n"
-            . "if (\$r === false || \$r === '') { fwrite(STDERR, 'no reply: ' . \$c->errCode); exit(4); }\n"
-            . "echo \$r;\n";
-        [$exit, $out, $err] = $this->runPhp($client, $timeout + 5);
-        $this->assertSame(0, $exit, "client failed\nstdout: $out\nstderr: $err");
-        $this->assertSame('', $err);
-        $reply = unserialize($out);
-        $this->assertIsArray($reply, "reply: $out");
-        $this->assertNull($reply['x'], 'the code threw: ' . $reply['x']);
-        return $reply;
-    }
-
     /** Timer events with $field === $value. */
     private function timers(string $field, mixed $value): array
     {
@@ -90,7 +73,7 @@ PHP;
     public function testTickCallsBackWithItsIdAtTheInterval(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $GLOBALS['t0'] = microtime(true);
 return $s->tick(50, function ($timerId) use ($s) {
     record('timer', ['name' => 'tick', 'timer' => $timerId, 'args' => func_num_args(), 'worker_id' => $s->worker_id, 'since' => microtime(true) - $GLOBALS['t0']]);
@@ -114,7 +97,7 @@ CODE);
     public function testClearTimerStopsATickFromInsideItsCallback(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $n = 0;
 $id = $s->tick(20, function ($timerId) use ($s, &$n) {
     $n++;
@@ -140,7 +123,7 @@ CODE);
     public function testAfterFiresOnceWithoutArgumentsAfterTheDelay(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $t0 = microtime(true);
 $a = $s->after(80, function () use ($t0) { record('timer', ['name' => 'after', 'args' => func_num_args(), 'since' => microtime(true) - $t0]); });
 $b = $s->after(300, function () { record('timer', ['name' => 'barrier']); });
@@ -159,7 +142,7 @@ CODE);
     public function testClearTimerCancelsAPendingAfterAndUnknownIdsReturnFalse(): void
     {
         $server = $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $a = $s->after(50, function () { record('timer', ['name' => 'cancelled']); });
 $b = $s->after(200, function () { record('timer', ['name' => 'barrier']); });
 return [$s->clearTimer($a), $s->clearTimer($a), $s->clearTimer(999), $s->clearTimer(0), $s->clearTimer(-1)];
@@ -172,9 +155,9 @@ CODE);
     public function testAFiredAfterCannotBeClearedAndTimerIdsAreNotReused(): void
     {
         $server = $this->server();
-        $first = $this->call('return $s->after(1, function () { record("timer", ["name" => "fired"]); });');
+        $first = $this->evalInWorker('', 'return $s->after(1, function () { record("timer", ["name" => "fired"]); });');
         $this->waitUntil(fn () => count($this->timers('name', 'fired')) === 1, 3, 'the after() timer', $server);
-        $reply = $this->call('return [$s->clearTimer(' . $first['r'] . '), $s->after(1000, function () {}), $s->tick(1000, function () {})];');
+        $reply = $this->evalInWorker('', 'return [$s->clearTimer(' . $first['r'] . '), $s->after(1000, function () {}), $s->tick(1000, function () {})];');
         $this->assertSame([false, 2, 3], $reply['r']);
     }
 
@@ -223,7 +206,7 @@ CODE;
     public function testAnExceptionInATimerCallbackIsLoggedAndTheTimerKeepsRunning(): void
     {
         $server = $this->server();
-        $this->call(<<<'CODE'
+        $this->evalInWorker('', <<<'CODE'
 $n = 0;
 $s->tick(20, function ($id) use ($s, &$n) {
     $n++;
@@ -255,7 +238,7 @@ PHP);
         $this->assertSame(2, substr_count($err, 'Warning:'), $err);
 
         $this->server();
-        $reply = $this->call(<<<'CODE'
+        $reply = $this->evalInWorker('', <<<'CODE'
 $out = [];
 foreach ([[0, 'tick'], [-5, 'tick'], [86400001, 'after'], [0, 'after']] as [$ms, $m]) {
     try { $s->$m($ms, function () {}); $out[] = 'no exception'; }
@@ -293,7 +276,7 @@ CODE);
     public function testTimersDoNotSurviveAReloadAndDoNotDelayIt(): void
     {
         $server = $this->server();
-        $this->call('return $s->tick(30, function () { record("timer", ["name" => "old"]); });');
+        $this->evalInWorker('', 'return $s->tick(30, function () { record("timer", ["name" => "old"]); });');
         $this->waitUntil(fn () => count($this->timers('name', 'old')) >= 2, 3, 'old ticks', $server);
         $oldPid = $this->timers('name', 'old')[0]['pid'];
         posix_kill($server->pid(), SIGUSR1);
@@ -302,7 +285,7 @@ CODE);
         $this->assertNotSame($oldPid, $newStart['pid']);
         $this->waitUntil(fn () => !file_exists("/proc/$oldPid/stat") || str_contains((string) @file_get_contents("/proc/$oldPid/stat"), ') Z '), 3, 'the old worker to exit', $server);
         // a fresh timer in the new worker gets id 1 again, and only it ticks
-        $reply = $this->call('return $s->tick(30, function () { record("timer", ["name" => "new"]); });');
+        $reply = $this->evalInWorker('', 'return $s->tick(30, function () { record("timer", ["name" => "new"]); });');
         $this->assertSame(1, $reply['r']);
         $this->waitUntil(fn () => count($this->timers('name', 'new')) >= 3, 3, 'new ticks', $server);
         $old = $this->timers('name', 'old');

@@ -183,4 +183,32 @@ abstract class TaskqTestCase extends TestCase
     {
         $this->waitUntil(fn () => str_contains($this->log($file), $needle), $timeout, "log line containing: $needle\nlog:\n" . $this->log($file), $server);
     }
+
+    /**
+     * For servers whose onReceive evaluates the PHP code a client sends and
+     * replies with serialize(['r' => result, 'x' => exception, ...]): sends
+     * `$prefix . $code` from a fresh client and returns the decoded reply.
+     */
+    protected function evalInWorker(string $prefix, string $code, float $timeout = 5): array
+    {
+        $client = "<?php\n\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
+            . "if (!\$c->connect('127.0.0.1', {$this->port}, $timeout)) { fwrite(STDERR, 'connect failed: ' . \$c->errCode); exit(3); }\n"
+            . '$c->send(' . var_export($prefix . $code, true) . ");\n"
+            . "\$r = \$c->recv();\n"
+            . "if (\$r === false || \$r === '') { fwrite(STDERR, 'no reply: ' . \$c->errCode); exit(4); }\n"
+            . "echo \$r;\n";
+        return $this->evalReply($this->runPhp($client, $timeout + 5));
+    }
+
+    /** Decodes the reply of an evaluating server from a runPhp() result. */
+    protected function evalReply(array $run): array
+    {
+        [$exit, $out, $err] = $run;
+        $this->assertSame(0, $exit, "client failed\nstdout: $out\nstderr: $err");
+        $this->assertSame('', $err);
+        $reply = unserialize($out);
+        $this->assertIsArray($reply, "reply: $out");
+        $this->assertNull($reply['x'], 'the code threw: ' . $reply['x']);
+        return $reply;
+    }
 }

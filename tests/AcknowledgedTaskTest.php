@@ -115,35 +115,13 @@ PHP;
     /** Starts a client script (after the prelude) in the background. */
     private function background(string $body, float $timeout = 20): array
     {
-        $script = "$this->dir/bg-" . bin2hex(random_bytes(4)) . '.php';
-        file_put_contents($script, $this->clientPrelude() . $body);
-        $out = "$script.out";
-        $err = "$script.err";
-        $cmd = ['timeout', '-k', '1', (string) $timeout, PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT'), $script];
-        $p = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['file', $out, 'w'], 2 => ['file', $err, 'w']], $pipes, $this->dir);
-        return [$p, $out, $err];
+        return $this->startPhp($this->clientPrelude() . $body, $timeout);
     }
 
     /** Waits (bounded) for a background script; asserts exit 0 and empty stderr; returns its JSON output. */
     private function finishBackground(array $h, float $timeout = 20): mixed
     {
-        [$p, $out, $err] = $h;
-        $deadline = microtime(true) + $timeout;
-        $code = null;
-        while (microtime(true) < $deadline) {
-            $st = proc_get_status($p);
-            if (!$st['running']) {
-                $code = $st['exitcode'];
-                break;
-            }
-            usleep(10000);
-        }
-        if ($code === null) {
-            proc_terminate($p, SIGKILL);
-        }
-        proc_close($p);
-        $stdout = (string) @file_get_contents($out);
-        $stderr = (string) @file_get_contents($err);
+        [$code, $stdout, $stderr] = $this->finishPhp($h, $timeout);
         $this->assertSame(0, $code, "background client failed\nstdout: $stdout\nstderr: $stderr");
         $this->assertSame('', $stderr, 'background client wrote to stderr');
         $decoded = json_decode($stdout, true);

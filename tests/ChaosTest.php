@@ -74,7 +74,7 @@ fclose(\$acked);
 file_put_contents('{$this->dir}/errors-$k', implode("\\n", array_slice(\$errors, 0, 20)));
 echo count(\$errors);
 PHP);
-            $cmd = ['timeout', '-k', '1', (string) (int) self::TIME_LIMIT, PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT'), $script];
+            $cmd = self::phpCommand($script, (int) self::TIME_LIMIT);
             $producers[$k] = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['file', "$script.out", 'w'], 2 => ['file', "$script.err", 'w']], $pipes, $this->dir);
         }
 

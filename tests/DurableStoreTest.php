@@ -154,7 +154,7 @@ for (\$i = 0; \$i < 2500; \$i++) {
 fclose(\$out);
 echo json_encode(\$errors);
 PHP);
-            $cmd = ['timeout', '-k', '1', '30', PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT'), $script];
+            $cmd = self::phpCommand($script, 30);
             $producers[$k] = [proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['file', "$script.out", 'w'], 2 => ['file', "$script.err", 'w']], $pipes, $this->dir), $script];
         }
         $exitCodes = [];

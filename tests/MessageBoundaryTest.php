@@ -209,7 +209,7 @@ echo "done $k";
 PHP);
         $procs = [];
         for ($k = 0; $k < $clients; $k++) {
-            $cmd = ['timeout', '-k', '1', '15', PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'extension=' . getenv('TASKQ_EXT'), $script, (string) $this->port, (string) $k, (string) $perClient];
+            $cmd = self::phpCommand($script, 15, [(string) $this->port, (string) $k, (string) $perClient]);
             $p = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes, $this->dir);
             $this->assertIsResource($p);
             $procs[$k] = [$p, $pipes];

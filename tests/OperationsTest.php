@@ -93,39 +93,6 @@ PHP;
         return $server;
     }
 
-    /** Starts a PHP client script in the background; returns a handle for finishBackground(). */
-    private function background(string $code): array
-    {
-        $script = "$this->dir/bg-" . bin2hex(random_bytes(4)) . '.php';
-        file_put_contents($script, $code);
-        $out = "$script.out";
-        $err = "$script.err";
-        $cmd = ['timeout', '-k', '1', '15', PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT'), $script];
-        $p = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['file', $out, 'w'], 2 => ['file', $err, 'w']], $pipes, $this->dir);
-        return [$p, $out, $err];
-    }
-
-    /** Waits (bounded) for a background script; returns [exit code, stdout, stderr]. */
-    private function finishBackground(array $h, float $timeout = 10): array
-    {
-        [$p, $out, $err] = $h;
-        $deadline = microtime(true) + $timeout;
-        $code = null;
-        while (microtime(true) < $deadline) {
-            $st = proc_get_status($p);
-            if (!$st['running']) {
-                $code = $st['exitcode'];
-                break;
-            }
-            usleep(10000);
-        }
-        if ($code === null) {
-            proc_terminate($p, SIGKILL);
-        }
-        proc_close($p);
-        return [$code, (string) @file_get_contents($out), (string) @file_get_contents($err)];
-    }
-
     private static function alive(int $pid): bool
     {
         $stat = @file_get_contents("/proc/$pid/stat");
@@ -208,7 +175,7 @@ PHP;
     {
         $server = $this->server(['worker_num' => 2, 'task_worker_num' => 1]);
         $old = [$this->eventsOf('workerstart', 0)[0]['pid'], $this->eventsOf('workerstart', 1)[0]['pid']];
-        $bg = $this->background(<<<PHP
+        $bg = $this->startPhp(<<<PHP
 <?php
 \$c = new TaskClient(TASKQ_SOCK_TCP);
 if (!\$c->connect('127.0.0.1', {$this->port}, 5)) { exit(3); }
@@ -224,7 +191,7 @@ echo json_encode(\$bad);
 PHP);
         $this->waitEvents('receive', 60, 5, $server);
         $this->assertTrue(posix_kill($server->pid(), SIGUSR1));
-        [$exit, $out, $err] = $this->finishBackground($bg, 10);
+        [$exit, $out, $err] = $this->finishPhp($bg, 10);
         $this->assertSame([0, ''], [$exit, $err], $out);
         $this->assertSame([], json_decode($out, true), 'replies missing or out of order');
         $data = array_column($this->events('receive'), 'data');
@@ -476,7 +443,7 @@ PHP);
     public function testDispatchMode3SendsToAnIdleWorkerWhileAnotherIsBusy(): void
     {
         $server = $this->server(['worker_num' => 2, 'task_worker_num' => 1, 'dispatch_mode' => 3]);
-        $bg = $this->background(<<<PHP
+        $bg = $this->startPhp(<<<PHP
 <?php
 \$c = new TaskClient(TASKQ_SOCK_TCP);
 if (!\$c->connect('127.0.0.1', {$this->port}, 5)) { exit(3); }
@@ -494,7 +461,7 @@ PHP);
             usleep(10000);
         }
         touch("$this->dir/release");
-        [$exit, $out, $err] = $this->finishBackground($bg);
+        [$exit, $out, $err] = $this->finishPhp($bg);
         $this->assertSame([0, ''], [$exit, $err], $out);
         $replies = json_decode($out, true);
         $this->assertCount(31, $replies);
@@ -622,7 +589,7 @@ PHP);
     public function testMaxWaitTimeKillsWorkersStuckInAnInfiniteLoopOnStop(): void
     {
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'max_wait_time' => 1]);
-        $bg = $this->background(<<<PHP
+        $bg = $this->startPhp(<<<PHP
 <?php
 \$c = new TaskClient(TASKQ_SOCK_TCP);
 \$c->connect('127.0.0.1', {$this->port}, 3);
@@ -635,7 +602,7 @@ PHP);
         $this->assertTrue(posix_kill($server->pid(), SIGTERM));
         $this->waitUntil(fn () => $server->tree() === [], 4, 'every process to exit', $server);
         $elapsed = microtime(true) - $t0;
-        $this->finishBackground($bg, 3);
+        $this->finishPhp($bg, 3);
         $this->assertGreaterThanOrEqual(0.95, $elapsed, 'the stuck workers got max_wait_time');
         $this->assertLessThan(2.5, $elapsed, 'then they were killed');
         $this->assertSame(0, $server->wait(1), 'the master still exits 0');
@@ -650,7 +617,7 @@ PHP);
         // cannot finish its callback is killed after it and replaced
         $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'max_wait_time' => 1]);
         $stuck = $this->eventsOf('workerstart', 0)[0]['pid'];
-        $bg = $this->background(<<<PHP
+        $bg = $this->startPhp(<<<PHP
 <?php
 \$c = new TaskClient(TASKQ_SOCK_TCP);
 \$c->connect('127.0.0.1', {$this->port}, 3);
@@ -662,7 +629,7 @@ PHP);
         $this->assertTrue(posix_kill($server->pid(), SIGUSR1));
         $this->waitUntil(fn () => count($this->eventsOf('workerstart', 0)) === 2, 3.5, 'the stuck worker to be replaced', $server);
         $elapsed = microtime(true) - $t0;
-        $this->finishBackground($bg, 3);
+        $this->finishPhp($bg, 3);
         $this->assertFalse(self::alive($stuck), 'the stuck worker was killed');
         $this->assertGreaterThanOrEqual(0.95, $elapsed, 'it got max_wait_time first');
         $this->assertLessThan(2.5, $elapsed);

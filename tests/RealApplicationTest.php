@@ -173,41 +173,12 @@ PHP;
     /** Starts a client process in the background. */
     private function spawnClient(int $k, int $ops): array
     {
-        $script = "$this->dir/app-client.php";
-        if (!is_file($script)) {
-            file_put_contents($script, self::CLIENT);
-        }
-        $out = "$this->dir/client-$k.out";
-        $err = "$this->dir/client-$k.err";
-        $cmd = ['timeout', '-k', '1', '20', PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT'), $script, (string) $this->port, (string) $k, (string) $ops];
-        $p = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['file', $out, 'w'], 2 => ['file', $err, 'w']], $pipes, $this->dir);
-        return [$p, $out, $err];
+        return $this->startPhp(self::CLIENT, 20, [(string) $this->port, (string) $k, (string) $ops], "$this->dir/app-client.php");
     }
 
     private static function running(array $h): bool
     {
         return proc_get_status($h[0])['running'];
-    }
-
-    /** Waits (bounded) for a client; returns [exit code, stdout, stderr]. */
-    private function finishClient(array $h, float $timeout): array
-    {
-        [$p, $out, $err] = $h;
-        $deadline = microtime(true) + $timeout;
-        $code = null;
-        while (microtime(true) < $deadline) {
-            $st = proc_get_status($p);
-            if (!$st['running']) {
-                $code = $st['exitcode'];
-                break;
-            }
-            usleep(10000);
-        }
-        if ($code === null) {
-            proc_terminate($p, SIGKILL);
-        }
-        proc_close($p);
-        return [$code, (string) @file_get_contents($out), (string) @file_get_contents($err)];
     }
 
     /** One request on a fresh connection; returns the decoded reply. */
@@ -253,7 +224,7 @@ PHP;
 
         $outputs = [];
         foreach ($clients as $k => $h) {
-            [$exit, $out, $err] = $this->finishClient($h, 15);
+            [$exit, $out, $err] = $this->finishPhp($h, 15);
             $this->assertSame([0, ''], [$exit, $err], "client $k: $out\nserver log:\n" . $this->log());
             $outputs[$k] = json_decode($out, true);
             $this->assertIsArray($outputs[$k], "client $k output: $out");

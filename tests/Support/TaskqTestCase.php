@@ -129,7 +129,7 @@ abstract class TaskqTestCase extends TestCase
     /** Runs an existing PHP script with the extension, bounded in time. */
     protected function runScript(string $script, float $timeout = 30, array $env = [], ?string $cwd = null): array
     {
-        $cmd = ['timeout', '-k', '1', (string) $timeout, PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT'), $script];
+        $cmd = self::phpCommand($script, $timeout);
         $p = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes, $cwd ?? $this->dir, array_merge(getenv(), $env));
         $out = stream_get_contents($pipes[1]);
         $err = stream_get_contents($pipes[2]);
@@ -210,5 +210,51 @@ abstract class TaskqTestCase extends TestCase
         $this->assertIsArray($reply, "reply: $out");
         $this->assertNull($reply['x'], 'the code threw: ' . $reply['x']);
         return $reply;
+    }
+
+    /** PHP with only the built extension loaded, warnings on stderr, killed after `$timeout` s. */
+    protected static function phpCommand(string $script, float $timeout, array $args = []): array
+    {
+        return array_merge(
+            ['timeout', '-k', '1', (string) $timeout, PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT'), $script],
+            $args,
+        );
+    }
+
+    /**
+     * Starts a PHP script in the background (stdout and stderr to files next
+     * to it); finish it with finishPhp().
+     */
+    protected function startPhp(string $code, float $timeout = 15, array $args = [], ?string $script = null): array
+    {
+        $script ??= "$this->dir/bg-" . bin2hex(random_bytes(4)) . '.php';
+        if (!is_file($script)) {
+            file_put_contents($script, $code);
+        }
+        $out = "$script." . bin2hex(random_bytes(3)) . '.out';
+        $err = substr($out, 0, -4) . '.err';
+        $p = proc_open(self::phpCommand($script, $timeout, $args), [0 => ['file', '/dev/null', 'r'], 1 => ['file', $out, 'w'], 2 => ['file', $err, 'w']], $pipes, $this->dir);
+        return [$p, $out, $err];
+    }
+
+    /** Waits (bounded) for a startPhp() script; returns [exit code or null on timeout, stdout, stderr]. */
+    protected function finishPhp(array $h, float $timeout = 10): array
+    {
+        [$p, $out, $err] = $h;
+        $deadline = microtime(true) + $timeout;
+        $code = null;
+        while (microtime(true) < $deadline) {
+            $st = proc_get_status($p);
+            if (!$st['running']) {
+                $code = $st['exitcode'];
+                break;
+            }
+            usleep(10000);
+        }
+        if ($code === null) {
+            proc_terminate($p, SIGKILL);
+        }
+        proc_close($p);
+        return [$code, (string) @file_get_contents($out), (string) @file_get_contents($err)];
     }
 }

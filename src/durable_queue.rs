@@ -4,9 +4,8 @@
 //! After a crash, the store gives back every task that had not finished.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::queue::{MemoryQueue, QueueError, QueuedTask, TaskQueue};
+use crate::queue::{now_ms, MemoryQueue, QueueError, QueuedTask, TaskQueue};
 use crate::store::{Batch, StoreError, TaskStore};
 
 /// [`MemoryQueue`] backed by a [`TaskStore`].
@@ -25,13 +24,6 @@ pub struct Recovery {
     pub failed: u64,
     /// First id for new tasks.
     pub next_id: u64,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl DurableQueue {

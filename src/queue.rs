@@ -33,6 +33,15 @@ pub struct QueuedTask {
     pub not_before: u64,
 }
 
+/// Unix time in ms: the clock of task delays, retry backoffs, timeouts and
+/// failure records (`QueuedTask::not_before` is in these units).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// Why a queue refused or could not keep a task.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {

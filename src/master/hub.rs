@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
@@ -18,7 +17,7 @@ use crate::ipc::{FromWorker, ToWorker};
 use crate::log::Level;
 use crate::protocol::{code, put_ack, put_error, TaskRequest, KIND_MESSAGE};
 use crate::query::{Query, WORKER_BUSY, WORKER_EXIT, WORKER_IDLE};
-use crate::queue::{QueuedTask, TaskQueue};
+use crate::queue::{now_ms, QueuedTask, TaskQueue};
 use serde_json::{json, Value};
 
 struct Slot {
@@ -53,19 +52,9 @@ pub struct Conn {
     last_send: f64,
 }
 
-/// Unix time in ms, the clock of task delays, backoffs and timeouts.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
+/// Unix time in seconds, as Swoole's `stats()` and `getClientInfo()` show it.
 fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    now_ms() as f64 / 1000.0
 }
 
 /// Counters behind `stats()` and the log.

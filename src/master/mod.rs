@@ -186,7 +186,8 @@ async fn scheduler(hub: Rc<RefCell<Hub>>) {
         let next = hub.borrow_mut().tick();
         match next {
             Some(at) => {
-                let wait = std::time::Duration::from_millis(at.saturating_sub(hub::now_ms()));
+                let wait =
+                    std::time::Duration::from_millis(at.saturating_sub(crate::queue::now_ms()));
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = notify.notified() => {}

@@ -1,9 +1,15 @@
 //! Decides which task worker runs which task. Workers pull work through a
-//! credit window instead of being pushed blindly, so a busy worker never hoards
-//! tasks another idle worker could run, and every task handed out is tracked
-//! until the worker reports it done: a worker that dies gives its tasks back,
-//! a task that fails is retried with backoff, and one that keeps failing is
-//! moved to the failed tasks instead of running forever.
+//! credit window instead of being pushed blindly: an idle worker is served
+//! first, and a busy one is trusted with more than one task only when more
+//! tasks wait than there are workers, and only as much as about
+//! [`WINDOW_BUDGET_US`] of predicted work. So a deep queue of tiny tasks
+//! travels in batches (one write and one wakeup per batch, not per task),
+//! while a few tasks never wait behind a slow one that another worker
+//! could have spared them.
+//! Every task handed out is tracked until the worker reports it done: a
+//! worker that dies gives its tasks back, a task that fails is retried with
+//! backoff, and one that keeps failing is moved to the failed tasks instead
+//! of running forever.
 
 use std::collections::VecDeque;
 
@@ -11,6 +17,8 @@ use crate::queue::{QueueError, QueuedTask, TaskQueue};
 
 struct Running {
     generation: u64,
+    /// When the task was handed out, and for the first of a worker's tasks
+    /// (the one it is running) no earlier than when its predecessor ended.
     started_ms: u64,
     task: QueuedTask,
 }
@@ -21,7 +29,8 @@ struct Slot {
     /// Incarnation of the worker process now connected for this slot; a
     /// late disconnect of an older incarnation must not touch the new one.
     generation: u64,
-    inflight: Vec<Running>,
+    /// In the order sent, which is the order the worker runs them.
+    inflight: VecDeque<Running>,
     /// Tasks sent with an explicit `$dstWorkerId`: only this worker may run them.
     targeted: VecDeque<QueuedTask>,
 }
@@ -58,7 +67,10 @@ pub enum Retry {
 pub struct Dispatcher {
     queue: Box<dyn TaskQueue>,
     slots: Vec<Slot>,
-    window: usize,
+    max_window: usize,
+    /// Moving average of how long onTask runs, in µs; `None` until a task
+    /// has run, and until then every worker gets one task at a time.
+    avg_run_us: Option<f64>,
     next: usize,
     max_queued: usize,
     retry_delay_ms: u64,
@@ -67,25 +79,48 @@ pub struct Dispatcher {
 /// Longest backoff between two runs of a failing task.
 const MAX_RETRY_DELAY_MS: u64 = 3_600_000;
 
+/// How much predicted work, in µs, may wait in a worker's window behind
+/// the task it runs: small enough that a slow task delays little, large
+/// enough that tasks of a few µs go out dozens at a time.
+pub const WINDOW_BUDGET_US: f64 = 1_000.0;
+
+/// Weight of the newest run time in the moving average: a slower run
+/// counts more than a faster one, so the window shrinks at once when tasks
+/// get slow and grows back only gradually.
+const SLOWER_WEIGHT: f64 = 0.5;
+const FASTER_WEIGHT: f64 = 0.125;
+
 impl Dispatcher {
-    /// `workers` task workers, each trusted with at most `window` unfinished
-    /// tasks at once (1 = strictly idle-first dispatch). At most `max_queued`
-    /// tasks wait (0 = unbounded); a failed run is retried after
+    /// `workers` task workers, each trusted with at most `max_window`
+    /// unfinished tasks at once (1 = strictly one at a time). At most
+    /// `max_queued` tasks wait (0 = unbounded); a failed run is retried after
     /// `retry_delay_ms`, doubling each time.
     pub fn new(
         queue: Box<dyn TaskQueue>,
         workers: usize,
-        window: usize,
+        max_window: usize,
         max_queued: usize,
         retry_delay_ms: u64,
     ) -> Self {
         Dispatcher {
             queue,
             slots: (0..workers).map(|_| Slot::default()).collect(),
-            window: window.max(1),
+            max_window: max_window.max(1),
+            avg_run_us: None,
             next: 0,
             max_queued,
             retry_delay_ms,
+        }
+    }
+
+    /// How many unfinished tasks one worker may hold now.
+    pub fn window(&self) -> usize {
+        match self.avg_run_us {
+            None => 1,
+            Some(avg) => {
+                let extra = WINDOW_BUDGET_US / avg.max(1.0);
+                (1 + extra as usize).min(self.max_window)
+            }
         }
     }
 
@@ -123,8 +158,9 @@ impl Dispatcher {
     }
 
     /// Incarnation `generation` is gone (it crashed, was killed or exited
-    /// holding tasks). Each task it held counts a failed run: it is requeued,
-    /// or given up once it has used its attempts.
+    /// holding tasks). The first task it held was running, so that run
+    /// counts as failed: it is requeued, or given up once it has used its
+    /// attempts. The others had not started and go back as they were.
     pub fn offline(&mut self, worker: usize, generation: u64, why: &str) -> Orphans {
         let mut orphans = Orphans::default();
         let Some(s) = self.slots.get_mut(worker) else {
@@ -133,13 +169,15 @@ impl Dispatcher {
         if s.generation == generation {
             s.online = false;
         }
-        let (lost, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut s.inflight)
+        let (lost, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut s.inflight)
             .into_iter()
             .partition(|r| r.generation == generation);
         s.inflight = kept;
-        for r in lost {
+        for (k, r) in lost.into_iter().enumerate() {
             let mut t = r.task;
-            t.attempts += 1;
+            if k == 0 {
+                t.attempts += 1;
+            }
             if t.attempts >= t.max_attempts.max(1) {
                 self.queue.fail(t.clone(), why);
                 orphans.given_up.push(t);
@@ -162,15 +200,33 @@ impl Dispatcher {
             .find(|t| t.id == id)
     }
 
-    fn take_running(&mut self, worker: usize, id: u64) -> Option<QueuedTask> {
+    /// Removes task `id` from the worker's window; the next one starts now.
+    fn take_running(&mut self, worker: usize, id: u64, now_ms: u64) -> Option<QueuedTask> {
         let slot = self.slots.get_mut(worker)?;
         let pos = slot.inflight.iter().position(|r| r.task.id == id)?;
-        Some(slot.inflight.swap_remove(pos).task)
+        let done = slot.inflight.remove(pos)?.task;
+        if let Some(head) = slot.inflight.front_mut() {
+            head.started_ms = head.started_ms.max(now_ms);
+        }
+        Some(done)
     }
 
-    /// The worker finished task `id`; frees its credit.
-    pub fn complete(&mut self, worker: usize, id: u64) -> Option<QueuedTask> {
-        let task = self.take_running(worker, id)?;
+    /// The worker finished task `id` after running it `run_us` µs; frees
+    /// its credit and refines the window.
+    pub fn complete(
+        &mut self,
+        worker: usize,
+        id: u64,
+        run_us: u32,
+        now_ms: u64,
+    ) -> Option<QueuedTask> {
+        let task = self.take_running(worker, id, now_ms)?;
+        let sample = f64::from(run_us);
+        self.avg_run_us = Some(match self.avg_run_us {
+            None => sample,
+            Some(avg) if sample > avg => avg + (sample - avg) * SLOWER_WEIGHT,
+            Some(avg) => avg + (sample - avg) * FASTER_WEIGHT,
+        });
         self.queue.ack(id);
         Some(task)
     }
@@ -178,7 +234,7 @@ impl Dispatcher {
     /// The worker's run of task `id` failed (onTask threw): retry it later
     /// with exponential backoff, or give up after its last attempt.
     pub fn failed(&mut self, worker: usize, id: u64, error: &str, now_ms: u64) -> Option<Retry> {
-        let mut task = self.take_running(worker, id)?;
+        let mut task = self.take_running(worker, id, now_ms)?;
         task.attempts += 1;
         if task.attempts >= task.max_attempts.max(1) {
             self.queue.fail(task.clone(), error);
@@ -195,12 +251,17 @@ impl Dispatcher {
         Some(Retry::At(at))
     }
 
-    /// Workers running a task that started before `deadline_ms` (task_timeout).
+    /// Workers whose running task (the first in their window) started
+    /// before `deadline_ms` (task_timeout).
     pub fn overdue(&self, deadline_ms: u64) -> Vec<usize> {
         self.slots
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.inflight.iter().any(|r| r.started_ms < deadline_ms))
+            .filter(|(_, s)| {
+                s.inflight
+                    .front()
+                    .is_some_and(|r| r.started_ms < deadline_ms)
+            })
             .map(|(i, _)| i)
             .collect()
     }
@@ -209,45 +270,59 @@ impl Dispatcher {
     pub fn oldest_start(&self) -> Option<u64> {
         self.slots
             .iter()
-            .flat_map(|s| s.inflight.iter().map(|r| r.started_ms))
+            .filter_map(|s| s.inflight.front().map(|r| r.started_ms))
             .min()
     }
 
-    /// Hands runnable tasks to workers with free credit, round-robin among
-    /// them, calling `send(worker, task)` for each assignment.
+    /// Hands runnable tasks to workers with free credit, always to the one
+    /// holding fewest (round-robin among equals), calling `send(worker,
+    /// task)` for each assignment. A worker whose current task has run
+    /// past the window's budget gets nothing more until it finishes.
     pub fn assign(&mut self, now_ms: u64, mut send: impl FnMut(usize, &QueuedTask)) {
         let n = self.slots.len();
-        if n == 0 {
-            return;
-        }
+        let window = self.window();
+        let budget_ms = (WINDOW_BUDGET_US / 1000.0) as u64;
+        let online = self.slots.iter().filter(|s| s.online).count();
+        let mut queue_empty = false;
         loop {
-            let mut progressed = false;
             let start = self.next;
+            let mut best: Option<usize> = None;
+            let deep = self.queue.len() > online;
             for k in 0..n {
                 let i = (start + k) % n;
-                let slot = &mut self.slots[i];
-                if !slot.online || slot.inflight.len() >= self.window {
+                let slot = &self.slots[i];
+                let shared = !queue_empty && (slot.inflight.is_empty() || deep);
+                let has_work = !slot.targeted.is_empty() || shared;
+                let stuck = slot
+                    .inflight
+                    .front()
+                    .is_some_and(|r| now_ms > r.started_ms + budget_ms);
+                if !slot.online || slot.inflight.len() >= window || !has_work || stuck {
                     continue;
                 }
-                let task = match slot.targeted.pop_front() {
+                if best.is_none_or(|b| slot.inflight.len() < self.slots[b].inflight.len()) {
+                    best = Some(i);
+                }
+            }
+            let Some(i) = best else { return };
+            let slot = &mut self.slots[i];
+            let task = match slot.targeted.pop_front() {
+                Some(t) => t,
+                None => match self.queue.take(now_ms) {
                     Some(t) => t,
-                    None => match self.queue.take(now_ms) {
-                        Some(t) => t,
-                        None => continue,
-                    },
-                };
-                send(i, &task);
-                slot.inflight.push(Running {
-                    generation: slot.generation,
-                    started_ms: now_ms,
-                    task,
-                });
-                self.next = (i + 1) % n;
-                progressed = true;
-            }
-            if !progressed {
-                return;
-            }
+                    None => {
+                        queue_empty = true;
+                        continue;
+                    }
+                },
+            };
+            send(i, &task);
+            slot.inflight.push_back(Running {
+                generation: slot.generation,
+                started_ms: now_ms,
+                task,
+            });
+            self.next = (i + 1) % n;
         }
     }
 
@@ -320,6 +395,13 @@ mod tests {
         out
     }
 
+    /// Runs one task of `run_us` on worker `w` so the window is sized.
+    fn learn(d: &mut Dispatcher, w: usize, run_us: u32) {
+        d.submit(task(1_000), Some(w)).unwrap();
+        assert_eq!(assign(d), vec![(w, 1_000)]);
+        assert!(d.complete(w, 1_000, run_us, 0).is_some());
+    }
+
     #[test]
     fn idle_first_round_robin_with_window_one() {
         let mut d = dispatcher(3, 1);
@@ -332,9 +414,9 @@ mod tests {
         assert_eq!(assign(&mut d), vec![(0, 0), (1, 1), (2, 2)]);
         assert_eq!(d.queued(), 2);
         assert_eq!(d.idle_workers(), 0);
-        assert!(d.complete(1, 1).is_some());
+        assert!(d.complete(1, 1, 0, 0).is_some());
         assert_eq!(assign(&mut d), vec![(1, 3)]);
-        assert!(d.complete(1, 3).is_some());
+        assert!(d.complete(1, 3, 0, 0).is_some());
         assert_eq!(assign(&mut d), vec![(1, 4)]);
         assert_eq!(d.queued(), 0);
         assert_eq!(d.running_count(), 3);
@@ -353,6 +435,7 @@ mod tests {
     fn dead_worker_gives_tasks_back() {
         let mut d = dispatcher(2, 2);
         d.online(0, 1);
+        learn(&mut d, 0, 10);
         for i in 0..4 {
             d.submit(task(i), None).unwrap();
         }
@@ -367,13 +450,15 @@ mod tests {
     fn late_disconnect_of_an_old_incarnation_spares_the_new_one() {
         let mut d = dispatcher(1, 2);
         d.online(0, 1);
+        learn(&mut d, 0, 10);
         d.submit(task(1), None).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 1)]);
         d.online(0, 2);
-        d.submit(task(2), None).unwrap();
+        d.submit(task(2), Some(0)).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 2)]);
         assert_eq!(d.offline(0, 1, "crash").requeued, 1);
         assert_eq!(d.running(0, 2).map(|t| t.id), Some(2));
+        d.submit(task(9), None).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 1)]);
     }
 
@@ -466,8 +551,113 @@ mod tests {
         assert_eq!(assign(&mut d), vec![(0, 1)]);
         d.draining(0);
         assert_eq!(d.running(0, 1).map(|t| t.id), Some(1));
-        assert!(d.complete(0, 1).is_some());
+        assert!(d.complete(0, 1, 10, 0).is_some());
         assert!(assign(&mut d).is_empty());
         assert_eq!(d.queued(), 1);
+    }
+
+    #[test]
+    fn short_tasks_widen_the_window_and_slow_ones_keep_it_at_one() {
+        let mut d = dispatcher(1, 64);
+        d.online(0, 1);
+        assert_eq!(d.window(), 1, "nothing known yet: one at a time");
+        learn(&mut d, 0, 10);
+        assert_eq!(d.window(), 64, "1 ms of 10 µs tasks exceeds the cap");
+        for _ in 0..40 {
+            learn(&mut d, 0, 200_000);
+        }
+        assert_eq!(d.window(), 1, "slow tasks: nothing waits behind them");
+        let mut d = dispatcher(1, 64);
+        d.online(0, 1);
+        learn(&mut d, 0, 100);
+        assert_eq!(d.window(), 11, "1 + 1000 µs / 100 µs");
+    }
+
+    #[test]
+    fn the_worker_holding_fewest_tasks_is_served_first() {
+        let mut d = dispatcher(2, 4);
+        d.online(0, 1);
+        learn(&mut d, 0, 1);
+        for i in 0..3 {
+            d.submit(task(i), Some(0)).unwrap();
+        }
+        assert_eq!(assign(&mut d), vec![(0, 0), (0, 1), (0, 2)]);
+        d.online(1, 1);
+        for i in 3..10 {
+            d.submit(task(i), None).unwrap();
+        }
+        assert_eq!(
+            assign(&mut d),
+            vec![(1, 3), (1, 4), (1, 5), (0, 6), (1, 7)],
+            "the idle worker catches up before the busy one gets more"
+        );
+        assert_eq!(
+            d.queued(),
+            2,
+            "as many as there are workers wait in the queue"
+        );
+    }
+
+    #[test]
+    fn a_lost_window_charges_a_failed_run_only_to_the_running_task() {
+        let mut d = dispatcher(1, 8);
+        d.online(0, 1);
+        learn(&mut d, 0, 10);
+        for i in 0..4 {
+            d.submit(
+                QueuedTask {
+                    max_attempts: 1,
+                    ..task(i)
+                },
+                None,
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            assign(&mut d),
+            vec![(0, 0), (0, 1), (0, 2)],
+            "beyond the first, only while more wait than there are workers"
+        );
+        let orphans = d.offline(0, 1, "crash");
+        let given: Vec<_> = orphans.given_up.iter().map(|t| t.id).collect();
+        assert_eq!(given, vec![0], "only the task that was running failed");
+        assert_eq!(orphans.requeued, 2, "the tasks behind it had not started");
+        d.online(0, 2);
+        assert_eq!(assign(&mut d), vec![(0, 1), (0, 2)]);
+    }
+
+    #[test]
+    fn a_task_waiting_in_a_window_starts_its_timeout_when_its_turn_comes() {
+        let mut d = dispatcher(1, 8);
+        d.online(0, 1);
+        learn(&mut d, 0, 10);
+        for i in 1..=3 {
+            d.submit(task(i), None).unwrap();
+        }
+        d.assign(100, |_, _| {});
+        assert_eq!(d.running_count(), 2);
+        assert_eq!(d.overdue(200), vec![0]);
+        assert!(d.complete(0, 1, 10, 900).is_some());
+        assert_eq!(d.oldest_start(), Some(900));
+        assert!(d.overdue(600).is_empty(), "task 2 started at 900, not 100");
+        assert_eq!(d.overdue(1_000), vec![0]);
+    }
+
+    #[test]
+    fn a_worker_stuck_on_a_long_task_gets_nothing_more() {
+        let mut d = dispatcher(2, 8);
+        d.online(0, 1);
+        learn(&mut d, 0, 10);
+        d.submit(task(1), None).unwrap();
+        d.assign(100, |_, _| {});
+        for i in 2..6 {
+            d.submit(task(i), None).unwrap();
+        }
+        let mut got = Vec::new();
+        d.assign(5_000, |w, t| got.push((w, t.id)));
+        assert!(got.is_empty(), "task 1 has run for 4.9 s: nothing joins it");
+        d.online(1, 1);
+        d.assign(5_000, |w, t| got.push((w, t.id)));
+        assert_eq!(got, vec![(1, 2), (1, 3)]);
     }
 }

@@ -100,8 +100,10 @@ pub enum FromWorker {
     },
     /// `finish()` or a non-null `onTask` return for master task `id`.
     Result { id: u64, payload: Payload },
-    /// `onTask` for master task `id` returned: the task is complete.
-    Done { id: u64 },
+    /// `onTask` for master task `id` returned: the task is complete. It ran
+    /// for `run_us` microseconds, which sizes how many tasks the master
+    /// hands this worker at once.
+    Done { id: u64, run_us: u32 },
     /// `onTask` for master task `id` threw: this run failed.
     Failed { id: u64, error: String },
     /// `$server->send($fd, $data)`.
@@ -374,7 +376,12 @@ impl FromWorker {
                 put_payload(dst, payload);
                 FrameCodec::end(dst, s);
             }
-            FromWorker::Done { id } => FrameCodec::put(dst, FW_DONE, &id.to_be_bytes()),
+            FromWorker::Done { id, run_us } => {
+                let s = FrameCodec::begin(dst, FW_DONE);
+                dst.put_u64(*id);
+                dst.put_u32(*run_us);
+                FrameCodec::end(dst, s);
+            }
             FromWorker::Failed { id, error } => {
                 let s = FrameCodec::begin(dst, FW_FAILED);
                 dst.put_u64(*id);
@@ -442,8 +449,11 @@ impl FromWorker {
                 }
             }
             FW_DONE => {
-                need(&b, 8, "done")?;
-                FromWorker::Done { id: b.get_u64() }
+                need(&b, 12, "done")?;
+                FromWorker::Done {
+                    id: b.get_u64(),
+                    run_us: b.get_u32(),
+                }
             }
             FW_FAILED => {
                 need(&b, 8, "failed")?;
@@ -578,7 +588,7 @@ mod tests {
                 id: 5,
                 payload: payload(Encoding::Serialized, b"b:1;"),
             },
-            FromWorker::Done { id: 5 },
+            FromWorker::Done { id: 5, run_us: 42 },
             FromWorker::Send {
                 fd: 2,
                 data: Bytes::from_static(b"reply"),

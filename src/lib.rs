@@ -10,6 +10,7 @@ pub mod dispatcher;
 pub mod durable_queue;
 pub mod error;
 pub mod frame;
+pub mod inbox;
 pub mod ipc;
 pub mod launcher;
 pub mod listener;

@@ -1,23 +1,20 @@
-//! The loop of a worker or task worker process. A reader thread turns the
-//! master's frames into messages on a crossbeam channel, and a signal thread
-//! turns SIGTERM into one more message, so the main thread, the only one that
-//! may run PHP, handles events, stop requests and master loss in one place.
-//! Writes go straight from the main thread through a buffer flushed whenever
-//! it would block or a caller needs its message sent now.
+//! The loop of a worker or task worker process, all on the main thread, the
+//! only one that may run PHP: it takes the master's messages, stop requests
+//! and master loss from the [`Inbox`] and its timers in one place. Writes go
+//! through a buffer that is flushed before the loop sleeps, or at once when
+//! no further message is already waiting, so a burst of events is answered
+//! in a few writes and a lone event without delay.
 
 use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufWriter, Write};
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use tokio_util::codec::Decoder;
 
-use crate::chunk_reader::ChunkReader;
-use crate::frame::FrameCodec;
-use crate::ipc::{FromWorker, Payload, ToWorker, MAX_IPC_FRAME};
+use crate::inbox::{Inbound, Inbox};
+use crate::ipc::{FromWorker, Payload, ToWorker};
 use crate::log::Level;
 use crate::timer::Timers;
 
@@ -58,12 +55,6 @@ pub trait Handler {
     fn timer(&mut self, timer_id: u64);
 }
 
-enum Inbound {
-    Msg(ToWorker),
-    MasterGone(String),
-    Terminate,
-}
-
 /// Why a call made from a PHP callback could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
@@ -85,7 +76,8 @@ struct Link {
     out: BufWriter<UnixStream>,
     scratch: BytesMut,
     spec: WorkerSpec,
-    rx: Receiver<Inbound>,
+    inbox: Inbox,
+    /// Messages set aside by `wait_for` for the event loop, in order.
     pending: VecDeque<Inbound>,
     timers: Timers,
     next_task_id: i64,
@@ -110,6 +102,16 @@ impl Link {
     fn send_now(&mut self, msg: &FromWorker) -> std::io::Result<()> {
         self.send(msg)?;
         self.out.flush()
+    }
+
+    /// Sends now, unless more messages are already waiting: then it leaves
+    /// with the replies to those, in one write, when the loop next sleeps.
+    fn send_soon(&mut self, msg: &FromWorker) -> std::io::Result<()> {
+        self.send(msg)?;
+        if self.pending.is_empty() && !self.inbox.has_buffered() {
+            self.out.flush()?;
+        }
+        Ok(())
     }
 
     /// Flushes and, for event workers, tells the master how far we got.
@@ -143,8 +145,9 @@ pub fn current() -> Option<(u32, bool)> {
     })
 }
 
-/// `$server->task()`: queues a task and returns its id at once; the task is
-/// on its way to the master when this returns.
+/// `$server->task()`: queues a task and returns its id at once. The task is
+/// on its way to the master when this returns, or, while further events
+/// already wait to be handled, leaves with the next batch of writes.
 pub fn submit_task(dst: i32, payload: Payload, wait: bool) -> Result<i64, LinkError> {
     with_link(|link| {
         if link.spec.is_task {
@@ -152,12 +155,17 @@ pub fn submit_task(dst: i32, payload: Payload, wait: bool) -> Result<i64, LinkEr
         }
         let task_id = link.next_task_id;
         link.next_task_id += 1;
-        link.send_now(&FromWorker::Submit {
+        let msg = FromWorker::Submit {
             task_id,
             dst,
             wait,
             payload,
-        })?;
+        };
+        if wait {
+            link.send_now(&msg)?;
+        } else {
+            link.send_soon(&msg)?;
+        }
         Ok(task_id)
     })
 }
@@ -197,7 +205,7 @@ pub fn send_to_client(fd: u64, data: Bytes) -> Result<(), LinkError> {
         if link.in_event && link.spec.report_every_event {
             Ok(link.send(&msg)?)
         } else {
-            Ok(link.send_now(&msg)?)
+            Ok(link.send_soon(&msg)?)
         }
     })
 }
@@ -270,83 +278,25 @@ pub fn wait_for(
                 return Ok(Some(msg));
             }
         }
-        link.out.flush()?;
         loop {
-            match link.rx.recv_deadline(deadline) {
-                Ok(Inbound::Msg(msg)) if want(&msg) => return Ok(Some(msg)),
-                Ok(other) => {
-                    let gone = matches!(other, Inbound::MasterGone(_));
-                    link.pending.push_back(other);
-                    if gone {
-                        return Err(LinkError::MasterGone);
+            while let Some(m) = link.inbox.try_next() {
+                match m {
+                    Inbound::Msg(msg) if want(&msg) => return Ok(Some(msg)),
+                    other => {
+                        let gone = matches!(other, Inbound::MasterGone(_));
+                        link.pending.push_back(other);
+                        if gone {
+                            return Err(LinkError::MasterGone);
+                        }
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => return Ok(None),
-                Err(RecvTimeoutError::Disconnected) => return Err(LinkError::MasterGone),
+            }
+            link.out.flush()?;
+            if !link.inbox.wait(Some(deadline))? {
+                return Ok(None);
             }
         }
     })
-}
-
-fn reader(mut stream: UnixStream, tx: Sender<Inbound>) {
-    let mut codec = FrameCodec::new(MAX_IPC_FRAME);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let mut chunks = ChunkReader::default();
-    loop {
-        loop {
-            match codec.decode(&mut buf) {
-                Ok(Some(frame)) => match ToWorker::decode(frame) {
-                    Ok(msg) => {
-                        if tx.send(Inbound::Msg(msg)).is_err() {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Inbound::MasterGone(format!("bad message: {e}")));
-                        return;
-                    }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    let _ = tx.send(Inbound::MasterGone(format!("bad frame: {e}")));
-                    return;
-                }
-            }
-        }
-        match chunks.read_into(&mut buf, |c| stream.read(c)) {
-            Ok(0) => {
-                let _ = tx.send(Inbound::MasterGone("master closed the connection".into()));
-                return;
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let _ = tx.send(Inbound::MasterGone(e.to_string()));
-                return;
-            }
-        }
-    }
-}
-
-fn spawn_signal_thread(tx: Sender<Inbound>) -> std::io::Result<()> {
-    crate::launcher::take_over_signals();
-    // SAFETY: SIG_IGN needs nothing; the manager ignores SIGINT and so do
-    // workers, so Ctrl-C reaches the master, which stops everyone in order.
-    unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGHUP])?;
-    std::thread::Builder::new()
-        .name("taskq-signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if sig == libc::SIGHUP {
-                    if let Err(e) = crate::log::reopen() {
-                        crate::log!(Level::Warning, "cannot reopen log file: {e}");
-                    }
-                } else if tx.send(Inbound::Terminate).is_err() {
-                    return;
-                }
-            }
-        })?;
-    Ok(())
 }
 
 fn flush() -> Result<(), LinkError> {
@@ -363,23 +313,13 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
             return 1;
         }
     };
-    let (tx, rx) = crossbeam_channel::bounded(4096);
-    let started = stream
-        .try_clone()
-        .and_then(|read_half| {
-            std::thread::Builder::new()
-                .name("taskq-reader".into())
-                .spawn({
-                    let tx = tx.clone();
-                    move || reader(read_half, tx)
-                })
-                .map(drop)
-        })
-        .and_then(|()| spawn_signal_thread(tx));
-    if let Err(e) = started {
-        crate::log!(Level::Error, "cannot start worker threads: {e}");
-        return 1;
-    }
+    let inbox = match stream.try_clone().and_then(Inbox::new) {
+        Ok(inbox) => inbox,
+        Err(e) => {
+            crate::log!(Level::Error, "cannot set up the worker's inbox: {e}");
+            return 1;
+        }
+    };
     let max_request = spec.max_request;
     let worker_id = spec.worker_id;
     LINK.with(|l| {
@@ -387,7 +327,7 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
             out: BufWriter::with_capacity(64 * 1024, stream),
             scratch: BytesMut::new(),
             spec,
-            rx,
+            inbox,
             pending: VecDeque::new(),
             timers: Timers::default(),
             next_task_id: 0,
@@ -425,51 +365,19 @@ enum Next {
 }
 
 fn next_event() -> Result<Next, LinkError> {
-    with_link(|link| {
+    with_link(|link| loop {
         if let Some(id) = link.timers.pop_due(Instant::now()) {
             return Ok(Next::Timer(id));
         }
         if let Some(m) = link.pending.pop_front() {
             return Ok(Next::Event(m));
         }
-        match link.rx.try_recv() {
-            Ok(m) => return Ok(Next::Event(m)),
-            Err(TryRecvError::Disconnected) => return Err(LinkError::MasterGone),
-            Err(TryRecvError::Empty) => {}
+        if let Some(m) = link.inbox.try_next() {
+            return Ok(Next::Event(m));
         }
         link.before_blocking()?;
-        let received = match link.timers.next_deadline() {
-            Some(deadline) => link.rx.recv_deadline(deadline),
-            None => link.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        match received {
-            Ok(m) => Ok(Next::Event(m)),
-            Err(RecvTimeoutError::Timeout) => match link.timers.pop_due(Instant::now()) {
-                Some(id) => Ok(Next::Timer(id)),
-                None => next_timer_wait(link),
-            },
-            Err(RecvTimeoutError::Disconnected) => Err(LinkError::MasterGone),
-        }
+        link.inbox.wait(link.timers.next_deadline())?;
     })
-}
-
-/// A deadline passed but the timer is not due yet (clock granularity):
-/// wait out the remainder.
-fn next_timer_wait(link: &mut Link) -> Result<Next, LinkError> {
-    loop {
-        if let Some(id) = link.timers.pop_due(Instant::now()) {
-            return Ok(Next::Timer(id));
-        }
-        let deadline = link
-            .timers
-            .next_deadline()
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        match link.rx.recv_deadline(deadline) {
-            Ok(m) => return Ok(Next::Event(m)),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return Err(LinkError::MasterGone),
-        }
-    }
 }
 
 fn event_loop(handler: &mut dyn Handler, max_request: u64) -> i32 {
@@ -578,15 +486,17 @@ fn handle(
             payload,
         }) => {
             set_current_task(Some(id));
+            let started = Instant::now();
             let result = handler.task(task_id, src_worker, payload);
+            let run_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
             set_current_task(None);
             with_link(|link| {
                 match result {
                     Ok(Some(payload)) => {
                         link.send(&FromWorker::Result { id, payload })?;
-                        link.send(&FromWorker::Done { id })?;
+                        link.send(&FromWorker::Done { id, run_us })?;
                     }
-                    Ok(None) => link.send(&FromWorker::Done { id })?,
+                    Ok(None) => link.send(&FromWorker::Done { id, run_us })?,
                     Err(error) => link.send(&FromWorker::Failed { id, error })?,
                 }
                 Ok(())

@@ -599,10 +599,10 @@ impl Hub {
                     }
                 }
             }
-            FromWorker::Done { id } => {
+            FromWorker::Done { id, run_us } => {
                 self.awaited.remove(&id);
                 if let Some(t) = self.task_index(worker) {
-                    self.dispatcher.complete(t, id);
+                    self.dispatcher.complete(t, id, run_us, now_ms());
                     self.assign();
                     self.commit_needed.notify_one();
                 }

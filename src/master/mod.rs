@@ -45,7 +45,7 @@ pub struct MasterConfig {
     pub max_conn: usize,
     pub open_tcp_nodelay: bool,
     pub events: EventMask,
-    /// Unfinished tasks a task worker may hold at once.
+    /// Most unfinished tasks a task worker may hold at once.
     pub task_window: usize,
     /// Runs of a failing task before it is given up (1 + task_retry_max).
     pub task_max_attempts: u32,

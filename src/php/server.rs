@@ -699,7 +699,7 @@ impl TaskServer {
                     connect: self.callbacks.has(Event::Connect),
                     close: self.callbacks.has(Event::Close),
                 },
-                task_window: 1,
+                task_window: c.task_window,
                 task_max_attempts: c.task_retry_max + 1,
                 task_retry_delay_ms: (c.task_retry_delay * 1000.0) as u64,
                 task_timeout_ms: c.task_timeout.map(|t| (t * 1000.0) as u64),

@@ -336,14 +336,20 @@ impl Dispatcher {
         self.queue.commit()
     }
 
-    /// Tasks accepted and not yet handed to a worker.
+    /// Tasks accepted and not yet started: in the queue, or in a worker's
+    /// window behind the task it runs.
     pub fn queued(&self) -> usize {
-        self.queue.len() + self.slots.iter().map(|s| s.targeted.len()).sum::<usize>()
+        self.queue.len()
+            + self
+                .slots
+                .iter()
+                .map(|s| s.targeted.len() + s.inflight.len().saturating_sub(1))
+                .sum::<usize>()
     }
 
-    /// Tasks handed to workers and not yet done.
+    /// Tasks running now: the first of each worker's window.
     pub fn running_count(&self) -> usize {
-        self.slots.iter().map(|s| s.inflight.len()).sum()
+        self.slots.iter().filter(|s| !s.inflight.is_empty()).count()
     }
 
     /// Whether task worker `worker` holds an unfinished task.
@@ -443,7 +449,7 @@ mod tests {
         assert_eq!(d.offline(0, 1, "crash").requeued, 2);
         d.online(1, 1);
         assert_eq!(assign(&mut d), vec![(1, 0), (1, 1)]);
-        assert_eq!(d.queued(), 2);
+        assert_eq!((d.running_count(), d.queued()), (1, 3));
     }
 
     #[test]
@@ -593,8 +599,8 @@ mod tests {
         );
         assert_eq!(
             d.queued(),
-            2,
-            "as many as there are workers wait in the queue"
+            2 + 3 + 3,
+            "as many as there are workers in the queue, the rest in windows"
         );
     }
 
@@ -635,7 +641,11 @@ mod tests {
             d.submit(task(i), None).unwrap();
         }
         d.assign(100, |_, _| {});
-        assert_eq!(d.running_count(), 2);
+        assert_eq!(
+            (d.running_count(), d.queued()),
+            (1, 2),
+            "one runs, one waits in its window"
+        );
         assert_eq!(d.overdue(200), vec![0]);
         assert!(d.complete(0, 1, 10, 900).is_some());
         assert_eq!(d.oldest_start(), Some(900));

@@ -208,6 +208,8 @@ PHP;
             'log_level 99' => ['log_level', 99, '99'],
             'negative max_request' => ['max_request', -5, '-5'],
             'worker_num string' => ['worker_num', 'lots', 'lots'],
+            'task_window 0' => ['task_window', 0, '0'],
+            'task_window over max' => ['task_window', 1025, '1025'],
         ];
     }
 

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use super::outbox::Outbox;
-use super::MasterConfig;
+use super::{DrainWatch, MasterConfig};
 use crate::dispatcher::{Dispatcher, Retry, SubmitError};
 use crate::frame::FrameCodec;
 use crate::ipc::{FromWorker, ToWorker};
@@ -60,10 +60,6 @@ fn now() -> f64 {
     now_ms() as f64 / 1000.0
 }
 
-/// A drain from at least this many unfinished tasks to an eighth of them
-/// hands freed memory back to the system.
-const TRIM_AFTER_TASKS: usize = 4096;
-
 /// Above this many slots, a map of connections gives back capacity once it
 /// is three quarters empty.
 const KEEP_CONNS: usize = 1024;
@@ -107,8 +103,7 @@ pub struct Hub {
     pub trim: Rc<Notify>,
     /// Told when a worker outbox fell below its low-water mark.
     space: Rc<Notify>,
-    /// Most unfinished tasks since the last large drain.
-    depth_peak: usize,
+    drain_watch: DrainWatch,
     stopping: bool,
 }
 
@@ -155,7 +150,7 @@ impl Hub {
             reschedule: Rc::new(Notify::new()),
             trim,
             space,
-            depth_peak: 0,
+            drain_watch: DrainWatch::default(),
             stopping: false,
             cfg,
         }
@@ -180,16 +175,11 @@ impl Hub {
         Rc::new(Outbox::for_client(self.trim.clone()))
     }
 
-    /// Called after each batch of messages: wakes the trimmer once the
-    /// unfinished tasks fell to an eighth of a peak of at least
-    /// `TRIM_AFTER_TASKS`, so a drained queue's memory goes back to the
-    /// system without a trim per task.
+    /// Called after each batch of messages: wakes the trimmer after a
+    /// large drain of unfinished tasks (see [`DrainWatch`]).
     pub fn note_queue_depth(&mut self) {
         let depth = self.unfinished_tasks();
-        if depth > self.depth_peak {
-            self.depth_peak = depth;
-        } else if self.depth_peak >= TRIM_AFTER_TASKS && depth <= self.depth_peak / 8 {
-            self.depth_peak = depth;
+        if self.drain_watch.drained(depth) {
             self.trim.notify_one();
         }
     }

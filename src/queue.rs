@@ -4,9 +4,22 @@
 //! durable queues and Redis Streams consumer groups need.
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
 
 use crate::ipc::Payload;
+
+/// Payloads up to this size are copied when queued. A payload decoded from
+/// a socket is a slice of a 64 KiB read buffer, and a slice keeps the whole
+/// buffer allocated for as long as the task waits; a private copy costs one
+/// small allocation.
+pub const COPY_PAYLOAD_MAX: usize = 16 * 1024;
+
+/// A priority's deque gives back capacity it no longer needs once it has
+/// more than this many slots (a few tens of KiB; below it, shrinking saves
+/// less than it costs).
+const KEEP_SLOTS: usize = 1024;
 
 /// A task as the master keeps it until a task worker reports it done. It is
 /// also the record a durable store keeps, hence serde.
@@ -80,11 +93,16 @@ pub trait TaskQueue {
     }
 }
 
-/// The embedded default: ordered maps in the master's memory. Fast, and
-/// lost if the master itself dies, which the README states plainly.
+/// The embedded default, in the master's memory: one FIFO per priority,
+/// plus the delayed tasks ordered by due time. Fast, and lost if the master
+/// itself dies, which the README states plainly.
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
-    ready: BTreeMap<(Reverse<i32>, u64), QueuedTask>,
+    /// Runnable tasks by priority (highest first), each deque in id order.
+    /// A priority's deque is dropped when it empties, so a drained queue
+    /// holds no memory.
+    ready: BTreeMap<Reverse<i32>, VecDeque<QueuedTask>>,
+    ready_len: usize,
     delayed: BTreeMap<(u64, u64), QueuedTask>,
     failed: u64,
 }
@@ -94,8 +112,22 @@ impl MemoryQueue {
         if task.not_before > 0 {
             self.delayed.insert((task.not_before, task.id), task);
         } else {
-            self.ready.insert((Reverse(task.priority), task.id), task);
+            self.insert_ready(task);
         }
+    }
+
+    /// Appends in the common case (ids grow); a requeued or formerly delayed
+    /// task goes back to its place by id, which is near the front.
+    fn insert_ready(&mut self, task: QueuedTask) {
+        let q = self.ready.entry(Reverse(task.priority)).or_default();
+        match q.back() {
+            Some(last) if last.id > task.id => {
+                let at = q.partition_point(|t| t.id < task.id);
+                q.insert(at, task);
+            }
+            _ => q.push_back(task),
+        }
+        self.ready_len += 1;
     }
 
     /// Tasks given up on since start (kept only as a count in memory).
@@ -104,8 +136,17 @@ impl MemoryQueue {
     }
 }
 
+/// Gives `payload` its own allocation when it is small (see
+/// [`COPY_PAYLOAD_MAX`]).
+fn own_payload(payload: &mut Payload) {
+    if !payload.data.is_empty() && payload.data.len() <= COPY_PAYLOAD_MAX {
+        payload.data = Bytes::copy_from_slice(&payload.data);
+    }
+}
+
 impl TaskQueue for MemoryQueue {
-    fn push(&mut self, task: QueuedTask) {
+    fn push(&mut self, mut task: QueuedTask) {
+        own_payload(&mut task.payload);
         self.insert(task);
     }
 
@@ -115,9 +156,18 @@ impl TaskQueue for MemoryQueue {
                 break;
             }
             let task = entry.remove();
-            self.ready.insert((Reverse(task.priority), task.id), task);
+            self.insert_ready(task);
         }
-        self.ready.pop_first().map(|(_, t)| t)
+        let mut entry = self.ready.first_entry()?;
+        let q = entry.get_mut();
+        let task = q.pop_front();
+        if q.is_empty() {
+            entry.remove();
+        } else if q.capacity() > KEEP_SLOTS && q.len() < q.capacity() / 4 {
+            q.shrink_to(q.len() * 2);
+        }
+        self.ready_len -= task.is_some() as usize;
+        task
     }
 
     fn next_due(&self) -> Option<u64> {
@@ -135,7 +185,7 @@ impl TaskQueue for MemoryQueue {
     }
 
     fn len(&self) -> usize {
-        self.ready.len() + self.delayed.len()
+        self.ready_len + self.delayed.len()
     }
 }
 
@@ -203,5 +253,82 @@ mod tests {
         assert_eq!(q.len(), 1);
         assert_eq!(q.take(1000).map(|t| t.id), Some(1));
         assert_eq!(q.next_due(), None);
+    }
+
+    #[test]
+    fn requeued_tasks_go_back_to_their_place_in_any_order() {
+        let mut q = MemoryQueue::default();
+        for i in 0..5 {
+            q.push(task(i));
+        }
+        let taken: Vec<QueuedTask> = (0..3).map(|_| q.take(0).unwrap()).collect();
+        for t in taken.into_iter().rev() {
+            q.requeue(t);
+        }
+        let order: Vec<u64> = std::iter::from_fn(|| q.take(0)).map(|t| t.id).collect();
+        assert_eq!(order, vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn a_delayed_task_that_became_due_runs_before_newer_ones_of_its_priority() {
+        let mut q = MemoryQueue::default();
+        q.push(QueuedTask {
+            not_before: 50,
+            ..task(1)
+        });
+        q.push(task(2));
+        q.push(task(3));
+        q.push(QueuedTask {
+            priority: 1,
+            ..task(4)
+        });
+        let order: Vec<u64> = std::iter::from_fn(|| q.take(100)).map(|t| t.id).collect();
+        assert_eq!(order, vec![4, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_drained_queue_gives_its_memory_back() {
+        let mut q = MemoryQueue::default();
+        for i in 0..100_000 {
+            q.push(task(i));
+        }
+        for _ in 0..99_000 {
+            q.take(0).unwrap();
+        }
+        let cap = q.ready.values().map(VecDeque::capacity).sum::<usize>();
+        assert!(cap <= 4 * 1000, "{cap} slots kept for 1000 tasks");
+        assert_eq!(q.len(), 1000);
+        while q.take(0).is_some() {}
+        assert!(q.ready.is_empty());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_small_payload_is_copied_out_of_the_buffer_it_was_read_into() {
+        let buffer = Bytes::from(vec![7u8; 64 * 1024]);
+        let range = buffer.as_ptr_range();
+        let mut q = MemoryQueue::default();
+        q.push(QueuedTask {
+            payload: Payload {
+                encoding: Encoding::Raw,
+                data: buffer.slice(100..400),
+            },
+            ..task(1)
+        });
+        q.push(QueuedTask {
+            payload: Payload {
+                encoding: Encoding::Raw,
+                data: buffer.slice(0..COPY_PAYLOAD_MAX + 1),
+            },
+            ..task(2)
+        });
+        let small = q.take(0).unwrap().payload.data;
+        assert_eq!(small, buffer.slice(100..400));
+        assert!(!range.contains(&small.as_ptr()));
+        let large = q.take(0).unwrap().payload.data;
+        assert!(
+            range.contains(&large.as_ptr()),
+            "large payloads are not copied"
+        );
     }
 }

@@ -4,20 +4,22 @@
 //! the configured framing (raw reads by default).
 
 use std::cell::RefCell;
+use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
+use tokio::io::AsyncWrite;
+use tokio::net::{tcp, unix, TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::codec::Decoder;
 
 use super::hub::Hub;
-use super::outbox::{write_loop, Outbox};
+use super::outbox::write_loop;
 use super::MasterConfig;
+use crate::chunk_reader::ChunkReader;
 use crate::frame::FrameCodec;
 use crate::listener::Listener;
 use crate::log::Level;
@@ -76,11 +78,74 @@ async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
 }
 
-fn open<S>(stream: S, peer: Option<SocketAddr>, hub: &Rc<RefCell<Hub>>, cfg: &Rc<MasterConfig>)
-where
-    S: AsyncRead + AsyncWrite + Unpin + 'static,
-{
-    let outbox = Rc::new(Outbox::default());
+/// A client socket split into the halves the reader and the writer own.
+trait Socket {
+    type Read: ReadSide + 'static;
+    type Write: AsyncWrite + Unpin + 'static;
+    fn into_halves(self) -> (Self::Read, Self::Write);
+}
+
+/// The read side of a socket: wait until readable, then read without
+/// blocking (into the shared scratch chunk, see [`read_available`]).
+pub trait ReadSide {
+    /// Resolves once a read may find data (or the end, or an error).
+    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>>;
+    /// Reads what is there; `WouldBlock` when nothing is.
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+macro_rules! socket {
+    ($stream:ty, $read:ty, $write:ty) => {
+        impl Socket for $stream {
+            type Read = $read;
+            type Write = $write;
+            fn into_halves(self) -> ($read, $write) {
+                self.into_split()
+            }
+        }
+        impl ReadSide for $read {
+            async fn readable(&self) -> io::Result<()> {
+                <$read>::readable(self).await
+            }
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$read>::try_read(self, buf)
+            }
+        }
+    };
+}
+socket!(TcpStream, tcp::OwnedReadHalf, tcp::OwnedWriteHalf);
+socket!(UnixStream, unix::OwnedReadHalf, unix::OwnedWriteHalf);
+
+thread_local! {
+    /// The master reads every socket through this one chunk (it is single
+    /// threaded and never awaits mid-read), so a connection's buffer holds
+    /// only bytes that arrived, and an idle connection holds none.
+    static SCRATCH: RefCell<ChunkReader> = RefCell::new(ChunkReader::default());
+}
+
+/// Waits until `rd` is readable, then appends what it has to `buf`.
+/// `Ok(0)` is the end of the stream. An empty `buf` gives up its
+/// allocation first: what a burst grew it to is not kept while waiting.
+pub async fn read_available<R: ReadSide>(rd: &R, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
+    }
+    loop {
+        rd.readable().await?;
+        match SCRATCH.with(|s| s.borrow_mut().read_into(buf, |c| rd.try_read(c))) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => return other,
+        }
+    }
+}
+
+fn open<S: Socket>(
+    stream: S,
+    peer: Option<SocketAddr>,
+    hub: &Rc<RefCell<Hub>>,
+    cfg: &Rc<MasterConfig>,
+) {
+    let outbox = hub.borrow().client_outbox();
     let closer = Rc::new(Notify::new());
     let Some(fd) = hub
         .borrow_mut()
@@ -95,7 +160,7 @@ where
         );
         return;
     };
-    let (rd, wr) = tokio::io::split(stream);
+    let (rd, wr) = stream.into_halves();
     tokio::task::spawn_local(write_loop(outbox, wr));
     tokio::task::spawn_local(read_loop(rd, fd, hub.clone(), cfg.clone(), closer));
 }
@@ -105,14 +170,14 @@ enum Framing {
     Foreign(Box<PacketDecoder>),
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
-    mut rd: R,
+async fn read_loop<R: ReadSide>(
+    rd: R,
     fd: u64,
     hub: Rc<RefCell<Hub>>,
     cfg: Rc<MasterConfig>,
     closer: Rc<Notify>,
 ) {
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut buf = BytesMut::new();
     let mut framing: Option<Framing> = None;
     let mut authenticated = cfg.auth_token.is_none();
     let mut partial_since: Option<Instant> = None;
@@ -146,12 +211,20 @@ async fn read_loop<R: AsyncRead + Unpin>(
             (false, None) => Some(Instant::now()),
             (false, since) => since,
         };
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
+        let held_back = hub.borrow().holding_back(fd);
+        if let Some(space) = held_back {
+            tokio::select! {
+                _ = space.notified() => {}
+                _ = closer.notified() => break Ok(()),
+            }
+            // The wait was ours, not the client's: a partial message gets
+            // its full package_timeout from now.
+            partial_since = partial_since.map(|_| Instant::now());
+            continue;
         }
         let deadline = partial_since.map(|t| t + cfg.package_timeout);
         tokio::select! {
-            r = rd.read_buf(&mut buf) => match r {
+            r = read_available(&rd, &mut buf) => match r {
                 Ok(0) => break finish_eof(&mut framing, &mut buf, fd, &hub, &mut authenticated),
                 Ok(_) => {}
                 Err(e) => break Err(e.to_string()),

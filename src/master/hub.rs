@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use super::outbox::Outbox;
-use super::MasterConfig;
+use super::{DrainWatch, MasterConfig};
 use crate::dispatcher::{Dispatcher, Retry, SubmitError};
 use crate::frame::FrameCodec;
 use crate::ipc::{FromWorker, ToWorker};
@@ -50,12 +50,19 @@ pub struct Conn {
     connect_time: f64,
     last_recv: f64,
     last_send: f64,
+    /// Has sent messages for event workers (not only tasks), so its reads
+    /// pause while the worker its next message goes to is backed up.
+    feeds_workers: bool,
 }
 
 /// Unix time in seconds, as Swoole's `stats()` and `getClientInfo()` show it.
 fn now() -> f64 {
     now_ms() as f64 / 1000.0
 }
+
+/// Above this many slots, a map of connections gives back capacity once it
+/// is three quarters empty.
+const KEEP_CONNS: usize = 1024;
 
 /// Counters behind `stats()` and the log.
 #[derive(Debug, Default, Clone)]
@@ -92,6 +99,11 @@ pub struct Hub {
     pub commit_needed: Rc<Notify>,
     /// Wakes the scheduler when the next timer may have changed.
     pub reschedule: Rc<Notify>,
+    /// Wakes the trimmer after a large drain (`master::trimmer`).
+    pub trim: Rc<Notify>,
+    /// Told when a worker outbox fell below its low-water mark.
+    space: Rc<Notify>,
+    drain_watch: DrainWatch,
     stopping: bool,
 }
 
@@ -100,10 +112,16 @@ impl Hub {
     /// continue from `next_task` (recovered from a durable store).
     pub fn new(cfg: Rc<MasterConfig>, queue: Box<dyn TaskQueue>, next_task: u64) -> Self {
         let total = (cfg.worker_num + cfg.task_worker_num) as usize;
+        let trim = Rc::new(Notify::new());
+        let space = Rc::new(Notify::new());
         Hub {
             slots: (0..total)
                 .map(|_| Slot {
-                    outbox: Rc::new(Outbox::default()),
+                    outbox: Rc::new(Outbox::for_worker(
+                        cfg.outbox_high_water,
+                        space.clone(),
+                        trim.clone(),
+                    )),
                     attached: None,
                     generation: 0,
                     pid: None,
@@ -130,6 +148,9 @@ impl Hub {
             awaited: HashMap::new(),
             commit_needed: Rc::new(Notify::new()),
             reschedule: Rc::new(Notify::new()),
+            trim,
+            space,
+            drain_watch: DrainWatch::default(),
             stopping: false,
             cfg,
         }
@@ -138,6 +159,29 @@ impl Hub {
     /// The configuration the hub was built with.
     pub fn config(&self) -> Rc<MasterConfig> {
         self.cfg.clone()
+    }
+
+    /// A fresh outbox for a worker slot, with the high-water mark.
+    fn worker_outbox(&self) -> Rc<Outbox> {
+        Rc::new(Outbox::for_worker(
+            self.cfg.outbox_high_water,
+            self.space.clone(),
+            self.trim.clone(),
+        ))
+    }
+
+    /// A fresh outbox for a client.
+    pub fn client_outbox(&self) -> Rc<Outbox> {
+        Rc::new(Outbox::for_client(self.trim.clone()))
+    }
+
+    /// Called after each batch of messages: wakes the trimmer after a
+    /// large drain of unfinished tasks (see [`DrainWatch`]).
+    pub fn note_queue_depth(&mut self) {
+        let depth = self.unfinished_tasks();
+        if self.drain_watch.drained(depth) {
+            self.trim.notify_one();
+        }
     }
 
     fn task_index(&self, worker: u32) -> Option<usize> {
@@ -211,6 +255,7 @@ impl Hub {
                 connect_time: t,
                 last_recv: 0.0,
                 last_send: 0.0,
+                feeds_workers: false,
             },
         );
         if self.cfg.events.connect {
@@ -247,17 +292,11 @@ impl Hub {
             return;
         };
         conn.last_recv = now();
-        let sticky = conn.worker;
-        let n = self.cfg.worker_num.max(1) as usize;
-        let worker = match self.cfg.dispatch_mode {
-            5 => conn.uid.map(|u| (u % n as u64) as u32).unwrap_or(sticky),
-            1 => {
-                self.round_robin = (self.round_robin + 1) % n;
-                self.round_robin as u32
-            }
-            3 => self.least_busy(),
-            _ => sticky,
-        };
+        conn.feeds_workers = true;
+        let (worker, _) = self.route(&self.conns[&fd]);
+        if matches!(self.cfg.dispatch_mode, 1 | 3) {
+            self.round_robin = worker as usize;
+        }
         self.counters.request_count += 1;
         self.counters.total_recv_bytes += data.len() as u64;
         self.push_event(
@@ -270,22 +309,55 @@ impl Hub {
         );
     }
 
-    /// dispatch_mode 3: the event worker with the fewest unhandled events,
-    /// rotating among equals so idle workers share the load.
-    fn least_busy(&mut self) -> u32 {
+    /// The event worker `conn`'s next message goes to, and whether that
+    /// worker's outbox is over its high-water mark. A connection is bound
+    /// to its worker in dispatch_mode 2 and 4 (and 5, by uid once bound);
+    /// in 1 (in turn) and 3 (least busy) it is not, and those skip workers
+    /// over the mark: a backed-up worker is not idle, and this way one
+    /// blocked worker holds no client back while another has room.
+    fn route(&self, conn: &Conn) -> (u32, bool) {
         let n = self.cfg.worker_num.max(1) as usize;
+        let over = |w: usize| self.slots.get(w).is_some_and(|s| s.outbox.over_mark());
         let start = (self.round_robin + 1) % n;
-        let best = (0..n)
-            .map(|k| (start + k) % n)
-            .min_by_key(|&i| self.slots.get(i).map(|s| s.outstanding).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        self.round_robin = best;
-        best as u32
+        let in_turn = (0..n).map(|k| (start + k) % n);
+        let worker = match self.cfg.dispatch_mode {
+            5 => conn
+                .uid
+                .map_or(conn.worker as usize, |u| (u % n as u64) as usize),
+            1 => in_turn.clone().find(|&w| !over(w)).unwrap_or(start),
+            3 => {
+                let outstanding =
+                    |&w: &usize| self.slots.get(w).map_or(u64::MAX, |s| s.outstanding);
+                in_turn
+                    .clone()
+                    .filter(|&w| !over(w))
+                    .min_by_key(outstanding)
+                    .or_else(|| in_turn.min_by_key(outstanding))
+                    .unwrap_or(0)
+            }
+            _ => conn.worker as usize,
+        };
+        (worker as u32, over(worker))
+    }
+
+    /// What session `fd`'s reader must wait for before reading more: the
+    /// worker its next message goes to has more than its high-water mark
+    /// waiting, so a client that sends faster than its worker handles is
+    /// slowed down by TCP instead of filling the master's memory. Told
+    /// whenever a worker outbox drains; the reader then asks again.
+    /// Sessions that only submit tasks are never held back (their tasks do
+    /// not go through an event worker).
+    pub fn holding_back(&self, fd: u64) -> Option<Rc<Notify>> {
+        let conn = self.conns.get(&fd).filter(|c| c.feeds_workers)?;
+        self.route(conn).1.then(|| self.space.clone())
     }
 
     /// The client connection ended, by either side.
     pub fn client_closed(&mut self, fd: u64) {
         if let Some(conn) = self.conns.remove(&fd) {
+            if self.conns.capacity() > KEEP_CONNS && self.conns.len() < self.conns.capacity() / 4 {
+                self.conns.shrink_to(self.conns.len() * 2);
+            }
             self.counters.close_count += 1;
             conn.outbox.close();
             if self.cfg.events.close {
@@ -321,9 +393,10 @@ impl Hub {
     /// Gives the slot a fresh outbox holding whatever the old link had not
     /// written yet, and stops the old link's writer.
     fn detach(&mut self, worker: u32) {
+        let fresh = self.worker_outbox();
         let slot = &mut self.slots[worker as usize];
         if slot.attached.take().is_some() {
-            let old = std::mem::replace(&mut slot.outbox, Rc::new(Outbox::default()));
+            let old = std::mem::replace(&mut slot.outbox, fresh);
             slot.outbox.prepend(old.take());
             old.close();
         }
@@ -438,8 +511,9 @@ impl Hub {
         }
     }
 
-    /// `TaskClient::task()`: queue it and acknowledge it with its id after
-    /// the next group commit, or refuse it at once.
+    /// `TaskClient::task()`: queue it and acknowledge it with its id, at
+    /// once in memory, after the next group commit with a task_store; or
+    /// refuse it at once.
     pub fn client_task(&mut self, fd: u64, req: TaskRequest) {
         if self.stopping {
             self.answer_error(fd, code::STOPPING, "the server is stopping");
@@ -458,12 +532,17 @@ impl Hub {
         match self.dispatcher.submit(task, None) {
             Ok(()) => {
                 self.counters.task_count += 1;
-                self.pending_acks.push((fd, id));
+                if self.cfg.durable {
+                    self.pending_acks.push((fd, id));
+                    self.commit_needed.notify_one();
+                } else if let Some(c) = self.conns.get(&fd) {
+                    c.outbox.push_with(|b| put_ack(b, id));
+                }
                 self.assign();
                 if delayed {
                     self.reschedule.notify_one();
                 }
-                self.commit_needed.notify_one();
+                self.note_queue_depth();
             }
             Err(e @ SubmitError::Full(_)) => {
                 self.answer_error(fd, code::QUEUE_FULL, &e.to_string())
@@ -630,11 +709,12 @@ impl Hub {
             FromWorker::Send { fd, data } => self.send_to_client(fd, &data),
             FromWorker::CloseFd { fd } => self.close_session(fd),
             FromWorker::Leaving => {
+                let fresh = self.worker_outbox();
                 let slot = &mut self.slots[worker as usize];
                 if slot.attached == Some(generation) {
                     slot.outbox.push_with(|b| ToWorker::Bye.encode(b));
                     slot.attached = None;
-                    let old = std::mem::replace(&mut slot.outbox, Rc::new(Outbox::default()));
+                    let old = std::mem::replace(&mut slot.outbox, fresh);
                     slot.leaving = Some((generation, old));
                 }
                 if let Some(t) = self.task_index(worker) {

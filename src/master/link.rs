@@ -2,36 +2,83 @@
 //! abstract unix socket private to this master; the kernel vouches for the
 //! peer's uid, so no other user can pose as a worker.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
 use tokio_util::codec::Decoder;
 
+use super::connection::read_available;
 use super::hub::Hub;
 use super::outbox::write_loop;
 use crate::frame::FrameCodec;
 use crate::ipc::{FromWorker, MAX_IPC_FRAME};
 use crate::log::Level;
 
+/// The worker links being served, so that a stop can wait for the last
+/// messages of workers that already exited (a `Done` written just before
+/// the exit must still be acknowledged in the task store).
+#[derive(Default)]
+pub struct Links {
+    live: Cell<usize>,
+    ended: Notify,
+}
+
+impl Links {
+    /// Waits until every link has ended, at most `limit`.
+    pub async fn all_ended(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, async {
+            while self.live.get() > 0 {
+                self.ended.notified().await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Counts one link as live for as long as it exists.
+struct Live(Rc<Links>);
+
+impl Live {
+    fn new(links: &Rc<Links>) -> Self {
+        links.live.set(links.live.get() + 1);
+        Live(links.clone())
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.live.set(self.0.live.get() - 1);
+        self.0.ended.notify_waiters();
+    }
+}
+
 /// Accepts worker connections for the life of the master.
-pub fn spawn_acceptor(ipc: StdUnixListener, hub: Rc<RefCell<Hub>>) -> std::io::Result<()> {
+pub fn spawn_acceptor(ipc: StdUnixListener, hub: Rc<RefCell<Hub>>) -> std::io::Result<Rc<Links>> {
     ipc.set_nonblocking(true)?;
     let listener = UnixListener::from_std(ipc)?;
+    let links = Rc::new(Links::default());
+    let counted = links.clone();
     tokio::task::spawn_local(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::task::spawn_local(serve(stream, hub.clone()));
+                    let live = Live::new(&counted);
+                    let hub = hub.clone();
+                    tokio::task::spawn_local(async move {
+                        serve(stream, hub).await;
+                        drop(live);
+                    });
                 }
                 Err(e) => crate::log!(Level::Warning, "worker accept failed: {e}"),
             }
         }
     });
-    Ok(())
+    Ok(links)
 }
 
 async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
@@ -52,9 +99,9 @@ async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
             return;
         }
     }
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let mut codec = FrameCodec::new(MAX_IPC_FRAME);
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::new();
     let mut joined: Option<(u32, u64)> = None;
     let mut writer = Some(wr);
     loop {
@@ -95,10 +142,10 @@ async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
                 }
             }
         }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
+        if joined.is_some() {
+            hub.borrow_mut().note_queue_depth();
         }
-        match rd.read_buf(&mut buf).await {
+        match read_available(&rd, &mut buf).await {
             Ok(0) | Err(_) => return finish(&hub, joined),
             Ok(_) => {}
         }

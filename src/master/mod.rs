@@ -57,6 +57,9 @@ pub struct MasterConfig {
     pub durable: bool,
     /// Waiting tasks at most (0 = unbounded).
     pub task_queue_max: usize,
+    /// Bytes waiting for an event worker above which the master stops
+    /// reading the clients whose messages go to it (`socket_buffer_size`).
+    pub outbox_high_water: usize,
     /// The uid workers run as after dropping privileges (`user`); their IPC
     /// connections are accepted from it as well as from our own uid.
     pub worker_uid: Option<u32>,
@@ -102,10 +105,13 @@ async fn serve(
 ) -> std::io::Result<Counters> {
     let cfg = hub.config();
     let hub = Rc::new(RefCell::new(hub));
-    tokio::task::spawn_local(committer(hub.clone()));
+    if cfg.durable {
+        tokio::task::spawn_local(committer(hub.clone()));
+    }
+    tokio::task::spawn_local(trimmer(hub.borrow().trim.clone()));
     tokio::task::spawn_local(scheduler(hub.clone()));
     let accept = connection::spawn_acceptor(listener, hub.clone(), cfg.clone())?;
-    link::spawn_acceptor(ipc, hub.clone())?;
+    let links = link::spawn_acceptor(ipc, hub.clone())?;
     if let Some((interval, idle)) = cfg.heartbeat {
         tokio::task::spawn_local(heartbeat(hub.clone(), interval, idle));
     }
@@ -139,6 +145,13 @@ async fn serve(
         }
     }
     accept.abort();
+    // Every worker has exited; what they wrote last (results, `Done`) may
+    // still be unread. Read it, then commit, so that a finished task is not
+    // run again after a restart.
+    links.all_ended(LAST_WORDS).await;
+    if cfg.durable {
+        hub.borrow_mut().commit();
+    }
     let hub = hub.borrow();
     let unfinished = hub.unfinished_tasks();
     if unfinished > 0 && !cfg.durable {
@@ -169,6 +182,8 @@ async fn heartbeat(hub: Rc<RefCell<Hub>>, interval: u64, idle: u64) {
 
 /// Group commit: runs after the tasks that queued work in this turn of the
 /// event loop, so one durable write covers every submission they made.
+/// Only with a task_store: in memory there is nothing to make durable, and
+/// submissions are acknowledged at once.
 async fn committer(hub: Rc<RefCell<Hub>>) {
     let notify = hub.borrow().commit_needed.clone();
     loop {
@@ -177,6 +192,68 @@ async fn committer(hub: Rc<RefCell<Hub>>) {
         hub.borrow_mut().commit();
     }
 }
+
+/// Tells large drains of the task queue apart from ordinary ups and downs,
+/// so the trimmer runs after the former only.
+#[derive(Debug, Default)]
+pub struct DrainWatch {
+    /// Most unfinished tasks since the last drain reported.
+    peak: usize,
+}
+
+impl DrainWatch {
+    /// A drain from at least this many unfinished tasks to an eighth.
+    const LARGE: usize = 4096;
+    /// Running dry after at least this many: the tail of a large drain
+    /// (what followed its report) is given back too, while a queue that
+    /// never holds more than a few tasks never reports.
+    const TAIL: usize = 64;
+
+    /// Records the current number of unfinished tasks; true when that
+    /// completes a drain worth a trim.
+    pub fn drained(&mut self, depth: usize) -> bool {
+        let peak = self.peak;
+        if depth > peak {
+            self.peak = depth;
+            return false;
+        }
+        let drained =
+            (peak >= Self::LARGE && depth <= peak / 8) || (peak >= Self::TAIL && depth == 0);
+        if drained {
+            self.peak = depth;
+        }
+        drained
+    }
+}
+
+/// How long a stop waits for the links of exited workers to be read to
+/// their end (they normally are within a loop turn).
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Least time between two trims: a trim walks the allocator's free lists,
+/// so a stream of large drains costs at most a few trims a second.
+const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Hands memory freed by a large drain (a deep queue run down, a backed-up
+/// outbox written) back to the system. glibc keeps freed heap memory for
+/// reuse and only returns what lies at the top of the heap, so without
+/// this the master would stay at its high-water mark for good.
+async fn trimmer(trim: Rc<tokio::sync::Notify>) {
+    loop {
+        trim.notified().await;
+        release_free_memory();
+        tokio::time::sleep(TRIM_INTERVAL).await;
+    }
+}
+
+#[cfg(target_env = "gnu")]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe { libc::malloc_trim(0) };
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn release_free_memory() {}
 
 /// Wakes up for delayed tasks and task timeouts; sleeps otherwise (no
 /// polling: it waits for the next deadline or for a change).
@@ -234,4 +311,39 @@ fn watch_manager(manager: Pid) -> oneshot::Receiver<()> {
         .map(drop)
         .unwrap_or_else(|e| crate::log!(Level::Error, "cannot watch the manager: {e}"));
     rx
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DrainWatch;
+
+    /// Feeds `depths`; returns the indexes that reported a drain.
+    fn reports(depths: impl IntoIterator<Item = usize>) -> Vec<usize> {
+        let mut w = DrainWatch::default();
+        depths
+            .into_iter()
+            .enumerate()
+            .filter(|(_, d)| w.drained(*d))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    #[test]
+    fn a_large_drain_reports_at_an_eighth_and_again_when_dry() {
+        let up = (0..=10_000).step_by(100);
+        let down = (0..=10_000).rev().step_by(100);
+        let r = reports(up.chain(down));
+        assert_eq!(r.len(), 2, "{r:?}");
+    }
+
+    #[test]
+    fn a_shallow_queue_never_reports() {
+        assert!(reports((0..10_000).map(|i| i % 3)).is_empty());
+        assert!(reports((0..10_000).map(|i| i % 60)).is_empty());
+    }
+
+    #[test]
+    fn running_dry_after_a_modest_backlog_reports_once() {
+        assert_eq!(reports([0, 10, 100, 50, 0, 0, 0]), vec![4]);
+    }
 }

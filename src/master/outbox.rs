@@ -1,6 +1,12 @@
 //! Bytes waiting to be written to one peer. Producers append whole frames
 //! synchronously; one writer task drains everything buffered with a single
 //! write, so bursts of small messages cost one syscall, not one each.
+//!
+//! A worker's outbox has a high-water mark: above it the master stops
+//! reading the clients whose messages would land there (see
+//! `Hub::holding_back`), and TCP pushes back on them, until the writer
+//! brings it below the low-water mark (half the high one). Nothing is ever
+//! refused or dropped: the mark only decides when to stop reading.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -9,30 +15,82 @@ use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
+/// A written chunk at least this large counts as a large drain: its memory
+/// is worth handing back to the system (see `master::Trimmer`).
+pub const LARGE_CHUNK: usize = 1024 * 1024;
+
 /// A write buffer shared between the hub and one writer task.
 #[derive(Default)]
 pub struct Outbox {
     buf: RefCell<BytesMut>,
     notify: Notify,
     closed: Cell<bool>,
+    /// Bytes taken by the writer and not yet written.
+    in_flight: Cell<usize>,
+    /// Pending bytes above which readers should pause (0 = no mark).
+    high_water: usize,
+    /// Told (every waiter) when the outbox fell to half its mark, or
+    /// closed; shared by all worker outboxes, so a paused reader wakes when
+    /// any worker it may route to has room.
+    space: Option<Rc<Notify>>,
+    /// Told after a large chunk was written and the outbox ran empty.
+    drained_large: Option<Rc<Notify>>,
 }
 
 impl Outbox {
+    /// A worker's outbox: readers pause above `high_water` pending bytes
+    /// (0 = never) until `space` is told; large drains are told to `trim`.
+    pub fn for_worker(high_water: usize, space: Rc<Notify>, trim: Rc<Notify>) -> Self {
+        Outbox {
+            high_water,
+            space: Some(space),
+            drained_large: Some(trim),
+            ..Outbox::default()
+        }
+    }
+
+    /// A client's outbox: no mark (what a client is sent is never held
+    /// back); large drains are told to `trim`.
+    pub fn for_client(trim: Rc<Notify>) -> Self {
+        Outbox {
+            drained_large: Some(trim),
+            ..Outbox::default()
+        }
+    }
+
+    fn tell_space(&self) {
+        if let Some(space) = &self.space {
+            space.notify_waiters();
+        }
+    }
+
     /// Appends with `fill` and wakes the writer.
     pub fn push_with(&self, fill: impl FnOnce(&mut BytesMut)) {
         fill(&mut self.buf.borrow_mut());
         self.notify.notify_one();
     }
 
-    /// Ends the writer once everything buffered so far is written.
+    /// Ends the writer once everything buffered so far is written, and
+    /// wakes paused readers so they look up where their messages go now.
     pub fn close(&self) {
         self.closed.set(true);
         self.notify.notify_one();
+        self.tell_space();
     }
 
     /// Whether `close` was called.
     pub fn is_closed(&self) -> bool {
         self.closed.get()
+    }
+
+    /// Bytes not yet written: buffered plus the chunk being written.
+    pub fn pending(&self) -> usize {
+        self.buf.borrow().len() + self.in_flight.get()
+    }
+
+    /// Whether readers feeding this outbox should pause.
+    pub fn over_mark(&self) -> bool {
+        self.high_water > 0 && !self.closed.get() && self.pending() > self.high_water
     }
 
     /// Removes what is buffered but not yet written (for the writer, or for
@@ -51,6 +109,19 @@ impl Outbox {
             *buf = older;
         }
     }
+
+    /// The writer finished a chunk of `capacity` bytes of memory.
+    fn written(&self, capacity: usize) {
+        self.in_flight.set(0);
+        if self.high_water > 0 && self.pending() <= self.high_water / 2 {
+            self.tell_space();
+        }
+        if capacity >= LARGE_CHUNK && self.buf.borrow().is_empty() {
+            if let Some(n) = &self.drained_large {
+                n.notify_one();
+            }
+        }
+    }
 }
 
 /// Drains `outbox` into `w` until it is closed and empty or the peer fails.
@@ -58,7 +129,12 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut w: W) {
     loop {
         let chunk = outbox.take();
         if !chunk.is_empty() {
-            if w.write_all(&chunk).await.is_err() {
+            outbox.in_flight.set(chunk.len());
+            let result = w.write_all(&chunk).await;
+            let capacity = chunk.capacity();
+            drop(chunk);
+            outbox.written(capacity);
+            if result.is_err() {
                 return;
             }
             continue;
@@ -68,5 +144,106 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut w: W) {
             return;
         }
         outbox.notify.notified().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    fn worker_outbox(high_water: usize, space: &Rc<Notify>) -> Rc<Outbox> {
+        Rc::new(Outbox::for_worker(
+            high_water,
+            space.clone(),
+            Rc::new(Notify::new()),
+        ))
+    }
+
+    #[test]
+    fn over_the_mark_until_the_writer_brings_it_below_half() {
+        let space = Rc::new(Notify::new());
+        let outbox = worker_outbox(4096, &space);
+        outbox.push_with(|b| b.extend_from_slice(&[1u8; 5000]));
+        assert!(outbox.over_mark());
+        runtime().block_on(tokio::task::LocalSet::new().run_until(async {
+            let (mut rd, wr) = tokio::io::duplex(1 << 20);
+            let waiter = outbox.clone();
+            let paused = tokio::task::spawn_local(async move {
+                while waiter.over_mark() {
+                    space.notified().await;
+                }
+                waiter.pending()
+            });
+            tokio::task::yield_now().await;
+            assert!(!paused.is_finished(), "nothing was written yet");
+            tokio::task::spawn_local(write_loop(outbox.clone(), wr));
+            assert_eq!(paused.await.unwrap(), 0);
+            let mut got = vec![0u8; 5000];
+            rd.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, vec![1u8; 5000]);
+        }));
+    }
+
+    #[test]
+    fn the_chunk_being_written_counts_until_it_is_written() {
+        let outbox = worker_outbox(1000, &Rc::new(Notify::new()));
+        runtime().block_on(tokio::task::LocalSet::new().run_until(async {
+            // A pipe that holds 100 bytes: the writer blocks mid-chunk.
+            let (mut rd, wr) = tokio::io::duplex(100);
+            outbox.push_with(|b| b.extend_from_slice(&[2u8; 3000]));
+            tokio::task::spawn_local(write_loop(outbox.clone(), wr));
+            tokio::task::yield_now().await;
+            assert!(outbox.buf.borrow().is_empty(), "the writer took it");
+            assert!(outbox.over_mark(), "but has not written it");
+            let mut got = vec![0u8; 3000];
+            rd.read_exact(&mut got).await.unwrap();
+            tokio::task::yield_now().await;
+            assert!(!outbox.over_mark());
+        }));
+    }
+
+    #[test]
+    fn closing_wakes_paused_readers_and_a_closed_outbox_is_never_over_the_mark() {
+        let space = Rc::new(Notify::new());
+        let outbox = worker_outbox(10, &space);
+        outbox.push_with(|b| b.extend_from_slice(&[0u8; 100]));
+        runtime().block_on(tokio::task::LocalSet::new().run_until(async {
+            let paused = tokio::task::spawn_local(async move { space.notified().await });
+            tokio::task::yield_now().await;
+            outbox.close();
+            paused.await.unwrap();
+        }));
+        assert!(!outbox.over_mark());
+    }
+
+    #[test]
+    fn a_client_outbox_has_no_mark() {
+        let outbox = Outbox::for_client(Rc::new(Notify::new()));
+        outbox.push_with(|b| b.extend_from_slice(&vec![0u8; 1 << 20]));
+        assert!(!outbox.over_mark());
+    }
+
+    #[test]
+    fn a_large_drain_is_reported_once_the_outbox_is_empty() {
+        let trim = Rc::new(Notify::new());
+        let outbox = Rc::new(Outbox::for_client(trim.clone()));
+        outbox.push_with(|b| b.extend_from_slice(&vec![3u8; LARGE_CHUNK]));
+        runtime().block_on(tokio::task::LocalSet::new().run_until(async {
+            let (mut rd, wr) = tokio::io::duplex(1 << 16);
+            tokio::task::spawn_local(write_loop(outbox.clone(), wr));
+            let mut got = vec![0u8; LARGE_CHUNK];
+            rd.read_exact(&mut got).await.unwrap();
+            tokio::time::timeout(std::time::Duration::from_secs(10), trim.notified())
+                .await
+                .expect("a large drain is reported");
+        }));
     }
 }

@@ -704,6 +704,7 @@ impl TaskServer {
                 task_retry_delay_ms: (c.task_retry_delay * 1000.0) as u64,
                 task_timeout_ms: c.task_timeout.map(|t| (t * 1000.0) as u64),
                 task_queue_max: c.task_queue_max,
+                outbox_high_water: c.socket_buffer_size,
                 durable: c.task_store.is_some(),
                 auth_token: c.auth_token.clone(),
                 worker_uid: c

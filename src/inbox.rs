@@ -14,14 +14,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio_util::codec::Decoder;
 
-use crate::chunk_reader::ChunkReader;
 use crate::frame::FrameCodec;
 use crate::ipc::{ToWorker, MAX_IPC_FRAME};
 use crate::log::Level;
+
+/// Bytes asked of the kernel per read: reads go straight into the buffer's
+/// spare room (the kernel fills it, nothing is zeroed first), which is
+/// topped up to this much when less than `MIN_READ` is left.
+const READ_SIZE: usize = 64 * 1024;
+const MIN_READ: usize = 16 * 1024;
 
 /// One thing for the event loop to handle.
 pub enum Inbound {
@@ -35,7 +40,6 @@ pub struct Inbox {
     stream: UnixStream,
     codec: FrameCodec,
     buf: BytesMut,
-    chunks: ChunkReader,
     /// Read end of the pipe the signal handlers write to, to end `poll()`.
     wake: UnixStream,
     terminate: Arc<AtomicBool>,
@@ -64,7 +68,6 @@ impl Inbox {
             stream,
             codec: FrameCodec::new(MAX_IPC_FRAME),
             buf: BytesMut::new(),
-            chunks: ChunkReader::default(),
             wake,
             terminate,
             reopen_log,
@@ -89,28 +92,40 @@ impl Inbox {
         if let Some(m) = self.decode() {
             return Some(m);
         }
-        let fd = self.stream.as_raw_fd();
-        let read = self.chunks.read_into(&mut self.buf, |chunk| {
-            // SAFETY: `chunk` is a valid writable buffer of its length.
-            let n = unsafe {
-                libc::recv(
-                    fd,
-                    chunk.as_mut_ptr().cast(),
-                    chunk.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        });
+        if self.buf.capacity() - self.buf.len() < MIN_READ {
+            self.buf.reserve(READ_SIZE);
+        }
+        let spare = self.buf.chunk_mut();
+        // SAFETY: recv writes at most `spare.len()` bytes into the buffer's
+        // spare capacity and reports how many; only those are marked filled.
+        let n = unsafe {
+            libc::recv(
+                self.stream.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        let read = if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            // SAFETY: the kernel initialised the first `n` spare bytes.
+            unsafe { self.buf.advance_mut(n as usize) };
+            Ok(n as usize)
+        };
         match read {
             Ok(0) => self.lost("master closed the connection".into()),
             Ok(_) => self.decode(),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => self.try_next(),
             Err(e) => self.lost(e.to_string()),
+        }
+    }
+
+    /// Frees the read buffer between bursts, when it holds nothing.
+    pub fn release(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
         }
     }
 

@@ -17,6 +17,7 @@ pub mod listener;
 pub mod log;
 pub mod mailer;
 pub mod master;
+pub mod memory;
 pub mod packet;
 pub mod php;
 pub mod protocol;

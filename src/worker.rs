@@ -68,6 +68,14 @@ pub enum LinkError {
     MasterGone,
 }
 
+/// Bytes of replies gathered before a write.
+const OUT_BUFFER: usize = 64 * 1024;
+
+/// How long a worker that handled messages stays without any before it
+/// frees its buffers and gives the memory back, so it returns to its idle
+/// size after a burst without paying for that during the burst.
+const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
 /// How many consumed `taskwait` ids are remembered so that their late or
 /// repeated results are discarded instead of reaching onFinish.
 const AWAITED_MEMORY: usize = 4096;
@@ -90,6 +98,8 @@ struct Link {
     leaving: bool,
     /// A master event's callback is running.
     in_event: bool,
+    /// Messages were handled since memory was last given back.
+    worked: bool,
 }
 
 impl Link {
@@ -122,6 +132,26 @@ impl Link {
             self.send(&FromWorker::Idle { handled })?;
         }
         self.out.flush()
+    }
+
+    /// Sleeps until a message, a signal or the next timer. After
+    /// `IDLE_RELEASE` of quiet following some work, frees the buffers and
+    /// returns free memory to the system, then sleeps on.
+    fn sleep(&mut self) -> std::io::Result<()> {
+        let timer = self.timers.next_deadline();
+        if !self.worked {
+            return self.inbox.wait(timer).map(drop);
+        }
+        let release_at = Instant::now() + IDLE_RELEASE;
+        let deadline = timer.map_or(release_at, |t| t.min(release_at));
+        if !self.inbox.wait(Some(deadline))? && Instant::now() >= release_at {
+            self.worked = false;
+            self.out = BufWriter::with_capacity(OUT_BUFFER, self.out.get_ref().try_clone()?);
+            self.scratch = BytesMut::new();
+            self.inbox.release();
+            crate::memory::release_free_memory();
+        }
+        Ok(())
     }
 }
 
@@ -324,7 +354,7 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
     let worker_id = spec.worker_id;
     LINK.with(|l| {
         *l.borrow_mut() = Some(Link {
-            out: BufWriter::with_capacity(64 * 1024, stream),
+            out: BufWriter::with_capacity(OUT_BUFFER, stream),
             scratch: BytesMut::new(),
             spec,
             inbox,
@@ -339,6 +369,7 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
             reported: 0,
             leaving: false,
             in_event: false,
+            worked: false,
         })
     });
     let hello = FromWorker::Hello {
@@ -373,10 +404,11 @@ fn next_event() -> Result<Next, LinkError> {
             return Ok(Next::Event(m));
         }
         if let Some(m) = link.inbox.try_next() {
+            link.worked = true;
             return Ok(Next::Event(m));
         }
         link.before_blocking()?;
-        link.inbox.wait(link.timers.next_deadline())?;
+        link.sleep()?;
     })
 }
 

@@ -241,19 +241,10 @@ const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100)
 async fn trimmer(trim: Rc<tokio::sync::Notify>) {
     loop {
         trim.notified().await;
-        release_free_memory();
+        crate::memory::release_free_memory();
         tokio::time::sleep(TRIM_INTERVAL).await;
     }
 }
-
-#[cfg(target_env = "gnu")]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe { libc::malloc_trim(0) };
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn release_free_memory() {}
 
 /// Wakes up for delayed tasks and task timeouts; sleeps otherwise (no
 /// polling: it waits for the next deadline or for a change).

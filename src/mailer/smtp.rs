@@ -11,6 +11,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -293,13 +294,20 @@ impl Connection {
         if !self.reader.buffer().is_empty() {
             return false;
         }
-        let tcp = &self.reader.get_ref().tcp;
-        if tcp.set_nonblocking(true).is_err() {
-            return false;
-        }
+        let fd = self.reader.get_ref().tcp.as_raw_fd();
         let mut byte = [0u8; 1];
-        let idle = matches!(tcp.peek(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
-        tcp.set_nonblocking(false).is_ok() && idle
+        // SAFETY: peeks at most one byte into a local buffer; MSG_DONTWAIT
+        // makes this one call non-blocking without switching the socket's
+        // mode back and forth (two more syscalls per message).
+        let n = unsafe {
+            libc::recv(
+                fd,
+                byte.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
     }
 
     /// Says QUIT without waiting for the answer and closes the socket.

@@ -17,7 +17,7 @@ use tokio_util::codec::Decoder;
 use crate::chunk_reader::ChunkReader;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
-use crate::frame::FrameCodec;
+use crate::frame::{FrameCodec, HEADER_LEN};
 use crate::listener::SockType;
 use crate::packet::{PacketDecoder, PacketMode};
 use crate::protocol::{Answer, TaskRequest, KIND_AUTH, KIND_MESSAGE, KIND_MESSAGE_ACK, MAGIC};
@@ -124,7 +124,10 @@ pub struct Connection {
     /// Server messages that arrived while we waited for an acknowledgement.
     pending: VecDeque<Bytes>,
     ack: bool,
-    chunks: ChunkReader,
+    /// Made at the first read: its 64 KiB scratch chunk would be a calloc
+    /// and memset on every connect, and most seed-pattern connections never
+    /// read.
+    chunks: Option<ChunkReader>,
     /// The protocol magic has not been sent yet: it goes out with the first
     /// frame, so a connect-send-close is one write (one wakeup of the
     /// server). A connection that never sends needs no magic.
@@ -161,11 +164,6 @@ impl Connection {
         timeout: Duration,
         config: &ClientConfig,
     ) -> Result<Connection, ClientError> {
-        let target = if kind == SockType::UnixStream {
-            host.to_owned()
-        } else {
-            format!("{host}:{port}")
-        };
         let io_timeout = config
             .timeout
             .map(Duration::from_secs_f64)
@@ -174,8 +172,14 @@ impl Connection {
             .connect_timeout
             .map(Duration::from_secs_f64)
             .unwrap_or(timeout);
-        let fail =
-            |e: io::Error| ClientError::os(&format!("connect to server[{target}] failed"), &e);
+        let fail = |e: io::Error| {
+            let target = if kind == SockType::UnixStream {
+                host.to_owned()
+            } else {
+                format!("{host}:{port}")
+            };
+            ClientError::os(&format!("connect to server[{target}] failed"), &e)
+        };
         let stream = match kind {
             SockType::UnixStream => Stream::Unix(UnixStream::connect(host).map_err(fail)?),
             SockType::Tcp | SockType::Tcp6 => {
@@ -206,7 +210,7 @@ impl Connection {
             out: BytesMut::new(),
             pending: VecDeque::new(),
             ack: config.ack,
-            chunks: ChunkReader::default(),
+            chunks: None,
             hello_pending: false,
         };
         if !matches!(conn.wire, Wire::Taskq(_)) {
@@ -218,7 +222,7 @@ impl Connection {
         conn.hello_pending = true;
         if let Some(token) = &config.auth_token {
             // A wrong token must fail connect(), so this one waits.
-            conn.start_frames();
+            conn.start_frames(HEADER_LEN + token.len());
             FrameCodec::put(&mut conn.out, KIND_AUTH, token.as_bytes());
             conn.flush_out()?;
             conn.answer()?;
@@ -226,10 +230,11 @@ impl Connection {
         Ok(conn)
     }
 
-    /// Empties `out` for the next frames, keeping the magic in front while
-    /// it has not been sent.
-    fn start_frames(&mut self) {
+    /// Empties `out` for the next frames (about `size` bytes), keeping the
+    /// magic in front while it has not been sent.
+    fn start_frames(&mut self, size: usize) {
         self.out.clear();
+        self.out.reserve(MAGIC.len() + size);
         if self.hello_pending {
             self.out.extend_from_slice(&MAGIC);
         }
@@ -327,7 +332,7 @@ impl Connection {
         if !matches!(self.wire, Wire::Taskq(_)) {
             return Err(ClientError::NeedsTaskqProtocol("task()"));
         }
-        self.start_frames();
+        self.start_frames(64 + req.payload.data.len());
         req.encode(&mut self.out);
         self.flush_out()?;
         self.answer()
@@ -340,7 +345,7 @@ impl Connection {
         }
         match &self.wire {
             Wire::Taskq(_) => {
-                self.start_frames();
+                self.start_frames(HEADER_LEN + data.len());
                 let kind = if self.ack {
                     KIND_MESSAGE_ACK
                 } else {
@@ -362,7 +367,8 @@ impl Connection {
 
     fn fill(&mut self) -> Result<bool, ClientError> {
         let stream = &mut self.stream;
-        match self.chunks.read_into(&mut self.buf, |c| stream.read(c)) {
+        let chunks = self.chunks.get_or_insert_with(ChunkReader::default);
+        match chunks.read_into(&mut self.buf, |c| stream.read(c)) {
             Ok(n) => Ok(n > 0),
             Err(e) => Err(ClientError::os("recv() failed", &e)),
         }
@@ -378,7 +384,7 @@ impl Connection {
         if self.hello_pending {
             // The server frames what it sends only for a client that has
             // announced itself.
-            self.start_frames();
+            self.start_frames(0);
             self.flush_out()?;
         }
         loop {

@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
@@ -55,7 +55,33 @@ impl Stream {
             Stream::Unix(s) => s.read(buf),
         }
     }
+
+    /// One read that never blocks (EAGAIN when nothing is there).
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
 }
+
+/// Younger than this, a connection cannot have been greeted yet: a greeting
+/// needs the master to accept it, a worker to run onConnect and the master
+/// to write, several process wakeups. The seed pattern's send() comes
+/// sooner, so it pays no check.
+const GREETING_FLOOR: Duration = Duration::from_micros(10);
+
+/// Most unframed bytes kept from before the magic: a greeting, not a stream.
+const MAX_UNFRAMED: usize = 1 << 20;
 
 /// The socket with its send/recv timeout, which is set on the socket only
 /// before the first call that could block: a connect-send-close whose send
@@ -132,6 +158,9 @@ pub struct Connection {
     /// frame, so a connect-send-close is one write (one wakeup of the
     /// server). A connection that never sends needs no magic.
     hello_pending: bool,
+    /// When connect() returned, to tell whether the server may have sent
+    /// something before it knew this client's protocol.
+    connected_at: Instant,
 }
 
 fn is_raw(d: &PacketDecoder) -> bool {
@@ -212,6 +241,7 @@ impl Connection {
             ack: config.ack,
             chunks: None,
             hello_pending: false,
+            connected_at: Instant::now(),
         };
         if !matches!(conn.wire, Wire::Taskq(_)) {
             if config.ack || config.auth_token.is_some() {
@@ -242,11 +272,36 @@ impl Connection {
 
     /// Writes `out` (the magic goes with it).
     fn flush_out(&mut self) -> Result<(), ClientError> {
+        if self.hello_pending {
+            self.keep_unframed()?;
+        }
         let out = std::mem::take(&mut self.out);
         let sent = self.stream.write_all(&out);
         self.out = out;
         sent.map_err(|e| ClientError::os("send failed", &e))?;
         self.hello_pending = false;
+        Ok(())
+    }
+
+    /// Keeps what the server sent before it saw the magic (a greeting from
+    /// onConnect), which it sent unframed, as one message for `recv()`.
+    fn keep_unframed(&mut self) -> Result<(), ClientError> {
+        if self.connected_at.elapsed() < GREETING_FLOOR {
+            return Ok(());
+        }
+        let mut raw = BytesMut::new();
+        let chunks = self.chunks.get_or_insert_with(ChunkReader::default);
+        while raw.len() < MAX_UNFRAMED {
+            match chunks.read_into(&mut raw, |c| self.stream.stream.read_now(c)) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(ClientError::os("recv() failed", &e)),
+            }
+        }
+        if !raw.is_empty() {
+            self.pending.push_back(raw.freeze());
+        }
         Ok(())
     }
 
@@ -378,14 +433,14 @@ impl Connection {
     /// connection (PHP sees ""). In raw mode at most `size` bytes of whatever
     /// arrived, unless `waitall` asks for exactly `size`.
     pub fn recv(&mut self, size: usize, waitall: bool) -> Result<Option<Bytes>, ClientError> {
-        if let Some(msg) = self.pending.pop_front() {
-            return Ok(Some(msg));
-        }
         if self.hello_pending {
             // The server frames what it sends only for a client that has
             // announced itself.
             self.start_frames(0);
             self.flush_out()?;
+        }
+        if let Some(msg) = self.pending.pop_front() {
+            return Ok(Some(msg));
         }
         loop {
             let decoded = match &mut self.wire {
@@ -550,6 +605,73 @@ mod tests {
         let mut expected = MAGIC.to_vec();
         expected.extend(frame(KIND_AUTH, b"t0ken"));
         assert_eq!(server.join().unwrap(), expected);
+    }
+
+    /// A server that greets in onConnect writes before it has seen the
+    /// magic, so unframed; a client whose first call comes later gets the
+    /// greeting as its first message, whether that call is recv() or send().
+    #[test]
+    fn a_greeting_sent_before_the_magic_is_one_message() {
+        for send_first in [false, true] {
+            let (listener, path, _dir) = listen(if send_first {
+                "greet-send"
+            } else {
+                "greet-recv"
+            });
+            let mut conn = connect(&path, &ClientConfig::new());
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.write_all(b"welcome").unwrap();
+            // Older than GREETING_FLOOR, so the client looks for it.
+            std::thread::sleep(Duration::from_millis(1));
+            if send_first {
+                conn.send(b"hi").unwrap();
+            }
+            assert_eq!(conn.recv(65535, false).unwrap().unwrap(), "welcome");
+            peer.write_all(&frame(KIND_MESSAGE, b"framed")).unwrap();
+            assert_eq!(conn.recv(65535, false).unwrap().unwrap(), "framed");
+            drop(conn);
+            let mut expected = MAGIC.to_vec();
+            if send_first {
+                expected.extend(frame(KIND_MESSAGE, b"hi"));
+            }
+            assert_eq!(read_all(&mut peer), expected);
+        }
+    }
+
+    /// A connection the server reset before the client's first call fails
+    /// that call with the reset, not with a garbled message.
+    #[test]
+    fn a_reset_before_the_first_call_is_reported() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut conn = Connection::connect(
+            SockType::Tcp,
+            "127.0.0.1",
+            port,
+            Duration::from_secs(5),
+            &ClientConfig::new(),
+        )
+        .unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid linger struct for SO_LINGER on an open socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                peer.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        drop(peer); // RST
+        std::thread::sleep(Duration::from_millis(1));
+        let err = conn.send(b"hi").unwrap_err();
+        assert_eq!(err.code(), libc::ECONNRESET, "{err}");
     }
 
     /// The timeouts are set on the socket only when a call would block; a

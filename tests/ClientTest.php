@@ -126,9 +126,9 @@ $server->on('Receive', function ($server, $fd, $rid, $data) { $server->send($fd,
 $server->start();
 PHP);
         foreach (['recv first' => false, 'send first' => true] as $case => $sendFirst) {
+            $n = count($this->events('connect')) + 1;
             $client = new TaskClient(TASKQ_SOCK_TCP);
             $this->assertTrue($client->connect('127.0.0.1', $this->port, 5));
-            $n = count($this->events('connect')) + 1;
             $this->waitUntil(fn () => count($this->events('connect')) >= $n, 5, 'onConnect ran', $server);
             usleep(50000); // the greeting reaches the client before its first call
             if ($sendFirst) {

@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
@@ -17,7 +17,7 @@ use tokio_util::codec::Decoder;
 use crate::chunk_reader::ChunkReader;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
-use crate::frame::FrameCodec;
+use crate::frame::{FrameCodec, HEADER_LEN};
 use crate::listener::SockType;
 use crate::packet::{PacketDecoder, PacketMode};
 use crate::protocol::{Answer, TaskRequest, KIND_AUTH, KIND_MESSAGE, KIND_MESSAGE_ACK, MAGIC};
@@ -35,16 +35,17 @@ impl Stream {
         }
     }
 
-    fn set_timeouts(&self, t: Option<Duration>) -> io::Result<()> {
+    fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
-            Stream::Unix(s) => {
-                s.set_read_timeout(t)?;
-                s.set_write_timeout(t)
-            }
+            Stream::Tcp(s) => s.set_read_timeout(Some(t)),
+            Stream::Unix(s) => s.set_read_timeout(Some(t)),
+        }
+    }
+
+    fn set_write_timeout(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(Some(t)),
+            Stream::Unix(s) => s.set_write_timeout(Some(t)),
         }
     }
 
@@ -55,25 +56,79 @@ impl Stream {
         }
     }
 
+    /// One read that never blocks (EAGAIN when nothing is there).
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe {
+            libc::recv(
+                self.fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+/// Younger than this, a connection cannot have been greeted yet: a greeting
+/// needs the master to accept it, a worker to run onConnect and the master
+/// to write, several process wakeups. The seed pattern's send() comes
+/// sooner, so it pays no check.
+const GREETING_FLOOR: Duration = Duration::from_micros(10);
+
+/// Most unframed bytes kept from before the magic: a greeting, not a stream.
+const MAX_UNFRAMED: usize = 1 << 20;
+
+/// The socket with its send/recv timeout, which is set on the socket only
+/// before the first call that could block: a connect-send-close whose send
+/// fits in the socket buffer then costs no `setsockopt` at all.
+struct Timed {
+    stream: Stream,
+    timeout: Duration,
+    read_timeout_set: bool,
+    write_timeout_set: bool,
+}
+
+impl Timed {
+    fn fd(&self) -> i32 {
+        self.stream.fd()
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.read_timeout_set {
+            self.stream.set_read_timeout(self.timeout)?;
+            self.read_timeout_set = true;
+        }
+        self.stream.read(buf)
+    }
+
     /// Writes everything; MSG_NOSIGNAL so a closed peer is an error, not a
-    /// SIGPIPE that kills the PHP process.
+    /// SIGPIPE that kills the PHP process. Tries without blocking first and
+    /// sets the timeout only when the socket buffer is full.
     fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
-            // SAFETY: `data` is a valid buffer for its length.
-            let n = unsafe {
-                libc::send(
-                    self.fd(),
-                    data.as_ptr().cast(),
-                    data.len(),
-                    libc::MSG_NOSIGNAL,
-                )
+            let flags = if self.write_timeout_set {
+                libc::MSG_NOSIGNAL
+            } else {
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT
             };
+            // SAFETY: `data` is a valid buffer for its length.
+            let n = unsafe { libc::send(self.fd(), data.as_ptr().cast(), data.len(), flags) };
             if n < 0 {
                 let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
+                match e.kind() {
+                    io::ErrorKind::Interrupted => continue,
+                    io::ErrorKind::WouldBlock if !self.write_timeout_set => {
+                        self.stream.set_write_timeout(self.timeout)?;
+                        self.write_timeout_set = true;
+                        continue;
+                    }
+                    _ => return Err(e),
                 }
-                return Err(e);
             }
             data = &data[n as usize..];
         }
@@ -88,14 +143,24 @@ enum Wire {
 
 /// A connected client socket.
 pub struct Connection {
-    stream: Stream,
+    stream: Timed,
     wire: Wire,
     buf: BytesMut,
     out: BytesMut,
     /// Server messages that arrived while we waited for an acknowledgement.
     pending: VecDeque<Bytes>,
     ack: bool,
-    chunks: ChunkReader,
+    /// Made at the first read: its 64 KiB scratch chunk would be a calloc
+    /// and memset on every connect, and most seed-pattern connections never
+    /// read.
+    chunks: Option<ChunkReader>,
+    /// The protocol magic has not been sent yet: it goes out with the first
+    /// frame, so a connect-send-close is one write (one wakeup of the
+    /// server). A connection that never sends needs no magic.
+    hello_pending: bool,
+    /// When connect() returned, to tell whether the server may have sent
+    /// something before it knew this client's protocol.
+    connected_at: Instant,
 }
 
 fn is_raw(d: &PacketDecoder) -> bool {
@@ -128,11 +193,6 @@ impl Connection {
         timeout: Duration,
         config: &ClientConfig,
     ) -> Result<Connection, ClientError> {
-        let target = if kind == SockType::UnixStream {
-            host.to_owned()
-        } else {
-            format!("{host}:{port}")
-        };
         let io_timeout = config
             .timeout
             .map(Duration::from_secs_f64)
@@ -141,23 +201,35 @@ impl Connection {
             .connect_timeout
             .map(Duration::from_secs_f64)
             .unwrap_or(timeout);
-        let fail =
-            |e: io::Error| ClientError::os(&format!("connect to server[{target}] failed"), &e);
+        let fail = |e: io::Error| {
+            let target = if kind == SockType::UnixStream {
+                host.to_owned()
+            } else {
+                format!("{host}:{port}")
+            };
+            ClientError::os(&format!("connect to server[{target}] failed"), &e)
+        };
         let stream = match kind {
             SockType::UnixStream => Stream::Unix(UnixStream::connect(host).map_err(fail)?),
             SockType::Tcp | SockType::Tcp6 => {
                 let addr = resolve(host, port, kind)?;
                 let s = TcpStream::connect_timeout(&addr, timeout).map_err(fail)?;
-                s.set_nodelay(config.open_tcp_nodelay).map_err(fail)?;
+                // Off is the socket's default: no syscall to say so again.
+                if config.open_tcp_nodelay {
+                    s.set_nodelay(true).map_err(fail)?;
+                }
                 Stream::Tcp(s)
             }
         };
-        stream
-            .set_timeouts(Some(io_timeout))
-            .map_err(|e| ClientError::os("setting socket timeouts failed", &e))?;
         let max = config.packet.max_length;
         let mut conn = Connection {
-            stream,
+            stream: Timed {
+                stream,
+                // A zero Duration would mean "no timeout" to setsockopt.
+                timeout: io_timeout.max(Duration::from_micros(1)),
+                read_timeout_set: false,
+                write_timeout_set: false,
+            },
             wire: if config.has_framing() || !config.taskq_protocol {
                 Wire::Packets(Box::new(PacketDecoder::new(config.packet.clone())))
             } else {
@@ -167,25 +239,70 @@ impl Connection {
             out: BytesMut::new(),
             pending: VecDeque::new(),
             ack: config.ack,
-            chunks: ChunkReader::default(),
+            chunks: None,
+            hello_pending: false,
+            connected_at: Instant::now(),
         };
-        if matches!(conn.wire, Wire::Taskq(_)) {
-            conn.out.clear();
-            conn.out.extend_from_slice(&MAGIC);
-            if let Some(token) = &config.auth_token {
-                FrameCodec::put(&mut conn.out, KIND_AUTH, token.as_bytes());
+        if !matches!(conn.wire, Wire::Taskq(_)) {
+            if config.ack || config.auth_token.is_some() {
+                return Err(ClientError::NeedsTaskqProtocol("'ack' or 'auth_token'"));
             }
-            let hello = std::mem::take(&mut conn.out);
-            conn.stream
-                .write_all(&hello)
-                .map_err(|e| ClientError::os("send failed", &e))?;
-            if config.auth_token.is_some() {
-                conn.answer()?;
-            }
-        } else if config.ack || config.auth_token.is_some() {
-            return Err(ClientError::NeedsTaskqProtocol("'ack' or 'auth_token'"));
+            return Ok(conn);
+        }
+        conn.hello_pending = true;
+        if let Some(token) = &config.auth_token {
+            // A wrong token must fail connect(), so this one waits.
+            conn.start_frames(HEADER_LEN + token.len());
+            FrameCodec::put(&mut conn.out, KIND_AUTH, token.as_bytes());
+            conn.flush_out()?;
+            conn.answer()?;
         }
         Ok(conn)
+    }
+
+    /// Empties `out` for the next frames (about `size` bytes), keeping the
+    /// magic in front while it has not been sent.
+    fn start_frames(&mut self, size: usize) {
+        self.out.clear();
+        self.out.reserve(MAGIC.len() + size);
+        if self.hello_pending {
+            self.out.extend_from_slice(&MAGIC);
+        }
+    }
+
+    /// Writes `out` (the magic goes with it).
+    fn flush_out(&mut self) -> Result<(), ClientError> {
+        if self.hello_pending {
+            self.keep_unframed()?;
+        }
+        let out = std::mem::take(&mut self.out);
+        let sent = self.stream.write_all(&out);
+        self.out = out;
+        sent.map_err(|e| ClientError::os("send failed", &e))?;
+        self.hello_pending = false;
+        Ok(())
+    }
+
+    /// Keeps what the server sent before it saw the magic (a greeting from
+    /// onConnect), which it sent unframed, as one message for `recv()`.
+    fn keep_unframed(&mut self) -> Result<(), ClientError> {
+        if self.connected_at.elapsed() < GREETING_FLOOR {
+            return Ok(());
+        }
+        let mut raw = BytesMut::new();
+        let chunks = self.chunks.get_or_insert_with(ChunkReader::default);
+        while raw.len() < MAX_UNFRAMED {
+            match chunks.read_into(&mut raw, |c| self.stream.stream.read_now(c)) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(ClientError::os("recv() failed", &e)),
+            }
+        }
+        if !raw.is_empty() {
+            self.pending.push_back(raw.freeze());
+        }
+        Ok(())
     }
 
     /// Whether the server is still there: a pooled connection whose server
@@ -270,12 +387,9 @@ impl Connection {
         if !matches!(self.wire, Wire::Taskq(_)) {
             return Err(ClientError::NeedsTaskqProtocol("task()"));
         }
-        self.out.clear();
+        self.start_frames(64 + req.payload.data.len());
         req.encode(&mut self.out);
-        let out = std::mem::take(&mut self.out);
-        let sent = self.stream.write_all(&out);
-        self.out = out;
-        sent.map_err(|e| ClientError::os("send failed", &e))?;
+        self.flush_out()?;
         self.answer()
     }
 
@@ -284,20 +398,22 @@ impl Connection {
         if data.is_empty() {
             return Err(ClientError::EmptyData);
         }
-        let result = match &self.wire {
+        match &self.wire {
             Wire::Taskq(_) => {
-                self.out.clear();
+                self.start_frames(HEADER_LEN + data.len());
                 let kind = if self.ack {
                     KIND_MESSAGE_ACK
                 } else {
                     KIND_MESSAGE
                 };
                 FrameCodec::put(&mut self.out, kind, data);
-                self.stream.write_all(&self.out)
+                self.flush_out()?;
             }
-            Wire::Packets(_) => self.stream.write_all(data),
-        };
-        result.map_err(|e| ClientError::os("send failed", &e))?;
+            Wire::Packets(_) => self
+                .stream
+                .write_all(data)
+                .map_err(|e| ClientError::os("send failed", &e))?,
+        }
         if self.ack {
             self.answer()?;
         }
@@ -306,7 +422,8 @@ impl Connection {
 
     fn fill(&mut self) -> Result<bool, ClientError> {
         let stream = &mut self.stream;
-        match self.chunks.read_into(&mut self.buf, |c| stream.read(c)) {
+        let chunks = self.chunks.get_or_insert_with(ChunkReader::default);
+        match chunks.read_into(&mut self.buf, |c| stream.read(c)) {
             Ok(n) => Ok(n > 0),
             Err(e) => Err(ClientError::os("recv() failed", &e)),
         }
@@ -316,6 +433,12 @@ impl Connection {
     /// connection (PHP sees ""). In raw mode at most `size` bytes of whatever
     /// arrived, unless `waitall` asks for exactly `size`.
     pub fn recv(&mut self, size: usize, waitall: bool) -> Result<Option<Bytes>, ClientError> {
+        if self.hello_pending {
+            // The server frames what it sends only for a client that has
+            // announced itself.
+            self.start_frames(0);
+            self.flush_out()?;
+        }
         if let Some(msg) = self.pending.pop_front() {
             return Ok(Some(msg));
         }
@@ -359,5 +482,211 @@ impl Connection {
                 return Ok(None);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{ErrorKind, Write};
+    use std::os::unix::net::UnixListener;
+
+    /// A unix socket path in a fresh directory, removed on drop.
+    struct SocketDir(std::path::PathBuf);
+
+    impl Drop for SocketDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A unix listener in a fresh directory; the connection is accepted
+    /// after `connect` returns (the backlog holds it meanwhile).
+    fn listen(name: &str) -> (UnixListener, String, SocketDir) {
+        let dir = std::env::temp_dir().join(format!("taskq-client-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.sock").to_string_lossy().into_owned();
+        (UnixListener::bind(&path).unwrap(), path, SocketDir(dir))
+    }
+
+    fn connect(path: &str, config: &ClientConfig) -> Connection {
+        Connection::connect(
+            SockType::UnixStream,
+            path,
+            0,
+            Duration::from_secs(5),
+            config,
+        )
+        .unwrap()
+    }
+
+    fn frame(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        FrameCodec::put(&mut b, kind, body);
+        b.to_vec()
+    }
+
+    fn read_all(peer: &mut UnixStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).unwrap();
+        got
+    }
+
+    #[test]
+    fn the_magic_goes_out_with_the_first_frame() {
+        let (listener, path, _dir) = listen("first-frame");
+        let mut conn = connect(&path, &ClientConfig::new());
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            peer.read(&mut byte).unwrap_err().kind(),
+            ErrorKind::WouldBlock,
+            "nothing is written at connect"
+        );
+        peer.set_nonblocking(false).unwrap();
+        conn.send(b"one").unwrap();
+        conn.send(b"two").unwrap();
+        drop(conn);
+        let mut expected = MAGIC.to_vec();
+        expected.extend(frame(KIND_MESSAGE, b"one"));
+        expected.extend(frame(KIND_MESSAGE, b"two"));
+        assert_eq!(read_all(&mut peer), expected, "the magic is sent once");
+    }
+
+    #[test]
+    fn a_connection_that_never_sends_writes_nothing() {
+        let (listener, path, _dir) = listen("silent");
+        drop(connect(&path, &ClientConfig::new()));
+        let (mut peer, _) = listener.accept().unwrap();
+        assert_eq!(read_all(&mut peer), b"");
+    }
+
+    #[test]
+    fn recv_before_any_send_announces_the_protocol_first() {
+        let (listener, path, _dir) = listen("recv-first");
+        let mut conn = connect(&path, &ClientConfig::new());
+        let (mut peer, _) = listener.accept().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut magic = [0u8; 8];
+            peer.read_exact(&mut magic).unwrap();
+            peer.write_all(&frame(KIND_MESSAGE, b"welcome")).unwrap();
+            magic
+        });
+        assert_eq!(conn.recv(65535, false).unwrap().unwrap(), "welcome");
+        assert_eq!(server.join().unwrap(), MAGIC);
+    }
+
+    #[test]
+    fn the_auth_token_is_checked_at_connect() {
+        let (listener, path, _dir) = listen("auth");
+        let server = std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            let mut hello = vec![0u8; MAGIC.len() + frame(KIND_AUTH, b"t0ken").len()];
+            peer.read_exact(&mut hello).unwrap();
+            let mut error = BytesMut::new();
+            crate::protocol::put_error(&mut error, crate::protocol::code::AUTH, "wrong auth_token");
+            peer.write_all(&error).unwrap();
+            hello
+        });
+        let mut config = ClientConfig::new();
+        config.auth_token = Some("t0ken".into());
+        let err = Connection::connect(
+            SockType::UnixStream,
+            &path,
+            0,
+            Duration::from_secs(5),
+            &config,
+        )
+        .err()
+        .expect("refused at connect");
+        assert_eq!(err.code(), crate::protocol::code::AUTH as i32, "{err}");
+        let mut expected = MAGIC.to_vec();
+        expected.extend(frame(KIND_AUTH, b"t0ken"));
+        assert_eq!(server.join().unwrap(), expected);
+    }
+
+    /// A server that greets in onConnect writes before it has seen the
+    /// magic, so unframed; a client whose first call comes later gets the
+    /// greeting as its first message, whether that call is recv() or send().
+    #[test]
+    fn a_greeting_sent_before_the_magic_is_one_message() {
+        for send_first in [false, true] {
+            let (listener, path, _dir) = listen(if send_first {
+                "greet-send"
+            } else {
+                "greet-recv"
+            });
+            let mut conn = connect(&path, &ClientConfig::new());
+            let (mut peer, _) = listener.accept().unwrap();
+            peer.write_all(b"welcome").unwrap();
+            // Older than GREETING_FLOOR, so the client looks for it.
+            std::thread::sleep(Duration::from_millis(1));
+            if send_first {
+                conn.send(b"hi").unwrap();
+            }
+            assert_eq!(conn.recv(65535, false).unwrap().unwrap(), "welcome");
+            peer.write_all(&frame(KIND_MESSAGE, b"framed")).unwrap();
+            assert_eq!(conn.recv(65535, false).unwrap().unwrap(), "framed");
+            drop(conn);
+            let mut expected = MAGIC.to_vec();
+            if send_first {
+                expected.extend(frame(KIND_MESSAGE, b"hi"));
+            }
+            assert_eq!(read_all(&mut peer), expected);
+        }
+    }
+
+    /// A connection the server reset before the client's first call fails
+    /// that call with the reset, not with a garbled message.
+    #[test]
+    fn a_reset_before_the_first_call_is_reported() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut conn = Connection::connect(
+            SockType::Tcp,
+            "127.0.0.1",
+            port,
+            Duration::from_secs(5),
+            &ClientConfig::new(),
+        )
+        .unwrap();
+        let (peer, _) = listener.accept().unwrap();
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid linger struct for SO_LINGER on an open socket.
+        let rc = unsafe {
+            libc::setsockopt(
+                peer.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0);
+        drop(peer); // RST
+        std::thread::sleep(Duration::from_millis(1));
+        let err = conn.send(b"hi").unwrap_err();
+        assert_eq!(err.code(), libc::ECONNRESET, "{err}");
+    }
+
+    /// The timeouts are set on the socket only when a call would block; a
+    /// server that neither reads nor answers still cannot hang the client.
+    #[test]
+    fn timeouts_still_bound_a_blocked_send_and_recv() {
+        let (listener, path, _dir) = listen("timeouts");
+        let mut config = ClientConfig::new();
+        config.timeout = Some(0.2);
+        let mut conn = connect(&path, &config);
+        let (_peer, _) = listener.accept().unwrap();
+        let err = conn.recv(65535, false).unwrap_err();
+        assert_eq!(err.code(), libc::EAGAIN, "{err}");
+        let big = vec![b'x'; 16 << 20];
+        let err = conn.send(&big).unwrap_err();
+        assert_eq!(err.code(), libc::EAGAIN, "{err}");
     }
 }

@@ -111,6 +111,37 @@ PHP;
         $this->assertFalse($client->isConnected());
     }
 
+    /**
+     * A greeting sent in onConnect reaches the client before the client has
+     * announced its protocol, so unframed; it is still the first message,
+     * whether the client's first call is recv() or send().
+     */
+    public function testAGreetingFromOnConnectIsTheFirstMessage(): void
+    {
+        $server = $this->startServer(<<<'PHP'
+$server = new TaskServer('127.0.0.1', $port);
+$server->set(['worker_num' => 1, 'log_file' => $dir . '/taskq.log']);
+$server->on('Connect', function ($server, $fd, $rid) { $server->send($fd, "welcome $fd"); record('connect', ['fd' => $fd]); });
+$server->on('Receive', function ($server, $fd, $rid, $data) { $server->send($fd, "echo $data"); });
+$server->start();
+PHP);
+        foreach (['recv first' => false, 'send first' => true] as $case => $sendFirst) {
+            $n = count($this->events('connect')) + 1;
+            $client = new TaskClient(TASKQ_SOCK_TCP);
+            $this->assertTrue($client->connect('127.0.0.1', $this->port, 5));
+            $this->waitUntil(fn () => count($this->events('connect')) >= $n, 5, 'onConnect ran', $server);
+            usleep(50000); // the greeting reaches the client before its first call
+            if ($sendFirst) {
+                $this->assertSame(2, $client->send('hi'), $case);
+            }
+            $this->assertStringStartsWith('welcome ', (string) $client->recv(), $case);
+            if ($sendFirst) {
+                $this->assertSame('echo hi', $client->recv(), $case);
+            }
+            $client->close();
+        }
+    }
+
     public function testRecvTimesOutWithErrno11WhenTheServerNeverReplies(): void
     {
         $server = $this->recordingServer(); // records, never replies

@@ -29,9 +29,10 @@ final class MailerTest extends TaskqTestCase
 
     // ---- what arrives ---------------------------------------------------
 
-    public function testDeliversRecipientsHeadersAndBody(): void
+    /** @dataProvider withAndWithoutPipelining */
+    public function testDeliversRecipientsHeadersAndBody(bool $pipelining): void
     {
-        $port = $this->startSink();
+        $port = $this->startSink(self::pipelining($pipelining));
         $reply = $this->mailer($port)->send([
             'from' => 'Shop <shop@example.com>',
             'to' => ['a@example.com', 'Bee <b@example.com>'],
@@ -60,6 +61,24 @@ final class MailerTest extends TaskqTestCase
         $this->assertNotFalse(strtotime($h['date'][0]));
         $this->assertStringStartsWith('text/plain; charset=utf-8', $h['content-type'][0]);
         $this->assertSame("Thanks!\r\n.A line starting with a dot\r\nBye", rtrim(self::decode($h, $body), "\r\n"));
+        // Four recipients: with PIPELINING all RCPTs follow MAIL FROM in one
+        // write, and DATA waits for their replies.
+        $rcpts = implode('', array_map(fn ($r) => "RCPT TO:<$r>\r\n", $msg['rcpt_tos']));
+        $this->assertSame($pipelining ? $rcpts : '', $msg['batched']);
+    }
+
+    public function testPipeliningSendsMailRcptAndDataInOneWrite(): void
+    {
+        $port = $this->startSink(['--pipelining']);
+        $mailer = $this->mailer($port);
+        for ($i = 0; $i < 3; $i++) {
+            $this->assertSame('250 OK queued as ' . ($i + 1), $mailer->send(self::simple("u$i@example.com")));
+        }
+        $this->assertSame(
+            ["RCPT TO:<u0@example.com>\r\nDATA\r\n", "RCPT TO:<u1@example.com>\r\nDATA\r\n", "RCPT TO:<u2@example.com>\r\nDATA\r\n"],
+            array_column($this->messages($port), 'batched'),
+        );
+        $this->assertSame(1, $this->connections($port));
     }
 
     public function testUtf8SubjectIsEncodedPerRfc2047(): void
@@ -175,9 +194,10 @@ final class MailerTest extends TaskqTestCase
         $this->assertSame(__FILE__, $e->getFile());
     }
 
-    public function testRejectedRecipientIsPermanentAndTheConnectionStaysUsable(): void
+    /** @dataProvider withAndWithoutPipelining */
+    public function testRejectedRecipientIsPermanentAndTheConnectionStaysUsable(bool $pipelining): void
     {
-        $port = $this->startSink();
+        $port = $this->startSink(self::pipelining($pipelining));
         $mailer = $this->mailer($port);
         $e = $this->sendFails($mailer, self::simple('reject@example.com'));
         $this->assertSame(550, $e->getCode());
@@ -189,14 +209,45 @@ final class MailerTest extends TaskqTestCase
         $this->assertSame(1, $this->connections($port));
     }
 
-    public function testTemporaryRejectionIsTransient(): void
+    /** @dataProvider withAndWithoutPipelining */
+    public function testTemporaryRejectionIsTransient(bool $pipelining): void
     {
-        $port = $this->startSink();
+        $port = $this->startSink(self::pipelining($pipelining));
         $e = $this->sendFails($this->mailer($port), self::simple('busy@example.com'));
         $this->assertSame(451, $e->getCode());
         $this->assertTrue($e->isTransient());
         $this->assertStringContainsString('451 4.3.0', $e->getMessage());
         $this->assertSame([], $this->messages($port));
+    }
+
+    /**
+     * A refused sender, a refused DATA and one refused recipient among
+     * several: the first refusal is the error, nothing is delivered, the
+     * body never reaches the server, and the connection carries on.
+     *
+     * @dataProvider withAndWithoutPipelining
+     */
+    public function testEveryRefusalIsReportedAndTheConnectionStaysUsable(bool $pipelining): void
+    {
+        $port = $this->startSink(self::pipelining($pipelining));
+        $mailer = $this->mailer($port);
+        $e = $this->sendFails($mailer, ['from' => 'refused@example.com'] + self::simple('a@example.com'));
+        $this->assertSame([550, true], [$e->getCode(), $e->isPermanent()]);
+        $this->assertStringContainsString('rejected MAIL FROM:<refused@example.com>: 550 5.7.1 <refused@example.com>: sender refused', $e->getMessage());
+        $e = $this->sendFails($mailer, self::simple('nodata@example.com'));
+        $this->assertSame([554, true], [$e->getCode(), $e->isPermanent()]);
+        $this->assertStringContainsString('rejected DATA: 554 5.7.1 message refused', $e->getMessage());
+        $e = $this->sendFails($mailer, self::simple(['ok@example.com', 'busy-2@example.com', 'reject-3@example.com']));
+        $this->assertSame([451, true], [$e->getCode(), $e->isTransient()]);
+        $this->assertStringContainsString('rejected RCPT TO:<busy-2@example.com>: 451 4.3.0', $e->getMessage());
+        $e = $this->sendFails($mailer, self::simple(['reject-1@example.com', 'ok@example.com']));
+        $this->assertSame(550, $e->getCode());
+        $this->assertStringContainsString('rejected RCPT TO:<reject-1@example.com>', $e->getMessage());
+        $this->assertSame('250 OK queued as 1', $mailer->send(self::simple('fine@example.com')));
+        $messages = $this->messages($port);
+        $this->assertCount(1, $messages, 'no refused message was delivered, and no body was taken for commands');
+        $this->assertSame(['fine@example.com'], $messages[0]['rcpt_tos']);
+        $this->assertSame(1, $this->connections($port));
     }
 
     public function testTlsRequiredButNotOffered(): void
@@ -208,9 +259,10 @@ final class MailerTest extends TaskqTestCase
         $this->assertSame([], $this->messages($port));
     }
 
-    public function testReconnectsWhenTheServerClosedThePooledConnection(): void
+    /** @dataProvider withAndWithoutPipelining */
+    public function testReconnectsWhenTheServerClosedThePooledConnection(bool $pipelining): void
     {
-        $port = $this->startSink();
+        $port = $this->startSink(self::pipelining($pipelining));
         $mailer = $this->mailer($port);
         // The server hangs up right after accepting this message.
         $mailer->send(self::simple('close-1@example.com'));
@@ -392,11 +444,13 @@ final class MailerTest extends TaskqTestCase
      * The seed-shaped server (examples/mail_server.php: 1 worker, 8 task
      * workers, sendEmail() through the mailer) gets 10,000 emails from
      * examples/mail_client.php; every one reaches the SMTP server once.
+     *
+     * @dataProvider withAndWithoutPipelining
      */
-    public function testTenThousandQueuedEmailsArriveExactlyOnce(): void
+    public function testTenThousandQueuedEmailsArriveExactlyOnce(bool $pipelining): void
     {
         $total = 10000;
-        $sink = $this->startSink();
+        $sink = $this->startSink(self::pipelining($pipelining));
         $server = $this->startServer(
             'require ' . var_export(self::EXAMPLES . '/mail_server.php', true) . ";\n",
             ['TASKQ_SMTP_DSN' => "smtp://127.0.0.1:$sink"],
@@ -471,7 +525,18 @@ final class MailerTest extends TaskqTestCase
 
     // ---- helpers --------------------------------------------------------
 
-    private static function simple(string $to): array
+    public static function withAndWithoutPipelining(): array
+    {
+        return ['without PIPELINING' => [false], 'with PIPELINING' => [true]];
+    }
+
+    /** The sink's arguments for offering PIPELINING or not. */
+    private static function pipelining(bool $on): array
+    {
+        return $on ? ['--pipelining'] : [];
+    }
+
+    private static function simple(string|array $to): array
     {
         return ['from' => 'shop@example.com', 'to' => $to, 'subject' => 'Hello', 'text' => 'Hi'];
     }

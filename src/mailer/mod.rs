@@ -247,36 +247,144 @@ mod tests {
         );
     }
 
+    /// Every way a transaction can be refused, on one connection that stays
+    /// usable, with and without PIPELINING: the same errors, nothing
+    /// delivered, and no message body ever read as commands.
     #[test]
     fn rejections_are_classified_and_keep_the_connection() {
-        let (port, seen) = fake_server::start();
-        let m = mailer(port, 1);
-        let e = m.send(&email("reject@example.com", 1)).unwrap_err();
-        assert_eq!(e.code(), 550);
-        assert!(e.is_permanent());
-        assert!(
-            e.to_string()
-                .contains("rejected RCPT TO:<reject@example.com>: 550 5.1.1 no such user"),
-            "{e}"
-        );
-        let e = m.send(&email("busy@example.com", 2)).unwrap_err();
-        assert_eq!((e.code(), e.is_permanent()), (451, false));
-        m.send(&email("ok@example.com", 3)).unwrap();
-        assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
-        assert_eq!(seen.messages.lock().unwrap().len(), 1);
+        for (port, seen) in [fake_server::start(), fake_server::start_pipelining()] {
+            let m = mailer(port, 1);
+            let e = m.send(&email("reject@example.com", 1)).unwrap_err();
+            assert_eq!(e.code(), 550);
+            assert!(e.is_permanent());
+            assert!(
+                e.to_string()
+                    .contains("rejected RCPT TO:<reject@example.com>: 550 5.1.1 no such user"),
+                "{e}"
+            );
+            let e = m.send(&email("busy@example.com", 2)).unwrap_err();
+            assert_eq!((e.code(), e.is_permanent()), (451, false));
+            let mut refused = email("a@example.com", 3);
+            refused.from = "refused@example.com".into();
+            let e = m.send(&refused).unwrap_err();
+            assert_eq!((e.code(), e.is_permanent()), (550, true));
+            assert!(
+                e.to_string()
+                    .contains("rejected MAIL FROM:<refused@example.com>: 550 5.7.1 sender refused"),
+                "{e}"
+            );
+            let e = m.send(&email("nodata@example.com", 4)).unwrap_err();
+            assert_eq!(e.code(), 554);
+            assert!(e.to_string().contains("rejected DATA: 554 5.7.1"), "{e}");
+            let mut partly = email("ok@example.com", 5);
+            partly.to.push("reject-2@example.com".into());
+            partly.to.push("other@example.com".into());
+            let e = m.send(&partly).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("rejected RCPT TO:<reject-2@example.com>: 550"),
+                "{e}"
+            );
+            m.send(&email("ok@example.com", 6)).unwrap();
+            assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+            let messages = seen.messages.lock().unwrap();
+            assert_eq!(messages.len(), 1);
+            assert_eq!(messages[0].0, ["ok@example.com"]);
+            assert_eq!(*seen.unknown.lock().unwrap(), Vec::<String>::new());
+        }
     }
 
     #[test]
-    fn a_connection_the_server_closed_is_replaced() {
-        let (port, seen) = fake_server::start();
+    fn pipelining_sends_mail_rcpt_and_data_in_one_write() {
+        let (port, seen) = fake_server::start_pipelining();
         let m = mailer(port, 1);
-        m.send(&email("close@example.com", 1)).unwrap();
-        m.send(&email("after-close@example.com", 2)).unwrap();
-        m.send(&email("dropnext@example.com", 3)).unwrap();
-        // The server hangs up at this MAIL FROM: retried on a new connection.
-        m.send(&email("after-drop@example.com", 4)).unwrap();
-        assert_eq!(seen.connections.load(Ordering::SeqCst), 3);
-        assert_eq!(seen.messages.lock().unwrap().len(), 4);
+        assert_eq!(
+            m.send(&email("a@example.com", 1)).unwrap().summary(),
+            "250 OK id 1"
+        );
+        let mut two = email("b@example.com", 2);
+        two.to.push("c@example.com".into());
+        assert_eq!(m.send(&two).unwrap().summary(), "250 OK id 2");
+        assert_eq!(
+            *seen.batches.lock().unwrap(),
+            [
+                "MAIL FROM:<shop@example.com>\r\nRCPT TO:<a@example.com>\r\nDATA\r\n",
+                // DATA waits for the replies when one of several recipients
+                // could be refused.
+                "MAIL FROM:<shop@example.com>\r\nRCPT TO:<b@example.com>\r\nRCPT TO:<c@example.com>\r\n",
+            ]
+        );
+        let messages = seen.messages.lock().unwrap();
+        assert_eq!(messages[1].0, ["b@example.com", "c@example.com"]);
+        assert!(
+            messages[1].1.contains("\r\n.dot line 2"),
+            "{}",
+            messages[1].1
+        );
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn without_pipelining_every_command_waits_for_its_reply() {
+        let (port, seen) = fake_server::start();
+        mailer(port, 1).send(&email("a@example.com", 1)).unwrap();
+        assert_eq!(
+            *seen.batches.lock().unwrap(),
+            ["MAIL FROM:<shop@example.com>\r\n"]
+        );
+    }
+
+    /// A server that answers DATA with 354 although the only recipient was
+    /// refused: the body must not follow, so the connection is dropped.
+    #[test]
+    fn pipelined_data_accepted_after_a_refusal_drops_the_connection() {
+        let (port, seen) = fake_server::start_pipelining();
+        let m = mailer(port, 1);
+        let e = m.send(&email("lenient@example.com", 1)).unwrap_err();
+        assert_eq!((e.code(), e.is_permanent()), (550, true));
+        assert!(
+            e.to_string()
+                .contains("rejected RCPT TO:<lenient@example.com>"),
+            "{e}"
+        );
+        m.send(&email("after@example.com", 2)).unwrap();
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 2);
+        let messages = seen.messages.lock().unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].0, ["after@example.com"]);
+    }
+
+    /// The server hangs up in the middle of a pipelined batch: the first
+    /// error is reported and the connection is not reused.
+    #[test]
+    fn pipelined_batch_cut_short_drops_the_connection() {
+        let (port, seen) = fake_server::start_pipelining();
+        let m = mailer(port, 1);
+        let e = m.send(&email("hangup@example.com", 1)).unwrap_err();
+        assert_eq!((e.code(), e.is_permanent()), (libc::ECONNRESET, false));
+        assert!(
+            e.to_string()
+                .contains("during RCPT TO:<hangup@example.com>"),
+            "{e}"
+        );
+        let mut refused = email("hangup@example.com", 2);
+        refused.from = "refused@example.com".into();
+        let e = m.send(&refused).unwrap_err();
+        assert_eq!(e.code(), 550, "{e}");
+        assert!(
+            e.to_string()
+                .contains("rejected MAIL FROM:<refused@example.com>"),
+            "{e}"
+        );
+        let e = m.send(&email("dataclose@example.com", 3)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("rejected RCPT TO:<dataclose@example.com>: 550"),
+            "{e}"
+        );
+        m.send(&email("after@example.com", 4)).unwrap();
+        assert_eq!(seen.connections.load(Ordering::SeqCst), 4);
+        assert_eq!(seen.messages.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -42,7 +42,7 @@ impl Pool {
     /// The most recently used live connection, or a new one.
     pub fn take(&self) -> Result<Connection, MailError> {
         loop {
-            let parked = self.lock().parked.pop();
+            let parked = self.lock(std::process::id()).parked.pop();
             match parked {
                 None => return self.open(),
                 Some((conn, since)) if since.elapsed() >= self.idle_timeout => conn.quit(),
@@ -55,10 +55,11 @@ impl Pool {
     /// Parks a connection for the next send, or closes it when the pool is
     /// full.
     pub fn give_back(&self, conn: Connection) {
-        if conn.pid() != std::process::id() {
+        let pid = std::process::id();
+        if conn.pid() != pid {
             return;
         }
-        let mut idle = self.lock();
+        let mut idle = self.lock(pid);
         if idle.parked.len() < self.capacity {
             idle.parked.push((conn, Instant::now()));
         } else {
@@ -72,9 +73,10 @@ impl Pool {
         Connection::open(&self.endpoint)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Idle> {
+    /// The idle list, emptied first if `pid` (the caller's process) is not
+    /// the one that parked them.
+    fn lock(&self, pid: u32) -> MutexGuard<'_, Idle> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let pid = std::process::id();
         if idle.pid != pid {
             idle.pid = pid;
             idle.parked.clear();
@@ -85,7 +87,7 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let parked = std::mem::take(&mut self.lock().parked);
+        let parked = std::mem::take(&mut self.lock(std::process::id()).parked);
         for (conn, _) in parked {
             conn.quit();
         }

@@ -10,14 +10,20 @@ connections.log.
 Recipients steer it, by the start of their local part:
   reject...@   550 at RCPT TO
   busy...@     451 at RCPT TO
+  nodata...@   accepted at RCPT TO, then 554 at DATA
   close...@    the message is accepted, then the server closes the connection
   dropnext...@ the message is accepted; the next MAIL FROM on that connection
                is answered with 421 and the connection closed
+and a sender whose local part starts with "refused" gets 550 at MAIL FROM.
 
 Options: --tls-cert/--tls-key offer STARTTLS (or, with --implicit-tls, TLS
 from the first byte), --auth USER:PASS enables AUTH (also without TLS),
 --auth-mechanism restricts it to one mechanism, --idle-timeout closes idle
-connections, --no-smtputf8 stops offering SMTPUTF8.
+connections, --no-smtputf8 stops offering SMTPUTF8, --pipelining offers
+PIPELINING (RFC 2920). aiosmtpd reads commands one by one from its stream, so
+it serves a pipelining client as a real server does. Each stored message
+records under "batched" the commands that were already buffered behind its
+MAIL FROM, i.e. what the client sent in the same write.
 """
 
 import argparse
@@ -37,14 +43,25 @@ MECHANISMS = ("LOGIN", "PLAIN")
 class Sink:
     """aiosmtpd handler: applies the recipient rules and stores messages."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, pipelining):
         self.directory = directory
+        self.pipelining = pipelining
         self.numbers = itertools.count(1)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if getattr(session, "drop_next", False):
             asyncio.get_running_loop().call_soon(server.transport.close)
             return "421 4.4.2 closing connection"
+        # asyncio.StreamReader keeps what it read but not yet returned here.
+        envelope.batched = bytes(server._reader._buffer).decode(errors="replace")
+        if address.split("@", 1)[0].startswith("refused"):
+            return f"550 5.7.1 <{address}>: sender refused"
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
@@ -66,6 +83,7 @@ class Sink:
             "mail_from": envelope.mail_from,
             "mail_options": envelope.mail_options,
             "rcpt_tos": envelope.rcpt_tos,
+            "batched": envelope.batched,
             "tls": server.transport.get_extra_info("ssl_object") is not None,
             "auth": session.auth_data.decode() if session.authenticated else None,
             "data": base64.b64encode(envelope.original_content).decode(),
@@ -83,7 +101,8 @@ class Sink:
 
 
 class CountingSMTP(SMTP):
-    """Numbers connections (not the second connection_made of STARTTLS)."""
+    """Numbers connections (not the second connection_made of STARTTLS) and
+    refuses DATA for nodata recipients (aiosmtpd has no hook before its 354)."""
 
     numbers = itertools.count(1)
     log = None
@@ -95,6 +114,12 @@ class CountingSMTP(SMTP):
             self.connection_number = next(self.numbers)
             with open(self.log, "a") as f:
                 f.write(f"{self.connection_number}\n")
+
+    async def smtp_DATA(self, arg):
+        if any(r.split("@", 1)[0].startswith("nodata") for r in self.envelope.rcpt_tos):
+            await self.push("554 5.7.1 message refused")
+            return
+        await super().smtp_DATA(arg)
 
 
 def main():
@@ -108,6 +133,7 @@ def main():
     p.add_argument("--auth-mechanism", choices=MECHANISMS)
     p.add_argument("--idle-timeout", type=float, default=300)
     p.add_argument("--no-smtputf8", action="store_true")
+    p.add_argument("--pipelining", action="store_true")
     a = p.parse_args()
 
     context = None
@@ -132,7 +158,7 @@ def main():
             kwargs["auth_exclude_mechanism"] = [m for m in MECHANISMS if m != a.auth_mechanism]
 
     CountingSMTP.log = os.path.join(a.dir, "connections.log")
-    sink = Sink(a.dir)
+    sink = Sink(a.dir, a.pipelining)
 
     def factory():
         return CountingSMTP(

@@ -285,6 +285,9 @@ impl Connection {
 
     /// Keeps what the server sent before it saw the magic (a greeting from
     /// onConnect), which it sent unframed, as one message for `recv()`.
+    /// The master holds such a greeting back while a new client is silent
+    /// (`master::connection::GREETING_HOLD`) and frames it once the magic
+    /// arrives, so this finds one only when the first call comes later.
     fn keep_unframed(&mut self) -> Result<(), ClientError> {
         if self.connected_at.elapsed() < GREETING_FLOOR {
             return Ok(());

@@ -142,6 +142,57 @@ PHP);
         }
     }
 
+    /**
+     * The race the hold closes: a client that sends at once after connect()
+     * while onConnect greets. The master holds the greeting until the client
+     * shows its protocol, then frames it, so it is never misread as a frame.
+     */
+    public function testAGreetingRacingTheFirstSendArrivesWholeEveryTime(): void
+    {
+        $server = $this->startServer(<<<'PHP'
+$server = new TaskServer('127.0.0.1', $port);
+$server->set(['worker_num' => 2, 'dispatch_mode' => 1, 'log_file' => $dir . '/taskq.log']);
+$server->on('Connect', function ($server, $fd, $rid) { $server->send($fd, "welcome $fd"); });
+$server->on('Receive', function ($server, $fd, $rid, $data) { $server->send($fd, "echo $data"); });
+$server->start();
+PHP);
+        for ($i = 0; $i < 100; $i++) {
+            $client = new TaskClient(TASKQ_SOCK_TCP);
+            $this->assertTrue($client->connect('127.0.0.1', $this->port, 5));
+            usleep(($i % 50) * 10); // 0 to 490 µs: sweeps the moment onConnect's greeting is written
+            $this->assertSame(strlen("m$i"), $client->send("m$i"));
+            $got = [(string) $client->recv(), (string) $client->recv()];
+            sort($got);
+            $this->assertSame("echo m$i", $got[0], "round $i: the reply, whole");
+            $this->assertStringStartsWith('welcome ', $got[1], "round $i: the greeting, whole");
+            $this->assertSame(0, $client->errCode, "round $i");
+            $client->close();
+        }
+        $this->assertStringNotContainsString('connection closed', (string) @file_get_contents($this->dir . '/taskq.log'));
+    }
+
+    /**
+     * A foreign client that waits for the server to speak first still gets
+     * the greeting, unframed, once the hold (20 ms) is over.
+     */
+    public function testAForeignClientWaitingForAGreetingGetsItRaw(): void
+    {
+        $this->startServer(<<<'PHP'
+$server = new TaskServer('127.0.0.1', $port);
+$server->set(['worker_num' => 1, 'log_file' => $dir . '/taskq.log']);
+$server->on('Connect', function ($server, $fd, $rid) { $server->send($fd, "220 welcome\r\n"); });
+$server->on('Receive', function ($server, $fd, $rid, $data) { $server->send($fd, "250 ok\r\n"); });
+$server->start();
+PHP);
+        $sock = stream_socket_client("tcp://127.0.0.1:{$this->port}", $errno, $errstr, 5);
+        $this->assertIsResource($sock, $errstr);
+        stream_set_timeout($sock, 5);
+        $this->assertSame("220 welcome\r\n", fgets($sock), 'the greeting, unframed, without sending anything first');
+        fwrite($sock, "HELO x\r\n");
+        $this->assertSame("250 ok\r\n", fgets($sock));
+        fclose($sock);
+    }
+
     public function testRecvTimesOutWithErrno11WhenTheServerNeverReplies(): void
     {
         $server = $this->recordingServer(); // records, never replies

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWrite;
@@ -75,7 +75,7 @@ pub fn spawn_acceptor(
 /// Out of file descriptors and similar: log, pause briefly, keep serving.
 async fn accept_failed(e: std::io::Error) {
     crate::log!(Level::Warning, "accept failed: {e}");
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// A client socket split into the halves the reader and the writer own.
@@ -170,6 +170,11 @@ enum Framing {
     Foreign(Box<PacketDecoder>),
 }
 
+/// How long replies to a client that has not yet shown its protocol are
+/// held back (see `hub::Wire`). A TaskClient shows it with its first
+/// request; a foreign client that waits for a greeting gets it this late.
+pub const GREETING_HOLD: Duration = Duration::from_millis(20);
+
 async fn read_loop<R: ReadSide>(
     rd: R,
     fd: u64,
@@ -181,6 +186,7 @@ async fn read_loop<R: ReadSide>(
     let mut framing: Option<Framing> = None;
     let mut authenticated = cfg.auth_token.is_none();
     let mut partial_since: Option<Instant> = None;
+    let mut hold_until = Some(Instant::now() + GREETING_HOLD);
     let result: Result<(), String> = loop {
         if framing.is_none() {
             match detect(&buf) {
@@ -188,6 +194,7 @@ async fn read_loop<R: ReadSide>(
                 Detected::Taskq => {
                     let _ = buf.split_to(MAGIC.len());
                     hub.borrow_mut().client_is_taskq(fd);
+                    hold_until = None;
                     framing = Some(Framing::Taskq(FrameCodec::new(cfg.package_max_length + 1)));
                 }
                 Detected::Foreign if !authenticated => {
@@ -197,6 +204,8 @@ async fn read_loop<R: ReadSide>(
                     );
                 }
                 Detected::Foreign => {
+                    hub.borrow_mut().client_speaks_raw(fd);
+                    hold_until = None;
                     framing = Some(Framing::Foreign(Box::new(PacketDecoder::new(
                         cfg.packet.clone(),
                     ))))
@@ -230,6 +239,10 @@ async fn read_loop<R: ReadSide>(
                 Err(e) => break Err(e.to_string()),
             },
             _ = closer.notified() => break Ok(()),
+            _ = sleep_until(hold_until) => {
+                hold_until = None;
+                hub.borrow_mut().client_speaks_raw(fd);
+            }
             _ = sleep_until(deadline) => {
                 break Err(format!(
                     "an incomplete message ({} bytes) was not completed within package_timeout ({:?})",

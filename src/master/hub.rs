@@ -38,11 +38,24 @@ struct Slot {
     leaving: Option<(u64, Rc<Outbox>)>,
 }
 
+/// How replies to a client are written.
+enum Wire {
+    /// The client has not shown its protocol yet. Replies (a greeting from
+    /// onConnect) wait here, for at most `connection::GREETING_HOLD`: a
+    /// TaskClient announces itself with its first request, and a greeting
+    /// written unframed before that would be misread as a frame.
+    Undecided(Vec<Bytes>),
+    /// A foreign client, or one still silent after the hold: unframed.
+    Raw,
+    /// taskq's framed protocol.
+    Taskq,
+}
+
 /// One client connection as the hub sees it.
 pub struct Conn {
     outbox: Rc<Outbox>,
     closer: Rc<Notify>,
-    taskq: bool,
+    wire: Wire,
     worker: u32,
     peer: Option<SocketAddr>,
     /// Set by `bind()`; dispatch_mode 5 routes by it.
@@ -53,6 +66,19 @@ pub struct Conn {
     /// Has sent messages for event workers (not only tasks), so its reads
     /// pause while the worker its next message goes to is backed up.
     feeds_workers: bool,
+}
+
+impl Conn {
+    /// Queues one reply in the client's protocol.
+    fn write(&self, data: &[u8]) {
+        if matches!(self.wire, Wire::Taskq) {
+            self.outbox
+                .push_with(|b| FrameCodec::put(b, KIND_MESSAGE, data));
+        } else {
+            self.outbox
+                .push_with(|b: &mut BytesMut| b.extend_from_slice(data));
+        }
+    }
 }
 
 /// Unix time in seconds, as Swoole's `stats()` and `getClientInfo()` show it.
@@ -248,7 +274,7 @@ impl Hub {
             Conn {
                 outbox,
                 closer,
-                taskq: false,
+                wire: Wire::Undecided(Vec::new()),
                 worker,
                 peer,
                 uid: None,
@@ -279,10 +305,32 @@ impl Hub {
         }
     }
 
-    /// The client proved it speaks taskq's framed protocol.
+    /// The client proved it speaks taskq's framed protocol: replies held
+    /// until now go out framed.
     pub fn client_is_taskq(&mut self, fd: u64) {
-        if let Some(c) = self.conns.get_mut(&fd) {
-            c.taskq = true;
+        self.decide(fd, Wire::Taskq);
+    }
+
+    /// The client speaks another protocol, or has said nothing for
+    /// `GREETING_HOLD`: replies held until now go out unframed.
+    pub fn client_speaks_raw(&mut self, fd: u64) {
+        if let Some(Conn {
+            wire: Wire::Undecided(_),
+            ..
+        }) = self.conns.get(&fd)
+        {
+            self.decide(fd, Wire::Raw);
+        }
+    }
+
+    fn decide(&mut self, fd: u64, wire: Wire) {
+        let Some(c) = self.conns.get_mut(&fd) else {
+            return;
+        };
+        if let Wire::Undecided(held) = std::mem::replace(&mut c.wire, wire) {
+            for data in held {
+                c.write(&data);
+            }
         }
     }
 
@@ -771,12 +819,9 @@ impl Hub {
         c.last_send = now();
         self.counters.response_count += 1;
         self.counters.total_send_bytes += data.len() as u64;
-        if c.taskq {
-            c.outbox
-                .push_with(|b| FrameCodec::put(b, KIND_MESSAGE, data));
-        } else {
-            c.outbox
-                .push_with(|b: &mut BytesMut| b.extend_from_slice(data));
+        match &mut c.wire {
+            Wire::Undecided(held) => held.push(Bytes::copy_from_slice(data)),
+            _ => c.write(data),
         }
     }
 
@@ -872,7 +917,7 @@ impl Hub {
             "send_queued_bytes": 0,
             "worker_id": c.worker,
             "uid": c.uid,
-            "taskq_protocol": c.taskq,
+            "taskq_protocol": matches!(c.wire, Wire::Taskq),
         })
     }
 

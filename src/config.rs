@@ -276,7 +276,10 @@ pub struct ServerConfig {
     /// Where Swoole spills task payloads too large for IPC; kept so scripts
     /// that read it back see the same value.
     pub task_tmpdir: String,
-    /// `listen()` backlog; 512 is Swoole's default.
+    /// `listen()` backlog. Swoole's default is 512, which a connect-per-
+    /// request producer overflows whenever the master is kept off the CPU
+    /// for ~10 ms (each overflow is a SYN resent only after 1 s): 4096,
+    /// capped by the kernel at `net.core.somaxconn`.
     pub backlog: i32,
     /// Connection limit; `max_connection` is accepted as an alias because
     /// Swoole accepts both spellings.
@@ -365,7 +368,7 @@ impl ServerConfig {
             task_ipc_mode: 1,
             message_queue_key: 0,
             task_tmpdir: "/tmp".to_string(),
-            backlog: 512,
+            backlog: 4096,
             max_conn: 100_000,
             heartbeat_check_interval: 0,
             heartbeat_idle_time: 0,
@@ -1089,7 +1092,7 @@ mod tests {
         assert_eq!(c.task_ipc_mode, 1);
         assert_eq!(c.message_queue_key, 0);
         assert_eq!(c.task_tmpdir, "/tmp");
-        assert_eq!(c.backlog, 512);
+        assert_eq!(c.backlog, 4096);
         assert_eq!(c.max_conn, 100_000);
         assert_eq!(c.heartbeat_check_interval, 0);
         assert_eq!(c.heartbeat_idle_time, 0);

@@ -74,7 +74,7 @@ const OUT_BUFFER: usize = 64 * 1024;
 /// How long a worker that handled messages stays without any before it
 /// frees its buffers and gives the memory back, so it returns to its idle
 /// size after a burst without paying for that during the burst.
-const IDLE_RELEASE: Duration = Duration::from_secs(1);
+const IDLE_RELEASE: Duration = Duration::from_millis(250);
 
 /// How many consumed `taskwait` ids are remembered so that their late or
 /// repeated results are discarded instead of reaching onFinish.

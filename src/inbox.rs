@@ -55,24 +55,30 @@ impl Inbox {
         crate::launcher::take_over_signals();
         // SAFETY: SIG_IGN needs nothing.
         unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+        let (inbox, wake_tx) = Inbox::unsignalled(stream)?;
+        signal_hook::flag::register(libc::SIGTERM, inbox.terminate.clone())?;
+        signal_hook::flag::register(libc::SIGHUP, inbox.reopen_log.clone())?;
+        signal_hook::low_level::pipe::register(libc::SIGTERM, wake_tx.try_clone()?)?;
+        signal_hook::low_level::pipe::register(libc::SIGHUP, wake_tx)?;
+        Ok(inbox)
+    }
+
+    /// The inbox before any signal handler points at it, and the write end
+    /// of its wake pipe.
+    fn unsignalled(stream: UnixStream) -> io::Result<(Inbox, UnixStream)> {
         let (wake, wake_tx) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         wake_tx.set_nonblocking(true)?;
-        let terminate = Arc::new(AtomicBool::new(false));
-        let reopen_log = Arc::new(AtomicBool::new(false));
-        signal_hook::flag::register(libc::SIGTERM, terminate.clone())?;
-        signal_hook::flag::register(libc::SIGHUP, reopen_log.clone())?;
-        signal_hook::low_level::pipe::register(libc::SIGTERM, wake_tx.try_clone()?)?;
-        signal_hook::low_level::pipe::register(libc::SIGHUP, wake_tx)?;
-        Ok(Inbox {
+        let inbox = Inbox {
             stream,
             codec: FrameCodec::new(MAX_IPC_FRAME),
             buf: BytesMut::new(),
             wake,
-            terminate,
-            reopen_log,
+            terminate: Arc::new(AtomicBool::new(false)),
+            reopen_log: Arc::new(AtomicBool::new(false)),
             gone: false,
-        })
+        };
+        Ok((inbox, wake_tx))
     }
 
     /// The next message already received, reading what the socket holds
@@ -184,5 +190,94 @@ impl Inbox {
     fn lost(&mut self, why: String) -> Option<Inbound> {
         self.gone = true;
         Some(Inbound::MasterGone(why))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::io::Write;
+    use std::time::Duration;
+
+    fn receive(fd: u64, data: &'static [u8]) -> ToWorker {
+        ToWorker::Receive {
+            fd,
+            reactor_id: 0,
+            data: Bytes::from_static(data),
+        }
+    }
+
+    fn fds(inbox: &mut Inbox) -> Vec<u64> {
+        std::iter::from_fn(|| inbox.try_next())
+            .map(|m| match m {
+                Inbound::Msg(ToWorker::Receive { fd, .. }) => fd,
+                _ => panic!("expected a Receive"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_arrive_whole_however_the_bytes_are_cut() {
+        let (mut master, worker) = UnixStream::pair().unwrap();
+        let (mut inbox, _wake) = Inbox::unsignalled(worker).unwrap();
+        let mut wire = BytesMut::new();
+        for fd in 1..=3 {
+            receive(fd, b"hello").encode(&mut wire);
+        }
+        assert!(inbox.try_next().is_none(), "nothing sent yet");
+        master.write_all(&wire[..7]).unwrap();
+        assert!(inbox.try_next().is_none(), "half a frame is not a message");
+        assert!(inbox.has_buffered());
+        master.write_all(&wire[7..]).unwrap();
+        assert_eq!(fds(&mut inbox), vec![1, 2, 3]);
+        assert!(!inbox.has_buffered());
+    }
+
+    #[test]
+    fn wait_ends_on_data_or_at_the_deadline() {
+        let (mut master, worker) = UnixStream::pair().unwrap();
+        let (mut inbox, _wake) = Inbox::unsignalled(worker).unwrap();
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(!inbox.wait(Some(soon)).unwrap(), "nothing came");
+        assert!(Instant::now() >= soon);
+        let mut wire = BytesMut::new();
+        receive(9, b"x").encode(&mut wire);
+        master.write_all(&wire).unwrap();
+        let later = Instant::now() + Duration::from_secs(5);
+        assert!(inbox.wait(Some(later)).unwrap());
+        assert_eq!(fds(&mut inbox), vec![9]);
+    }
+
+    #[test]
+    fn a_stop_request_comes_before_messages_already_waiting() {
+        let (mut master, worker) = UnixStream::pair().unwrap();
+        let (mut inbox, mut wake) = Inbox::unsignalled(worker).unwrap();
+        let mut wire = BytesMut::new();
+        receive(1, b"a").encode(&mut wire);
+        master.write_all(&wire).unwrap();
+        inbox.terminate.store(true, Ordering::Relaxed);
+        wake.write_all(b"x").unwrap();
+        assert!(inbox.wait(None).unwrap(), "the wake pipe ends the wait");
+        assert!(matches!(inbox.try_next(), Some(Inbound::Terminate)));
+        assert_eq!(fds(&mut inbox), vec![1], "then what was already sent");
+    }
+
+    #[test]
+    fn a_closed_or_garbled_link_is_reported_once() {
+        let (master, worker) = UnixStream::pair().unwrap();
+        let (mut inbox, _wake) = Inbox::unsignalled(worker).unwrap();
+        drop(master);
+        assert!(matches!(inbox.try_next(), Some(Inbound::MasterGone(_))));
+        assert!(inbox.try_next().is_none(), "reported once");
+
+        let (mut master, worker) = UnixStream::pair().unwrap();
+        let (mut inbox, _wake) = Inbox::unsignalled(worker).unwrap();
+        master.write_all(&[0, 0, 0, 1, 0xee]).unwrap();
+        match inbox.try_next() {
+            Some(Inbound::MasterGone(why)) => assert!(why.starts_with("bad message"), "{why}"),
+            _ => panic!("an unknown message kind must end the link"),
+        }
+        assert!(inbox.try_next().is_none());
     }
 }

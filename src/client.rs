@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Decoder;
 
+use crate::ack_wait::AckWait;
 use crate::chunk_reader::ChunkReader;
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -161,6 +162,8 @@ pub struct Connection {
     /// When connect() returned, to tell whether the server may have sent
     /// something before it knew this client's protocol.
     connected_at: Instant,
+    /// Whether waiting for acks by polling has been paying off.
+    ack_wait: AckWait,
 }
 
 fn is_raw(d: &PacketDecoder) -> bool {
@@ -240,6 +243,7 @@ impl Connection {
             pending: VecDeque::new(),
             ack: config.ack,
             chunks: None,
+            ack_wait: AckWait::default(),
             hello_pending: false,
             connected_at: Instant::now(),
         };
@@ -361,6 +365,18 @@ impl Connection {
     /// Waits for the server's ACK or ERROR; messages that come first are
     /// kept for `recv()`.
     fn answer(&mut self) -> Result<u64, ClientError> {
+        if self.buf.is_empty() && self.ack_wait.should_spin() {
+            let stream = &self.stream.stream;
+            let buf = &mut self.buf;
+            let chunks = self.chunks.get_or_insert_with(ChunkReader::default);
+            self.ack_wait
+                .spin(|| match chunks.read_into(buf, |c| stream.read_now(c)) {
+                    Ok(_) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                    Err(e) => Err(e),
+                })
+                .map_err(|e| ClientError::os("recv() failed", &e))?;
+        }
         loop {
             let Some(frame) = self.next_frame()? else {
                 return Err(ClientError::Os {

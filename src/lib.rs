@@ -3,6 +3,7 @@
 //! master, supervisor, workers) is plain Rust; `php/` is the thin layer that
 //! turns it into the `TaskServer` and `TaskClient` classes.
 
+pub mod ack_wait;
 pub mod chunk_reader;
 pub mod client;
 pub mod config;

@@ -234,11 +234,13 @@ impl Hub {
         }
     }
 
-    fn assign(&mut self) {
+    /// Hands runnable tasks to task workers; `now` is the caller's clock
+    /// reading (unix ms), so one message costs one reading.
+    fn assign(&mut self, now: u64) {
         let base = self.cfg.worker_num;
         let slots = &self.slots;
         let mut started = false;
-        self.dispatcher.assign(now_ms(), |i, t| {
+        self.dispatcher.assign(now, |i, t| {
             started = true;
             let msg = ToWorker::Task {
                 id: t.id,
@@ -341,7 +343,8 @@ impl Hub {
         };
         conn.last_recv = now();
         conn.feeds_workers = true;
-        let (worker, _) = self.route(&self.conns[&fd]);
+        let (uid, bound) = (conn.uid, conn.worker);
+        let (worker, _) = self.route(uid, bound);
         if matches!(self.cfg.dispatch_mode, 1 | 3) {
             self.round_robin = worker as usize;
         }
@@ -357,21 +360,20 @@ impl Hub {
         );
     }
 
-    /// The event worker `conn`'s next message goes to, and whether that
-    /// worker's outbox is over its high-water mark. A connection is bound
-    /// to its worker in dispatch_mode 2 and 4 (and 5, by uid once bound);
+    /// The event worker a connection's next message goes to (`uid` from
+    /// `bind()`, `bound` the worker it was given at accept), and whether
+    /// that worker's outbox is over its high-water mark. A connection is
+    /// bound to its worker in dispatch_mode 2 and 4 (and 5, by uid once bound);
     /// in 1 (in turn) and 3 (least busy) it is not, and those skip workers
     /// over the mark: a backed-up worker is not idle, and this way one
     /// blocked worker holds no client back while another has room.
-    fn route(&self, conn: &Conn) -> (u32, bool) {
+    fn route(&self, uid: Option<u64>, bound: u32) -> (u32, bool) {
         let n = self.cfg.worker_num.max(1) as usize;
         let over = |w: usize| self.slots.get(w).is_some_and(|s| s.outbox.over_mark());
         let start = (self.round_robin + 1) % n;
         let in_turn = (0..n).map(|k| (start + k) % n);
         let worker = match self.cfg.dispatch_mode {
-            5 => conn
-                .uid
-                .map_or(conn.worker as usize, |u| (u % n as u64) as usize),
+            5 => uid.map_or(bound as usize, |u| (u % n as u64) as usize),
             1 => in_turn.clone().find(|&w| !over(w)).unwrap_or(start),
             3 => {
                 let outstanding =
@@ -383,7 +385,7 @@ impl Hub {
                     .or_else(|| in_turn.min_by_key(outstanding))
                     .unwrap_or(0)
             }
-            _ => conn.worker as usize,
+            _ => bound as usize,
         };
         (worker as u32, over(worker))
     }
@@ -397,7 +399,9 @@ impl Hub {
     /// not go through an event worker).
     pub fn holding_back(&self, fd: u64) -> Option<Rc<Notify>> {
         let conn = self.conns.get(&fd).filter(|c| c.feeds_workers)?;
-        self.route(conn).1.then(|| self.space.clone())
+        self.route(conn.uid, conn.worker)
+            .1
+            .then(|| self.space.clone())
     }
 
     /// The client connection ended, by either side.
@@ -432,7 +436,7 @@ impl Hub {
         let outbox = slot.outbox.clone();
         if let Some(t) = self.task_index(worker) {
             self.dispatcher.online(t, generation);
-            self.assign();
+            self.assign(now_ms());
         }
         crate::log!(Level::Debug, "worker #{worker} (pid {pid}) connected");
         Some((generation, outbox))
@@ -489,7 +493,7 @@ impl Hub {
             for task in orphans.given_up {
                 self.give_up(&task, &why);
             }
-            self.assign();
+            self.assign(now_ms());
             self.commit_needed.notify_one();
         }
     }
@@ -586,7 +590,7 @@ impl Hub {
                 } else if let Some(c) = self.conns.get(&fd) {
                     c.outbox.push_with(|b| put_ack(b, id));
                 }
-                self.assign();
+                self.assign(now_ms());
                 if delayed {
                     self.reschedule.notify_one();
                 }
@@ -646,7 +650,7 @@ impl Hub {
     /// Returns when to call again (unix ms), if ever.
     pub fn tick(&mut self) -> Option<u64> {
         let now = now_ms();
-        self.assign();
+        self.assign(now);
         let mut next = self.dispatcher.next_due();
         if let Some(timeout) = self.cfg.task_timeout_ms.filter(|t| *t > 0) {
             for t in self.dispatcher.overdue(now.saturating_sub(timeout)) {
@@ -697,7 +701,7 @@ impl Hub {
                     .dispatcher
                     .submit(task.clone(), usize::try_from(dst).ok())
                 {
-                    Ok(()) => self.assign(),
+                    Ok(()) => self.assign(now_ms()),
                     Err(e) => {
                         crate::log!(
                             Level::Error,
@@ -729,8 +733,9 @@ impl Hub {
             FromWorker::Done { id, run_us } => {
                 self.awaited.remove(&id);
                 if let Some(t) = self.task_index(worker) {
-                    self.dispatcher.complete(t, id, run_us, now_ms());
-                    self.assign();
+                    let now = now_ms();
+                    self.dispatcher.complete(t, id, run_us, now);
+                    self.assign(now);
                     self.commit_needed.notify_one();
                 }
             }
@@ -739,19 +744,20 @@ impl Hub {
                     return;
                 };
                 let first_line = error.lines().next().unwrap_or("").to_owned();
-                match self.dispatcher.failed(t, id, &first_line, now_ms()) {
+                let now = now_ms();
+                match self.dispatcher.failed(t, id, &first_line, now) {
                     Some(Retry::At(at)) => {
                         crate::log!(
                             Level::Notice,
                             "task {id} failed ({first_line}); retrying in {} ms",
-                            at.saturating_sub(now_ms())
+                            at.saturating_sub(now)
                         );
                         self.reschedule.notify_one();
                     }
                     Some(Retry::GaveUp(task)) => self.give_up(&task, &first_line),
                     None => {}
                 }
-                self.assign();
+                self.assign(now);
                 self.commit_needed.notify_one();
             }
             FromWorker::Send { fd, data } => self.send_to_client(fd, &data),

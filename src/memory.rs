@@ -11,6 +11,136 @@ pub fn release_free_memory() {
     unsafe { libc::malloc_trim(0) };
 }
 
+/// [`release_free_memory`], first emptying this thread's malloc cache into
+/// the heap (see [`flush_thread_cache`]). For the process that buffered the
+/// burst, the master. Not for forked workers: emptying the cache allocates
+/// a few hundred chunks, and carving them from heap pages still shared
+/// with the parent would copy those pages into every worker.
+#[cfg(target_env = "gnu")]
+pub fn release_free_and_cached_memory() {
+    flush_thread_cache();
+    release_free_memory();
+}
+
 /// Other allocators return memory on their own terms.
 #[cfg(not(target_env = "gnu"))]
 pub fn release_free_memory() {}
+
+/// Other allocators return memory on their own terms.
+#[cfg(not(target_env = "gnu"))]
+pub fn release_free_and_cached_memory() {}
+
+/// glibc's per-thread cache keeps up to this many freed chunks of each
+/// small size (`glibc.malloc.tcache_count`, default 7)...
+#[cfg(target_env = "gnu")]
+const TCACHE_COUNT: usize = 7;
+/// ...in this many size classes, 16 bytes apart, the smallest holding 24
+/// bytes (`glibc.malloc.tcache_max`, default 1032 bytes).
+#[cfg(target_env = "gnu")]
+const TCACHE_BINS: usize = 64;
+
+/// Hands the chunks in this thread's malloc cache back to the heap, where
+/// `malloc_trim` can return their pages. `malloc_trim` does not look into
+/// the cache, and after a burst the cache holds the last chunks the burst
+/// freed, scattered through the heap: each kept a page resident (about
+/// 0.8 MiB in the master after a million tasks). Taking every cached chunk
+/// out with `malloc` and freeing them on a short-lived thread puts them in
+/// the heap's free lists: a thread's own cache is emptied into the heap
+/// when it exits.
+#[cfg(target_env = "gnu")]
+fn flush_thread_cache() {
+    let mut taken = Chunks(Vec::with_capacity(TCACHE_BINS * TCACHE_COUNT));
+    for bin in 0..TCACHE_BINS {
+        for _ in 0..TCACHE_COUNT {
+            // SAFETY: plain malloc; `Chunks` frees every pointer once.
+            let p = unsafe { libc::malloc(24 + 16 * bin) };
+            if !p.is_null() {
+                taken.0.push(p as usize);
+            }
+        }
+    }
+    // Should the thread not start, the closure is dropped here and the
+    // chunks go back into this thread's cache: no worse than before.
+    if let Ok(thread) = std::thread::Builder::new()
+        .name("taskq-trim".into())
+        .spawn(move || drop(taken))
+    {
+        let _ = thread.join();
+    }
+}
+
+/// Chunks from `malloc`, freed when dropped (on whichever thread drops
+/// them: that is the point). Held as addresses so they can cross threads.
+#[cfg(target_env = "gnu")]
+struct Chunks(Vec<usize>);
+
+#[cfg(target_env = "gnu")]
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        for p in self.0.drain(..) {
+            // SAFETY: each came from malloc and is freed once.
+            unsafe { libc::free(p as *mut libc::c_void) };
+        }
+    }
+}
+
+#[cfg(all(test, target_env = "gnu"))]
+mod tests {
+    use super::*;
+
+    /// Bytes glibc counts as allocated in all arenas; chunks in a thread's
+    /// cache count as allocated.
+    fn in_use() -> usize {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        unsafe { libc::mallinfo2() }.uordblks
+    }
+
+    /// Runs `check` in a forked child, where no other test thread
+    /// allocates, and returns whether it held.
+    fn in_child(check: fn() -> bool) -> bool {
+        // SAFETY: the child only allocates (glibc's fork handler leaves
+        // malloc usable), starts a thread and exits without unwinding.
+        match unsafe { libc::fork() } {
+            0 => unsafe { libc::_exit(if check() { 0 } else { 1 }) },
+            pid if pid > 0 => {
+                let mut status = 0;
+                // SAFETY: waits for the child just forked.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+            }
+            _ => panic!("fork failed"),
+        }
+    }
+
+    #[test]
+    fn flushing_moves_cached_chunks_back_to_the_heap() {
+        assert!(in_child(|| {
+            // Fill this thread's cache: freed chunks of every cached size.
+            let chunks: Vec<_> = (0..TCACHE_BINS)
+                .flat_map(|bin| (0..TCACHE_COUNT).map(move |_| 24 + 16 * bin))
+                .map(|size| unsafe { libc::malloc(size) })
+                .collect();
+            for p in chunks {
+                unsafe { libc::free(p) };
+            }
+            let cached = in_use();
+            flush_thread_cache();
+            // About 230 KB sat in the cache; allow for the thread's own.
+            cached.saturating_sub(in_use()) > 200_000
+        }));
+    }
+
+    #[test]
+    fn freeing_on_this_thread_would_not_have() {
+        assert!(in_child(|| {
+            let chunks: Vec<_> = (0..TCACHE_COUNT)
+                .map(|_| unsafe { libc::malloc(1000) })
+                .collect();
+            let before = in_use();
+            for p in chunks {
+                unsafe { libc::free(p) };
+            }
+            in_use() == before
+        }));
+    }
+}

@@ -241,7 +241,7 @@ const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100)
 async fn trimmer(trim: Rc<tokio::sync::Notify>) {
     loop {
         trim.notified().await;
-        crate::memory::release_free_memory();
+        crate::memory::release_free_and_cached_memory();
         tokio::time::sleep(TRIM_INTERVAL).await;
     }
 }

@@ -229,7 +229,7 @@ $s1 = function () use ($n, $reps, $record, $say, &$notes) {
 // 2. (and 7) Persistent, acknowledged: one connection, N x TaskClient::task();
 //    baseline Redis LPUSH on one connection, each waiting for its reply.
 // ---------------------------------------------------------------------------
-$persistent = function (string $id, bool $store, bool $withRedis) use ($n, $reps, $record, $say, $taskWorkers) {
+$persistent = function (string $id, bool $store, bool $withRedis, bool $withUnix) use ($n, $reps, $record, $say, $taskWorkers) {
     $count = $n(100000);
     // With task_store every acknowledgement waits for an fdatasync: bound
     // each repetition by time instead of running 100,000 of them.
@@ -238,8 +238,12 @@ $persistent = function (string $id, bool $store, bool $withRedis) use ($n, $reps
         $reps = min($reps, (int) (getenv('BENCH_DURABLE_REPS') ?: 3));
     }
     $say("$id. persistent acknowledged" . ($store ? ' (task_store)' : '') . ": $reps x $count TaskClient::task()"
+        . ($withUnix ? ' over TCP and over a unix socket' : '')
         . ($store ? sprintf(' (at most %.0f s each)', $capNs / 1e9) : ''));
-    $srv = new TaskqServer("s$id", ['count_tasks' => true, 'store' => $store]);
+    $servers = ['taskq' => new TaskqServer("s$id", ['count_tasks' => true, 'store' => $store])];
+    if ($withUnix) {
+        $servers['unix'] = new TaskqServer("s{$id}u", ['count_tasks' => true, 'unix' => true]);
+    }
     $redis = $withRedis ? start_redis() : null;
     $payloads = payloads(0, $count);
     for ($r = 0; $r < $reps; $r++) {
@@ -263,41 +267,44 @@ $persistent = function (string $id, bool $store, bool $withRedis) use ($n, $reps
             $record("$id.redis.p50", $p50);
             $record("$id.redis.p99", $p99);
         }
-        $c = $srv->client();
-        $base = $srv->counted($taskWorkers);
-        $lat = [];
-        $fail = 0;
-        $done = 0;
-        $t0 = hrtime(true);
-        foreach ($payloads as $p) {
-            $s = hrtime(true);
-            $ok = $c->task($p);
-            $lat[] = hrtime(true) - $s;
-            $done++;
-            if ($ok === false) {
-                $fail++;
+        foreach ($servers as $key => $srv) {
+            $c = $srv->client();
+            $base = $srv->counted($taskWorkers);
+            $lat = [];
+            $fail = 0;
+            $done = 0;
+            $t0 = hrtime(true);
+            foreach ($payloads as $p) {
+                $s = hrtime(true);
+                $ok = $c->task($p);
+                $lat[] = hrtime(true) - $s;
+                $done++;
+                if ($ok === false) {
+                    $fail++;
+                }
+                if ($s - $t0 > $capNs) {
+                    break;
+                }
             }
-            if ($s - $t0 > $capNs) {
-                break;
-            }
+            $el = hrtime(true) - $t0;
+            $record("$id.$key.count", $done);
+            [$last] = $srv->waitCount($taskWorkers, $base + $done - $fail, 120);
+            $c->close();
+            [$p50, $p99, $max] = lat_us($lat);
+            $record("$id.$key.rate", $done / ($el / 1e9));
+            $record("$id.$key.p50", $p50);
+            $record("$id.$key.p99", $p99);
+            $record("$id.$key.max", $max);
+            $record("$id.$key.failed", $fail);
+            $record("$id.$key.executed", ($done - $fail) / (($last - $t0) / 1e9));
         }
-        $el = hrtime(true) - $t0;
-        $record("$id.taskq.count", $done);
-        $count = $done;
-        [$last] = $srv->waitCount($taskWorkers, $base + $count - $fail, 120);
-        $c->close();
-        [$p50, $p99, $max] = lat_us($lat);
-        $record("$id.taskq.rate", $count / ($el / 1e9));
-        $record("$id.taskq.p50", $p50);
-        $record("$id.taskq.p99", $p99);
-        $record("$id.taskq.max", $max);
-        $record("$id.taskq.failed", $fail);
-        $record("$id.taskq.executed", ($count - $fail) / (($last - $t0) / 1e9));
     }
     if ($redis) {
         Bench::stop($redis[0]);
     }
-    $srv->stop();
+    foreach ($servers as $srv) {
+        $srv->stop();
+    }
 };
 
 // ---------------------------------------------------------------------------
@@ -624,13 +631,13 @@ $s8 = function () use ($n, $reps, $record, $say, &$notes) {
 
 $scenarios = [
     1 => $s1,
-    2 => fn () => $persistent('2', false, true),
+    2 => fn () => $persistent('2', false, true, true),
     3 => $s3,
     4 => fn () => $producers('4', false, true),
     5 => $s5,
     6 => $s6,
     7 => function () use ($persistent, $producers) {
-        $persistent('7a', true, false);
+        $persistent('7a', true, false, false);
         $producers('7b', true, false);
     },
     8 => $s8,
@@ -682,13 +689,16 @@ foreach (['tcp' => 'TCP', 'unix' => 'unix'] as $k => $label) {
     }
     $row("1 seed ($label)", 'end-to-end', $med("1.$k.taskq.e2e"), 'tasks/s', null, null, $k === 'tcp' ? '(Swoole 9.3–10.7k/s)' : null);
 }
-if ($has('2.taskq.rate')) {
-    $rate = $med('2.taskq.rate');
-    $p99 = $med('2.taskq.p99');
-    $row('2 persistent ack', 'task() rate', $rate, 'tasks/s', 'Redis LPUSH', $med('2.redis.rate'), '≥ 50,000/s', $rate >= 50000);
-    $row('2 persistent ack', 'task() p50', $med('2.taskq.p50'), 'µs', 'Redis p50', $med('2.redis.p50'));
-    $row('2 persistent ack', 'task() p99', $p99, 'µs', 'Redis p99', $med('2.redis.p99'), '≤ 100 µs', $p99 <= 100);
-    $row('2 persistent ack', 'executed end-to-end', $med('2.taskq.executed'), 'tasks/s');
+foreach (['taskq' => 'TCP', 'unix' => 'unix'] as $k => $label) {
+    if (!$has("2.$k.rate")) {
+        continue;
+    }
+    $rate = $med("2.$k.rate");
+    $p99 = $med("2.$k.p99");
+    $row("2 persistent ack ($label)", 'task() rate', $rate, 'tasks/s', 'Redis LPUSH (TCP)', $med('2.redis.rate'), '≥ 50,000/s', $rate >= 50000);
+    $row("2 persistent ack ($label)", 'task() p50', $med("2.$k.p50"), 'µs', 'Redis p50', $med('2.redis.p50'));
+    $row("2 persistent ack ($label)", 'task() p99', $p99, 'µs', 'Redis p99', $med('2.redis.p99'), '≤ 100 µs', $p99 <= 100);
+    $row("2 persistent ack ($label)", 'executed end-to-end', $med("2.$k.executed"), 'tasks/s');
 }
 if ($has('3.taskq.executed')) {
     $v = $med('3.taskq.executed');

@@ -371,25 +371,8 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::{Encoding, Payload};
+    use crate::queue::tests::task;
     use crate::queue::MemoryQueue;
-    use bytes::Bytes;
-
-    fn task(id: u64) -> QueuedTask {
-        QueuedTask {
-            id,
-            src_worker: 0,
-            task_id: id as i64,
-            attempts: 0,
-            max_attempts: 3,
-            priority: 0,
-            not_before: 0,
-            payload: Payload {
-                encoding: Encoding::Raw,
-                data: Bytes::new(),
-            },
-        }
-    }
 
     fn dispatcher(workers: usize, window: usize) -> Dispatcher {
         Dispatcher::new(Box::new(MemoryQueue::default()), workers, window, 0, 100)

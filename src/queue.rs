@@ -190,11 +190,12 @@ impl TaskQueue for MemoryQueue {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ipc::Encoding;
     use bytes::Bytes;
 
+    /// A ready task whose payload names it.
     pub(crate) fn task(id: u64) -> QueuedTask {
         QueuedTask {
             id,

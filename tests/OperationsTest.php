@@ -27,20 +27,6 @@ function ppid() {
     $st = file_get_contents('/proc/' . getmypid() . '/stat');
     return (int) explode(' ', substr($st, strrpos($st, ')') + 2))[1];
 }
-function evaluate($s, $code, $fd) {
-    $w = [];
-    set_error_handler(function ($no, $msg) use (&$w) { $w[] = $msg; return true; });
-    try {
-        $r = (function ($s, $fd) use ($code) { return eval($code); })($s, $fd);
-        $x = null;
-    } catch (Throwable $e) {
-        $r = null;
-        $x = get_class($e) . ': ' . $e->getMessage();
-    } finally {
-        restore_error_handler();
-    }
-    return ['r' => $r, 'w' => $w, 'x' => $x, 'worker_id' => $s->worker_id, 'pid' => getmypid()];
-}
 $server->on('Start', function ($s) { record('start', ['master_pid' => $s->master_pid, 'manager_pid' => $s->manager_pid, 'argc' => func_num_args()]); });
 $server->on('ManagerStart', function ($s) { record('managerstart', ['master_pid' => $s->master_pid, 'manager_pid' => $s->manager_pid, 'ppid' => ppid(), 'argc' => func_num_args()]); });
 $server->on('ManagerStop', function ($s) { record('managerstop', ['manager_pid' => $s->manager_pid, 'argc' => func_num_args()]); });
@@ -56,7 +42,7 @@ $server->on('Connect', function ($s, $fd, $rid) { record('connect', ['fd' => $fd
 $server->on('Close', function ($s, $fd, $rid) { record('close', ['fd' => $fd, 'id' => $s->worker_id]); });
 $server->on('Receive', function ($s, $fd, $rid, $data) {
     if (str_starts_with($data, 'eval:')) {
-        $s->send($fd, serialize(evaluate($s, substr($data, 5), $fd)));
+        $s->send($fd, serialize(evaluate($s, substr($data, 5), ['fd' => $fd])));
         return;
     }
     if ($data === 'throw') {

@@ -18,21 +18,6 @@ final class TaskWaitTest extends TaskqTestCase
     private const SERVER = <<<'PHP'
 $server = new TaskServer('127.0.0.1', $port);
 $server->set(['worker_num' => 2, 'task_worker_num' => 2, 'log_file' => "$dir/taskq.log"] + (getenv('TASKQ_SETTINGS') ? json_decode(getenv('TASKQ_SETTINGS'), true) : []));
-function evaluate($s, $code, array $ctx = []) {
-    $w = [];
-    set_error_handler(function ($no, $msg) use (&$w) { $w[] = $msg; return true; });
-    $t0 = microtime(true);
-    try {
-        $r = (function ($s, $ctx) use ($code) { return eval($code); })($s, $ctx);
-        $x = null;
-    } catch (Throwable $e) {
-        $r = null;
-        $x = get_class($e) . ': ' . $e->getMessage();
-    } finally {
-        restore_error_handler();
-    }
-    return ['r' => $r, 'w' => $w, 'x' => $x, 't' => microtime(true) - $t0, 'worker_id' => $s->worker_id, 'pid' => getmypid()];
-}
 $server->on('WorkerStart', function ($s, $id) { record('workerstart', ['id' => $id]); });
 $server->on('Receive', function ($s, $fd, $rid, $data) {
     $s->send($fd, serialize(evaluate($s, $data, ['fd' => $fd])));

@@ -18,20 +18,6 @@ final class TimerTest extends TaskqTestCase
     private const SERVER = <<<'PHP'
 $server = new TaskServer('127.0.0.1', $port);
 $server->set(['worker_num' => 1, 'task_worker_num' => 1, 'log_file' => "$dir/taskq.log"]);
-function evaluate($s, $code, $fd) {
-    $w = [];
-    set_error_handler(function ($no, $msg) use (&$w) { $w[] = $msg; return true; });
-    try {
-        $r = (function ($s, $fd) use ($code) { return eval($code); })($s, $fd);
-        $x = null;
-    } catch (Throwable $e) {
-        $r = null;
-        $x = get_class($e) . ': ' . $e->getMessage();
-    } finally {
-        restore_error_handler();
-    }
-    return ['r' => $r, 'w' => $w, 'x' => $x, 'worker_id' => $s->worker_id, 'pid' => getmypid()];
-}
 $server->on('WorkerStart', function ($s, $id) {
     record('workerstart', ['id' => $id]);
     if (getenv('TASKQ_TICK_ON_START')) {
@@ -43,7 +29,7 @@ $server->on('WorkerStart', function ($s, $id) {
 });
 $server->on('WorkerStop', function ($s, $id) { record('workerstop', ['id' => $id]); });
 $server->on('Receive', function ($s, $fd, $rid, $data) {
-    $s->send($fd, serialize(evaluate($s, $data, $fd)));
+    $s->send($fd, serialize(evaluate($s, $data, ['fd' => $fd])));
 });
 $server->on('Task', function ($s, $taskId, $src, $data) {
     record('task', ['data' => $data]);

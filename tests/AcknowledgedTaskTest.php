@@ -544,6 +544,147 @@ PHP);
         $this->waitUntil(fn () => $server->tree() === [], 10, 'the server to exit', $server);
     }
 
+    // ---------------------------------------------------------------- taskMulti()
+
+    public function testTaskMultiAcknowledgesEveryTaskInBatchesUnderItsKey(): void
+    {
+        $server = $this->server(['worker_num' => 1, 'task_worker_num' => 2]);
+        $r = $this->clientJson(<<<'PHP'
+$c = connected($port);
+$tasks = [];
+for ($i = 0; $i < 2500; $i++) { $tasks[$i] = ['label' => "m$i"]; }
+$tasks['big'] = ['label' => 'mbig', 'pad' => str_repeat('x', 600000)];
+$tasks['str'] = ['label' => 'mstr'];
+$ids = $c->taskMulti($tasks, ['max_attempts' => 2]);
+$empty = $c->taskMulti([]);
+echo json_encode(['ids' => $ids, 'empty' => $empty, 'errCode' => $c->errCode, 'warnings' => $warnings, 'after' => $c->task(['label' => 'after'])]);
+PHP, 30);
+        $this->assertSame([], $r['warnings']);
+        $this->assertSame(0, $r['errCode']);
+        $this->assertSame([], $r['empty'], 'no tasks, no ids');
+        $ids = $r['ids'];
+        $keys = array_merge(range(0, 2499), ['big', 'str']);
+        $this->assertSame($keys, array_keys($ids), 'the keys of the input, in its order');
+        foreach ($ids as $k => $id) {
+            $this->assertIsInt($id, "task [$k] got " . var_export($id, true));
+        }
+        $list = array_values($ids);
+        $sorted = $list;
+        sort($sorted);
+        $this->assertSame($sorted, $list, 'ids increase in submission order');
+        $this->assertCount(2502, array_unique($list));
+        $this->assertIsInt($r['after'], 'the connection serves task() afterwards');
+
+        $this->waitUntil(fn () => count($this->runs()) >= 2503, 20, '2503 task runs', $server);
+        $byLabel = [];
+        foreach ($this->runs() as $run) {
+            $byLabel[$run['label']][] = $run;
+        }
+        foreach ($ids as $k => $id) {
+            $label = "m$k";
+            $this->assertCount(1, $byLabel[$label], "task [$k] ran exactly once");
+            $this->assertSame($id, $byLabel[$label][0]['task_id'], "onTask's \$taskId is the id taskMulti() gave [$k]");
+        }
+        $big = unserialize(base64_decode($byLabel['mbig'][0]['ser']));
+        $this->assertSame(600000, strlen($big['pad']), 'a large task arrives whole');
+    }
+
+    public function testTaskMultiGivesFalseInPlaceOfRefusedTasksAndKeepsTheRest(): void
+    {
+        $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'task_queue_max' => 5]);
+        $this->clientJson('$c = connected($port); echo json_encode($c->task(["label" => "blocker", "block" => "b"]));');
+        $this->waitRuns('blocker', 1, 5, $server);
+        $r = $this->clientJson(<<<'PHP'
+$c = connected($port);
+$tasks = [];
+for ($i = 0; $i < 8; $i++) { $tasks["k$i"] = ['label' => "q$i"]; }
+$ids = $c->taskMulti($tasks);
+echo json_encode(['ids' => $ids, 'errCode' => $c->errCode, 'errMsg' => $c->errMsg, 'warnings' => $warnings, 'connected' => $c->isConnected()]);
+PHP);
+        $this->assertSame(['k0', 'k1', 'k2', 'k3', 'k4', 'k5', 'k6', 'k7'], array_keys($r['ids']));
+        for ($i = 0; $i < 5; $i++) {
+            $this->assertIsInt($r['ids']["k$i"], "k$i fits in the queue (task_queue_max 5)");
+        }
+        for ($i = 5; $i < 8; $i++) {
+            $this->assertFalse($r['ids']["k$i"], "k$i is refused: the queue is full");
+        }
+        $this->assertSame(9001, $r['errCode'], 'errCode tells the first refusal');
+        $this->assertStringContainsString('full', $r['errMsg']);
+        $this->assertCount(1, $r['warnings'], 'one warning for the call');
+        $this->assertTrue($r['connected'], 'a refusal does not cost the connection');
+        $this->release('b');
+        $this->waitRuns('q4', 1, 5, $server);
+        usleep(200000);
+        $labels = array_column($this->runs(), 'label');
+        $this->assertSame(['blocker', 'q0', 'q1', 'q2', 'q3', 'q4'], $labels, 'every acknowledged task ran once; no refused one ran');
+    }
+
+    public function testTaskMultiErrors(): void
+    {
+        $this->server();
+        $r = $this->clientJson(<<<'PHP'
+$out = [];
+$n = new TaskClient();
+$out['never'] = [$n->taskMulti(['x']), $n->errCode, $n->errMsg];
+$out['never_empty'] = [$n->taskMulti([]), $n->errCode];
+$c = connected($port);
+try { $c->taskMulti(['ok', 'bad' => function () {}]); $out['resource'] = 'no exception'; }
+catch (Throwable $e) { $out['resource'] = [get_class($e), $e->getMessage()]; }
+try { $c->taskMulti(['x'], ['priority' => 'high']); $out['option'] = 'no exception'; }
+catch (Throwable $e) { $out['option'] = [get_class($e), $e->getMessage()]; }
+$out['still'] = $c->taskMulti(['still']);
+$raw = connected($port, ['taskq_protocol' => false]);
+$out['raw'] = [$raw->taskMulti(['x']), $raw->errCode, $raw->errMsg];
+$c->close();
+$out['closed'] = [$c->taskMulti(['z']), $c->errCode];
+$out['warnings'] = count($warnings);
+echo json_encode($out);
+PHP);
+        $this->assertSame([false, 5001, 'client is not connected to server'], $r['never']);
+        $this->assertSame([false, 5001], $r['never_empty'], 'not connected, even with nothing to submit');
+        $this->assertSame('TaskQ\Exception', $r['resource'][0]);
+        $this->assertStringContainsString('task [bad]', $r['resource'][1], 'names the key of the bad task');
+        $this->assertStringContainsString("Serialization of 'Closure' is not allowed", $r['resource'][1], 'and what was wrong with it');
+        $this->assertSame('TaskQ\Exception', $r['option'][0]);
+        $this->assertStringContainsString("task option 'priority'", $r['option'][1]);
+        $this->assertCount(1, $r['still']);
+        $this->assertIsInt($r['still'][0], 'nothing was sent for the calls that threw; the connection still works');
+        $this->assertFalse($r['raw'][0]);
+        $this->assertSame(71, $r['raw'][1], 'EPROTO');
+        $this->assertStringContainsString('taskMulti()', $r['raw'][2]);
+        $this->assertSame([false, 5001], $r['closed']);
+        $this->assertSame(4, $r['warnings'], 'each failed call warns once');
+        $this->assertCount(1, $this->runs(), 'only "still" ran');
+    }
+
+    public function testTaskMultiSaysHowManyWereAcknowledgedWhenTheConnectionDrops(): void
+    {
+        // A stand-in server that acknowledges the first 3 tasks, then hangs up.
+        $sock = "$this->dir/fake.sock";
+        $fake = $this->startPhp("<?php\n\$s = stream_socket_server('unix://$sock');\n" . <<<'PHP'
+$c = stream_socket_accept($s, 10);
+$buf = '';
+while (strlen($buf) < 8 + 3 * 20 && ($chunk = fread($c, 65536)) !== false && $chunk !== '') { $buf .= $chunk; }
+for ($i = 1; $i <= 3; $i++) { fwrite($c, pack('NCJ', 9, 3, 1000 + $i)); }
+fclose($c);
+echo 'served';
+PHP, 15);
+        $this->waitUntil(fn () => file_exists($sock), 5, 'the stand-in server to listen');
+        $r = $this->clientJson(<<<PHP
+\$c = new TaskClient(TASKQ_SOCK_UNIX_STREAM);
+\$c->connect('$sock', 0, 3);
+\$ids = \$c->taskMulti(['a', 'b', 'c', 'd', 'e']);
+echo json_encode(['ids' => \$ids, 'errCode' => \$c->errCode, 'errMsg' => \$c->errMsg, 'connected' => \$c->isConnected(), 'warnings' => count(\$warnings)]);
+PHP);
+        [$code, $out] = $this->finishPhp($fake, 10);
+        $this->assertSame([0, 'served'], [$code, $out]);
+        $this->assertFalse($r['ids']);
+        $this->assertSame(104, $r['errCode'], "ECONNRESET: {$r['errMsg']}");
+        $this->assertStringContainsString('3 of 5 tasks were acknowledged before and are queued', $r['errMsg']);
+        $this->assertFalse($r['connected']);
+        $this->assertSame(1, $r['warnings']);
+    }
+
     // ---------------------------------------------------------------- TASKQ_KEEP
 
     public function testKeepReusesOneConnectionAcrossObjectsAndClose(): void

@@ -6,7 +6,7 @@ use ext_php_rs::convert::IntoZval;
 use ext_php_rs::error::php_error;
 use ext_php_rs::exception::PhpException;
 use ext_php_rs::flags::ErrorType;
-use ext_php_rs::zend::{ce, ClassEntry};
+use ext_php_rs::zend::{ce, ClassEntry, ExecutorGlobals};
 
 use crate::error::{ClientError, ServerError};
 use crate::mailer::MailError;
@@ -72,4 +72,15 @@ impl From<MailError> for PhpException {
 /// Emits an `E_WARNING` attributed to the calling PHP method, Swoole-style.
 pub fn warn(message: &str) {
     php_error(&ErrorType::Warning, message);
+}
+
+/// Clears the exception a PHP function we called left pending and returns
+/// its message, so ours can say which input it was about instead.
+pub fn take_pending_message() -> Option<String> {
+    let ex = ExecutorGlobals::take_exception()?;
+    ex.into_zval(false)
+        .ok()?
+        .try_call_method("getMessage", vec![])
+        .ok()?
+        .string()
 }

@@ -659,13 +659,14 @@ PHP);
 
     public function testTaskMultiSaysHowManyWereAcknowledgedWhenTheConnectionDrops(): void
     {
-        // A stand-in server that acknowledges the first 3 tasks, then hangs up.
+        // A stand-in server that answers the first 3 tasks, then hangs up.
         $sock = "$this->dir/fake.sock";
         $fake = $this->startPhp("<?php\n\$s = stream_socket_server('unix://$sock');\n" . <<<'PHP'
 $c = stream_socket_accept($s, 10);
 $buf = '';
 while (strlen($buf) < 8 + 3 * 20 && ($chunk = fread($c, 65536)) !== false && $chunk !== '') { $buf .= $chunk; }
-for ($i = 1; $i <= 3; $i++) { fwrite($c, pack('NCJ', 9, 3, 1000 + $i)); }
+// ACK, ERROR 9001 (refused), ACK: three answers, two acknowledgements
+fwrite($c, pack('NCJ', 9, 3, 1001) . pack('NCN', 1 + 4 + 4, 4, 9001) . 'full' . pack('NCJ', 9, 3, 1003));
 fclose($c);
 echo 'served';
 PHP, 15);
@@ -680,7 +681,7 @@ PHP);
         $this->assertSame([0, 'served'], [$code, $out]);
         $this->assertFalse($r['ids']);
         $this->assertSame(104, $r['errCode'], "ECONNRESET: {$r['errMsg']}");
-        $this->assertStringContainsString('3 of 5 tasks were acknowledged before and are queued', $r['errMsg']);
+        $this->assertStringContainsString('2 of 5 tasks were acknowledged before and are queued', $r['errMsg']);
         $this->assertFalse($r['connected']);
         $this->assertSame(1, $r['warnings']);
     }

@@ -206,7 +206,7 @@ impl TaskClient {
                     code,
                     message: format!(
                         "{message} ({} of {} tasks were acknowledged before and are queued)",
-                        answers.len(),
+                        answers.iter().filter(|a| a.is_ok()).count(),
                         reqs.len()
                     ),
                 },

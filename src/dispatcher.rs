@@ -278,8 +278,9 @@ impl Dispatcher {
     /// nothing more until it finishes. Among equals the lowest-numbered
     /// wins, not the next in turn: when tasks trickle in, the same one or
     /// two workers take turns and stay warm on their CPUs, where waking a
-    /// different sleeping process for every task made an acknowledged
-    /// `task()` a quarter slower (bench scenario 2).
+    /// different sleeping process for every task cost an acknowledged
+    /// `task()` over a unix socket about a fifth of its rate (bench
+    /// scenario 2).
     pub fn assign(&mut self, now_ms: u64, mut send: impl FnMut(usize, &QueuedTask)) {
         let window = self.window();
         let budget_ms = (WINDOW_BUDGET_US / 1000.0) as u64;

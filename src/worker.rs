@@ -103,6 +103,27 @@ struct Link {
 }
 
 impl Link {
+    fn new(stream: UnixStream, inbox: Inbox, spec: WorkerSpec) -> Link {
+        Link {
+            out: BufWriter::with_capacity(OUT_BUFFER, stream),
+            scratch: BytesMut::new(),
+            spec,
+            inbox,
+            pending: VecDeque::new(),
+            timers: Timers::default(),
+            next_task_id: 0,
+            next_req: 0,
+            current_task: None,
+            awaited: HashSet::new(),
+            awaited_order: VecDeque::new(),
+            handled: 0,
+            reported: 0,
+            leaving: false,
+            in_event: false,
+            worked: false,
+        }
+    }
+
     fn send(&mut self, msg: &FromWorker) -> std::io::Result<()> {
         self.scratch.clear();
         msg.encode(&mut self.scratch);
@@ -146,11 +167,20 @@ impl Link {
         let deadline = timer.map_or(release_at, |t| t.min(release_at));
         if !self.inbox.wait(Some(deadline))? && Instant::now() >= release_at {
             self.worked = false;
-            self.out = BufWriter::with_capacity(OUT_BUFFER, self.out.get_ref().try_clone()?);
-            self.scratch = BytesMut::new();
-            self.inbox.release();
+            self.release_buffers()?;
             crate::memory::release_free_memory();
         }
+        Ok(())
+    }
+
+    /// Frees what a burst grew: the write buffers, the read buffer, and
+    /// the room `wait_for` took to set messages aside (a query answered
+    /// behind a backlog of thousands of messages kept a megabyte).
+    fn release_buffers(&mut self) -> std::io::Result<()> {
+        self.out = BufWriter::with_capacity(OUT_BUFFER, self.out.get_ref().try_clone()?);
+        self.scratch = BytesMut::new();
+        self.inbox.release();
+        self.pending.shrink_to_fit();
         Ok(())
     }
 }
@@ -352,26 +382,7 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
     };
     let max_request = spec.max_request;
     let worker_id = spec.worker_id;
-    LINK.with(|l| {
-        *l.borrow_mut() = Some(Link {
-            out: BufWriter::with_capacity(OUT_BUFFER, stream),
-            scratch: BytesMut::new(),
-            spec,
-            inbox,
-            pending: VecDeque::new(),
-            timers: Timers::default(),
-            next_task_id: 0,
-            next_req: 0,
-            current_task: None,
-            awaited: HashSet::new(),
-            awaited_order: VecDeque::new(),
-            handled: 0,
-            reported: 0,
-            leaving: false,
-            in_event: false,
-            worked: false,
-        })
-    });
+    LINK.with(|l| *l.borrow_mut() = Some(Link::new(stream, inbox, spec)));
     let hello = FromWorker::Hello {
         worker_id,
         pid: std::process::id(),
@@ -587,4 +598,43 @@ fn set_current_task(id: Option<u64>) {
             link.current_task = id;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link() -> (Link, UnixStream) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let inbox = Inbox::new(ours.try_clone().unwrap()).unwrap();
+        let spec = WorkerSpec {
+            worker_id: 0,
+            is_task: false,
+            max_request: 0,
+            report_every_event: false,
+        };
+        (Link::new(ours, inbox, spec), theirs)
+    }
+
+    #[test]
+    fn releasing_after_a_burst_gives_back_the_room_set_aside_for_pending_messages() {
+        let (mut link, _peer) = link();
+        for _ in 0..20_000 {
+            link.pending.push_back(Inbound::Terminate);
+        }
+        link.scratch.reserve(1 << 20);
+        link.pending.clear();
+        assert!(link.pending.capacity() >= 20_000);
+        link.release_buffers().unwrap();
+        assert_eq!(link.pending.capacity(), 0);
+        assert_eq!(link.scratch.capacity(), 0);
+    }
+
+    #[test]
+    fn releasing_keeps_messages_still_pending() {
+        let (mut link, _peer) = link();
+        link.pending.push_back(Inbound::Terminate);
+        link.release_buffers().unwrap();
+        assert!(matches!(link.pending.pop_front(), Some(Inbound::Terminate)));
+    }
 }

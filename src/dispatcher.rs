@@ -306,7 +306,10 @@ impl Dispatcher {
             let Some(i) = best else { return };
             let slot = &mut self.slots[i];
             let task = match slot.targeted.pop_front() {
-                Some(t) => t,
+                Some(t) => {
+                    crate::queue::give_back_room(&mut slot.targeted);
+                    t
+                }
                 None => match self.queue.take(now_ms) {
                     Some(t) => t,
                     None => {
@@ -430,6 +433,21 @@ mod tests {
             vec![(0, 12)],
             "worker 1 is busy, 0 is free again"
         );
+    }
+
+    #[test]
+    fn a_drained_burst_of_targeted_tasks_gives_its_room_back() {
+        let mut d = dispatcher(2, 1);
+        d.online(0, 1);
+        for i in 0..5_000 {
+            d.submit(task(i), Some(0)).unwrap();
+        }
+        for i in 0..5_000 {
+            assert_eq!(assign(&mut d), vec![(0, i)]);
+            assert!(d.complete(0, i, 0, 0).is_some());
+        }
+        let kept = d.slots[0].targeted.capacity();
+        assert!(kept <= 1024, "{kept} slots kept");
     }
 
     #[test]

@@ -136,6 +136,14 @@ impl MemoryQueue {
     }
 }
 
+/// Shrinks a deque a burst grew once it is under a quarter full, so a
+/// drained burst does not keep its high-water mark (see [`KEEP_SLOTS`]).
+pub fn give_back_room<T>(q: &mut VecDeque<T>) {
+    if q.capacity() > KEEP_SLOTS && q.len() < q.capacity() / 4 {
+        q.shrink_to(q.len() * 2);
+    }
+}
+
 /// Gives `payload` its own allocation when it is small (see
 /// [`COPY_PAYLOAD_MAX`]).
 fn own_payload(payload: &mut Payload) {
@@ -163,8 +171,8 @@ impl TaskQueue for MemoryQueue {
         let task = q.pop_front();
         if q.is_empty() {
             entry.remove();
-        } else if q.capacity() > KEEP_SLOTS && q.len() < q.capacity() / 4 {
-            q.shrink_to(q.len() * 2);
+        } else {
+            give_back_room(q);
         }
         self.ready_len -= task.is_some() as usize;
         task

@@ -38,6 +38,21 @@ $say = function (string $msg) {
 };
 $t0Run = microtime(true);
 $loadStart = trim(file_get_contents('/proc/loadavg'));
+// PSS splits a shared page between every process that maps it: another PHP
+// process on the machine lowers every taskq process's share, and with it
+// the idle sum that scenario 6 takes percentages of. Say so if there is one.
+$otherPhp = [];
+foreach (glob('/proc/[0-9]*', GLOB_ONLYDIR) ?: [] as $dir) {
+    $pid = (int) basename($dir);
+    $exe = @readlink("$dir/exe");
+    if ($pid !== getmypid() && $exe !== false && preg_match('~/php[0-9.]*$~', $exe)) {
+        $otherPhp[] = $pid . ' ' . trim(str_replace("\0", ' ', (string) @file_get_contents("$dir/cmdline")));
+    }
+}
+if ($otherPhp) {
+    $notes['6'][] = 'other PHP processes were running (they lower every PSS share): ' . implode('; ', $otherPhp);
+    $say('note: other PHP processes are running; scenario 6 percentages will read high: ' . implode('; ', $otherPhp));
+}
 /** [busy, steal] CPU seconds of the whole machine so far (/proc/stat). */
 function machine_cpu(): array
 {

@@ -12,6 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use nix::sys::socket::{recv, MsgFlags};
 use tokio_util::codec::Decoder;
 
 use crate::ack_wait::AckWait;
@@ -59,19 +60,7 @@ impl Stream {
 
     /// One read that never blocks (EAGAIN when nothing is there).
     fn read_now(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is valid for writes of its length.
-        let n = unsafe {
-            libc::recv(
-                self.fd(),
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
+        recv(self.fd(), buf, MsgFlags::MSG_DONTWAIT).map_err(io::Error::from)
     }
 }
 
@@ -339,16 +328,8 @@ impl Connection {
             return false;
         }
         let mut byte = [0u8; 1];
-        // SAFETY: peeking one byte into a local buffer.
-        let r = unsafe {
-            libc::recv(
-                self.stream.fd(),
-                byte.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        r > 0
+        let peek = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        matches!(recv(self.stream.fd(), &mut byte, peek), Ok(n) if n > 0)
     }
 
     fn next_frame(&mut self) -> Result<Option<crate::frame::Frame>, ClientError> {

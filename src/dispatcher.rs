@@ -307,7 +307,7 @@ impl Dispatcher {
             let slot = &mut self.slots[i];
             let task = match slot.targeted.pop_front() {
                 Some(t) => {
-                    crate::queue::give_back_room(&mut slot.targeted);
+                    crate::memory::give_back_room(&mut slot.targeted);
                     t
                 }
                 None => match self.queue.take(now_ms) {

@@ -3,6 +3,25 @@
 //! so a process that once buffered a burst would otherwise stay at its
 //! high-water mark for good.
 
+/// A collection a burst grew gives back capacity it no longer needs once it
+/// has more than this many slots (a few tens of KiB; below it, shrinking
+/// saves less than it costs).
+const KEEP_SLOTS: usize = 1024;
+
+/// The capacity a collection holding `len` items in `capacity` slots should
+/// shrink to after a burst drained (under a quarter full), if any.
+pub fn shrunk_capacity(len: usize, capacity: usize) -> Option<usize> {
+    (capacity > KEEP_SLOTS && len < capacity / 4).then_some(len * 2)
+}
+
+/// Shrinks a deque by [`shrunk_capacity`], so a drained burst does not keep
+/// its high-water mark.
+pub fn give_back_room<T>(q: &mut std::collections::VecDeque<T>) {
+    if let Some(room) = shrunk_capacity(q.len(), q.capacity()) {
+        q.shrink_to(room);
+    }
+}
+
 /// Returns every free page of the heap to the system. It walks the
 /// allocator's free lists, so callers do it after bursts, not per message.
 #[cfg(target_env = "gnu")]

@@ -16,11 +16,6 @@ use crate::ipc::Payload;
 /// small allocation.
 pub const COPY_PAYLOAD_MAX: usize = 16 * 1024;
 
-/// A priority's deque gives back capacity it no longer needs once it has
-/// more than this many slots (a few tens of KiB; below it, shrinking saves
-/// less than it costs).
-const KEEP_SLOTS: usize = 1024;
-
 /// A task as the master keeps it until a task worker reports it done. It is
 /// also the record a durable store keeps, hence serde.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -136,14 +131,6 @@ impl MemoryQueue {
     }
 }
 
-/// Shrinks a deque a burst grew once it is under a quarter full, so a
-/// drained burst does not keep its high-water mark (see [`KEEP_SLOTS`]).
-pub fn give_back_room<T>(q: &mut VecDeque<T>) {
-    if q.capacity() > KEEP_SLOTS && q.len() < q.capacity() / 4 {
-        q.shrink_to(q.len() * 2);
-    }
-}
-
 /// Gives `payload` its own allocation when it is small (see
 /// [`COPY_PAYLOAD_MAX`]).
 fn own_payload(payload: &mut Payload) {
@@ -172,7 +159,7 @@ impl TaskQueue for MemoryQueue {
         if q.is_empty() {
             entry.remove();
         } else {
-            give_back_room(q);
+            crate::memory::give_back_room(q);
         }
         self.ready_len -= task.is_some() as usize;
         task

@@ -18,6 +18,8 @@ use std::time::Duration;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::commands::Auth;
 use lettre::transport::smtp::extension::{Extension, ServerInfo};
+use nix::errno::Errno;
+use nix::sys::socket::{recv, MsgFlags};
 use rustls::{ClientConfig, ClientConnection};
 
 use super::dsn::{Dsn, Security};
@@ -187,10 +189,7 @@ impl Connection {
             return self.send_pipelined(msg, &mail, &mail_line, reused);
         }
         self.command(&mail_line, &mail, &[250])
-            .map_err(|error| Failure {
-                stale: reused && error.breaks_connection(),
-                error,
-            })?;
+            .map_err(at_start(reused))?;
         for rcpt in &msg.recipients {
             let command = format!("RCPT TO:<{rcpt}>");
             self.command(&format!("{command}\r\n"), &command, &[250, 251])
@@ -230,11 +229,8 @@ impl Connection {
         if data_in_batch {
             batch.push_str("DATA\r\n");
         }
-        let stale = |error: MailError| Failure {
-            stale: reused && error.breaks_connection(),
-            error,
-        };
-        self.write(batch.as_bytes(), mail).map_err(stale)?;
+        let stale = at_start(reused);
+        self.write(batch.as_bytes(), mail).map_err(&stale)?;
         let mut first = self.read_expect(mail, &[250]).err();
         if let Some(error) = first.take_if(|e| e.breaks_connection()) {
             return Err(stale(error));
@@ -296,18 +292,10 @@ impl Connection {
         }
         let fd = self.reader.get_ref().tcp.as_raw_fd();
         let mut byte = [0u8; 1];
-        // SAFETY: peeks at most one byte into a local buffer; MSG_DONTWAIT
-        // makes this one call non-blocking without switching the socket's
-        // mode back and forth (two more syscalls per message).
-        let n = unsafe {
-            libc::recv(
-                fd,
-                byte.as_mut_ptr().cast(),
-                1,
-                libc::MSG_PEEK | libc::MSG_DONTWAIT,
-            )
-        };
-        n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock
+        // MSG_DONTWAIT makes this one call non-blocking without switching
+        // the socket's mode back and forth (two more syscalls per message).
+        let peek = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        matches!(recv(fd, &mut byte, peek), Err(Errno::EAGAIN))
     }
 
     /// Says QUIT without waiting for the answer and closes the socket.
@@ -458,6 +446,15 @@ impl Connection {
             stage: stage.to_owned(),
             reason,
         }
+    }
+}
+
+/// A failure of a transaction's first command (MAIL): on a reused
+/// connection, one that breaks the connection is a stale connection.
+fn at_start(reused: bool) -> impl Fn(MailError) -> Failure {
+    move |error| Failure {
+        stale: reused && error.breaks_connection(),
+        error,
     }
 }
 

@@ -86,10 +86,6 @@ fn now() -> f64 {
     now_ms() as f64 / 1000.0
 }
 
-/// Above this many slots, a map of connections gives back capacity once it
-/// is three quarters empty.
-const KEEP_CONNS: usize = 1024;
-
 /// Counters behind `stats()` and the log.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
@@ -138,25 +134,8 @@ impl Hub {
     /// continue from `next_task` (recovered from a durable store).
     pub fn new(cfg: Rc<MasterConfig>, queue: Box<dyn TaskQueue>, next_task: u64) -> Self {
         let total = (cfg.worker_num + cfg.task_worker_num) as usize;
-        let trim = Rc::new(Notify::new());
-        let space = Rc::new(Notify::new());
-        Hub {
-            slots: (0..total)
-                .map(|_| Slot {
-                    outbox: Rc::new(Outbox::for_worker(
-                        cfg.outbox_high_water,
-                        space.clone(),
-                        trim.clone(),
-                    )),
-                    attached: None,
-                    generation: 0,
-                    pid: None,
-                    outstanding: 0,
-                    last_handled: 0,
-                    killed: None,
-                    leaving: None,
-                })
-                .collect(),
+        let mut hub = Hub {
+            slots: Vec::with_capacity(total),
             dispatcher: Dispatcher::new(
                 queue,
                 cfg.task_worker_num as usize,
@@ -174,12 +153,26 @@ impl Hub {
             awaited: HashMap::new(),
             commit_needed: Rc::new(Notify::new()),
             reschedule: Rc::new(Notify::new()),
-            trim,
-            space,
+            trim: Rc::new(Notify::new()),
+            space: Rc::new(Notify::new()),
             drain_watch: DrainWatch::default(),
             stopping: false,
             cfg,
+        };
+        for _ in 0..total {
+            let outbox = hub.worker_outbox();
+            hub.slots.push(Slot {
+                outbox,
+                attached: None,
+                generation: 0,
+                pid: None,
+                outstanding: 0,
+                last_handled: 0,
+                killed: None,
+                leaving: None,
+            });
         }
+        hub
     }
 
     /// The configuration the hub was built with.
@@ -407,8 +400,10 @@ impl Hub {
     /// The client connection ended, by either side.
     pub fn client_closed(&mut self, fd: u64) {
         if let Some(conn) = self.conns.remove(&fd) {
-            if self.conns.capacity() > KEEP_CONNS && self.conns.len() < self.conns.capacity() / 4 {
-                self.conns.shrink_to(self.conns.len() * 2);
+            if let Some(room) =
+                crate::memory::shrunk_capacity(self.conns.len(), self.conns.capacity())
+            {
+                self.conns.shrink_to(room);
             }
             self.counters.close_count += 1;
             conn.outbox.close();

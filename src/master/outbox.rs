@@ -16,7 +16,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
 /// A written chunk at least this large counts as a large drain: its memory
-/// is worth handing back to the system (see `master::Trimmer`).
+/// is worth handing back to the system (see `master::trimmer`).
 pub const LARGE_CHUNK: usize = 1024 * 1024;
 
 /// A write buffer shared between the hub and one writer task.

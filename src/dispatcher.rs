@@ -10,6 +10,9 @@
 //! worker that dies gives its tasks back, a task that fails is retried with
 //! backoff, and one that keeps failing is moved to the failed tasks instead
 //! of running forever.
+//! A task whose result nobody waits for can instead be settled through the
+//! completion board (`crate::board`): it is sent with a place there, the
+//! worker posts it finished in that place, and `settle` reads the posts.
 
 use std::collections::VecDeque;
 
@@ -21,6 +24,8 @@ struct Running {
     /// (the one it is running) no earlier than when its predecessor ended.
     started_ms: u64,
     task: QueuedTask,
+    /// Its place on the completion board, if the worker posts it there.
+    place: Option<u8>,
 }
 
 #[derive(Default)]
@@ -33,6 +38,29 @@ struct Slot {
     inflight: VecDeque<Running>,
     /// Tasks sent with an explicit `$dstWorkerId`: only this worker may run them.
     targeted: VecDeque<QueuedTask>,
+    /// Board places held by tasks in `inflight`, one bit each.
+    places: u64,
+}
+
+impl Slot {
+    /// Takes the lowest free board place.
+    fn claim_place(&mut self) -> Option<u8> {
+        let free = self.places.trailing_ones();
+        if free as usize >= crate::board::PLACES {
+            return None;
+        }
+        self.places |= 1 << free;
+        Some(free as u8)
+    }
+
+    /// Removes entry `pos` of the window, freeing its board place.
+    fn remove(&mut self, pos: usize) -> Option<Running> {
+        let r = self.inflight.remove(pos)?;
+        if let Some(p) = r.place {
+            self.places &= !(1 << p);
+        }
+        Some(r)
+    }
 }
 
 /// Why a task was not accepted.
@@ -73,6 +101,8 @@ pub struct Dispatcher {
     avg_run_us: Option<f64>,
     max_queued: usize,
     retry_delay_ms: u64,
+    /// Whether tasks nobody awaits get board places (see `with_board`).
+    board: bool,
 }
 
 /// Longest backoff between two runs of a failing task.
@@ -108,7 +138,17 @@ impl Dispatcher {
             avg_run_us: None,
             max_queued,
             retry_delay_ms,
+            board: false,
         }
+    }
+
+    /// Sends tasks whose result nobody waits for (`src_worker` < 0) with a
+    /// place on the completion board, while their worker has one free.
+    /// Not for a durable queue: a task settled late is removed from the
+    /// store late, and would run again after a crash in between.
+    pub fn with_board(mut self) -> Self {
+        self.board = true;
+        self
     }
 
     /// How many unfinished tasks one worker may hold now.
@@ -171,6 +211,11 @@ impl Dispatcher {
             .into_iter()
             .partition(|r| r.generation == generation);
         s.inflight = kept;
+        s.places = s
+            .inflight
+            .iter()
+            .filter_map(|r| r.place)
+            .fold(0, |bits, p| bits | 1 << p);
         for (k, r) in lost.into_iter().enumerate() {
             let mut t = r.task;
             if k == 0 {
@@ -202,7 +247,7 @@ impl Dispatcher {
     fn take_running(&mut self, worker: usize, id: u64, now_ms: u64) -> Option<QueuedTask> {
         let slot = self.slots.get_mut(worker)?;
         let pos = slot.inflight.iter().position(|r| r.task.id == id)?;
-        let done = slot.inflight.remove(pos)?.task;
+        let done = slot.remove(pos)?.task;
         if let Some(head) = slot.inflight.front_mut() {
             head.started_ms = head.started_ms.max(now_ms);
         }
@@ -227,6 +272,36 @@ impl Dispatcher {
         });
         self.queue.ack(id);
         Some(task)
+    }
+
+    /// Completes every task its worker posted finished on the board;
+    /// `posted(worker, place, id)` reads the board. Returns whether any was.
+    pub fn settle(&mut self, now_ms: u64, posted: impl Fn(usize, u8, u64) -> Option<u32>) -> bool {
+        let mut finished = Vec::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            if slot.places == 0 {
+                continue;
+            }
+            for r in &slot.inflight {
+                if let Some(run_us) = r.place.and_then(|p| posted(i, p, r.task.id)) {
+                    finished.push((i, r.task.id, run_us));
+                }
+            }
+        }
+        for &(i, id, run_us) in &finished {
+            self.complete(i, id, run_us, now_ms);
+        }
+        !finished.is_empty()
+    }
+
+    /// Whether a task is waiting that a worker could start now if one were
+    /// free: then the master needs to hear of every completion at once.
+    pub fn wants_reports(&self, now_ms: u64) -> bool {
+        self.queue.ready(now_ms)
+            || self
+                .slots
+                .iter()
+                .any(|s| s.online && !s.targeted.is_empty())
     }
 
     /// The worker's run of task `id` failed (onTask threw): retry it later
@@ -273,7 +348,7 @@ impl Dispatcher {
     }
 
     /// Hands runnable tasks to workers with free credit, always to the one
-    /// holding fewest, calling `send(worker, task)` for each assignment. A
+    /// holding fewest, calling `send(worker, task, board place)` for each assignment. A
     /// worker whose current task has run past the window's budget gets
     /// nothing more until it finishes. Among equals the lowest-numbered
     /// wins, not the next in turn: when tasks trickle in, the same one or
@@ -281,7 +356,7 @@ impl Dispatcher {
     /// different sleeping process for every task cost an acknowledged
     /// `task()` over a unix socket about a fifth of its rate (bench
     /// scenario 2).
-    pub fn assign(&mut self, now_ms: u64, mut send: impl FnMut(usize, &QueuedTask)) {
+    pub fn assign(&mut self, now_ms: u64, mut send: impl FnMut(usize, &QueuedTask, Option<u8>)) {
         let window = self.window();
         let budget_ms = (WINDOW_BUDGET_US / 1000.0) as u64;
         let online = self.slots.iter().filter(|s| s.online).count();
@@ -318,11 +393,17 @@ impl Dispatcher {
                     }
                 },
             };
-            send(i, &task);
+            let place = if self.board && task.src_worker < 0 {
+                slot.claim_place()
+            } else {
+                None
+            };
+            send(i, &task, place);
             slot.inflight.push_back(Running {
                 generation: slot.generation,
                 started_ms: now_ms,
                 task,
+                place,
             });
         }
     }
@@ -381,7 +462,7 @@ mod tests {
 
     fn assign(d: &mut Dispatcher) -> Vec<(usize, u64)> {
         let mut out = Vec::new();
-        d.assign(0, |w, t| out.push((w, t.id)));
+        d.assign(0, |w, t, _| out.push((w, t.id)));
         out
     }
 
@@ -390,6 +471,127 @@ mod tests {
         d.submit(task(1_000), Some(w)).unwrap();
         assert_eq!(assign(d), vec![(w, 1_000)]);
         assert!(d.complete(w, 1_000, run_us, 0).is_some());
+    }
+
+    /// A task submitted by a client: nobody awaits its result.
+    fn client_task(id: u64) -> QueuedTask {
+        QueuedTask {
+            src_worker: -1,
+            ..task(id)
+        }
+    }
+
+    /// Assigns and returns (worker, id, place) for each task sent.
+    fn assign_places(d: &mut Dispatcher) -> Vec<(usize, u64, Option<u8>)> {
+        let mut out = Vec::new();
+        d.assign(0, |w, t, place| out.push((w, t.id, place)));
+        out
+    }
+
+    #[test]
+    fn tasks_nobody_awaits_are_settled_from_the_board() {
+        let mut d = dispatcher(2, 1).with_board();
+        d.online(0, 1);
+        d.online(1, 1);
+        d.submit(client_task(7), None).unwrap();
+        d.submit(task(8), None).unwrap();
+        assert_eq!(
+            assign_places(&mut d),
+            vec![(0, 7, Some(0)), (1, 8, None)],
+            "only the task nobody awaits gets a place"
+        );
+        assert!(!d.settle(0, |_, _, _| None), "nothing posted yet");
+        assert_eq!(d.running_count(), 2);
+        let settled = d.settle(0, |w, place, id| {
+            ((w, place, id) == (0, 0, 7)).then_some(12)
+        });
+        assert!(settled);
+        assert_eq!((d.running_count(), d.idle_workers()), (1, 1));
+        assert!(
+            d.complete(0, 7, 12, 0).is_none(),
+            "a late report of a settled task is ignored"
+        );
+        d.submit(client_task(9), None).unwrap();
+        assert_eq!(
+            assign_places(&mut d),
+            vec![(0, 9, Some(0))],
+            "its place is free again"
+        );
+    }
+
+    #[test]
+    fn without_a_board_no_task_gets_a_place() {
+        let mut d = dispatcher(1, 1);
+        d.online(0, 1);
+        d.submit(client_task(1), None).unwrap();
+        assert_eq!(assign_places(&mut d), vec![(0, 1, None)]);
+    }
+
+    #[test]
+    fn a_worker_has_as_many_places_as_the_board_and_then_reports() {
+        let mut d = dispatcher(1, 1024).with_board();
+        d.online(0, 1);
+        learn(&mut d, 0, 1);
+        let n = crate::board::PLACES as u64 + 2;
+        for i in 0..=n {
+            d.submit(client_task(i), None).unwrap();
+        }
+        let sent = assign_places(&mut d);
+        assert_eq!(
+            sent.len() as u64,
+            n,
+            "a queue of 1 µs tasks deeper than the workers goes out in the window"
+        );
+        let places: Vec<_> = sent.iter().map(|s| s.2).collect();
+        let expected: Vec<_> = (0..crate::board::PLACES as u8)
+            .map(Some)
+            .chain([None, None])
+            .collect();
+        assert_eq!(places, expected);
+        assert!(
+            d.complete(0, 5, 1, 0).is_some(),
+            "a reported task frees its place too"
+        );
+        d.submit(client_task(n + 1), None).unwrap();
+        assert_eq!(assign_places(&mut d), vec![(0, n, Some(5))]);
+    }
+
+    #[test]
+    fn a_task_posted_before_its_worker_died_is_settled_not_orphaned() {
+        let mut d = dispatcher(1, 1).with_board();
+        d.online(0, 1);
+        d.submit(client_task(3), None).unwrap();
+        assert_eq!(assign_places(&mut d), vec![(0, 3, Some(0))]);
+        assert!(d.settle(0, |_, _, id| (id == 3).then_some(1)));
+        assert_eq!(d.offline(0, 1, "killed"), Orphans::default());
+        assert_eq!(d.queued(), 0);
+    }
+
+    #[test]
+    fn reports_are_wanted_while_a_runnable_task_waits_for_a_worker() {
+        let mut d = dispatcher(1, 1).with_board();
+        d.online(0, 1);
+        assert!(!d.wants_reports(0));
+        d.submit(client_task(1), None).unwrap();
+        d.submit(client_task(2), None).unwrap();
+        assign_places(&mut d);
+        assert!(d.wants_reports(0), "task 2 waits for the busy worker");
+        assert!(d.settle(0, |_, _, id| (id == 1).then_some(1)));
+        assign_places(&mut d);
+        assert!(!d.wants_reports(0), "nothing waits");
+        d.submit(
+            QueuedTask {
+                not_before: 1_000,
+                ..client_task(3)
+            },
+            None,
+        )
+        .unwrap();
+        assert!(
+            !d.wants_reports(999),
+            "a delayed task is not waiting for a worker yet"
+        );
+        assert!(d.wants_reports(1_000));
     }
 
     #[test]
@@ -524,16 +726,16 @@ mod tests {
         let mut d = dispatcher(1, 1);
         d.online(0, 1);
         d.submit(task(7), None).unwrap();
-        d.assign(1_000, |_, _| {});
+        d.assign(1_000, |_, _, _| {});
         assert_eq!(d.failed(0, 7, "boom", 1_000), Some(Retry::At(1_100)));
         let mut got = Vec::new();
-        d.assign(1_099, |w, t| got.push((w, t.id)));
+        d.assign(1_099, |w, t, _| got.push((w, t.id)));
         assert!(got.is_empty(), "not before its backoff");
         assert_eq!(d.next_due(), Some(1_100));
-        d.assign(1_100, |w, t| got.push((w, t.id)));
+        d.assign(1_100, |w, t, _| got.push((w, t.id)));
         assert_eq!(got, vec![(0, 7)]);
         assert_eq!(d.failed(0, 7, "boom", 2_000), Some(Retry::At(2_200)));
-        d.assign(2_200, |_, _| {});
+        d.assign(2_200, |_, _, _| {});
         match d.failed(0, 7, "boom", 3_000) {
             Some(Retry::GaveUp(t)) => assert_eq!((t.id, t.attempts), (7, 3)),
             other => panic!("expected give-up, got {other:?}"),
@@ -562,9 +764,9 @@ mod tests {
         d.online(0, 1);
         d.online(1, 1);
         d.submit(task(1), None).unwrap();
-        d.assign(100, |_, _| {});
+        d.assign(100, |_, _, _| {});
         d.submit(task(2), None).unwrap();
-        d.assign(500, |_, _| {});
+        d.assign(500, |_, _, _| {});
         assert_eq!(d.oldest_start(), Some(100));
         assert_eq!(d.overdue(200), vec![0]);
         assert_eq!(d.overdue(600), vec![0, 1]);
@@ -662,7 +864,7 @@ mod tests {
         for i in 1..=3 {
             d.submit(task(i), None).unwrap();
         }
-        d.assign(100, |_, _| {});
+        d.assign(100, |_, _, _| {});
         assert_eq!(
             (d.running_count(), d.queued()),
             (1, 2),
@@ -681,15 +883,15 @@ mod tests {
         d.online(0, 1);
         learn(&mut d, 0, 10);
         d.submit(task(1), None).unwrap();
-        d.assign(100, |_, _| {});
+        d.assign(100, |_, _, _| {});
         for i in 2..6 {
             d.submit(task(i), None).unwrap();
         }
         let mut got = Vec::new();
-        d.assign(5_000, |w, t| got.push((w, t.id)));
+        d.assign(5_000, |w, t, _| got.push((w, t.id)));
         assert!(got.is_empty(), "task 1 has run for 4.9 s: nothing joins it");
         d.online(1, 1);
-        d.assign(5_000, |w, t| got.push((w, t.id)));
+        d.assign(5_000, |w, t, _| got.push((w, t.id)));
         assert_eq!(got, vec![(1, 2), (1, 3)]);
     }
 }

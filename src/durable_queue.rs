@@ -67,6 +67,10 @@ impl TaskQueue for DurableQueue {
         self.mem.next_due()
     }
 
+    fn ready(&self, now_ms: u64) -> bool {
+        self.mem.ready(now_ms)
+    }
+
     fn ack(&mut self, id: u64) {
         self.batch.delete(id);
     }

@@ -51,11 +51,14 @@ pub enum ToWorker {
         reactor_id: i32,
     },
     /// A task for `onTask`. `id` is the master's key; `task_id` and
-    /// `src_worker` are what the dispatching worker saw.
+    /// `src_worker` are what the dispatching worker saw. With a `place`,
+    /// a successful run is posted there on the completion board
+    /// (`crate::board`) instead of reported.
     Task {
         id: u64,
         task_id: i64,
         src_worker: i32,
+        place: Option<u8>,
         payload: Payload,
     },
     /// A result for `onFinish` in the worker that dispatched the task.
@@ -132,6 +135,9 @@ const TW_BYE: u8 = 6;
 const TW_PIPE: u8 = 7;
 const TW_REPLY: u8 = 8;
 const TW_TASK_FAILED: u8 = 9;
+
+/// A task's board place byte when it has none.
+const NO_PLACE: u8 = u8::MAX;
 
 const FW_HELLO: u8 = 1;
 const FW_SUBMIT: u8 = 2;
@@ -220,13 +226,15 @@ impl ToWorker {
                 id,
                 task_id,
                 src_worker,
+                place,
                 payload,
             } => {
-                dst.reserve(26 + payload.data.len());
+                dst.reserve(27 + payload.data.len());
                 let s = FrameCodec::begin(dst, TW_TASK);
                 dst.put_u64(*id);
                 dst.put_i64(*task_id);
                 dst.put_i32(*src_worker);
+                dst.put_u8(place.unwrap_or(NO_PLACE));
                 put_payload(dst, payload);
                 FrameCodec::end(dst, s);
             }
@@ -297,14 +305,16 @@ impl ToWorker {
                 }
             }
             TW_TASK => {
-                need(&b, 20, "task")?;
+                need(&b, 21, "task")?;
                 let id = b.get_u64();
                 let task_id = b.get_i64();
                 let src_worker = b.get_i32();
+                let place = Some(b.get_u8()).filter(|&p| p != NO_PLACE);
                 ToWorker::Task {
                     id,
                     task_id,
                     src_worker,
+                    place,
                     payload: get_payload(&mut b)?,
                 }
             }
@@ -539,7 +549,15 @@ mod tests {
                 id: u64::MAX,
                 task_id: 42,
                 src_worker: -1,
+                place: Some(63),
                 payload: payload(Encoding::Serialized, b"a:0:{}"),
+            },
+            ToWorker::Task {
+                id: 7,
+                task_id: 1,
+                src_worker: 0,
+                place: None,
+                payload: payload(Encoding::Raw, b"x"),
             },
             ToWorker::Finish {
                 task_id: 3,

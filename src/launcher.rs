@@ -7,11 +7,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::os::fd::AsRawFd;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
 
+use crate::board::Board;
 use crate::durable_queue::DurableQueue;
 use crate::error::ServerError;
 use crate::listener::Listener;
@@ -96,11 +98,15 @@ pub fn launch(
         DurableQueue::open(std::path::Path::new(dir))
             .map_err(|e| ServerError::Start(e.to_string()))?;
     }
+    // Mapped before the fork, so that every process of the server shares it.
+    let board = Board::new(cfg.master.task_worker_num as usize)
+        .map(Arc::new)
+        .map_err(|e| ServerError::Start(format!("completion board: {e}")))?;
     // SAFETY: no thread has been started in this process yet (the tokio
     // runtime is built after this fork), so the child is consistent.
     let manager = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            run_manager(&cfg, listener, &ipc, &addr, master_pid, hooks);
+            run_manager(&cfg, listener, &ipc, &addr, master_pid, &board, hooks);
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => {
@@ -142,6 +148,7 @@ pub fn launch(
         listener,
         ipc,
         manager,
+        board,
         &mut || hooks.master_stopping(),
     );
     hooks.master_stopped();
@@ -170,6 +177,7 @@ fn run_manager(
     ipc: &UnixListener,
     addr: &SocketAddr,
     master: Pid,
+    board: &Arc<Board>,
     hooks: &mut dyn Hooks,
 ) -> ! {
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
@@ -194,6 +202,7 @@ fn run_manager(
     let mut manager = Manager {
         cfg,
         addr,
+        board,
         master,
         manager: getpid(),
         hooks,
@@ -252,6 +261,7 @@ fn stop_manager(manager: Pid) {
 struct Manager<'a> {
     cfg: &'a Launch,
     addr: &'a SocketAddr,
+    board: &'a Arc<Board>,
     master: Pid,
     manager: Pid,
     hooks: &'a mut dyn Hooks,
@@ -282,6 +292,10 @@ impl ManagerHooks for Manager<'_> {
             is_task,
             max_request: with_grace(max, grace),
             report_every_event: self.cfg.master.dispatch_mode == 3,
+            board: is_task.then(|| {
+                let row = (id - self.cfg.master.worker_num) as usize;
+                (self.board.clone(), row)
+            }),
         };
         self.hooks.run_worker(spec, self.addr, self.manager)
     }

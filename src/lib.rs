@@ -4,6 +4,7 @@
 //! turns it into the `TaskServer` and `TaskClient` classes.
 
 pub mod ack_wait;
+pub mod board;
 pub mod chunk_reader;
 pub mod client;
 pub mod config;

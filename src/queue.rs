@@ -69,6 +69,8 @@ pub trait TaskQueue {
     fn take(&mut self, now_ms: u64) -> Option<QueuedTask>;
     /// When the earliest delayed task becomes runnable, to wake up for it.
     fn next_due(&self) -> Option<u64>;
+    /// Whether `take(now_ms)` would hand out a task.
+    fn ready(&self, now_ms: u64) -> bool;
     /// The task ran to completion and may be forgotten.
     fn ack(&mut self, id: u64);
     /// A taken task goes back (after a crash, or to retry later).
@@ -167,6 +169,10 @@ impl TaskQueue for MemoryQueue {
 
     fn next_due(&self) -> Option<u64> {
         self.delayed.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    fn ready(&self, now_ms: u64) -> bool {
+        self.ready_len > 0 || self.next_due().is_some_and(|at| at <= now_ms)
     }
 
     fn ack(&mut self, _id: u64) {}

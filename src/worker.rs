@@ -9,10 +9,12 @@ use std::cell::RefCell;
 use std::collections::{HashSet, VecDeque};
 use std::io::{BufWriter, Write};
 use std::os::unix::net::{SocketAddr, UnixStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
+use crate::board::Board;
 use crate::inbox::{Inbound, Inbox};
 use crate::ipc::{FromWorker, Payload, ToWorker};
 use crate::log::Level;
@@ -29,6 +31,9 @@ pub struct WorkerSpec {
     /// write as the replies the event produced, so the master never routes
     /// the client's next request to us while we look busy.
     pub report_every_event: bool,
+    /// A task worker's row on the completion board, where it posts the
+    /// tasks the master sent with a place (see `crate::board`).
+    pub board: Option<(Arc<Board>, usize)>,
 }
 
 /// The PHP side of a worker: one method per event it can receive.
@@ -121,6 +126,16 @@ impl Link {
             leaving: false,
             in_event: false,
             worked: false,
+        }
+    }
+
+    /// Posts task `id` finished at board place `place`; returns whether
+    /// the master must be told through the socket as well (it is waiting
+    /// for a free worker, or this worker has no board).
+    fn post(&self, place: u8, id: u64, run_us: u32) -> bool {
+        match &self.spec.board {
+            Some((board, row)) => board.post(*row, place, id, run_us),
+            None => true,
         }
     }
 
@@ -526,6 +541,7 @@ fn handle(
             id,
             task_id,
             src_worker,
+            place,
             payload,
         }) => {
             set_current_task(Some(id));
@@ -534,13 +550,19 @@ fn handle(
             let run_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
             set_current_task(None);
             with_link(|link| {
-                match result {
-                    Ok(Some(payload)) => {
+                match (result, place) {
+                    // Nobody awaits the result of a task sent with a place.
+                    (Ok(_), Some(place)) => {
+                        if link.post(place, id, run_us) {
+                            link.send(&FromWorker::Done { id, run_us })?;
+                        }
+                    }
+                    (Ok(Some(payload)), None) => {
                         link.send(&FromWorker::Result { id, payload })?;
                         link.send(&FromWorker::Done { id, run_us })?;
                     }
-                    Ok(None) => link.send(&FromWorker::Done { id, run_us })?,
-                    Err(error) => link.send(&FromWorker::Failed { id, error })?,
+                    (Ok(None), None) => link.send(&FromWorker::Done { id, run_us })?,
+                    (Err(error), _) => link.send(&FromWorker::Failed { id, error })?,
                 }
                 Ok(())
             })?;
@@ -612,6 +634,7 @@ mod tests {
             is_task: false,
             max_request: 0,
             report_every_event: false,
+            board: None,
         };
         (Link::new(ours, inbox, spec), theirs)
     }

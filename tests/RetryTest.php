@@ -257,6 +257,33 @@ PHP;
         $this->assertStringContainsString('given up', $this->log());
     }
 
+    /** Whether process $pid is blocked in poll(): a task worker waiting for its next task. */
+    private static function waitingInPoll(int $pid): bool
+    {
+        $call = explode(' ', (string) @file_get_contents("/proc/$pid/syscall"))[0];
+        return in_array($call, ['7', '271'], true); // poll, ppoll (x86_64)
+    }
+
+    /**
+     * A client's task is settled through the completion board: its worker
+     * posts it finished instead of writing to the master. A worker killed
+     * after that must not have the task requeued as if it had died running it.
+     */
+    public function testATaskFinishedBeforeItsWorkerIsKilledDoesNotRunAgain(): void
+    {
+        $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1]);
+        $this->submit([['n' => 'a']]);
+        [$done] = $this->waitUntil(fn () => $this->of('done', 'a'), 5, 'task a done', $server);
+        $this->waitUntil(fn () => self::waitingInPoll($done['pid']), 5, 'the task worker waits for its next task', $server);
+        exec('kill -KILL ' . $done['pid']);
+        $this->waitUntil(fn () => count(array_filter($this->events('workerstart'), fn ($e) => $e['taskworker'])) >= 2, 5, 'a fresh task worker', $server);
+        $this->submit([['n' => 'b']]);
+        $this->waitUntil(fn () => $this->of('done', 'b'), 5, 'task b done', $server);
+        $this->assertCount(1, $this->of('run', 'a'), 'the finished task ran once');
+        $stats = $this->stats();
+        $this->assertSame([0, 0], [$stats['task_requeued_count'], $stats['tasking_num']]);
+    }
+
     // ---------------------------------------------------------------- task_timeout
 
     public function testTaskTimeoutKillsAStuckWorkerAndCountsTheRunAsFailed(): void
@@ -284,6 +311,19 @@ PHP;
         $done = $this->waitUntil(fn () => $this->of('done', 'quick'), 5, 'a task under task_timeout', $server);
         $this->assertNotContains($done[0]['pid'], array_column($runs, 'pid'));
         $this->assertSame(1, $this->stats()['task_failed_count']);
+    }
+
+    /** The timeout check reads the board first: a quick task settled there is not "still running". */
+    public function testTaskTimeoutSparesAWorkerWhoseTaskFinishedWithoutReporting(): void
+    {
+        $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'task_timeout' => 0.3]);
+        $this->submit([['n' => 'quick']]);
+        [$done] = $this->waitUntil(fn () => $this->of('done', 'quick'), 5, 'the quick task done', $server);
+        usleep(800_000); // past task_timeout, so the master's timeout check has run
+        $this->assertTrue(self::waitingInPoll($done['pid']), 'the task worker is alive and idle');
+        $this->assertStringNotContainsString('task_timeout', $this->log());
+        $this->assertCount(1, array_filter($this->events('workerstart'), fn ($e) => $e['taskworker']));
+        $this->assertSame(0, $this->stats()['task_failed_count']);
     }
 
     // ---------------------------------------------------------------- reload, max_request, shutdown

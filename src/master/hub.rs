@@ -5,12 +5,14 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
 use super::outbox::Outbox;
 use super::{DrainWatch, MasterConfig};
+use crate::board::Board;
 use crate::dispatcher::{Dispatcher, Retry, SubmitError};
 use crate::frame::FrameCodec;
 use crate::ipc::{FromWorker, ToWorker};
@@ -127,22 +129,36 @@ pub struct Hub {
     space: Rc<Notify>,
     drain_watch: DrainWatch,
     stopping: bool,
+    /// Where task workers post completions nobody awaits (`crate::board`).
+    board: Arc<Board>,
+    /// Whether the board's flag asks workers to report every completion.
+    listening: bool,
 }
 
 impl Hub {
     /// State for the configured worker counts over `queue`, whose task ids
     /// continue from `next_task` (recovered from a durable store).
-    pub fn new(cfg: Rc<MasterConfig>, queue: Box<dyn TaskQueue>, next_task: u64) -> Self {
+    pub fn new(
+        cfg: Rc<MasterConfig>,
+        queue: Box<dyn TaskQueue>,
+        next_task: u64,
+        board: Arc<Board>,
+    ) -> Self {
         let total = (cfg.worker_num + cfg.task_worker_num) as usize;
+        let dispatcher = Dispatcher::new(
+            queue,
+            cfg.task_worker_num as usize,
+            cfg.task_window,
+            cfg.task_queue_max,
+            cfg.task_retry_delay_ms,
+        );
         let mut hub = Hub {
             slots: Vec::with_capacity(total),
-            dispatcher: Dispatcher::new(
-                queue,
-                cfg.task_worker_num as usize,
-                cfg.task_window,
-                cfg.task_queue_max,
-                cfg.task_retry_delay_ms,
-            ),
+            dispatcher: if cfg.durable {
+                dispatcher
+            } else {
+                dispatcher.with_board()
+            },
             conns: HashMap::new(),
             next_fd: 1,
             next_task,
@@ -157,6 +173,8 @@ impl Hub {
             space: Rc::new(Notify::new()),
             drain_watch: DrainWatch::default(),
             stopping: false,
+            board,
+            listening: false,
             cfg,
         };
         for _ in 0..total {
@@ -231,21 +249,45 @@ impl Hub {
     /// reading (unix ms), so one message costs one reading.
     fn assign(&mut self, now: u64) {
         let base = self.cfg.worker_num;
-        let slots = &self.slots;
         let mut started = false;
-        self.dispatcher.assign(now, |i, t| {
-            started = true;
-            let msg = ToWorker::Task {
-                id: t.id,
-                task_id: t.task_id,
-                src_worker: t.src_worker,
-                payload: t.payload.clone(),
-            };
-            slots[base as usize + i].outbox.push_with(|b| msg.encode(b));
-        });
+        loop {
+            self.settle(now);
+            let slots = &self.slots;
+            self.dispatcher.assign(now, |i, t, place| {
+                started = true;
+                let msg = ToWorker::Task {
+                    id: t.id,
+                    task_id: t.task_id,
+                    src_worker: t.src_worker,
+                    place,
+                    payload: t.payload.clone(),
+                };
+                slots[base as usize + i].outbox.push_with(|b| msg.encode(b));
+            });
+            let listen = self.dispatcher.wants_reports(now);
+            if listen != self.listening {
+                self.listening = listen;
+                self.board.listen(listen);
+                // A worker that posted before the flag went up did not
+                // report: read the board once more, and hand out what that
+                // frees.
+                if listen && self.settle(now) {
+                    continue;
+                }
+            }
+            break;
+        }
         if started && self.cfg.task_timeout_ms.is_some() {
             self.reschedule.notify_one();
         }
+    }
+
+    /// Completes the tasks task workers posted finished on the board.
+    /// Returns whether there were any.
+    fn settle(&mut self, now: u64) -> bool {
+        let board = &self.board;
+        self.dispatcher
+            .settle(now, |worker, place, id| board.posted(worker, place, id))
     }
 
     /// Registers a new client; `None` when `max_conn` is reached.
@@ -476,6 +518,8 @@ impl Hub {
             } else {
                 format!("task worker #{worker} died while running it")
             };
+            // What the worker posted finished before it went is not orphaned.
+            self.settle(now_ms());
             let orphans = self.dispatcher.offline(t, generation, &why);
             if orphans.requeued > 0 {
                 self.counters.requeued_tasks += orphans.requeued as u64;
@@ -827,6 +871,9 @@ impl Hub {
     }
 
     fn answer(&mut self, q: Query) -> Value {
+        // Answers about busy and idle task workers must count what they
+        // posted finished since the master last looked.
+        self.settle(now_ms());
         match q {
             Query::Stats => self.stats(),
             Query::Exists { fd } => Value::Bool(self.conns.contains_key(&fd)),
@@ -946,7 +993,8 @@ impl Hub {
     }
 
     /// Tasks accepted but not finished, for the shutdown log.
-    pub fn unfinished_tasks(&self) -> usize {
+    pub fn unfinished_tasks(&mut self) -> usize {
+        self.settle(now_ms());
         self.dispatcher.queued() + self.dispatcher.running_count()
     }
 

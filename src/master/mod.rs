@@ -10,6 +10,7 @@ mod outbox;
 use std::cell::RefCell;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -17,6 +18,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::oneshot;
 use tokio::task::LocalSet;
 
+use crate::board::Board;
 use crate::listener::Listener;
 use crate::log::Level;
 use crate::packet::PacketOptions;
@@ -83,13 +85,14 @@ pub fn run(
     listener: &Listener,
     ipc: StdUnixListener,
     manager: Pid,
+    board: Arc<Board>,
     before_shutdown: &mut dyn FnMut(),
 ) -> std::io::Result<Counters> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = LocalSet::new();
-    let hub = Hub::new(Rc::new(cfg), queue.0, queue.1);
+    let hub = Hub::new(Rc::new(cfg), queue.0, queue.1, board);
     local.block_on(
         &runtime,
         serve(hub, listener, ipc, manager, before_shutdown),
@@ -152,7 +155,7 @@ async fn serve(
     if cfg.durable {
         hub.borrow_mut().commit();
     }
-    let hub = hub.borrow();
+    let mut hub = hub.borrow_mut();
     let unfinished = hub.unfinished_tasks();
     if unfinished > 0 && !cfg.durable {
         crate::log!(

@@ -271,7 +271,7 @@ impl Hub {
                 // A worker that posted before the flag went up did not
                 // report: read the board once more, and hand out what that
                 // frees.
-                if listen && self.settle(now) {
+                if listen && self.read_board(now) {
                     continue;
                 }
             }
@@ -283,8 +283,14 @@ impl Hub {
     }
 
     /// Completes the tasks task workers posted finished on the board.
-    /// Returns whether there were any.
+    /// Returns whether there were any. Nothing to do while the master
+    /// listens: every post since the flag went up was reported as well, and
+    /// a deep queue's reports would otherwise each cost a read of the board.
     fn settle(&mut self, now: u64) -> bool {
+        !self.listening && self.read_board(now)
+    }
+
+    fn read_board(&mut self, now: u64) -> bool {
         let board = &self.board;
         self.dispatcher
             .settle(now, |worker, place, id| board.posted(worker, place, id))
@@ -518,8 +524,9 @@ impl Hub {
             } else {
                 format!("task worker #{worker} died while running it")
             };
-            // What the worker posted finished before it went is not orphaned.
-            self.settle(now_ms());
+            // What the worker posted finished before it went is not
+            // orphaned, even if it died before it could report it.
+            self.read_board(now_ms());
             let orphans = self.dispatcher.offline(t, generation, &why);
             if orphans.requeued > 0 {
                 self.counters.requeued_tasks += orphans.requeued as u64;

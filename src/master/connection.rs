@@ -6,11 +6,13 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, unix, TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -80,18 +82,9 @@ async fn accept_failed(e: std::io::Error) {
 
 /// A client socket split into the halves the reader and the writer own.
 trait Socket {
-    type Read: ReadSide + 'static;
+    type Read: AsyncRead + Unpin + 'static;
     type Write: AsyncWrite + Unpin + 'static;
     fn into_halves(self) -> (Self::Read, Self::Write);
-}
-
-/// The read side of a socket: wait until readable, then read without
-/// blocking (into the shared scratch chunk, see [`read_available`]).
-pub trait ReadSide {
-    /// Resolves once a read may find data (or the end, or an error).
-    fn readable(&self) -> impl std::future::Future<Output = io::Result<()>>;
-    /// Reads what is there; `WouldBlock` when nothing is.
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
 }
 
 macro_rules! socket {
@@ -101,14 +94,6 @@ macro_rules! socket {
             type Write = $write;
             fn into_halves(self) -> ($read, $write) {
                 self.into_split()
-            }
-        }
-        impl ReadSide for $read {
-            async fn readable(&self) -> io::Result<()> {
-                <$read>::readable(self).await
-            }
-            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                <$read>::try_read(self, buf)
             }
         }
     };
@@ -126,17 +111,36 @@ thread_local! {
 /// Waits until `rd` is readable, then appends what it has to `buf`.
 /// `Ok(0)` is the end of the stream. An empty `buf` gives up its
 /// allocation first: what a burst grew it to is not kept while waiting.
-pub async fn read_available<R: ReadSide>(rd: &R, buf: &mut BytesMut) -> io::Result<usize> {
+///
+/// Reads through tokio's `poll_read`, which takes a read that did not fill
+/// the chunk as proof the socket is drained and waits for the next epoll
+/// event, instead of a `try_read` loop, which needs a read to fail with
+/// `EAGAIN` first: one `recvfrom` less per request of a client that waits
+/// for its answer.
+pub async fn read_available<R: AsyncRead + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+) -> io::Result<usize> {
     if buf.is_empty() && buf.capacity() > 0 {
         *buf = BytesMut::new();
     }
-    loop {
-        rd.readable().await?;
-        match SCRATCH.with(|s| s.borrow_mut().read_into(buf, |c| rd.try_read(c))) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            other => return other,
+    std::future::poll_fn(|cx| {
+        let read = SCRATCH.with(|s| {
+            s.borrow_mut().read_into(buf, |chunk| {
+                let mut into = ReadBuf::new(chunk);
+                match Pin::new(&mut *rd).poll_read(cx, &mut into) {
+                    Poll::Ready(Ok(())) => Ok(into.filled().len()),
+                    Poll::Ready(Err(e)) => Err(e),
+                    Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+                }
+            })
+        });
+        match read {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Pending,
+            other => Poll::Ready(other),
         }
-    }
+    })
+    .await
 }
 
 fn open<S: Socket>(
@@ -175,8 +179,8 @@ enum Framing {
 /// request; a foreign client that waits for a greeting gets it this late.
 pub const GREETING_HOLD: Duration = Duration::from_millis(20);
 
-async fn read_loop<R: ReadSide>(
-    rd: R,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
     fd: u64,
     hub: Rc<RefCell<Hub>>,
     cfg: Rc<MasterConfig>,
@@ -233,7 +237,7 @@ async fn read_loop<R: ReadSide>(
         }
         let deadline = partial_since.map(|t| t + cfg.package_timeout);
         tokio::select! {
-            r = read_available(&rd, &mut buf) => match r {
+            r = read_available(&mut rd, &mut buf) => match r {
                 Ok(0) => break finish_eof(&mut framing, &mut buf, fd, &hub, &mut authenticated),
                 Ok(_) => {}
                 Err(e) => break Err(e.to_string()),

@@ -99,7 +99,7 @@ async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
             return;
         }
     }
-    let (rd, wr) = stream.into_split();
+    let (mut rd, wr) = stream.into_split();
     let mut codec = FrameCodec::new(MAX_IPC_FRAME);
     let mut buf = BytesMut::new();
     let mut joined: Option<(u32, u64)> = None;
@@ -145,7 +145,7 @@ async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
         if joined.is_some() {
             hub.borrow_mut().note_queue_depth();
         }
-        match read_available(&rd, &mut buf).await {
+        match read_available(&mut rd, &mut buf).await {
             Ok(0) | Err(_) => return finish(&hub, joined),
             Ok(_) => {}
         }

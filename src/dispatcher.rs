@@ -348,14 +348,14 @@ impl Dispatcher {
     }
 
     /// Hands runnable tasks to workers with free credit, always to the one
-    /// holding fewest, calling `send(worker, task, board place)` for each assignment. A
-    /// worker whose current task has run past the window's budget gets
-    /// nothing more until it finishes. Among equals the lowest-numbered
-    /// wins, not the next in turn: when tasks trickle in, the same one or
-    /// two workers take turns and stay warm on their CPUs, where waking a
-    /// different sleeping process for every task cost an acknowledged
-    /// `task()` over a unix socket about a fifth of its rate (bench
-    /// scenario 2).
+    /// holding fewest, calling `send(worker, task, board place)` for each
+    /// assignment. A worker whose current task has run past the window's
+    /// budget gets nothing more until it finishes. Among equals the
+    /// lowest-numbered wins, not the next in turn: when tasks trickle in,
+    /// the same one or two workers take turns and stay warm on their CPUs,
+    /// where waking a different sleeping process for every task cost an
+    /// acknowledged `task()` over a unix socket about a fifth of its rate
+    /// (bench scenario 2).
     pub fn assign(&mut self, now_ms: u64, mut send: impl FnMut(usize, &QueuedTask, Option<u8>)) {
         let window = self.window();
         let budget_ms = (WINDOW_BUDGET_US / 1000.0) as u64;

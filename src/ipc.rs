@@ -7,6 +7,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::WireError;
 use crate::frame::{Frame, FrameCodec};
+use tokio_util::codec::Decoder;
 
 /// How a payload was encoded by the PHP side: strings travel as they are,
 /// every other value as PHP `serialize()` output.
@@ -31,6 +32,22 @@ impl Encoding {
 pub struct Payload {
     pub encoding: Encoding,
     pub data: Bytes,
+}
+
+/// Encoded master → worker messages without their tasks: what a dead
+/// incarnation's outbox still held is carried over to its successor, but
+/// the tasks in it are not. The dispatcher requeues every task the dead
+/// incarnation held, so a task sent on as well ran twice. `bytes` holds
+/// whole frames, as every outbox does.
+pub fn without_tasks(mut bytes: BytesMut) -> BytesMut {
+    let mut codec = FrameCodec::new(usize::MAX);
+    let mut kept = BytesMut::new();
+    while let Ok(Some(frame)) = codec.decode(&mut bytes) {
+        if frame.kind != TW_TASK {
+            FrameCodec::put(&mut kept, frame.kind, &frame.body);
+        }
+    }
+    kept
 }
 
 /// Master → worker.
@@ -636,6 +653,32 @@ mod tests {
             .map(|f| FromWorker::decode(f).unwrap())
             .collect();
         assert_eq!(back, msgs);
+    }
+
+    #[test]
+    fn carried_over_bytes_keep_everything_but_tasks() {
+        let pipe = ToWorker::Pipe {
+            src_worker: 1,
+            payload: payload(Encoding::Raw, b"hi"),
+        };
+        let task = |id| ToWorker::Task {
+            id,
+            task_id: 1,
+            src_worker: -1,
+            place: Some(0),
+            payload: payload(Encoding::Raw, b"job"),
+        };
+        let mut buf = BytesMut::new();
+        for m in [task(1), pipe.clone(), task(2), ToWorker::Bye] {
+            m.encode(&mut buf);
+        }
+        let mut kept = without_tasks(buf);
+        let back: Vec<_> = frames(&mut kept)
+            .into_iter()
+            .map(|f| ToWorker::decode(f).unwrap())
+            .collect();
+        assert_eq!(back, vec![pipe, ToWorker::Bye]);
+        assert!(without_tasks(BytesMut::new()).is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::{DrainWatch, MasterConfig};
 use crate::board::Board;
 use crate::dispatcher::{Dispatcher, Retry, SubmitError};
 use crate::frame::FrameCodec;
-use crate::ipc::{FromWorker, ToWorker};
+use crate::ipc::{without_tasks, FromWorker, ToWorker};
 use crate::log::Level;
 use crate::protocol::{code, put_ack, put_error, TaskRequest, KIND_MESSAGE};
 use crate::query::{Query, WORKER_BUSY, WORKER_EXIT, WORKER_IDLE};
@@ -486,13 +486,14 @@ impl Hub {
     }
 
     /// Gives the slot a fresh outbox holding whatever the old link had not
-    /// written yet, and stops the old link's writer.
+    /// written yet, except tasks (`ipc::without_tasks`), and stops the old
+    /// link's writer.
     fn detach(&mut self, worker: u32) {
         let fresh = self.worker_outbox();
         let slot = &mut self.slots[worker as usize];
         if slot.attached.take().is_some() {
             let old = std::mem::replace(&mut slot.outbox, fresh);
-            slot.outbox.prepend(old.take());
+            slot.outbox.prepend(without_tasks(old.take()));
             old.close();
         }
     }
@@ -508,7 +509,7 @@ impl Hub {
         if matches!(&self.slots[idx].leaving, Some((g, _)) if *g == generation) {
             let slot = &mut self.slots[idx];
             if let Some((_, old)) = slot.leaving.take() {
-                let unsent = old.take();
+                let unsent = without_tasks(old.take());
                 old.close();
                 if !unsent.is_empty() {
                     slot.outbox.push_with(|b| b.extend_from_slice(&unsent));

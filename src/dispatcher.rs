@@ -173,7 +173,10 @@ impl Dispatcher {
             return Err(SubmitError::Full(self.max_queued));
         }
         match dst {
-            Some(i) => self.slots[i].targeted.push_back(task),
+            Some(i) => {
+                self.queue.hold(&task);
+                self.slots[i].targeted.push_back(task);
+            }
             None => self.queue.push(task),
         }
         Ok(())

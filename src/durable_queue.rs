@@ -85,6 +85,11 @@ impl TaskQueue for DurableQueue {
         self.mem.fail(task, error);
     }
 
+    fn hold(&mut self, task: &QueuedTask) {
+        self.batch.put(task);
+        self.batch.reserve_ids(task.id + 1);
+    }
+
     fn len(&self) -> usize {
         self.mem.len()
     }
@@ -160,6 +165,28 @@ mod tests {
             .collect();
         assert_eq!(ids, vec![(2, 1), (3, 0), (4, 0)]);
         drop(q);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_task_for_one_task_worker_is_durable_until_it_is_done() {
+        let d = dir("held");
+        {
+            let (q, _) = DurableQueue::open(&d).unwrap();
+            let mut disp = crate::dispatcher::Dispatcher::new(Box::new(q), 2, 1, 0, 100);
+            disp.submit(task(7), Some(1)).unwrap();
+            disp.submit(task(8), Some(1)).unwrap();
+            disp.commit().unwrap();
+            disp.online(1, 1);
+            let mut sent = Vec::new();
+            disp.assign(0, |w, t, _| sent.push((w, t.id)));
+            assert_eq!(sent, vec![(1, 7)]);
+            assert!(disp.complete(1, 7, 5, 0).is_some());
+            disp.commit().unwrap();
+        }
+        let (_, rec) = DurableQueue::open(&d).unwrap();
+        assert_eq!(rec.tasks, 1, "8 is still to run; 7 is done");
+        assert!(rec.next_id >= 9);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

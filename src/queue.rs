@@ -77,6 +77,10 @@ pub trait TaskQueue {
     fn requeue(&mut self, task: QueuedTask);
     /// The task used up its attempts: it leaves the queue for the failed tasks.
     fn fail(&mut self, task: QueuedTask, error: &str);
+    /// Records a task that waits outside the queue, for one task worker
+    /// only (`$dstWorkerId`): `take` never hands it out, yet a durable queue
+    /// must bring it back after a crash like any other, and `ack` ends it.
+    fn hold(&mut self, _task: &QueuedTask) {}
     /// Tasks waiting (runnable or delayed), not taken.
     fn len(&self) -> usize;
     /// Whether nothing is waiting.

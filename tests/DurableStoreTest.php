@@ -28,6 +28,10 @@ $slowUs = (int) getenv('TASKQ_SLOW_US');
 $server->on('WorkerStart', function ($s, $id) { record('workerstart', ['id' => $id]); });
 $server->on('Receive', function ($s, $fd, $rid, $data) {
     if ($data === 'stats') { $s->send($fd, json_encode($s->stats())); return; }
+    if ($data === 'targeted') {
+        // four tasks for task worker 0 only: the first holds it 2 s, the rest wait for it
+        foreach (range(0, 3) as $i) { $s->task(['label' => "t$i", 'ms' => $i === 0 ? 2000 : 0], 0); }
+    }
     $s->send($fd, "ok:$data");
 });
 $server->on('Task', function ($s, $taskId, $src, $data) use ($dir, $slowUs) {
@@ -371,6 +375,27 @@ try {
         $this->assertMatchesRegularExpression('/1 failed task\(s\) kept/', $this->log(), 'the failed task is kept in the store');
         $this->assertCount(1, $this->events('failed'), 'a failed task is not run again after a restart');
         $this->assertDoesNotMatchRegularExpression('/they are lost/', $stopLog, 'with a task_store the stop must not claim the queued tasks are lost');
+    }
+
+    /** Tasks from `$server->task($data, $dstWorkerId)` wait outside the queue, for their worker; the store keeps them too. */
+    public function testTasksForOneTaskWorkerSurviveAKill9(): void
+    {
+        $settings = $this->settings(['worker_num' => 1, 'task_worker_num' => 2]);
+        $first = $this->server($settings);
+        $code = "<?php\n\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
+            . "if (!\$c->connect('127.0.0.1', {$this->port}, 3)) { exit(3); }\n"
+            . "\$c->send('targeted'); echo \$c->recv();";
+        [$exit, $out] = $this->runPhp($code, 10);
+        $this->assertSame([0, 'ok:targeted'], [$exit, $out]);
+        $this->waitUntil(fn () => $this->of('run', 't0'), 5, 't0 running in task worker 0', $first);
+        $this->killEverything($first);
+        $this->assertSame([], array_merge($this->of('run', 't1'), $this->of('run', 't2'), $this->of('run', 't3')), 't1-t3 were still waiting for task worker 0');
+        $second = $this->restart($first, $settings);
+        $this->waitUntil(fn () => count(array_filter(['t0', 't1', 't2', 't3'], fn ($l) => $this->of('done', $l))) === 4, 8, 'all four targeted tasks done after the restart', $second);
+        foreach (['t1', 't2', 't3'] as $label) {
+            $this->assertCount(1, $this->of('run', $label), "$label ran once");
+        }
+        $this->assertCount(2, $this->of('run', 't0'), 't0 was running when the server died: it runs again');
     }
 
     public function testDelayedTasksSurviveAKill9(): void

@@ -40,7 +40,9 @@ pub struct Payload {
 /// incarnation held, so a task sent on as well ran twice. `bytes` holds
 /// whole frames, as every outbox does.
 pub fn without_tasks(mut bytes: BytesMut) -> BytesMut {
-    let mut codec = FrameCodec::new(usize::MAX);
+    // No frame is longer than the bytes that hold it: a bound that keeps a
+    // corrupt length from reserving gigabytes.
+    let mut codec = FrameCodec::new(bytes.len());
     let mut kept = BytesMut::new();
     while let Ok(Some(frame)) = codec.decode(&mut bytes) {
         if frame.kind != TW_TASK {
@@ -677,8 +679,17 @@ mod tests {
             .into_iter()
             .map(|f| ToWorker::decode(f).unwrap())
             .collect();
-        assert_eq!(back, vec![pipe, ToWorker::Bye]);
+        assert_eq!(back, vec![pipe.clone(), ToWorker::Bye]);
         assert!(without_tasks(BytesMut::new()).is_empty());
+        let mut corrupt = BytesMut::new();
+        pipe.encode(&mut corrupt);
+        corrupt.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 7]);
+        let mut kept = without_tasks(corrupt);
+        assert_eq!(
+            frames(&mut kept).len(),
+            1,
+            "stops at a length no frame here can have"
+        );
     }
 
     #[test]

@@ -463,10 +463,21 @@ mod tests {
         Dispatcher::new(Box::new(MemoryQueue::default()), workers, window, 0, 100)
     }
 
+    /// `workers` task workers, all online (incarnation 1).
+    fn online(workers: usize, window: usize) -> Dispatcher {
+        let mut d = dispatcher(workers, window);
+        for w in 0..workers {
+            d.online(w, 1);
+        }
+        d
+    }
+
+    /// Assigns and returns (worker, id) for each task sent.
     fn assign(d: &mut Dispatcher) -> Vec<(usize, u64)> {
-        let mut out = Vec::new();
-        d.assign(0, |w, t, _| out.push((w, t.id)));
-        out
+        assign_places(d)
+            .into_iter()
+            .map(|(w, id, _)| (w, id))
+            .collect()
     }
 
     /// Runs one task of `run_us` on worker `w` so the window is sized.
@@ -493,9 +504,7 @@ mod tests {
 
     #[test]
     fn tasks_nobody_awaits_are_settled_from_the_board() {
-        let mut d = dispatcher(2, 1).with_board();
-        d.online(0, 1);
-        d.online(1, 1);
+        let mut d = online(2, 1).with_board();
         d.submit(client_task(7), None).unwrap();
         d.submit(task(8), None).unwrap();
         assert_eq!(
@@ -524,16 +533,14 @@ mod tests {
 
     #[test]
     fn without_a_board_no_task_gets_a_place() {
-        let mut d = dispatcher(1, 1);
-        d.online(0, 1);
+        let mut d = online(1, 1);
         d.submit(client_task(1), None).unwrap();
         assert_eq!(assign_places(&mut d), vec![(0, 1, None)]);
     }
 
     #[test]
     fn a_worker_has_as_many_places_as_the_board_and_then_reports() {
-        let mut d = dispatcher(1, 1024).with_board();
-        d.online(0, 1);
+        let mut d = online(1, 1024).with_board();
         learn(&mut d, 0, 1);
         let n = crate::board::PLACES as u64 + 2;
         for i in 0..=n {
@@ -561,8 +568,7 @@ mod tests {
 
     #[test]
     fn a_task_posted_before_its_worker_died_is_settled_not_orphaned() {
-        let mut d = dispatcher(1, 1).with_board();
-        d.online(0, 1);
+        let mut d = online(1, 1).with_board();
         d.submit(client_task(3), None).unwrap();
         assert_eq!(assign_places(&mut d), vec![(0, 3, Some(0))]);
         assert!(d.settle(0, |_, _, id| (id == 3).then_some(1)));
@@ -572,8 +578,7 @@ mod tests {
 
     #[test]
     fn reports_are_wanted_while_a_runnable_task_waits_for_a_worker() {
-        let mut d = dispatcher(1, 1).with_board();
-        d.online(0, 1);
+        let mut d = online(1, 1).with_board();
         assert!(!d.wants_reports(0));
         d.submit(client_task(1), None).unwrap();
         d.submit(client_task(2), None).unwrap();
@@ -599,10 +604,7 @@ mod tests {
 
     #[test]
     fn idle_first_with_window_one() {
-        let mut d = dispatcher(3, 1);
-        for w in 0..3 {
-            d.online(w, 1);
-        }
+        let mut d = online(3, 1);
         for i in 0..5 {
             d.submit(task(i), None).unwrap();
         }
@@ -619,10 +621,7 @@ mod tests {
 
     #[test]
     fn trickling_tasks_go_to_the_lowest_numbered_idle_worker_not_the_next_in_turn() {
-        let mut d = dispatcher(3, 1);
-        for w in 0..3 {
-            d.online(w, 1);
-        }
+        let mut d = online(3, 1);
         for i in 0..3 {
             d.submit(task(i), None).unwrap();
             assert_eq!(assign(&mut d), vec![(0, i)]);
@@ -681,8 +680,7 @@ mod tests {
 
     #[test]
     fn late_disconnect_of_an_old_incarnation_spares_the_new_one() {
-        let mut d = dispatcher(1, 2);
-        d.online(0, 1);
+        let mut d = online(1, 2);
         learn(&mut d, 0, 10);
         d.submit(task(1), None).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 1)]);
@@ -697,8 +695,7 @@ mod tests {
 
     #[test]
     fn a_task_that_kills_every_worker_is_given_up_after_max_attempts() {
-        let mut d = dispatcher(1, 1);
-        d.online(0, 1);
+        let mut d = online(1, 1);
         d.submit(
             QueuedTask {
                 max_attempts: 2,
@@ -726,8 +723,7 @@ mod tests {
 
     #[test]
     fn failed_runs_back_off_exponentially_then_give_up() {
-        let mut d = dispatcher(1, 1);
-        d.online(0, 1);
+        let mut d = online(1, 1);
         d.submit(task(7), None).unwrap();
         d.assign(1_000, |_, _, _| {});
         assert_eq!(d.failed(0, 7, "boom", 1_000), Some(Retry::At(1_100)));
@@ -763,9 +759,7 @@ mod tests {
 
     #[test]
     fn timeouts_find_the_workers_running_old_tasks() {
-        let mut d = dispatcher(2, 1);
-        d.online(0, 1);
-        d.online(1, 1);
+        let mut d = online(2, 1);
         d.submit(task(1), None).unwrap();
         d.assign(100, |_, _, _| {});
         d.submit(task(2), None).unwrap();
@@ -777,8 +771,7 @@ mod tests {
 
     #[test]
     fn draining_worker_keeps_its_tasks_but_gets_no_more() {
-        let mut d = dispatcher(1, 1);
-        d.online(0, 1);
+        let mut d = online(1, 1);
         d.submit(task(1), None).unwrap();
         d.submit(task(2), None).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 1)]);
@@ -791,8 +784,7 @@ mod tests {
 
     #[test]
     fn short_tasks_widen_the_window_and_slow_ones_keep_it_at_one() {
-        let mut d = dispatcher(1, 64);
-        d.online(0, 1);
+        let mut d = online(1, 64);
         assert_eq!(d.window(), 1, "nothing known yet: one at a time");
         learn(&mut d, 0, 10);
         assert_eq!(d.window(), 64, "1 ms of 10 µs tasks exceeds the cap");
@@ -800,8 +792,7 @@ mod tests {
             learn(&mut d, 0, 200_000);
         }
         assert_eq!(d.window(), 1, "slow tasks: nothing waits behind them");
-        let mut d = dispatcher(1, 64);
-        d.online(0, 1);
+        let mut d = online(1, 64);
         learn(&mut d, 0, 100);
         assert_eq!(d.window(), 11, "1 + 1000 µs / 100 µs");
     }
@@ -833,8 +824,7 @@ mod tests {
 
     #[test]
     fn a_lost_window_charges_a_failed_run_only_to_the_running_task() {
-        let mut d = dispatcher(1, 8);
-        d.online(0, 1);
+        let mut d = online(1, 8);
         learn(&mut d, 0, 10);
         for i in 0..4 {
             d.submit(
@@ -861,8 +851,7 @@ mod tests {
 
     #[test]
     fn a_task_waiting_in_a_window_starts_its_timeout_when_its_turn_comes() {
-        let mut d = dispatcher(1, 8);
-        d.online(0, 1);
+        let mut d = online(1, 8);
         learn(&mut d, 0, 10);
         for i in 1..=3 {
             d.submit(task(i), None).unwrap();

@@ -140,6 +140,18 @@ PHP;
         return array_values(array_filter($this->events('task'), fn ($e) => $label === null || ($e['label'] ?? null) === $label));
     }
 
+    /**
+     * A server with task_queue_max 5 whose only task worker runs the task
+     * "blocker" until release('b'): what is submitted next queues.
+     */
+    private function serverWithItsOnlyTaskWorkerHeld(): ServerProcess
+    {
+        $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'task_queue_max' => 5]);
+        $this->clientJson('$c = connected($port); echo json_encode($c->task(["label" => "blocker", "block" => "b"]));');
+        $this->waitRuns('blocker', 1, 5, $server);
+        return $server;
+    }
+
     private function waitRuns(string $label, int $n, float $timeout, ServerProcess $server): array
     {
         $this->waitUntil(fn () => count($this->runs($label)) >= $n, $timeout, "$n run(s) of task '$label'", $server);
@@ -418,9 +430,7 @@ PHP);
 
     public function testAFullQueueRefusesFastWith9001AndAcceptsAgainOnceDrained(): void
     {
-        $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'task_queue_max' => 5]);
-        $this->clientJson('$c = connected($port); echo json_encode($c->task(["label" => "blocker", "block" => "b"]));');
-        $this->waitRuns('blocker', 1, 5, $server);
+        $server = $this->serverWithItsOnlyTaskWorkerHeld();
 
         $r = $this->clientJson(<<<'PHP'
 $c = connected($port);
@@ -591,9 +601,7 @@ PHP, 30);
 
     public function testTaskMultiGivesFalseInPlaceOfRefusedTasksAndKeepsTheRest(): void
     {
-        $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'task_queue_max' => 5]);
-        $this->clientJson('$c = connected($port); echo json_encode($c->task(["label" => "blocker", "block" => "b"]));');
-        $this->waitRuns('blocker', 1, 5, $server);
+        $server = $this->serverWithItsOnlyTaskWorkerHeld();
         $r = $this->clientJson(<<<'PHP'
 $c = connected($port);
 $tasks = [];

@@ -354,12 +354,6 @@ impl TaskClient {
         }
     }
 
-    /// Runs `op` on the connection; a pooled connection whose server went
-    /// away (restart) is replaced once, transparently.
-    /// Runs `op` on the connection. A TASKQ_KEEP connection whose server
-    /// went away (restart) is replaced, once, transparently: before the
-    /// request when the socket already reads as closed, or after a request
-    /// the dead server could not have answered.
     /// Whether the connection is a kept one the server has closed since.
     fn stale(&self) -> Result<bool, ClientError> {
         let conn = self.conn.as_ref().ok_or(ClientError::NotConnected)?;
@@ -374,15 +368,19 @@ impl TaskClient {
         self.conn.as_mut().ok_or(ClientError::NotConnected)
     }
 
+    /// Runs `op` on the connection. A TASKQ_KEEP connection whose server
+    /// went away (restart) is replaced, once, transparently: before the
+    /// request when the socket already reads as closed, or after a request
+    /// the dead server could not have answered.
     fn with_retry<T>(
         &mut self,
         mut op: impl FnMut(&mut Connection) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
         if self.stale()? {
-            let fresh = self.reconnect()?;
-            return op(fresh);
+            return op(self.reconnect()?);
         }
-        let result = op(self.live_connection()?);
+        let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
+        let result = op(conn);
         let closed = matches!(&result, Err(ClientError::Os { code, .. })
             if [libc::EPIPE, libc::ECONNRESET, libc::ENOTCONN].contains(code));
         let refused = matches!(&result, Err(ClientError::Server { code, .. }) if *code == crate::protocol::code::AUTH);

@@ -1000,9 +1000,10 @@ impl Hub {
         self.counters.clone()
     }
 
-    /// Tasks accepted but not finished, for the shutdown log.
-    pub fn unfinished_tasks(&mut self) -> usize {
-        self.settle(now_ms());
+    /// Tasks accepted but not finished, for the shutdown log and the drain
+    /// watch. Board posts are not read here: at shutdown every worker's link
+    /// has ended, and each end read the board (`worker_gone`).
+    pub fn unfinished_tasks(&self) -> usize {
         self.dispatcher.queued() + self.dispatcher.running_count()
     }
 

@@ -149,13 +149,14 @@ async fn serve(
     }
     accept.abort();
     // Every worker has exited; what they wrote last (results, `Done`) may
-    // still be unread. Read it, then commit, so that a finished task is not
-    // run again after a restart.
+    // still be unread. Read it (each link's end also reads the completion
+    // board), then commit, so that a finished task is not run again after a
+    // restart.
     links.all_ended(LAST_WORDS).await;
     if cfg.durable {
         hub.borrow_mut().commit();
     }
-    let mut hub = hub.borrow_mut();
+    let hub = hub.borrow();
     let unfinished = hub.unfinished_tasks();
     if unfinished > 0 && !cfg.durable {
         crate::log!(

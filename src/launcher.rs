@@ -16,9 +16,11 @@ use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
 use crate::board::Board;
 use crate::durable_queue::DurableQueue;
 use crate::error::ServerError;
+use crate::identity::Identity;
 use crate::listener::Listener;
 use crate::log::{Level, Role};
 use crate::master::{self, MasterConfig};
+use crate::pid_file;
 use crate::queue::{MemoryQueue, TaskQueue};
 use crate::supervisor::{self, Exit, ManagerHooks, SupervisorSpec};
 use crate::worker::WorkerSpec;
@@ -74,7 +76,24 @@ pub fn launch(
     listener: &Listener,
     hooks: &mut dyn Hooks,
 ) -> Result<Outcome, ServerError> {
+    // Misconfiguration fails here, in the calling process, before anything
+    // forks or detaches: the operator sees the exception, not a worker
+    // crash loop or a daemon that cannot write its pid file.
+    let identity =
+        Identity::resolve(cfg.user.as_deref(), cfg.group.as_deref()).map_err(ServerError::Start)?;
+    if let Some(path) = &cfg.pid_file {
+        pid_file::check_writable(path)
+            .map_err(|e| ServerError::Start(format!("cannot write pid_file {path}: {e}")))?;
+    }
+    let exposed = exposure_warning(listener, &cfg);
     if cfg.daemonize {
+        if let Some(warning) = &exposed {
+            // Logs go to log_file, or nowhere, once detached: say it on the
+            // terminal that started the daemon as well.
+            crate::log::configure(None, cfg.log_level)
+                .map_err(|e| ServerError::Start(format!("log: {e}")))?;
+            crate::log!(Level::Warning, "{warning}");
+        }
         daemonize(cfg.log_file.as_deref())?;
     }
     crate::log::configure(cfg.log_file.as_deref(), cfg.log_level)
@@ -106,7 +125,9 @@ pub fn launch(
     // runtime is built after this fork), so the child is consistent.
     let manager = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            run_manager(&cfg, listener, &ipc, &addr, master_pid, &board, hooks);
+            run_manager(
+                &cfg, &identity, listener, &ipc, &addr, master_pid, &board, hooks,
+            );
         }
         Ok(ForkResult::Parent { child }) => child,
         Err(e) => {
@@ -123,8 +144,11 @@ pub fn launch(
         }
     };
     if let Some(path) = &cfg.pid_file {
-        if let Err(e) = std::fs::write(path, master_pid.to_string()) {
-            crate::log!(Level::Warning, "cannot write pid_file {path}: {e}");
+        if let Err(e) = pid_file::write(path, master_pid.as_raw()) {
+            stop_manager(manager);
+            return Err(ServerError::Start(format!(
+                "cannot write pid_file {path}: {e}"
+            )));
         }
     }
     crate::log!(
@@ -133,13 +157,8 @@ pub fn launch(
         cfg.master.worker_num,
         cfg.master.task_worker_num
     );
-    if let Some(addr) = listener.exposed_addr() {
-        if cfg.master.auth_token.is_none() {
-            crate::log!(
-                Level::Warning,
-                "listening on {addr}, reachable from other hosts, without an auth_token: anyone who can connect can queue tasks (an open task server that sends email is a spam relay)"
-            );
-        }
+    if let Some(warning) = &exposed {
+        crate::log!(Level::Warning, "{warning}");
     }
     hooks.master_started(master_pid, manager);
     let result = master::run(
@@ -153,7 +172,7 @@ pub fn launch(
     );
     hooks.master_stopped();
     if let Some(path) = &cfg.pid_file {
-        let _ = std::fs::remove_file(path);
+        pid_file::remove(path);
     }
     listener.cleanup();
     match result {
@@ -171,8 +190,10 @@ pub fn launch(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_manager(
     cfg: &Launch,
+    identity: &Identity,
     listener: &Listener,
     ipc: &UnixListener,
     addr: &SocketAddr,
@@ -201,6 +222,7 @@ fn run_manager(
     };
     let mut manager = Manager {
         cfg,
+        identity,
         addr,
         board,
         master,
@@ -251,6 +273,14 @@ fn open_queue(store: Option<&str>) -> Result<(Box<dyn TaskQueue>, u64), ServerEr
     Ok((Box::new(queue), recovery.next_id))
 }
 
+/// The warning for a server anyone on the network can use, if this is one.
+fn exposure_warning(listener: &Listener, cfg: &Launch) -> Option<String> {
+    let addr = listener.exposed_addr()?;
+    cfg.master.auth_token.is_none().then(|| format!(
+        "listening on {addr}, reachable from other hosts, without an auth_token: anyone who can connect can queue tasks (an open task server that sends email is a spam relay)"
+    ))
+}
+
 /// Stops a manager started for a server that cannot run after all.
 fn stop_manager(manager: Pid) {
     let _ = nix::sys::signal::kill(manager, Signal::SIGTERM);
@@ -260,6 +290,7 @@ fn stop_manager(manager: Pid) {
 /// The manager's side of the hooks: worker specs and the manager's events.
 struct Manager<'a> {
     cfg: &'a Launch,
+    identity: &'a Identity,
     addr: &'a SocketAddr,
     board: &'a Arc<Board>,
     master: Pid,
@@ -283,7 +314,7 @@ impl ManagerHooks for Manager<'_> {
             },
             id as i64,
         );
-        if let Err(e) = drop_privileges(self.cfg.user.as_deref(), self.cfg.group.as_deref()) {
+        if let Err(e) = self.identity.assume() {
             crate::log!(Level::Error, "{e}");
             return 1;
         }
@@ -311,30 +342,6 @@ impl ManagerHooks for Manager<'_> {
     fn worker_error(&mut self, worker_id: u32, pid: i32, exit: Exit) {
         self.hooks.worker_error(worker_id, pid, exit);
     }
-}
-
-/// `user` / `group`: workers run unprivileged even when the master started
-/// as root (to bind a low port). Group first, while we may still change it.
-fn drop_privileges(user: Option<&str>, group: Option<&str>) -> Result<(), String> {
-    use nix::unistd::{setgid, setgroups, setuid, Group, User};
-    if let Some(name) = group {
-        let g = Group::from_name(name)
-            .map_err(|e| format!("group '{name}': {e}"))?
-            .ok_or_else(|| format!("group '{name}' does not exist"))?;
-        setgroups(&[g.gid]).map_err(|e| format!("setgroups({name}): {e}"))?;
-        setgid(g.gid).map_err(|e| format!("setgid({name}): {e}"))?;
-    }
-    if let Some(name) = user {
-        let u = User::from_name(name)
-            .map_err(|e| format!("user '{name}': {e}"))?
-            .ok_or_else(|| format!("user '{name}' does not exist"))?;
-        if group.is_none() {
-            setgroups(&[u.gid]).map_err(|e| format!("setgroups({name}): {e}"))?;
-            setgid(u.gid).map_err(|e| format!("setgid({name}): {e}"))?;
-        }
-        setuid(u.uid).map_err(|e| format!("setuid({name}): {e}"))?;
-    }
-    Ok(())
 }
 
 /// Swoole's max_request jitter: `max + rand(1, grace)`, so workers started

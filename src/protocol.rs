@@ -43,6 +43,9 @@ pub mod code {
     pub const BAD_REQUEST: u32 = 9005;
     /// The server is stopping and takes no new work.
     pub const STOPPING: u32 = 9006;
+    /// The server has no task workers (`task_worker_num` 0): a task would
+    /// never run, so it is not queued.
+    pub const NO_TASK_WORKERS: u32 = 9007;
 }
 
 /// Options of one `TaskClient::task()` submission.

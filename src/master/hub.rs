@@ -618,6 +618,14 @@ impl Hub {
             self.answer_error(fd, code::STOPPING, "the server is stopping");
             return;
         }
+        if self.cfg.task_worker_num == 0 {
+            self.answer_error(
+                fd,
+                code::NO_TASK_WORKERS,
+                "the server has no task workers (task_worker_num is 0): the task was not queued",
+            );
+            return;
+        }
         let task = self.new_task(
             -1,
             0,

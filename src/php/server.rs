@@ -139,6 +139,9 @@ impl TaskServer {
         if !self_.callbacks.has(Event::Receive) {
             return Err(ServerError::MissingReceiveCallback.into());
         }
+        if task_workers == 0 && self_.callbacks.has(Event::Task) {
+            warn("a Task callback is registered but task_worker_num is 0: $server->task() will fail with a warning and TaskClient::task() is refused (errCode 9007); set task_worker_num");
+        }
         let Some(listener) = self_.listener.take() else {
             return Err(ServerError::AlreadyStarted.into());
         };

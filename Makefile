@@ -13,7 +13,7 @@ APT_PACKAGES := php8.2-cli php8.2-dev clang libclang-dev phpunit libphp8.2-embed
 	python3-aiosmtpd procps
 INI_DIR := /etc/php/8.2/mods-available
 
-.PHONY: all deps build run test test-rust test-php install bench fuzz clean lint
+.PHONY: all deps build run test test-rust test-php install uninstall bench fuzz clean lint
 FUZZ_SECONDS ?= 60
 
 all: build
@@ -63,6 +63,12 @@ install: build
 	printf '; priority=30\nextension=taskq.so\n' > $(INI_DIR)/taskq.ini
 	phpenmod taskq
 	php --ri taskq
+
+## uninstall: undo `make install`: disable for every SAPI, remove the ini and the extension
+uninstall:
+	-phpdismod taskq
+	rm -f $(INI_DIR)/taskq.ini "$$(php-config --extension-dir)/taskq.so"
+	@! php -m | grep -qx taskq || { echo "taskq is still loaded by php"; exit 1; }
 
 ## fuzz: run each cargo-fuzz target for FUZZ_SECONDS (needs the nightly toolchain)
 fuzz: deps

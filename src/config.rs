@@ -317,8 +317,9 @@ pub struct ServerConfig {
     /// Enable `SO_KEEPALIVE` on accepted connections.
     pub open_tcp_keepalive: bool,
     /// Retries of a task whose run failed (exception, crash, timeout) before
-    /// it is given up; taskq's answer to Swoole losing such tasks.
-    pub task_retry_max: u32,
+    /// it is given up, as set; `None` keeps each kind of task's default
+    /// (see `client_task_retries` and `worker_task_retries`).
+    pub task_retry_max: Option<u32>,
     /// Seconds before the first retry; each further retry waits twice as long.
     pub task_retry_delay: f64,
     /// Seconds a task may run before its worker is killed and the run counts
@@ -384,7 +385,7 @@ impl ServerConfig {
             enable_unsafe_event: false,
             discard_timeout_request: true,
             open_tcp_keepalive: false,
-            task_retry_max: 2,
+            task_retry_max: None,
             task_retry_delay: 1.0,
             task_timeout: None,
             task_queue_max: 1_000_000,
@@ -414,6 +415,19 @@ impl ServerConfig {
     /// user chose a grace, so workers do not all restart at the same moment.
     pub fn effective_max_request_grace(&self) -> u64 {
         grace(self.max_request, self.max_request_grace)
+    }
+
+    /// Retries of an acknowledged `TaskClient::task()` job: its producer has
+    /// gone and cannot retry it, so by default taskq does (2, so 3 runs).
+    pub fn client_task_retries(&self) -> u32 {
+        self.task_retry_max.unwrap_or(2)
+    }
+
+    /// Retries of a `$server->task()`: none by default, as in Swoole, whose
+    /// users write `onTask` for at-most-once (a DB pool must not insert a
+    /// row three times). `taskwait()` tasks are never retried at all.
+    pub fn worker_task_retries(&self) -> u32 {
+        self.task_retry_max.unwrap_or(0)
     }
 
     /// The same rule as `effective_max_request_grace`, for task workers.
@@ -481,7 +495,7 @@ impl ServerConfig {
             "enable_unsafe_event" => self.enable_unsafe_event = to_bool(key, value)?,
             "discard_timeout_request" => self.discard_timeout_request = to_bool(key, value)?,
             "open_tcp_keepalive" => self.open_tcp_keepalive = to_bool(key, value)?,
-            "task_retry_max" => self.task_retry_max = to_int(key, value, 0, 100)?,
+            "task_retry_max" => self.task_retry_max = Some(to_int(key, value, 0, 100)?),
             "task_retry_delay" => self.task_retry_delay = to_seconds(key, value)?,
             "task_timeout" => {
                 self.task_timeout = match value {
@@ -991,12 +1005,14 @@ mod tests {
         let mut c = ServerConfig::new(2);
         assert_eq!(
             (
-                c.task_retry_max,
+                c.client_task_retries(),
+                c.worker_task_retries(),
                 c.task_retry_delay,
                 c.task_timeout,
                 c.task_queue_max
             ),
-            (2, 1.0, None, 1_000_000)
+            (2, 0, 1.0, None, 1_000_000),
+            "client jobs are retried by default, a worker's task() is not (as in Swoole)"
         );
         c.apply(&[
             ("task_retry_max".into(), OptValue::Int(5)),
@@ -1010,12 +1026,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             (
-                c.task_retry_max,
+                c.client_task_retries(),
+                c.worker_task_retries(),
                 c.task_retry_delay,
                 c.task_timeout,
                 c.task_queue_max
             ),
-            (5, 0.25, Some(10.0), 0)
+            (5, 5, 0.25, Some(10.0), 0),
+            "an explicit task_retry_max applies to both"
         );
         assert_eq!(c.task_window, 1);
         assert_eq!(c.task_store.as_deref(), Some("/var/lib/taskq"));

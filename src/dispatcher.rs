@@ -26,6 +26,9 @@ struct Running {
     task: QueuedTask,
     /// Its place on the completion board, if the worker posts it there.
     place: Option<u8>,
+    /// Its result reached the dispatching worker (`finish()`, a non-null
+    /// return): whatever happens to this run now, the task is not run again.
+    delivered: bool,
 }
 
 #[derive(Default)]
@@ -40,6 +43,10 @@ struct Slot {
     targeted: VecDeque<QueuedTask>,
     /// Board places held by tasks in `inflight`, one bit each.
     places: u64,
+    /// Tasks the connected incarnation may still be handed before its
+    /// `task_max_request` is reached (`None` = no limit), so no process
+    /// runs more than its limit even when tasks travel in windows.
+    budget: Option<u64>,
 }
 
 impl Slot {
@@ -89,6 +96,9 @@ pub enum Retry {
     At(u64),
     /// It used up its attempts and was moved to the failed tasks.
     GaveUp(QueuedTask),
+    /// Its result had already been delivered, so it is complete: running
+    /// it again would repeat side effects its caller already saw.
+    Delivered,
 }
 
 /// Task assignment over a [`TaskQueue`].
@@ -182,11 +192,13 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Incarnation `generation` of a task worker connected and may receive work.
-    pub fn online(&mut self, worker: usize, generation: u64) {
+    /// Incarnation `generation` of a task worker connected and may receive
+    /// work: at most `budget` tasks in its life (`None` = no limit).
+    pub fn online(&mut self, worker: usize, generation: u64, budget: Option<u64>) {
         if let Some(s) = self.slots.get_mut(worker) {
             s.online = true;
             s.generation = generation;
+            s.budget = budget;
         }
     }
 
@@ -221,6 +233,10 @@ impl Dispatcher {
             .fold(0, |bits, p| bits | 1 << p);
         for (k, r) in lost.into_iter().enumerate() {
             let mut t = r.task;
+            if r.delivered {
+                self.queue.ack(t.id);
+                continue;
+            }
             if k == 0 {
                 t.attempts += 1;
             }
@@ -236,14 +252,17 @@ impl Dispatcher {
         orphans
     }
 
-    /// The task a worker is running, to route its results.
-    pub fn running(&self, worker: usize, id: u64) -> Option<&QueuedTask> {
-        self.slots
-            .get(worker)?
+    /// The worker delivered a result of task `id`; returns the task, to
+    /// route the result. From now on the task is never run again.
+    pub fn deliver(&mut self, worker: usize, id: u64) -> Option<&QueuedTask> {
+        let r = self
+            .slots
+            .get_mut(worker)?
             .inflight
-            .iter()
-            .map(|r| &r.task)
-            .find(|t| t.id == id)
+            .iter_mut()
+            .find(|r| r.task.id == id)?;
+        r.delivered = true;
+        Some(&r.task)
     }
 
     /// Removes task `id` from the worker's window; the next one starts now.
@@ -308,9 +327,20 @@ impl Dispatcher {
     }
 
     /// The worker's run of task `id` failed (onTask threw): retry it later
-    /// with exponential backoff, or give up after its last attempt.
+    /// with exponential backoff, or give up after its last attempt. A task
+    /// whose result was delivered is complete instead, whatever its attempts.
     pub fn failed(&mut self, worker: usize, id: u64, error: &str, now_ms: u64) -> Option<Retry> {
+        let delivered = self
+            .slots
+            .get(worker)?
+            .inflight
+            .iter()
+            .any(|r| r.task.id == id && r.delivered);
         let mut task = self.take_running(worker, id, now_ms)?;
+        if delivered {
+            self.queue.ack(id);
+            return Some(Retry::Delivered);
+        }
         task.attempts += 1;
         if task.attempts >= task.max_attempts.max(1) {
             self.queue.fail(task.clone(), error);
@@ -374,7 +404,8 @@ impl Dispatcher {
                     .inflight
                     .front()
                     .is_some_and(|r| now_ms > r.started_ms + budget_ms);
-                if !slot.online || slot.inflight.len() >= window || !has_work || stuck {
+                let spent = slot.budget == Some(0);
+                if !slot.online || slot.inflight.len() >= window || !has_work || stuck || spent {
                     continue;
                 }
                 if best.is_none_or(|b| slot.inflight.len() < self.slots[b].inflight.len()) {
@@ -402,11 +433,15 @@ impl Dispatcher {
                 None
             };
             send(i, &task, place);
+            if let Some(b) = slot.budget.as_mut() {
+                *b -= 1;
+            }
             slot.inflight.push_back(Running {
                 generation: slot.generation,
                 started_ms: now_ms,
                 task,
                 place,
+                delivered: false,
             });
         }
     }
@@ -467,7 +502,7 @@ mod tests {
     fn online(workers: usize, window: usize) -> Dispatcher {
         let mut d = dispatcher(workers, window);
         for w in 0..workers {
-            d.online(w, 1);
+            d.online(w, 1, None);
         }
         d
     }
@@ -642,7 +677,7 @@ mod tests {
     #[test]
     fn a_drained_burst_of_targeted_tasks_gives_its_room_back() {
         let mut d = dispatcher(2, 1);
-        d.online(0, 1);
+        d.online(0, 1, None);
         for i in 0..5_000 {
             d.submit(task(i), Some(0)).unwrap();
         }
@@ -659,21 +694,21 @@ mod tests {
         let mut d = dispatcher(2, 1);
         d.submit(task(1), None).unwrap();
         assert!(assign(&mut d).is_empty());
-        d.online(1, 1);
+        d.online(1, 1, None);
         assert_eq!(assign(&mut d), vec![(1, 1)]);
     }
 
     #[test]
     fn dead_worker_gives_tasks_back() {
         let mut d = dispatcher(2, 2);
-        d.online(0, 1);
+        d.online(0, 1, None);
         learn(&mut d, 0, 10);
         for i in 0..4 {
             d.submit(task(i), None).unwrap();
         }
         assert_eq!(assign(&mut d), vec![(0, 0), (0, 1)]);
         assert_eq!(d.offline(0, 1, "crash").requeued, 2);
-        d.online(1, 1);
+        d.online(1, 1, None);
         assert_eq!(assign(&mut d), vec![(1, 0), (1, 1)]);
         assert_eq!((d.running_count(), d.queued()), (1, 3));
     }
@@ -684,11 +719,11 @@ mod tests {
         learn(&mut d, 0, 10);
         d.submit(task(1), None).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 1)]);
-        d.online(0, 2);
+        d.online(0, 2, None);
         d.submit(task(2), Some(0)).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 2)]);
         assert_eq!(d.offline(0, 1, "crash").requeued, 1);
-        assert_eq!(d.running(0, 2).map(|t| t.id), Some(2));
+        assert_eq!(d.deliver(0, 2).map(|t| t.id), Some(2));
         d.submit(task(9), None).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 1)]);
     }
@@ -706,7 +741,7 @@ mod tests {
         .unwrap();
         assert_eq!(assign(&mut d), vec![(0, 5)]);
         assert_eq!(d.offline(0, 1, "crash").requeued, 1);
-        d.online(0, 2);
+        d.online(0, 2, None);
         assert_eq!(assign(&mut d), vec![(0, 5)]);
         let orphans = d.offline(0, 2, "crash");
         assert_eq!(orphans.requeued, 0);
@@ -716,7 +751,7 @@ mod tests {
             .map(|t| (t.id, t.attempts))
             .collect();
         assert_eq!(given, vec![(5, 2)]);
-        d.online(0, 3);
+        d.online(0, 3, None);
         assert!(assign(&mut d).is_empty());
         assert_eq!(d.queued(), 0);
     }
@@ -752,7 +787,7 @@ mod tests {
         d.submit(task(1), None).unwrap();
         d.submit(task(2), Some(1)).unwrap();
         assert_eq!(d.submit(task(3), None), Err(SubmitError::Full(2)));
-        d.online(1, 1);
+        d.online(1, 1, None);
         assert_eq!(assign(&mut d), vec![(1, 2)]);
         d.submit(task(3), None).unwrap();
     }
@@ -776,7 +811,7 @@ mod tests {
         d.submit(task(2), None).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 1)]);
         d.draining(0);
-        assert_eq!(d.running(0, 1).map(|t| t.id), Some(1));
+        assert_eq!(d.deliver(0, 1).map(|t| t.id), Some(1));
         assert!(d.complete(0, 1, 10, 0).is_some());
         assert!(assign(&mut d).is_empty());
         assert_eq!(d.queued(), 1);
@@ -800,13 +835,13 @@ mod tests {
     #[test]
     fn the_worker_holding_fewest_tasks_is_served_first() {
         let mut d = dispatcher(2, 4);
-        d.online(0, 1);
+        d.online(0, 1, None);
         learn(&mut d, 0, 1);
         for i in 0..3 {
             d.submit(task(i), Some(0)).unwrap();
         }
         assert_eq!(assign(&mut d), vec![(0, 0), (0, 1), (0, 2)]);
-        d.online(1, 1);
+        d.online(1, 1, None);
         for i in 3..10 {
             d.submit(task(i), None).unwrap();
         }
@@ -845,7 +880,7 @@ mod tests {
         let given: Vec<_> = orphans.given_up.iter().map(|t| t.id).collect();
         assert_eq!(given, vec![0], "only the task that was running failed");
         assert_eq!(orphans.requeued, 2, "the tasks behind it had not started");
-        d.online(0, 2);
+        d.online(0, 2, None);
         assert_eq!(assign(&mut d), vec![(0, 1), (0, 2)]);
     }
 
@@ -872,7 +907,7 @@ mod tests {
     #[test]
     fn a_worker_stuck_on_a_long_task_gets_nothing_more() {
         let mut d = dispatcher(2, 8);
-        d.online(0, 1);
+        d.online(0, 1, None);
         learn(&mut d, 0, 10);
         d.submit(task(1), None).unwrap();
         d.assign(100, |_, _, _| {});
@@ -882,8 +917,70 @@ mod tests {
         let mut got = Vec::new();
         d.assign(5_000, |w, t, _| got.push((w, t.id)));
         assert!(got.is_empty(), "task 1 has run for 4.9 s: nothing joins it");
-        d.online(1, 1);
+        d.online(1, 1, None);
         d.assign(5_000, |w, t, _| got.push((w, t.id)));
         assert_eq!(got, vec![(1, 2), (1, 3)]);
+    }
+
+    #[test]
+    fn a_worker_is_never_handed_more_tasks_than_its_budget_even_in_windows() {
+        let mut d = dispatcher(2, 64);
+        d.online(0, 1, Some(11));
+        learn(&mut d, 0, 1);
+        for i in 0..40 {
+            d.submit(task(i), None).unwrap();
+        }
+        let sent = assign(&mut d);
+        assert_eq!(sent.len(), 10, "one of its 11 went to learning: 10 left");
+        assert!(
+            assign(&mut d).is_empty(),
+            "spent: nothing more, however deep the queue"
+        );
+        for (_, id) in &sent {
+            assert!(d.complete(0, *id, 1, 0).is_some());
+        }
+        assert!(
+            assign(&mut d).is_empty(),
+            "finishing its tasks gives it no new budget"
+        );
+        d.online(0, 2, Some(3));
+        assert_eq!(assign(&mut d).len(), 3, "its successor has its own budget");
+        d.online(1, 1, None);
+        assert_eq!(
+            assign(&mut d).len(),
+            25,
+            "a worker without a limit takes the rest but as many as there are workers"
+        );
+    }
+
+    #[test]
+    fn a_task_whose_result_was_delivered_is_not_retried_when_it_then_fails() {
+        let mut d = online(1, 1);
+        d.submit(task(4), None).unwrap();
+        assert_eq!(assign(&mut d), vec![(0, 4)]);
+        assert_eq!(d.deliver(0, 4).map(|t| t.id), Some(4));
+        assert_eq!(d.failed(0, 4, "boom", 0), Some(Retry::Delivered));
+        assert_eq!((d.queued(), d.running_count()), (0, 0));
+        assert!(assign(&mut d).is_empty(), "it does not run again");
+    }
+
+    #[test]
+    fn a_task_whose_result_was_delivered_is_not_requeued_when_its_worker_dies() {
+        let mut d = online(1, 8);
+        learn(&mut d, 0, 10);
+        for i in 1..=3 {
+            d.submit(task(i), None).unwrap();
+        }
+        assert_eq!(assign(&mut d), vec![(0, 1), (0, 2)]);
+        assert!(d.deliver(0, 1).is_some());
+        let orphans = d.offline(0, 1, "crash");
+        assert_eq!(
+            (orphans.requeued, orphans.given_up.len()),
+            (1, 0),
+            "only the task behind it, which had not started, goes back"
+        );
+        d.online(0, 2, None);
+        assert_eq!(assign(&mut d), vec![(0, 2)]);
+        assert_eq!(d.queued(), 1);
     }
 }

@@ -177,7 +177,7 @@ mod tests {
             disp.submit(task(7), Some(1)).unwrap();
             disp.submit(task(8), Some(1)).unwrap();
             disp.commit().unwrap();
-            disp.online(1, 1);
+            disp.online(1, 1, None);
             let mut sent = Vec::new();
             disp.assign(0, |w, t, _| sent.push((w, t.id)));
             assert_eq!(sent, vec![(1, 7)]);

@@ -109,8 +109,14 @@ pub enum ToWorker {
 /// Worker → master.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromWorker {
-    /// First message of every incarnation.
-    Hello { worker_id: u32, pid: u32 },
+    /// First message of every incarnation; a task worker says how many
+    /// tasks it will run before it recycles itself (`task_max_request` with
+    /// its grace; 0 = no limit), so the master hands it no more than that.
+    Hello {
+        worker_id: u32,
+        pid: u32,
+        max_tasks: u64,
+    },
     /// `$server->task()`; `dst` < 0 lets the master choose a task worker.
     /// `wait`: a taskwait blocks on the result, so it must reach this very
     /// incarnation even if it is leaving.
@@ -378,10 +384,15 @@ impl FromWorker {
     /// Appends this message as one frame.
     pub fn encode(&self, dst: &mut BytesMut) {
         match self {
-            FromWorker::Hello { worker_id, pid } => {
+            FromWorker::Hello {
+                worker_id,
+                pid,
+                max_tasks,
+            } => {
                 let s = FrameCodec::begin(dst, FW_HELLO);
                 dst.put_u32(*worker_id);
                 dst.put_u32(*pid);
+                dst.put_u64(*max_tasks);
                 FrameCodec::end(dst, s);
             }
             FromWorker::Submit {
@@ -451,10 +462,11 @@ impl FromWorker {
         let mut b = frame.body;
         Ok(match frame.kind {
             FW_HELLO => {
-                need(&b, 8, "hello")?;
+                need(&b, 16, "hello")?;
                 FromWorker::Hello {
                     worker_id: b.get_u32(),
                     pid: b.get_u32(),
+                    max_tasks: b.get_u64(),
                 }
             }
             FW_SUBMIT => {
@@ -614,6 +626,7 @@ mod tests {
             FromWorker::Hello {
                 worker_id: 3,
                 pid: 1234,
+                max_tasks: 17,
             },
             FromWorker::Submit {
                 task_id: 0,

@@ -397,11 +397,12 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
     };
     let max_request = spec.max_request;
     let worker_id = spec.worker_id;
-    LINK.with(|l| *l.borrow_mut() = Some(Link::new(stream, inbox, spec)));
     let hello = FromWorker::Hello {
         worker_id,
         pid: std::process::id(),
+        max_tasks: if spec.is_task { max_request } else { 0 },
     };
+    LINK.with(|l| *l.borrow_mut() = Some(Link::new(stream, inbox, spec)));
     if let Err(e) = with_link(|link| Ok(link.send_now(&hello)?)) {
         crate::log!(Level::Error, "cannot greet the master: {e}");
         return 1;

@@ -463,8 +463,14 @@ impl Hub {
 
     /// A worker incarnation said hello; returns its generation and the
     /// outbox its writer must drain (possibly holding messages queued while
-    /// the worker id had no process).
-    pub fn worker_joined(&mut self, worker: u32, pid: u32) -> Option<(u64, Rc<Outbox>)> {
+    /// the worker id had no process). A task worker is handed at most
+    /// `max_tasks` tasks (0 = no limit).
+    pub fn worker_joined(
+        &mut self,
+        worker: u32,
+        pid: u32,
+        max_tasks: u64,
+    ) -> Option<(u64, Rc<Outbox>)> {
         let idx = worker as usize;
         if idx >= self.slots.len() {
             return None;
@@ -478,7 +484,8 @@ impl Hub {
         let generation = slot.generation;
         let outbox = slot.outbox.clone();
         if let Some(t) = self.task_index(worker) {
-            self.dispatcher.online(t, generation);
+            self.dispatcher
+                .online(t, generation, (max_tasks > 0).then_some(max_tasks));
             self.assign(now_ms());
         }
         crate::log!(Level::Debug, "worker #{worker} (pid {pid}) connected");
@@ -600,11 +607,7 @@ impl Hub {
             task_id: if src_worker >= 0 { task_id } else { id as i64 },
             payload,
             attempts: 0,
-            max_attempts: if max_attempts == 0 {
-                self.cfg.task_max_attempts
-            } else {
-                max_attempts
-            },
+            max_attempts,
             priority,
             not_before: if delay_ms > 0 { now_ms() + delay_ms } else { 0 },
         }
@@ -626,14 +629,11 @@ impl Hub {
             );
             return;
         }
-        let task = self.new_task(
-            -1,
-            0,
-            req.payload,
-            req.priority,
-            req.delay_ms,
-            req.max_attempts,
-        );
+        let attempts = match req.max_attempts {
+            0 => self.cfg.task_max_attempts,
+            n => n,
+        };
+        let task = self.new_task(-1, 0, req.payload, req.priority, req.delay_ms, attempts);
         let id = task.id;
         let delayed = task.not_before > 0;
         match self.dispatcher.submit(task, None) {
@@ -747,7 +747,14 @@ impl Hub {
                 wait,
                 payload,
             } => {
-                let task = self.new_task(worker as i32, task_id, payload, 0, 0, 0);
+                // A taskwait caller is blocked on this one run, and a
+                // retry could only answer a caller that has given up.
+                let attempts = if wait {
+                    1
+                } else {
+                    self.cfg.worker_task_max_attempts
+                };
+                let task = self.new_task(worker as i32, task_id, payload, 0, 0, attempts);
                 if wait {
                     self.awaited.insert(task.id, generation);
                 }
@@ -771,7 +778,7 @@ impl Hub {
                 let Some(t) = self.task_index(worker) else {
                     return;
                 };
-                let Some(task) = self.dispatcher.running(t, id) else {
+                let Some(task) = self.dispatcher.deliver(t, id) else {
                     return;
                 };
                 let src = task.src_worker;
@@ -810,6 +817,13 @@ impl Hub {
                         self.reschedule.notify_one();
                     }
                     Some(Retry::GaveUp(task)) => self.give_up(&task, &first_line),
+                    Some(Retry::Delivered) => {
+                        self.awaited.remove(&id);
+                        crate::log!(
+                            Level::Warning,
+                            "task {id} failed ({first_line}) after its result was delivered; it is not run again"
+                        );
+                    }
                     None => {}
                 }
                 self.assign(now);

@@ -122,9 +122,16 @@ async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
                 }
             };
             match (joined, msg) {
-                (None, FromWorker::Hello { worker_id, pid }) => {
-                    let Some((generation, outbox)) = hub.borrow_mut().worker_joined(worker_id, pid)
-                    else {
+                (
+                    None,
+                    FromWorker::Hello {
+                        worker_id,
+                        pid,
+                        max_tasks,
+                    },
+                ) => {
+                    let joined_as = hub.borrow_mut().worker_joined(worker_id, pid, max_tasks);
+                    let Some((generation, outbox)) = joined_as else {
                         crate::log!(Level::Error, "unknown worker id {worker_id} from pid {pid}");
                         return;
                     };

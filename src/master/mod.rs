@@ -49,8 +49,12 @@ pub struct MasterConfig {
     pub events: EventMask,
     /// Most unfinished tasks a task worker may hold at once.
     pub task_window: usize,
-    /// Runs of a failing task before it is given up (1 + task_retry_max).
+    /// Runs of a failing `TaskClient::task()` job before it is given up,
+    /// unless the submission says otherwise.
     pub task_max_attempts: u32,
+    /// Runs of a failing `$server->task()` before it is given up (1 by
+    /// default: at most once, as in Swoole). A `taskwait()` task runs once.
+    pub worker_task_max_attempts: u32,
     /// Backoff before the first retry; doubles for each further one.
     pub task_retry_delay_ms: u64,
     /// A task running longer is failed and its worker killed.

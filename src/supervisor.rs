@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 
 use crate::log::Level;
@@ -53,6 +52,25 @@ pub struct Exit {
 }
 
 impl Exit {
+    /// Decodes a raw `waitpid` status. Done here rather than by nix, whose
+    /// decoder fails for signals it cannot name (SIGRTMIN and above) after
+    /// the kernel has already reaped the child, which was then lost.
+    fn from_status(status: libc::c_int) -> Option<Exit> {
+        if libc::WIFEXITED(status) {
+            Some(Exit {
+                code: libc::WEXITSTATUS(status),
+                signal: 0,
+            })
+        } else if libc::WIFSIGNALED(status) {
+            Some(Exit {
+                code: 0,
+                signal: libc::WTERMSIG(status),
+            })
+        } else {
+            None
+        }
+    }
+
     /// Whether onWorkerError fires for this exit.
     pub fn abnormal(self) -> bool {
         self.code != 0 || self.signal != 0
@@ -222,19 +240,7 @@ impl Supervisor<'_> {
     }
 
     fn reap(&mut self) {
-        loop {
-            let (pid, exit) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid, Exit { code, signal: 0 }),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (
-                    pid,
-                    Exit {
-                        code: 0,
-                        signal: sig as i32,
-                    },
-                ),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
-            };
+        while let Some((pid, exit)) = wait_child(None, false) {
             self.reload_deadlines.remove(&pid);
             if let Some(child) = self.children.remove(&pid) {
                 self.exited(pid, child, exit);
@@ -384,6 +390,26 @@ impl Supervisor<'_> {
     }
 }
 
+/// Reaps an ended child (`pid`, or any with `None`), waiting for one only
+/// if `block`: its pid and how it ended, whatever the signal that killed
+/// it. `None` when no child has ended (or none is left).
+pub fn wait_child(pid: Option<Pid>, block: bool) -> Option<(Pid, Exit)> {
+    let target = pid.map_or(-1, Pid::as_raw);
+    let flags = if block { 0 } else { libc::WNOHANG };
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes the status into a local integer.
+        let got = unsafe { libc::waitpid(target, &mut status, flags) };
+        if got > 0 {
+            if let Some(exit) = Exit::from_status(status) {
+                return Some((Pid::from_raw(got), exit));
+            }
+        } else if got == 0 || nix::errno::Errno::last() != nix::errno::Errno::EINTR {
+            return None;
+        }
+    }
+}
+
 /// Restores the default signal mask in a process that will not supervise.
 pub fn unblock_all_signals() {
     let _ =
@@ -402,6 +428,44 @@ mod tests {
         assert_eq!(backoff(3), Duration::from_millis(200));
         assert_eq!(backoff(5), Duration::from_millis(800));
         assert_eq!(backoff(40), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn every_signal_is_decoded_also_the_real_time_ones() {
+        for sig in [
+            libc::SIGKILL,
+            libc::SIGSYS,
+            libc::SIGRTMIN(),
+            libc::SIGRTMIN() + 5,
+            64,
+        ] {
+            let status = sig; // as the kernel encodes a death by signal
+            assert_eq!(
+                Exit::from_status(status),
+                Some(Exit {
+                    code: 0,
+                    signal: sig
+                })
+            );
+        }
+        assert_eq!(Exit::from_status(7 << 8), Some(Exit { code: 7, signal: 0 }));
+    }
+
+    #[test]
+    fn a_child_killed_by_a_real_time_signal_is_reaped() {
+        let child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        // SAFETY: plain kill(2) of our own child.
+        unsafe { libc::kill(pid.as_raw(), libc::SIGRTMIN() + 5) };
+        let reaped = wait_child(Some(pid), true);
+        let killed = Exit {
+            code: 0,
+            signal: libc::SIGRTMIN() + 5,
+        };
+        assert_eq!(reaped, Some((pid, killed)));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::listener::Listener;
 use crate::log::Level;
 use crate::packet::PacketOptions;
 use crate::queue::TaskQueue;
+use crate::supervisor::Exit;
 pub use hub::Counters;
 use hub::Hub;
 
@@ -143,9 +144,10 @@ async fn serve(
                 }
                 forward(manager, Signal::SIGHUP);
             }
-            _ = &mut manager_exit => {
+            ended = &mut manager_exit => {
                 if !stopping {
-                    crate::log!(Level::Error, "manager process exited unexpectedly; shutting down");
+                    let how = ended.ok().flatten().map_or("unknown status".into(), |e| format!("status={}, signal={}", e.code, e.signal));
+                    crate::log!(Level::Error, "manager process exited unexpectedly ({how}); shutting down");
                 }
                 break;
             }
@@ -298,14 +300,15 @@ fn forward(manager: Pid, sig: Signal) {
     }
 }
 
-/// Resolves when the manager process has exited and been reaped.
-fn watch_manager(manager: Pid) -> oneshot::Receiver<()> {
+/// Resolves when the manager process has exited and been reaped, with how
+/// it ended (`None` if it could not be waited for).
+fn watch_manager(manager: Pid) -> oneshot::Receiver<Option<Exit>> {
     let (tx, rx) = oneshot::channel();
     std::thread::Builder::new()
         .name("taskq-manager-wait".into())
         .spawn(move || {
-            while let Err(nix::errno::Errno::EINTR) = nix::sys::wait::waitpid(manager, None) {}
-            let _ = tx.send(());
+            let ended = crate::supervisor::wait_child(Some(manager), true);
+            let _ = tx.send(ended.map(|(_, exit)| exit));
         })
         .map(drop)
         .unwrap_or_else(|e| crate::log!(Level::Error, "cannot watch the manager: {e}"));

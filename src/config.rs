@@ -110,6 +110,7 @@ const SERVER_OPTIONS: &[&str] = &[
     "socket_buffer_size",
     "reload_async",
     "max_wait_time",
+    "reload_wait_time",
     "open_tcp_nodelay",
     "user",
     "group",
@@ -301,6 +302,9 @@ pub struct ServerConfig {
     pub reload_async: bool,
     /// Seconds a worker may keep running after a stop or reload request.
     pub max_wait_time: u64,
+    /// Seconds a worker may keep running after a reload request: longer
+    /// than `max_wait_time`, since a reload must not cut a task in half.
+    pub reload_wait_time: u64,
     /// Disable Nagle, Swoole's default, for request/response latency.
     pub open_tcp_nodelay: bool,
     /// Unix user the workers switch to.
@@ -378,6 +382,7 @@ impl ServerConfig {
             socket_buffer_size: DEFAULT_SOCKET_BUFFER_SIZE,
             reload_async: true,
             max_wait_time: 3,
+            reload_wait_time: 300,
             open_tcp_nodelay: true,
             user: None,
             group: None,
@@ -488,6 +493,7 @@ impl ServerConfig {
             "socket_buffer_size" => self.socket_buffer_size = to_socket_buffer_size(key, value)?,
             "reload_async" => self.reload_async = to_bool(key, value)?,
             "max_wait_time" => self.max_wait_time = to_int(key, value, 1, 3600)?,
+            "reload_wait_time" => self.reload_wait_time = to_int(key, value, 1, 86400)?,
             "open_tcp_nodelay" => self.open_tcp_nodelay = to_bool(key, value)?,
             "user" => self.user = Some(to_non_empty_string(key, value)?),
             "group" => self.group = Some(to_non_empty_string(key, value)?),
@@ -1126,6 +1132,7 @@ mod tests {
         assert_eq!(c.socket_buffer_size, 8 * 1024 * 1024);
         assert!(c.reload_async);
         assert_eq!(c.max_wait_time, 3);
+        assert_eq!(c.reload_wait_time, 300);
         assert!(c.open_tcp_nodelay);
         assert_eq!(c.user, None);
         assert_eq!(c.group, None);
@@ -1369,6 +1376,7 @@ mod tests {
             ("backlog", OptValue::Int(65535)),
             ("max_conn", OptValue::Int(1)),
             ("max_wait_time", OptValue::Int(3600)),
+            ("reload_wait_time", OptValue::Int(86400)),
             ("reactor_num", OptValue::Int(2)),
         ])
         .unwrap();
@@ -1380,6 +1388,7 @@ mod tests {
         assert_eq!(c.backlog, 65535);
         assert_eq!(c.max_conn, 1);
         assert_eq!(c.max_wait_time, 3600);
+        assert_eq!(c.reload_wait_time, 86400);
         assert_eq!(c.reactor_num, 2);
         assert_eq!(
             server_with(&[("max_connection", OptValue::Int(77))])
@@ -1396,6 +1405,10 @@ mod tests {
             "invalid value for option 'max_request': -1 (allowed: a non-negative integer)"
         );
         assert_eq!(
+            server_err("reload_wait_time", OptValue::Int(0)),
+            "invalid value for option 'reload_wait_time': 0 (allowed: an integer from 1 to 86400)"
+        );
+        assert_eq!(
             server_err("task_ipc_mode", OptValue::Int(0)),
             "invalid value for option 'task_ipc_mode': 0 (allowed: an integer from 1 to 3)"
         );
@@ -1410,6 +1423,8 @@ mod tests {
             ("max_conn", 1_000_001),
             ("max_wait_time", 0),
             ("max_wait_time", 3601),
+            ("reload_wait_time", 0),
+            ("reload_wait_time", 86401),
             ("reactor_num", 0),
             ("heartbeat_idle_time", -1),
         ] {

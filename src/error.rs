@@ -42,6 +42,10 @@ pub enum ServerError {
     AlreadyStarted,
     #[error("failed to start server: {0}")]
     Start(String),
+    /// The manager died: the server stopped in order, and `start()` fails so
+    /// the script exits non-zero and a service manager restarts it.
+    #[error("the manager process died ({0}); the server stopped (start() fails so that a service manager restarts it)")]
+    ManagerLost(String),
 }
 
 /// Failures of `TaskClient`, carrying the errno-style code Swoole users read

@@ -1,5 +1,6 @@
-//! What reaches a worker process: the master's frames and the stop and
-//! log-reopen signals, all waited for by the main thread in one `poll()`.
+//! What reaches a worker process: the master's frames, the manager's orders
+//! (leave, reopen the log: `crate::control`) and an operator's SIGTERM, all
+//! waited for by the main thread in one `poll()`.
 //! No reader thread: a thread blocked in `read()` on the master socket is
 //! woken each time the master drains what this worker wrote, and handing
 //! messages across threads costs a wakeup (and a channel's spinning) per
@@ -18,6 +19,7 @@ use bytes::{BufMut, BytesMut};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio_util::codec::Decoder;
 
+use crate::control::{self, Heard, Order};
 use crate::frame::FrameCodec;
 use crate::ipc::{ToWorker, MAX_IPC_FRAME};
 use crate::log::Level;
@@ -40,32 +42,37 @@ pub struct Inbox {
     stream: UnixStream,
     codec: FrameCodec,
     buf: BytesMut,
-    /// Read end of the pipe the signal handlers write to, to end `poll()`.
+    /// Read end of the pipe the signal handler writes to, to end `poll()`.
     wake: UnixStream,
+    /// The manager's line, until it closes.
+    control: Option<UnixStream>,
     terminate: Arc<AtomicBool>,
-    reopen_log: Arc<AtomicBool>,
     gone: bool,
 }
 
 impl Inbox {
-    /// Takes over SIGTERM (leave after what is queued) and SIGHUP (reopen
-    /// the log file); SIGINT is ignored, so Ctrl-C reaches the master, which
-    /// stops everyone in order.
-    pub fn new(stream: UnixStream) -> io::Result<Inbox> {
+    /// Takes over SIGTERM (an operator's order to leave after what is
+    /// queued). Every other signal a service manager may send to the whole
+    /// group is ignored here — the master got it too and relays what
+    /// concerns workers over the control line — so it cannot kill a worker
+    /// or cut short a `sleep()` in a running callback. SIGINT is ignored,
+    /// so Ctrl-C reaches the master, which stops everyone in order.
+    pub fn new(stream: UnixStream, control: Option<UnixStream>) -> io::Result<Inbox> {
         crate::launcher::take_over_signals();
         // SAFETY: SIG_IGN needs nothing.
         unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
-        let (inbox, wake_tx) = Inbox::unsignalled(stream)?;
+        let (inbox, wake_tx) = Inbox::unsignalled(stream, control)?;
         signal_hook::flag::register(libc::SIGTERM, inbox.terminate.clone())?;
-        signal_hook::flag::register(libc::SIGHUP, inbox.reopen_log.clone())?;
-        signal_hook::low_level::pipe::register(libc::SIGTERM, wake_tx.try_clone()?)?;
-        signal_hook::low_level::pipe::register(libc::SIGHUP, wake_tx)?;
+        signal_hook::low_level::pipe::register(libc::SIGTERM, wake_tx)?;
         Ok(inbox)
     }
 
     /// The inbox before any signal handler points at it, and the write end
     /// of its wake pipe.
-    fn unsignalled(stream: UnixStream) -> io::Result<(Inbox, UnixStream)> {
+    fn unsignalled(
+        stream: UnixStream,
+        control: Option<UnixStream>,
+    ) -> io::Result<(Inbox, UnixStream)> {
         let (wake, wake_tx) = UnixStream::pair()?;
         wake.set_nonblocking(true)?;
         wake_tx.set_nonblocking(true)?;
@@ -74,8 +81,8 @@ impl Inbox {
             codec: FrameCodec::new(MAX_IPC_FRAME),
             buf: BytesMut::new(),
             wake,
+            control,
             terminate: Arc::new(AtomicBool::new(false)),
-            reopen_log: Arc::new(AtomicBool::new(false)),
             gone: false,
         };
         Ok((inbox, wake_tx))
@@ -84,11 +91,7 @@ impl Inbox {
     /// The next message already received, reading what the socket holds
     /// without waiting; `None` when nothing is there yet.
     pub fn try_next(&mut self) -> Option<Inbound> {
-        if self.reopen_log.swap(false, Ordering::Relaxed) {
-            if let Err(e) = crate::log::reopen() {
-                crate::log!(Level::Warning, "cannot reopen log file: {e}");
-            }
-        }
+        self.hear_orders();
         if self.terminate.swap(false, Ordering::Relaxed) {
             return Some(Inbound::Terminate);
         }
@@ -128,6 +131,31 @@ impl Inbox {
         }
     }
 
+    /// Carries out the manager's orders already sent. A closed line means
+    /// the manager died: leave, as on a stop.
+    fn hear_orders(&mut self) {
+        let Some(control) = &self.control else {
+            return;
+        };
+        let orders = match control::read_orders(control) {
+            Heard::Orders(orders) => orders,
+            Heard::Closed => {
+                self.control = None;
+                vec![Order::Leave]
+            }
+        };
+        for order in orders {
+            match order {
+                Order::Leave => self.terminate.store(true, Ordering::Relaxed),
+                Order::ReopenLog => {
+                    if let Err(e) = crate::log::reopen() {
+                        crate::log!(Level::Warning, "cannot reopen log file: {e}");
+                    }
+                }
+            }
+        }
+    }
+
     /// Frees the read buffer between bursts, when it holds nothing.
     pub fn release(&mut self) {
         if self.buf.is_empty() {
@@ -157,10 +185,13 @@ impl Inbox {
                         .unwrap_or(PollTimeout::MAX)
                 }
             };
-            let mut fds = [
+            let mut fds = vec![
                 PollFd::new(self.stream.as_fd(), PollFlags::POLLIN),
                 PollFd::new(self.wake.as_fd(), PollFlags::POLLIN),
             ];
+            if let Some(control) = &self.control {
+                fds.push(PollFd::new(control.as_fd(), PollFlags::POLLIN));
+            }
             match poll(&mut fds, timeout) {
                 Ok(0) => continue,
                 Ok(_) => {
@@ -220,7 +251,7 @@ mod tests {
     #[test]
     fn frames_arrive_whole_however_the_bytes_are_cut() {
         let (mut master, worker) = UnixStream::pair().unwrap();
-        let (mut inbox, _wake) = Inbox::unsignalled(worker).unwrap();
+        let (mut inbox, _wake) = Inbox::unsignalled(worker, None).unwrap();
         let mut wire = BytesMut::new();
         for fd in 1..=3 {
             receive(fd, b"hello").encode(&mut wire);
@@ -237,7 +268,7 @@ mod tests {
     #[test]
     fn wait_ends_on_data_or_at_the_deadline() {
         let (mut master, worker) = UnixStream::pair().unwrap();
-        let (mut inbox, _wake) = Inbox::unsignalled(worker).unwrap();
+        let (mut inbox, _wake) = Inbox::unsignalled(worker, None).unwrap();
         let soon = Instant::now() + Duration::from_millis(20);
         assert!(!inbox.wait(Some(soon)).unwrap(), "nothing came");
         assert!(Instant::now() >= soon);
@@ -252,7 +283,7 @@ mod tests {
     #[test]
     fn a_stop_request_comes_before_messages_already_waiting() {
         let (mut master, worker) = UnixStream::pair().unwrap();
-        let (mut inbox, mut wake) = Inbox::unsignalled(worker).unwrap();
+        let (mut inbox, mut wake) = Inbox::unsignalled(worker, None).unwrap();
         let mut wire = BytesMut::new();
         receive(1, b"a").encode(&mut wire);
         master.write_all(&wire).unwrap();
@@ -264,15 +295,33 @@ mod tests {
     }
 
     #[test]
+    fn the_managers_leave_order_and_its_death_both_end_the_worker() {
+        let (_master, worker) = UnixStream::pair().unwrap();
+        let (manager, child) = control::line().unwrap();
+        let (mut inbox, _wake) = Inbox::unsignalled(worker, Some(child)).unwrap();
+        assert!(inbox.try_next().is_none());
+        assert!(manager.tell(Order::Leave));
+        assert!(inbox.wait(None).unwrap(), "an order ends the wait");
+        assert!(matches!(inbox.try_next(), Some(Inbound::Terminate)));
+        assert!(inbox.try_next().is_none(), "told once, left once");
+        drop(manager);
+        assert!(matches!(inbox.try_next(), Some(Inbound::Terminate)));
+        assert!(
+            inbox.control.is_none(),
+            "a closed line is no longer waited on"
+        );
+    }
+
+    #[test]
     fn a_closed_or_garbled_link_is_reported_once() {
         let (master, worker) = UnixStream::pair().unwrap();
-        let (mut inbox, _wake) = Inbox::unsignalled(worker).unwrap();
+        let (mut inbox, _wake) = Inbox::unsignalled(worker, None).unwrap();
         drop(master);
         assert!(matches!(inbox.try_next(), Some(Inbound::MasterGone(_))));
         assert!(inbox.try_next().is_none(), "reported once");
 
         let (mut master, worker) = UnixStream::pair().unwrap();
-        let (mut inbox, _wake) = Inbox::unsignalled(worker).unwrap();
+        let (mut inbox, _wake) = Inbox::unsignalled(worker, None).unwrap();
         master.write_all(&[0, 0, 0, 1, 0xee]).unwrap();
         match inbox.try_next() {
             Some(Inbound::MasterGone(why)) => assert!(why.starts_with("bad message"), "{why}"),

@@ -30,6 +30,8 @@ use crate::worker::WorkerSpec;
 pub struct Launch {
     pub master: MasterConfig,
     pub max_wait_time: Duration,
+    /// Grace for workers leaving on a reload before they are SIGKILLed.
+    pub reload_wait_time: Duration,
     pub daemonize: bool,
     pub log_file: Option<String>,
     pub log_level: u8,
@@ -176,7 +178,8 @@ pub fn launch(
     }
     listener.cleanup();
     match result {
-        Ok(c) => {
+        Ok(ended) => {
+            let c = ended.counters;
             crate::log!(
                 Level::Info,
                 "server stopped: {} connection(s), {} message(s), {} task(s)",
@@ -184,7 +187,10 @@ pub fn launch(
                 c.request_count,
                 c.task_count
             );
-            Ok(Outcome::Stopped)
+            match ended.manager_lost {
+                Some(how) => Err(ServerError::ManagerLost(how)),
+                None => Ok(Outcome::Stopped),
+            }
         }
         Err(e) => Err(ServerError::Start(format!("master event loop: {e}"))),
     }
@@ -214,11 +220,14 @@ fn run_manager(
         libc::close(listener.as_raw_fd());
         libc::close(ipc.as_raw_fd());
         let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
+        let _ = signal(Signal::SIGQUIT, SigHandler::SigIgn);
     }
     let spec = SupervisorSpec {
         worker_num: cfg.master.worker_num,
         task_worker_num: cfg.master.task_worker_num,
         max_wait_time: cfg.max_wait_time,
+        reload_wait_time: cfg.reload_wait_time,
+        master,
     };
     let mut manager = Manager {
         cfg,
@@ -234,24 +243,31 @@ fn run_manager(
     unsafe { libc::_exit(code) }
 }
 
-/// Resets the signals taskq handles to their default action and ignores
-/// SIGPIPE. PHP's own signal handler (zend_signal) must not stay installed
-/// underneath ours: the handler registry chains to the previous handler, and
-/// PHP's would re-raise SIGTERM with the default action and kill the process.
+/// Takes the signals a service manager may send to the whole process group
+/// away from PHP, before this process installs its own handlers: SIGTERM
+/// and SIGINT get their default action, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2
+/// and SIGRTMIN are ignored (so none of them can kill a process that has
+/// no handler for it yet, or never gets one), and SIGPIPE is ignored for
+/// good. PHP's own signal handler (zend_signal) must not stay installed
+/// underneath ours: the handler registry chains to the previous handler,
+/// and PHP's would re-raise SIGTERM with the default action and kill the
+/// process.
 pub fn take_over_signals() {
     // SAFETY: installing SIG_DFL/SIG_IGN has no preconditions.
     unsafe {
-        for s in [
-            Signal::SIGTERM,
-            Signal::SIGINT,
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-            Signal::SIGHUP,
-        ] {
+        for s in [Signal::SIGTERM, Signal::SIGINT] {
             let _ = signal(s, SigHandler::SigDfl);
         }
-        libc::signal(libc::SIGRTMIN(), libc::SIG_DFL);
-        let _ = signal(Signal::SIGPIPE, SigHandler::SigIgn);
+        for s in [
+            Signal::SIGHUP,
+            Signal::SIGQUIT,
+            Signal::SIGUSR1,
+            Signal::SIGUSR2,
+            Signal::SIGPIPE,
+        ] {
+            let _ = signal(s, SigHandler::SigIgn);
+        }
+        libc::signal(libc::SIGRTMIN(), libc::SIG_IGN);
     }
 }
 
@@ -283,7 +299,7 @@ fn exposure_warning(listener: &Listener, cfg: &Launch) -> Option<String> {
 
 /// Stops a manager started for a server that cannot run after all.
 fn stop_manager(manager: Pid) {
-    let _ = nix::sys::signal::kill(manager, Signal::SIGTERM);
+    let _ = supervisor::ManagerOrder::Stop.send(manager);
     let _ = nix::sys::wait::waitpid(manager, None);
 }
 

@@ -8,6 +8,7 @@ pub mod board;
 pub mod chunk_reader;
 pub mod client;
 pub mod config;
+pub mod control;
 pub mod dispatcher;
 pub mod durable_queue;
 pub mod error;

@@ -5,6 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 
 /// Severity, numbered as Swoole's `log_level` option.
@@ -86,13 +87,35 @@ pub fn configure(path: Option<&str>, min_level: u8) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reopens the log file after logrotate moved it away.
+/// Reopens the log file after logrotate moved it away. stdout and stderr
+/// follow when they wrote to the old file (a daemon's stdio, or a server
+/// started with `>> log_file 2>&1`), so PHP's echo, warnings and fatal
+/// errors move to the new file too.
 pub fn reopen() -> std::io::Result<()> {
     let mut s = state();
-    if let Some(p) = s.path.clone() {
-        s.file = Some(OpenOptions::new().create(true).append(true).open(p)?);
+    let Some(path) = s.path.clone() else {
+        return Ok(());
+    };
+    let new = OpenOptions::new().create(true).append(true).open(path)?;
+    if let Some(old) = s.file.as_ref().and_then(|f| identity(f.as_raw_fd())) {
+        for stdio in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+            if identity(stdio) == Some(old) {
+                // SAFETY: dup2 of a descriptor we own onto a standard one.
+                unsafe { libc::dup2(new.as_raw_fd(), stdio) };
+            }
+        }
     }
+    s.file = Some(new);
     Ok(())
+}
+
+/// The (device, inode) of the file behind descriptor `fd`.
+fn identity(fd: std::os::fd::RawFd) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero stat is valid; fstat fills it in.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes into a live local.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
+    ok.then_some((st.st_dev, st.st_ino))
 }
 
 /// Records who this process is, right after fork.
@@ -163,6 +186,25 @@ macro_rules! log {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reopen_moves_stdio_that_wrote_to_the_old_file_only() {
+        let dir = std::env::temp_dir().join(format!("taskq-log-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("x.log");
+        configure(Some(path.to_str().unwrap()), 2).unwrap();
+        let stdout_before = identity(libc::STDOUT_FILENO);
+        std::fs::rename(&path, dir.join("x.log.1")).unwrap();
+        reopen().unwrap();
+        assert!(path.exists(), "a new file was created");
+        assert_eq!(
+            identity(libc::STDOUT_FILENO),
+            stdout_before,
+            "stdout did not point at the log: left alone"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        configure(None, 2).unwrap();
+    }
 
     #[test]
     fn line_layout_matches_swoole() {

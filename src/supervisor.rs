@@ -1,7 +1,10 @@
 //! The manager process: forks the workers and task workers, respawns any
-//! that exit (same worker id), reloads them on SIGUSR1/SIGUSR2 and stops them
-//! on SIGTERM. It is single-threaded and waits for signals synchronously with
-//! `sigtimedwait`, so forking from it is always safe.
+//! that exit (same worker id), and reloads, stops or reopens the log of them
+//! when the master says so ([`ManagerOrder`]), telling each over its control
+//! line (`crate::control`).
+//! It is single-threaded and waits for signals synchronously with
+//! `sigtimedwait`, so forking from it is always safe, and no signal a
+//! service manager sends to the whole process group can kill it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,6 +12,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
 
+use crate::control::{self, ManagerEnd, Order};
 use crate::log::Level;
 
 /// What the manager supervises.
@@ -18,6 +22,11 @@ pub struct SupervisorSpec {
     pub task_worker_num: u32,
     /// Grace given to workers on stop before they are SIGKILLed.
     pub max_wait_time: Duration,
+    /// Grace given to workers on reload before they are SIGKILLed: long,
+    /// since a reload must not cut a running task in half.
+    pub reload_wait_time: Duration,
+    /// The master, the only process whose orders the manager takes.
+    pub master: Pid,
 }
 
 impl SupervisorSpec {
@@ -79,34 +88,8 @@ impl Exit {
 
 struct Child {
     id: u32,
-    /// Read end of a pipe the child writes one byte to once onWorkerStart
-    /// has returned (see [`announce_ready`]).
-    ready: Option<std::os::fd::OwnedFd>,
-}
-
-/// The child's end of its readiness pipe.
-static READY_FD: std::sync::Mutex<Option<std::os::fd::OwnedFd>> = std::sync::Mutex::new(None);
-
-/// Called by a worker once it has started (onWorkerStart returned): from
-/// then on its death is an ordinary crash, not a crash loop, so the manager
-/// respawns it at once (random SIGKILLs under load must not slow it down).
-pub fn announce_ready() {
-    let fd = READY_FD.lock().ok().and_then(|mut f| f.take());
-    if let Some(fd) = fd {
-        let _ = nix::unistd::write(&fd, &[1u8]);
-    }
-}
-
-/// Whether the child behind `fd` announced it had started.
-fn was_ready(fd: &std::os::fd::OwnedFd) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut byte = [0u8; 1];
-    // SAFETY: a non-blocking read of one byte into a local buffer.
-    let n = unsafe {
-        libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK);
-        libc::read(fd.as_raw_fd(), byte.as_mut_ptr().cast(), 1)
-    };
-    n == 1
+    /// Its control line: readiness up, orders down.
+    control: ManagerEnd,
 }
 
 /// What the manager does besides forking: run worker code in the children
@@ -131,28 +114,46 @@ struct Supervisor<'a> {
     stopping: Option<Instant>,
     killed: bool,
     /// Workers told to leave by a reload, and when to SIGKILL them if they
-    /// have not (`max_wait_time`, as on stop).
+    /// have not (`reload_wait_time`).
     reload_deadlines: HashMap<Pid, Instant>,
+    /// Workers SIGKILLed because a reload outlasted `reload_wait_time`.
+    reload_kills: u64,
 }
 
-fn managed_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGUSR1,
-        Signal::SIGUSR2,
-        Signal::SIGHUP,
-    ] {
-        set.add(s);
+/// The signals the manager waits for instead of letting them act: every
+/// one a service manager may send to the whole group, so none kills it.
+/// (SIGINT and SIGQUIT, which a terminal sends to its foreground group,
+/// and SIGPIPE are ignored outright.)
+fn managed_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset on a local set with valid signal numbers.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        let orders = ManagerOrder::ALL.map(ManagerOrder::signal);
+        for sig in [
+            libc::SIGCHLD,
+            libc::SIGTERM,
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGHUP,
+            libc::SIGRTMIN(),
+        ]
+        .into_iter()
+        .chain(orders)
+        {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
     }
-    set
 }
 
 /// Runs the manager loop until every worker has exited after a stop.
 pub fn supervise(spec: SupervisorSpec, hooks: &mut dyn ManagerHooks) -> i32 {
     let set = managed_signals();
-    if let Err(e) = set.thread_block() {
+    // SAFETY: blocks a valid set for this (the only) thread.
+    let blocked = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if blocked != 0 {
+        let e = std::io::Error::from_raw_os_error(blocked);
         crate::log!(Level::Error, "manager cannot block signals: {e}");
         return 1;
     }
@@ -165,6 +166,7 @@ pub fn supervise(spec: SupervisorSpec, hooks: &mut dyn ManagerHooks) -> i32 {
         stopping: None,
         killed: false,
         reload_deadlines: HashMap::new(),
+        reload_kills: 0,
     };
     sup.hooks.manager_start();
     for id in 0..sup.spec.total() {
@@ -176,47 +178,135 @@ pub fn supervise(spec: SupervisorSpec, hooks: &mut dyn ManagerHooks) -> i32 {
             return 0;
         }
         let timeout = sup.next_timeout();
-        match wait_signal(&set, timeout) {
-            Some(libc::SIGCHLD) => sup.reap(),
-            Some(libc::SIGTERM) => sup.stop(),
-            Some(libc::SIGUSR1) => sup.reload(false),
-            Some(libc::SIGUSR2) => sup.reload(true),
-            Some(libc::SIGHUP) => {
-                if let Err(e) = crate::log::reopen() {
-                    crate::log!(Level::Warning, "cannot reopen log file: {e}");
-                }
-                sup.signal_children(Signal::SIGHUP, |_| true);
-            }
-            _ => {}
+        if let Some((sig, sender)) = wait_signal(&set, timeout) {
+            sup.on_signal(sig, sender);
         }
         sup.tick();
     }
 }
 
-fn wait_signal(set: &SigSet, timeout: Duration) -> Option<i32> {
+/// Waits for one of `set` at most `timeout`: the signal and its sender's pid.
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<(i32, i32)> {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
-    // SAFETY: `set` is a valid sigset; a null siginfo pointer is allowed.
-    let sig = unsafe { libc::sigtimedwait(set.as_ref(), std::ptr::null_mut(), &ts) };
-    (sig > 0).then_some(sig)
+    // SAFETY: an all-zero siginfo_t is valid; sigtimedwait fills it in.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset and `info` a live siginfo_t.
+    let sig = unsafe { libc::sigtimedwait(set, &mut info, &ts) };
+    // SAFETY: si_pid is valid for signals sent with kill(2), and zero
+    // (the zeroed value) for those the kernel raises itself.
+    (sig > 0).then(|| (sig, unsafe { info.si_pid() }))
+}
+
+/// What the master tells the manager, each as its own real-time signal:
+/// those queue (two orders sent at once are two orders) and carry the
+/// sender's pid, which the manager checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagerOrder {
+    Stop,
+    Reload,
+    ReloadTaskWorkers,
+    ReopenLogs,
+}
+
+impl ManagerOrder {
+    const ALL: [ManagerOrder; 4] = [
+        ManagerOrder::Stop,
+        ManagerOrder::Reload,
+        ManagerOrder::ReloadTaskWorkers,
+        ManagerOrder::ReopenLogs,
+    ];
+
+    fn signal(self) -> i32 {
+        libc::SIGRTMIN()
+            + match self {
+                ManagerOrder::Stop => 1,
+                ManagerOrder::Reload => 2,
+                ManagerOrder::ReloadTaskWorkers => 3,
+                ManagerOrder::ReopenLogs => 4,
+            }
+    }
+
+    fn from_signal(sig: i32) -> Option<ManagerOrder> {
+        Self::ALL.into_iter().find(|o| o.signal() == sig)
+    }
+
+    /// Sends the order to `manager`.
+    pub fn send(self, manager: Pid) -> std::io::Result<()> {
+        // SAFETY: plain kill(2).
+        if unsafe { libc::kill(manager.as_raw(), self.signal()) } == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
+/// Reopens this process's `log_file` and the stdout/stderr that follow it.
+fn reopen_log() {
+    if let Err(e) = crate::log::reopen() {
+        crate::log!(Level::Warning, "cannot reopen log file: {e}");
+    }
 }
 
 impl Supervisor<'_> {
+    /// Acts on a signal. Orders come from the master only, as queued
+    /// real-time signals ([`ManagerOrder`]): a signal sent to the whole
+    /// process group reaches the master too, which relays what it means, so
+    /// acting on both copies would reload twice, and a standard signal sent
+    /// twice at once is delivered once, with the first sender's pid. The
+    /// group's own signals only reopen this process's log (SIGHUP,
+    /// SIGRTMIN) or are ignored, except SIGTERM once the master is gone
+    /// (`PR_SET_PDEATHSIG`).
+    fn on_signal(&mut self, sig: i32, sender: i32) {
+        let master_gone = nix::unistd::getppid() != self.spec.master;
+        if sig == libc::SIGCHLD {
+            return self.reap();
+        }
+        if sender == self.spec.master.as_raw() {
+            if let Some(order) = ManagerOrder::from_signal(sig) {
+                return self.obey(order);
+            }
+        }
+        match sig {
+            libc::SIGTERM if master_gone => self.stop(),
+            libc::SIGHUP => reopen_log(),
+            s if s == libc::SIGRTMIN() => reopen_log(),
+            _ => crate::log!(
+                Level::Notice,
+                "signal {sig} from pid {sender} ignored: the manager takes orders from the master (pid {}) only; signal the master",
+                self.spec.master
+            ),
+        }
+    }
+
+    fn obey(&mut self, order: ManagerOrder) {
+        match order {
+            ManagerOrder::Stop => self.stop(),
+            ManagerOrder::Reload => self.reload(false),
+            ManagerOrder::ReloadTaskWorkers => self.reload(true),
+            ManagerOrder::ReopenLogs => {
+                reopen_log();
+                self.tell_children(Order::ReopenLog);
+            }
+        }
+    }
+
     fn start(&mut self, id: u32) {
-        let (ready_r, ready_w) = match nix::unistd::pipe() {
-            Ok((r, w)) => (Some(r), Some(w)),
-            Err(_) => (None, None),
+        let (ours, theirs) = match control::line() {
+            Ok(line) => line,
+            Err(e) => return self.retry_start(id, &format!("cannot create its control line: {e}")),
         };
         // SAFETY: the manager is single-threaded, so the child inherits a
         // consistent address space.
         match unsafe { fork() } {
             Ok(ForkResult::Child) => {
-                drop(ready_r);
-                if let Ok(mut slot) = READY_FD.lock() {
-                    *slot = ready_w;
-                }
+                // Other children's lines must close when the manager dies.
+                self.children.clear();
+                drop(ours);
+                control::adopt(theirs);
                 let _ = SigSet::empty().thread_set_mask();
                 let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
                 let code = self.hooks.run_worker(id);
@@ -225,18 +315,19 @@ impl Supervisor<'_> {
                 unsafe { libc::_exit(code) };
             }
             Ok(ForkResult::Parent { child }) => {
-                drop(ready_w);
-                self.children.insert(child, Child { id, ready: ready_r });
+                self.children.insert(child, Child { id, control: ours });
             }
-            Err(e) => {
-                crate::log!(
-                    Level::Error,
-                    "fork of worker #{id} failed: {e}; retrying in {:?}",
-                    BACKOFF_START
-                );
-                self.pending.push((Instant::now() + BACKOFF_START, id));
-            }
+            Err(e) => self.retry_start(id, &e.to_string()),
         }
+    }
+
+    fn retry_start(&mut self, id: u32, why: &str) {
+        crate::log!(
+            Level::Error,
+            "fork of worker #{id} failed: {why}; retrying in {:?}",
+            BACKOFF_START
+        );
+        self.pending.push((Instant::now() + BACKOFF_START, id));
     }
 
     fn reap(&mut self) {
@@ -268,7 +359,7 @@ impl Supervisor<'_> {
             return;
         }
         let slot = &mut self.failures[child.id as usize];
-        let started = child.ready.as_ref().is_some_and(was_ready);
+        let started = child.control.was_ready();
         if exit.abnormal() && !started {
             *slot += 1;
         } else {
@@ -295,13 +386,14 @@ impl Supervisor<'_> {
         }
         self.stopping = Some(Instant::now() + self.spec.max_wait_time);
         self.pending.clear();
-        self.signal_children(Signal::SIGTERM, |_| true);
+        self.tell_children(Order::Leave);
     }
 
     fn reload(&mut self, only_tasks: bool) {
         if self.stopping.is_some() {
             return;
         }
+
         crate::log!(
             Level::Info,
             "reloading {}",
@@ -311,20 +403,24 @@ impl Supervisor<'_> {
                 "all workers"
             }
         );
-        let deadline = Instant::now() + self.spec.max_wait_time;
+        let deadline = Instant::now() + self.spec.reload_wait_time;
         for (pid, child) in &self.children {
             if !only_tasks || self.spec.is_task(child.id) {
-                let _ = kill(*pid, Signal::SIGTERM);
+                child.control.tell(Order::Leave);
                 self.reload_deadlines.entry(*pid).or_insert(deadline);
             }
         }
     }
 
-    fn signal_children(&self, sig: Signal, which: impl Fn(u32) -> bool) {
-        for (pid, child) in &self.children {
-            if which(child.id) {
-                let _ = kill(*pid, sig);
-            }
+    fn tell_children(&self, order: Order) {
+        for child in self.children.values() {
+            child.control.tell(order);
+        }
+    }
+
+    fn kill_children(&self) {
+        for pid in self.children.keys() {
+            let _ = kill(*pid, Signal::SIGKILL);
         }
     }
 
@@ -357,7 +453,7 @@ impl Supervisor<'_> {
                     self.spec.max_wait_time,
                     self.children.len()
                 );
-                self.signal_children(Signal::SIGKILL, |_| true);
+                self.kill_children();
                 self.killed = true;
             }
             return;
@@ -370,10 +466,12 @@ impl Supervisor<'_> {
             .collect();
         for pid in overdue {
             self.reload_deadlines.remove(&pid);
+            self.reload_kills += 1;
             crate::log!(
                 Level::Warning,
-                "worker(pid={pid}) did not exit within max_wait_time {:?} after a reload; forced termination",
-                self.spec.max_wait_time
+                "worker(pid={pid}) did not exit within reload_wait_time {:?} after a reload; forced termination ({} worker(s) killed by reloads so far)",
+                self.spec.reload_wait_time,
+                self.reload_kills
             );
             let _ = kill(pid, Signal::SIGKILL);
         }
@@ -452,6 +550,8 @@ mod tests {
     }
 
     #[test]
+    // The child is reaped by `wait_child`, the function under test.
+    #[allow(clippy::zombie_processes)]
     fn a_child_killed_by_a_real_time_signal_is_reaped() {
         let child = std::process::Command::new("sleep")
             .arg("30")

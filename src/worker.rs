@@ -388,7 +388,10 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
             return 1;
         }
     };
-    let inbox = match stream.try_clone().and_then(Inbox::new) {
+    let inbox = match stream
+        .try_clone()
+        .and_then(|s| Inbox::new(s, crate::control::child_end()))
+    {
         Ok(inbox) => inbox,
         Err(e) => {
             crate::log!(Level::Error, "cannot set up the worker's inbox: {e}");
@@ -408,7 +411,7 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
         return 1;
     }
     handler.worker_start();
-    crate::supervisor::announce_ready();
+    crate::control::announce_ready();
     let code = event_loop(handler, max_request);
     let _ = flush();
     handler.worker_stop();
@@ -629,7 +632,7 @@ mod tests {
 
     fn link() -> (Link, UnixStream) {
         let (ours, theirs) = UnixStream::pair().unwrap();
-        let inbox = Inbox::new(ours.try_clone().unwrap()).unwrap();
+        let inbox = Inbox::new(ours.try_clone().unwrap(), None).unwrap();
         let spec = WorkerSpec {
             worker_id: 0,
             is_task: false,

@@ -6,7 +6,7 @@ use TaskQ\Tests\Support\ServerProcess;
  * Operating taskq like a daemon: reload (method and signals) with tasks queued
  * and running, shutdown(), stop(), the manager/shutdown/worker-exit/error
  * events, heartbeat, dispatch modes, log_level, log reopen on SIGRTMIN,
- * max_wait_time, user/group and buffer_output_size.
+ * max_wait_time, reload_wait_time, user/group and buffer_output_size.
  */
 final class OperationsTest extends TaskqTestCase
 {
@@ -597,11 +597,12 @@ PHP);
         $this->assertSame([], $this->events('workerstop'), 'the killed workers ran no WorkerStop');
     }
 
-    public function testMaxWaitTimeAlsoBoundsAReloadOfAStuckWorker(): void
+    public function testReloadWaitTimeBoundsAReloadOfAStuckWorker(): void
     {
-        // Swoole applies max_wait_time to reload as well as stop: a worker that
-        // cannot finish its callback is killed after it and replaced
-        $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'max_wait_time' => 1]);
+        // Swoole applies max_wait_time to reload as well; taskq has a separate,
+        // longer bound (a reload must not cut tasks in half), after which a
+        // worker that cannot finish its callback is killed, logged and counted
+        $server = $this->server(['worker_num' => 1, 'task_worker_num' => 1, 'max_wait_time' => 1, 'reload_wait_time' => 1]);
         $stuck = $this->eventsOf('workerstart', 0)[0]['pid'];
         $bg = $this->startPhp(<<<PHP
 <?php
@@ -617,8 +618,9 @@ PHP);
         $elapsed = microtime(true) - $t0;
         $this->finishPhp($bg, 3);
         $this->assertFalse(self::alive($stuck), 'the stuck worker was killed');
-        $this->assertGreaterThanOrEqual(0.95, $elapsed, 'it got max_wait_time first');
+        $this->assertGreaterThanOrEqual(0.95, $elapsed, 'it got reload_wait_time first');
         $this->assertLessThan(2.5, $elapsed);
+        $this->assertStringContainsString("worker(pid=$stuck) did not exit within reload_wait_time 1s after a reload; forced termination (1 worker(s) killed by reloads so far)", $this->log());
         $this->assertSame('ok:after', $this->client('$c->send("after"); echo $c->recv();'), 'the replacement serves');
     }
 

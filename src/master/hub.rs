@@ -733,6 +733,11 @@ impl Hub {
         next
     }
 
+    /// Pids of the workers connected now.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.slots.iter().filter_map(|s| s.pid).collect()
+    }
+
     /// The stop began: refuse new client submissions.
     pub fn begin_stop(&mut self) {
         self.stopping = true;

@@ -23,7 +23,7 @@ use crate::listener::Listener;
 use crate::log::Level;
 use crate::packet::PacketOptions;
 use crate::queue::TaskQueue;
-use crate::supervisor::Exit;
+use crate::supervisor::{Exit, ManagerOrder};
 pub use hub::Counters;
 use hub::Hub;
 
@@ -74,6 +74,9 @@ pub struct MasterConfig {
     pub auth_token: Option<String>,
     /// A client with a partial message buffered for this long is closed.
     pub package_timeout: std::time::Duration,
+    /// How long workers get to leave once their manager died, before the
+    /// master SIGKILLs them (`max_wait_time`).
+    pub max_wait_time: std::time::Duration,
     /// (check interval, idle limit) in seconds, when the heartbeat is on.
     pub heartbeat: Option<(u64, u64)>,
     /// For `getClientInfo()`.
@@ -81,9 +84,18 @@ pub struct MasterConfig {
     pub sock_type: i64,
 }
 
-/// Serves until SIGTERM/SIGINT (or the manager's death), then waits for the
-/// manager to stop every worker. Returns the final counters.
-/// `before_shutdown` runs (on this, the PHP thread) when a stop begins.
+/// How the master's run ended.
+#[derive(Debug)]
+pub struct Ended {
+    pub counters: Counters,
+    /// Why the manager died, when it did: the server stopped because of it
+    /// and must not exit as if an operator had stopped it.
+    pub manager_lost: Option<String>,
+}
+
+/// Serves until SIGTERM/SIGINT/SIGQUIT (or the manager's death), then waits
+/// for the manager to stop every worker. `before_shutdown` runs (on this,
+/// the PHP thread) when a stop begins.
 pub fn run(
     cfg: MasterConfig,
     queue: (Box<dyn TaskQueue>, u64),
@@ -92,7 +104,7 @@ pub fn run(
     manager: Pid,
     board: Arc<Board>,
     before_shutdown: &mut dyn FnMut(),
-) -> std::io::Result<Counters> {
+) -> std::io::Result<Ended> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -110,7 +122,7 @@ async fn serve(
     ipc: StdUnixListener,
     manager: Pid,
     before_shutdown: &mut dyn FnMut(),
-) -> std::io::Result<Counters> {
+) -> std::io::Result<Ended> {
     let cfg = hub.config();
     let hub = Rc::new(RefCell::new(hub));
     if cfg.durable {
@@ -126,28 +138,34 @@ async fn serve(
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut rtmin = signal(SignalKind::from_raw(libc::SIGRTMIN()))?;
     let mut manager_exit = watch_manager(manager);
 
     let mut stopping = false;
+    let mut manager_lost = None;
     loop {
         tokio::select! {
-            _ = term.recv() => stopping = begin_stop(stopping, &hub, &accept, manager, "SIGTERM", before_shutdown),
-            _ = int.recv() => stopping = begin_stop(stopping, &hub, &accept, manager, "SIGINT", before_shutdown),
-            _ = usr1.recv() => forward(manager, Signal::SIGUSR1),
-            _ = usr2.recv() => forward(manager, Signal::SIGUSR2),
-            _ = rtmin.recv() => {
-                if let Err(e) = crate::log::reopen() {
-                    crate::log!(Level::Warning, "cannot reopen log file: {e}");
-                }
-                forward(manager, Signal::SIGHUP);
-            }
+            _ = term.recv() => stopping = begin_stop(stopping, &hub, &accept, Some(manager), "SIGTERM received", before_shutdown),
+            _ = int.recv() => stopping = begin_stop(stopping, &hub, &accept, Some(manager), "SIGINT received", before_shutdown),
+            _ = quit.recv() => stopping = begin_stop(stopping, &hub, &accept, Some(manager), "SIGQUIT received", before_shutdown),
+            _ = usr1.recv() => tell(manager, ManagerOrder::Reload),
+            _ = usr2.recv() => tell(manager, ManagerOrder::ReloadTaskWorkers),
+            _ = hup.recv() => reopen_logs(manager),
+            _ = rtmin.recv() => reopen_logs(manager),
             ended = &mut manager_exit => {
                 if !stopping {
                     let how = ended.ok().flatten().map_or("unknown status".into(), |e| format!("status={}, signal={}", e.code, e.signal));
-                    crate::log!(Level::Error, "manager process exited unexpectedly ({how}); shutting down");
+                    crate::log!(Level::Error, "manager process exited unexpectedly ({how}); stopping the server");
+                    begin_stop(false, &hub, &accept, None, "the manager died", before_shutdown);
+                    // Its workers leave on their own (their control line
+                    // closed); those that do not are killed.
+                    links.all_ended(cfg.max_wait_time).await;
+                    kill_workers(&hub);
+                    manager_lost = Some(how);
                 }
                 break;
             }
@@ -170,7 +188,30 @@ async fn serve(
             "server stopped with {unfinished} unfinished task(s) in memory; they are lost (no task_store)"
         );
     }
-    Ok(hub.counters())
+    Ok(Ended {
+        counters: hub.counters(),
+        manager_lost,
+    })
+}
+
+/// SIGKILLs every worker still connected (their manager is gone).
+fn kill_workers(hub: &Rc<RefCell<Hub>>) {
+    for pid in hub.borrow().worker_pids() {
+        crate::log!(
+            Level::Warning,
+            "worker (pid {pid}) did not leave within max_wait_time after the manager died; killing it"
+        );
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+/// SIGHUP or SIGRTMIN: reopen the log file here, and have the manager do
+/// it in every process.
+fn reopen_logs(manager: Pid) {
+    if let Err(e) = crate::log::reopen() {
+        crate::log!(Level::Warning, "cannot reopen log file: {e}");
+    }
+    tell(manager, ManagerOrder::ReopenLogs);
 }
 
 /// Closes sessions idle longer than `idle` seconds every `interval` seconds.
@@ -280,22 +321,24 @@ fn begin_stop(
     already: bool,
     hub: &Rc<RefCell<Hub>>,
     accept: &tokio::task::JoinHandle<()>,
-    manager: Pid,
+    manager: Option<Pid>,
     why: &str,
     before_shutdown: &mut dyn FnMut(),
 ) -> bool {
     if !already {
-        crate::log!(Level::Info, "{why} received; stopping");
+        crate::log!(Level::Info, "{why}; stopping");
         hub.borrow_mut().begin_stop();
         before_shutdown();
         accept.abort();
-        forward(manager, Signal::SIGTERM);
+        if let Some(manager) = manager {
+            tell(manager, ManagerOrder::Stop);
+        }
     }
     true
 }
 
-fn forward(manager: Pid, sig: Signal) {
-    if let Err(e) = kill(manager, sig) {
+fn tell(manager: Pid, order: ManagerOrder) {
+    if let Err(e) = order.send(manager) {
         crate::log!(Level::Warning, "cannot signal manager {manager}: {e}");
     }
 }

@@ -457,11 +457,12 @@ impl TaskServer {
     }
 
     /// Restarts all workers (or only task workers) gracefully; no queued
-    /// task is lost.
+    /// task is lost. Asks the master, as SIGUSR1/SIGUSR2 to it does: the
+    /// manager takes orders from the master only.
     #[php(defaults(only_task_workers = false))]
     pub fn reload(&self, only_task_workers: bool) -> bool {
-        let manager = proc_info().manager_pid;
-        if manager <= 0 {
+        let master = proc_info().master_pid;
+        if master <= 0 {
             warn("server is not running");
             return false;
         }
@@ -470,8 +471,8 @@ impl TaskServer {
         } else {
             libc::SIGUSR1
         };
-        // SAFETY: plain kill(2) to our own manager.
-        unsafe { libc::kill(manager as i32, sig) == 0 }
+        // SAFETY: plain kill(2) to our own master.
+        unsafe { libc::kill(master as i32, sig) == 0 }
     }
 
     /// Stops the whole server, as SIGTERM to the master does.
@@ -717,11 +718,13 @@ impl TaskServer {
                     .and_then(|u| nix::unistd::User::from_name(u).ok().flatten())
                     .map(|u| u.uid.as_raw()),
                 package_timeout: Duration::from_secs_f64(c.package_timeout),
+                max_wait_time: Duration::from_secs(c.max_wait_time),
                 heartbeat: c.heartbeat(),
                 server_port: self.port as u16,
                 sock_type: self.sock_type,
             },
             max_wait_time: Duration::from_secs(c.max_wait_time),
+            reload_wait_time: Duration::from_secs(c.reload_wait_time),
             daemonize: c.daemonize,
             log_file: c.log_file.clone(),
             log_level: c.log_level,

@@ -24,6 +24,7 @@ pub mod master;
 pub mod memory;
 pub mod packet;
 pub mod php;
+pub mod php_serial;
 pub mod pid_file;
 pub mod protocol;
 pub mod query;

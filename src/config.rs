@@ -9,6 +9,7 @@
 //! different worker count or framing than the user asked for is worse.
 
 use crate::packet::{LengthType, PacketMode, PacketOptions};
+use crate::php_serial::{AllowedClasses, Policy};
 
 /// A PHP option value after conversion from a zval. The PHP layer does the
 /// conversion so that this module stays free of PHP types and can be tested
@@ -65,6 +66,11 @@ const MAX_PACKAGE_MAX_LENGTH: u64 = 1024 * 1024 * 1024;
 /// taskq's default is above Swoole's 2 MiB so that 8 MiB task payloads work
 /// without any configuration.
 const DEFAULT_PACKAGE_MAX_LENGTH: usize = 16 * 1024 * 1024;
+/// Nesting a network task payload may have: deep enough for any job
+/// description, shallow enough that checking it costs nothing.
+const DEFAULT_TASK_MAX_DEPTH: usize = 128;
+/// unserialize()'s own default limit (`unserialize_max_depth`).
+const MAX_TASK_MAX_DEPTH: i64 = 4096;
 const DEFAULT_SOCKET_BUFFER_SIZE: usize = 8 * 1024 * 1024;
 const MAX_SOCKET_BUFFER_SIZE: u64 = i32::MAX as u64;
 const DEFAULT_PACKAGE_EOF: &[u8] = b"\r\n\r\n";
@@ -130,6 +136,8 @@ const SERVER_OPTIONS: &[&str] = &[
     "task_store",
     "auth_token",
     "package_timeout",
+    "task_allowed_classes",
+    "task_max_depth",
 ];
 
 const CLIENT_OPTIONS: &[&str] = &[
@@ -343,6 +351,13 @@ pub struct ServerConfig {
     /// Seconds a client may hold a partial message before it is disconnected
     /// (slowloris protection).
     pub package_timeout: f64,
+    /// Classes whose objects `TaskClient::task()` payloads may hold. None by
+    /// default: unserializing an object runs its class's magic methods, so
+    /// a stranger's payload must not choose them.
+    pub task_allowed_classes: AllowedClasses,
+    /// Most nested non-empty arrays and objects in such a payload
+    /// (unserialize()'s `max_depth`).
+    pub task_max_depth: usize,
     cpu_count: usize,
     framing: Framing,
 }
@@ -398,6 +413,8 @@ impl ServerConfig {
             task_store: None,
             auth_token: None,
             package_timeout: 30.0,
+            task_allowed_classes: AllowedClasses::None,
+            task_max_depth: DEFAULT_TASK_MAX_DEPTH,
             cpu_count,
             framing,
         }
@@ -449,6 +466,14 @@ impl ServerConfig {
             (interval, 0) => Some((interval, interval.saturating_mul(2))),
             (0, idle) => Some(((idle / 2).max(1), idle)),
             (interval, idle) => Some((interval, idle)),
+        }
+    }
+
+    /// What a `TaskClient::task()` payload may hold.
+    pub fn untrusted_values(&self) -> Policy {
+        Policy {
+            classes: self.task_allowed_classes.clone(),
+            max_depth: self.task_max_depth,
         }
     }
 
@@ -514,6 +539,8 @@ impl ServerConfig {
             "task_store" => self.task_store = Some(to_absolute_or_relative_dir(key, value)?),
             "auth_token" => self.auth_token = Some(to_non_empty_string(key, value)?),
             "package_timeout" => self.package_timeout = to_seconds(key, value)?,
+            "task_allowed_classes" => self.task_allowed_classes = to_allowed_classes(key, value)?,
+            "task_max_depth" => self.task_max_depth = to_int(key, value, 1, MAX_TASK_MAX_DEPTH)?,
             "enable_coroutine" | "task_enable_coroutine" => refuse_true(
                 key,
                 value,
@@ -991,6 +1018,31 @@ fn to_absolute_path(option: &str, value: &OptValue) -> Result<String, ConfigErro
 
 /// Accepts `false` so configurations that spell out Swoole's defaults keep
 /// working, and refuses `true` because the feature does not exist in taskq.
+const ALLOWED_CLASSES: &str = "false (no objects), true (any class) or a list of class names";
+
+/// `task_allowed_classes`: false, true or class names, as unserialize()'s
+/// `allowed_classes` takes them.
+fn to_allowed_classes(option: &str, value: &OptValue) -> Result<AllowedClasses, ConfigError> {
+    let valid_name = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'\\' | 0x80..=0xff))
+    };
+    match value {
+        OptValue::List(items) => items
+            .iter()
+            .map(|item| match item {
+                OptValue::Str(s) if valid_name(s) => Ok(s.trim_start_matches('\\')),
+                _ => Err(invalid(option, value, ALLOWED_CLASSES)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|names| AllowedClasses::only(&names)),
+        OptValue::Bool(true) => Ok(AllowedClasses::All),
+        OptValue::Bool(false) => Ok(AllowedClasses::None),
+        _ => Err(invalid(option, value, ALLOWED_CLASSES)),
+    }
+}
+
 fn refuse_true(option: &str, value: &OptValue, reason: &str) -> Result<(), ConfigError> {
     if to_bool(option, value)? {
         Err(ConfigError::Unsupported {
@@ -1165,12 +1217,76 @@ mod tests {
     fn every_known_server_option_is_handled() {
         for key in ServerConfig::known_options() {
             let mut c = ServerConfig::new(4);
-            let result = c.apply(&entries(&[(key, OptValue::List(vec![]))]));
+            // An empty list of allowed classes is valid: no classes.
+            let probe = match *key {
+                "task_allowed_classes" => OptValue::Float(0.5),
+                _ => OptValue::List(vec![]),
+            };
+            let result = c.apply(&entries(&[(key, probe)]));
             assert!(
                 matches!(result, Err(ConfigError::Invalid { ref option, .. }) if option == key),
                 "{key}: {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn task_allowed_classes_takes_false_true_or_class_names() {
+        let mut c = ServerConfig::new(4);
+        assert_eq!(c.task_allowed_classes, AllowedClasses::None);
+        assert_eq!(c.task_max_depth, 128);
+        let names =
+            |v: &[&str]| OptValue::List(v.iter().map(|s| OptValue::Str(s.to_string())).collect());
+        c.apply(&entries(&[(
+            "task_allowed_classes",
+            names(&["App\\Mail", "\\stdClass"]),
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.task_allowed_classes,
+            AllowedClasses::Only(vec!["app\\mail".into(), "stdclass".into()])
+        );
+        c.apply(&entries(&[("task_allowed_classes", OptValue::Bool(true))]))
+            .unwrap();
+        assert_eq!(c.task_allowed_classes, AllowedClasses::All);
+        c.apply(&entries(&[("task_allowed_classes", names(&[]))]))
+            .unwrap();
+        assert_eq!(c.task_allowed_classes, AllowedClasses::Only(vec![]));
+        for bad in [
+            names(&["a b"]),
+            names(&[""]),
+            OptValue::Str("Foo".into()),
+            OptValue::Int(1),
+        ] {
+            let e = c
+                .apply(&entries(&[("task_allowed_classes", bad)]))
+                .unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("invalid value for option 'task_allowed_classes'")
+                    && e.to_string().ends_with(
+                        "(allowed: false (no objects), true (any class) or a list of class names)"
+                    ),
+                "{e}"
+            );
+        }
+        c.apply(&entries(&[("task_max_depth", OptValue::Int(4096))]))
+            .unwrap();
+        assert_eq!(c.task_max_depth, 4096);
+        let e = c
+            .apply(&entries(&[("task_max_depth", OptValue::Int(0))]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value for option 'task_max_depth': 0 (allowed: an integer from 1 to 4096)"
+        );
+        assert_eq!(
+            c.untrusted_values(),
+            Policy {
+                classes: AllowedClasses::Only(vec![]),
+                max_depth: 4096
+            }
+        );
     }
 
     #[test]

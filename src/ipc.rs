@@ -15,6 +15,10 @@ use tokio_util::codec::Decoder;
 pub enum Encoding {
     Raw = 0,
     Serialized = 1,
+    /// `serialize()` output that came from a network client: the master
+    /// checked it (`crate::php_serial`), and PHP unserializes it only with
+    /// the server's `task_allowed_classes` and `task_max_depth`.
+    Untrusted = 2,
 }
 
 impl Encoding {
@@ -22,6 +26,7 @@ impl Encoding {
         match v {
             0 => Ok(Encoding::Raw),
             1 => Ok(Encoding::Serialized),
+            2 => Ok(Encoding::Untrusted),
             other => Err(WireError::UnknownKind(other)),
         }
     }
@@ -581,14 +586,14 @@ mod tests {
                 task_id: 42,
                 src_worker: -1,
                 place: Some(63),
-                payload: payload(Encoding::Serialized, b"a:0:{}"),
+                payload: payload(Encoding::Untrusted, b"a:0:{}"),
             },
             ToWorker::Task {
                 id: 7,
                 task_id: 1,
                 src_worker: 0,
                 place: None,
-                payload: payload(Encoding::Raw, b"x"),
+                payload: payload(Encoding::Serialized, b"i:1;"),
             },
             ToWorker::Finish {
                 task_id: 3,

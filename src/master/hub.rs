@@ -629,11 +629,19 @@ impl Hub {
             );
             return;
         }
+        let payload = match crate::php_serial::admit(req.payload, &self.cfg.untrusted) {
+            Ok(p) => p,
+            Err(e) => {
+                crate::log!(Level::Warning, "session #{fd}: task refused: {e}");
+                self.answer_error(fd, code::BAD_REQUEST, &e.to_string());
+                return;
+            }
+        };
         let attempts = match req.max_attempts {
             0 => self.cfg.task_max_attempts,
             n => n,
         };
-        let task = self.new_task(-1, 0, req.payload, req.priority, req.delay_ms, attempts);
+        let task = self.new_task(-1, 0, payload, req.priority, req.delay_ms, attempts);
         let id = task.id;
         let delayed = task.not_before > 0;
         match self.dispatcher.submit(task, None) {

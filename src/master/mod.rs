@@ -72,6 +72,9 @@ pub struct MasterConfig {
     pub worker_uid: Option<u32>,
     /// Shared secret taskq clients must present first.
     pub auth_token: Option<String>,
+    /// What task payloads from clients may hold (`task_allowed_classes`,
+    /// `task_max_depth`).
+    pub untrusted: crate::php_serial::Policy,
     /// A client with a partial message buffered for this long is closed.
     pub package_timeout: std::time::Duration,
     /// How long workers get to leave once their manager died, before the

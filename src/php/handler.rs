@@ -20,6 +20,7 @@ use super::values::{bytes_zval, from_payload, to_payload};
 use crate::ipc::Payload;
 use crate::launcher::Hooks;
 use crate::log::Level;
+use crate::php_serial::Policy;
 use crate::supervisor::Exit;
 use crate::worker::{self, Handler, WorkerSpec};
 
@@ -167,6 +168,8 @@ fn log_exception(what: &str) -> String {
 pub struct PhpHooks {
     pub this: Zval,
     pub callbacks: Callbacks,
+    /// What task payloads from network clients may hold.
+    pub untrusted: Policy,
 }
 
 impl PhpHooks {
@@ -269,7 +272,7 @@ impl Handler for WorkerHandler<'_> {
             );
             return;
         }
-        let data = match from_payload(&payload) {
+        let data = match from_payload(&payload, &self.hooks.untrusted) {
             Ok(d) => d,
             Err(e) => {
                 crate::log!(Level::Error, "message from worker #{src_worker}: {e}");
@@ -327,7 +330,7 @@ impl Handler for WorkerHandler<'_> {
         src_worker: i32,
         payload: Payload,
     ) -> Result<Option<Payload>, String> {
-        let data = from_payload(&payload).map_err(|e| {
+        let data = from_payload(&payload, &self.hooks.untrusted).map_err(|e| {
             crate::log!(
                 Level::Error,
                 "task {task_id} from worker #{src_worker}: {e}"
@@ -355,7 +358,7 @@ impl Handler for WorkerHandler<'_> {
         let Some(cb) = self.hooks.callbacks.get(Event::TaskFailed) else {
             return;
         };
-        let data = match from_payload(&payload) {
+        let data = match from_payload(&payload, &self.hooks.untrusted) {
             Ok(d) => d,
             Err(e) => {
                 crate::log!(Level::Error, "failed task {task_id}: {e}");
@@ -371,7 +374,7 @@ impl Handler for WorkerHandler<'_> {
     }
 
     fn finish(&mut self, task_id: i64, payload: Payload) {
-        let data = match from_payload(&payload) {
+        let data = match from_payload(&payload, &self.hooks.untrusted) {
             Ok(d) => d,
             Err(e) => {
                 crate::log!(Level::Error, "result of task {task_id}: {e}");

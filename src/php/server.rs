@@ -152,6 +152,7 @@ impl TaskServer {
         let mut hooks = PhpHooks {
             this,
             callbacks: self_.callbacks.share(),
+            untrusted: self_.config.untrusted_values(),
         };
         let result = launch(cfg, &listener, &mut hooks);
         drop(listener);
@@ -370,7 +371,8 @@ impl TaskServer {
         )?;
         Ok(match got {
             Some(ToWorker::Finish { payload, .. }) => {
-                from_payload(&payload).map_err(|e| exception(e, 0))?
+                from_payload(&payload, &self.config.untrusted_values())
+                    .map_err(|e| exception(e, 0))?
             }
             _ => bool_zval(false),
         })
@@ -408,7 +410,8 @@ impl TaskServer {
             })?;
             match got {
                 Some(ToWorker::Finish { task_id, payload }) => {
-                    let v = from_payload(&payload).map_err(|e| exception(e, 0))?;
+                    let v = from_payload(&payload, &self.config.untrusted_values())
+                        .map_err(|e| exception(e, 0))?;
                     results.insert(task_id, v);
                 }
                 _ => break,
@@ -712,6 +715,7 @@ impl TaskServer {
                 outbox_high_water: c.socket_buffer_size,
                 durable: c.task_store.is_some(),
                 auth_token: c.auth_token.clone(),
+                untrusted: c.untrusted_values(),
                 worker_uid: c
                     .user
                     .as_deref()

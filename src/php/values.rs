@@ -11,6 +11,7 @@ use ext_php_rs::exception::PhpResult;
 
 use crate::config::OptValue;
 use crate::ipc::{Encoding, Payload};
+use crate::php_serial::{AllowedClasses, Policy};
 
 /// A PHP string zval holding `bytes` (binary-safe).
 pub fn bytes_zval(bytes: &[u8]) -> Zval {
@@ -46,12 +47,49 @@ pub fn to_payload(z: &Zval) -> Result<Payload, String> {
     })
 }
 
-/// Decodes a payload back into the value the sender passed.
-pub fn from_payload(p: &Payload) -> Result<Zval, String> {
+/// Decodes a payload back into the value the sender passed. A value from a
+/// network client becomes objects only of the classes `untrusted` allows.
+pub fn from_payload(p: &Payload, untrusted: &Policy) -> Result<Zval, String> {
     match p.encoding {
         Encoding::Raw => Ok(bytes_zval(&p.data)),
         Encoding::Serialized => call("unserialize", &bytes_zval(&p.data)),
+        Encoding::Untrusted => unserialize_untrusted(&p.data, untrusted),
     }
+}
+
+/// `unserialize($data, ['allowed_classes' => …, 'max_depth' => …])`. The
+/// master checked the data already (`crate::php_serial`); this is the second
+/// line, and a failure here fails the task rather than handing it `false`.
+fn unserialize_untrusted(data: &[u8], policy: &Policy) -> Result<Zval, String> {
+    let classes = match &policy.classes {
+        AllowedClasses::None => bool_zval(false),
+        AllowedClasses::All => bool_zval(true),
+        AllowedClasses::Only(names) => {
+            let mut list = ZendHashTable::new();
+            for name in names {
+                list.push(bytes_zval(name.as_bytes()))
+                    .map_err(|e| e.to_string())?;
+            }
+            let mut z = Zval::new();
+            z.set_hashtable(list);
+            z
+        }
+    };
+    let mut options = ZendHashTable::new();
+    options
+        .insert("allowed_classes", classes)
+        .and_then(|_| options.insert("max_depth", long_zval(policy.max_depth as i64)))
+        .map_err(|e| e.to_string())?;
+    let mut options_zval = Zval::new();
+    options_zval.set_hashtable(options);
+    let f = ZendCallable::try_from_name("unserialize").map_err(|e| e.to_string())?;
+    let value = f
+        .try_call(vec![&bytes_zval(data), &options_zval])
+        .map_err(|e| format!("unserialize() failed: {e}"))?;
+    if value.bool() == Some(false) && data != b"b:0;" {
+        return Err("the task payload from the network could not be unserialized".into());
+    }
+    Ok(value)
 }
 
 /// JSON text for an array passed to `TaskClient::send()`, with PHP's own

@@ -182,10 +182,11 @@ pub fn launch(
             let c = ended.counters;
             crate::log!(
                 Level::Info,
-                "server stopped: {} connection(s), {} message(s), {} task(s)",
+                "server stopped: {} connection(s), {} message(s), {} task(s), {} refused while stopping",
                 c.accept_count,
                 c.request_count,
-                c.task_count
+                c.task_count,
+                c.refused_stopping
             );
             match ended.manager_lost {
                 Some(how) => Err(ServerError::ManagerLost(how)),

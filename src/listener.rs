@@ -91,6 +91,26 @@ impl Listener {
         Ok(())
     }
 
+    /// Makes `accept` return at once when nobody is waiting.
+    pub fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Tcp(l) => l.set_nonblocking(true),
+            Listener::Unix(l, _) => l.set_nonblocking(true),
+        }
+    }
+
+    /// Stops listening on every copy of this socket at once (closing one
+    /// descriptor would leave the others listening): new connections are
+    /// refused from now on, instead of being completed by the kernel and
+    /// never read.
+    pub fn shut(&self) -> io::Result<()> {
+        // SAFETY: plain syscall on a socket we own.
+        if unsafe { libc::shutdown(self.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Removes the socket file of a unix listener when the server stops.
     pub fn cleanup(&self) {
         if let Listener::Unix(_, path) = self {
@@ -131,6 +151,30 @@ fn bind_unix(path: &str) -> io::Result<Listener> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shut_listener_refuses_connections_on_every_copy() {
+        let l = Listener::bind("127.0.0.1", 0, SockType::Tcp).unwrap();
+        let copy = match &l {
+            Listener::Tcp(t) => t.try_clone().unwrap(),
+            Listener::Unix(..) => unreachable!(),
+        };
+        let addr = ("127.0.0.1", l.port());
+        assert!(std::net::TcpStream::connect(addr).is_ok(), "listening");
+        l.shut().unwrap();
+        assert!(
+            std::net::TcpStream::connect(addr).is_err(),
+            "refused although a copy is open"
+        );
+        drop(copy);
+
+        let path = std::env::temp_dir().join(format!("taskq-shut-{}.sock", std::process::id()));
+        let l = Listener::bind(path.to_str().unwrap(), 0, SockType::UnixStream).unwrap();
+        assert!(UnixStream::connect(&path).is_ok());
+        l.shut().unwrap();
+        assert!(UnixStream::connect(&path).is_err());
+        l.cleanup();
+    }
 
     #[test]
     fn port_zero_gets_a_kernel_port_and_clash_is_reported() {

@@ -46,12 +46,7 @@ pub fn spawn_acceptor(
             tokio::task::spawn_local(async move {
                 loop {
                     match l.accept().await {
-                        Ok((stream, peer)) => {
-                            if cfg.open_tcp_nodelay {
-                                let _ = stream.set_nodelay(true);
-                            }
-                            open(stream, Some(peer), &hub, &cfg);
-                        }
+                        Ok((stream, peer)) => open_tcp(stream, peer, &hub, &cfg),
                         Err(e) => accept_failed(e).await,
                     }
                 }
@@ -72,6 +67,47 @@ pub fn spawn_acceptor(
             })
         }
     })
+}
+
+fn open_tcp(stream: TcpStream, peer: SocketAddr, hub: &Rc<RefCell<Hub>>, cfg: &Rc<MasterConfig>) {
+    if cfg.open_tcp_nodelay {
+        let _ = stream.set_nodelay(true);
+    }
+    open(stream, Some(peer), hub, cfg);
+}
+
+/// When a stop begins: takes in the connections the kernel has already
+/// completed (their messages are then refused with the "server stopping"
+/// error, not lost in a reset), then stops listening on every copy of the
+/// socket, so that any later connection is refused at once. Abort the
+/// acceptor as well.
+pub fn close_door(listener: &Listener, hub: &Rc<RefCell<Hub>>, cfg: &Rc<MasterConfig>) {
+    let _ = listener.set_nonblocking();
+    match listener {
+        Listener::Tcp(l) => {
+            while let Ok((stream, peer)) = l.accept() {
+                if let Ok(stream) = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream))
+                {
+                    open_tcp(stream, peer, hub, cfg);
+                }
+            }
+        }
+        Listener::Unix(l, _) => {
+            while let Ok((stream, _)) = l.accept() {
+                if let Ok(stream) = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| UnixStream::from_std(stream))
+                {
+                    open(stream, None, hub, cfg);
+                }
+            }
+        }
+    }
+    if let Err(e) = listener.shut() {
+        crate::log!(Level::Warning, "cannot stop listening: {e}");
+    }
 }
 
 /// Out of file descriptors and similar: log, pause briefly, keep serving.

@@ -102,6 +102,8 @@ pub struct Counters {
     pub response_count: u64,
     pub total_recv_bytes: u64,
     pub total_send_bytes: u64,
+    /// Client messages and tasks refused because the server was stopping.
+    pub refused_stopping: u64,
 }
 
 /// The master's routing state.
@@ -379,6 +381,9 @@ impl Hub {
 
     /// One complete client message: one onReceive.
     pub fn client_message(&mut self, fd: u64, data: Bytes) {
+        if self.stopping {
+            return self.refuse_stopping(fd);
+        }
         let Some(conn) = self.conns.get_mut(&fd) else {
             return;
         };
@@ -618,8 +623,7 @@ impl Hub {
     /// refuse it at once.
     pub fn client_task(&mut self, fd: u64, req: TaskRequest) {
         if self.stopping {
-            self.answer_error(fd, code::STOPPING, "the server is stopping");
-            return;
+            return self.refuse_stopping(fd);
         }
         if self.cfg.task_worker_num == 0 {
             self.answer_error(
@@ -668,9 +672,28 @@ impl Hub {
 
     /// A message sent with `ack`: routed like any message, then acknowledged.
     pub fn client_message_acked(&mut self, fd: u64, data: Bytes) {
+        if self.stopping {
+            return self.refuse_stopping(fd);
+        }
         self.client_message(fd, data);
         if let Some(c) = self.conns.get(&fd) {
             c.outbox.push_with(|b| put_ack(b, 0));
+        }
+    }
+
+    /// A message or task that arrived after the stop began: counted, and
+    /// answered with the "server stopping" error (a taskq client), or by
+    /// closing the connection (a raw client has no error to read), so no
+    /// producer takes it for accepted.
+    fn refuse_stopping(&mut self, fd: u64) {
+        let Some(c) = self.conns.get(&fd) else {
+            return;
+        };
+        self.counters.refused_stopping += 1;
+        if matches!(c.wire, Wire::Taskq) {
+            self.answer_error(fd, code::STOPPING, "the server is stopping");
+        } else {
+            c.closer.notify_one();
         }
     }
 

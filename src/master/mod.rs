@@ -133,7 +133,12 @@ async fn serve(
     }
     tokio::task::spawn_local(trimmer(hub.borrow().trim.clone()));
     tokio::task::spawn_local(scheduler(hub.clone()));
-    let accept = connection::spawn_acceptor(listener, hub.clone(), cfg.clone())?;
+    let door = Door {
+        listener,
+        acceptor: connection::spawn_acceptor(listener, hub.clone(), cfg.clone())?,
+        hub: hub.clone(),
+        cfg: cfg.clone(),
+    };
     let links = link::spawn_acceptor(ipc, hub.clone())?;
     if let Some((interval, idle)) = cfg.heartbeat {
         tokio::task::spawn_local(heartbeat(hub.clone(), interval, idle));
@@ -152,9 +157,9 @@ async fn serve(
     let mut manager_lost = None;
     loop {
         tokio::select! {
-            _ = term.recv() => stopping = begin_stop(stopping, &hub, &accept, Some(manager), "SIGTERM received", before_shutdown),
-            _ = int.recv() => stopping = begin_stop(stopping, &hub, &accept, Some(manager), "SIGINT received", before_shutdown),
-            _ = quit.recv() => stopping = begin_stop(stopping, &hub, &accept, Some(manager), "SIGQUIT received", before_shutdown),
+            _ = term.recv() => stopping = begin_stop(stopping, &door, Some(manager), "SIGTERM received", before_shutdown),
+            _ = int.recv() => stopping = begin_stop(stopping, &door, Some(manager), "SIGINT received", before_shutdown),
+            _ = quit.recv() => stopping = begin_stop(stopping, &door, Some(manager), "SIGQUIT received", before_shutdown),
             _ = usr1.recv() => tell(manager, ManagerOrder::Reload),
             _ = usr2.recv() => tell(manager, ManagerOrder::ReloadTaskWorkers),
             _ = hup.recv() => reopen_logs(manager),
@@ -163,7 +168,7 @@ async fn serve(
                 if !stopping {
                     let how = ended.ok().flatten().map_or("unknown status".into(), |e| format!("status={}, signal={}", e.code, e.signal));
                     crate::log!(Level::Error, "manager process exited unexpectedly ({how}); stopping the server");
-                    begin_stop(false, &hub, &accept, None, "the manager died", before_shutdown);
+                    begin_stop(false, &door, None, "the manager died", before_shutdown);
                     // Its workers leave on their own (their control line
                     // closed); those that do not are killed.
                     links.all_ended(cfg.max_wait_time).await;
@@ -174,7 +179,7 @@ async fn serve(
             }
         }
     }
-    accept.abort();
+    door.acceptor.abort();
     // Every worker has exited; what they wrote last (results, `Done`) may
     // still be unread. Read it (each link's end also reads the completion
     // board), then commit, so that a finished task is not run again after a
@@ -320,19 +325,37 @@ async fn scheduler(hub: Rc<RefCell<Hub>>) {
     }
 }
 
+/// What a stop closes first: the listening socket and its acceptor.
+struct Door<'a> {
+    listener: &'a Listener,
+    acceptor: tokio::task::JoinHandle<()>,
+    hub: Rc<RefCell<Hub>>,
+    cfg: Rc<MasterConfig>,
+}
+
+impl Door<'_> {
+    /// New connections are refused from now on; those the kernel already
+    /// completed are taken in, so what they send is refused with an answer.
+    fn close(&self) {
+        self.acceptor.abort();
+        connection::close_door(self.listener, &self.hub, &self.cfg);
+    }
+}
+
+/// Begins a stop, unless one has begun: refuse new submissions, close the
+/// door, run onBeforeShutdown, tell the manager (when it lives).
 fn begin_stop(
     already: bool,
-    hub: &Rc<RefCell<Hub>>,
-    accept: &tokio::task::JoinHandle<()>,
+    door: &Door,
     manager: Option<Pid>,
     why: &str,
     before_shutdown: &mut dyn FnMut(),
 ) -> bool {
     if !already {
         crate::log!(Level::Info, "{why}; stopping");
-        hub.borrow_mut().begin_stop();
+        door.hub.borrow_mut().begin_stop();
+        door.close();
         before_shutdown();
-        accept.abort();
         if let Some(manager) = manager {
             tell(manager, ManagerOrder::Stop);
         }

@@ -1,5 +1,6 @@
 <?php
 use TaskQ\Tests\Support\TaskqTestCase;
+use TaskQ\Tests\Support\ProcessTree;
 use TaskQ\Tests\Support\ServerProcess;
 
 /**
@@ -89,25 +90,6 @@ PHP;
         return $roles;
     }
 
-    /** Tagged zombies whose parent is alive: children nobody reaps. */
-    private static function unreaped(ServerProcess $server): array
-    {
-        $live = $server->tree();
-        $out = [];
-        foreach (glob('/proc/[0-9]*', GLOB_ONLYDIR) ?: [] as $dir) {
-            $stat = @file_get_contents("$dir/stat");
-            $env = @file_get_contents("$dir/environ");
-            if ($stat === false || $env === false || !str_contains($env . "\0", "TASKQ_TEST_TAG=$server->tag\0")) {
-                continue;
-            }
-            $fields = explode(' ', substr($stat, strrpos($stat, ')') + 2));
-            if ($fields[0] === 'Z' && in_array((int) $fields[1], $live, true)) {
-                $out[] = (int) basename($dir);
-            }
-        }
-        return $out;
-    }
-
     private function ackedCount(): int
     {
         return count(@file("$this->dir/acked", FILE_IGNORE_NEW_LINES) ?: []);
@@ -145,7 +127,7 @@ PHP;
                 $outcomes[$name] = 'serving';
                 $acked = $this->ackedCount();
                 $this->waitUntil(fn () => $this->ackedCount() >= $acked + 5 && $this->incarnation($server) !== null, 8, "the service to keep serving after $name to the $target", $server);
-                $this->waitUntil(fn () => self::unreaped($server) === [], 3, "no zombie after $name to the $target", $server);
+                $this->waitUntil(fn () => ProcessTree::unreaped($server->tag) === [], 3, "no zombie after $name to the $target", $server);
                 continue;
             }
             $code = $server->wait(8);

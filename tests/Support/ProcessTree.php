@@ -29,6 +29,25 @@ final class ProcessTree
         return $pids;
     }
 
+    /** Tagged zombies whose parent is a live tagged process: children their parent does not reap. */
+    public static function unreaped(string $tag): array
+    {
+        $live = self::pids($tag);
+        $out = [];
+        foreach (glob('/proc/[0-9]*', GLOB_ONLYDIR) ?: [] as $dir) {
+            $stat = @file_get_contents("$dir/stat");
+            $env = @file_get_contents("$dir/environ");
+            if ($stat === false || $env === false || !str_contains($env . "\0", "TASKQ_TEST_TAG=$tag\0")) {
+                continue;
+            }
+            $fields = explode(' ', substr($stat, strrpos($stat, ')') + 2));
+            if ($fields[0] === 'Z' && in_array((int) $fields[1], $live, true)) {
+                $out[] = (int) basename($dir);
+            }
+        }
+        return $out;
+    }
+
     /** SIGKILLs every tagged process and waits (bounded) until none is left. */
     public static function killAll(string $tag, float $timeout = 5.0): array
     {

@@ -1,7 +1,8 @@
 //! taskq: a real-time asynchronous task queue for PHP, a drop-in for
 //! Swoole's task server. The engine (codec, config, queue, dispatcher,
 //! master, supervisor, workers) is plain Rust; `php/` is the thin layer that
-//! turns it into the `TaskServer` and `TaskClient` classes.
+//! turns it into the `TaskQ\\Server` and `TaskQ\\Client` classes (aliased as
+//! `TaskServer`/`TaskClient` and by Swoole's names).
 
 pub mod ack_wait;
 pub mod board;
@@ -38,8 +39,9 @@ use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::prelude::*;
 use ext_php_rs::zend::{IniEntryDef, IniEntryDefs, ModuleEntry};
 
-static INI: IniEntryDefs<2> = IniEntryDefs::new([
+static INI: IniEntryDefs<3> = IniEntryDefs::new([
     IniEntryDef::new(c"taskq.swoole_compat", c"1", IniEntryPermission::System),
+    IniEntryDef::new(c"taskq.global_names", c"1", IniEntryPermission::System),
     IniEntryDef::end(),
 ]);
 
@@ -50,7 +52,7 @@ pub fn startup(_ty: i32, module_number: i32) -> i32 {
     0
 }
 
-/// RINIT: the PHP-declared exception classes and the Swoole class aliases.
+/// RINIT: the PHP-declared exception classes and the class aliases.
 pub extern "C" fn request_startup(_ty: i32, _module_number: i32) -> i32 {
     let _ = ext_php_rs::php_eval::execute(php::exception::BOOTSTRAP);
     php::compat::register_aliases();
@@ -62,17 +64,12 @@ pub extern "C" fn module_info(module: *mut ModuleEntry) {
     ext_php_rs::info_table_start!();
     ext_php_rs::info_table_row!("taskq support", "enabled");
     ext_php_rs::info_table_row!("version", env!("CARGO_PKG_VERSION"));
-    ext_php_rs::info_table_row!(
-        "swoole aliases",
-        if php::compat::enabled() {
-            "registered"
-        } else {
-            "off"
-        }
-    );
+    let state = |on: bool| if on { "registered" } else { "off" };
+    ext_php_rs::info_table_row!("swoole aliases", state(php::compat::enabled()));
+    ext_php_rs::info_table_row!("global aliases", state(php::compat::global_names_enabled()));
     ext_php_rs::info_table_end!();
     // SAFETY: `module` is the entry PHP handed to this info function.
-    unsafe { php::compat::display_ini_entries(module.cast()) };
+    unsafe { php::zend::display_ini_entries(module.cast()) };
 }
 
 #[php_module]
@@ -84,6 +81,8 @@ pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
         .class::<php::server::TaskServer>()
         .class::<php::client::TaskClient>()
         .class::<php::mailer::Mailer>()
+        .class::<php::timer::Timer>()
+        .function(php::process_name::function())
         .request_startup_function(request_startup)
         .info_function(module_info)
 }

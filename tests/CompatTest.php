@@ -36,17 +36,19 @@ final class CompatTest extends TaskqTestCase
         foreach (['swoole_server', 'swoole_client', 'Swoole\Server', 'Swoole\Client', 'TaskServer', 'TaskClient', 'TaskQ\Exception'] as $class) {
             $this->assertTrue(class_exists($class), "$class exists");
         }
-        $this->assertSame('TaskServer', (new ReflectionClass('swoole_server'))->getName());
-        $this->assertSame('TaskServer', (new ReflectionClass('Swoole\Server'))->getName());
-        $this->assertSame('TaskClient', (new ReflectionClass('swoole_client'))->getName());
-        $this->assertSame('TaskClient', (new ReflectionClass('Swoole\Client'))->getName());
+        foreach (['swoole_server', 'Swoole\Server', 'TaskServer'] as $alias) {
+            $this->assertSame('TaskQ\Server', (new ReflectionClass($alias))->getName());
+        }
+        foreach (['swoole_client', 'Swoole\Client', 'TaskClient'] as $alias) {
+            $this->assertSame('TaskQ\Client', (new ReflectionClass($alias))->getName());
+        }
     }
 
     public function testNewSwooleServerIsATaskServer(): void
     {
         $a = new swoole_server('127.0.0.1', 0);
         $this->assertInstanceOf(TaskServer::class, $a);
-        $this->assertSame('TaskServer', get_class($a));
+        $this->assertSame('TaskQ\Server', get_class($a));
         $this->assertGreaterThan(0, $a->port);
 
         $b = new Swoole\Server('127.0.0.1', 0, SWOOLE_PROCESS, SWOOLE_SOCK_TCP);
@@ -60,9 +62,9 @@ final class CompatTest extends TaskqTestCase
     public function testNewSwooleClientIsATaskClient(): void
     {
         $c = new swoole_client(SWOOLE_SOCK_TCP);
-        $this->assertSame('TaskClient', get_class($c));
+        $this->assertSame('TaskQ\Client', get_class($c));
         $this->assertInstanceOf(Swoole\Client::class, $c);
-        $this->assertSame('TaskClient', get_class(new Swoole\Client(SWOOLE_SOCK_TCP)));
+        $this->assertSame('TaskQ\Client', get_class(new Swoole\Client(SWOOLE_SOCK_TCP)));
     }
 
     public function testSwooleClientAcceptsTheSyncFlagArgument(): void
@@ -70,7 +72,7 @@ final class CompatTest extends TaskqTestCase
         // Legacy Swoole code writes `new swoole_client(SWOOLE_SOCK_TCP, SWOOLE_SOCK_SYNC)`
         // (Swoole: __construct(int $type, bool $async = SWOOLE_SOCK_SYNC, string $id = '')).
         $c = new swoole_client(SWOOLE_SOCK_TCP, SWOOLE_SOCK_SYNC);
-        $this->assertSame('TaskClient', get_class($c));
+        $this->assertSame('TaskQ\Client', get_class($c));
         $this->assertSame(SWOOLE_SOCK_TCP, $c->type);
     }
 

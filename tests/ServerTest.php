@@ -171,7 +171,7 @@ PHP;
         ]));
         $this->assertTrue($ret);
         $this->assertSame(
-            [[E_WARNING, "TaskServer::set(): unsupported option 'task_ipc_mode ', did you mean 'task_ipc_mode'?"]],
+            [[E_WARNING, "TaskQ\\Server::set(): unsupported option 'task_ipc_mode ', did you mean 'task_ipc_mode'?"]],
             $warnings,
         );
         $this->assertSame(3, $server->setting['task_ipc_mode '], 'the unknown key is kept in $setting');
@@ -187,7 +187,7 @@ PHP;
         $this->assertCount(1, $warnings);
         [$no, $msg] = $warnings[0];
         $this->assertSame(E_WARNING, $no);
-        $this->assertStringStartsWith("TaskServer::set(): unsupported option 'zzqqxx_frobnicate' (known options: ", $msg);
+        $this->assertStringStartsWith("TaskQ\\Server::set(): unsupported option 'zzqqxx_frobnicate' (known options: ", $msg);
         $this->assertStringNotContainsString('did you mean', $msg);
         foreach (['worker_num', 'task_worker_num', 'daemonize', 'log_file', 'pid_file', 'task_ipc_mode', 'max_request'] as $known) {
             $this->assertStringContainsString($known, $msg);
@@ -316,7 +316,7 @@ PHP);
         $this->assertCount(1, $warnings);
         [$no, $msg] = $warnings[0];
         $this->assertSame(E_WARNING, $no);
-        $this->assertStringStartsWith('TaskServer::on(): unknown event types[Foo]', $msg);
+        $this->assertStringStartsWith('TaskQ\Server::on(): unknown event types[Foo]', $msg);
         $this->assertStringContainsString('known events: ', $msg);
         foreach (['Start', 'Shutdown', 'WorkerStart', 'WorkerStop', 'Connect', 'Receive', 'Close', 'Task', 'Finish'] as $event) {
             $this->assertStringContainsString($event, $msg);
@@ -638,7 +638,7 @@ PHP);
         $this->client('$c->send("go");');
         $dst3 = $this->waitEvents('dst3', 1)[0];
         $this->assertFalse($dst3['ret']);
-        $this->assertSame([[E_WARNING, 'TaskServer::task(): worker_id must be less than task_worker_num[3]']], $dst3['warnings']);
+        $this->assertSame([[E_WARNING, 'TaskQ\Server::task(): worker_id must be less than task_worker_num[3]']], $dst3['warnings']);
         $dst99 = $this->waitEvents('dst99', 1)[0];
         $this->assertFalse($dst99['ret']);
         $this->assertCount(1, $dst99['warnings']);
@@ -676,7 +676,7 @@ PHP);
         $this->client('$c->send("go");');
         $e = $this->waitEvents('task', 1)[0];
         $this->assertFalse($e['ret']);
-        $this->assertSame([[E_WARNING, "TaskServer::task(): task method can't be executed without task worker"]], $e['warnings']);
+        $this->assertSame([[E_WARNING, "TaskQ\\Server::task(): task method can't be executed without task worker"]], $e['warnings']);
     }
 
     public function testTaskAndFinishOutsideStartWarnAndReturnFalse(): void
@@ -687,12 +687,12 @@ PHP);
         $server->on('Task', function () {});
         [$ret, $warnings] = $this->captureWarnings(fn () => $server->task('x'));
         $this->assertFalse($ret);
-        $this->assertSame([[E_WARNING, 'TaskServer::task(): server is not running']], $warnings);
+        $this->assertSame([[E_WARNING, 'TaskQ\Server::task(): server is not running']], $warnings);
         [$ret, $warnings] = $this->captureWarnings(fn () => $server->finish('x'));
         $this->assertFalse($ret);
         $this->assertCount(1, $warnings);
         $this->assertSame(E_WARNING, $warnings[0][0]);
-        $this->assertStringStartsWith('TaskServer::finish(): ', $warnings[0][1]);
+        $this->assertStringStartsWith('TaskQ\Server::finish(): ', $warnings[0][1]);
         unset($server);
     }
 

@@ -1,6 +1,8 @@
-//! `TaskClient` (alias `swoole_client`, `Swoole\Client`): Swoole's
+//! `TaskQ\Client` (aliases `TaskClient`, `swoole_client`, `Swoole\Client`): Swoole's
 //! synchronous client. Failures return false with `errCode`/`errMsg` set and
 //! an E_WARNING, as Swoole does; only misuse of types throws.
+// PHP parameter names are Swoole's, for named arguments (`sockType: ...`).
+#![allow(non_snake_case)]
 
 use std::time::Duration;
 
@@ -10,6 +12,7 @@ use ext_php_rs::exception::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
 
+use super::args::{Array, Bool, Float, Int, Opt, Str};
 use super::exception::{exception, take_pending_message, warn};
 use super::values::{
     bool_zval, bytes_zval, entries, json_encode, long_zval, options, to_payload, zval_bytes,
@@ -28,7 +31,7 @@ pub const SOCK_KEEP: i64 = 1 << 12;
 
 /// A synchronous client for TaskServer (or any Swoole-framed server).
 #[php_class]
-#[php(name = "TaskClient")]
+#[php(name = "TaskQ\\Client")]
 pub struct TaskClient {
     /// errno of the last failure (111 = connection refused, 11 = timeout).
     #[php(prop, name = "errCode")]
@@ -62,10 +65,10 @@ impl TaskClient {
     /// `$sockType` is TASKQ_SOCK_TCP, TASKQ_SOCK_TCP6 or TASKQ_SOCK_UNIX_STREAM,
     /// optionally OR'ed with TASKQ_KEEP. `$async` exists for Swoole scripts
     /// that pass SWOOLE_SOCK_SYNC; the client is always synchronous.
-    #[php(defaults(sock_type = 1, r#async = false))]
-    pub fn __construct(sock_type: i64, r#async: bool, id: Option<String>) -> PhpResult<Self> {
+    pub fn __construct(sockType: Opt<Int>, r#async: Opt<Bool>, id: Opt<Str>) -> PhpResult<Self> {
         let _ = id;
-        if r#async {
+        let sock_type = sockType.or(1);
+        if r#async.or(false) {
             return Err(exception(
                 "the $async parameter is not supported: TaskClient is synchronous (use SWOOLE_SOCK_SYNC or omit it)".into(),
                 libc::EINVAL,
@@ -90,8 +93,8 @@ impl TaskClient {
     }
 
     /// Framing and socket options; applied at the next connect().
-    pub fn set(&mut self, settings: &ZendHashTable) -> PhpResult<bool> {
-        let converted = options(settings)?;
+    pub fn set(&mut self, settings: Array) -> PhpResult<bool> {
+        let converted = options(settings.0)?;
         let warnings = self
             .config
             .apply(&converted)
@@ -103,9 +106,15 @@ impl TaskClient {
     }
 
     /// Connects; `$timeout` (seconds) also bounds every later send and recv.
-    #[php(defaults(port = 0, timeout = 0.5, sock_flag = 0))]
-    pub fn connect(&mut self, host: String, port: i64, timeout: f64, sock_flag: i64) -> bool {
-        let _ = sock_flag;
+    pub fn connect(
+        &mut self,
+        host: Str,
+        port: Opt<Int>,
+        timeout: Opt<Float>,
+        sockFlag: Opt<Int>,
+    ) -> bool {
+        let _ = sockFlag;
+        let (host, port, timeout) = (host.0, port.or(0), timeout.or(0.5));
         if self.conn.is_some() {
             return self.fail(ClientError::AlreadyConnected);
         }
@@ -152,10 +161,10 @@ impl TaskClient {
     /// task id once the server holds it (on disk with a task store), or
     /// false with errCode/errMsg. Options: delay (seconds), priority (higher
     /// first), max_attempts.
-    pub fn task(&mut self, data: &Zval, options: Option<&ZendHashTable>) -> PhpResult<Zval> {
+    pub fn task(&mut self, data: &Zval, options: Opt<Array>) -> PhpResult<Zval> {
         let req = TaskRequest {
             payload: to_payload(data).map_err(|e| exception(e, libc::EINVAL))?,
-            ..task_options(options)?
+            ..task_options(options.0.map(|a| a.0))?
         };
         let result = self.with_retry(|c| c.submit(&req));
         Ok(match result {
@@ -177,12 +186,8 @@ impl TaskClient {
     /// that task (errCode/errMsg then tell the first refusal). False when
     /// the connection failed; the tasks acknowledged before that (errMsg
     /// says how many) are queued. `$options` apply to every task.
-    pub fn task_multi(
-        &mut self,
-        tasks: &ZendHashTable,
-        options: Option<&ZendHashTable>,
-    ) -> PhpResult<Zval> {
-        let template = task_options(options)?;
+    pub fn task_multi(&mut self, tasks: Array, options: Opt<Array>) -> PhpResult<Zval> {
+        let (tasks, template) = (tasks.0, task_options(options.0.map(|a| a.0))?);
         let mut keys = Vec::with_capacity(tasks.len());
         let mut reqs = Vec::with_capacity(tasks.len());
         for (key, data) in tasks.iter() {
@@ -277,8 +282,8 @@ impl TaskClient {
 
     /// One message (framed modes) or up to `$size` bytes (raw mode); "" when
     /// the server closed the connection, false on error or timeout.
-    #[php(defaults(size = 65535, flags = 0))]
-    pub fn recv(&mut self, size: i64, flags: i64) -> Zval {
+    pub fn recv(&mut self, size: Opt<Int>, flag: Opt<Int>) -> Zval {
+        let (size, flags) = (size.or(65535), flag.or(0));
         let waitall = flags & (libc::MSG_WAITALL as i64) != 0 || flags == 1;
         let size = if size <= 0 {
             MAX_RAW_RECV
@@ -312,8 +317,8 @@ impl TaskClient {
 
     /// Closes the connection; false when it was not connected. A TASKQ_KEEP
     /// connection goes back to the pool unless `$force`.
-    #[php(defaults(force = false))]
-    pub fn close(&mut self, force: bool) -> bool {
+    pub fn close(&mut self, force: Opt<Bool>) -> bool {
+        let force = force.or(false);
         let Some(conn) = self.conn.take() else {
             return self.fail(ClientError::NotConnected);
         };

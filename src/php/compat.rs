@@ -1,43 +1,35 @@
-//! Swoole's names for taskq's classes and constants, registered only when
-//! the swoole extension itself is not loaded (and `taskq.swoole_compat` is
-//! on), so existing scripts run unchanged. Zend functions that ext-php-rs
-//! does not bind are looked up at run time with dlsym.
+//! The other names of taskq's classes, constants and functions. The real
+//! classes live in the `TaskQ` namespace, so an application's own
+//! `TaskServer` or `Server` class never clashes with them. Two groups of
+//! aliases, each switchable by a system INI setting (both on by default):
+//! the global `TaskServer`/`TaskClient` (`taskq.global_names`), and Swoole's
+//! names (`taskq.swoole_compat`, and only when the swoole extension itself
+//! is not loaded), so existing scripts run unchanged.
 
-use std::ffi::{c_char, c_int, c_void, CStr};
+use std::ffi::c_void;
 
+use ext_php_rs::class::RegisteredClass;
 use ext_php_rs::constant::IntoConst;
 
-/// Looks up a symbol exported by the PHP binary.
-fn symbol(name: &CStr) -> Option<*mut c_void> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-    (!p.is_null()).then_some(p)
-}
+use super::zend::{extension_loaded, ini_long, register_class_alias};
 
-/// Whether an extension named `name` (lowercase) is loaded.
-pub fn extension_loaded(name: &str) -> bool {
-    type Find = unsafe extern "C" fn(*const c_void, *const c_char, usize) -> *mut c_void;
-    let (Some(registry), Some(find)) = (symbol(c"module_registry"), symbol(c"zend_hash_str_find"))
-    else {
-        return false;
-    };
-    // SAFETY: module_registry is a HashTable; zend_hash_str_find has this signature.
-    let find: Find = unsafe { std::mem::transmute(find) };
-    unsafe { !find(registry, name.as_ptr().cast(), name.len()).is_null() }
-}
+/// The Swoole release whose API taskq mirrors (process mode by default,
+/// `swoole_server` names, the server's `tick()`/`after()`): what
+/// `SWOOLE_VERSION` and `swoole_version()` report.
+pub const SWOOLE_VERSION: (i64, i64, i64) = (4, 8, 13);
 
-/// `ini_get()` of an integer setting from C, usable during MINIT.
-pub fn ini_long(name: &str) -> Option<i64> {
-    type IniLong = unsafe extern "C" fn(*const c_char, usize, bool) -> i64;
-    let f = symbol(c"zend_ini_long")?;
-    // SAFETY: zend_ini_long(const char*, size_t, bool) -> zend_long.
-    let f: IniLong = unsafe { std::mem::transmute(f) };
-    Some(unsafe { f(name.as_ptr().cast(), name.len(), false) })
-}
+/// PHP source declaring Swoole's functions and `Swoole\Timer` on top of
+/// taskq's own, run at request start when the Swoole names are on.
+const SWOOLE_FUNCTIONS: &str = include_str!("swoole_functions.php");
 
 /// Whether the Swoole names should be registered in this process.
 pub fn enabled() -> bool {
     ini_long("taskq.swoole_compat").unwrap_or(1) != 0 && !extension_loaded("swoole")
+}
+
+/// Whether the global `TaskServer`/`TaskClient` names should be registered.
+pub fn global_names_enabled() -> bool {
+    ini_long("taskq.global_names").unwrap_or(1) != 0
 }
 
 /// taskq's own constants and, when enabled, their `SWOOLE_*` twins.
@@ -83,47 +75,42 @@ pub fn register_constants(module_number: i32) {
     if swoole {
         let _ = false.register_constant("SWOOLE_SOCK_SYNC", module_number);
         let _ = true.register_constant("SWOOLE_SOCK_ASYNC", module_number);
+        let (major, minor, release) = SWOOLE_VERSION;
+        let version = format!("{major}.{minor}.{release}");
+        let _ = version.register_constant("SWOOLE_VERSION", module_number);
+        let _ = (major * 10_000 + minor * 100 + release)
+            .register_constant("SWOOLE_VERSION_ID", module_number);
+        let _ = major.register_constant("SWOOLE_MAJOR_VERSION", module_number);
+        let _ = minor.register_constant("SWOOLE_MINOR_VERSION", module_number);
+        let _ = release.register_constant("SWOOLE_RELEASE_VERSION", module_number);
     }
     let _ = env!("CARGO_PKG_VERSION").register_constant("TASKQ_VERSION", module_number);
 }
 
-/// Registers the class aliases; called at every request start because
-/// request-time aliases are discarded with the request's class table.
+fn ce<T: RegisteredClass>() -> *mut c_void {
+    T::get_metadata().ce() as *const _ as *mut c_void
+}
+
+/// Registers the class aliases and Swoole's functions; called at every
+/// request start because request-time names are discarded with the
+/// request's class and function tables.
 pub fn register_aliases() {
+    let server = ce::<super::server::TaskServer>();
+    let client = ce::<super::client::TaskClient>();
+    if global_names_enabled() {
+        register_class_alias("TaskServer", server);
+        register_class_alias("TaskClient", client);
+    }
     if !enabled() {
         return;
     }
-    type Alias = unsafe extern "C" fn(*const c_char, usize, *mut c_void, bool) -> c_int;
-    let Some(f) = symbol(c"zend_register_class_alias_ex") else {
-        return;
-    };
-    // SAFETY: the Zend signature (name, len, ce, persistent) -> zend_result.
-    let alias: Alias = unsafe { std::mem::transmute(f) };
-    use ext_php_rs::class::RegisteredClass;
-    let server = super::server::TaskServer::get_metadata().ce() as *const _ as *mut c_void;
-    let client = super::client::TaskClient::get_metadata().ce() as *const _ as *mut c_void;
     for (name, ce) in [
         ("swoole_server", server),
         ("Swoole\\Server", server),
         ("swoole_client", client),
         ("Swoole\\Client", client),
     ] {
-        // SAFETY: name/len describe a valid buffer; the ce is registered.
-        unsafe {
-            alias(name.as_ptr().cast(), name.len(), ce, false);
-        }
+        register_class_alias(name, ce);
     }
-}
-
-/// `php --ri taskq` lists the INI settings through this Zend helper.
-///
-/// # Safety
-/// `module` must be the module entry PHP passed to the info function.
-pub unsafe fn display_ini_entries(module: *mut c_void) {
-    type Display = unsafe extern "C" fn(*mut c_void);
-    if let Some(f) = symbol(c"display_ini_entries") {
-        // SAFETY: display_ini_entries(zend_module_entry*).
-        let f: Display = unsafe { std::mem::transmute(f) };
-        unsafe { f(module) };
-    }
+    let _ = ext_php_rs::php_eval::execute(SWOOLE_FUNCTIONS);
 }

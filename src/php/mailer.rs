@@ -8,6 +8,7 @@ use ext_php_rs::exception::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::ZendHashTable;
 
+use super::args::{Array, Opt, Str};
 use super::mail_input::{fields, key, type_name};
 use crate::mailer::{Email, MailError, Mailer as Engine, MailerOptions, Reply};
 
@@ -24,17 +25,17 @@ impl Mailer {
     /// insists, `?tls=none` never), `smtps://...` (implicit TLS). Options:
     /// timeout, connect_timeout, idle_timeout (seconds), pool_size,
     /// helo_name, ca_file, verify_peer. Connects at the first send.
-    pub fn __construct(dsn: String, options: Option<&ZendHashTable>) -> PhpResult<Self> {
-        let options = MailerOptions::from_pairs(&options.map(fields).unwrap_or_default())?;
+    pub fn __construct(dsn: Str, options: Opt<Array>) -> PhpResult<Self> {
+        let options = options.0.map(|a| fields(a.0)).unwrap_or_default();
         Ok(Mailer {
-            engine: Engine::new(&dsn, options)?,
+            engine: Engine::new(&dsn.0, MailerOptions::from_pairs(&options)?)?,
         })
     }
 
     /// Sends one message; returns the server's final reply, e.g.
     /// "250 OK queued as 4F1Z". Throws TaskQ\MailException.
-    pub fn send(&self, message: &ZendHashTable) -> PhpResult<String> {
-        let email = Email::from_fields(&fields(message))?;
+    pub fn send(&self, message: Array) -> PhpResult<String> {
+        let email = Email::from_fields(&fields(message.0))?;
         Ok(self.engine.send(&email)?.summary())
     }
 
@@ -42,7 +43,8 @@ impl Mailer {
     /// key, `['ok' => bool, 'response' => string, 'code' => int,
     /// 'error' => string, 'permanent' => bool]`; never throws for a single
     /// message's failure.
-    pub fn send_many(&self, messages: &ZendHashTable) -> ZBox<ZendHashTable> {
+    pub fn send_many(&self, messages: Array) -> ZBox<ZendHashTable> {
+        let messages = messages.0;
         let mut keys = Vec::with_capacity(messages.len());
         let mut batch = Vec::with_capacity(messages.len());
         for (k, z) in messages.iter() {

@@ -2,6 +2,7 @@
 //! compatibility names. Everything below `php/` is thin; the engine it drives
 //! lives in the crate's other modules and knows nothing of PHP.
 
+pub mod args;
 pub mod client;
 pub mod compat;
 pub mod events;
@@ -9,5 +10,8 @@ pub mod exception;
 pub mod handler;
 pub mod mail_input;
 pub mod mailer;
+pub mod process_name;
 pub mod server;
+pub mod timer;
 pub mod values;
+pub mod zend;

@@ -1,6 +1,8 @@
-//! `TaskServer` (alias `swoole_server`, `Swoole\Server`): the PHP face of
+//! `TaskQ\Server` (aliases `TaskServer`, `swoole_server`, `Swoole\Server`): the PHP face of
 //! the launcher, master and workers. It converts arguments, keeps settings and
 //! callbacks until `start()`, and forwards worker-side calls to `worker.rs`.
+// PHP parameter names are Swoole's, for named arguments (`dstWorkerId: 0`).
+#![allow(non_snake_case)]
 
 use std::time::Duration;
 
@@ -9,9 +11,11 @@ use ext_php_rs::exception::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 
+use super::args::{Array, Bool, Float, Int, Opt, Str};
 use super::events::{Callbacks, Event};
 use super::exception::{exception, warn};
-use super::handler::{forget_timer, proc_info, remember_finish_callback, remember_timer, PhpHooks};
+use super::handler::{proc_info, remember_finish_callback, PhpHooks};
+use super::timer;
 use super::values::{
     bool_zval, from_payload, json_zval, long_zval, opt_zval, options, to_payload, zval_bytes,
 };
@@ -30,11 +34,10 @@ pub const MODE_PROCESS: i64 = 2;
 
 /// A task server: listens in the constructor, runs on `start()`.
 #[php_class]
-#[php(name = "TaskServer")]
+#[php(name = "TaskQ\\Server")]
 pub struct TaskServer {
     host: String,
     port: i64,
-    mode: i64,
     sock_type: i64,
     listener: Option<Listener>,
     config: ServerConfig,
@@ -51,9 +54,17 @@ fn cpu_count() -> usize {
 
 #[php_impl]
 impl TaskServer {
-    /// Binds at once, like Swoole, so a busy port fails here and not in start().
-    #[php(defaults(port = 0, mode = 2, sock_type = 1))]
-    pub fn __construct(host: String, port: i64, mode: i64, sock_type: i64) -> PhpResult<Self> {
+    /// Binds at once, like Swoole, so a busy port fails here and not in
+    /// start(). `$mode` SWOOLE_BASE is accepted, but the server runs the
+    /// process model either way.
+    pub fn __construct(
+        host: Str,
+        port: Opt<Int>,
+        mode: Opt<Int>,
+        sockType: Opt<Int>,
+    ) -> PhpResult<Self> {
+        let (host, port) = (host.0, port.or(0));
+        let (mode, sock_type) = (mode.or(MODE_PROCESS), sockType.or(1));
         if mode != MODE_BASE && mode != MODE_PROCESS {
             return Err(ServerError::BadMode(mode).into());
         }
@@ -74,7 +85,6 @@ impl TaskServer {
         Ok(TaskServer {
             port: listener.port() as i64,
             host,
-            mode,
             sock_type,
             listener: Some(listener),
             config: ServerConfig::new(cpu_count()),
@@ -85,12 +95,12 @@ impl TaskServer {
     }
 
     /// Merges options; unknown keys warn (with a suggestion), bad values throw.
-    pub fn set(&mut self, settings: &ZendHashTable) -> PhpResult<bool> {
+    pub fn set(&mut self, settings: Array) -> PhpResult<bool> {
         if self.started {
-            warn("server is running, unable to execute TaskServer->set");
+            warn("server is running, unable to execute set()");
             return Ok(false);
         }
-        let converted = options(settings)?;
+        let converted = options(settings.0)?;
         let warnings = self.config.apply(&converted).map_err(ServerError::Config)?;
         for w in warnings {
             warn(&w.0);
@@ -105,7 +115,8 @@ impl TaskServer {
     }
 
     /// Registers an event callback; unknown names warn and return false.
-    pub fn on(&mut self, event: String, callback: &Zval) -> PhpResult<bool> {
+    pub fn on(&mut self, event: Str, callback: &Zval) -> PhpResult<bool> {
+        let event = event.0;
         let Some(ev) = Event::parse(&event) else {
             warn(&format!(
                 "unknown event types[{event}] (known events: {})",
@@ -161,14 +172,14 @@ impl TaskServer {
     }
 
     /// Queues `$data` for a task worker; returns the task id, or false.
-    #[php(defaults(dst_worker_id = -1))]
     pub fn task(
         &self,
         data: &Zval,
-        dst_worker_id: i64,
-        finish_callback: Option<&Zval>,
+        dstWorkerId: Opt<Int>,
+        finishCallback: Option<&Zval>,
     ) -> PhpResult<Zval> {
-        let callback = finish_callback.filter(|cb| !cb.is_null());
+        let dst_worker_id = dstWorkerId.or(-1);
+        let callback = finishCallback.filter(|cb| !cb.is_null());
         if callback.is_some_and(|cb| !cb.is_callable()) {
             return Err(exception(
                 "the finish callback is not callable".into(),
@@ -189,7 +200,7 @@ impl TaskServer {
         match worker::current() {
             Some((_, true)) => {}
             _ => {
-                warn("TaskServer->finish() can only be used in the task worker process");
+                warn("finish() can only be used in the task worker process");
                 return Ok(false);
             }
         }
@@ -205,7 +216,8 @@ impl TaskServer {
     }
 
     /// Sends data to a client connection (one `recv()` for a TaskClient).
-    pub fn send(&self, fd: i64, data: &Zval) -> PhpResult<bool> {
+    pub fn send(&self, fd: Int, data: &Zval) -> PhpResult<bool> {
+        let fd = fd.0;
         let Some(bytes) = zval_bytes(data) else {
             return Err(exception(
                 "send() data must be a string".into(),
@@ -237,7 +249,8 @@ impl TaskServer {
     }
 
     /// Closes a client connection (its onClose follows).
-    pub fn close(&self, fd: i64) -> PhpResult<bool> {
+    pub fn close(&self, fd: Int) -> PhpResult<bool> {
+        let fd = fd.0;
         if fd <= 0 || worker::current().is_none() {
             warn("server is not running or invalid fd");
             return Ok(false);
@@ -263,8 +276,8 @@ impl TaskServer {
 
     /// Pid of worker `$workerId` (this worker's by default); false when it
     /// has no process right now.
-    #[php(defaults(worker_id = -1))]
-    pub fn get_worker_pid(&self, worker_id: i64) -> PhpResult<Zval> {
+    pub fn get_worker_pid(&self, workerId: Opt<Int>) -> PhpResult<Zval> {
+        let worker_id = workerId.or(-1);
         if worker_id < 0 || worker_id == proc_info().worker_id {
             return Ok(long_zval(proc_info().worker_pid));
         }
@@ -279,8 +292,8 @@ impl TaskServer {
 
     /// TASKQ_WORKER_BUSY (1), _IDLE (2) or _EXIT (3) of a worker; this
     /// worker (running a callback) is busy.
-    #[php(defaults(worker_id = -1))]
-    pub fn get_worker_status(&self, worker_id: i64) -> PhpResult<Zval> {
+    pub fn get_worker_status(&self, workerId: Opt<Int>) -> PhpResult<Zval> {
+        let worker_id = workerId.or(-1);
         if worker_id < 0 || worker_id == proc_info().worker_id {
             return Ok(if worker::current().is_some() {
                 long_zval(crate::query::WORKER_BUSY)
@@ -312,7 +325,8 @@ impl TaskServer {
     }
 
     /// Whether session `$fd` is connected.
-    pub fn exists(&self, fd: i64) -> PhpResult<bool> {
+    pub fn exists(&self, fd: Int) -> PhpResult<bool> {
+        let fd = fd.0;
         if fd <= 0 {
             return Ok(false);
         }
@@ -324,7 +338,8 @@ impl TaskServer {
 
     /// Binds session `$fd` to `$uid` once; with dispatch_mode 5 its messages
     /// then go to worker `$uid % worker_num`.
-    pub fn bind(&self, fd: i64, uid: i64) -> PhpResult<bool> {
+    pub fn bind(&self, fd: Int, uid: Int) -> PhpResult<bool> {
+        let (fd, uid) = (fd.0, uid.0);
         if fd <= 0 || uid < 0 {
             warn(&format!("invalid fd {fd} or uid {uid}"));
             return Ok(false);
@@ -339,14 +354,19 @@ impl TaskServer {
     }
 
     /// Alias of `exists()` (Swoole 4 name).
-    pub fn exist(&self, fd: i64) -> PhpResult<bool> {
+    pub fn exist(&self, fd: Int) -> PhpResult<bool> {
         self.exists(fd)
     }
 
     /// Swoole's `getClientInfo()` array, or false for an unknown session.
-    #[php(defaults(reactor_id = -1, ignore_error = false))]
-    pub fn get_client_info(&self, fd: i64, reactor_id: i64, ignore_error: bool) -> PhpResult<Zval> {
-        let _ = (reactor_id, ignore_error);
+    pub fn get_client_info(
+        &self,
+        fd: Int,
+        reactorId: Opt<Int>,
+        ignoreError: Opt<Bool>,
+    ) -> PhpResult<Zval> {
+        let _ = (reactorId, ignoreError);
+        let fd = fd.0;
         if fd <= 0 {
             return Ok(bool_zval(false));
         }
@@ -358,8 +378,13 @@ impl TaskServer {
 
     /// Blocks for the task's result (at most `$timeout` seconds); false on
     /// timeout. A late result is discarded, as in Swoole.
-    #[php(defaults(timeout = 0.5, dst_worker_id = -1))]
-    pub fn taskwait(&self, data: &Zval, timeout: f64, dst_worker_id: i64) -> PhpResult<Zval> {
+    pub fn taskwait(
+        &self,
+        data: &Zval,
+        timeout: Opt<Float>,
+        dstWorkerId: Opt<Int>,
+    ) -> PhpResult<Zval> {
+        let (timeout, dst_worker_id) = (timeout.or(0.5), dstWorkerId.or(-1));
         let id = match self.submit(data, dst_worker_id, "taskwait")? {
             Some(id) => id,
             None => return Ok(bool_zval(false)),
@@ -380,8 +405,8 @@ impl TaskServer {
 
     /// Runs several tasks in parallel and waits for all (at most `$timeout`
     /// seconds); results keyed like the input, timed-out keys absent.
-    #[php(defaults(timeout = 0.5))]
-    pub fn task_wait_multi(&self, tasks: &ZendHashTable, timeout: f64) -> PhpResult<Zval> {
+    pub fn task_wait_multi(&self, tasks: Array, timeout: Opt<Float>) -> PhpResult<Zval> {
+        let (tasks, timeout) = (tasks.0, timeout.or(0.5));
         if tasks.len() >= 1024 {
             warn("too many concurrent tasks (at most 1023)");
             return Ok(bool_zval(false));
@@ -434,7 +459,8 @@ impl TaskServer {
     }
 
     /// Sends `$message` to worker `$workerId`'s onPipeMessage.
-    pub fn send_message(&self, message: &Zval, worker_id: i64) -> PhpResult<bool> {
+    pub fn send_message(&self, message: &Zval, workerId: Int) -> PhpResult<bool> {
+        let worker_id = workerId.0;
         let Some((me, _)) = worker::current() else {
             warn("server is not running");
             return Ok(false);
@@ -462,8 +488,8 @@ impl TaskServer {
     /// Restarts all workers (or only task workers) gracefully; no queued
     /// task is lost. Asks the master, as SIGUSR1/SIGUSR2 to it does: the
     /// manager takes orders from the master only.
-    #[php(defaults(only_task_workers = false))]
-    pub fn reload(&self, only_task_workers: bool) -> bool {
+    pub fn reload(&self, onlyReloadTaskWorker: Opt<Bool>) -> bool {
+        let only_task_workers = onlyReloadTaskWorker.or(false);
         let master = proc_info().master_pid;
         if master <= 0 {
             warn("server is not running");
@@ -491,9 +517,9 @@ impl TaskServer {
 
     /// Stops this worker (or worker `$workerId`) after what it holds; the
     /// manager starts a fresh one.
-    #[php(defaults(worker_id = -1, wait_event = false))]
-    pub fn stop(&self, worker_id: i64, wait_event: bool) -> PhpResult<bool> {
-        let _ = wait_event;
+    pub fn stop(&self, workerId: Opt<Int>, waitEvent: Opt<Bool>) -> PhpResult<bool> {
+        let _ = waitEvent;
+        let worker_id = workerId.or(-1);
         if worker_id < 0 || worker_id == proc_info().worker_id {
             if worker::current().is_none() {
                 warn("server is not running");
@@ -515,23 +541,18 @@ impl TaskServer {
     }
 
     /// Calls `$callback($timerId)` every `$ms` milliseconds in this worker.
-    pub fn tick(&self, ms: i64, callback: &Zval) -> PhpResult<Zval> {
-        self.timer(ms, callback, true)
+    pub fn tick(&self, ms: Int, callback: &Zval) -> PhpResult<Zval> {
+        timer::add(ms.0, callback, true)
     }
 
     /// Calls `$callback()` once after `$ms` milliseconds in this worker.
-    pub fn after(&self, ms: i64, callback: &Zval) -> PhpResult<Zval> {
-        self.timer(ms, callback, false)
+    pub fn after(&self, ms: Int, callback: &Zval) -> PhpResult<Zval> {
+        timer::add(ms.0, callback, false)
     }
 
     /// Cancels a `tick()` or `after()` timer.
-    pub fn clear_timer(&self, timer_id: i64) -> PhpResult<bool> {
-        if timer_id <= 0 || worker::current().is_none() {
-            return Ok(false);
-        }
-        let cleared = worker::clear_timer(timer_id as u64)?;
-        forget_timer(timer_id as u64);
-        Ok(cleared)
+    pub fn clear_timer(&self, timerId: Int) -> PhpResult<bool> {
+        timer::clear(timerId.0)
     }
 
     /// The port actually bound (the kernel's choice for port 0).
@@ -546,10 +567,11 @@ impl TaskServer {
         self.host.clone()
     }
 
-    /// TASKQ_PROCESS or TASKQ_BASE as given.
+    /// Always TASKQ_PROCESS: SWOOLE_BASE is accepted by the constructor,
+    /// but taskq runs the process model (master, manager, workers) anyway.
     #[php(getter)]
     pub fn get_mode(&self) -> i64 {
-        self.mode
+        MODE_PROCESS
     }
 
     /// The socket type given to the constructor.
@@ -652,9 +674,7 @@ impl TaskServer {
             ));
         }
         if is_task {
-            return fail(format!(
-                "TaskServer->{method}() cannot use in the task-worker"
-            ));
+            return fail(format!("{method}() cannot use in the task-worker"));
         }
         if dst_worker_id >= n {
             return fail(format!("worker_id must be less than task_worker_num[{n}]"));
@@ -666,29 +686,6 @@ impl TaskServer {
             dst_worker_id as i32
         };
         Ok(Some(worker::submit_task(dst, payload, wait)?))
-    }
-
-    fn timer(&self, ms: i64, callback: &Zval, repeating: bool) -> PhpResult<Zval> {
-        if worker::current().is_none() {
-            warn("timers can only be used in worker processes after start()");
-            return Ok(bool_zval(false));
-        }
-        if !(1..=86_400_000).contains(&ms) {
-            return Err(exception(
-                format!("invalid timer interval {ms} ms (allowed: 1 to 86400000)"),
-                libc::EINVAL,
-            ));
-        }
-        if !callback.is_callable() {
-            return Err(exception(
-                "the timer callback is not callable".into(),
-                libc::EINVAL,
-            ));
-        }
-        let every = repeating.then(|| Duration::from_millis(ms as u64));
-        let id = worker::add_timer(Duration::from_millis(ms as u64), every)?;
-        remember_timer(id, callback, repeating);
-        Ok(long_zval(id as i64))
     }
 
     fn launch_config(&self) -> Launch {

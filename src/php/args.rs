@@ -1,0 +1,217 @@
+//! PHP's own argument rules for every taskq method. ext-php-rs accepts an
+//! `i64` parameter only from a PHP int, so `new Swoole\Server('127.0.0.1',
+//! '9501')` failed where Swoole (an internal PHP function) takes it. These
+//! parameter types hand the conversion to the Zend engine's own parsers
+//! (`zend_parse_arg_*_slow`, the ones `ZEND_PARSE_PARAMETERS` uses), which
+//! apply the caller's typing mode: coercion by default, exact types under
+//! `declare(strict_types=1)`, and the engine's own deprecations and
+//! TypeErrors naming the method, the argument's number and name.
+//!
+//! `Opt<T>` is an optional parameter: nullable, with `null` (or leaving it
+//! out) meaning the default the method gives with [`Opt::or`].
+
+use std::ffi::CStr;
+
+use ext_php_rs::convert::FromZvalMut;
+use ext_php_rs::ffi::{
+    _zend_expected_type_Z_EXPECTED_ARRAY as EXPECTED_ARRAY,
+    _zend_expected_type_Z_EXPECTED_BOOL as EXPECTED_BOOL,
+    _zend_expected_type_Z_EXPECTED_DOUBLE as EXPECTED_DOUBLE,
+    _zend_expected_type_Z_EXPECTED_LONG as EXPECTED_LONG,
+    _zend_expected_type_Z_EXPECTED_STRING as EXPECTED_STRING, zend_string,
+};
+use ext_php_rs::flags::DataType;
+use ext_php_rs::types::{ZendHashTable, ZendStr, Zval};
+use ext_php_rs::zend::ExecutorGlobals;
+
+use super::zend::symbol;
+
+/// A PHP `int` parameter.
+pub struct Int(pub i64);
+/// A PHP `float` parameter.
+pub struct Float(pub f64);
+/// A PHP `string` parameter (bytes that are not UTF-8 are replaced).
+pub struct Str(pub String);
+/// A PHP `bool` parameter.
+pub struct Bool(pub bool);
+/// A PHP `array` parameter.
+pub struct Array<'a>(pub &'a ZendHashTable);
+
+/// An optional, nullable parameter: `None` when omitted or null.
+pub struct Opt<T>(pub Option<T>);
+
+/// What each parameter type tells the engine and how it reads a value.
+pub trait Param<'a>: Sized {
+    /// The type declared in the argument info (reflection, stubs).
+    const TYPE: DataType;
+    /// Zend's `zend_expected_type` for the TypeError; its `_OR_NULL`
+    /// twin follows it (`expected + 1`) in every PHP 8 release.
+    const EXPECTED: u32;
+    /// The value the engine accepts for this caller, or None when PHP
+    /// rejects it (an error may already be thrown, e.g. a deprecation an
+    /// error handler turned into an exception).
+    fn parse(zval: &'a mut Zval) -> Option<Self>;
+}
+
+/// A scalar parameter's plain value, for [`Opt::or`].
+pub trait Scalar {
+    type Value;
+    fn value(self) -> Self::Value;
+}
+
+impl<T: Scalar> Opt<T> {
+    /// The given value, or `default` when the caller left it out or passed null.
+    pub fn or(self, default: T::Value) -> T::Value {
+        self.0.map_or(default, Scalar::value)
+    }
+}
+
+/// `bool zend_parse_arg_<type>_slow(zval *arg, <type> *dest, uint32_t arg_num)`.
+type Slow<T> = unsafe extern "C" fn(*mut Zval, *mut T, u32) -> bool;
+
+/// Runs the engine's parser for values that are not already of the type:
+/// it refuses them under strict_types and converts them otherwise.
+fn slow<T>(name: &CStr, zval: &mut Zval, mut dest: T) -> Option<T> {
+    let f = symbol(name)?;
+    // SAFETY: every zend_parse_arg_*_slow has the `Slow<T>` signature
+    // (ZEND_FASTCALL is the default convention on 64-bit targets).
+    let f: Slow<T> = unsafe { std::mem::transmute(f) };
+    let num = arg_num(zval);
+    // SAFETY: `zval` is one of the current call's arguments.
+    unsafe { f(zval, &mut dest, num) }.then_some(dest)
+}
+
+/// Position (from 1) of `zval` among the arguments of the running internal
+/// call, which is where the engine's messages need it; 0 if not found.
+fn arg_num(zval: *const Zval) -> u32 {
+    let ex = ExecutorGlobals::get().current_execute_data;
+    // SAFETY: inside a method handler the current frame is this call's.
+    let Some(ex) = (unsafe { ex.as_ref() }) else {
+        return 0;
+    };
+    // SAFETY: num_args is the union member set for function frames.
+    let count = unsafe { ex.This.u2.num_args };
+    (0..count)
+        .find(|&i| {
+            // SAFETY: i < num_args, so the slot is an argument of this frame.
+            unsafe { ex.zend_call_arg(i as usize) }.is_some_and(|slot| {
+                std::ptr::eq(&*slot, zval) || std::ptr::eq(slot.dereference(), zval)
+            })
+        })
+        .map_or(0, |i| i + 1)
+}
+
+/// Throws PHP's TypeError "X::m(): Argument #N ($name) must be of type T,
+/// U given", unless an exception is already pending.
+fn wrong_type(zval: *mut Zval, expected: u32) {
+    type Error = unsafe extern "C" fn(u32, u32, *mut Zval);
+    if let Some(f) = symbol(c"zend_wrong_parameter_type_error") {
+        // SAFETY: zend_wrong_parameter_type_error(uint32_t, zend_expected_type, zval*).
+        let f: Error = unsafe { std::mem::transmute(f) };
+        unsafe { f(arg_num(zval), expected, zval) };
+    }
+}
+
+fn accept<'a, T: Param<'a>>(zval: &'a mut Zval, nullable: bool) -> Option<T> {
+    let ptr: *mut Zval = zval;
+    let value = T::parse(zval);
+    if value.is_none() {
+        wrong_type(ptr, T::EXPECTED + u32::from(nullable));
+    }
+    value
+}
+
+impl Param<'_> for Int {
+    const TYPE: DataType = DataType::Long;
+    const EXPECTED: u32 = EXPECTED_LONG;
+    fn parse(zval: &mut Zval) -> Option<Self> {
+        zval.long()
+            .or_else(|| slow(c"zend_parse_arg_long_slow", zval, Default::default()))
+            .map(Int)
+    }
+}
+
+impl Param<'_> for Float {
+    const TYPE: DataType = DataType::Double;
+    const EXPECTED: u32 = EXPECTED_DOUBLE;
+    fn parse(zval: &mut Zval) -> Option<Self> {
+        zval.double()
+            .or_else(|| slow(c"zend_parse_arg_double_slow", zval, Default::default()))
+            .map(Float)
+    }
+}
+
+impl Param<'_> for Bool {
+    const TYPE: DataType = DataType::Bool;
+    const EXPECTED: u32 = EXPECTED_BOOL;
+    fn parse(zval: &mut Zval) -> Option<Self> {
+        zval.bool()
+            .or_else(|| slow(c"zend_parse_arg_bool_slow", zval, Default::default()))
+            .map(Bool)
+    }
+}
+
+impl Param<'_> for Str {
+    const TYPE: DataType = DataType::String;
+    const EXPECTED: u32 = EXPECTED_STRING;
+    fn parse(zval: &mut Zval) -> Option<Self> {
+        let text = |s: &ZendStr| Str(String::from_utf8_lossy(s.as_bytes()).into_owned());
+        if let Some(s) = zval.zend_str() {
+            return Some(text(s));
+        }
+        let converted: *mut zend_string =
+            slow(c"zend_parse_arg_str_slow", zval, std::ptr::null_mut())?;
+        // SAFETY: on success the engine points `converted` at a live string
+        // (the argument, converted in place).
+        unsafe { converted.cast::<ZendStr>().as_ref() }.map(text)
+    }
+}
+
+impl<'a> Param<'a> for Array<'a> {
+    const TYPE: DataType = DataType::Array;
+    const EXPECTED: u32 = EXPECTED_ARRAY;
+    fn parse(zval: &'a mut Zval) -> Option<Self> {
+        zval.array().map(Array)
+    }
+}
+
+macro_rules! scalar {
+    ($($ty:ident: $value:ty),*) => {$(
+        impl Scalar for $ty {
+            type Value = $value;
+            fn value(self) -> $value {
+                self.0
+            }
+        }
+
+        impl<'a> FromZvalMut<'a> for $ty {
+            const TYPE: DataType = <$ty as Param<'a>>::TYPE;
+            fn from_zval_mut(zval: &'a mut Zval) -> Option<Self> {
+                accept(zval, false)
+            }
+        }
+    )*};
+}
+
+scalar!(Int: i64, Float: f64, Str: String, Bool: bool);
+
+impl<'a> FromZvalMut<'a> for Array<'a> {
+    const TYPE: DataType = DataType::Array;
+    fn from_zval_mut(zval: &'a mut Zval) -> Option<Self> {
+        accept(zval, false)
+    }
+}
+
+impl<'a, T: Param<'a>> FromZvalMut<'a> for Opt<T> {
+    const TYPE: DataType = T::TYPE;
+    const NULLABLE: bool = true;
+    fn from_zval_mut(zval: &'a mut Zval) -> Option<Self> {
+        if zval.is_null() {
+            return Some(Opt(None));
+        }
+        accept(zval, true).map(|v| Opt(Some(v)))
+    }
+    fn from_missing() -> Option<Self> {
+        Some(Opt(None))
+    }
+}

@@ -1,0 +1,76 @@
+//! `TaskQ\Timer` (and, through the Swoole names, `Swoole\Timer` and
+//! `swoole_timer_*`): the per-process timers of a worker, the same ones as
+//! the server's `tick()`/`after()`/`clearTimer()`. They run in the worker's
+//! event loop, so they exist only inside workers after `start()`.
+// PHP parameter names are Swoole's, for named arguments (`dstWorkerId: 0`).
+#![allow(non_snake_case)]
+
+use std::time::Duration;
+
+use ext_php_rs::exception::PhpResult;
+use ext_php_rs::prelude::*;
+use ext_php_rs::types::Zval;
+
+use super::args::Int;
+use super::exception::{exception, warn};
+use super::handler::{forget_timer, remember_timer};
+use super::values::{bool_zval, long_zval};
+use crate::worker;
+
+/// Static timer functions for code that has no server object at hand.
+#[php_class]
+#[php(name = "TaskQ\\Timer")]
+pub struct Timer;
+
+#[php_impl]
+impl Timer {
+    /// Calls `$callback($timerId)` every `$ms` milliseconds in this worker;
+    /// returns the timer id, or false outside a worker.
+    pub fn tick(ms: Int, callback: &Zval) -> PhpResult<Zval> {
+        add(ms.0, callback, true)
+    }
+
+    /// Calls `$callback()` once after `$ms` milliseconds in this worker.
+    pub fn after(ms: Int, callback: &Zval) -> PhpResult<Zval> {
+        add(ms.0, callback, false)
+    }
+
+    /// Cancels a timer; false when it does not exist (fired or cleared).
+    pub fn clear(timerId: Int) -> PhpResult<bool> {
+        clear(timerId.0)
+    }
+}
+
+/// Adds a timer in this worker's event loop.
+pub fn add(ms: i64, callback: &Zval, repeating: bool) -> PhpResult<Zval> {
+    if worker::current().is_none() {
+        warn("timers can only be used in worker processes after start()");
+        return Ok(bool_zval(false));
+    }
+    if !(1..=86_400_000).contains(&ms) {
+        return Err(exception(
+            format!("invalid timer interval {ms} ms (allowed: 1 to 86400000)"),
+            libc::EINVAL,
+        ));
+    }
+    if !callback.is_callable() {
+        return Err(exception(
+            "the timer callback is not callable".into(),
+            libc::EINVAL,
+        ));
+    }
+    let every = repeating.then(|| Duration::from_millis(ms as u64));
+    let id = worker::add_timer(Duration::from_millis(ms as u64), every)?;
+    remember_timer(id, callback, repeating);
+    Ok(long_zval(id as i64))
+}
+
+/// Removes a timer of this worker.
+pub fn clear(timer_id: i64) -> PhpResult<bool> {
+    if timer_id <= 0 || worker::current().is_none() {
+        return Ok(false);
+    }
+    let cleared = worker::clear_timer(timer_id as u64)?;
+    forget_timer(timer_id as u64);
+    Ok(cleared)
+}

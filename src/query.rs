@@ -19,6 +19,9 @@ pub enum Query {
     WorkerStatus { worker_id: u32 },
     /// `bind($fd, $uid)`: dispatch_mode 5 routes the session by `uid`.
     Bind { fd: u64, uid: u64 },
+    /// `getClientList()`/`$server->connections`: up to `limit` open
+    /// sessions with an id above `after`, ascending.
+    ClientList { after: u64, limit: u64 },
 }
 
 /// Swoole's `SWOOLE_WORKER_BUSY`.
@@ -53,6 +56,10 @@ mod tests {
             Query::WorkerPid { worker_id: 2 },
             Query::WorkerStatus { worker_id: 0 },
             Query::Bind { fd: 1, uid: 42 },
+            Query::ClientList {
+                after: 0,
+                limit: 10,
+            },
         ] {
             assert_eq!(Query::from_json(&q.to_json()), Some(q));
         }

@@ -99,11 +99,12 @@ final class CompatTest extends TaskqTestCase
             $this->assertSame($twin, constant($name), "$name equals its TASKQ_ twin");
             $this->assertSame($swooleValue, constant($name), "$name has Swoole's value");
         }
-        // Every SWOOLE_X with a TASKQ_X twin has the same value.
+        // Every SWOOLE_X with a TASKQ_X twin has the same value (but the
+        // version: SWOOLE_VERSION is the Swoole API level taskq mirrors).
         $consts = get_defined_constants(true)['taskq'];
         $twins = 0;
         foreach ($consts as $name => $value) {
-            if (str_starts_with($name, 'SWOOLE_') && array_key_exists('TASKQ_' . substr($name, 7), $consts)) {
+            if (str_starts_with($name, 'SWOOLE_') && $name !== 'SWOOLE_VERSION' && array_key_exists('TASKQ_' . substr($name, 7), $consts)) {
                 $this->assertSame($consts['TASKQ_' . substr($name, 7)], $value, $name);
                 $twins++;
             }
@@ -152,6 +153,78 @@ PHP;
         $this->assertContains('SWOOLE_SOCK_SYNC', $r['swoole_constants']);
     }
 
+    /**
+     * Issue 13.2: an application's own `class TaskServer` (the obvious name
+     * for a wrapper around swoole_server) runs with taskq.global_names=0,
+     * serving tasks through Swoole\Server; with the default it clashes.
+     */
+    public function testAnAppsOwnTaskServerClassRunsWithGlobalNamesOff(): void
+    {
+        $body = <<<'PHP'
+class TaskServer
+{
+    private Swoole\Server $server;
+
+    public function __construct(int $port)
+    {
+        $this->server = new Swoole\Server('127.0.0.1', $port);
+        $this->server->set(['worker_num' => 1, 'task_worker_num' => 1, 'log_file' => getenv('TASKQ_DIR') . '/taskq.log']);
+        $this->server->on('Receive', fn ($s, $fd, $r, $data) => $s->task($data));
+        $this->server->on('Task', [$this, 'onTask']);
+        $this->server->on('Finish', fn () => null);
+    }
+
+    public function onTask($server, $id, $from, $data)
+    {
+        record('task', ['data' => $data, 'class' => get_class($server), 'TaskClient' => class_exists('TaskClient')]);
+        return true;
+    }
+
+    public function run(): void
+    {
+        $this->server->start();
+    }
+}
+(new TaskServer($port))->run();
+PHP;
+        $port = self::freePort();
+        $script = "$this->dir/own-task-server.php";
+        file_put_contents($script, "<?php\nrequire " . var_export(__DIR__ . '/Support/prelude.php', true) . ";\n" . $body);
+        $server = new TaskQ\Tests\Support\ServerProcess($script, $this->dir, ['TASKQ_PORT' => (string) $port, 'TASKQ_DIR' => $this->dir], ['-d', 'taskq.global_names=0']);
+        $this->servers[] = $server;
+        $this->waitUntil(fn () => self::listening($port), 10, "server listening on port $port", $server);
+
+        [$exit, $out, $err] = $this->runPhp("<?php\n\$c = new Swoole\\Client(SWOOLE_SOCK_TCP);\nvar_dump(\$c->connect('127.0.0.1', $port, 3), \$c->send('hello'));\n");
+        $this->assertSame([0, ''], [$exit, $err], $out);
+        $task = $this->waitEvents('task', 1, 10, $server)[0];
+        $this->assertSame(['hello', 'TaskQ\Server', false], [$task['data'], $task['class'], $task['TaskClient']]);
+        $this->stopServer($server);
+
+        // Control: with the global names on (the default) the class clashes.
+        [$exit, , $err] = $this->runPhpWith([], "<?php\nclass TaskServer {}\n");
+        $this->assertSame(255, $exit);
+        $this->assertStringContainsString('Cannot declare class TaskServer, because the name is already in use', $err);
+    }
+
+    /** Both alias groups off: only the TaskQ\ names exist, and they work. */
+    public function testOnlyTheNamespacedClassesWithBothGroupsOff(): void
+    {
+        $code = <<<'PHP'
+<?php
+class TaskServer {}
+class TaskClient {}
+echo json_encode([
+    array_values(array_filter(['TaskServer', 'TaskClient', 'swoole_server', 'Swoole\Server', 'Swoole\Timer'], fn ($c) => class_exists($c) && (new ReflectionClass($c))->isInternal())),
+    function_exists('swoole_version'),
+    (new TaskQ\Server('127.0.0.1', 0))->port > 0,
+    get_class(new TaskQ\Client(TASKQ_SOCK_TCP)),
+]);
+PHP;
+        [$exit, $out, $err] = $this->runPhpWith(['-d', 'taskq.global_names=0', '-d', 'taskq.swoole_compat=0'], $code);
+        $this->assertSame([0, ''], [$exit, $err], $out);
+        $this->assertSame([[], false, true, 'TaskQ\Client'], json_decode($out, true));
+    }
+
     public function testPhpRiTaskqReportsSupportVersionAndIni(): void
     {
         [$exit, $out, $err] = $this->runPhpWith(['--ri', 'taskq']);
@@ -160,6 +233,7 @@ PHP;
         $this->assertMatchesRegularExpression('/^version => ' . preg_quote(TASKQ_VERSION, '/') . '$/m', $out);
         $this->assertSame(TASKQ_VERSION, phpversion('taskq'));
         $this->assertMatchesRegularExpression('/^taskq\.swoole_compat => 1 => 1$/m', $out);
+        $this->assertMatchesRegularExpression('/^taskq\.global_names => 1 => 1$/m', $out);
 
         [$exit, $out] = $this->runPhpWith(['-d', 'taskq.swoole_compat=0', '--ri', 'taskq']);
         $this->assertSame(0, $exit);

@@ -951,6 +951,17 @@ impl Hub {
                 }
                 _ => Value::Bool(false),
             },
+            Query::ClientList { after, limit } => {
+                let mut fds: Vec<u64> = self
+                    .conns
+                    .keys()
+                    .copied()
+                    .filter(|&fd| fd > after)
+                    .collect();
+                fds.sort_unstable();
+                fds.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+                json!(fds)
+            }
             Query::WorkerPid { worker_id } => self
                 .slots
                 .get(worker_id as usize)

@@ -376,6 +376,28 @@ impl TaskServer {
         })
     }
 
+    /// Swoole's `getClientList()`: up to `$pageSize` (1 to 100) session ids
+    /// above `$startFd`, ascending, to page through every connection from a
+    /// worker (e.g. to broadcast); false outside a running server.
+    pub fn get_client_list(&self, startFd: Opt<Int>, pageSize: Opt<Int>) -> PhpResult<Zval> {
+        let (start, size) = (startFd.or(0), pageSize.or(10));
+        if !(1..=100).contains(&size) {
+            warn(&format!("invalid pageSize {size} (allowed: 1 to 100)"));
+            return Ok(bool_zval(false));
+        }
+        self.client_list(start, size)
+    }
+
+    /// Swoole's `$server->connections`: every open session id, ascending,
+    /// as an array read from the master (empty outside a running server).
+    #[php(getter)]
+    pub fn get_connections(&self) -> PhpResult<Zval> {
+        if worker::current().is_none() {
+            return Ok(json_zval(&serde_json::json!([])));
+        }
+        self.client_list(0, i64::MAX)
+    }
+
     /// Blocks for the task's result (at most `$timeout` seconds); false on
     /// timeout. A late result is discarded, as in Swoole.
     pub fn taskwait(
@@ -654,6 +676,18 @@ impl TaskServer {
         }
         let answer = worker::query(q.to_json(), QUERY_TIMEOUT)?;
         Ok(answer.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Open session ids above `after`, at most `limit`, as a PHP array.
+    fn client_list(&self, after: i64, limit: i64) -> PhpResult<Zval> {
+        let query = Query::ClientList {
+            after: after.max(0) as u64,
+            limit: limit as u64,
+        };
+        Ok(match self.ask(query)? {
+            Some(v) if v.is_array() => json_zval(&v),
+            _ => bool_zval(false),
+        })
     }
 
     /// The checks and submission shared by task(), taskwait() and

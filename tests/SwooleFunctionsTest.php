@@ -139,6 +139,8 @@ $d = new TaskClient(TASKQ_SOCK_TCP);
 $e = new TaskClient(TASKQ_SOCK_TCP);
 $d->connect('127.0.0.1', $port, 3);
 $e->connect('127.0.0.1', $port, 3);
+$d->send('hello'); // a TaskClient that sent nothing yet is not known to speak taskq's framing
+$e->send('hello');
 usleep(100000);
 $c->send('list');
 $list = json_decode($c->recv(), true);

@@ -6,8 +6,6 @@
 //! names (`taskq.swoole_compat`, and only when the swoole extension itself
 //! is not loaded), so existing scripts run unchanged.
 
-use std::ffi::c_void;
-
 use ext_php_rs::class::RegisteredClass;
 use ext_php_rs::constant::IntoConst;
 
@@ -87,16 +85,12 @@ pub fn register_constants(module_number: i32) {
     let _ = env!("CARGO_PKG_VERSION").register_constant("TASKQ_VERSION", module_number);
 }
 
-fn ce<T: RegisteredClass>() -> *mut c_void {
-    T::get_metadata().ce() as *const _ as *mut c_void
-}
-
 /// Registers the class aliases and Swoole's functions; called at every
 /// request start because request-time names are discarded with the
 /// request's class and function tables.
 pub fn register_aliases() {
-    let server = ce::<super::server::TaskServer>();
-    let client = ce::<super::client::TaskClient>();
+    let server = super::server::TaskServer::get_metadata().ce();
+    let client = super::client::TaskClient::get_metadata().ce();
     if global_names_enabled() {
         register_class_alias("TaskServer", server);
         register_class_alias("TaskClient", client);

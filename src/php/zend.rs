@@ -5,6 +5,8 @@
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 
+use ext_php_rs::zend::ClassEntry;
+
 /// Looks up a symbol exported by the PHP binary.
 pub fn symbol(name: &CStr) -> Option<*mut c_void> {
     // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
@@ -34,7 +36,8 @@ pub fn ini_long(name: &str) -> Option<i64> {
 }
 
 /// Makes `name` another name of the class `ce` for this request.
-pub fn register_class_alias(name: &str, ce: *mut c_void) {
+pub fn register_class_alias(name: &str, ce: &ClassEntry) {
+    let ce = std::ptr::from_ref(ce).cast_mut().cast::<c_void>();
     type Alias = unsafe extern "C" fn(*const c_char, usize, *mut c_void, bool) -> c_int;
     let Some(f) = symbol(c"zend_register_class_alias_ex") else {
         return;

@@ -118,7 +118,10 @@ foreach ($cases as $i => [$method, $args]) {
 echo json_encode($out);
 PHP;
 
-    /** Runs the cases in one typing mode; returns the decoded rows. */
+    /**
+     * Runs the cases in one typing mode, asserts that taskq's outcome is the
+     * userland function's in every case, and returns taskq's by case.
+     */
     private function runCases(bool $strict): array
     {
         $code = "<?php\n" . ($strict ? "declare(strict_types=1);\n" : '') . self::CASES;
@@ -128,16 +131,15 @@ PHP;
         $this->assertSame(0, $exit, "stdout: $out\nstderr: $err");
         $rows = json_decode($out, true);
         $this->assertIsArray($rows, $out);
-        return $rows;
+        foreach ($rows as $row) {
+            $this->assertSame($row['php'], $row['taskq'], $row['case']);
+        }
+        return array_column($rows, 'taskq', 'case');
     }
 
     public function testCoerciveModeAcceptsWhatAPhpFunctionAccepts(): void
     {
-        $rows = $this->runCases(false);
-        foreach ($rows as $row) {
-            $this->assertSame($row['php'], $row['taskq'], $row['case']);
-        }
-        $byCase = array_column($rows, 'taskq', 'case');
+        $byCase = $this->runCases(false);
         // The cases the issue names, spelled out.
         $this->assertSame(['accepted', []], $byCase['#1 server(["127.0.0.1","0","1","1"])']);
         $this->assertSame(['accepted', []], $byCase['#26 connect(["127.0.0.1","1","0.5"])']);
@@ -149,11 +151,7 @@ PHP;
 
     public function testStrictTypesGetPhpsTypeErrors(): void
     {
-        $rows = $this->runCases(true);
-        foreach ($rows as $row) {
-            $this->assertSame($row['php'], $row['taskq'], $row['case']);
-        }
-        $byCase = array_column($rows, 'taskq', 'case');
+        $byCase = $this->runCases(true);
         $this->assertSame(['TypeError: Argument #2 ($port) must be of type ?int, string given', []], $byCase['#0 server(["127.0.0.1","0"])']);
         $this->assertSame(['TypeError: Argument #3 ($timeout) must be of type ?float, string given', []], $byCase['#28 connect(["127.0.0.1",1,"soon"])']);
         $this->assertSame(['accepted', []], $byCase['#27 connect(["127.0.0.1",1,1])'], 'an int is a float even under strict_types');

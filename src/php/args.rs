@@ -121,34 +121,26 @@ fn accept<'a, T: Param<'a>>(zval: &'a mut Zval, nullable: bool) -> Option<T> {
     value
 }
 
-impl Param<'_> for Int {
-    const TYPE: DataType = DataType::Long;
-    const EXPECTED: u32 = EXPECTED_LONG;
-    fn parse(zval: &mut Zval) -> Option<Self> {
-        zval.long()
-            .or_else(|| slow(c"zend_parse_arg_long_slow", zval, Default::default()))
-            .map(Int)
-    }
+/// A type whose values the engine converts with `zend_parse_arg_<name>_slow`
+/// when they are not already of it.
+macro_rules! weak {
+    ($($ty:ident: $exact:ident, $slow:literal, $data:ident, $expected:ident;)*) => {$(
+        impl Param<'_> for $ty {
+            const TYPE: DataType = DataType::$data;
+            const EXPECTED: u32 = $expected;
+            fn parse(zval: &mut Zval) -> Option<Self> {
+                zval.$exact()
+                    .or_else(|| slow($slow, zval, Default::default()))
+                    .map($ty)
+            }
+        }
+    )*};
 }
 
-impl Param<'_> for Float {
-    const TYPE: DataType = DataType::Double;
-    const EXPECTED: u32 = EXPECTED_DOUBLE;
-    fn parse(zval: &mut Zval) -> Option<Self> {
-        zval.double()
-            .or_else(|| slow(c"zend_parse_arg_double_slow", zval, Default::default()))
-            .map(Float)
-    }
-}
-
-impl Param<'_> for Bool {
-    const TYPE: DataType = DataType::Bool;
-    const EXPECTED: u32 = EXPECTED_BOOL;
-    fn parse(zval: &mut Zval) -> Option<Self> {
-        zval.bool()
-            .or_else(|| slow(c"zend_parse_arg_bool_slow", zval, Default::default()))
-            .map(Bool)
-    }
+weak! {
+    Int: long, c"zend_parse_arg_long_slow", Long, EXPECTED_LONG;
+    Float: double, c"zend_parse_arg_double_slow", Double, EXPECTED_DOUBLE;
+    Bool: bool, c"zend_parse_arg_bool_slow", Bool, EXPECTED_BOOL;
 }
 
 impl Param<'_> for Str {

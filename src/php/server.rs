@@ -204,7 +204,13 @@ impl TaskServer {
                 return Ok(false);
             }
         }
-        let payload = to_payload(data).map_err(|e| exception(e, 0))?;
+        let payload = match to_payload(data) {
+            Ok(p) => p,
+            Err(e) => {
+                warn(&format!("finish(): the result cannot be sent: {e}"));
+                return Ok(false);
+            }
+        };
         match worker::finish(payload) {
             Ok(()) => Ok(true),
             Err(worker::LinkError::Misuse(m)) => {

@@ -6,6 +6,7 @@ use bytes::Bytes;
 use ext_php_rs::convert::IntoZval;
 use ext_php_rs::types::ZendCallable;
 use ext_php_rs::types::{ArrayKey, ZendHashTable, ZendStr, Zval};
+use ext_php_rs::zend::ExecutorGlobals;
 
 use ext_php_rs::exception::PhpResult;
 
@@ -25,10 +26,23 @@ pub fn zval_bytes(z: &Zval) -> Option<&[u8]> {
     z.zend_str().map(|s| s.as_bytes())
 }
 
+/// Calls PHP's `function($arg)`. An exception it throws (serialize() of a
+/// Closure) is taken here and returned as text: left pending, it would fail
+/// whatever PHP code runs next, such as the worker's next task.
 fn call(function: &str, arg: &Zval) -> Result<Zval, String> {
     let f = ZendCallable::try_from_name(function).map_err(|e| e.to_string())?;
-    f.try_call(vec![arg])
-        .map_err(|e| format!("{function}() failed: {e}"))
+    f.try_call(vec![arg]).map_err(|e| {
+        let thrown = ExecutorGlobals::take_exception().and_then(|ex| {
+            let z = ex.into_zval(false).ok()?;
+            let class = z.object()?.get_class_name().ok()?;
+            let message = z.try_call_method("getMessage", vec![]).ok()?.string()?;
+            Some(format!("{class}: {message}"))
+        });
+        format!(
+            "{function}() failed: {}",
+            thrown.unwrap_or_else(|| e.to_string())
+        )
+    })
 }
 
 /// Encodes a task or result value for IPC.

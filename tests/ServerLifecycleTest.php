@@ -264,7 +264,7 @@ PHP);
     {
         $server = $this->startServer(<<<'PHP'
 $server = new TaskServer('127.0.0.1', $port);
-$server->set(['worker_num' => 1, 'task_worker_num' => 1, 'log_file' => "$dir/taskq.log"]);
+$server->set(['worker_num' => 1, 'task_worker_num' => 1, 'task_retry_max' => 2, 'log_file' => "$dir/taskq.log"]); // a worker's task() runs once unless retries are set
 $server->on('WorkerStart', function ($s, $id) { record('workerstart', ['id' => $id]); });
 $server->on('Receive', function ($s, $fd, $rid, $data) { $s->task($data); });
 $server->on('Task', function ($s, $id, $src, $data) {

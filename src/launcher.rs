@@ -111,6 +111,7 @@ pub fn launch(
         .map_err(|e| ServerError::Start(format!("ipc address: {e}")))?;
     let ipc = UnixListener::bind_addr(&addr)
         .map_err(|e| ServerError::Start(format!("ipc socket: {e}")))?;
+    crate::one_way::set_address(addr.clone());
 
     // Check the store before anything forks, so a locked or damaged store
     // fails start() with no worker ever running; it is reopened below in the

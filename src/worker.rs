@@ -95,7 +95,9 @@ struct Link {
     timers: Timers,
     next_task_id: i64,
     next_req: u32,
-    current_task: Option<u64>,
+    /// The task `onTask` runs now, and the worker that dispatched it (< 0:
+    /// none, so its results have nowhere to go).
+    current_task: Option<(u64, i32)>,
     awaited: HashSet<i64>,
     awaited_order: VecDeque<i64>,
     handled: u64,
@@ -264,9 +266,14 @@ pub fn mark_awaited(id: i64) {
 /// `$server->finish()`: sends a result for the task being run.
 pub fn finish(payload: Payload) -> Result<(), LinkError> {
     with_link(|link| {
-        let id = link.current_task.ok_or(LinkError::Misuse(
+        let (id, src) = link.current_task.ok_or(LinkError::Misuse(
             "finish() can only be used inside onTask in a task worker",
         ))?;
+        if src < 0 {
+            return Err(LinkError::Misuse(
+                "finish(): this task was not dispatched by a worker (it came one-way from onStart or onManagerStart, or from a TaskClient), so its result has nowhere to go",
+            ));
+        }
         link.send_now(&FromWorker::Result { id, payload })?;
         Ok(())
     })
@@ -548,7 +555,7 @@ fn handle(
             place,
             payload,
         }) => {
-            set_current_task(Some(id));
+            set_current_task(Some((id, src_worker)));
             let started = Instant::now();
             let result = handler.task(task_id, src_worker, payload);
             let run_us = u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX);
@@ -618,7 +625,7 @@ fn leave(link: &mut Link) -> std::io::Result<()> {
     link.send_now(&FromWorker::Leaving)
 }
 
-fn set_current_task(id: Option<u64>) {
+fn set_current_task(id: Option<(u64, i32)>) {
     LINK.with(|l| {
         if let Some(link) = l.borrow_mut().as_mut() {
             link.current_task = id;

@@ -687,7 +687,7 @@ PHP);
         $server->on('Task', function () {});
         [$ret, $warnings] = $this->captureWarnings(fn () => $server->task('x'));
         $this->assertFalse($ret);
-        $this->assertSame([[E_WARNING, 'TaskQ\Server::task(): server is not running']], $warnings);
+        $this->assertSame([[E_WARNING, 'TaskQ\Server::task(): server is not running: task() works after start(), in an event worker']], $warnings);
         [$ret, $warnings] = $this->captureWarnings(fn () => $server->finish('x'));
         $this->assertFalse($ret);
         $this->assertCount(1, $warnings);

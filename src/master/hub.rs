@@ -618,6 +618,37 @@ impl Hub {
         }
     }
 
+    /// `$server->task()` from the master's onStart or the manager's
+    /// onManagerStart: one-way as in Swoole (nobody gets its result, so
+    /// `finish()` has nowhere to send it), and at most once like a worker's.
+    pub fn one_way_task(&mut self, task_id: i64, dst: i32, payload: crate::ipc::Payload) {
+        let attempts = self.cfg.worker_task_max_attempts;
+        let mut task = self.new_task(-1, 0, payload, 0, 0, attempts);
+        task.task_id = task_id;
+        self.queue_task(task, dst, "the master or manager");
+    }
+
+    /// Queues a task from inside the server (for any task worker when
+    /// `dst` < 0); a refusal reaches onTaskFailed.
+    fn queue_task(&mut self, task: QueuedTask, dst: i32, from: &str) {
+        self.counters.task_count += 1;
+        match self
+            .dispatcher
+            .submit(task.clone(), usize::try_from(dst).ok())
+        {
+            Ok(()) => self.assign(now_ms()),
+            Err(e) => {
+                crate::log!(
+                    Level::Error,
+                    "task {} from {from} refused: {e}",
+                    task.task_id
+                );
+                self.report_failure(&task, &e.to_string());
+            }
+        }
+        self.commit_needed.notify_one();
+    }
+
     /// `TaskClient::task()`: queue it and acknowledge it with its id, at
     /// once in memory, after the next group commit with a task_store; or
     /// refuse it at once.
@@ -794,21 +825,7 @@ impl Hub {
                 if wait {
                     self.awaited.insert(task.id, generation);
                 }
-                self.counters.task_count += 1;
-                match self
-                    .dispatcher
-                    .submit(task.clone(), usize::try_from(dst).ok())
-                {
-                    Ok(()) => self.assign(now_ms()),
-                    Err(e) => {
-                        crate::log!(
-                            Level::Error,
-                            "task {task_id} from worker #{worker} refused: {e}"
-                        );
-                        self.report_failure(&task, &e.to_string());
-                    }
-                }
-                self.commit_needed.notify_one();
+                self.queue_task(task, dst, &format!("worker #{worker}"));
             }
             FromWorker::Result { id, payload } => {
                 let Some(t) = self.task_index(worker) else {

@@ -103,6 +103,8 @@ async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
     let mut codec = FrameCodec::new(MAX_IPC_FRAME);
     let mut buf = BytesMut::new();
     let mut joined: Option<(u32, u64)> = None;
+    // The master or manager sending one-way tasks (`crate::one_way`).
+    let mut producer = false;
     let mut writer = Some(wr);
     loop {
         loop {
@@ -122,6 +124,22 @@ async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
                 }
             };
             match (joined, msg) {
+                (
+                    None,
+                    FromWorker::Hello {
+                        worker_id: crate::one_way::PRODUCER,
+                        ..
+                    },
+                ) => producer = true,
+                (
+                    None,
+                    FromWorker::Submit {
+                        task_id,
+                        dst,
+                        payload,
+                        ..
+                    },
+                ) if producer => hub.borrow_mut().one_way_task(task_id, dst, payload),
                 (
                     None,
                     FromWorker::Hello {

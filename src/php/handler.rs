@@ -186,7 +186,11 @@ impl Hooks for PhpHooks {
             p.manager_pid = manager.as_raw() as i64;
             p.worker_pid = master.as_raw() as i64;
         });
-        self.fire(Event::Start, vec![&self.this]);
+        if self.callbacks.get(Event::Start).is_some() {
+            crate::one_way::open(false);
+            self.fire(Event::Start, vec![&self.this]);
+            crate::one_way::close();
+        }
     }
 
     fn master_stopping(&mut self) {
@@ -203,7 +207,11 @@ impl Hooks for PhpHooks {
             p.manager_pid = manager.as_raw() as i64;
             p.worker_pid = manager.as_raw() as i64;
         });
-        self.fire(Event::ManagerStart, vec![&self.this]);
+        if self.callbacks.get(Event::ManagerStart).is_some() {
+            crate::one_way::open(true);
+            self.fire(Event::ManagerStart, vec![&self.this]);
+            crate::one_way::close();
+        }
     }
 
     fn manager_stopped(&mut self) {

@@ -25,6 +25,7 @@ use crate::ipc::ToWorker;
 use crate::launcher::{launch, Launch};
 use crate::listener::{Listener, SockType};
 use crate::master::{EventMask, MasterConfig};
+use crate::one_way;
 use crate::query::Query;
 use crate::worker;
 
@@ -705,15 +706,25 @@ impl TaskServer {
             warn(&msg);
             Ok(None)
         };
-        let Some((_, is_task)) = worker::current() else {
-            return fail("server is not running".into());
-        };
+        let in_worker = worker::current();
+        if in_worker.is_none() && !one_way::available() {
+            return fail(if proc_info().master_pid == 0 {
+                format!("server is not running: {method}() works after start(), in an event worker")
+            } else {
+                format!("{method}() cannot be used here: in the master and manager processes only task() works, one-way, in onStart and onManagerStart")
+            });
+        }
+        if in_worker.is_none() && wait {
+            return fail(format!(
+                "{method}() can only be used in an event worker; task() in onStart and onManagerStart is one-way"
+            ));
+        }
         if n == 0 {
             return fail(format!(
                 "{method} method can't be executed without task worker"
             ));
         }
-        if is_task {
+        if matches!(in_worker, Some((_, true))) {
             return fail(format!("{method}() cannot use in the task-worker"));
         }
         if dst_worker_id >= n {
@@ -725,6 +736,12 @@ impl TaskServer {
         } else {
             dst_worker_id as i32
         };
+        if in_worker.is_none() {
+            return match one_way::submit(dst, payload) {
+                Ok(id) => Ok(Some(id)),
+                Err(e) => fail(e.to_string()),
+            };
+        }
         Ok(Some(worker::submit_task(dst, payload, wait)?))
     }
 

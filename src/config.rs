@@ -277,8 +277,9 @@ pub struct ServerConfig {
     /// How connections are spread over workers; only Swoole's modes 1 to 5
     /// exist in taskq (see `apply` for the reason).
     pub dispatch_mode: u8,
-    /// Accepted for compatibility (1 unix socket, 2 and 3 message queue);
-    /// taskq always uses its own IPC, so it changes no behaviour.
+    /// Accepted for compatibility (1 unix socket, 2 and 3 message queue, 4
+    /// Swoole's stream mode, which its `examples/task/task_stream.php`
+    /// uses); taskq always uses its own IPC, so it changes no behaviour.
     pub task_ipc_mode: u8,
     /// Accepted for compatibility with `task_ipc_mode` 2 and 3.
     pub message_queue_key: i64,
@@ -502,7 +503,7 @@ impl ServerConfig {
                 self.task_max_request_grace = Some(to_int(key, value, 0, i64::MAX)?)
             }
             "dispatch_mode" => self.dispatch_mode = to_dispatch_mode(key, value)?,
-            "task_ipc_mode" => self.task_ipc_mode = to_int(key, value, 1, 3)?,
+            "task_ipc_mode" => self.task_ipc_mode = to_int(key, value, 1, 4)?,
             "message_queue_key" => self.message_queue_key = to_int(key, value, i64::MIN, i64::MAX)?,
             "task_tmpdir" => self.task_tmpdir = to_absolute_path(key, value)?,
             "backlog" => self.backlog = to_int(key, value, 0, 65535)?,
@@ -1501,6 +1502,13 @@ mod tests {
         assert_eq!(c.max_request, i64::MAX as u64);
         assert_eq!(c.task_ipc_mode, 3);
         assert_eq!(c.message_queue_key, -5);
+        assert_eq!(
+            server_with(&[("task_ipc_mode", OptValue::Int(4))])
+                .unwrap()
+                .task_ipc_mode,
+            4,
+            "Swoole's stream mode is accepted like 1 to 3"
+        );
         assert_eq!(c.backlog, 65535);
         assert_eq!(c.max_conn, 1);
         assert_eq!(c.max_wait_time, 3600);
@@ -1526,7 +1534,7 @@ mod tests {
         );
         assert_eq!(
             server_err("task_ipc_mode", OptValue::Int(0)),
-            "invalid value for option 'task_ipc_mode': 0 (allowed: an integer from 1 to 3)"
+            "invalid value for option 'task_ipc_mode': 0 (allowed: an integer from 1 to 4)"
         );
         assert_eq!(
             server_err("max_connection", OptValue::Int(0)),

@@ -88,6 +88,7 @@ pub fn launch(
             .map_err(|e| ServerError::Start(format!("cannot write pid_file {path}: {e}")))?;
     }
     let exposed = exposure_warning(listener, &cfg);
+    let log_file = crate::log::usable_file(cfg.log_file.as_deref(), cfg.log_level);
     if cfg.daemonize {
         if let Some(warning) = &exposed {
             // Logs go to log_file, or nowhere, once detached: say it on the
@@ -96,9 +97,9 @@ pub fn launch(
                 .map_err(|e| ServerError::Start(format!("log: {e}")))?;
             crate::log!(Level::Warning, "{warning}");
         }
-        daemonize(cfg.log_file.as_deref())?;
+        daemonize(log_file)?;
     }
-    crate::log::configure(cfg.log_file.as_deref(), cfg.log_level)
+    crate::log::configure(log_file, cfg.log_level)
         .map_err(|e| ServerError::Start(format!("cannot open log_file: {e}")))?;
     crate::log::set_process(Role::Master, -1);
     take_over_signals();

@@ -87,6 +87,24 @@ pub fn configure(path: Option<&str>, min_level: u8) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The log file to use: `path` if it can be opened for appending. If it
+/// cannot, the server still starts, as Swoole's does: a warning naming the
+/// path and the errno goes to stderr, and logs stay there (`None`).
+pub fn usable_file(path: Option<&str>, min_level: u8) -> Option<&str> {
+    let p = path?;
+    match OpenOptions::new().create(true).append(true).open(p) {
+        Ok(_) => Some(p),
+        Err(e) => {
+            let _ = configure(None, min_level);
+            crate::log!(
+                Level::Warning,
+                "cannot open log_file '{p}': {e}; logging to stderr instead"
+            );
+            None
+        }
+    }
+}
+
 /// Reopens the log file after logrotate moved it away. stdout and stderr
 /// follow when they wrote to the old file (a daemon's stdio, or a server
 /// started with `>> log_file 2>&1`), so PHP's echo, warnings and fatal

@@ -10,7 +10,7 @@ use std::os::unix::net::{SocketAddr, UnixListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{signal, SigHandler, Signal};
+use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
 use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
 
 use crate::board::Board;
@@ -125,6 +125,7 @@ pub fn launch(
     let board = Board::new(cfg.master.task_worker_num as usize)
         .map(Arc::new)
         .map_err(|e| ServerError::Start(format!("completion board: {e}")))?;
+    let _held = StopSignalsHeld::hold();
     // SAFETY: no thread has been started in this process yet (the tokio
     // runtime is built after this fork), so the child is consistent.
     let manager = match unsafe { fork() } {
@@ -210,6 +211,7 @@ fn run_manager(
     board: &Arc<Board>,
     hooks: &mut dyn Hooks,
 ) -> ! {
+    StopSignalsHeld::release();
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     if getppid() != master {
         // SAFETY: plain process exit.
@@ -271,6 +273,39 @@ pub fn take_over_signals() {
             let _ = signal(s, SigHandler::SigIgn);
         }
         libc::signal(libc::SIGRTMIN(), libc::SIG_IGN);
+    }
+}
+
+/// Holds SIGTERM and SIGINT pending in the master while it starts: a stop
+/// requested then (`shutdown()` in a worker's onWorkerStart, a SIGTERM
+/// during onStart) waits for the master's loop, which releases them once
+/// its handlers exist, instead of killing the master with the default
+/// action before onShutdown could run. Released on drop as well, however
+/// `launch` returns.
+pub struct StopSignalsHeld;
+
+impl StopSignalsHeld {
+    fn hold() -> Self {
+        let _ = Self::signals().thread_block();
+        StopSignalsHeld
+    }
+
+    fn signals() -> SigSet {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGINT);
+        set
+    }
+
+    /// Lets pending and future stop signals through.
+    pub fn release() {
+        let _ = Self::signals().thread_unblock();
+    }
+}
+
+impl Drop for StopSignalsHeld {
+    fn drop(&mut self) {
+        Self::release();
     }
 }
 

@@ -151,6 +151,7 @@ async fn serve(
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let mut hup = signal(SignalKind::hangup())?;
     let mut rtmin = signal(SignalKind::from_raw(libc::SIGRTMIN()))?;
+    crate::launcher::StopSignalsHeld::release();
     let mut manager_exit = watch_manager(manager);
 
     let mut stopping = false;

@@ -220,6 +220,6 @@ PHP;
         } finally {
             restore_error_handler();
         }
-        $this->assertSame('TaskQ\Server::task(): server is not running', $warnings[0], 'reached the method, not an unknown-parameter Error');
+        $this->assertSame('TaskQ\Server::task(): server is not running: task() works after start(), in an event worker', $warnings[0], 'reached the method, not an unknown-parameter Error');
     }
 }

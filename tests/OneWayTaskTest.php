@@ -61,13 +61,13 @@ PHP;
         }
         $wait = $this->events('start_taskwait')[0];
         $this->assertFalse($wait['r']);
-        $this->assertSame(['TaskServer::taskwait(): taskwait() can only be used in an event worker; task() in onStart and onManagerStart is one-way'], $wait['w']);
+        $this->assertSame(['TaskQ\\Server::taskwait(): taskwait() can only be used in an event worker; task() in onStart and onManagerStart is one-way'], $wait['w']);
 
         // a task worker crash runs onWorkerError in the manager: task() there is refused, saying why
         posix_kill($tasks[0]['pid'], SIGKILL);
         $late = $this->waitEvents('worker_error_task', 1, 5, $server)[0];
         $this->assertFalse($late['r']);
-        $this->assertSame(['TaskServer::task(): task() cannot be used here: in the master and manager processes only task() works, one-way, in onStart and onManagerStart'], $late['w']);
+        $this->assertSame(['TaskQ\\Server::task(): task() cannot be used here: in the master and manager processes only task() works, one-way, in onStart and onManagerStart'], $late['w']);
         $this->assertSame([], $this->events('finish'), 'no onFinish anywhere');
         $this->assertStringNotContainsString('ERROR', $this->log());
     }

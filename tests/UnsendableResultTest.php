@@ -46,7 +46,7 @@ PHP;
     {
         return [
             'a Closure' => ['return function () {};', "Serialization of 'Closure' is not allowed"],
-            'the server object' => ['return $s;', "Serialization of 'TaskServer' is not allowed"],
+            'the server object' => ['return $s;', "Serialization of 'TaskQ\\Server' is not allowed"],
         ];
     }
 

@@ -199,10 +199,16 @@ PHP;
         $this->assertFileDoesNotExist("$this->dir/server.pid", 'pid_file removed');
     }
 
-    /** kill -9 of the master leaves no manager or worker running. */
+    /**
+     * kill -9 of the master leaves no manager or worker running, also after
+     * a worker died of a real-time signal (the manager used to wait for
+     * that lost child forever).
+     */
     public function testAKilledMasterLeavesNoOrphans(): void
     {
         $server = $this->server();
+        $this->assertTrue(posix_kill($this->workerPid(1), SIGRTMIN + 5));
+        $this->waitUntil(fn () => count($this->eventsOf('workerstart', 1)) === 2, 3, 'the task worker respawned', $server);
         $roles = $this->roles($server);
         $this->assertTrue(posix_kill($roles['master'], SIGKILL));
         $this->waitUntil(fn () => $server->tree() === [], 5, 'the manager and workers to exit', $server);

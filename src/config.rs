@@ -138,6 +138,8 @@ const SERVER_OPTIONS: &[&str] = &[
     "package_timeout",
     "task_allowed_classes",
     "task_max_depth",
+    "auth_timeout",
+    "auth_max_pending",
 ];
 
 const CLIENT_OPTIONS: &[&str] = &[
@@ -349,6 +351,12 @@ pub struct ServerConfig {
     pub task_store: Option<String>,
     /// Shared secret producers must present; `None` = open server.
     pub auth_token: Option<String>,
+    /// Seconds a connection may take to present the `auth_token`; one that
+    /// does not is closed, so idle sockets cannot hold slots.
+    pub auth_timeout: f64,
+    /// Connections that have not presented the `auth_token` yet, at most;
+    /// the oldest is closed to make room for a newcomer.
+    pub auth_max_pending: usize,
     /// Seconds a client may hold a partial message before it is disconnected
     /// (slowloris protection).
     pub package_timeout: f64,
@@ -413,6 +421,8 @@ impl ServerConfig {
             task_window: 64,
             task_store: None,
             auth_token: None,
+            auth_timeout: 5.0,
+            auth_max_pending: 128,
             package_timeout: 30.0,
             task_allowed_classes: AllowedClasses::None,
             task_max_depth: DEFAULT_TASK_MAX_DEPTH,
@@ -539,6 +549,8 @@ impl ServerConfig {
             "task_window" => self.task_window = to_int(key, value, 1, 1024)?,
             "task_store" => self.task_store = Some(to_absolute_or_relative_dir(key, value)?),
             "auth_token" => self.auth_token = Some(to_non_empty_string(key, value)?),
+            "auth_timeout" => self.auth_timeout = to_seconds(key, value)?,
+            "auth_max_pending" => self.auth_max_pending = to_int(key, value, 1, 1_000_000)?,
             "package_timeout" => self.package_timeout = to_seconds(key, value)?,
             "task_allowed_classes" => self.task_allowed_classes = to_allowed_classes(key, value)?,
             "task_max_depth" => self.task_max_depth = to_int(key, value, 1, MAX_TASK_MAX_DEPTH)?,
@@ -1229,6 +1241,33 @@ mod tests {
                 "{key}: {result:?}"
             );
         }
+    }
+
+    #[test]
+    fn auth_timeout_and_auth_max_pending_are_validated() {
+        let mut c = ServerConfig::new(4);
+        assert_eq!((c.auth_timeout, c.auth_max_pending), (5.0, 128));
+        c.apply(&entries(&[
+            ("auth_timeout", OptValue::Float(0.5)),
+            ("auth_max_pending", OptValue::Int(10)),
+        ]))
+        .unwrap();
+        assert_eq!((c.auth_timeout, c.auth_max_pending), (0.5, 10));
+        let e = c
+            .apply(&entries(&[("auth_timeout", OptValue::Int(0))]))
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid value for option 'auth_timeout': 0 (allowed: a number of seconds greater than 0"),
+            "{e}"
+        );
+        let e = c
+            .apply(&entries(&[("auth_max_pending", OptValue::Int(0))]))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value for option 'auth_max_pending': 0 (allowed: an integer from 1 to 1000000)"
+        );
     }
 
     #[test]

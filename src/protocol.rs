@@ -46,6 +46,9 @@ pub mod code {
     /// The server has no task workers (`task_worker_num` 0): a task would
     /// never run, so it is not queued.
     pub const NO_TASK_WORKERS: u32 = 9007;
+    /// `max_conn` authenticated connections are open already (servers with
+    /// an `auth_token` count only those; others just close the newcomer).
+    pub const MAX_CONN: u32 = 9008;
 }
 
 /// Options of one `TaskClient::task()` submission.

@@ -210,6 +210,10 @@ enum Framing {
     Foreign(Box<PacketDecoder>),
 }
 
+/// What a raw client of a server with an auth_token reads before the
+/// server closes the connection.
+const FOREIGN_REFUSED: &str = "taskq: this server requires an auth_token, which only a taskq client (TaskClient) can present; connection closed\n";
+
 /// How long replies to a client that has not yet shown its protocol are
 /// held back (see `hub::Wire`). A TaskClient shows it with its first
 /// request; a foreign client that waits for a greeting gets it this late.
@@ -227,6 +231,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut authenticated = cfg.auth_token.is_none();
     let mut partial_since: Option<Instant> = None;
     let mut hold_until = Some(Instant::now() + GREETING_HOLD);
+    let auth_deadline = (!authenticated).then(|| Instant::now() + cfg.auth_timeout);
     let result: Result<(), String> = loop {
         if framing.is_none() {
             match detect(&buf) {
@@ -238,6 +243,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     framing = Some(Framing::Taskq(FrameCodec::new(cfg.package_max_length + 1)));
                 }
                 Detected::Foreign if !authenticated => {
+                    hub.borrow_mut().refuse_foreign(fd, FOREIGN_REFUSED);
                     break Err(
                         "a client without taskq's protocol cannot present the auth_token; refused"
                             .into(),
@@ -283,6 +289,16 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 hold_until = None;
                 hub.borrow_mut().client_speaks_raw(fd);
             }
+            _ = sleep_until(auth_deadline.filter(|_| !authenticated)) => {
+                let why = format!(
+                    "the auth_token was not presented within auth_timeout ({:?})",
+                    cfg.auth_timeout
+                );
+                if matches!(framing, Some(Framing::Taskq(_))) {
+                    hub.borrow().answer_error(fd, code::AUTH, &format!("{why}; connection closed"));
+                }
+                break Err(why);
+            }
             _ = sleep_until(deadline) => {
                 break Err(format!(
                     "an incomplete message ({} bytes) was not completed within package_timeout ({:?})",
@@ -322,14 +338,19 @@ fn drain(
                 Err(e) => break Err(format!("{e} (package_max_length)")),
             };
             if frame.kind == KIND_AUTH {
-                let hub = hub.borrow();
-                if hub.token_ok(&frame.body) {
-                    *authenticated = true;
-                    hub.answer_ack(fd);
-                    continue;
+                let mut hub = hub.borrow_mut();
+                if !hub.token_ok(&frame.body) {
+                    hub.answer_error(fd, code::AUTH, "wrong auth_token");
+                    break Err("wrong auth_token".into());
                 }
-                hub.answer_error(fd, code::AUTH, "wrong auth_token");
-                break Err("wrong auth_token".into());
+                if !*authenticated && !hub.client_authenticated(fd) {
+                    let why = format!("max_conn {} reached", hub.config().max_conn);
+                    hub.answer_error(fd, code::MAX_CONN, &why);
+                    break Err(format!("{why}; refused after authentication"));
+                }
+                *authenticated = true;
+                hub.answer_ack(fd);
+                continue;
             }
             if !*authenticated {
                 hub.borrow()

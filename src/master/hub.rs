@@ -10,6 +10,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::sync::Notify;
 
+use super::auth_gate::AuthGate;
 use super::outbox::Outbox;
 use super::{DrainWatch, MasterConfig};
 use crate::board::Board;
@@ -68,6 +69,8 @@ pub struct Conn {
     /// Has sent messages for event workers (not only tasks), so its reads
     /// pause while the worker its next message goes to is backed up.
     feeds_workers: bool,
+    /// Presented the auth_token (always true on a server without one).
+    authenticated: bool,
 }
 
 impl Conn {
@@ -131,6 +134,8 @@ pub struct Hub {
     space: Rc<Notify>,
     drain_watch: DrainWatch,
     stopping: bool,
+    /// With an auth_token: pending and authenticated connections.
+    gate: Option<AuthGate>,
     /// Where task workers post completions nobody awaits (`crate::board`).
     board: Arc<Board>,
     /// Whether the board's flag asks workers to report every completion.
@@ -175,6 +180,10 @@ impl Hub {
             space: Rc::new(Notify::new()),
             drain_watch: DrainWatch::default(),
             stopping: false,
+            gate: cfg
+                .auth_token
+                .as_ref()
+                .map(|_| AuthGate::new(cfg.auth_max_pending, cfg.max_conn)),
             board,
             listening: false,
             cfg,
@@ -298,19 +307,33 @@ impl Hub {
             .settle(now, |worker, place, id| board.posted(worker, place, id))
     }
 
-    /// Registers a new client; `None` when `max_conn` is reached.
+    /// Registers a new client; `None` when `max_conn` is reached. With an
+    /// auth_token, only authenticated connections count towards `max_conn`
+    /// (see `client_authenticated`), and a newcomer may close the oldest
+    /// connection still to present it (`AuthGate`).
     pub fn client_opened(
         &mut self,
         peer: Option<SocketAddr>,
         outbox: Rc<Outbox>,
         closer: Rc<Notify>,
     ) -> Option<u64> {
-        if self.conns.len() >= self.cfg.max_conn {
+        if self.gate.is_none() && self.conns.len() >= self.cfg.max_conn {
             self.counters.abort_count += 1;
             return None;
         }
         let fd = self.next_fd;
         self.next_fd += 1;
+        if let Some(evicted) = self.gate.as_mut().and_then(|g| g.opened(fd)) {
+            if let Some(c) = self.conns.get(&evicted) {
+                crate::log!(
+                    Level::Notice,
+                    "session #{evicted} had not presented the auth_token; closed to make room for a new connection (auth_max_pending {})",
+                    self.cfg.auth_max_pending
+                );
+                self.counters.abort_count += 1;
+                c.closer.notify_one();
+            }
+        }
         self.counters.accept_count += 1;
         let worker = self.pick_worker(fd, peer.map(|p| p.ip()));
         let t = now();
@@ -327,6 +350,7 @@ impl Hub {
                 last_recv: 0.0,
                 last_send: 0.0,
                 feeds_workers: false,
+                authenticated: self.gate.is_none(),
             },
         );
         if self.cfg.events.connect {
@@ -450,9 +474,41 @@ impl Hub {
             .then(|| self.space.clone())
     }
 
+    /// Session `fd` presented the right auth_token. False when `max_conn`
+    /// authenticated connections are open already: the caller refuses it.
+    pub fn client_authenticated(&mut self, fd: u64) -> bool {
+        let Some(gate) = self.gate.as_mut() else {
+            return true;
+        };
+        if !gate.authenticated(fd) {
+            self.counters.abort_count += 1;
+            return false;
+        }
+        if let Some(c) = self.conns.get_mut(&fd) {
+            c.authenticated = true;
+        }
+        true
+    }
+
+    /// Tells a foreign client why it is refused, in plain text, before the
+    /// connection is closed (only where the framing is raw: any other framing
+    /// would misread the text).
+    pub fn refuse_foreign(&mut self, fd: u64, why: &str) {
+        if self.cfg.packet.mode != crate::packet::PacketMode::Raw {
+            return;
+        }
+        self.decide(fd, Wire::Raw);
+        if let Some(c) = self.conns.get(&fd) {
+            c.write(why.as_bytes());
+        }
+    }
+
     /// The client connection ended, by either side.
     pub fn client_closed(&mut self, fd: u64) {
         if let Some(conn) = self.conns.remove(&fd) {
+            if let Some(gate) = self.gate.as_mut() {
+                gate.closed(fd, conn.authenticated);
+            }
             if let Some(room) =
                 crate::memory::shrunk_capacity(self.conns.len(), self.conns.capacity())
             {

@@ -2,6 +2,7 @@
 //! and the task queue, on a single-threaded tokio runtime built only after
 //! the manager was forked. It runs no PHP while serving.
 
+mod auth_gate;
 mod connection;
 mod hub;
 mod link;
@@ -72,6 +73,10 @@ pub struct MasterConfig {
     pub worker_uid: Option<u32>,
     /// Shared secret taskq clients must present first.
     pub auth_token: Option<String>,
+    /// How long a connection may take to present it (`auth_timeout`).
+    pub auth_timeout: std::time::Duration,
+    /// Connections still to present it, at most (`auth_max_pending`).
+    pub auth_max_pending: usize,
     /// What task payloads from clients may hold (`task_allowed_classes`,
     /// `task_max_depth`).
     pub untrusted: crate::php_serial::Policy,

@@ -769,6 +769,8 @@ impl TaskServer {
                 outbox_high_water: c.socket_buffer_size,
                 durable: c.task_store.is_some(),
                 auth_token: c.auth_token.clone(),
+                auth_timeout: Duration::from_secs_f64(c.auth_timeout),
+                auth_max_pending: c.auth_max_pending,
                 untrusted: c.untrusted_values(),
                 worker_uid: c
                     .user

@@ -22,7 +22,6 @@ use tokio_util::codec::Decoder;
 use crate::control::{self, Heard, Order};
 use crate::frame::FrameCodec;
 use crate::ipc::{ToWorker, MAX_IPC_FRAME};
-use crate::log::Level;
 
 /// Bytes asked of the kernel per read: reads go straight into the buffer's
 /// spare room (the kernel fills it, nothing is zeroed first), which is
@@ -147,11 +146,7 @@ impl Inbox {
         for order in orders {
             match order {
                 Order::Leave => self.terminate.store(true, Ordering::Relaxed),
-                Order::ReopenLog => {
-                    if let Err(e) = crate::log::reopen() {
-                        crate::log!(Level::Warning, "cannot reopen log file: {e}");
-                    }
-                }
+                Order::ReopenLog => crate::log::reopen_or_warn(),
             }
         }
     }

@@ -127,6 +127,14 @@ pub fn reopen() -> std::io::Result<()> {
     Ok(())
 }
 
+/// [`reopen`], for a signal handler's caller: a failure is logged (to the
+/// old file, still open) and the process carries on.
+pub fn reopen_or_warn() {
+    if let Err(e) = reopen() {
+        write(Level::Warning, &format!("cannot reopen log file: {e}"));
+    }
+}
+
 /// The (device, inode) of the file behind descriptor `fd`.
 fn identity(fd: std::os::fd::RawFd) -> Option<(u64, u64)> {
     // SAFETY: an all-zero stat is valid; fstat fills it in.

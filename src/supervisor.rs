@@ -3,8 +3,9 @@
 //! when the master says so ([`ManagerOrder`]), telling each over its control
 //! line (`crate::control`).
 //! It is single-threaded and waits for signals synchronously with
-//! `sigtimedwait`, so forking from it is always safe, and no signal a
-//! service manager sends to the whole process group can kill it.
+//! `sigtimedwait`, so forking from it is always safe, and none of the
+//! signals a service manager sends to the whole process group (TERM, INT,
+//! QUIT, HUP, USR1, USR2, RTMIN, PIPE) can kill it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -244,13 +245,6 @@ impl ManagerOrder {
     }
 }
 
-/// Reopens this process's `log_file` and the stdout/stderr that follow it.
-fn reopen_log() {
-    if let Err(e) = crate::log::reopen() {
-        crate::log!(Level::Warning, "cannot reopen log file: {e}");
-    }
-}
-
 impl Supervisor<'_> {
     /// Acts on a signal. Orders come from the master only, as queued
     /// real-time signals ([`ManagerOrder`]): a signal sent to the whole
@@ -272,8 +266,8 @@ impl Supervisor<'_> {
         }
         match sig {
             libc::SIGTERM if master_gone => self.stop(),
-            libc::SIGHUP => reopen_log(),
-            s if s == libc::SIGRTMIN() => reopen_log(),
+            libc::SIGHUP => crate::log::reopen_or_warn(),
+            s if s == libc::SIGRTMIN() => crate::log::reopen_or_warn(),
             _ => crate::log!(
                 Level::Notice,
                 "signal {sig} from pid {sender} ignored: the manager takes orders from the master (pid {}) only; signal the master",
@@ -288,7 +282,7 @@ impl Supervisor<'_> {
             ManagerOrder::Reload => self.reload(false),
             ManagerOrder::ReloadTaskWorkers => self.reload(true),
             ManagerOrder::ReopenLogs => {
-                reopen_log();
+                crate::log::reopen_or_warn();
                 self.tell_children(Order::ReopenLog);
             }
         }

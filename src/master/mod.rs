@@ -222,9 +222,7 @@ fn kill_workers(hub: &Rc<RefCell<Hub>>) {
 /// SIGHUP or SIGRTMIN: reopen the log file here, and have the manager do
 /// it in every process.
 fn reopen_logs(manager: Pid) {
-    if let Err(e) = crate::log::reopen() {
-        crate::log!(Level::Warning, "cannot reopen log file: {e}");
-    }
+    crate::log::reopen_or_warn();
     tell(manager, ManagerOrder::ReopenLogs);
 }
 

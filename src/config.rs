@@ -439,6 +439,48 @@ impl ServerConfig {
         apply_atomically(self, entries)
     }
 
+    /// `$server->setting` once the server started: the options `given` to
+    /// `set()`, as given, plus what Swoole fills in at start for a key not
+    /// set (scripts read `$serv->setting['worker_num']` to tell task workers
+    /// apart), with the values in effect. `worker_num` and `task_worker_num`
+    /// always hold the real counts, also where `set()` gave 0 for "CPU count".
+    pub fn started_settings(&self, given: &[(String, OptValue)]) -> Vec<(String, OptValue)> {
+        let count = |n: usize| OptValue::Int(n as i64);
+        let filled = [
+            ("worker_num", count(self.worker_num)),
+            ("task_worker_num", count(self.task_worker_num)),
+            ("output_buffer_size", count(self.buffer_output_size)),
+            ("buffer_output_size", count(self.buffer_output_size)),
+            ("max_connection", count(self.max_conn)),
+            ("dispatch_mode", OptValue::Int(self.dispatch_mode.into())),
+            ("task_ipc_mode", OptValue::Int(self.task_ipc_mode.into())),
+            ("daemonize", OptValue::Bool(self.daemonize)),
+            ("log_level", OptValue::Int(self.log_level.into())),
+            ("max_request", OptValue::Int(self.max_request as i64)),
+            (
+                "task_max_request",
+                OptValue::Int(self.task_max_request as i64),
+            ),
+            ("max_wait_time", OptValue::Int(self.max_wait_time as i64)),
+            ("reload_async", OptValue::Bool(self.reload_async)),
+            ("open_tcp_nodelay", OptValue::Bool(self.open_tcp_nodelay)),
+            ("backlog", OptValue::Int(self.backlog.into())),
+            ("socket_buffer_size", count(self.socket_buffer_size)),
+            ("package_max_length", count(self.packet.max_length)),
+            ("task_tmpdir", OptValue::Str(self.task_tmpdir.clone())),
+        ];
+        let mut out = given.to_vec();
+        for (key, value) in filled {
+            let always = matches!(key, "worker_num" | "task_worker_num");
+            match out.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) if always => slot.1 = value,
+                Some(_) => {}
+                None => out.push((key.to_owned(), value)),
+            }
+        }
+        out
+    }
+
     /// The keys `apply` understands, for suggestions and documentation.
     pub fn known_options() -> &'static [&'static str] {
         SERVER_OPTIONS
@@ -1070,6 +1112,41 @@ fn refuse_true(option: &str, value: &OptValue, reason: &str) -> Result<(), Confi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn started_settings_fill_in_swooles_defaults_and_keep_what_was_given() {
+        let given = entries(&[
+            ("worker_num", OptValue::Int(0)),
+            ("max_request", OptValue::Str("100".into())),
+        ]);
+        let mut c = ServerConfig::new(4);
+        c.apply(&given).unwrap();
+        let started = c.started_settings(&given);
+        let get = |key: &str| {
+            started
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get("worker_num"),
+            Some(OptValue::Int(4)),
+            "0 meant the CPU count"
+        );
+        assert_eq!(get("task_worker_num"), Some(OptValue::Int(0)));
+        assert_eq!(
+            get("max_request"),
+            Some(OptValue::Str("100".into())),
+            "as given"
+        );
+        assert_eq!(
+            get("output_buffer_size"),
+            Some(OptValue::Int(u32::MAX as i64))
+        );
+        assert_eq!(get("max_connection"), Some(OptValue::Int(100_000)));
+        assert_eq!(get("dispatch_mode"), Some(OptValue::Int(2)));
+        assert_eq!(started[0].0, "worker_num", "given keys keep their place");
+    }
 
     #[test]
     fn task_reliability_options_have_defaults_and_limits() {

@@ -609,11 +609,17 @@ impl TaskServer {
         self.sock_type
     }
 
-    /// Every option passed to set(), merged, as Swoole's `$server->setting`.
+    /// Every option passed to set(), merged, as Swoole's `$server->setting`;
+    /// from start() on with the defaults Swoole fills in.
     #[php(getter)]
     pub fn get_setting(&self) -> PhpResult<Zval> {
+        let settings = if self.started {
+            self.config.started_settings(&self.settings)
+        } else {
+            self.settings.clone()
+        };
         let mut ht = ZendHashTable::new();
-        for (k, v) in &self.settings {
+        for (k, v) in &settings {
             ht.insert(k.as_str(), opt_zval(v))
                 .map_err(|e| exception(e.to_string(), 0))?;
         }

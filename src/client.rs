@@ -388,6 +388,38 @@ impl Connection {
         }
     }
 
+    /// After a failed write: what the server answered before it closed
+    /// the connection, already received. Acknowledgements and refusals go
+    /// to `answers`, messages to `recv()`; returns the first refusal (one
+    /// longer than the server's `package_max_length`, say), which tells
+    /// why better than the write's "Broken pipe".
+    fn last_words(&mut self, answers: &mut Vec<Result<u64, ClientError>>) -> Option<ClientError> {
+        let stream = &self.stream.stream;
+        let chunks = self.chunks.get_or_insert_with(ChunkReader::default);
+        while matches!(chunks.read_into(&mut self.buf, |c| stream.read_now(c)), Ok(n) if n > 0) {}
+        let Wire::Taskq(codec) = &mut self.wire else {
+            return None;
+        };
+        let mut refusal = None;
+        while let Ok(Some(frame)) = codec.decode(&mut self.buf) {
+            match frame.kind {
+                KIND_MESSAGE => self.pending.push_back(frame.body),
+                kind => match Answer::decode(kind, frame.body) {
+                    Ok(Answer::Ack(id)) => answers.push(Ok(id)),
+                    Ok(Answer::Error { code, message }) => {
+                        refusal.get_or_insert_with(|| ClientError::Server {
+                            code,
+                            message: message.clone(),
+                        });
+                        answers.push(Err(ClientError::Server { code, message }));
+                    }
+                    Err(_) => {}
+                },
+            }
+        }
+        refusal
+    }
+
     /// `TaskClient::task()`: returns the task id once the server holds the
     /// task (on disk, with a task store).
     pub fn submit(&mut self, req: &TaskRequest) -> Result<u64, ClientError> {
@@ -396,7 +428,9 @@ impl Connection {
         }
         self.start_frames(64 + req.payload.data.len());
         req.encode(&mut self.out);
-        self.flush_out()?;
+        if let Err(e) = self.flush_out() {
+            return Err(self.last_words(&mut Vec::new()).unwrap_or(e));
+        }
         self.answer()
     }
 
@@ -431,7 +465,9 @@ impl Connection {
             for req in batch {
                 req.encode(&mut self.out);
             }
-            self.flush_out()?;
+            if let Err(e) = self.flush_out() {
+                return Err(self.last_words(answers).unwrap_or(e));
+            }
             for _ in batch {
                 match self.answer() {
                     Err(e @ ClientError::Server { .. }) => answers.push(Err(e)),

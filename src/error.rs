@@ -19,6 +19,8 @@ pub enum WireError {
         needed: usize,
         had: usize,
     },
+    #[error("delay of {0} ms exceeds the maximum of {max} ms (one year)", max = crate::protocol::MAX_DELAY_MS)]
+    DelayTooLong(u64),
     #[error(transparent)]
     Io(#[from] io::Error),
 }
@@ -56,6 +58,9 @@ pub enum ClientError {
     Os { code: i32, message: String },
     #[error("client is not connected to server")]
     NotConnected,
+    /// The server closed the connection (found by the next call after it).
+    #[error("the connection was closed by the server")]
+    ClosedByServer,
     #[error("connection to the server has already been established")]
     AlreadyConnected,
     #[error("data to send is empty")]
@@ -73,12 +78,15 @@ pub enum ClientError {
 impl ClientError {
     /// Swoole's SW_ERROR_CLIENT_NO_CONNECTION, which scripts compare against.
     pub const NO_CONNECTION: i32 = 5001;
+    /// Swoole's SW_ERROR_SESSION_CLOSED_BY_SERVER ("closed by server").
+    pub const CLOSED_BY_SERVER: i32 = 1001;
 
     /// The value `$client->errCode` takes after this error.
     pub fn code(&self) -> i32 {
         match self {
             ClientError::Os { code, .. } => *code,
             ClientError::NotConnected => Self::NO_CONNECTION,
+            ClientError::ClosedByServer => Self::CLOSED_BY_SERVER,
             ClientError::AlreadyConnected => libc::EISCONN,
             ClientError::EmptyData => libc::EINVAL,
             ClientError::Protocol(_) => libc::EPROTO,

@@ -49,7 +49,14 @@ pub mod code {
     /// `max_conn` authenticated connections are open already (servers with
     /// an `auth_token` count only those; others just close the newcomer).
     pub const MAX_CONN: u32 = 9008;
+    /// A request longer than the server's `package_max_length`; the
+    /// connection is closed after this answer.
+    pub const TOO_LARGE: u32 = 9009;
 }
+
+/// The longest `delay` a task may ask for: one year. Longer is refused,
+/// from any client, rather than parked in the queue for ever.
+pub const MAX_DELAY_MS: u64 = 365 * 24 * 3600 * 1000;
 
 /// Options of one `TaskClient::task()` submission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +97,9 @@ impl TaskRequest {
         };
         let priority = body.get_i32();
         let delay_ms = body.get_u64();
+        if delay_ms > MAX_DELAY_MS {
+            return Err(WireError::DelayTooLong(delay_ms));
+        }
         let max_attempts = body.get_u32();
         Ok(TaskRequest {
             priority,

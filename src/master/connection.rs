@@ -22,6 +22,7 @@ use super::hub::Hub;
 use super::outbox::write_loop;
 use super::MasterConfig;
 use crate::chunk_reader::ChunkReader;
+use crate::error::WireError;
 use crate::frame::FrameCodec;
 use crate::listener::Listener;
 use crate::log::Level;
@@ -335,6 +336,16 @@ fn drain(
             let frame = match codec.decode(buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break Ok(()),
+                Err(WireError::FrameTooLong { length, max }) => {
+                    // The codec's limit counts the kind byte as well.
+                    let message = format!(
+                        "request of {} bytes exceeds the server's package_max_length of {} bytes",
+                        length - 1,
+                        max - 1
+                    );
+                    hub.borrow().answer_error(fd, code::TOO_LARGE, &message);
+                    break Err(message);
+                }
                 Err(e) => break Err(format!("{e} (package_max_length)")),
             };
             if frame.kind == KIND_AUTH {

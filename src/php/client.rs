@@ -22,7 +22,7 @@ use crate::config::ClientConfig;
 use crate::error::ClientError;
 use crate::ipc::{Encoding, Payload};
 use crate::listener::SockType;
-use crate::protocol::TaskRequest;
+use crate::protocol::{TaskRequest, MAX_DELAY_MS};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -48,6 +48,9 @@ pub struct TaskClient {
     /// (host, port, timeout) of the last connect(), to reconnect a pooled
     /// connection whose server restarted.
     target: Option<(String, u16, Duration)>,
+    /// The server closed the connection: calls until the next connect()
+    /// fail saying so instead of "not connected".
+    closed_by_server: bool,
 }
 
 thread_local! {
@@ -89,6 +92,7 @@ impl TaskClient {
             conn: None,
             keep: sock_type & SOCK_KEEP != 0,
             target: None,
+            closed_by_server: false,
         })
     }
 
@@ -115,9 +119,10 @@ impl TaskClient {
     ) -> bool {
         let _ = sockFlag;
         let (host, port, timeout) = (host.0, port.or(0), timeout.or(0.5));
-        if self.conn.is_some() {
+        if self.is_connected() {
             return self.fail(ClientError::AlreadyConnected);
         }
+        self.conn = None;
         if host.is_empty() {
             return self.fail(ClientError::Os {
                 code: libc::EINVAL,
@@ -139,6 +144,7 @@ impl TaskClient {
             Duration::from_millis(500)
         };
         self.target = Some((host.clone(), port, timeout));
+        self.closed_by_server = false;
         if self.keep {
             let pooled = POOL.with(|p| p.borrow_mut().remove(&pool_key(self.kind, &host, port)));
             if let Some(c) = pooled.filter(Connection::is_alive) {
@@ -206,21 +212,21 @@ impl TaskClient {
             .live_connection()
             .and_then(|c| c.submit_many(&reqs, &mut answers));
         if let Err(e) = sent {
-            let e = match e {
-                ClientError::Os { code, message } if !answers.is_empty() => ClientError::Os {
-                    code,
-                    message: format!(
-                        "{message} ({} of {} tasks were acknowledged before and are queued)",
-                        answers.iter().filter(|a| a.is_ok()).count(),
-                        reqs.len()
-                    ),
-                },
-                other => other,
+            let e = self.settle(e);
+            let acknowledged = answers.iter().filter(|a| a.is_ok()).count();
+            let why = match answers.iter().find_map(|a| a.as_ref().err()) {
+                Some(refusal) if refusal.to_string() != e.to_string() => {
+                    format!("{e} after refusing a task: {refusal}")
+                }
+                _ => e.to_string(),
             };
-            if matches!(e, ClientError::Os { .. }) {
-                self.conn = None;
-            }
-            self.fail(e);
+            self.fail(ClientError::Os {
+                code: e.code(),
+                message: format!(
+                    "{why} ({acknowledged} of {} tasks were acknowledged before and are queued)",
+                    reqs.len()
+                ),
+            });
             return Ok(bool_zval(false));
         }
         self.clear_error();
@@ -270,11 +276,10 @@ impl TaskClient {
                 long_zval(n as i64)
             }
             Err(e) => {
-                let fatal = matches!(e, ClientError::Os { .. });
-                self.fail(e);
-                if fatal {
+                if matches!(e, ClientError::Os { .. }) {
                     self.conn = None;
                 }
+                self.fail(e);
                 bool_zval(false)
             }
         })
@@ -292,20 +297,20 @@ impl TaskClient {
         } else {
             (size as usize).min(MAX_RAW_RECV)
         };
-        let result = match self.conn.as_mut() {
-            None => Err(ClientError::NotConnected),
-            Some(c) => c.recv(size, waitall),
-        };
+        let result = self.connection().and_then(|c| c.recv(size, waitall));
         match result {
             Ok(Some(msg)) => {
                 self.clear_error();
                 bytes_zval(&msg)
             }
             Ok(None) => {
+                // Swoole's "" for a closed connection; the next call says why.
+                self.gone();
                 self.clear_error();
                 bytes_zval(b"")
             }
             Err(e) => {
+                let e = self.settle(e);
                 if matches!(e, ClientError::Protocol(_)) {
                     self.conn = None;
                 }
@@ -320,6 +325,9 @@ impl TaskClient {
     pub fn close(&mut self, force: Opt<Bool>) -> bool {
         let force = force.or(false);
         let Some(conn) = self.conn.take() else {
+            if std::mem::take(&mut self.closed_by_server) {
+                return true;
+            }
             return self.fail(ClientError::NotConnected);
         };
         if self.keep && !force {
@@ -328,9 +336,10 @@ impl TaskClient {
         true
     }
 
-    /// Whether connect() succeeded and the connection was not closed.
+    /// Whether connect() succeeded and the connection was closed neither
+    /// by close() nor by the server (checked without blocking).
     pub fn is_connected(&self) -> bool {
-        self.conn.is_some()
+        self.conn.as_ref().is_some_and(Connection::is_alive)
     }
 
     /// The socket type given to the constructor.
@@ -359,18 +368,61 @@ impl TaskClient {
         }
     }
 
-    /// Whether the connection is a kept one the server has closed since.
-    fn stale(&self) -> Result<bool, ClientError> {
-        let conn = self.conn.as_ref().ok_or(ClientError::NotConnected)?;
-        Ok(self.keep && !conn.is_alive())
+    /// The connection as it is, or why there is none.
+    fn connection(&mut self) -> Result<&mut Connection, ClientError> {
+        match self.conn.as_mut() {
+            Some(c) => Ok(c),
+            None if self.closed_by_server => Err(ClientError::ClosedByServer),
+            None => Err(ClientError::NotConnected),
+        }
     }
 
-    /// The connection, replaced first when it is stale.
+    /// Whether the server has closed the connection since the last call.
+    fn stale(&mut self) -> Result<bool, ClientError> {
+        Ok(!self.connection()?.is_alive())
+    }
+
+    /// The connection for a new request: a kept one the server closed is
+    /// replaced; any other the server closed fails as closed by the server.
     fn live_connection(&mut self) -> Result<&mut Connection, ClientError> {
         if self.stale()? {
+            if !self.keep {
+                return Err(self.gone());
+            }
             return self.reconnect();
         }
-        self.conn.as_mut().ok_or(ClientError::NotConnected)
+        self.connection()
+    }
+
+    /// Forgets a connection the server closed; later calls say so.
+    fn gone(&mut self) -> ClientError {
+        self.conn = None;
+        self.closed_by_server = true;
+        ClientError::ClosedByServer
+    }
+
+    /// An error of a request, with a connection the server closed (a write
+    /// into it, or a read at its end) reported as closed by the server and
+    /// forgotten, and one that refused the request for good dropped.
+    fn settle(&mut self, e: ClientError) -> ClientError {
+        match &e {
+            ClientError::Os { code, .. }
+                if [libc::EPIPE, libc::ECONNRESET, libc::ENOTCONN].contains(code) =>
+            {
+                self.gone()
+            }
+            ClientError::Server { code, .. }
+                if [
+                    crate::protocol::code::AUTH,
+                    crate::protocol::code::TOO_LARGE,
+                ]
+                .contains(code) =>
+            {
+                self.conn = None;
+                e
+            }
+            _ => e,
+        }
     }
 
     /// Runs `op` on the connection. A TASKQ_KEEP connection whose server
@@ -381,22 +433,14 @@ impl TaskClient {
         &mut self,
         mut op: impl FnMut(&mut Connection) -> Result<T, ClientError>,
     ) -> Result<T, ClientError> {
-        if self.stale()? {
-            return op(self.reconnect()?);
-        }
-        let conn = self.conn.as_mut().ok_or(ClientError::NotConnected)?;
-        let result = op(conn);
+        let result = op(self.live_connection()?);
         let closed = matches!(&result, Err(ClientError::Os { code, .. })
             if [libc::EPIPE, libc::ECONNRESET, libc::ENOTCONN].contains(code));
-        let refused = matches!(&result, Err(ClientError::Server { code, .. }) if *code == crate::protocol::code::AUTH);
-        if refused {
-            self.conn = None;
-        }
         if self.keep && closed {
             let fresh = self.reconnect()?;
-            return op(fresh);
+            return op(fresh).map_err(|e| self.settle(e));
         }
-        result
+        result.map_err(|e| self.settle(e))
     }
 
     fn reconnect(&mut self) -> Result<&mut Connection, ClientError> {
@@ -440,11 +484,12 @@ fn task_options(options: Option<&ZendHashTable>) -> PhpResult<TaskRequest> {
         };
         match key.as_str() {
             "delay" => {
+                let max = (MAX_DELAY_MS / 1000) as f64;
                 let secs = value
                     .double()
                     .or_else(|| value.long().map(|l| l as f64))
-                    .filter(|s| s.is_finite() && (0.0..=31_536_000.0).contains(s))
-                    .ok_or_else(|| bad("seconds from 0 to 31536000"))?;
+                    .filter(|s| s.is_finite() && (0.0..=max).contains(s))
+                    .ok_or_else(|| bad(&format!("seconds from 0 to {max} (one year)")))?;
                 req.delay_ms = (secs * 1000.0) as u64;
             }
             "priority" => {

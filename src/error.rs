@@ -78,8 +78,9 @@ pub enum ClientError {
 impl ClientError {
     /// Swoole's SW_ERROR_CLIENT_NO_CONNECTION, which scripts compare against.
     pub const NO_CONNECTION: i32 = 5001;
-    /// Swoole's SW_ERROR_SESSION_CLOSED_BY_SERVER ("closed by server").
-    pub const CLOSED_BY_SERVER: i32 = 1001;
+    /// errno of a connection the server closed, as a write into it or a
+    /// read at its end reports it (ECONNRESET).
+    pub const CLOSED_BY_SERVER: i32 = libc::ECONNRESET;
 
     /// The value `$client->errCode` takes after this error.
     pub fn code(&self) -> i32 {

@@ -58,16 +58,16 @@ PHP);
         $r = json_decode($out, true);
         $closed = 'the connection was closed by the server';
         $this->assertFalse($r['connected'], 'isConnected() is false once the server closed the connection');
-        $this->assertSame([false, 1001, $closed], $r['send']);
-        $this->assertSame([false, 1001, $closed], $r['task']);
-        $this->assertSame([false, 1001, $closed], $r['again']);
-        $this->assertSame([false, 1001, "$closed (0 of 3 tasks were acknowledged before and are queued)"], $r['taskMulti']);
+        $this->assertSame([false, 104, $closed], $r['send']);
+        $this->assertSame([false, 104, $closed], $r['task']);
+        $this->assertSame([false, 104, $closed], $r['again']);
+        $this->assertSame([false, 104, "$closed (0 of 3 tasks were acknowledged before and are queued)"], $r['taskMulti']);
         $this->assertTrue($r['close'], 'closing a connection the server closed is no error');
         foreach ($r['warnings'] as $w) {
             $this->assertStringNotContainsString('Broken pipe', $w);
         }
         $this->assertSame('', $r['recv']);
-        $this->assertSame([false, false, 1001, $closed], $r['after_recv']);
+        $this->assertSame([false, false, 104, $closed], $r['after_recv']);
         $this->assertSame([true, true, true], $r['reconnect']);
         $this->waitEvents('task', 1);
         $this->assertSame(['after'], array_column($this->events('task'), 'data'), 'only the task sent after reconnecting ran');

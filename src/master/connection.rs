@@ -336,17 +336,18 @@ fn drain(
             let frame = match codec.decode(buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break Ok(()),
-                Err(WireError::FrameTooLong { length, max }) => {
-                    // The codec's limit counts the kind byte as well.
-                    let message = format!(
-                        "request of {} bytes exceeds the server's package_max_length of {} bytes",
-                        length - 1,
-                        max - 1
-                    );
-                    hub.borrow().answer_error(fd, code::TOO_LARGE, &message);
-                    break Err(message);
+                Err(e) => {
+                    if let WireError::FrameTooLong { length, max } = e {
+                        // The codec's limit counts the kind byte as well.
+                        let message = format!(
+                            "request of {} bytes exceeds the server's package_max_length of {} bytes",
+                            length - 1,
+                            max - 1
+                        );
+                        hub.borrow().answer_error(fd, code::TOO_LARGE, &message);
+                    }
+                    break Err(format!("{e} (package_max_length)"));
                 }
-                Err(e) => break Err(format!("{e} (package_max_length)")),
             };
             if frame.kind == KIND_AUTH {
                 let mut hub = hub.borrow_mut();

@@ -213,8 +213,17 @@ impl TaskClient {
             .and_then(|c| c.submit_many(&reqs, &mut answers));
         if let Err(e) = sent {
             let e = self.settle(e);
+            if matches!(e, ClientError::NotConnected) {
+                self.fail(e);
+                return Ok(bool_zval(false));
+            }
             let acknowledged = answers.iter().filter(|a| a.is_ok()).count();
-            let why = match answers.iter().find_map(|a| a.as_ref().err()) {
+            // A refusal after which the server closes the connection is why.
+            let closing = answers.iter().find_map(|a| match a {
+                Err(r @ ClientError::Server { code, .. }) if closes_connection(*code) => Some(r),
+                _ => None,
+            });
+            let why = match closing {
                 Some(refusal) if refusal.to_string() != e.to_string() => {
                     format!("{e} after refusing a task: {refusal}")
                 }
@@ -411,13 +420,7 @@ impl TaskClient {
             {
                 self.gone()
             }
-            ClientError::Server { code, .. }
-                if [
-                    crate::protocol::code::AUTH,
-                    crate::protocol::code::TOO_LARGE,
-                ]
-                .contains(code) =>
-            {
+            ClientError::Server { code, .. } if closes_connection(*code) => {
                 self.conn = None;
                 e
             }
@@ -461,6 +464,15 @@ impl TaskClient {
         self.err_code = 0;
         self.err_msg.clear();
     }
+}
+
+/// Whether the server closes the connection after refusing with `code`.
+fn closes_connection(code: u32) -> bool {
+    [
+        crate::protocol::code::AUTH,
+        crate::protocol::code::TOO_LARGE,
+    ]
+    .contains(&code)
 }
 
 /// The options of `task()` and `taskMulti()`, as a request with no payload

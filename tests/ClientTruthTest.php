@@ -91,7 +91,7 @@ PHP);
         $r = json_decode($out, true);
         foreach ([100000, 1000000] as $size) {
             $request = $size + 17; // encoding, priority, delay and attempts precede the payload
-            $this->assertSame([false, 9008, "request of $request bytes exceeds the server's package_max_length of 65536 bytes", false], $r[$size], "a task of $size bytes");
+            $this->assertSame([false, 9009, "request of $request bytes exceeds the server's package_max_length of 65536 bytes", false], $r[$size], "a task of $size bytes");
         }
         [$multi, $code, $msg] = $r['multi'];
         $this->assertFalse($multi);

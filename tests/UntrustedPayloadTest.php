@@ -200,6 +200,17 @@ PHP);
         $this->assertFileExists("$p.wakeup", 'the operator opted in: the class is unserialized for real');
     }
 
+    public function testAPayloadTheTaskWorkerCannotUnserializeFailsTheTaskInsteadOfRunningItWithFalse(): void
+    {
+        // Gadget is allowed, but it is no enum: only PHP can tell, in the task worker
+        $server = $this->server(['task_allowed_classes' => ['Gadget'], 'task_retry_max' => 0]);
+        $answers = $this->attack(var_export(['enum' => 'E:11:"Gadget:Case";'], true));
+        $this->assertIsInt($answers['enum']['ack'] ?? null, json_encode($answers));
+        $this->settle($server);
+        $this->waitLog('the task payload from the network could not be unserialized', 5, $server);
+        $this->assertSame(['array'], array_values(array_unique(array_column($this->events('task'), 'type'))), 'onTask never got false');
+    }
+
     public function testTasksFromTheServersOwnWorkersKeepObjects(): void
     {
         $server = $this->server();

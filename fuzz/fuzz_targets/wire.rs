@@ -1,6 +1,6 @@
 //! Every decoder that reads bytes from a peer (client frames, task requests,
-//! IPC messages, Swoole framing) must return an error, never panic, on any
-//! input, fed in one piece or byte by byte.
+//! IPC messages, Swoole framing, PHP serialize() payloads) must return an
+//! error, never panic, on any input, fed in one piece or byte by byte.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
@@ -8,6 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use taskq::frame::FrameCodec;
 use taskq::ipc::{FromWorker, ToWorker};
 use taskq::packet::{LengthType, PacketDecoder, PacketMode, PacketOptions};
+use taskq::php_serial::{self, AllowedClasses, Policy};
 use taskq::protocol::{Answer, TaskRequest};
 use tokio_util::codec::Decoder;
 
@@ -71,4 +72,7 @@ fuzz_target!(|data: &[u8]| {
     frames(data, 1);
     packets(data);
     let _ = TaskRequest::decode(Bytes::copy_from_slice(data));
+    for classes in [AllowedClasses::None, AllowedClasses::All] {
+        let _ = php_serial::check(data, &Policy { classes, max_depth: 64 });
+    }
 });

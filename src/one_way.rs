@@ -28,6 +28,9 @@ thread_local! {
 struct Producer {
     stream: UnixStream,
     next_task_id: i64,
+    /// A write failed, perhaps halfway through a frame: nothing more may
+    /// follow it on this connection.
+    broken: bool,
 }
 
 /// Why a one-way task was not sent.
@@ -37,6 +40,8 @@ pub enum OneWayError {
     NotInStart,
     #[error("cannot send the task to the master process: {0}")]
     Io(#[from] std::io::Error),
+    #[error("an earlier task() in this callback could not be sent to the master process, so no later one can be")]
+    Broken,
 }
 
 /// Records where the master listens for its workers.
@@ -63,6 +68,7 @@ pub fn open(blocking: bool) {
             *l.borrow_mut() = Some(Producer {
                 stream,
                 next_task_id: 0,
+                broken: false,
             })
         });
     }
@@ -84,6 +90,9 @@ pub fn submit(dst: i32, payload: Payload) -> Result<i64, OneWayError> {
     LINK.with(|l| {
         let mut l = l.borrow_mut();
         let p = l.as_mut().ok_or(OneWayError::NotInStart)?;
+        if p.broken {
+            return Err(OneWayError::Broken);
+        }
         let task_id = p.next_task_id;
         let msg = FromWorker::Submit {
             task_id,
@@ -92,8 +101,7 @@ pub fn submit(dst: i32, payload: Payload) -> Result<i64, OneWayError> {
             payload,
         };
         if let Err(e) = write(&mut p.stream, &msg) {
-            // Part of the frame may be written: nothing more may follow it.
-            *l = None;
+            p.broken = true;
             return Err(e.into());
         }
         p.next_task_id += 1;

@@ -71,4 +71,39 @@ PHP;
         $this->assertSame([], $this->events('finish'), 'no onFinish anywhere');
         $this->assertStringNotContainsString('ERROR', $this->log());
     }
+
+    /** The master cannot block on its own socket before its loop runs: what does not fit is refused, and says so. */
+    public function testOneWayTasksThatDoNotFitBeforeTheMasterRunsAreRefusedWithAReason(): void
+    {
+        $server = $this->startServer(<<<'PHP'
+$server = new TaskServer('127.0.0.1', $port);
+$server->set(['worker_num' => 1, 'task_worker_num' => 1, 'log_file' => "$dir/taskq.log"]);
+$server->on('Start', function ($s) {
+    $w = [];
+    set_error_handler(function ($no, $msg) use (&$w) { $w[] = $msg; return true; });
+    $r = [];
+    for ($i = 0; $i < 40; $i++) {
+        $r[] = $s->task("$i:" . str_repeat('x', 100_000));
+    }
+    restore_error_handler();
+    record('start', ['r' => $r, 'w' => $w]);
+});
+$server->on('Receive', function ($s, $fd, $rid, $data) {});
+$server->on('Task', function ($s, $taskId, $src, $data) { record('task', ['n' => (int) $data]); });
+$server->start();
+PHP);
+        $start = $this->waitEvents('start', 1, 5, $server)[0];
+        $sent = array_values(array_filter($start['r'], 'is_int'));
+        $this->assertNotEmpty($sent, 'tasks that fit were sent');
+        $this->assertLessThan(40, count($sent), 'four megabytes do not fit in the socket buffer');
+        $this->assertSame(range(0, count($sent) - 1), $sent, 'ids from 0, then only false');
+        $this->assertSame(array_fill(0, 40 - count($sent), false), array_slice($start['r'], count($sent)));
+        $this->assertStringContainsString('cannot send the task to the master process: Resource temporarily unavailable', $start['w'][0]);
+        $this->assertCount(40 - count($sent), $start['w']);
+        foreach (array_slice($start['w'], 1) as $w) {
+            $this->assertStringContainsString('an earlier task() in this callback could not be sent to the master process', $w);
+        }
+        $ran = $this->waitUntil(fn () => count($this->events('task')) >= count($sent) ? $this->events('task') : null, 5, 'the tasks that were sent', $server);
+        $this->assertEqualsCanonicalizing($sent, array_column($ran, 'n'), 'each sent task ran, none of the refused ones');
+    }
 }

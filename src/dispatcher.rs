@@ -87,6 +87,8 @@ pub struct Orphans {
     /// Ran `max_attempts` times and failed each time: a poison task that
     /// would otherwise crash every task worker in turn.
     pub given_up: Vec<QueuedTask>,
+    /// Had delivered its result, so it is complete, not run again.
+    pub completed: Vec<u64>,
 }
 
 /// What the dispatcher did with a task whose run failed.
@@ -235,6 +237,7 @@ impl Dispatcher {
             let mut t = r.task;
             if r.delivered {
                 self.queue.ack(t.id);
+                orphans.completed.push(t.id);
                 continue;
             }
             if k == 0 {
@@ -975,8 +978,8 @@ mod tests {
         assert!(d.deliver(0, 1).is_some());
         let orphans = d.offline(0, 1, "crash");
         assert_eq!(
-            (orphans.requeued, orphans.given_up.len()),
-            (1, 0),
+            (orphans.requeued, orphans.given_up.len(), orphans.completed),
+            (1, 0, vec![1]),
             "only the task behind it, which had not started, goes back"
         );
         d.online(0, 2, None);

@@ -63,6 +63,18 @@ CODE);
         $this->assertStringContainsString('RuntimeException: after finish', $this->log(), 'the exception is logged');
     }
 
+    public function testAServerTaskWhoseWorkerDiesAfterFinishIsNotRunAgain(): void
+    {
+        $server = $this->server(['task_retry_max' => 2]);
+        $this->evalInWorker('', 'return $s->task(\'$s->finish("sent"); exit(3);\');');
+        $this->waitLog('abnormal exit', 5, $server);
+        $this->waitEvents('workerstart', 3, 5, $server);
+        self::pastAnyRetry();
+        $this->assertCount(1, $this->events('run'), 'its result was delivered: the crash does not run it again');
+        $this->assertCount(1, $this->events('finish'));
+        $this->assertSame([], $this->events('failed'));
+    }
+
     public function testAThrowingServerTaskIsNotRetriedByDefaultAndIsReportedOnce(): void
     {
         $server = $this->server();

@@ -608,6 +608,9 @@ impl Hub {
             for task in orphans.given_up {
                 self.give_up(&task, &why);
             }
+            for id in orphans.completed {
+                self.awaited.remove(&id);
+            }
             self.assign(now_ms());
             self.commit_needed.notify_one();
         }

@@ -382,7 +382,7 @@ $server->on('WorkerStop', function ($s, $id) { record('workerstop', ['id' => $id
 $server->on('Receive', function ($s, $fd, $rid, $data) { record('receive', ['data' => $data]); });
 $server->start();
 PHP);
-        $setting = $this->events('setting')[0]['setting'];
+        $setting = $this->waitEvents('setting', 1, 5, $server)[0]['setting'];
         $this->assertSame(3, $setting['max_request']);
         $this->assertSame(0, $setting['max_request_grace'], 'an explicit 0 grace is kept');
         $this->waitEvents('workerstart', 1, 5, $server);

@@ -25,6 +25,8 @@ function u_close(?bool $force = false) {}
 function u_mailer(string $dsn, ?array $options = null) {}
 function u_mail(array $message) {}
 function u_tick(int $ms, mixed $callback) {}
+function u_ssend(int $fd, string $data) {}
+function u_csend(string|array $data) {}
 
 $server = new TaskQ\Server('127.0.0.1', 0);
 $client = new TaskQ\Client(TASKQ_SOCK_TCP);
@@ -42,6 +44,8 @@ $m = [
     'mailer' => [fn (...$a) => new TaskQ\Mailer(...$a), 'u_mailer'],
     'send' => [fn (...$a) => $mailer->send(...$a), 'u_mail'],
     'tick' => [fn (...$a) => TaskQ\Timer::tick(...$a), 'u_tick'],
+    'ssend' => [fn (...$a) => $server->send(...$a), 'u_ssend'],
+    'csend' => [fn (...$a) => $client->send(...$a), 'u_csend'],
 ];
 $cases = [
     ['server', ['127.0.0.1', '0']],
@@ -85,6 +89,11 @@ $cases = [
     ['tick', ['10', 'strlen']],
     ['tick', ['ten', 'strlen']],
     ['tick', [10.0, 'strlen']],
+    ['ssend', ['1', 42]],
+    ['ssend', [1, []]],
+    ['csend', [42]],
+    ['csend', [['to' => 'a@b.c']]],
+    ['csend', [new stdClass()]],
 ];
 
 /** What PHP made of the call: accepted or the TypeError, and deprecations. */

@@ -240,7 +240,7 @@ PHP);
         $this->assertSame(['after'], $this->received(), 'no empty message reached onReceive');
     }
 
-    public function testSendObjectThrowsTaskqExceptionAndSendsNothing(): void
+    public function testSendObjectThrowsPhpsTypeErrorAndSendsNothing(): void
     {
         $server = $this->recordingServer();
         $client = new TaskClient(TASKQ_SOCK_TCP);
@@ -248,8 +248,8 @@ PHP);
         try {
             $client->send(new stdClass());
             $this->fail('send(object) must throw');
-        } catch (TaskQ\Exception $e) {
-            $this->assertStringContainsString('send', $e->getMessage());
+        } catch (TypeError $e) {
+            $this->assertSame('TaskQ\Client::send(): Argument #1 ($data) must be of type array|string, stdClass given', $e->getMessage());
         }
         $this->assertTrue($client->isConnected());
         $this->assertSame(2, $client->send('ok'));

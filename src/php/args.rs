@@ -10,7 +10,7 @@
 //! `Opt<T>` is an optional parameter: nullable, with `null` (or leaving it
 //! out) meaning the default the method gives with [`Opt::or`].
 
-use std::ffi::CStr;
+use std::ffi::{c_char, CStr};
 
 use ext_php_rs::convert::FromZvalMut;
 use ext_php_rs::ffi::{
@@ -21,7 +21,7 @@ use ext_php_rs::ffi::{
     _zend_expected_type_Z_EXPECTED_STRING as EXPECTED_STRING, zend_string,
 };
 use ext_php_rs::flags::DataType;
-use ext_php_rs::types::{ZendHashTable, ZendStr, Zval};
+use ext_php_rs::types::{ZendHashTable, Zval};
 use ext_php_rs::zend::ExecutorGlobals;
 
 use super::zend::symbol;
@@ -34,8 +34,16 @@ pub struct Float(pub f64);
 pub struct Str(pub String);
 /// A PHP `bool` parameter.
 pub struct Bool(pub bool);
+/// A PHP `string` parameter kept as bytes (binary data such as a message).
+pub struct Bin<'a>(pub &'a [u8]);
 /// A PHP `array` parameter.
 pub struct Array<'a>(pub &'a ZendHashTable);
+/// A `string|array` parameter: `TaskClient::send()` sends an array as JSON.
+pub enum StrOrArray<'a> {
+    Str(&'a [u8]),
+    /// The argument itself, an array.
+    Array(&'a Zval),
+}
 
 /// An optional, nullable parameter: `None` when omitted or null.
 pub struct Opt<T>(pub Option<T>);
@@ -143,19 +151,23 @@ weak! {
     Bool: bool, c"zend_parse_arg_bool_slow", Bool, EXPECTED_BOOL;
 }
 
+impl<'a> Param<'a> for Bin<'a> {
+    const TYPE: DataType = DataType::String;
+    const EXPECTED: u32 = EXPECTED_STRING;
+    fn parse(zval: &'a mut Zval) -> Option<Self> {
+        if zval.zend_str().is_none() {
+            // Converts the argument in place (int to its decimal text, ...).
+            let _: *mut zend_string = slow(c"zend_parse_arg_str_slow", zval, std::ptr::null_mut())?;
+        }
+        zval.zend_str().map(|s| Bin(s.as_bytes()))
+    }
+}
+
 impl Param<'_> for Str {
     const TYPE: DataType = DataType::String;
     const EXPECTED: u32 = EXPECTED_STRING;
     fn parse(zval: &mut Zval) -> Option<Self> {
-        let text = |s: &ZendStr| Str(String::from_utf8_lossy(s.as_bytes()).into_owned());
-        if let Some(s) = zval.zend_str() {
-            return Some(text(s));
-        }
-        let converted: *mut zend_string =
-            slow(c"zend_parse_arg_str_slow", zval, std::ptr::null_mut())?;
-        // SAFETY: on success the engine points `converted` at a live string
-        // (the argument, converted in place).
-        unsafe { converted.cast::<ZendStr>().as_ref() }.map(text)
+        Bin::parse(zval).map(|b| Str(String::from_utf8_lossy(b.0).into_owned()))
     }
 }
 
@@ -191,6 +203,56 @@ impl<'a> FromZvalMut<'a> for Array<'a> {
     const TYPE: DataType = DataType::Array;
     fn from_zval_mut(zval: &'a mut Zval) -> Option<Self> {
         accept(zval, false)
+    }
+}
+
+impl<'a> FromZvalMut<'a> for Bin<'a> {
+    const TYPE: DataType = DataType::String;
+    fn from_zval_mut(zval: &'a mut Zval) -> Option<Self> {
+        accept(zval, false)
+    }
+}
+
+impl<'a> FromZvalMut<'a> for StrOrArray<'a> {
+    const TYPE: DataType = DataType::Mixed;
+    fn from_zval_mut(zval: &'a mut Zval) -> Option<Self> {
+        if zval.is_array() {
+            return Some(StrOrArray::Array(zval));
+        }
+        let ptr: *mut Zval = zval;
+        let value = Bin::parse(zval).map(|b| StrOrArray::Str(b.0));
+        if value.is_none() {
+            type_error(ptr, c"array|string");
+        }
+        value
+    }
+}
+
+/// PHP's TypeError for a parameter whose type Zend has no constant for.
+fn type_error(zval: *mut Zval, expected: &CStr) {
+    type Error = unsafe extern "C" fn(u32, *const c_char, ...);
+    type TypeName = unsafe extern "C" fn(*const Zval) -> *const c_char;
+    let (Some(error), Some(name)) = (
+        symbol(c"zend_argument_type_error"),
+        symbol(c"zend_zval_type_name"),
+    ) else {
+        return;
+    };
+    if ExecutorGlobals::has_exception() {
+        return;
+    }
+    // SAFETY: zend_argument_type_error(uint32_t, const char *format, ...)
+    // and zend_zval_type_name(const zval *) -> const char *.
+    unsafe {
+        let error: Error = std::mem::transmute(error);
+        let name: TypeName = std::mem::transmute(name);
+        let given = name(zval);
+        error(
+            arg_num(zval),
+            c"must be of type %s, %s given".as_ptr(),
+            expected.as_ptr(),
+            given,
+        );
     }
 }
 

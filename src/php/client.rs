@@ -12,11 +12,9 @@ use ext_php_rs::exception::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
 
-use super::args::{Array, Bool, Float, Int, Opt, Str};
+use super::args::{Array, Bool, Float, Int, Opt, Str, StrOrArray};
 use super::exception::{exception, take_pending_message, warn};
-use super::values::{
-    bool_zval, bytes_zval, entries, json_encode, long_zval, options, to_payload, zval_bytes,
-};
+use super::values::{bool_zval, bytes_zval, entries, json_encode, long_zval, options, to_payload};
 use crate::client::{Connection, MAX_RAW_RECV};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -259,24 +257,14 @@ impl TaskClient {
     }
 
     /// Sends a string, or an array as its JSON encoding; returns bytes sent.
-    pub fn send(&mut self, data: &Zval) -> PhpResult<Zval> {
+    pub fn send(&mut self, data: StrOrArray) -> PhpResult<Zval> {
         let owned;
-        let bytes: &[u8] = if let Some(b) = zval_bytes(data) {
-            b
-        } else if data.is_array() {
-            owned = json_encode(data).map_err(|e| exception(e, libc::EINVAL))?;
-            &owned
-        } else if let Some(s) = data.coerce_to_string().filter(|_| data.is_scalar()) {
-            owned = s.into_bytes();
-            &owned
-        } else {
-            return Err(exception(
-                format!(
-                    "TaskClient::send(): Argument #1 ($data) must be of type string or array, {} given",
-                    data.get_type()
-                ),
-                libc::EINVAL,
-            ));
+        let bytes: &[u8] = match data {
+            StrOrArray::Str(b) => b,
+            StrOrArray::Array(a) => {
+                owned = json_encode(a).map_err(|e| exception(e, libc::EINVAL))?;
+                &owned
+            }
         };
         let result = self.with_retry(|c| c.send(bytes));
         Ok(match result {

@@ -11,14 +11,12 @@ use ext_php_rs::exception::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 
-use super::args::{Array, Bool, Float, Int, Opt, Str};
+use super::args::{Array, Bin, Bool, Float, Int, Opt, Str};
 use super::events::{Callbacks, Event};
 use super::exception::{exception, warn};
 use super::handler::{proc_info, remember_finish_callback, PhpHooks};
 use super::timer;
-use super::values::{
-    bool_zval, from_payload, json_zval, long_zval, opt_zval, options, to_payload, zval_bytes,
-};
+use super::values::{bool_zval, from_payload, json_zval, long_zval, opt_zval, options, to_payload};
 use crate::config::{OptValue, ServerConfig};
 use crate::error::ServerError;
 use crate::ipc::ToWorker;
@@ -223,14 +221,8 @@ impl TaskServer {
     }
 
     /// Sends data to a client connection (one `recv()` for a TaskClient).
-    pub fn send(&self, fd: Int, data: &Zval) -> PhpResult<bool> {
-        let fd = fd.0;
-        let Some(bytes) = zval_bytes(data) else {
-            return Err(exception(
-                "send() data must be a string".into(),
-                libc::EINVAL,
-            ));
-        };
+    pub fn send(&self, fd: Int, data: Bin) -> PhpResult<bool> {
+        let (fd, bytes) = (fd.0, data.0);
         if bytes.is_empty() {
             warn("the data sent must not be empty");
             return Ok(false);

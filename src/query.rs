@@ -22,6 +22,11 @@ pub enum Query {
     /// `getClientList()`/`$server->connections`: up to `limit` open
     /// sessions with an id above `after`, ascending.
     ClientList { after: u64, limit: u64 },
+    /// `$server->stop($workerId)` of another worker: the master has the
+    /// manager tell it to leave (never a signal to the worker, which would
+    /// cut its running callback's `sleep()` short). Answers whether it was
+    /// told.
+    StopWorker { worker_id: u32 },
 }
 
 /// Swoole's `SWOOLE_WORKER_BUSY`.
@@ -56,6 +61,7 @@ mod tests {
             Query::WorkerPid { worker_id: 2 },
             Query::WorkerStatus { worker_id: 0 },
             Query::Bind { fd: 1, uid: 42 },
+            Query::StopWorker { worker_id: 1 },
             Query::ClientList {
                 after: 0,
                 limit: 10,

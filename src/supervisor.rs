@@ -130,7 +130,7 @@ fn managed_signals() -> libc::sigset_t {
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        let orders = ManagerOrder::ALL.map(ManagerOrder::signal);
+        let orders = (1..=ManagerOrder::SIGNALS).map(|n| libc::SIGRTMIN() + n);
         for sig in [
             libc::SIGCHLD,
             libc::SIGTERM,
@@ -179,15 +179,23 @@ pub fn supervise(spec: SupervisorSpec, hooks: &mut dyn ManagerHooks) -> i32 {
             return 0;
         }
         let timeout = sup.next_timeout();
-        if let Some((sig, sender)) = wait_signal(&set, timeout) {
-            sup.on_signal(sig, sender);
+        if let Some(received) = wait_signal(&set, timeout) {
+            sup.on_signal(received);
         }
         sup.tick();
     }
 }
 
-/// Waits for one of `set` at most `timeout`: the signal and its sender's pid.
-fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<(i32, i32)> {
+/// A signal the manager received: its number, its sender's pid and the
+/// value a `sigqueue` sender attached.
+struct Received {
+    sig: i32,
+    sender: i32,
+    value: usize,
+}
+
+/// Waits for one of `set` at most `timeout`.
+fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<Received> {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -196,48 +204,73 @@ fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<(i32, i32)> {
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid sigset and `info` a live siginfo_t.
     let sig = unsafe { libc::sigtimedwait(set, &mut info, &ts) };
-    // SAFETY: si_pid is valid for signals sent with kill(2), and zero
-    // (the zeroed value) for those the kernel raises itself.
-    (sig > 0).then(|| (sig, unsafe { info.si_pid() }))
+    // SAFETY: si_pid is valid for signals sent with kill(2) or sigqueue(3),
+    // and zero (the zeroed value) for those the kernel raises itself; the
+    // value is zero unless sigqueue(3) set it.
+    (sig > 0).then(|| unsafe {
+        Received {
+            sig,
+            sender: info.si_pid(),
+            value: info.si_value().sival_ptr as usize,
+        }
+    })
 }
 
 /// What the master tells the manager, each as its own real-time signal:
-/// those queue (two orders sent at once are two orders) and carry the
-/// sender's pid, which the manager checks.
+/// those queue (two orders sent at once are two orders), carry the
+/// sender's pid, which the manager checks, and a value. No signal is added
+/// for [`ManagerOrder::StopWorker`], a reload of one worker: it is the
+/// reload signal with the worker's id + 1 as its value (0: every worker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ManagerOrder {
     Stop,
     Reload,
     ReloadTaskWorkers,
     ReopenLogs,
+    /// `$server->stop($workerId)`: that worker leaves, as in a reload, and
+    /// is replaced.
+    StopWorker(u32),
 }
 
 impl ManagerOrder {
-    const ALL: [ManagerOrder; 4] = [
-        ManagerOrder::Stop,
-        ManagerOrder::Reload,
-        ManagerOrder::ReloadTaskWorkers,
-        ManagerOrder::ReopenLogs,
-    ];
+    /// The number of real-time signals the orders use, from SIGRTMIN+1 on.
+    const SIGNALS: i32 = 4;
 
     fn signal(self) -> i32 {
         libc::SIGRTMIN()
             + match self {
                 ManagerOrder::Stop => 1,
-                ManagerOrder::Reload => 2,
+                ManagerOrder::Reload | ManagerOrder::StopWorker(_) => 2,
                 ManagerOrder::ReloadTaskWorkers => 3,
                 ManagerOrder::ReopenLogs => 4,
             }
     }
 
-    fn from_signal(sig: i32) -> Option<ManagerOrder> {
-        Self::ALL.into_iter().find(|o| o.signal() == sig)
+    fn value(self) -> usize {
+        match self {
+            ManagerOrder::StopWorker(id) => id as usize + 1,
+            _ => 0,
+        }
+    }
+
+    fn from_signal(sig: i32, value: usize) -> Option<ManagerOrder> {
+        match (sig - libc::SIGRTMIN(), value) {
+            (1, _) => Some(ManagerOrder::Stop),
+            (2, 0) => Some(ManagerOrder::Reload),
+            (2, id) => u32::try_from(id - 1).ok().map(ManagerOrder::StopWorker),
+            (3, _) => Some(ManagerOrder::ReloadTaskWorkers),
+            (4, _) => Some(ManagerOrder::ReopenLogs),
+            _ => None,
+        }
     }
 
     /// Sends the order to `manager`.
     pub fn send(self, manager: Pid) -> std::io::Result<()> {
-        // SAFETY: plain kill(2).
-        if unsafe { libc::kill(manager.as_raw(), self.signal()) } == 0 {
+        let value = libc::sigval {
+            sival_ptr: self.value() as *mut libc::c_void,
+        };
+        // SAFETY: plain sigqueue(3); the value is an integer, never dereferenced.
+        if unsafe { libc::sigqueue(manager.as_raw(), self.signal(), value) } == 0 {
             Ok(())
         } else {
             Err(std::io::Error::last_os_error())
@@ -254,13 +287,13 @@ impl Supervisor<'_> {
     /// group's own signals only reopen this process's log (SIGHUP,
     /// SIGRTMIN) or are ignored, except SIGTERM once the master is gone
     /// (`PR_SET_PDEATHSIG`).
-    fn on_signal(&mut self, sig: i32, sender: i32) {
+    fn on_signal(&mut self, Received { sig, sender, value }: Received) {
         let master_gone = nix::unistd::getppid() != self.spec.master;
         if sig == libc::SIGCHLD {
             return self.reap();
         }
         if sender == self.spec.master.as_raw() {
-            if let Some(order) = ManagerOrder::from_signal(sig) {
+            if let Some(order) = ManagerOrder::from_signal(sig, value) {
                 return self.obey(order);
             }
         }
@@ -281,6 +314,7 @@ impl Supervisor<'_> {
             ManagerOrder::Stop => self.stop(),
             ManagerOrder::Reload => self.reload(false),
             ManagerOrder::ReloadTaskWorkers => self.reload(true),
+            ManagerOrder::StopWorker(id) => self.stop_worker(id),
             ManagerOrder::ReopenLogs => {
                 crate::log::reopen_or_warn();
                 self.tell_children(Order::ReopenLog);
@@ -397,13 +431,46 @@ impl Supervisor<'_> {
                 "all workers"
             }
         );
-        let deadline = Instant::now() + self.spec.reload_wait_time;
-        for (pid, child) in &self.children {
-            if !only_tasks || self.spec.is_task(child.id) {
-                child.control.tell(Order::Leave);
-                self.reload_deadlines.entry(*pid).or_insert(deadline);
-            }
+        let leaving: Vec<Pid> = self
+            .children
+            .iter()
+            .filter(|(_, child)| !only_tasks || self.spec.is_task(child.id))
+            .map(|(pid, _)| *pid)
+            .collect();
+        for pid in leaving {
+            self.replace(pid);
         }
+    }
+
+    /// `$server->stop($workerId)` of another worker: it leaves as in a
+    /// reload, so its running callback finishes as written.
+    fn stop_worker(&mut self, id: u32) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let pid = self
+            .children
+            .iter()
+            .find(|(_, c)| c.id == id)
+            .map(|(p, _)| *p);
+        match pid {
+            Some(pid) => self.replace(pid),
+            None => crate::log!(
+                Level::Notice,
+                "stop of worker #{id} ignored: it has no process now"
+            ),
+        }
+    }
+
+    /// Tells a child to leave after what it holds (it is respawned when it
+    /// exits), SIGKILLing it if it still runs after `reload_wait_time`.
+    fn replace(&mut self, pid: Pid) {
+        let Some(child) = self.children.get(&pid) else {
+            return;
+        };
+        child.control.tell(Order::Leave);
+        let deadline = Instant::now() + self.spec.reload_wait_time;
+        self.reload_deadlines.entry(pid).or_insert(deadline);
     }
 
     fn tell_children(&self, order: Order) {
@@ -463,7 +530,7 @@ impl Supervisor<'_> {
             self.reload_kills += 1;
             crate::log!(
                 Level::Warning,
-                "worker(pid={pid}) did not exit within reload_wait_time {:?} after a reload; forced termination ({} worker(s) killed by reloads so far)",
+                "worker(pid={pid}) did not exit within reload_wait_time {:?} after a reload or stop(); forced termination ({} worker(s) killed by reloads so far)",
                 self.spec.reload_wait_time,
                 self.reload_kills
             );
@@ -560,6 +627,24 @@ mod tests {
             signal: libc::SIGRTMIN() + 5,
         };
         assert_eq!(reaped, Some((pid, killed)));
+    }
+
+    #[test]
+    fn orders_round_trip_through_signal_and_value() {
+        for order in [
+            ManagerOrder::Stop,
+            ManagerOrder::Reload,
+            ManagerOrder::ReloadTaskWorkers,
+            ManagerOrder::ReopenLogs,
+            ManagerOrder::StopWorker(0),
+            ManagerOrder::StopWorker(7),
+        ] {
+            assert_eq!(
+                ManagerOrder::from_signal(order.signal(), order.value()),
+                Some(order)
+            );
+        }
+        assert_eq!(ManagerOrder::from_signal(libc::SIGRTMIN() + 5, 0), None);
     }
 
     #[test]

@@ -620,7 +620,7 @@ PHP);
         $this->assertFalse(self::alive($stuck), 'the stuck worker was killed');
         $this->assertGreaterThanOrEqual(0.95, $elapsed, 'it got reload_wait_time first');
         $this->assertLessThan(2.5, $elapsed);
-        $this->assertStringContainsString("worker(pid=$stuck) did not exit within reload_wait_time 1s after a reload; forced termination (1 worker(s) killed by reloads so far)", $this->log());
+        $this->assertStringContainsString("worker(pid=$stuck) did not exit within reload_wait_time 1s after a reload or stop(); forced termination (1 worker(s) killed by reloads so far)", $this->log());
         $this->assertSame('ok:after', $this->client('$c->send("after"); echo $c->recv();'), 'the replacement serves');
     }
 

@@ -313,6 +313,26 @@ PHP, [], false);
     }
 
     /**
+     * `$server->stop($workerId)` from another worker tells the target to
+     * leave the way a reload does: its running task's sleep(2) sleeps 2 s
+     * (a SIGTERM used to wake it early), and it is replaced.
+     */
+    public function testStoppingAnotherWorkerLetsItsRunningTaskSleepAsWritten(): void
+    {
+        $server = $this->server();
+        $old = $this->workerPid(1);
+        $this->startSleepingTask($server);
+        $this->assertTrue($this->evalInWorker('eval:', 'return $s->stop(1);')['r']);
+        $this->waitUntil(fn () => count($this->eventsOf('workerstart', 1)) === 2, 5, 'the task worker to be replaced', $server);
+        $end = $this->events('task_end');
+        $this->assertCount(1, $end, 'the task ran to its end');
+        $this->assertGreaterThanOrEqual(1.99, $end[0]['slept'], 'its sleep(2) was not cut short');
+        $this->assertCount(1, $this->events('task_begin'), 'and it did not run again');
+        $this->assertSame([], $this->events('workererror'), 'nothing was killed');
+        $this->assertFalse(self::alive($old));
+    }
+
+    /**
      * A reload waits for a task running longer than max_wait_time (up to
      * reload_wait_time): it is neither cut short nor killed and run again.
      */

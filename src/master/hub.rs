@@ -21,6 +21,8 @@ use crate::log::Level;
 use crate::protocol::{code, put_ack, put_error, TaskRequest, KIND_MESSAGE};
 use crate::query::{Query, WORKER_BUSY, WORKER_EXIT, WORKER_IDLE};
 use crate::queue::{now_ms, QueuedTask, TaskQueue};
+use crate::supervisor::ManagerOrder;
+use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 struct Slot {
@@ -140,6 +142,8 @@ pub struct Hub {
     board: Arc<Board>,
     /// Whether the board's flag asks workers to report every completion.
     listening: bool,
+    /// The manager, which takes `stop($workerId)` orders from the master.
+    manager: Pid,
 }
 
 impl Hub {
@@ -150,6 +154,7 @@ impl Hub {
         queue: Box<dyn TaskQueue>,
         next_task: u64,
         board: Arc<Board>,
+        manager: Pid,
     ) -> Self {
         let total = (cfg.worker_num + cfg.task_worker_num) as usize;
         let dispatcher = Dispatcher::new(
@@ -186,6 +191,7 @@ impl Hub {
                 .map(|_| AuthGate::new(cfg.auth_max_pending, cfg.max_conn)),
             board,
             listening: false,
+            manager,
             cfg,
         };
         for _ in 0..total {
@@ -1044,6 +1050,15 @@ impl Hub {
                 .and_then(|s| s.pid)
                 .map(Value::from)
                 .unwrap_or(Value::Null),
+            Query::StopWorker { worker_id } => {
+                let running = self
+                    .slots
+                    .get(worker_id as usize)
+                    .is_some_and(|s| s.pid.is_some());
+                Value::Bool(
+                    running && super::tell(self.manager, ManagerOrder::StopWorker(worker_id)),
+                )
+            }
             Query::WorkerStatus { worker_id } => match self.slots.get(worker_id as usize) {
                 None => Value::Null,
                 Some(s) if s.pid.is_none() => json!(WORKER_EXIT),

@@ -117,7 +117,7 @@ pub fn run(
         .enable_all()
         .build()?;
     let local = LocalSet::new();
-    let hub = Hub::new(Rc::new(cfg), queue.0, queue.1, board);
+    let hub = Hub::new(Rc::new(cfg), queue.0, queue.1, board, manager);
     local.block_on(
         &runtime,
         serve(hub, listener, ipc, manager, before_shutdown),
@@ -166,8 +166,8 @@ async fn serve(
             _ = term.recv() => stopping = begin_stop(stopping, &door, Some(manager), "SIGTERM received", before_shutdown),
             _ = int.recv() => stopping = begin_stop(stopping, &door, Some(manager), "SIGINT received", before_shutdown),
             _ = quit.recv() => stopping = begin_stop(stopping, &door, Some(manager), "SIGQUIT received", before_shutdown),
-            _ = usr1.recv() => tell(manager, ManagerOrder::Reload),
-            _ = usr2.recv() => tell(manager, ManagerOrder::ReloadTaskWorkers),
+            _ = usr1.recv() => { tell(manager, ManagerOrder::Reload); }
+            _ = usr2.recv() => { tell(manager, ManagerOrder::ReloadTaskWorkers); }
             _ = hup.recv() => reopen_logs(manager),
             _ = rtmin.recv() => reopen_logs(manager),
             ended = &mut manager_exit => {
@@ -367,10 +367,12 @@ fn begin_stop(
     true
 }
 
-fn tell(manager: Pid, order: ManagerOrder) {
-    if let Err(e) = order.send(manager) {
-        crate::log!(Level::Warning, "cannot signal manager {manager}: {e}");
-    }
+/// Sends the manager an order; false (logged) when it cannot be sent.
+fn tell(manager: Pid, order: ManagerOrder) -> bool {
+    order
+        .send(manager)
+        .map_err(|e| crate::log!(Level::Warning, "cannot signal manager {manager}: {e}"))
+        .is_ok()
 }
 
 /// Resolves when the manager process has exited and been reaped, with how

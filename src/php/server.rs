@@ -537,7 +537,8 @@ impl TaskServer {
     }
 
     /// Stops this worker (or worker `$workerId`) after what it holds; the
-    /// manager starts a fresh one.
+    /// manager starts a fresh one. Another worker is told by the manager,
+    /// as in a reload, so its running callback finishes as written.
     pub fn stop(&self, workerId: Opt<Int>, waitEvent: Opt<Bool>) -> PhpResult<bool> {
         let _ = waitEvent;
         let worker_id = workerId.or(-1);
@@ -552,13 +553,9 @@ impl TaskServer {
         let Some(id) = self.worker_index(worker_id) else {
             return Ok(false);
         };
-        match self.ask(Query::WorkerPid { worker_id: id })? {
-            // SAFETY: plain kill(2) to a worker of this server.
-            Some(v) => Ok(v
-                .as_i64()
-                .is_some_and(|pid| unsafe { libc::kill(pid as i32, libc::SIGTERM) == 0 })),
-            None => Ok(false),
-        }
+        Ok(self
+            .ask(Query::StopWorker { worker_id: id })?
+            .is_some_and(|told| told.as_bool() == Some(true)))
     }
 
     /// Calls `$callback($timerId)` every `$ms` milliseconds in this worker.

@@ -184,6 +184,37 @@ PHP;
         }
     }
 
+    /** A callback that is not callable: the engine's own "valid callback" TypeError, as for call_user_func(). */
+    public function testCallbacksAreCheckedLikeAnInternalFunctionsCallable(): void
+    {
+        $reason = function (callable $call): string {
+            try {
+                $call();
+                return 'accepted';
+            } catch (TypeError $e) {
+                return preg_replace('/^.*?: Argument #\d+ \(\$\w+\) /', '', $e->getMessage());
+            }
+        };
+        $php = $reason(fn () => call_user_func('no_such_function'));
+        $this->assertSame('must be a valid callback, function "no_such_function" not found or invalid function name', $php);
+        $s = new TaskQ\Server('127.0.0.1', 0);
+        try {
+            $s->on('Receive', 'no_such_function');
+            $this->fail('a name that is no function is no callback');
+        } catch (TypeError $e) {
+            $this->assertSame("TaskQ\\Server::on(): Argument #2 (\$callback) $php", $e->getMessage());
+        }
+        $this->assertSame($php, $reason(fn () => TaskQ\Timer::tick(10, 'no_such_function')));
+        $this->assertSame($php, $reason(fn () => $s->after(10, 'no_such_function')));
+        $this->assertSame(
+            'must be a valid callback or null, no array or string given',
+            $reason(fn () => @$s->task('x', -1, 42)),
+        );
+        $this->assertSame('accepted', $reason(fn () => @$s->task('x', -1, null)), 'null: no finish callback');
+        $this->assertTrue($s->on('Receive', 'strlen'));
+        $this->assertTrue($s->on('Task', [$this, 'assertTrue']));
+    }
+
     /** A required string given null: deprecated and coerced, as for PHP's own functions. */
     public function testNullForARequiredStringIsDeprecatedLikeAnInternalFunction(): void
     {

@@ -324,18 +324,16 @@ PHP);
         unset($server);
     }
 
-    public function testOnWithANonCallableThrows(): void
+    /** As PHP's own functions reject a bad `callable` argument (issue 13.1). */
+    public function testOnWithANonCallableThrowsPhpsTypeError(): void
     {
         $server = new TaskServer('127.0.0.1', 0);
         foreach (['no_such_function_anywhere', 42, [new stdClass(), 'nope']] as $bad) {
             try {
                 $server->on('Receive', $bad);
                 $this->fail('a non-callable must be rejected: ' . var_export($bad, true));
-            } catch (TaskQ\Exception $e) {
-                $this->assertStringContainsString('Receive', $e->getMessage());
-                $this->assertStringContainsString('callable', $e->getMessage());
             } catch (TypeError $e) {
-                $this->fail('expected TaskQ\Exception, got TypeError: ' . $e->getMessage());
+                $this->assertStringStartsWith('TaskQ\Server::on(): Argument #2 ($callback) must be a valid callback, ', $e->getMessage());
             }
         }
         unset($server);

@@ -231,7 +231,7 @@ foreach ([[0, 'tick'], [-5, 'tick'], [86400001, 'after'], [0, 'after']] as [$ms,
     catch (TaskQ\Exception $e) { $out[] = $e->getMessage(); }
 }
 try { $s->tick(10, 'no_such_function_anywhere'); $out[] = 'no exception'; }
-catch (TaskQ\Exception $e) { $out[] = 'not callable'; }
+catch (TypeError $e) { $out[] = 'not callable'; }
 $out[] = $s->after(86400000, function () {}) > 0;
 return $out;
 CODE);

@@ -14,11 +14,11 @@ use std::ffi::{c_char, CStr};
 
 use ext_php_rs::convert::FromZvalMut;
 use ext_php_rs::ffi::{
-    _zend_expected_type_Z_EXPECTED_ARRAY as EXPECTED_ARRAY,
+    _efree, _zend_expected_type_Z_EXPECTED_ARRAY as EXPECTED_ARRAY,
     _zend_expected_type_Z_EXPECTED_BOOL as EXPECTED_BOOL,
     _zend_expected_type_Z_EXPECTED_DOUBLE as EXPECTED_DOUBLE,
     _zend_expected_type_Z_EXPECTED_LONG as EXPECTED_LONG,
-    _zend_expected_type_Z_EXPECTED_STRING as EXPECTED_STRING, zend_string,
+    _zend_expected_type_Z_EXPECTED_STRING as EXPECTED_STRING, zend_is_callable_ex, zend_string,
 };
 use ext_php_rs::flags::DataType;
 use ext_php_rs::types::{ZendHashTable, Zval};
@@ -38,6 +38,8 @@ pub struct Bool(pub bool);
 pub struct Bin<'a>(pub &'a [u8]);
 /// A PHP `array` parameter.
 pub struct Array<'a>(pub &'a ZendHashTable);
+/// A PHP `callable` parameter.
+pub struct Callable<'a>(pub &'a Zval);
 /// A `string|array` parameter: `TaskClient::send()` sends an array as JSON.
 pub enum StrOrArray<'a> {
     Str(&'a [u8]),
@@ -59,6 +61,11 @@ pub trait Param<'a>: Sized {
     /// rejects it (an error may already be thrown, e.g. a deprecation an
     /// error handler turned into an exception).
     fn parse(zval: &'a mut Zval) -> Option<Self>;
+
+    /// Throws PHP's TypeError for a value `parse` rejected.
+    fn reject(zval: *mut Zval, nullable: bool) {
+        wrong_type(zval, Self::EXPECTED + u32::from(nullable));
+    }
 }
 
 /// A scalar parameter's plain value, for [`Opt::or`].
@@ -124,7 +131,7 @@ fn accept<'a, T: Param<'a>>(zval: &'a mut Zval, nullable: bool) -> Option<T> {
     let ptr: *mut Zval = zval;
     let value = T::parse(zval);
     if value.is_none() {
-        wrong_type(ptr, T::EXPECTED + u32::from(nullable));
+        T::reject(ptr, nullable);
     }
     value
 }
@@ -201,6 +208,66 @@ scalar!(Int: i64, Float: f64, Str: String, Bool: bool);
 
 impl<'a> FromZvalMut<'a> for Array<'a> {
     const TYPE: DataType = DataType::Array;
+    fn from_zval_mut(zval: &'a mut Zval) -> Option<Self> {
+        accept(zval, false)
+    }
+}
+
+/// Asks the engine whether `zval` is callable from here; its reason when
+/// not (an emalloc'd string the caller owns).
+fn callable(zval: *mut Zval) -> Result<(), *mut c_char> {
+    let mut error: *mut c_char = std::ptr::null_mut();
+    // SAFETY: a live argument zval; no object, name or cache wanted.
+    let ok = unsafe {
+        zend_is_callable_ex(
+            zval,
+            std::ptr::null_mut(),
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            &mut error,
+        )
+    };
+    match (ok, error.is_null()) {
+        (true, true) => Ok(()),
+        (true, false) => {
+            // SAFETY: the engine allocated it with emalloc; nobody else frees it.
+            unsafe { _efree(error.cast()) };
+            Ok(())
+        }
+        (false, _) => Err(error),
+    }
+}
+
+impl<'a> Param<'a> for Callable<'a> {
+    const TYPE: DataType = DataType::Callable;
+    /// Unused: `reject` reports callables with the engine's own reason.
+    const EXPECTED: u32 = 0;
+    fn parse(zval: &'a mut Zval) -> Option<Self> {
+        callable(zval).ok().map(|()| Callable(zval))
+    }
+    /// "must be a valid callback[ or null], <the engine's reason>".
+    fn reject(zval: *mut Zval, nullable: bool) {
+        type Error = unsafe extern "C" fn(u32, *mut c_char);
+        let Err(error) = callable(zval) else {
+            return;
+        };
+        let name = if nullable {
+            c"zend_wrong_callback_or_null_error"
+        } else {
+            c"zend_wrong_callback_error"
+        };
+        if let (Some(f), false) = (symbol(name), error.is_null()) {
+            // SAFETY: zend_wrong_callback_error(uint32_t, char *) takes
+            // ownership of the emalloc'd reason.
+            let f: Error = unsafe { std::mem::transmute(f) };
+            unsafe { f(arg_num(zval), error) };
+        }
+    }
+}
+
+impl<'a> FromZvalMut<'a> for Callable<'a> {
+    const TYPE: DataType = DataType::Callable;
     fn from_zval_mut(zval: &'a mut Zval) -> Option<Self> {
         accept(zval, false)
     }

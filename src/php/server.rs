@@ -11,7 +11,7 @@ use ext_php_rs::exception::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 
-use super::args::{Array, Bin, Bool, Float, Int, Opt, Str};
+use super::args::{Array, Bin, Bool, Callable, Float, Int, Opt, Str};
 use super::events::{Callbacks, Event};
 use super::exception::{exception, warn};
 use super::handler::{proc_info, remember_finish_callback, PhpHooks};
@@ -114,7 +114,7 @@ impl TaskServer {
     }
 
     /// Registers an event callback; unknown names warn and return false.
-    pub fn on(&mut self, event: Str, callback: &Zval) -> PhpResult<bool> {
+    pub fn on(&mut self, event: Str, callback: Callable) -> PhpResult<bool> {
         let event = event.0;
         let Some(ev) = Event::parse(&event) else {
             warn(&format!(
@@ -123,17 +123,11 @@ impl TaskServer {
             ));
             return Ok(false);
         };
-        if !callback.is_callable() {
-            return Err(exception(
-                format!("the callback for '{}' is not callable", ev.name()),
-                libc::EINVAL,
-            ));
-        }
         if self.started {
             warn("server is running, unable to register event callback function");
             return Ok(false);
         }
-        self.callbacks.set(ev, callback);
+        self.callbacks.set(ev, callback.0);
         Ok(true)
     }
 
@@ -175,21 +169,14 @@ impl TaskServer {
         &self,
         data: &Zval,
         dstWorkerId: Opt<Int>,
-        finishCallback: Option<&Zval>,
+        finishCallback: Opt<Callable>,
     ) -> PhpResult<Zval> {
         let dst_worker_id = dstWorkerId.or(-1);
-        let callback = finishCallback.filter(|cb| !cb.is_null());
-        if callback.is_some_and(|cb| !cb.is_callable()) {
-            return Err(exception(
-                "the finish callback is not callable".into(),
-                libc::EINVAL,
-            ));
-        }
         let Some(id) = self.submit(data, dst_worker_id, "task")? else {
             return Ok(bool_zval(false));
         };
-        if let Some(cb) = callback {
-            remember_finish_callback(id, cb);
+        if let Some(cb) = finishCallback.0 {
+            remember_finish_callback(id, cb.0);
         }
         Ok(long_zval(id))
     }
@@ -559,13 +546,13 @@ impl TaskServer {
     }
 
     /// Calls `$callback($timerId)` every `$ms` milliseconds in this worker.
-    pub fn tick(&self, ms: Int, callback: &Zval) -> PhpResult<Zval> {
-        timer::add(ms.0, callback, true)
+    pub fn tick(&self, ms: Int, callback: Callable) -> PhpResult<Zval> {
+        timer::add(ms.0, callback.0, true)
     }
 
     /// Calls `$callback()` once after `$ms` milliseconds in this worker.
-    pub fn after(&self, ms: Int, callback: &Zval) -> PhpResult<Zval> {
-        timer::add(ms.0, callback, false)
+    pub fn after(&self, ms: Int, callback: Callable) -> PhpResult<Zval> {
+        timer::add(ms.0, callback.0, false)
     }
 
     /// Cancels a `tick()` or `after()` timer.

@@ -11,7 +11,7 @@ use ext_php_rs::exception::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 
-use super::args::Int;
+use super::args::{Callable, Int};
 use super::exception::{exception, warn};
 use super::handler::{forget_timer, remember_timer};
 use super::values::{bool_zval, long_zval};
@@ -26,13 +26,13 @@ pub struct Timer;
 impl Timer {
     /// Calls `$callback($timerId)` every `$ms` milliseconds in this worker;
     /// returns the timer id, or false outside a worker.
-    pub fn tick(ms: Int, callback: &Zval) -> PhpResult<Zval> {
-        add(ms.0, callback, true)
+    pub fn tick(ms: Int, callback: Callable) -> PhpResult<Zval> {
+        add(ms.0, callback.0, true)
     }
 
     /// Calls `$callback()` once after `$ms` milliseconds in this worker.
-    pub fn after(ms: Int, callback: &Zval) -> PhpResult<Zval> {
-        add(ms.0, callback, false)
+    pub fn after(ms: Int, callback: Callable) -> PhpResult<Zval> {
+        add(ms.0, callback.0, false)
     }
 
     /// Cancels a timer; false when it does not exist (fired or cleared).
@@ -50,12 +50,6 @@ pub fn add(ms: i64, callback: &Zval, repeating: bool) -> PhpResult<Zval> {
     if !(1..=86_400_000).contains(&ms) {
         return Err(exception(
             format!("invalid timer interval {ms} ms (allowed: 1 to 86400000)"),
-            libc::EINVAL,
-        ));
-    }
-    if !callback.is_callable() {
-        return Err(exception(
-            "the timer callback is not callable".into(),
             libc::EINVAL,
         ));
     }

@@ -16,7 +16,8 @@ use crate::php_serial::{AllowedClasses, Policy};
 /// with plain Rust values.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OptValue {
-    /// PHP `null`; kept so it is reported as `null` rather than lost.
+    /// PHP `null`: a known option given `null` is an option not given, as
+    /// in Swoole; kept so `$server->setting` shows what `set()` was given.
     Null,
     /// PHP `bool`; integer options refuse it, as a `true` worker count is
     /// almost certainly a mistake.
@@ -473,7 +474,7 @@ impl ServerConfig {
         for (key, value) in filled {
             let always = matches!(key, "worker_num" | "task_worker_num");
             match out.iter_mut().find(|(k, _)| k == key) {
-                Some(slot) if always => slot.1 = value,
+                Some(slot) if always || slot.1 == OptValue::Null => slot.1 = value,
                 Some(_) => {}
                 None => out.push((key.to_owned(), value)),
             }
@@ -583,7 +584,7 @@ impl ServerConfig {
             "task_retry_delay" => self.task_retry_delay = to_seconds(key, value)?,
             "task_timeout" => {
                 self.task_timeout = match value {
-                    OptValue::Int(0) | OptValue::Null => None,
+                    OptValue::Int(0) => None,
                     _ => Some(to_seconds(key, value)?),
                 }
             }
@@ -652,6 +653,11 @@ fn apply_atomically<T: Settable>(
     let mut next = cfg.clone();
     let mut warnings = Vec::new();
     for (key, value) in entries {
+        // Swoole's set() skips a null value: `'log_file' => $cfg['log'] ??
+        // null` keeps the default, or what an earlier set() gave.
+        if *value == OptValue::Null && T::KNOWN.contains(&key.as_str()) {
+            continue;
+        }
         if !next.set(key, value)? {
             warnings.push(unknown_option(key, T::KNOWN));
         }
@@ -1225,6 +1231,33 @@ mod tests {
         Ok(config)
     }
 
+    #[test]
+    fn a_null_option_is_an_option_not_given() {
+        let c = server_with(&[
+            ("worker_num", OptValue::Int(3)),
+            ("worker_num", OptValue::Null),
+            ("daemonize", OptValue::Null),
+            ("task_timeout", OptValue::Null),
+            ("log_file", OptValue::Null),
+        ])
+        .unwrap();
+        let d = ServerConfig::new(8);
+        assert_eq!(
+            (c.worker_num, c.daemonize, c.task_timeout, c.log_file),
+            (3, d.daemonize, d.task_timeout, d.log_file)
+        );
+        let c =
+            client_with(&[("timeout", OptValue::Null), ("package_eof", OptValue::Null)]).unwrap();
+        assert_eq!(c, ClientConfig::new());
+        let mut c = ServerConfig::new(8);
+        let warnings = c
+            .apply(&entries(&[("no_such_option", OptValue::Null)]))
+            .unwrap();
+        assert_eq!(warnings.len(), 1, "an unknown key is still reported");
+        let setting = c.started_settings(&entries(&[("daemonize", OptValue::Null)]));
+        assert!(setting.contains(&("daemonize".to_owned(), OptValue::Bool(false))));
+    }
+
     fn server_err(key: &str, value: OptValue) -> String {
         match server_with(&[(key, value)]) {
             Err(err) => err.to_string(),
@@ -1583,7 +1616,6 @@ mod tests {
         );
         for bad in [
             OptValue::Bool(true),
-            OptValue::Null,
             s(""),
             s("4abc"),
             s("inf"),
@@ -1722,7 +1754,6 @@ mod tests {
             OptValue::Int(2),
             OptValue::Int(-1),
             OptValue::Float(1.0),
-            OptValue::Null,
             s("yes"),
             s("TRUE"),
             s(""),

@@ -5,8 +5,9 @@ use TaskQ\Tests\Support\TaskqTestCase;
  * What Swoole accepts, taskq accepts (issue 13.4): task_ipc_mode 4 (Swoole's
  * stream mode, examples/task/task_stream.php), a log_file that cannot be
  * opened (a warning naming the path and errno, logs on stderr, the server
- * serves), and shutdown() called in onWorkerStart (onShutdown runs and
- * start() returns).
+ * serves), shutdown() called in onWorkerStart (onShutdown runs and
+ * start() returns), and null for an option, which Swoole's set() takes as
+ * the option not given.
  */
 final class AcceptedLikeSwooleTest extends TaskqTestCase
 {
@@ -67,5 +68,33 @@ PHP, [], false);
         $this->assertTrue($this->events('shutdown_ret')[0]['r']);
         $this->assertCount(1, $this->events('shutdown'), 'onShutdown ran');
         $this->assertSame([['r' => true]], array_map(fn ($e) => ['r' => $e['r']], $this->events('after_start')), 'start() returned true');
+    }
+
+    /**
+     * Configuration read from elsewhere passes `?? null` for what it does
+     * not set: Swoole's set() (server and client) skips such keys, so the
+     * defaults, or what an earlier set() gave, stay. taskq used to throw.
+     */
+    public function testANullOptionIsAnOptionNotGiven(): void
+    {
+        $server = $this->startServer(<<<'PHP'
+$server = new TaskServer('127.0.0.1', $port);
+$server->set(['worker_num' => 1, 'task_worker_num' => 1, 'log_file' => "$dir/taskq.log"]);
+$server->set(['worker_num' => null, 'task_worker_num' => null, 'daemonize' => null, 'max_request' => null,
+    'heartbeat_check_interval' => null, 'pid_file' => null, 'user' => null, 'package_eof' => null, 'log_file' => null]);
+$server->on('WorkerStart', function ($s, $id) {
+    record('workerstart', ['id' => $id, 'worker_num' => $s->setting['worker_num'], 'daemonize' => $s->setting['daemonize']]);
+});
+$server->on('Receive', function ($s, $fd, $rid, $data) { $s->send($fd, (string) $s->taskwait($data, 2)); });
+$server->on('Task', function ($s, $taskId, $src, $data) { return "done: $data"; });
+$server->start();
+PHP);
+        $this->waitEvents('workerstart', 2, 5, $server);
+        $this->assertSame('1done: x', $this->client('echo $c->set(["timeout" => null, "package_eof" => null, "open_eof_check" => null]); $c->send("x"); echo $c->recv();'));
+        usleep(200_000);
+        $this->assertCount(2, $this->events('workerstart'), 'worker_num and task_worker_num stayed 1');
+        $this->assertSame([1, false], [$this->events('workerstart')[0]['worker_num'], $this->events('workerstart')[0]['daemonize']]);
+        $this->assertStringContainsString('server started', $this->log(), 'log_file stayed');
+        $this->assertSame('', $server->stderr());
     }
 }

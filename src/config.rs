@@ -815,14 +815,15 @@ fn invalid(option: &str, value: &OptValue, allowed: impl Into<String>) -> Config
     }
 }
 
-const BOOL_ALLOWED: &str = "true, false, 0, 1, '0', '1', 'true' or 'false'";
+const BOOL_ALLOWED: &str = "true, false, 0, 1, '0', '1', '', 'true' or 'false'";
 
 fn to_bool(option: &str, value: &OptValue) -> Result<bool, ConfigError> {
     match value {
         OptValue::Bool(b) => Ok(*b),
         OptValue::Int(0) => Ok(false),
         OptValue::Int(1) => Ok(true),
-        OptValue::Str(s) if s == "0" || s == "false" => Ok(false),
+        // "" is what parse_ini_file() makes of Off/no/false.
+        OptValue::Str(s) if s.is_empty() || s == "0" || s == "false" => Ok(false),
         OptValue::Str(s) if s == "1" || s == "true" => Ok(true),
         _ => Err(invalid(option, value, BOOL_ALLOWED)),
     }
@@ -1738,6 +1739,7 @@ mod tests {
             (s("0"), false),
             (s("true"), true),
             (s("false"), false),
+            (s(""), false),
         ] {
             let c = server_with(&[
                 ("daemonize", value.clone()),
@@ -1756,7 +1758,6 @@ mod tests {
             OptValue::Float(1.0),
             s("yes"),
             s("TRUE"),
-            s(""),
         ] {
             assert!(
                 server_with(&[("daemonize", bad.clone())]).is_err(),
@@ -1766,7 +1767,7 @@ mod tests {
         assert_eq!(
             server_err("daemonize", s("yes")),
             "invalid value for option 'daemonize': 'yes' (allowed: true, false, 0, 1, '0', '1', \
-             'true' or 'false')"
+             '', 'true' or 'false')"
         );
         let c = server_with(&[
             ("open_tcp_nodelay", OptValue::Bool(false)),

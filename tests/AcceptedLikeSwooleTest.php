@@ -6,8 +6,8 @@ use TaskQ\Tests\Support\TaskqTestCase;
  * stream mode, examples/task/task_stream.php), a log_file that cannot be
  * opened (a warning naming the path and errno, logs on stderr, the server
  * serves), shutdown() called in onWorkerStart (onShutdown runs and
- * start() returns), and null for an option, which Swoole's set() takes as
- * the option not given.
+ * start() returns), null for an option, which Swoole's set() takes as
+ * the option not given, and settings read with parse_ini_file().
  */
 final class AcceptedLikeSwooleTest extends TaskqTestCase
 {
@@ -95,6 +95,27 @@ PHP);
         $this->assertCount(2, $this->events('workerstart'), 'worker_num and task_worker_num stayed 1');
         $this->assertSame([1, false], [$this->events('workerstart')[0]['worker_num'], $this->events('workerstart')[0]['daemonize']]);
         $this->assertStringContainsString('server started', $this->log(), 'log_file stayed');
+        $this->assertSame('', $server->stderr());
+    }
+
+    /**
+     * Settings kept in an ini file arrive as parse_ini_file() makes them:
+     * strings, "1" for On/yes/true and "" for Off/no/false. Swoole takes ""
+     * as false; taskq used to refuse it.
+     */
+    public function testSettingsFromParseIniFileAreAccepted(): void
+    {
+        file_put_contents("$this->dir/server.ini", "worker_num = 1\ntask_worker_num = 1\ndaemonize = Off\nopen_tcp_nodelay = On\nreload_async = no\nmax_wait_time = 2\n");
+        $server = $this->startServer(<<<'PHP'
+$server = new TaskServer('127.0.0.1', $port);
+$server->set(parse_ini_file("$dir/server.ini") + ['log_file' => "$dir/taskq.log"]);
+$server->on('WorkerStart', function ($s, $id) { record('workerstart', ['id' => $id]); });
+$server->on('Receive', function ($s, $fd, $rid, $data) { $s->send($fd, (string) $s->taskwait($data, 2)); });
+$server->on('Task', function ($s, $taskId, $src, $data) { return "done: $data"; });
+$server->start();
+PHP);
+        $this->waitEvents('workerstart', 2, 5, $server);
+        $this->assertSame('done: x', $this->client('$c->send("x"); echo $c->recv();'));
         $this->assertSame('', $server->stderr());
     }
 }

@@ -11,6 +11,14 @@ use TaskQ\Tests\Support\TaskqTestCase;
  */
 final class AcceptedLikeSwooleTest extends TaskqTestCase
 {
+    /** The end of a server script whose onReceive answers with a taskwait(). */
+    private const SERVES = <<<'PHP'
+
+$server->on('Receive', function ($s, $fd, $rid, $data) { $s->send($fd, (string) $s->taskwait($data, 2)); });
+$server->on('Task', function ($s, $taskId, $src, $data) { return "done: $data"; });
+$server->start();
+PHP;
+
     /** The gist of Swoole's examples/task/task_stream.php: taskwait over task_ipc_mode 4. */
     public function testTaskIpcModeFourRunsTasksLikeTheOtherModes(): void
     {
@@ -85,10 +93,7 @@ $server->set(['worker_num' => null, 'task_worker_num' => null, 'daemonize' => nu
 $server->on('WorkerStart', function ($s, $id) {
     record('workerstart', ['id' => $id, 'worker_num' => $s->setting['worker_num'], 'daemonize' => $s->setting['daemonize']]);
 });
-$server->on('Receive', function ($s, $fd, $rid, $data) { $s->send($fd, (string) $s->taskwait($data, 2)); });
-$server->on('Task', function ($s, $taskId, $src, $data) { return "done: $data"; });
-$server->start();
-PHP);
+PHP . self::SERVES);
         $this->waitEvents('workerstart', 2, 5, $server);
         $this->assertSame('1done: x', $this->client('echo $c->set(["timeout" => null, "package_eof" => null, "open_eof_check" => null]); $c->send("x"); echo $c->recv();'));
         usleep(200_000);
@@ -110,10 +115,7 @@ PHP);
 $server = new TaskServer('127.0.0.1', $port);
 $server->set(parse_ini_file("$dir/server.ini") + ['log_file' => "$dir/taskq.log"]);
 $server->on('WorkerStart', function ($s, $id) { record('workerstart', ['id' => $id]); });
-$server->on('Receive', function ($s, $fd, $rid, $data) { $s->send($fd, (string) $s->taskwait($data, 2)); });
-$server->on('Task', function ($s, $taskId, $src, $data) { return "done: $data"; });
-$server->start();
-PHP);
+PHP . self::SERVES);
         $this->waitEvents('workerstart', 2, 5, $server);
         $this->assertSame('done: x', $this->client('$c->send("x"); echo $c->recv();'));
         $this->assertSame('', $server->stderr());

@@ -41,6 +41,11 @@ impl SupervisorSpec {
 }
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
+
+/// How long after a SIGTERM from outside (most likely sent to the whole
+/// group, so the master's stop order is on its way) a worker that exits is
+/// not yet replaced.
+const GROUP_STOP_GRACE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
 /// Delay before respawning a worker that has died `failures` times in a row
@@ -119,6 +124,11 @@ struct Supervisor<'a> {
     reload_deadlines: HashMap<Pid, Instant>,
     /// Workers SIGKILLed because a reload outlasted `reload_wait_time`.
     reload_kills: u64,
+    /// Until when workers that exit are not replaced at once: a SIGTERM
+    /// sent to the whole group makes them leave before the master's stop
+    /// order arrives, and replacing them would fork workers only to stop
+    /// them (`GROUP_STOP_GRACE`).
+    respawn_hold: Option<Instant>,
 }
 
 /// The signals the manager waits for instead of letting them act: every
@@ -168,6 +178,7 @@ pub fn supervise(spec: SupervisorSpec, hooks: &mut dyn ManagerHooks) -> i32 {
         killed: false,
         reload_deadlines: HashMap::new(),
         reload_kills: 0,
+        respawn_hold: None,
     };
     sup.hooks.manager_start();
     for id in 0..sup.spec.total() {
@@ -286,7 +297,8 @@ impl Supervisor<'_> {
     /// twice at once is delivered once, with the first sender's pid. The
     /// group's own signals only reopen this process's log (SIGHUP,
     /// SIGRTMIN) or are ignored, except SIGTERM once the master is gone
-    /// (`PR_SET_PDEATHSIG`).
+    /// (`PR_SET_PDEATHSIG`); a SIGTERM while it lives holds respawns for a
+    /// moment (`respawn_hold`).
     fn on_signal(&mut self, Received { sig, sender, value }: Received) {
         let master_gone = nix::unistd::getppid() != self.spec.master;
         if sig == libc::SIGCHLD {
@@ -296,6 +308,9 @@ impl Supervisor<'_> {
             if let Some(order) = ManagerOrder::from_signal(sig, value) {
                 return self.obey(order);
             }
+        }
+        if sig == libc::SIGTERM && !master_gone {
+            self.respawn_hold = Some(Instant::now() + GROUP_STOP_GRACE);
         }
         match sig {
             libc::SIGTERM if master_gone => self.stop(),
@@ -394,9 +409,7 @@ impl Supervisor<'_> {
             *slot = 0;
         }
         let delay = backoff(*slot);
-        if delay.is_zero() {
-            self.start(child.id);
-        } else {
+        if !delay.is_zero() {
             crate::log!(
                 Level::Warning,
                 "{kind} #{} died {} times in a row before onWorkerStart returned; respawning in {:?}",
@@ -404,7 +417,14 @@ impl Supervisor<'_> {
                 *slot,
                 delay
             );
-            self.pending.push((Instant::now() + delay, child.id));
+        }
+        let now = Instant::now();
+        let held = self
+            .respawn_hold
+            .map_or(Duration::ZERO, |until| until.saturating_duration_since(now));
+        match delay.max(held) {
+            d if d.is_zero() => self.start(child.id),
+            d => self.pending.push((now + d, child.id)),
         }
     }
 

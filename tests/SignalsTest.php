@@ -172,6 +172,24 @@ PHP;
         $this->assertSame([], $this->events('workererror'));
     }
 
+    /**
+     * A group SIGTERM reaches an idle worker and the manager before the
+     * master's stop order (here 300 ms before): the worker leaves at once,
+     * and the manager does not replace it only to stop the new one.
+     */
+    public function testAGroupSigtermForksNoNewWorkerBeforeTheStop(): void
+    {
+        $server = $this->server();
+        $roles = $this->roles($server);
+        $this->assertTrue(posix_kill($roles['manager'], SIGTERM));
+        $this->assertTrue(posix_kill($roles['task worker'], SIGTERM));
+        usleep(300_000);
+        $this->assertTrue(posix_kill($roles['master'], SIGTERM));
+        $this->waitUntil(fn () => $server->tree() === [], 8, 'every process to exit', $server);
+        $this->assertSame(0, $server->wait(2), $server->stderr());
+        $this->assertCount(1, $this->eventsOf('workerstart', 1), 'the task worker was not replaced during the stop');
+    }
+
     public static function managerDeaths(): array
     {
         return ['SIGKILL' => [SIGKILL], 'SIGRTMIN+5' => [SIGRTMIN + 5], 'SIGSYS' => [SIGSYS]];

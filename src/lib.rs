@@ -46,16 +46,23 @@ static INI: IniEntryDefs<3> = IniEntryDefs::new([
     IniEntryDef::end(),
 ]);
 
-/// MINIT: INI entries first, so constants can depend on them.
+/// MINIT: INI entries first, so constants can depend on them; the exception
+/// classes once for the process, as PHP's own extensions declare theirs.
 pub fn startup(_ty: i32, module_number: i32) -> i32 {
     IniEntryDef::register(INI.as_slice(), module_number);
     php::compat::register_constants(module_number);
+    if let Err(e) = php::exception_classes::register() {
+        ext_php_rs::error::php_error(
+            &ext_php_rs::flags::ErrorType::CoreWarning,
+            &format!("taskq: cannot declare its exception classes: {e}"),
+        );
+        return -1;
+    }
     0
 }
 
-/// RINIT: the PHP-declared exception classes and the class aliases.
+/// RINIT: the class aliases, which live only as long as the request.
 pub extern "C" fn request_startup(_ty: i32, _module_number: i32) -> i32 {
-    let _ = ext_php_rs::php_eval::execute(php::exception::BOOTSTRAP);
     php::compat::register_aliases();
     0
 }

@@ -271,4 +271,22 @@ PHP;
         $this->assertSame(3, $l, 'the line of the `new` inside make()');
         $this->assertSame('__construct', $fn);
     }
+
+    public function testExceptionClassesAreDeclaredByTheExtensionAtModuleStart(): void
+    {
+        foreach (['TaskQ\Exception', 'TaskQ\MailException'] as $class) {
+            $r = new ReflectionClass($class);
+            $this->assertTrue($r->isInternal(), "$class is declared once by taskq, not by PHP source per request");
+            $this->assertSame('taskq', $r->getExtensionName());
+        }
+        $this->assertSame('TaskQ\Exception', get_parent_class('TaskQ\MailException'));
+
+        $previous = new LogicException('cause');
+        $line = __LINE__ + 1;
+        $e = new TaskQ\MailException('rejected', 451, false, $previous);
+        $this->assertSame(['rejected', 451, false, true, $previous, __FILE__, $line],
+            [$e->getMessage(), $e->getCode(), $e->isPermanent(), $e->isTransient(), $e->getPrevious(), $e->getFile(), $e->getLine()]);
+        $default = new TaskQ\MailException();
+        $this->assertSame(['', 0, true, false, null], [$default->getMessage(), $default->getCode(), $default->isPermanent(), $default->isTransient(), $default->getPrevious()]);
+    }
 }

@@ -1,27 +1,21 @@
-//! The one place engine errors become PHP exceptions and warnings. The
-//! exception classes are declared in PHP (see `bootstrap.php`), so they carry
-//! the caller's file, line and trace like any userland exception.
+//! The one place engine errors become PHP exceptions and warnings, thrown
+//! as the classes `exception_classes` declares.
 
 use ext_php_rs::convert::IntoZval;
 use ext_php_rs::error::php_error;
 use ext_php_rs::exception::PhpException;
 use ext_php_rs::flags::ErrorType;
-use ext_php_rs::zend::{ce, ClassEntry, ExecutorGlobals};
+use ext_php_rs::zend::ExecutorGlobals;
+
+use super::exception_classes::{class, EXCEPTION, MAIL_EXCEPTION};
 
 use crate::error::{ClientError, ServerError};
 use crate::mailer::MailError;
 use crate::worker::LinkError;
 
-/// PHP source declaring taskq's exception hierarchy, run at request start.
-pub const BOOTSTRAP: &str = include_str!("bootstrap.php");
-
-fn class(name: &str) -> &'static ClassEntry {
-    ClassEntry::try_find(name).unwrap_or_else(ce::exception)
-}
-
 /// A `TaskQ\Exception` with `code` (errno where there is one).
 pub fn exception(message: String, code: i32) -> PhpException {
-    PhpException::new(message, code, class("TaskQ\\Exception"))
+    PhpException::new(message, code, class(EXCEPTION))
 }
 
 impl From<ServerError> for PhpException {
@@ -54,9 +48,7 @@ impl From<LinkError> for PhpException {
 impl From<MailError> for PhpException {
     fn from(e: MailError) -> Self {
         let (message, code) = (e.to_string(), e.code());
-        let Some(ce) = ClassEntry::try_find("TaskQ\\MailException") else {
-            return exception(message, code);
-        };
+        let ce = class(MAIL_EXCEPTION);
         let object = ce.new();
         let constructed = object.try_call_method(
             "__construct",

@@ -7,6 +7,7 @@ pub mod client;
 pub mod compat;
 pub mod events;
 pub mod exception;
+pub mod exception_classes;
 pub mod handler;
 pub mod mail_input;
 pub mod mailer;

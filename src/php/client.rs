@@ -13,7 +13,8 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
 
 use super::args::{Array, Bool, Float, Int, Opt, Str, StrOrArray};
-use super::exception::{exception, take_pending_message, warn};
+use super::error::PhpError;
+use super::exception::{take_pending_message, warn};
 use super::values::{bool_zval, bytes_zval, entries, json_encode, long_zval, options, to_payload};
 use crate::client::{Connection, MAX_RAW_RECV};
 use crate::config::ClientConfig;
@@ -70,17 +71,9 @@ impl TaskClient {
         let _ = id;
         let sock_type = sockType.or(1);
         if r#async.or(false) {
-            return Err(exception(
-                "the $async parameter is not supported: TaskClient is synchronous (use SWOOLE_SOCK_SYNC or omit it)".into(),
-                libc::EINVAL,
-            ));
+            return Err(PhpError::AsyncClient.into());
         }
-        let kind = SockType::from_raw(sock_type).ok_or_else(|| {
-            exception(
-                format!("unknown client type {sock_type} (allowed: TASKQ_SOCK_TCP (1), TASKQ_SOCK_TCP6 (3), TASKQ_SOCK_UNIX_STREAM (5), optionally | TASKQ_KEEP)"),
-                libc::EINVAL,
-            )
-        })?;
+        let kind = SockType::from_raw(sock_type).ok_or(PhpError::ClientType(sock_type))?;
         Ok(TaskClient {
             err_code: 0,
             err_msg: String::new(),
@@ -100,7 +93,7 @@ impl TaskClient {
         let warnings = self
             .config
             .apply(&converted)
-            .map_err(|e| exception(e.to_string(), libc::EINVAL))?;
+            .map_err(PhpError::ClientOption)?;
         for w in warnings {
             warn(&w.0);
         }
@@ -167,7 +160,7 @@ impl TaskClient {
     /// first), max_attempts.
     pub fn task(&mut self, data: &Zval, options: Opt<Array>) -> PhpResult<Zval> {
         let req = TaskRequest {
-            payload: to_payload(data).map_err(|e| exception(e, libc::EINVAL))?,
+            payload: to_payload(data).map_err(PhpError::invalid_data)?,
             ..task_options(options.0.map(|a| a.0))?
         };
         let result = self.with_retry(|c| c.submit(&req));
@@ -195,9 +188,9 @@ impl TaskClient {
         let mut keys = Vec::with_capacity(tasks.len());
         let mut reqs = Vec::with_capacity(tasks.len());
         for (key, data) in tasks.iter() {
-            let payload = to_payload(data).map_err(|e| {
-                let cause = take_pending_message().unwrap_or(e);
-                exception(format!("task [{key}]: {cause}"), libc::EINVAL)
+            let payload = to_payload(data).map_err(|e| PhpError::TaskValue {
+                key: key.to_string(),
+                cause: take_pending_message().unwrap_or_else(|| e.to_string()),
             })?;
             keys.push(key);
             reqs.push(TaskRequest {
@@ -248,8 +241,7 @@ impl TaskClient {
                     bool_zval(false)
                 }
             };
-            out.insert(key, value)
-                .map_err(|e| exception(e.to_string(), 0))?;
+            out.insert(key, value).map_err(PhpError::from)?;
         }
         let mut z = Zval::new();
         z.set_hashtable(out);
@@ -262,7 +254,7 @@ impl TaskClient {
         let bytes: &[u8] = match data {
             StrOrArray::Str(b) => b,
             StrOrArray::Array(a) => {
-                owned = json_encode(a).map_err(|e| exception(e, libc::EINVAL))?;
+                owned = json_encode(a).map_err(PhpError::invalid_data)?;
                 &owned
             }
         };
@@ -476,11 +468,9 @@ fn task_options(options: Option<&ZendHashTable>) -> PhpResult<TaskRequest> {
         },
     };
     for (key, value) in options.map(entries).unwrap_or_default() {
-        let bad = |allowed: &str| {
-            exception(
-                format!("invalid value for task option '{key}' (allowed: {allowed})"),
-                libc::EINVAL,
-            )
+        let bad = |allowed: &str| PhpError::TaskOption {
+            key: key.clone(),
+            allowed: allowed.to_owned(),
         };
         match key.as_str() {
             "delay" => {

@@ -9,13 +9,21 @@ use ext_php_rs::zend::ExecutorGlobals;
 
 use super::exception_classes::{class, EXCEPTION, MAIL_EXCEPTION};
 
+use super::error::PhpError;
 use crate::error::{ClientError, ServerError};
 use crate::mailer::MailError;
 use crate::worker::LinkError;
 
 /// A `TaskQ\Exception` with `code` (errno where there is one).
-pub fn exception(message: String, code: i32) -> PhpException {
+fn exception(message: String, code: i32) -> PhpException {
     PhpException::new(message, code, class(EXCEPTION))
+}
+
+impl From<PhpError> for PhpException {
+    fn from(e: PhpError) -> Self {
+        let code = e.code();
+        exception(e.to_string(), code)
+    }
 }
 
 impl From<ServerError> for PhpException {

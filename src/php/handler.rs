@@ -343,7 +343,7 @@ impl Handler for WorkerHandler<'_> {
                 Level::Error,
                 "task {task_id} from worker #{src_worker}: {e}"
             );
-            e
+            e.to_string()
         })?;
         let Some(cb) = self.hooks.callbacks.get(Event::Task) else {
             return Err("no Task callback is registered".into());

@@ -5,6 +5,7 @@
 pub mod args;
 pub mod client;
 pub mod compat;
+pub mod error;
 pub mod events;
 pub mod exception;
 pub mod exception_classes;

@@ -12,8 +12,9 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 
 use super::args::{Array, Bin, Bool, Callable, Float, Int, Opt, Str};
+use super::error::PhpError;
 use super::events::{Callbacks, Event};
-use super::exception::{exception, warn};
+use super::exception::warn;
 use super::handler::{proc_info, remember_finish_callback, PhpHooks};
 use super::timer;
 use super::values::{bool_zval, from_payload, json_zval, long_zval, opt_zval, options, to_payload};
@@ -68,12 +69,7 @@ impl TaskServer {
             return Err(ServerError::BadMode(mode).into());
         }
         let kind = SockType::from_raw(sock_type).ok_or(ServerError::BadSockType(sock_type))?;
-        let port16 = u16::try_from(port).map_err(|_| {
-            exception(
-                format!("invalid port {port} (allowed: 0 to 65535; 0 lets the kernel choose)"),
-                libc::EINVAL,
-            )
-        })?;
+        let port16 = u16::try_from(port).map_err(|_| PhpError::Port(port))?;
         let addr = if kind == SockType::UnixStream {
             host.clone()
         } else {
@@ -404,8 +400,7 @@ impl TaskServer {
         )?;
         Ok(match got {
             Some(ToWorker::Finish { payload, .. }) => {
-                from_payload(&payload, &self.config.untrusted_values())
-                    .map_err(|e| exception(e, 0))?
+                from_payload(&payload, &self.config.untrusted_values())?
             }
             _ => bool_zval(false),
         })
@@ -443,8 +438,7 @@ impl TaskServer {
             })?;
             match got {
                 Some(ToWorker::Finish { task_id, payload }) => {
-                    let v = from_payload(&payload, &self.config.untrusted_values())
-                        .map_err(|e| exception(e, 0))?;
+                    let v = from_payload(&payload, &self.config.untrusted_values())?;
                     results.insert(task_id, v);
                 }
                 _ => break,
@@ -453,13 +447,11 @@ impl TaskServer {
         let mut out = ZendHashTable::new();
         for (key, id) in ids {
             if let Some(v) = results.remove(&id) {
-                out.insert(key, v)
-                    .map_err(|e| exception(e.to_string(), 0))?;
+                out.insert(key, v).map_err(PhpError::from)?;
             }
         }
         for key in failed {
-            out.insert(key, bool_zval(false))
-                .map_err(|e| exception(e.to_string(), 0))?;
+            out.insert(key, bool_zval(false)).map_err(PhpError::from)?;
         }
         let mut z = Zval::new();
         z.set_hashtable(out);
@@ -488,7 +480,7 @@ impl TaskServer {
             warn("require 'onPipeMessage' callback");
             return Ok(false);
         }
-        let payload = to_payload(message).map_err(|e| exception(e, 0))?;
+        let payload = to_payload(message)?;
         worker::send_pipe(dst, payload)?;
         Ok(true)
     }
@@ -596,8 +588,7 @@ impl TaskServer {
         };
         let mut ht = ZendHashTable::new();
         for (k, v) in &settings {
-            ht.insert(k.as_str(), opt_zval(v))
-                .map_err(|e| exception(e.to_string(), 0))?;
+            ht.insert(k.as_str(), opt_zval(v)).map_err(PhpError::from)?;
         }
         let mut z = Zval::new();
         z.set_hashtable(ht);
@@ -712,7 +703,7 @@ impl TaskServer {
         if dst_worker_id >= n {
             return fail(format!("worker_id must be less than task_worker_num[{n}]"));
         }
-        let payload = to_payload(data).map_err(|e| exception(e, 0))?;
+        let payload = to_payload(data)?;
         let dst = if dst_worker_id < 0 {
             -1
         } else {

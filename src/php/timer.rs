@@ -12,7 +12,8 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 
 use super::args::{Callable, Int};
-use super::exception::{exception, warn};
+use super::error::PhpError;
+use super::exception::warn;
 use super::handler::{forget_timer, remember_timer};
 use super::values::{bool_zval, long_zval};
 use crate::worker;
@@ -48,10 +49,7 @@ pub fn add(ms: i64, callback: &Zval, repeating: bool) -> PhpResult<Zval> {
         return Ok(bool_zval(false));
     }
     if !(1..=86_400_000).contains(&ms) {
-        return Err(exception(
-            format!("invalid timer interval {ms} ms (allowed: 1 to 86400000)"),
-            libc::EINVAL,
-        ));
+        return Err(PhpError::TimerInterval(ms).into());
     }
     let every = repeating.then(|| Duration::from_millis(ms as u64));
     let id = worker::add_timer(Duration::from_millis(ms as u64), every)?;

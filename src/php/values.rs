@@ -8,8 +8,7 @@ use ext_php_rs::types::ZendCallable;
 use ext_php_rs::types::{ArrayKey, ZendHashTable, ZendStr, Zval};
 use ext_php_rs::zend::ExecutorGlobals;
 
-use ext_php_rs::exception::PhpResult;
-
+use super::error::PhpError;
 use crate::config::OptValue;
 use crate::ipc::{Encoding, Payload};
 use crate::php_serial::{AllowedClasses, Policy};
@@ -29,8 +28,8 @@ pub fn zval_bytes(z: &Zval) -> Option<&[u8]> {
 /// Calls PHP's `function($arg)`. An exception it throws (serialize() of a
 /// Closure) is taken here and returned as text: left pending, it would fail
 /// whatever PHP code runs next, such as the worker's next task.
-fn call(function: &str, arg: &Zval) -> Result<Zval, String> {
-    let f = ZendCallable::try_from_name(function).map_err(|e| e.to_string())?;
+fn call(function: &'static str, arg: &Zval) -> Result<Zval, PhpError> {
+    let f = ZendCallable::try_from_name(function)?;
     f.try_call(vec![arg]).map_err(|e| {
         let thrown = ExecutorGlobals::take_exception().and_then(|ex| {
             let z = ex.into_zval(false).ok()?;
@@ -38,15 +37,15 @@ fn call(function: &str, arg: &Zval) -> Result<Zval, String> {
             let message = z.try_call_method("getMessage", vec![]).ok()?.string()?;
             Some(format!("{class}: {message}"))
         });
-        format!(
-            "{function}() failed: {}",
-            thrown.unwrap_or_else(|| e.to_string())
-        )
+        PhpError::Call {
+            function,
+            cause: thrown.unwrap_or_else(|| e.to_string()),
+        }
     })
 }
 
 /// Encodes a task or result value for IPC.
-pub fn to_payload(z: &Zval) -> Result<Payload, String> {
+pub fn to_payload(z: &Zval) -> Result<Payload, PhpError> {
     if let Some(bytes) = zval_bytes(z) {
         return Ok(Payload {
             encoding: Encoding::Raw,
@@ -54,7 +53,7 @@ pub fn to_payload(z: &Zval) -> Result<Payload, String> {
         });
     }
     let s = call("serialize", z)?;
-    let bytes = zval_bytes(&s).ok_or("serialize() did not return a string")?;
+    let bytes = zval_bytes(&s).ok_or(PhpError::NotAString("serialize"))?;
     Ok(Payload {
         encoding: Encoding::Serialized,
         data: Bytes::copy_from_slice(bytes),
@@ -63,7 +62,7 @@ pub fn to_payload(z: &Zval) -> Result<Payload, String> {
 
 /// Decodes a payload back into the value the sender passed. A value from a
 /// network client becomes objects only of the classes `untrusted` allows.
-pub fn from_payload(p: &Payload, untrusted: &Policy) -> Result<Zval, String> {
+pub fn from_payload(p: &Payload, untrusted: &Policy) -> Result<Zval, PhpError> {
     match p.encoding {
         Encoding::Raw => Ok(bytes_zval(&p.data)),
         Encoding::Serialized => call("unserialize", &bytes_zval(&p.data)),
@@ -74,15 +73,14 @@ pub fn from_payload(p: &Payload, untrusted: &Policy) -> Result<Zval, String> {
 /// `unserialize($data, ['allowed_classes' => …, 'max_depth' => …])`. The
 /// master checked the data already (`crate::php_serial`); this is the second
 /// line, and a failure here fails the task rather than handing it `false`.
-fn unserialize_untrusted(data: &[u8], policy: &Policy) -> Result<Zval, String> {
+fn unserialize_untrusted(data: &[u8], policy: &Policy) -> Result<Zval, PhpError> {
     let classes = match &policy.classes {
         AllowedClasses::None => bool_zval(false),
         AllowedClasses::All => bool_zval(true),
         AllowedClasses::Only(names) => {
             let mut list = ZendHashTable::new();
             for name in names {
-                list.push(bytes_zval(name.as_bytes()))
-                    .map_err(|e| e.to_string())?;
+                list.push(bytes_zval(name.as_bytes()))?;
             }
             let mut z = Zval::new();
             z.set_hashtable(list);
@@ -92,31 +90,30 @@ fn unserialize_untrusted(data: &[u8], policy: &Policy) -> Result<Zval, String> {
     let mut options = ZendHashTable::new();
     options
         .insert("allowed_classes", classes)
-        .and_then(|_| options.insert("max_depth", long_zval(policy.max_depth as i64)))
-        .map_err(|e| e.to_string())?;
+        .and_then(|_| options.insert("max_depth", long_zval(policy.max_depth as i64)))?;
     let mut options_zval = Zval::new();
     options_zval.set_hashtable(options);
-    let f = ZendCallable::try_from_name("unserialize").map_err(|e| e.to_string())?;
+    let f = ZendCallable::try_from_name("unserialize")?;
     let value = f
         .try_call(vec![&bytes_zval(data), &options_zval])
-        .map_err(|e| format!("unserialize() failed: {e}"))?;
+        .map_err(|e| call_failed("unserialize", &e))?;
     if value.bool() == Some(false) && data != b"b:0;" {
-        return Err("the task payload from the network could not be unserialized".into());
+        return Err(PhpError::UntrustedPayload);
     }
     Ok(value)
 }
 
 /// JSON text for an array passed to `TaskClient::send()`, with PHP's own
 /// `json_encode` so the receiver's `json_decode` sees what PHP would produce.
-pub fn json_encode(z: &Zval) -> Result<Vec<u8>, String> {
-    let f = ZendCallable::try_from_name("json_encode").map_err(|e| e.to_string())?;
+pub fn json_encode(z: &Zval) -> Result<Vec<u8>, PhpError> {
+    let f = ZendCallable::try_from_name("json_encode")?;
     let flags: i64 = 64 | 256 | 4194304; // JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE | JSON_THROW_ON_ERROR
     let out = f
         .try_call(vec![z, &flags])
-        .map_err(|e| format!("json_encode() failed: {e}"))?;
+        .map_err(|e| call_failed("json_encode", &e))?;
     zval_bytes(&out)
         .map(<[u8]>::to_vec)
-        .ok_or_else(|| "json_encode() did not return a string".to_owned())
+        .ok_or(PhpError::NotAString("json_encode"))
 }
 
 /// Converts one `set()` value; objects and resources are refused by the
@@ -163,19 +160,22 @@ pub fn opt_zval(v: &OptValue) -> Zval {
 
 /// A `set()` array as option values; objects and resources are refused
 /// with the option's name.
-pub fn options(settings: &ZendHashTable) -> PhpResult<Vec<(String, OptValue)>> {
+pub fn options(settings: &ZendHashTable) -> Result<Vec<(String, OptValue)>, PhpError> {
     entries(settings)
         .into_iter()
         .map(|(key, value)| match to_opt(value) {
             Some(v) => Ok((key, v)),
-            None => Err(super::exception::exception(
-                format!(
-                    "invalid value for option '{key}': an object or resource (allowed: scalars and arrays)"
-                ),
-                libc::EINVAL,
-            )),
+            None => Err(PhpError::OptionValue(key)),
         })
         .collect()
+}
+
+/// `function` failed without an exception we could read.
+fn call_failed(function: &'static str, e: &ext_php_rs::error::Error) -> PhpError {
+    PhpError::Call {
+        function,
+        cause: e.to_string(),
+    }
 }
 
 /// The entries of a PHP array as (key, value) pairs in order, for `set()`.

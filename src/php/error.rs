@@ -1,0 +1,62 @@
+//! Failures of the PHP layer itself: arguments the engine never sees, and
+//! the PHP functions (`serialize()`, `json_encode()`, …) it calls to convert
+//! values. `exception.rs` maps them to `TaskQ\Exception` with their codes.
+
+/// A bad argument or a value that could not be converted.
+#[derive(Debug, thiserror::Error)]
+pub enum PhpError {
+    #[error("the $async parameter is not supported: TaskClient is synchronous (use SWOOLE_SOCK_SYNC or omit it)")]
+    AsyncClient,
+    #[error("unknown client type {0} (allowed: TASKQ_SOCK_TCP (1), TASKQ_SOCK_TCP6 (3), TASKQ_SOCK_UNIX_STREAM (5), optionally | TASKQ_KEEP)")]
+    ClientType(i64),
+    #[error("invalid port {0} (allowed: 0 to 65535; 0 lets the kernel choose)")]
+    Port(i64),
+    #[error("invalid timer interval {0} ms (allowed: 1 to 86400000)")]
+    TimerInterval(i64),
+    #[error("invalid value for option '{0}': an object or resource (allowed: scalars and arrays)")]
+    OptionValue(String),
+    #[error("invalid value for task option '{key}' (allowed: {allowed})")]
+    TaskOption { key: String, allowed: String },
+    /// One element of `taskMulti()`'s array could not be sent.
+    #[error("task [{key}]: {cause}")]
+    TaskValue { key: String, cause: String },
+    /// A PHP function we called failed; `cause` is what it threw.
+    #[error("{function}() failed: {cause}")]
+    Call {
+        function: &'static str,
+        cause: String,
+    },
+    #[error("{0}() did not return a string")]
+    NotAString(&'static str),
+    #[error("the task payload from the network could not be unserialized")]
+    UntrustedPayload,
+    /// A value the caller handed over could not be converted: the same
+    /// failure as the wrapped one, reported with `EINVAL`.
+    #[error(transparent)]
+    InvalidData(Box<PhpError>),
+    /// A `TaskClient::set()` option refused by the engine's config.
+    #[error(transparent)]
+    ClientOption(crate::config::ConfigError),
+    #[error(transparent)]
+    Zend(#[from] ext_php_rs::error::Error),
+}
+
+impl PhpError {
+    /// The same failure blamed on the caller's data (`EINVAL`), as
+    /// `TaskClient` reports values it cannot send.
+    pub fn invalid_data(self) -> Self {
+        PhpError::InvalidData(Box::new(self))
+    }
+
+    /// The exception code: `EINVAL` for bad arguments, 0 for conversions
+    /// that failed inside PHP.
+    pub fn code(&self) -> i32 {
+        match self {
+            PhpError::Call { .. }
+            | PhpError::NotAString(_)
+            | PhpError::UntrustedPayload
+            | PhpError::Zend(_) => 0,
+            _ => libc::EINVAL,
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! `$server->set()`: the server's options, their defaults and rules.
+
+use super::apply::apply_atomically;
+use super::coerce::{
+    as_int, invalid, refuse_true, to_absolute_or_relative_dir, to_absolute_path, to_bool, to_int,
+    to_int_in, to_non_empty_string, to_seconds, to_size, to_socket_buffer_size, to_usize,
+    DEFAULT_SOCKET_BUFFER_SIZE,
+};
+use super::error::{ConfigError, Warning};
+use super::framing::Framing;
+use super::value::OptValue;
+use crate::packet::{PacketMode, PacketOptions};
+use crate::php_serial::{AllowedClasses, Policy};
+
+/// Nesting a network task payload may have: deep enough for any job
+/// description, shallow enough that checking it costs nothing.
+const DEFAULT_TASK_MAX_DEPTH: usize = 128;
+/// unserialize()'s own default limit (`unserialize_max_depth`).
+const MAX_TASK_MAX_DEPTH: i64 = 4096;
+
+pub(super) const SERVER_OPTIONS: &[&str] = &[
+    "worker_num",
+    "task_worker_num",
+    "daemonize",
+    "log_file",
+    "log_level",
+    "pid_file",
+    "max_request",
+    "max_request_grace",
+    "task_max_request",
+    "task_max_request_grace",
+    "dispatch_mode",
+    "task_ipc_mode",
+    "message_queue_key",
+    "task_tmpdir",
+    "backlog",
+    "max_conn",
+    "max_connection",
+    "heartbeat_check_interval",
+    "heartbeat_idle_time",
+    "open_length_check",
+    "package_length_type",
+    "package_length_offset",
+    "package_body_offset",
+    "package_body_start",
+    "open_eof_check",
+    "open_eof_split",
+    "package_eof",
+    "package_max_length",
+    "buffer_output_size",
+    "output_buffer_size",
+    "socket_buffer_size",
+    "reload_async",
+    "max_wait_time",
+    "reload_wait_time",
+    "open_tcp_nodelay",
+    "user",
+    "group",
+    "reactor_num",
+    "enable_unsafe_event",
+    "discard_timeout_request",
+    "open_tcp_keepalive",
+    "enable_coroutine",
+    "task_enable_coroutine",
+    "task_use_object",
+    "task_object",
+    "task_retry_max",
+    "task_retry_delay",
+    "task_timeout",
+    "task_queue_max",
+    "task_window",
+    "task_store",
+    "auth_token",
+    "package_timeout",
+    "task_allowed_classes",
+    "task_max_depth",
+    "auth_timeout",
+    "auth_max_pending",
+];
+
+/// Everything `$server->set()` accepts, with Swoole's defaults. Fields are
+/// public so the engine reads them directly; `apply` is the only place that
+/// validates, so construct with `new` and change with `apply`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerConfig {
+    /// Event workers. Defaults to the CPU count as in Swoole; a 0 in `set()`
+    /// also means the CPU count, because Swoole treats it that way.
+    pub worker_num: usize,
+    /// Task workers; 0 (Swoole's default) means `task()` is unavailable.
+    pub task_worker_num: usize,
+    /// Detach from the terminal after start, as Swoole's daemon mode does.
+    pub daemonize: bool,
+    /// Where logs go; `None` keeps them on stderr like Swoole.
+    pub log_file: Option<String>,
+    /// Swoole's numbering (DEBUG=0 ... NONE=6) so `SWOOLE_LOG_*` constants
+    /// keep working; 2 (INFO) is Swoole's default.
+    pub log_level: u8,
+    /// Written with the master pid so init scripts can signal the server.
+    pub pid_file: Option<String>,
+    /// Requests after which an event worker restarts (0 = never), Swoole's
+    /// cure for slow leaks in long-running PHP code.
+    pub max_request: u64,
+    /// The grace the user set explicitly; kept apart from the derived
+    /// default so that setting `max_request` later does not overwrite it.
+    /// Read it through `effective_max_request_grace`.
+    pub max_request_grace: Option<u64>,
+    /// Like `max_request`, for task workers.
+    pub task_max_request: u64,
+    /// Like `max_request_grace`, for task workers; read it through
+    /// `effective_task_max_request_grace`.
+    pub task_max_request_grace: Option<u64>,
+    /// How connections are spread over workers; only Swoole's modes 1 to 5
+    /// exist in taskq (see `apply` for the reason).
+    pub dispatch_mode: u8,
+    /// Accepted for compatibility (1 unix socket, 2 and 3 message queue, 4
+    /// Swoole's stream mode, which its `examples/task/task_stream.php`
+    /// uses); taskq always uses its own IPC, so it changes no behaviour.
+    pub task_ipc_mode: u8,
+    /// Accepted for compatibility with `task_ipc_mode` 2 and 3.
+    pub message_queue_key: i64,
+    /// Where Swoole spills task payloads too large for IPC; kept so scripts
+    /// that read it back see the same value.
+    pub task_tmpdir: String,
+    /// `listen()` backlog. Swoole's default is 512, which a connect-per-
+    /// request producer overflows whenever the master is kept off the CPU
+    /// for ~10 ms (each overflow is a SYN resent only after 1 s): 4096,
+    /// capped by the kernel at `net.core.somaxconn`.
+    pub backlog: i32,
+    /// Connection limit; `max_connection` is accepted as an alias because
+    /// Swoole accepts both spellings.
+    pub max_conn: usize,
+    /// Seconds between idle-connection sweeps; read through `heartbeat()`,
+    /// which applies Swoole's defaults for a missing half.
+    pub heartbeat_check_interval: u64,
+    /// Seconds of silence before a connection is closed; 0 means twice the
+    /// interval. Read through `heartbeat()`.
+    pub heartbeat_idle_time: u64,
+    /// The framing resolved from all framing options set so far. Rebuilt by
+    /// every `apply`, so assigning it directly does not survive the next one.
+    pub packet: PacketOptions,
+    /// Per-connection send buffer limit; Swoole's default is `u32::MAX`.
+    pub buffer_output_size: usize,
+    /// Socket buffer size; 8 MiB is Swoole's default.
+    pub socket_buffer_size: usize,
+    /// Reload workers without dropping in-flight work, Swoole's default.
+    pub reload_async: bool,
+    /// Seconds a worker may keep running after a stop or reload request.
+    pub max_wait_time: u64,
+    /// Seconds a worker may keep running after a reload request: longer
+    /// than `max_wait_time`, since a reload must not cut a task in half.
+    pub reload_wait_time: u64,
+    /// Disable Nagle, Swoole's default, for request/response latency.
+    pub open_tcp_nodelay: bool,
+    /// Unix user the workers switch to.
+    pub user: Option<String>,
+    /// Unix group the workers switch to.
+    pub group: Option<String>,
+    /// Accepted because Swoole scripts set it; taskq has no reactor threads
+    /// and reports it only in `stats()`.
+    pub reactor_num: usize,
+    /// Swoole's switch to deliver onConnect/onClose while a worker is busy.
+    pub enable_unsafe_event: bool,
+    /// Drop data of connections that closed before their worker got to it.
+    pub discard_timeout_request: bool,
+    /// Enable `SO_KEEPALIVE` on accepted connections.
+    pub open_tcp_keepalive: bool,
+    /// Retries of a task whose run failed (exception, crash, timeout) before
+    /// it is given up, as set; `None` keeps each kind of task's default
+    /// (see `client_task_retries` and `worker_task_retries`).
+    pub task_retry_max: Option<u32>,
+    /// Seconds before the first retry; each further retry waits twice as long.
+    pub task_retry_delay: f64,
+    /// Seconds a task may run before its worker is killed and the run counts
+    /// as failed; `None` = no limit.
+    pub task_timeout: Option<f64>,
+    /// Waiting tasks at most; beyond it submissions fail fast with "queue
+    /// full" instead of growing memory without bound. 0 = unbounded.
+    pub task_queue_max: usize,
+    /// Tasks one task worker may hold at once when tasks are short (see
+    /// `dispatcher`): batches cut the IPC cost of tiny tasks; 1 = strictly
+    /// one at a time.
+    pub task_window: usize,
+    /// Directory of the durable task store; `None` keeps tasks in memory only.
+    pub task_store: Option<String>,
+    /// Shared secret producers must present; `None` = open server.
+    pub auth_token: Option<String>,
+    /// Seconds a connection may take to present the `auth_token`; one that
+    /// does not is closed, so idle sockets cannot hold slots.
+    pub auth_timeout: f64,
+    /// Connections that have not presented the `auth_token` yet, at most;
+    /// the oldest is closed to make room for a newcomer.
+    pub auth_max_pending: usize,
+    /// Seconds a client may hold a partial message before it is disconnected
+    /// (slowloris protection).
+    pub package_timeout: f64,
+    /// Classes whose objects `TaskClient::task()` payloads may hold. None by
+    /// default: unserializing an object runs its class's magic methods, so
+    /// a stranger's payload must not choose them.
+    pub task_allowed_classes: AllowedClasses,
+    /// Most nested non-empty arrays and objects in such a payload
+    /// (unserialize()'s `max_depth`).
+    pub task_max_depth: usize,
+    cpu_count: usize,
+    pub(super) framing: Framing,
+}
+
+impl ServerConfig {
+    /// Swoole's defaults, with `worker_num` and `reactor_num` taken from
+    /// `cpu_count` as Swoole does; a count of 0 is treated as 1 so a failed
+    /// CPU probe cannot produce a server without workers.
+    pub fn new(cpu_count: usize) -> Self {
+        let cpu_count = cpu_count.max(1);
+        let framing = Framing::new(4);
+        let packet = PacketOptions {
+            mode: PacketMode::Raw,
+            max_length: framing.max_length,
+        };
+        ServerConfig {
+            worker_num: cpu_count,
+            task_worker_num: 0,
+            daemonize: false,
+            log_file: None,
+            log_level: 2,
+            pid_file: None,
+            max_request: 0,
+            max_request_grace: None,
+            task_max_request: 0,
+            task_max_request_grace: None,
+            dispatch_mode: 2,
+            task_ipc_mode: 1,
+            message_queue_key: 0,
+            task_tmpdir: "/tmp".to_string(),
+            backlog: 4096,
+            max_conn: 100_000,
+            heartbeat_check_interval: 0,
+            heartbeat_idle_time: 0,
+            packet,
+            buffer_output_size: u32::MAX as usize,
+            socket_buffer_size: DEFAULT_SOCKET_BUFFER_SIZE,
+            reload_async: true,
+            max_wait_time: 3,
+            reload_wait_time: 300,
+            open_tcp_nodelay: true,
+            user: None,
+            group: None,
+            reactor_num: cpu_count,
+            enable_unsafe_event: false,
+            discard_timeout_request: true,
+            open_tcp_keepalive: false,
+            task_retry_max: None,
+            task_retry_delay: 1.0,
+            task_timeout: None,
+            task_queue_max: 1_000_000,
+            task_window: 64,
+            task_store: None,
+            auth_token: None,
+            auth_timeout: 5.0,
+            auth_max_pending: 128,
+            package_timeout: 30.0,
+            task_allowed_classes: AllowedClasses::None,
+            task_max_depth: DEFAULT_TASK_MAX_DEPTH,
+            cpu_count,
+            framing,
+        }
+    }
+
+    /// Applies one `set()` call atomically: on `Err` nothing changes, so a
+    /// script that catches the exception keeps a consistent configuration.
+    /// Keys match exactly, as in Swoole; near misses only produce warnings
+    /// with a suggestion, since an ignored option is easy to overlook.
+    pub fn apply(&mut self, entries: &[(String, OptValue)]) -> Result<Vec<Warning>, ConfigError> {
+        apply_atomically(self, entries)
+    }
+
+    /// `$server->setting` once the server started: the options `given` to
+    /// `set()`, as given, plus what Swoole fills in at start for a key not
+    /// set (scripts read `$serv->setting['worker_num']` to tell task workers
+    /// apart), with the values in effect. `worker_num` and `task_worker_num`
+    /// always hold the real counts, also where `set()` gave 0 for "CPU count".
+    pub fn started_settings(&self, given: &[(String, OptValue)]) -> Vec<(String, OptValue)> {
+        let count = |n: usize| OptValue::Int(n as i64);
+        let filled = [
+            ("worker_num", count(self.worker_num)),
+            ("task_worker_num", count(self.task_worker_num)),
+            ("output_buffer_size", count(self.buffer_output_size)),
+            ("buffer_output_size", count(self.buffer_output_size)),
+            ("max_connection", count(self.max_conn)),
+            ("dispatch_mode", OptValue::Int(self.dispatch_mode.into())),
+            ("task_ipc_mode", OptValue::Int(self.task_ipc_mode.into())),
+            ("daemonize", OptValue::Bool(self.daemonize)),
+            ("log_level", OptValue::Int(self.log_level.into())),
+            ("max_request", OptValue::Int(self.max_request as i64)),
+            (
+                "task_max_request",
+                OptValue::Int(self.task_max_request as i64),
+            ),
+            ("max_wait_time", OptValue::Int(self.max_wait_time as i64)),
+            ("reload_async", OptValue::Bool(self.reload_async)),
+            ("open_tcp_nodelay", OptValue::Bool(self.open_tcp_nodelay)),
+            ("backlog", OptValue::Int(self.backlog.into())),
+            ("socket_buffer_size", count(self.socket_buffer_size)),
+            ("package_max_length", count(self.packet.max_length)),
+            ("task_tmpdir", OptValue::Str(self.task_tmpdir.clone())),
+        ];
+        let mut out = given.to_vec();
+        for (key, value) in filled {
+            let always = matches!(key, "worker_num" | "task_worker_num");
+            match out.iter_mut().find(|(k, _)| k == key) {
+                Some(slot) if always || slot.1 == OptValue::Null => slot.1 = value,
+                Some(_) => {}
+                None => out.push((key.to_owned(), value)),
+            }
+        }
+        out
+    }
+
+    /// The keys `apply` understands, for suggestions and documentation.
+    pub fn known_options() -> &'static [&'static str] {
+        SERVER_OPTIONS
+    }
+
+    /// Swoole's rule: half of `max_request` once it exceeds 10, unless the
+    /// user chose a grace, so workers do not all restart at the same moment.
+    pub fn effective_max_request_grace(&self) -> u64 {
+        grace(self.max_request, self.max_request_grace)
+    }
+
+    /// Retries of an acknowledged `TaskClient::task()` job: its producer has
+    /// gone and cannot retry it, so by default taskq does (2, so 3 runs).
+    pub fn client_task_retries(&self) -> u32 {
+        self.task_retry_max.unwrap_or(2)
+    }
+
+    /// Retries of a `$server->task()`: none by default, as in Swoole, whose
+    /// users write `onTask` for at-most-once (a DB pool must not insert a
+    /// row three times). `taskwait()` tasks are never retried at all.
+    pub fn worker_task_retries(&self) -> u32 {
+        self.task_retry_max.unwrap_or(0)
+    }
+
+    /// The same rule as `effective_max_request_grace`, for task workers.
+    pub fn effective_task_max_request_grace(&self) -> u64 {
+        grace(self.task_max_request, self.task_max_request_grace)
+    }
+
+    /// `(interval, idle)` in seconds, filling a missing half the way Swoole
+    /// does (idle = 2 × interval; interval = idle / 2, at least 1), or `None`
+    /// when heartbeats are off.
+    pub fn heartbeat(&self) -> Option<(u64, u64)> {
+        match (self.heartbeat_check_interval, self.heartbeat_idle_time) {
+            (0, 0) => None,
+            (interval, 0) => Some((interval, interval.saturating_mul(2))),
+            (0, idle) => Some(((idle / 2).max(1), idle)),
+            (interval, idle) => Some((interval, idle)),
+        }
+    }
+
+    /// What a `TaskClient::task()` payload may hold.
+    pub fn untrusted_values(&self) -> Policy {
+        Policy {
+            classes: self.task_allowed_classes.clone(),
+            max_depth: self.task_max_depth,
+        }
+    }
+
+    /// Stores one option; `Ok(false)` when the key is unknown.
+    pub(super) fn set(&mut self, key: &str, value: &OptValue) -> Result<bool, ConfigError> {
+        if self.framing.set(key, value)? {
+            return Ok(true);
+        }
+        match key {
+            "worker_num" => {
+                let n: usize = to_int_in(key, value, 0, 1000, "an integer from 1 to 1000")?;
+                self.worker_num = if n == 0 { self.cpu_count } else { n };
+            }
+            "task_worker_num" => self.task_worker_num = to_int(key, value, 0, 1000)?,
+            "daemonize" => self.daemonize = to_bool(key, value)?,
+            "log_file" => self.log_file = Some(to_non_empty_string(key, value)?),
+            "log_level" => {
+                self.log_level =
+                    to_int_in(key, value, 0, 6, "an integer from 0 (DEBUG) to 6 (NONE)")?
+            }
+            "pid_file" => self.pid_file = Some(to_non_empty_string(key, value)?),
+            "max_request" => self.max_request = to_int(key, value, 0, i64::MAX)?,
+            "max_request_grace" => self.max_request_grace = Some(to_int(key, value, 0, i64::MAX)?),
+            "task_max_request" => self.task_max_request = to_int(key, value, 0, i64::MAX)?,
+            "task_max_request_grace" => {
+                self.task_max_request_grace = Some(to_int(key, value, 0, i64::MAX)?)
+            }
+            "dispatch_mode" => self.dispatch_mode = to_dispatch_mode(key, value)?,
+            "task_ipc_mode" => self.task_ipc_mode = to_int(key, value, 1, 4)?,
+            "message_queue_key" => self.message_queue_key = to_int(key, value, i64::MIN, i64::MAX)?,
+            "task_tmpdir" => self.task_tmpdir = to_absolute_path(key, value)?,
+            "backlog" => self.backlog = to_int(key, value, 0, 65535)?,
+            "max_conn" | "max_connection" => self.max_conn = to_int(key, value, 1, 1_000_000)?,
+            "heartbeat_check_interval" => {
+                self.heartbeat_check_interval = to_int(key, value, 0, i64::MAX)?
+            }
+            "heartbeat_idle_time" => self.heartbeat_idle_time = to_int(key, value, 0, i64::MAX)?,
+            "buffer_output_size" | "output_buffer_size" => {
+                let size = to_size(key, value, 1, u64::from(u32::MAX))?;
+                self.buffer_output_size = to_usize(key, value, size)?;
+            }
+            "socket_buffer_size" => self.socket_buffer_size = to_socket_buffer_size(key, value)?,
+            "reload_async" => self.reload_async = to_bool(key, value)?,
+            "max_wait_time" => self.max_wait_time = to_int(key, value, 1, 3600)?,
+            "reload_wait_time" => self.reload_wait_time = to_int(key, value, 1, 86400)?,
+            "open_tcp_nodelay" => self.open_tcp_nodelay = to_bool(key, value)?,
+            "user" => self.user = Some(to_non_empty_string(key, value)?),
+            "group" => self.group = Some(to_non_empty_string(key, value)?),
+            "reactor_num" => self.reactor_num = to_int(key, value, 1, 1000)?,
+            "enable_unsafe_event" => self.enable_unsafe_event = to_bool(key, value)?,
+            "discard_timeout_request" => self.discard_timeout_request = to_bool(key, value)?,
+            "open_tcp_keepalive" => self.open_tcp_keepalive = to_bool(key, value)?,
+            "task_retry_max" => self.task_retry_max = Some(to_int(key, value, 0, 100)?),
+            "task_retry_delay" => self.task_retry_delay = to_seconds(key, value)?,
+            "task_timeout" => {
+                self.task_timeout = match value {
+                    OptValue::Int(0) => None,
+                    _ => Some(to_seconds(key, value)?),
+                }
+            }
+            "task_queue_max" => self.task_queue_max = to_int(key, value, 0, i64::MAX)?,
+            "task_window" => self.task_window = to_int(key, value, 1, 1024)?,
+            "task_store" => self.task_store = Some(to_absolute_or_relative_dir(key, value)?),
+            "auth_token" => self.auth_token = Some(to_non_empty_string(key, value)?),
+            "auth_timeout" => self.auth_timeout = to_seconds(key, value)?,
+            "auth_max_pending" => self.auth_max_pending = to_int(key, value, 1, 1_000_000)?,
+            "package_timeout" => self.package_timeout = to_seconds(key, value)?,
+            "task_allowed_classes" => self.task_allowed_classes = to_allowed_classes(key, value)?,
+            "task_max_depth" => self.task_max_depth = to_int(key, value, 1, MAX_TASK_MAX_DEPTH)?,
+            "enable_coroutine" | "task_enable_coroutine" => refuse_true(
+                key,
+                value,
+                "taskq runs callbacks synchronously, one at a time per worker process",
+            )?,
+            "task_use_object" | "task_object" => refuse_true(
+                key,
+                value,
+                "use the classic onTask($server, $taskId, $srcWorkerId, $data) signature",
+            )?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+fn grace(max_request: u64, explicit: Option<u64>) -> u64 {
+    match explicit {
+        Some(grace) => grace,
+        None if max_request > 10 => max_request / 2,
+        None => 0,
+    }
+}
+
+const DISPATCH_ALLOWED: &str =
+    "1 round-robin, 2 fixed by connection, 3 idle worker, 4 by client IP, 5 by uid";
+
+/// Swoole's modes 6 to 10 depend on its reactor threads and coroutines,
+/// which taskq does not have; the message says so instead of just "invalid".
+fn to_dispatch_mode(option: &str, value: &OptValue) -> Result<u8, ConfigError> {
+    match as_int(value) {
+        Some(n @ 1..=5) => Ok(n as u8),
+        Some(n @ 6..=10) => Err(invalid(
+            option,
+            value,
+            format!("{DISPATCH_ALLOWED}; dispatch_mode {n} is not supported by taskq"),
+        )),
+        _ => Err(invalid(option, value, DISPATCH_ALLOWED)),
+    }
+}
+
+const ALLOWED_CLASSES: &str = "false (no objects), true (any class) or a list of class names";
+
+/// `task_allowed_classes`: false, true or class names, as unserialize()'s
+/// `allowed_classes` takes them.
+fn to_allowed_classes(option: &str, value: &OptValue) -> Result<AllowedClasses, ConfigError> {
+    let valid_name = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'\\' | 0x80..=0xff))
+    };
+    match value {
+        OptValue::List(items) => items
+            .iter()
+            .map(|item| match item {
+                OptValue::Str(s) if valid_name(s) => Ok(s.trim_start_matches('\\')),
+                _ => Err(invalid(option, value, ALLOWED_CLASSES)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|names| AllowedClasses::only(&names)),
+        OptValue::Bool(true) => Ok(AllowedClasses::All),
+        OptValue::Bool(false) => Ok(AllowedClasses::None),
+        _ => Err(invalid(option, value, ALLOWED_CLASSES)),
+    }
+}

@@ -4,11 +4,8 @@
 use super::client::{ClientConfig, CLIENT_OPTIONS};
 use super::error::{ConfigError, Warning};
 use super::server::{ServerConfig, SERVER_OPTIONS};
+use super::suggest::closest;
 use super::value::OptValue;
-
-/// Below this score no "did you mean" is offered: unrelated Swoole options
-/// (`open_http_protocol`, `ssl_cert_file`, ...) must not get misleading hints.
-const SUGGESTION_THRESHOLD: f64 = 0.91;
 
 /// What server and client configurations share, so one function applies a
 /// `set()` call to either with the same atomicity and warnings.
@@ -67,19 +64,11 @@ pub(super) fn apply_atomically<T: Settable>(
 /// The warning for a key no option matches, with a suggestion when a known
 /// key is close after ignoring case and surrounding whitespace.
 fn unknown_option(key: &str, known: &[&str]) -> Warning {
-    let wanted = key.trim().to_lowercase();
-    let best = known
-        .iter()
-        .map(|option| (strsim::jaro_winkler(&wanted, option), *option))
-        .fold(None, |best: Option<(f64, &str)>, candidate| match best {
-            Some(b) if b.0 >= candidate.0 => Some(b),
-            _ => Some(candidate),
-        });
-    match best {
-        Some((score, option)) if score >= SUGGESTION_THRESHOLD => Warning(format!(
+    match closest(key, known) {
+        Some(option) => Warning(format!(
             "unsupported option '{key}', did you mean '{option}'?"
         )),
-        _ => Warning(format!(
+        None => Warning(format!(
             "unsupported option '{key}' (known options: {})",
             known.join(", ")
         )),

@@ -18,6 +18,7 @@ mod coerce;
 mod error;
 mod framing;
 mod server;
+pub mod suggest;
 mod value;
 
 pub use client::ClientConfig;

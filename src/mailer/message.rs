@@ -18,6 +18,7 @@ use lettre::{Address, Message};
 
 use super::error::MailError;
 use super::value::Value;
+use crate::config::suggest::closest;
 
 /// A message to send.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -337,13 +338,9 @@ const KEYS: &[&str] = &[
 ];
 
 fn unknown_key_reason(key: &str) -> String {
-    let best = KEYS
-        .iter()
-        .map(|k| (strsim::jaro_winkler(&key.to_ascii_lowercase(), k), *k))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((score, k)) if score >= 0.85 => format!("is not a message field; did you mean '{k}'?"),
-        _ => format!("is not a message field (known: {})", KEYS.join(", ")),
+    match closest(key, KEYS) {
+        Some(k) => format!("is not a message field; did you mean '{k}'?"),
+        None => format!("is not a message field (known: {})", KEYS.join(", ")),
     }
 }
 

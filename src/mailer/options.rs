@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::error::MailError;
 use super::value::Value;
+use crate::config::suggest::closest;
 
 /// Tuning and TLS settings of a mailer.
 #[derive(Clone, Debug, PartialEq)]
@@ -140,13 +141,9 @@ fn helo_name(value: &Value) -> Result<String, MailError> {
 }
 
 fn unknown_reason(key: &str) -> String {
-    let best = OPTIONS
-        .iter()
-        .map(|o| (strsim::jaro_winkler(&key.to_ascii_lowercase(), o), *o))
-        .max_by(|a, b| a.0.total_cmp(&b.0));
-    match best {
-        Some((score, o)) if score >= 0.85 => format!("unknown option, did you mean '{o}'?"),
-        _ => format!("unknown option (known: {})", OPTIONS.join(", ")),
+    match closest(key, OPTIONS) {
+        Some(o) => format!("unknown option, did you mean '{o}'?"),
+        None => format!("unknown option (known: {})", OPTIONS.join(", ")),
     }
 }
 

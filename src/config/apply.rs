@@ -1,26 +1,25 @@
 //! Applying one `set()` call, the same way for server and client: all or
 //! nothing, a `null` skipped, an unknown key a warning with a suggestion.
 
-use super::client::{ClientConfig, CLIENT_OPTIONS};
+use super::client::ClientConfig;
 use super::error::{ConfigError, Warning};
-use super::server::{ServerConfig, SERVER_OPTIONS};
+use super::schema::{set, Schema};
+use super::server::ServerConfig;
 use super::suggest::closest;
 use super::value::OptValue;
 
 /// What server and client configurations share, so one function applies a
 /// `set()` call to either with the same atomicity and warnings.
-pub(super) trait Settable: Clone {
-    const KNOWN: &'static [&'static str];
-    /// Applies one key; `Ok(false)` for a key this side does not know.
-    fn set(&mut self, key: &str, value: &OptValue) -> Result<bool, ConfigError>;
+pub(super) trait Settable: Schema + Clone {
+    /// The names of the table's rows, for the null check and suggestions.
+    fn known() -> &'static [&'static str];
     /// Rebuilds the framing from every framing option set so far.
     fn resolve_packet(&mut self) -> Result<(), ConfigError>;
 }
 
 impl Settable for ServerConfig {
-    const KNOWN: &'static [&'static str] = SERVER_OPTIONS;
-    fn set(&mut self, key: &str, value: &OptValue) -> Result<bool, ConfigError> {
-        ServerConfig::set(self, key, value)
+    fn known() -> &'static [&'static str] {
+        ServerConfig::known_options()
     }
     fn resolve_packet(&mut self) -> Result<(), ConfigError> {
         self.packet = self.framing.resolve()?;
@@ -29,9 +28,8 @@ impl Settable for ServerConfig {
 }
 
 impl Settable for ClientConfig {
-    const KNOWN: &'static [&'static str] = CLIENT_OPTIONS;
-    fn set(&mut self, key: &str, value: &OptValue) -> Result<bool, ConfigError> {
-        ClientConfig::set(self, key, value)
+    fn known() -> &'static [&'static str] {
+        ClientConfig::known_options()
     }
     fn resolve_packet(&mut self) -> Result<(), ConfigError> {
         self.packet = self.framing.resolve()?;
@@ -49,11 +47,11 @@ pub(super) fn apply_atomically<T: Settable>(
     for (key, value) in entries {
         // Swoole's set() skips a null value: `'log_file' => $cfg['log'] ??
         // null` keeps the default, or what an earlier set() gave.
-        if *value == OptValue::Null && T::KNOWN.contains(&key.as_str()) {
+        if *value == OptValue::Null && T::known().contains(&key.as_str()) {
             continue;
         }
-        if !next.set(key, value)? {
-            warnings.push(unknown_option(key, T::KNOWN));
+        if !set(&mut next, key, value)? {
+            warnings.push(unknown_option(key, T::known()));
         }
     }
     next.resolve_packet()?;

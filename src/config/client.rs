@@ -6,27 +6,10 @@ use super::coerce::{
 };
 use super::error::{ConfigError, Warning};
 use super::framing::Framing;
+use super::schema::{names, store, Row, Schema};
 use super::value::OptValue;
 use crate::packet::{PacketMode, PacketOptions};
-
-pub(super) const CLIENT_OPTIONS: &[&str] = &[
-    "open_length_check",
-    "package_length_type",
-    "package_length_offset",
-    "package_body_offset",
-    "package_body_start",
-    "open_eof_check",
-    "open_eof_split",
-    "package_eof",
-    "package_max_length",
-    "open_tcp_nodelay",
-    "socket_buffer_size",
-    "connect_timeout",
-    "timeout",
-    "taskq_protocol",
-    "ack",
-    "auth_token",
-];
+use std::sync::OnceLock;
 
 /// Everything `$client->set()` accepts. The framing options are the
 /// server's, but with Swoole's client default of body offset 0, so a client
@@ -85,7 +68,8 @@ impl ClientConfig {
 
     /// The keys `apply` understands, for suggestions and documentation.
     pub fn known_options() -> &'static [&'static str] {
-        CLIENT_OPTIONS
+        static NAMES: OnceLock<Vec<&str>> = OnceLock::new();
+        NAMES.get_or_init(names::<Self>)
     }
 
     /// Whether `recv()` returns whole packets rather than whatever bytes
@@ -93,22 +77,39 @@ impl ClientConfig {
     pub fn has_framing(&self) -> bool {
         self.packet.mode != PacketMode::Raw
     }
+}
 
-    pub(super) fn set(&mut self, key: &str, value: &OptValue) -> Result<bool, ConfigError> {
-        if self.framing.set(key, value)? {
-            return Ok(true);
-        }
-        match key {
-            "open_tcp_nodelay" => self.open_tcp_nodelay = to_bool(key, value)?,
-            "socket_buffer_size" => self.socket_buffer_size = to_socket_buffer_size(key, value)?,
-            "connect_timeout" => self.connect_timeout = Some(to_seconds(key, value)?),
-            "timeout" => self.timeout = Some(to_seconds(key, value)?),
-            "taskq_protocol" => self.taskq_protocol = to_bool(key, value)?,
-            "ack" => self.ack = to_bool(key, value)?,
-            "auth_token" => self.auth_token = Some(to_non_empty_string(key, value)?),
-            _ => return Ok(false),
-        }
-        Ok(true)
+impl Schema for ClientConfig {
+    /// Every option of `$client->set()`, each named once, in the order the
+    /// "known options" warning lists them.
+    const ROWS: &'static [Row<ClientConfig>] = &[
+        Row::Framing,
+        Row::Option(
+            "open_tcp_nodelay",
+            store!(open_tcp_nodelay, |k, v| to_bool(k, v)?),
+        ),
+        Row::Option(
+            "socket_buffer_size",
+            store!(socket_buffer_size, |k, v| to_socket_buffer_size(k, v)?),
+        ),
+        Row::Option(
+            "connect_timeout",
+            store!(connect_timeout, |k, v| Some(to_seconds(k, v)?)),
+        ),
+        Row::Option("timeout", store!(timeout, |k, v| Some(to_seconds(k, v)?))),
+        Row::Option(
+            "taskq_protocol",
+            store!(taskq_protocol, |k, v| to_bool(k, v)?),
+        ),
+        Row::Option("ack", store!(ack, |k, v| to_bool(k, v)?)),
+        Row::Option(
+            "auth_token",
+            store!(auth_token, |k, v| Some(to_non_empty_string(k, v)?)),
+        ),
+    ];
+
+    fn framing_mut(&mut self) -> &mut Framing {
+        &mut self.framing
     }
 }
 

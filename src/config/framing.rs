@@ -3,6 +3,7 @@
 
 use super::coerce::{as_int, int_allowed, invalid, to_bool, to_int_in, to_size, to_usize};
 use super::error::ConfigError;
+use super::schema::{store, Setter};
 use super::value::OptValue;
 use crate::packet::{LengthType, PacketMode, PacketOptions};
 
@@ -33,6 +34,44 @@ pub(super) struct Framing {
     pub(super) max_length: usize,
 }
 
+/// The framing options, named once here and placed in each side's table by
+/// `Row::Framing`.
+pub(super) const FRAMING_ROWS: &[(&str, Setter<Framing>)] = &[
+    (
+        "open_length_check",
+        store!(open_length_check, |k, v| to_bool(k, v)?),
+    ),
+    (
+        "package_length_type",
+        store!(length_type, |k, v| to_length_type(k, v)?),
+    ),
+    (
+        "package_length_offset",
+        store!(length_offset, |k, v| to_header_offset(k, v)?),
+    ),
+    (
+        "package_body_offset",
+        store!(body_offset, |k, v| to_header_offset(k, v)?),
+    ),
+    (
+        "package_body_start",
+        store!(body_offset, |k, v| to_header_offset(k, v)?),
+    ),
+    (
+        "open_eof_check",
+        store!(open_eof_check, |k, v| to_bool(k, v)?),
+    ),
+    (
+        "open_eof_split",
+        store!(open_eof_split, |k, v| to_bool(k, v)?),
+    ),
+    ("package_eof", store!(eof, |k, v| to_eof(k, v)?)),
+    (
+        "package_max_length",
+        store!(max_length, |k, v| to_package_max_length(k, v)?),
+    ),
+];
+
 impl Framing {
     pub(super) fn new(body_offset: usize) -> Self {
         Framing {
@@ -47,27 +86,8 @@ impl Framing {
         }
     }
 
-    /// Stores one framing option; `Ok(false)` when `key` is not one.
-    pub(super) fn set(&mut self, key: &str, value: &OptValue) -> Result<bool, ConfigError> {
-        match key {
-            "open_length_check" => self.open_length_check = to_bool(key, value)?,
-            "package_length_type" => self.length_type = to_length_type(key, value)?,
-            "package_length_offset" => self.length_offset = to_header_offset(key, value)?,
-            "package_body_offset" | "package_body_start" => {
-                self.body_offset = to_header_offset(key, value)?
-            }
-            "open_eof_check" => self.open_eof_check = to_bool(key, value)?,
-            "open_eof_split" => self.open_eof_split = to_bool(key, value)?,
-            "package_eof" => self.eof = to_eof(key, value)?,
-            "package_max_length" => {
-                let size = to_size(key, value, 0, MAX_PACKAGE_MAX_LENGTH)?;
-                self.max_length = to_usize(key, value, size.max(MIN_PACKAGE_MAX_LENGTH))?;
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
+    /// The codec options all framing options set so far resolve to;
+    /// refused when two framing protocols are enabled at once.
     pub(super) fn resolve(&self) -> Result<PacketOptions, ConfigError> {
         let eof = self.open_eof_check || self.open_eof_split;
         let mode = if self.open_length_check && eof {
@@ -151,4 +171,10 @@ fn to_eof(option: &str, value: &OptValue) -> Result<Vec<u8>, ConfigError> {
             format!("a string of 1 to {MAX_PACKAGE_EOF_LEN} bytes"),
         )),
     }
+}
+
+/// Swoole's rule: a byte count up to 1 GiB, raised to 64 KiB when smaller.
+fn to_package_max_length(option: &str, value: &OptValue) -> Result<usize, ConfigError> {
+    let size = to_size(option, value, 0, MAX_PACKAGE_MAX_LENGTH)?;
+    to_usize(option, value, size.max(MIN_PACKAGE_MAX_LENGTH))
 }

@@ -9,14 +9,15 @@
 //! different worker count or framing than the user asked for is worse.
 //!
 //! The folder splits by concern: the loose value and its coercions, the
-//! framing options, the server's and the client's option sets, and the one
-//! `apply` both sides share.
+//! framing options, the server's and the client's tables of options (each
+//! name listed once, with its setter), and the one `apply` both sides share.
 
 mod apply;
 mod client;
 mod coerce;
 mod error;
 mod framing;
+mod schema;
 mod server;
 pub mod suggest;
 mod value;

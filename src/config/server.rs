@@ -8,75 +8,17 @@ use super::coerce::{
 };
 use super::error::{ConfigError, Warning};
 use super::framing::Framing;
+use super::schema::{names, store, Row, Schema};
 use super::value::OptValue;
 use crate::packet::{PacketMode, PacketOptions};
 use crate::php_serial::{AllowedClasses, Policy};
+use std::sync::OnceLock;
 
 /// Nesting a network task payload may have: deep enough for any job
 /// description, shallow enough that checking it costs nothing.
 const DEFAULT_TASK_MAX_DEPTH: usize = 128;
 /// unserialize()'s own default limit (`unserialize_max_depth`).
 const MAX_TASK_MAX_DEPTH: i64 = 4096;
-
-pub(super) const SERVER_OPTIONS: &[&str] = &[
-    "worker_num",
-    "task_worker_num",
-    "daemonize",
-    "log_file",
-    "log_level",
-    "pid_file",
-    "max_request",
-    "max_request_grace",
-    "task_max_request",
-    "task_max_request_grace",
-    "dispatch_mode",
-    "task_ipc_mode",
-    "message_queue_key",
-    "task_tmpdir",
-    "backlog",
-    "max_conn",
-    "max_connection",
-    "heartbeat_check_interval",
-    "heartbeat_idle_time",
-    "open_length_check",
-    "package_length_type",
-    "package_length_offset",
-    "package_body_offset",
-    "package_body_start",
-    "open_eof_check",
-    "open_eof_split",
-    "package_eof",
-    "package_max_length",
-    "buffer_output_size",
-    "output_buffer_size",
-    "socket_buffer_size",
-    "reload_async",
-    "max_wait_time",
-    "reload_wait_time",
-    "open_tcp_nodelay",
-    "user",
-    "group",
-    "reactor_num",
-    "enable_unsafe_event",
-    "discard_timeout_request",
-    "open_tcp_keepalive",
-    "enable_coroutine",
-    "task_enable_coroutine",
-    "task_use_object",
-    "task_object",
-    "task_retry_max",
-    "task_retry_delay",
-    "task_timeout",
-    "task_queue_max",
-    "task_window",
-    "task_store",
-    "auth_token",
-    "package_timeout",
-    "task_allowed_classes",
-    "task_max_depth",
-    "auth_timeout",
-    "auth_max_pending",
-];
 
 /// Everything `$server->set()` accepts, with Swoole's defaults. Fields are
 /// public so the engine reads them directly; `apply` is the only place that
@@ -316,7 +258,8 @@ impl ServerConfig {
 
     /// The keys `apply` understands, for suggestions and documentation.
     pub fn known_options() -> &'static [&'static str] {
-        SERVER_OPTIONS
+        static NAMES: OnceLock<Vec<&str>> = OnceLock::new();
+        NAMES.get_or_init(names::<Self>)
     }
 
     /// Swoole's rule: half of `max_request` once it exceeds 10, unless the
@@ -362,86 +305,203 @@ impl ServerConfig {
             max_depth: self.task_max_depth,
         }
     }
+}
 
-    /// Stores one option; `Ok(false)` when the key is unknown.
-    pub(super) fn set(&mut self, key: &str, value: &OptValue) -> Result<bool, ConfigError> {
-        if self.framing.set(key, value)? {
-            return Ok(true);
-        }
-        match key {
-            "worker_num" => {
-                let n: usize = to_int_in(key, value, 0, 1000, "an integer from 1 to 1000")?;
-                self.worker_num = if n == 0 { self.cpu_count } else { n };
-            }
-            "task_worker_num" => self.task_worker_num = to_int(key, value, 0, 1000)?,
-            "daemonize" => self.daemonize = to_bool(key, value)?,
-            "log_file" => self.log_file = Some(to_non_empty_string(key, value)?),
-            "log_level" => {
-                self.log_level =
-                    to_int_in(key, value, 0, 6, "an integer from 0 (DEBUG) to 6 (NONE)")?
-            }
-            "pid_file" => self.pid_file = Some(to_non_empty_string(key, value)?),
-            "max_request" => self.max_request = to_int(key, value, 0, i64::MAX)?,
-            "max_request_grace" => self.max_request_grace = Some(to_int(key, value, 0, i64::MAX)?),
-            "task_max_request" => self.task_max_request = to_int(key, value, 0, i64::MAX)?,
-            "task_max_request_grace" => {
-                self.task_max_request_grace = Some(to_int(key, value, 0, i64::MAX)?)
-            }
-            "dispatch_mode" => self.dispatch_mode = to_dispatch_mode(key, value)?,
-            "task_ipc_mode" => self.task_ipc_mode = to_int(key, value, 1, 4)?,
-            "message_queue_key" => self.message_queue_key = to_int(key, value, i64::MIN, i64::MAX)?,
-            "task_tmpdir" => self.task_tmpdir = to_absolute_path(key, value)?,
-            "backlog" => self.backlog = to_int(key, value, 0, 65535)?,
-            "max_conn" | "max_connection" => self.max_conn = to_int(key, value, 1, 1_000_000)?,
-            "heartbeat_check_interval" => {
-                self.heartbeat_check_interval = to_int(key, value, 0, i64::MAX)?
-            }
-            "heartbeat_idle_time" => self.heartbeat_idle_time = to_int(key, value, 0, i64::MAX)?,
-            "buffer_output_size" | "output_buffer_size" => {
-                let size = to_size(key, value, 1, u64::from(u32::MAX))?;
-                self.buffer_output_size = to_usize(key, value, size)?;
-            }
-            "socket_buffer_size" => self.socket_buffer_size = to_socket_buffer_size(key, value)?,
-            "reload_async" => self.reload_async = to_bool(key, value)?,
-            "max_wait_time" => self.max_wait_time = to_int(key, value, 1, 3600)?,
-            "reload_wait_time" => self.reload_wait_time = to_int(key, value, 1, 86400)?,
-            "open_tcp_nodelay" => self.open_tcp_nodelay = to_bool(key, value)?,
-            "user" => self.user = Some(to_non_empty_string(key, value)?),
-            "group" => self.group = Some(to_non_empty_string(key, value)?),
-            "reactor_num" => self.reactor_num = to_int(key, value, 1, 1000)?,
-            "enable_unsafe_event" => self.enable_unsafe_event = to_bool(key, value)?,
-            "discard_timeout_request" => self.discard_timeout_request = to_bool(key, value)?,
-            "open_tcp_keepalive" => self.open_tcp_keepalive = to_bool(key, value)?,
-            "task_retry_max" => self.task_retry_max = Some(to_int(key, value, 0, 100)?),
-            "task_retry_delay" => self.task_retry_delay = to_seconds(key, value)?,
-            "task_timeout" => {
-                self.task_timeout = match value {
-                    OptValue::Int(0) => None,
-                    _ => Some(to_seconds(key, value)?),
-                }
-            }
-            "task_queue_max" => self.task_queue_max = to_int(key, value, 0, i64::MAX)?,
-            "task_window" => self.task_window = to_int(key, value, 1, 1024)?,
-            "task_store" => self.task_store = Some(to_absolute_or_relative_dir(key, value)?),
-            "auth_token" => self.auth_token = Some(to_non_empty_string(key, value)?),
-            "auth_timeout" => self.auth_timeout = to_seconds(key, value)?,
-            "auth_max_pending" => self.auth_max_pending = to_int(key, value, 1, 1_000_000)?,
-            "package_timeout" => self.package_timeout = to_seconds(key, value)?,
-            "task_allowed_classes" => self.task_allowed_classes = to_allowed_classes(key, value)?,
-            "task_max_depth" => self.task_max_depth = to_int(key, value, 1, MAX_TASK_MAX_DEPTH)?,
-            "enable_coroutine" | "task_enable_coroutine" => refuse_true(
-                key,
-                value,
-                "taskq runs callbacks synchronously, one at a time per worker process",
-            )?,
-            "task_use_object" | "task_object" => refuse_true(
-                key,
-                value,
-                "use the classic onTask($server, $taskId, $srcWorkerId, $data) signature",
-            )?,
-            _ => return Ok(false),
-        }
-        Ok(true)
+impl Schema for ServerConfig {
+    /// Every option of `$server->set()`, each named once, in the order the
+    /// "known options" warning lists them.
+    const ROWS: &[Row<ServerConfig>] = &[
+        Row::Option("worker_num", |c, k, v| {
+            let n: usize = to_int_in(k, v, 0, 1000, "an integer from 1 to 1000")?;
+            c.worker_num = if n == 0 { c.cpu_count } else { n };
+            Ok(())
+        }),
+        Row::Option(
+            "task_worker_num",
+            store!(task_worker_num, |k, v| to_int(k, v, 0, 1000)?),
+        ),
+        Row::Option("daemonize", store!(daemonize, |k, v| to_bool(k, v)?)),
+        Row::Option(
+            "log_file",
+            store!(log_file, |k, v| Some(to_non_empty_string(k, v)?)),
+        ),
+        Row::Option(
+            "log_level",
+            store!(log_level, |k, v| to_int_in(
+                k,
+                v,
+                0,
+                6,
+                "an integer from 0 (DEBUG) to 6 (NONE)"
+            )?),
+        ),
+        Row::Option(
+            "pid_file",
+            store!(pid_file, |k, v| Some(to_non_empty_string(k, v)?)),
+        ),
+        Row::Option(
+            "max_request",
+            store!(max_request, |k, v| to_int(k, v, 0, i64::MAX)?),
+        ),
+        Row::Option(
+            "max_request_grace",
+            store!(max_request_grace, |k, v| Some(to_int(k, v, 0, i64::MAX)?)),
+        ),
+        Row::Option(
+            "task_max_request",
+            store!(task_max_request, |k, v| to_int(k, v, 0, i64::MAX)?),
+        ),
+        Row::Option(
+            "task_max_request_grace",
+            store!(task_max_request_grace, |k, v| Some(to_int(
+                k,
+                v,
+                0,
+                i64::MAX
+            )?)),
+        ),
+        Row::Option(
+            "dispatch_mode",
+            store!(dispatch_mode, |k, v| to_dispatch_mode(k, v)?),
+        ),
+        Row::Option(
+            "task_ipc_mode",
+            store!(task_ipc_mode, |k, v| to_int(k, v, 1, 4)?),
+        ),
+        Row::Option(
+            "message_queue_key",
+            store!(message_queue_key, |k, v| to_int(k, v, i64::MIN, i64::MAX)?),
+        ),
+        Row::Option(
+            "task_tmpdir",
+            store!(task_tmpdir, |k, v| to_absolute_path(k, v)?),
+        ),
+        Row::Option("backlog", store!(backlog, |k, v| to_int(k, v, 0, 65535)?)),
+        Row::Option(
+            "max_conn",
+            store!(max_conn, |k, v| to_int(k, v, 1, 1_000_000)?),
+        ),
+        Row::Option(
+            "max_connection",
+            store!(max_conn, |k, v| to_int(k, v, 1, 1_000_000)?),
+        ),
+        Row::Option(
+            "heartbeat_check_interval",
+            store!(heartbeat_check_interval, |k, v| to_int(k, v, 0, i64::MAX)?),
+        ),
+        Row::Option(
+            "heartbeat_idle_time",
+            store!(heartbeat_idle_time, |k, v| to_int(k, v, 0, i64::MAX)?),
+        ),
+        Row::Framing,
+        Row::Option(
+            "buffer_output_size",
+            store!(buffer_output_size, |k, v| to_output_buffer_size(k, v)?),
+        ),
+        Row::Option(
+            "output_buffer_size",
+            store!(buffer_output_size, |k, v| to_output_buffer_size(k, v)?),
+        ),
+        Row::Option(
+            "socket_buffer_size",
+            store!(socket_buffer_size, |k, v| to_socket_buffer_size(k, v)?),
+        ),
+        Row::Option("reload_async", store!(reload_async, |k, v| to_bool(k, v)?)),
+        Row::Option(
+            "max_wait_time",
+            store!(max_wait_time, |k, v| to_int(k, v, 1, 3600)?),
+        ),
+        Row::Option(
+            "reload_wait_time",
+            store!(reload_wait_time, |k, v| to_int(k, v, 1, 86400)?),
+        ),
+        Row::Option(
+            "open_tcp_nodelay",
+            store!(open_tcp_nodelay, |k, v| to_bool(k, v)?),
+        ),
+        Row::Option(
+            "user",
+            store!(user, |k, v| Some(to_non_empty_string(k, v)?)),
+        ),
+        Row::Option(
+            "group",
+            store!(group, |k, v| Some(to_non_empty_string(k, v)?)),
+        ),
+        Row::Option(
+            "reactor_num",
+            store!(reactor_num, |k, v| to_int(k, v, 1, 1000)?),
+        ),
+        Row::Option(
+            "enable_unsafe_event",
+            store!(enable_unsafe_event, |k, v| to_bool(k, v)?),
+        ),
+        Row::Option(
+            "discard_timeout_request",
+            store!(discard_timeout_request, |k, v| to_bool(k, v)?),
+        ),
+        Row::Option(
+            "open_tcp_keepalive",
+            store!(open_tcp_keepalive, |k, v| to_bool(k, v)?),
+        ),
+        Row::Option("enable_coroutine", refuse_coroutines),
+        Row::Option("task_enable_coroutine", refuse_coroutines),
+        Row::Option("task_use_object", refuse_task_objects),
+        Row::Option("task_object", refuse_task_objects),
+        Row::Option(
+            "task_retry_max",
+            store!(task_retry_max, |k, v| Some(to_int(k, v, 0, 100)?)),
+        ),
+        Row::Option(
+            "task_retry_delay",
+            store!(task_retry_delay, |k, v| to_seconds(k, v)?),
+        ),
+        Row::Option(
+            "task_timeout",
+            store!(task_timeout, |k, v| match v {
+                OptValue::Int(0) => None,
+                _ => Some(to_seconds(k, v)?),
+            }),
+        ),
+        Row::Option(
+            "task_queue_max",
+            store!(task_queue_max, |k, v| to_int(k, v, 0, i64::MAX)?),
+        ),
+        Row::Option(
+            "task_window",
+            store!(task_window, |k, v| to_int(k, v, 1, 1024)?),
+        ),
+        Row::Option(
+            "task_store",
+            store!(task_store, |k, v| Some(to_absolute_or_relative_dir(k, v)?)),
+        ),
+        Row::Option(
+            "auth_token",
+            store!(auth_token, |k, v| Some(to_non_empty_string(k, v)?)),
+        ),
+        Row::Option(
+            "package_timeout",
+            store!(package_timeout, |k, v| to_seconds(k, v)?),
+        ),
+        Row::Option(
+            "task_allowed_classes",
+            store!(task_allowed_classes, |k, v| to_allowed_classes(k, v)?),
+        ),
+        Row::Option(
+            "task_max_depth",
+            store!(task_max_depth, |k, v| to_int(k, v, 1, MAX_TASK_MAX_DEPTH)?),
+        ),
+        Row::Option(
+            "auth_timeout",
+            store!(auth_timeout, |k, v| to_seconds(k, v)?),
+        ),
+        Row::Option(
+            "auth_max_pending",
+            store!(auth_max_pending, |k, v| to_int(k, v, 1, 1_000_000)?),
+        ),
+    ];
+
+    fn framing_mut(&mut self) -> &mut Framing {
+        &mut self.framing
     }
 }
 
@@ -493,4 +553,36 @@ fn to_allowed_classes(option: &str, value: &OptValue) -> Result<AllowedClasses, 
         OptValue::Bool(false) => Ok(AllowedClasses::None),
         _ => Err(invalid(option, value, ALLOWED_CLASSES)),
     }
+}
+
+/// `enable_coroutine` and `task_enable_coroutine`: only `false` is accepted.
+fn refuse_coroutines(
+    _: &mut ServerConfig,
+    option: &str,
+    value: &OptValue,
+) -> Result<(), ConfigError> {
+    refuse_true(
+        option,
+        value,
+        "taskq runs callbacks synchronously, one at a time per worker process",
+    )
+}
+
+/// `task_use_object` and `task_object`: only `false` is accepted.
+fn refuse_task_objects(
+    _: &mut ServerConfig,
+    option: &str,
+    value: &OptValue,
+) -> Result<(), ConfigError> {
+    refuse_true(
+        option,
+        value,
+        "use the classic onTask($server, $taskId, $srcWorkerId, $data) signature",
+    )
+}
+
+/// `buffer_output_size` (and its alias): 1 byte to 4 GiB - 1, as in Swoole.
+fn to_output_buffer_size(option: &str, value: &OptValue) -> Result<usize, ConfigError> {
+    let size = to_size(option, value, 1, u64::from(u32::MAX))?;
+    to_usize(option, value, size)
 }

@@ -97,14 +97,17 @@ pub struct ServerConfig {
     pub user: Option<String>,
     /// Unix group the workers switch to.
     pub group: Option<String>,
-    /// Accepted because Swoole scripts set it; taskq has no reactor threads
-    /// and reports it only in `stats()`.
+    /// Accepted and validated because Swoole scripts set it; taskq has no
+    /// reactor threads, so it has no effect.
     pub reactor_num: usize,
-    /// Swoole's switch to deliver onConnect/onClose while a worker is busy.
+    /// Swoole's switch to deliver onConnect/onClose while a worker is busy;
+    /// accepted and validated, no effect in taskq.
     pub enable_unsafe_event: bool,
-    /// Drop data of connections that closed before their worker got to it.
+    /// Swoole's switch to drop data of connections that closed before their
+    /// worker got to it; accepted and validated, no effect in taskq.
     pub discard_timeout_request: bool,
-    /// Enable `SO_KEEPALIVE` on accepted connections.
+    /// Swoole's `SO_KEEPALIVE` switch; accepted and validated, no effect in
+    /// taskq (README, *TaskServer*).
     pub open_tcp_keepalive: bool,
     /// Retries of a task whose run failed (exception, crash, timeout) before
     /// it is given up, as set; `None` keeps each kind of task's default

@@ -85,7 +85,9 @@ const IDLE_RELEASE: Duration = Duration::from_millis(250);
 /// repeated results are discarded instead of reaching onFinish.
 const AWAITED_MEMORY: usize = 4096;
 
-struct Link {
+/// A worker's connection to the master and everything the event loop and
+/// the PHP methods share: queued replies, timers, task ids, what is awaited.
+pub struct Link {
     out: BufWriter<UnixStream>,
     scratch: BytesMut,
     spec: WorkerSpec,
@@ -203,10 +205,14 @@ impl Link {
 }
 
 thread_local! {
+    /// The link of this process, while it runs as a worker.
     static LINK: RefCell<Option<Link>> = const { RefCell::new(None) };
 }
 
-fn with_link<T>(f: impl FnOnce(&mut Link) -> Result<T, LinkError>) -> Result<T, LinkError> {
+/// Runs `f` on this worker's link: how PHP methods such as
+/// `$server->task()` reach it. `NotInWorker` outside a worker. `f` must not
+/// call PHP, which could reach the link again.
+pub fn with_link<T>(f: impl FnOnce(&mut Link) -> Result<T, LinkError>) -> Result<T, LinkError> {
     LINK.with(|l| match l.borrow_mut().as_mut() {
         Some(link) => f(link),
         None => Err(LinkError::NotInWorker),
@@ -222,16 +228,23 @@ pub fn current() -> Option<(u32, bool)> {
     })
 }
 
-/// `$server->task()`: queues a task and returns its id at once. The task is
-/// on its way to the master when this returns, or, while further events
-/// already wait to be handled, leaves with the next batch of writes.
-pub fn submit_task(dst: i32, payload: Payload, wait: bool) -> Result<i64, LinkError> {
-    with_link(|link| {
-        if link.spec.is_task {
+/// The calls PHP callbacks make on their worker.
+impl Link {
+    /// `$server->task()`: queues a task and returns its id at once. The task
+    /// is on its way to the master when this returns, or, while further
+    /// events already wait to be handled, leaves with the next batch of
+    /// writes.
+    pub fn submit_task(
+        &mut self,
+        dst: i32,
+        payload: Payload,
+        wait: bool,
+    ) -> Result<i64, LinkError> {
+        if self.spec.is_task {
             return Err(LinkError::Misuse("task() cannot be used in a task worker"));
         }
-        let task_id = link.next_task_id;
-        link.next_task_id += 1;
+        let task_id = self.next_task_id;
+        self.next_task_id += 1;
         let msg = FromWorker::Submit {
             task_id,
             dst,
@@ -239,34 +252,29 @@ pub fn submit_task(dst: i32, payload: Payload, wait: bool) -> Result<i64, LinkEr
             payload,
         };
         if wait {
-            link.send_now(&msg)?;
+            self.send_now(&msg)?;
         } else {
-            link.send_soon(&msg)?;
+            self.send_soon(&msg)?;
         }
         Ok(task_id)
-    })
-}
+    }
 
-/// Marks task `id`'s result as consumed by a `taskwait`, so a late or
-/// repeated result is dropped rather than passed to onFinish.
-pub fn mark_awaited(id: i64) {
-    let _ = with_link(|link| {
-        if link.awaited.insert(id) {
-            link.awaited_order.push_back(id);
-            if link.awaited_order.len() > AWAITED_MEMORY {
-                if let Some(old) = link.awaited_order.pop_front() {
-                    link.awaited.remove(&old);
+    /// Marks task `id`'s result as consumed by a `taskwait`, so a late or
+    /// repeated result is dropped rather than passed to onFinish.
+    pub fn mark_awaited(&mut self, id: i64) {
+        if self.awaited.insert(id) {
+            self.awaited_order.push_back(id);
+            if self.awaited_order.len() > AWAITED_MEMORY {
+                if let Some(old) = self.awaited_order.pop_front() {
+                    self.awaited.remove(&old);
                 }
             }
         }
-        Ok(())
-    });
-}
+    }
 
-/// `$server->finish()`: sends a result for the task being run.
-pub fn finish(payload: Payload) -> Result<(), LinkError> {
-    with_link(|link| {
-        let (id, src) = link.current_task.ok_or(LinkError::Misuse(
+    /// `$server->finish()`: sends a result for the task being run.
+    pub fn finish(&mut self, payload: Payload) -> Result<(), LinkError> {
+        let (id, src) = self.current_task.ok_or(LinkError::Misuse(
             "finish() can only be used inside onTask in a task worker",
         ))?;
         if src < 0 {
@@ -274,111 +282,109 @@ pub fn finish(payload: Payload) -> Result<(), LinkError> {
                 "finish(): this task was not dispatched by a worker (it came one-way from onStart or onManagerStart, or from a TaskClient), so its result has nowhere to go",
             ));
         }
-        link.send_now(&FromWorker::Result { id, payload })?;
+        self.send_now(&FromWorker::Result { id, payload })?;
         Ok(())
-    })
-}
+    }
 
-/// `$server->send($fd, $data)` from a worker. With dispatch_mode 3 a reply
-/// made while handling an event leaves together with the idle report.
-pub fn send_to_client(fd: u64, data: Bytes) -> Result<(), LinkError> {
-    with_link(|link| {
+    /// `$server->send($fd, $data)` from a worker. With dispatch_mode 3 a
+    /// reply made while handling an event leaves together with the idle
+    /// report.
+    pub fn send_to_client(&mut self, fd: u64, data: Bytes) -> Result<(), LinkError> {
         let msg = FromWorker::Send { fd, data };
-        if link.in_event && link.spec.report_every_event {
-            Ok(link.send(&msg)?)
+        if self.in_event && self.spec.report_every_event {
+            Ok(self.send(&msg)?)
         } else {
-            Ok(link.send_soon(&msg)?)
+            Ok(self.send_soon(&msg)?)
         }
-    })
-}
+    }
 
-/// `$server->close($fd)` from a worker.
-pub fn close_client(fd: u64) -> Result<(), LinkError> {
-    with_link(|link| Ok(link.send_now(&FromWorker::CloseFd { fd })?))
-}
+    /// `$server->close($fd)` from a worker.
+    pub fn close_client(&mut self, fd: u64) -> Result<(), LinkError> {
+        Ok(self.send_now(&FromWorker::CloseFd { fd })?)
+    }
 
-/// (events handled, tasks dispatched) by this process, for `stats()`.
-pub fn local_counts() -> (u64, u64) {
-    with_link(|link| Ok((link.handled, link.next_task_id as u64))).unwrap_or((0, 0))
-}
+    /// (events handled, tasks dispatched) by this process, for `stats()`.
+    pub fn local_counts(&self) -> (u64, u64) {
+        (self.handled, self.next_task_id as u64)
+    }
 
-/// `$server->sendMessage()`.
-pub fn send_pipe(dst: u32, payload: Payload) -> Result<(), LinkError> {
-    with_link(|link| Ok(link.send_now(&FromWorker::Pipe { dst, payload })?))
-}
+    /// `$server->sendMessage()`.
+    pub fn send_pipe(&mut self, dst: u32, payload: Payload) -> Result<(), LinkError> {
+        Ok(self.send_now(&FromWorker::Pipe { dst, payload })?)
+    }
 
-/// `$server->stop()` for this worker: leave after what is already queued.
-pub fn stop_self() -> Result<(), LinkError> {
-    with_link(|link| Ok(leave(link)?))
-}
+    /// `$server->stop()` for this worker: leave after what is already queued.
+    pub fn stop(&mut self) -> Result<(), LinkError> {
+        Ok(leave(self)?)
+    }
 
-/// `tick()` / `after()`: returns the timer id.
-pub fn add_timer(delay: Duration, every: Option<Duration>) -> Result<u64, LinkError> {
-    with_link(|link| Ok(link.timers.add(Instant::now(), delay, every)))
-}
+    /// `tick()` / `after()`: returns the timer id.
+    pub fn add_timer(&mut self, delay: Duration, every: Option<Duration>) -> u64 {
+        self.timers.add(Instant::now(), delay, every)
+    }
 
-/// `clearTimer()`.
-pub fn clear_timer(id: u64) -> Result<bool, LinkError> {
-    with_link(|link| Ok(link.timers.clear(id)))
-}
+    /// `clearTimer()`.
+    pub fn clear_timer(&mut self, id: u64) -> bool {
+        self.timers.clear(id)
+    }
 
-/// Asks the master a question (JSON) and waits at most `timeout` for the answer.
-pub fn query(body: Vec<u8>, timeout: Duration) -> Result<Option<Bytes>, LinkError> {
-    let req = with_link(|link| {
-        link.next_req = link.next_req.wrapping_add(1);
-        let req = link.next_req;
-        link.send_now(&FromWorker::Query {
+    /// Asks the master a question (JSON) and waits at most `timeout` for the
+    /// answer.
+    pub fn query(&mut self, body: Vec<u8>, timeout: Duration) -> Result<Option<Bytes>, LinkError> {
+        self.next_req = self.next_req.wrapping_add(1);
+        let req = self.next_req;
+        self.send_now(&FromWorker::Query {
             req,
             body: Bytes::from(body),
         })?;
-        Ok(req)
-    })?;
-    Ok(wait_for(
-        timeout,
-        |m| matches!(m, ToWorker::Reply { req: r, .. } if *r == req),
-    )?
-    .and_then(|m| match m {
-        ToWorker::Reply { body, .. } => Some(body),
-        _ => None,
-    }))
-}
+        Ok(self
+            .wait_for(
+                timeout,
+                |m| matches!(m, ToWorker::Reply { req: r, .. } if *r == req),
+            )?
+            .and_then(|m| match m {
+                ToWorker::Reply { body, .. } => Some(body),
+                _ => None,
+            }))
+    }
 
-/// Waits at most `timeout` for a message matching `want`, keeping every
-/// other message for the event loop, in order. Used by taskwait and queries.
-pub fn wait_for(
-    timeout: Duration,
-    mut want: impl FnMut(&ToWorker) -> bool,
-) -> Result<Option<ToWorker>, LinkError> {
-    let deadline = Instant::now() + timeout;
-    with_link(|link| {
-        if let Some(pos) = link
+    /// Waits at most `timeout` for a message matching `want`, keeping every
+    /// other message for the event loop, in order. Used by taskwait and
+    /// queries.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut want: impl FnMut(&ToWorker) -> bool,
+    ) -> Result<Option<ToWorker>, LinkError> {
+        let deadline = Instant::now() + timeout;
+        if let Some(pos) = self
             .pending
             .iter()
             .position(|m| matches!(m, Inbound::Msg(msg) if want(msg)))
         {
-            if let Some(Inbound::Msg(msg)) = link.pending.remove(pos) {
+            if let Some(Inbound::Msg(msg)) = self.pending.remove(pos) {
                 return Ok(Some(msg));
             }
         }
         loop {
-            while let Some(m) = link.inbox.try_next() {
+            while let Some(m) = self.inbox.try_next() {
                 match m {
                     Inbound::Msg(msg) if want(&msg) => return Ok(Some(msg)),
                     other => {
                         let gone = matches!(other, Inbound::MasterGone(_));
-                        link.pending.push_back(other);
+                        self.pending.push_back(other);
                         if gone {
                             return Err(LinkError::MasterGone);
                         }
                     }
                 }
             }
-            link.out.flush()?;
-            if !link.inbox.wait(Some(deadline))? {
+            self.out.flush()?;
+            if !self.inbox.wait(Some(deadline))? {
                 return Ok(None);
             }
         }
-    })
+    }
 }
 
 fn flush() -> Result<(), LinkError> {

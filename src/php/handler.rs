@@ -3,8 +3,6 @@
 //! its class, message and trace and the worker keeps serving; a fatal error
 //! ends the worker (exit 255) and the manager respawns it.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::os::unix::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 
@@ -16,6 +14,7 @@ use ext_php_rs::zend::{try_catch, ExecutorGlobals};
 use nix::unistd::Pid;
 
 use super::events::{Callbacks, Event};
+use super::process_state::{DueTimer, ProcessState};
 use super::values::{bytes_zval, from_payload, to_payload};
 use crate::ipc::Payload;
 use crate::launcher::Hooks;
@@ -23,57 +22,6 @@ use crate::log::Level;
 use crate::php_serial::Policy;
 use crate::supervisor::Exit;
 use crate::worker::{self, Handler, WorkerSpec};
-
-/// Who this process is, for `$server->worker_id` and friends.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcInfo {
-    pub master_pid: i64,
-    pub manager_pid: i64,
-    pub worker_id: i64,
-    pub worker_pid: i64,
-    pub taskworker: bool,
-}
-
-thread_local! {
-    static PROC: RefCell<ProcInfo> = const { RefCell::new(ProcInfo {
-        master_pid: 0,
-        manager_pid: 0,
-        worker_id: -1,
-        worker_pid: 0,
-        taskworker: false,
-    }) };
-    /// Per-call finish callbacks of `task($data, $dst, $callback)`, by task id.
-    static FINISH_CALLBACKS: RefCell<HashMap<i64, Zval>> = RefCell::new(HashMap::new());
-    /// Timer callbacks by timer id, and whether the timer repeats.
-    static TIMERS: RefCell<HashMap<u64, (Zval, bool)>> = RefCell::new(HashMap::new());
-}
-
-/// Remembers the callback of a `tick()` (repeating) or `after()` timer.
-pub fn remember_timer(id: u64, callback: &Zval, repeating: bool) {
-    TIMERS.with(|t| {
-        t.borrow_mut()
-            .insert(id, (callback.shallow_clone(), repeating))
-    });
-}
-
-/// Forgets a cleared timer's callback.
-pub fn forget_timer(id: u64) {
-    TIMERS.with(|t| t.borrow_mut().remove(&id));
-}
-
-/// This process's identity.
-pub fn proc_info() -> ProcInfo {
-    PROC.with(|p| *p.borrow())
-}
-
-fn set_proc(f: impl FnOnce(&mut ProcInfo)) {
-    PROC.with(|p| f(&mut p.borrow_mut()));
-}
-
-/// Remembers the callback that replaces onFinish for one task.
-pub fn remember_finish_callback(task_id: i64, callback: &Zval) {
-    FINISH_CALLBACKS.with(|m| m.borrow_mut().insert(task_id, callback.shallow_clone()));
-}
 
 /// Calls `callback` on the PHP thread. Exceptions are logged and swallowed
 /// so one bad message cannot stop a worker; fatal errors end the process.
@@ -181,10 +129,12 @@ impl PhpHooks {
 
 impl Hooks for PhpHooks {
     fn master_started(&mut self, master: Pid, manager: Pid) {
-        set_proc(|p| {
-            p.master_pid = master.as_raw() as i64;
-            p.manager_pid = manager.as_raw() as i64;
-            p.worker_pid = master.as_raw() as i64;
+        ProcessState::with(|s| {
+            s.update_info(|p| {
+                p.master_pid = master.as_raw() as i64;
+                p.manager_pid = manager.as_raw() as i64;
+                p.worker_pid = master.as_raw() as i64;
+            })
         });
         if self.callbacks.get(Event::Start).is_some() {
             crate::one_way::open(false);
@@ -202,10 +152,12 @@ impl Hooks for PhpHooks {
     }
 
     fn manager_started(&mut self, master: Pid, manager: Pid) {
-        set_proc(|p| {
-            p.master_pid = master.as_raw() as i64;
-            p.manager_pid = manager.as_raw() as i64;
-            p.worker_pid = manager.as_raw() as i64;
+        ProcessState::with(|s| {
+            s.update_info(|p| {
+                p.master_pid = master.as_raw() as i64;
+                p.manager_pid = manager.as_raw() as i64;
+                p.worker_pid = manager.as_raw() as i64;
+            })
         });
         if self.callbacks.get(Event::ManagerStart).is_some() {
             crate::one_way::open(true);
@@ -232,11 +184,13 @@ impl Hooks for PhpHooks {
     }
 
     fn run_worker(&mut self, spec: WorkerSpec, master_addr: &SocketAddr, manager: Pid) -> i32 {
-        set_proc(|p| {
-            p.manager_pid = manager.as_raw() as i64;
-            p.worker_id = spec.worker_id as i64;
-            p.worker_pid = std::process::id() as i64;
-            p.taskworker = spec.is_task;
+        ProcessState::with(|s| {
+            s.update_info(|p| {
+                p.manager_pid = manager.as_raw() as i64;
+                p.worker_id = spec.worker_id as i64;
+                p.worker_pid = std::process::id() as i64;
+                p.taskworker = spec.is_task;
+            })
         });
         let mut handler = WorkerHandler { hooks: self };
         worker::run(spec, master_addr, &mut handler)
@@ -249,7 +203,7 @@ struct WorkerHandler<'a> {
 
 impl WorkerHandler<'_> {
     fn worker_id(&self) -> i64 {
-        proc_info().worker_id
+        ProcessState::with(|s| s.info().worker_id)
     }
 }
 
@@ -293,20 +247,17 @@ impl Handler for WorkerHandler<'_> {
     }
 
     fn timer(&mut self, timer_id: u64) {
-        let entry = TIMERS.with(|t| {
-            let mut t = t.borrow_mut();
-            match t.get(&timer_id) {
-                Some((cb, true)) => Some((cb.shallow_clone(), true)),
-                Some((_, false)) => t.remove(&timer_id).map(|(cb, _)| (cb, false)),
-                None => None,
-            }
-        });
-        if let Some((cb, repeating)) = entry {
+        let due = ProcessState::with(|s| s.due_timer(timer_id));
+        if let Some(DueTimer {
+            callback,
+            repeating,
+        }) = due
+        {
             let id = timer_id as i64;
             if repeating {
-                invoke("timer", &cb, vec![&id]);
+                invoke("timer", &callback, vec![&id]);
             } else {
-                invoke("timer", &cb, vec![]);
+                invoke("timer", &callback, vec![]);
             }
         }
     }
@@ -389,7 +340,7 @@ impl Handler for WorkerHandler<'_> {
                 return;
             }
         };
-        let own = FINISH_CALLBACKS.with(|m| m.borrow_mut().remove(&task_id));
+        let own = ProcessState::with(|s| s.take_finish_callback(task_id));
         match own
             .as_ref()
             .or_else(|| self.hooks.callbacks.get(Event::Finish))

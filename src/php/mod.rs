@@ -13,6 +13,7 @@ pub mod handler;
 pub mod mail_input;
 pub mod mailer;
 pub mod process_name;
+pub mod process_state;
 pub mod server;
 pub mod timer;
 pub mod values;

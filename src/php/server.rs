@@ -15,7 +15,8 @@ use super::args::{Array, Bin, Bool, Callable, Float, Int, Opt, Str};
 use super::error::PhpError;
 use super::events::{Callbacks, Event};
 use super::exception::warn;
-use super::handler::{proc_info, remember_finish_callback, PhpHooks};
+use super::handler::PhpHooks;
+use super::process_state::ProcessState;
 use super::timer;
 use super::values::{bool_zval, from_payload, json_zval, long_zval, opt_zval, options, to_payload};
 use crate::config::{OptValue, ServerConfig};
@@ -26,7 +27,7 @@ use crate::listener::{Listener, SockType};
 use crate::master::{EventMask, MasterConfig};
 use crate::one_way;
 use crate::query::Query;
-use crate::worker;
+use crate::worker::{self, Link};
 
 /// Swoole's mode constants; taskq always runs the process architecture.
 pub const MODE_BASE: i64 = 1;
@@ -172,7 +173,7 @@ impl TaskServer {
             return Ok(bool_zval(false));
         };
         if let Some(cb) = finishCallback.0 {
-            remember_finish_callback(id, cb.0);
+            ProcessState::with(|s| s.remember_finish_callback(id, cb.0));
         }
         Ok(long_zval(id))
     }
@@ -193,7 +194,7 @@ impl TaskServer {
                 return Ok(false);
             }
         };
-        match worker::finish(payload) {
+        match worker::with_link(|link| link.finish(payload)) {
             Ok(()) => Ok(true),
             Err(worker::LinkError::Misuse(m)) => {
                 warn(m);
@@ -226,7 +227,7 @@ impl TaskServer {
             warn("server is not running");
             return Ok(false);
         }
-        worker::send_to_client(fd as u64, Bytes::copy_from_slice(bytes))?;
+        worker::with_link(|link| link.send_to_client(fd as u64, Bytes::copy_from_slice(bytes)))?;
         Ok(true)
     }
 
@@ -237,31 +238,31 @@ impl TaskServer {
             warn("server is not running or invalid fd");
             return Ok(false);
         }
-        worker::close_client(fd as u64)?;
+        worker::with_link(|link| link.close_client(fd as u64))?;
         Ok(true)
     }
 
     /// Pid of the master process.
     pub fn get_master_pid(&self) -> i64 {
-        proc_info().master_pid
+        ProcessState::with(|s| s.info()).master_pid
     }
 
     /// Pid of the manager process.
     pub fn get_manager_pid(&self) -> i64 {
-        proc_info().manager_pid
+        ProcessState::with(|s| s.info()).manager_pid
     }
 
     /// Id of this worker (-1 outside workers).
     pub fn get_worker_id(&self) -> i64 {
-        proc_info().worker_id
+        ProcessState::with(|s| s.info()).worker_id
     }
 
     /// Pid of worker `$workerId` (this worker's by default); false when it
     /// has no process right now.
     pub fn get_worker_pid(&self, workerId: Opt<Int>) -> PhpResult<Zval> {
         let worker_id = workerId.or(-1);
-        if worker_id < 0 || worker_id == proc_info().worker_id {
-            return Ok(long_zval(proc_info().worker_pid));
+        if worker_id < 0 || worker_id == ProcessState::with(|s| s.info()).worker_id {
+            return Ok(long_zval(ProcessState::with(|s| s.info()).worker_pid));
         }
         let Some(id) = self.worker_index(worker_id) else {
             return Ok(bool_zval(false));
@@ -276,7 +277,7 @@ impl TaskServer {
     /// worker (running a callback) is busy.
     pub fn get_worker_status(&self, workerId: Opt<Int>) -> PhpResult<Zval> {
         let worker_id = workerId.or(-1);
-        if worker_id < 0 || worker_id == proc_info().worker_id {
+        if worker_id < 0 || worker_id == ProcessState::with(|s| s.info()).worker_id {
             return Ok(if worker::current().is_some() {
                 long_zval(crate::query::WORKER_BUSY)
             } else {
@@ -299,7 +300,8 @@ impl TaskServer {
             return Ok(bool_zval(false));
         };
         if let Some(map) = v.as_object_mut() {
-            let (requests, dispatched) = worker::local_counts();
+            let (requests, dispatched) =
+                worker::with_link(|link| Ok(link.local_counts())).unwrap_or((0, 0));
             map.insert("worker_request_count".into(), requests.into());
             map.insert("worker_dispatch_count".into(), dispatched.into());
         }
@@ -393,11 +395,13 @@ impl TaskServer {
             Some(id) => id,
             None => return Ok(bool_zval(false)),
         };
-        worker::mark_awaited(id);
-        let got = worker::wait_for(
-            seconds(timeout),
-            |m| matches!(m, ToWorker::Finish { task_id, .. } if *task_id == id),
-        )?;
+        let got = worker::with_link(|link| {
+            link.mark_awaited(id);
+            link.wait_for(
+                seconds(timeout),
+                |m| matches!(m, ToWorker::Finish { task_id, .. } if *task_id == id),
+            )
+        })?;
         Ok(match got {
             Some(ToWorker::Finish { payload, .. }) => {
                 from_payload(&payload, &self.config.untrusted_values())?
@@ -419,7 +423,10 @@ impl TaskServer {
         for (key, value) in tasks.iter() {
             match self.submit(value, -1, "taskWaitMulti")? {
                 Some(id) => {
-                    worker::mark_awaited(id);
+                    let _ = worker::with_link(|link| {
+                        link.mark_awaited(id);
+                        Ok(())
+                    });
                     ids.push((key, id));
                 }
                 None => failed.push(key),
@@ -432,9 +439,11 @@ impl TaskServer {
         let mut results: std::collections::HashMap<i64, Zval> = std::collections::HashMap::new();
         while results.len() < ids.len() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let got = worker::wait_for(left, |m| {
-                matches!(m, ToWorker::Finish { task_id, .. }
-                    if ids.iter().any(|(_, id)| id == task_id) && !results.contains_key(task_id))
+            let got = worker::with_link(|link| {
+                link.wait_for(left, |m| {
+                    matches!(m, ToWorker::Finish { task_id, .. }
+                        if ids.iter().any(|(_, id)| id == task_id) && !results.contains_key(task_id))
+                })
             })?;
             match got {
                 Some(ToWorker::Finish { task_id, payload }) => {
@@ -481,7 +490,7 @@ impl TaskServer {
             return Ok(false);
         }
         let payload = to_payload(message)?;
-        worker::send_pipe(dst, payload)?;
+        worker::with_link(|link| link.send_pipe(dst, payload))?;
         Ok(true)
     }
 
@@ -490,7 +499,7 @@ impl TaskServer {
     /// manager takes orders from the master only.
     pub fn reload(&self, onlyReloadTaskWorker: Opt<Bool>) -> bool {
         let only_task_workers = onlyReloadTaskWorker.or(false);
-        let master = proc_info().master_pid;
+        let master = ProcessState::with(|s| s.info()).master_pid;
         if master <= 0 {
             warn("server is not running");
             return false;
@@ -506,7 +515,7 @@ impl TaskServer {
 
     /// Stops the whole server, as SIGTERM to the master does.
     pub fn shutdown(&self) -> bool {
-        let master = proc_info().master_pid;
+        let master = ProcessState::with(|s| s.info()).master_pid;
         if master <= 0 {
             warn("server is not running");
             return false;
@@ -521,12 +530,12 @@ impl TaskServer {
     pub fn stop(&self, workerId: Opt<Int>, waitEvent: Opt<Bool>) -> PhpResult<bool> {
         let _ = waitEvent;
         let worker_id = workerId.or(-1);
-        if worker_id < 0 || worker_id == proc_info().worker_id {
+        if worker_id < 0 || worker_id == ProcessState::with(|s| s.info()).worker_id {
             if worker::current().is_none() {
                 warn("server is not running");
                 return Ok(false);
             }
-            worker::stop_self()?;
+            worker::with_link(Link::stop)?;
             return Ok(true);
         }
         let Some(id) = self.worker_index(worker_id) else {
@@ -598,31 +607,31 @@ impl TaskServer {
     /// Pid of the master, in every process of the server.
     #[php(getter, name = "master_pid")]
     pub fn get_master_pid_prop(&self) -> i64 {
-        proc_info().master_pid
+        ProcessState::with(|s| s.info()).master_pid
     }
 
     /// Pid of the manager, in every process of the server.
     #[php(getter, name = "manager_pid")]
     pub fn get_manager_pid_prop(&self) -> i64 {
-        proc_info().manager_pid
+        ProcessState::with(|s| s.info()).manager_pid
     }
 
     /// This worker's id; -1 in the master.
     #[php(getter, name = "worker_id")]
     pub fn get_worker_id_prop(&self) -> i64 {
-        proc_info().worker_id
+        ProcessState::with(|s| s.info()).worker_id
     }
 
     /// This worker's pid.
     #[php(getter, name = "worker_pid")]
     pub fn get_worker_pid_prop(&self) -> i64 {
-        proc_info().worker_pid
+        ProcessState::with(|s| s.info()).worker_pid
     }
 
     /// Whether this process is a task worker.
     #[php(getter, name = "taskworker")]
     pub fn get_taskworker(&self) -> bool {
-        proc_info().taskworker
+        ProcessState::with(|s| s.info()).taskworker
     }
 }
 
@@ -654,7 +663,7 @@ impl TaskServer {
             warn("server is not running");
             return Ok(None);
         }
-        let answer = worker::query(q.to_json(), QUERY_TIMEOUT)?;
+        let answer = worker::with_link(|link| link.query(q.to_json(), QUERY_TIMEOUT))?;
         Ok(answer.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
@@ -681,7 +690,7 @@ impl TaskServer {
         };
         let in_worker = worker::current();
         if in_worker.is_none() && !one_way::available() {
-            return fail(if proc_info().master_pid == 0 {
+            return fail(if ProcessState::with(|s| s.info()).master_pid == 0 {
                 format!("server is not running: {method}() works after start(), in an event worker")
             } else {
                 format!("{method}() cannot be used here: in the master and manager processes only task() works, one-way, in onStart and onManagerStart")
@@ -715,7 +724,9 @@ impl TaskServer {
                 Err(e) => fail(e.to_string()),
             };
         }
-        Ok(Some(worker::submit_task(dst, payload, wait)?))
+        Ok(Some(worker::with_link(|link| {
+            link.submit_task(dst, payload, wait)
+        })?))
     }
 
     fn launch_config(&self) -> Launch {

@@ -14,7 +14,7 @@ use ext_php_rs::types::Zval;
 use super::args::{Callable, Int};
 use super::error::PhpError;
 use super::exception::warn;
-use super::handler::{forget_timer, remember_timer};
+use super::process_state::ProcessState;
 use super::values::{bool_zval, long_zval};
 use crate::worker;
 
@@ -51,9 +51,9 @@ pub fn add(ms: i64, callback: &Zval, repeating: bool) -> PhpResult<Zval> {
     if !(1..=86_400_000).contains(&ms) {
         return Err(PhpError::TimerInterval(ms).into());
     }
-    let every = repeating.then(|| Duration::from_millis(ms as u64));
-    let id = worker::add_timer(Duration::from_millis(ms as u64), every)?;
-    remember_timer(id, callback, repeating);
+    let delay = Duration::from_millis(ms as u64);
+    let every = repeating.then_some(delay);
+    let id = ProcessState::with(|s| s.add_timer(delay, every, callback))?;
     Ok(long_zval(id as i64))
 }
 
@@ -62,7 +62,5 @@ pub fn clear(timer_id: i64) -> PhpResult<bool> {
     if timer_id <= 0 || worker::current().is_none() {
         return Ok(false);
     }
-    let cleared = worker::clear_timer(timer_id as u64)?;
-    forget_timer(timer_id as u64);
-    Ok(cleared)
+    Ok(ProcessState::with(|s| s.clear_timer(timer_id as u64))?)
 }

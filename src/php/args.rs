@@ -24,7 +24,7 @@ use ext_php_rs::flags::DataType;
 use ext_php_rs::types::{ZendHashTable, Zval};
 use ext_php_rs::zend::ExecutorGlobals;
 
-use super::zend::symbol;
+use super::zend;
 
 /// A PHP `int` parameter.
 pub struct Int(pub i64);
@@ -81,19 +81,14 @@ impl<T: Scalar> Opt<T> {
     }
 }
 
-/// `bool zend_parse_arg_<type>_slow(zval *arg, <type> *dest, uint32_t arg_num)`.
-type Slow<T> = unsafe extern "C" fn(*mut Zval, *mut T, u32) -> bool;
-
 /// Runs the engine's parser for values that are not already of the type:
-/// it refuses them under strict_types and converts them otherwise.
-fn slow<T>(name: &CStr, zval: &mut Zval, mut dest: T) -> Option<T> {
-    let f = symbol(name)?;
-    // SAFETY: every zend_parse_arg_*_slow has the `Slow<T>` signature
-    // (ZEND_FASTCALL is the default convention on 64-bit targets).
-    let f: Slow<T> = unsafe { std::mem::transmute(f) };
+/// it refuses them under strict_types and converts them otherwise. `name`
+/// is the `zend_parse_arg_*_slow` whose destination type is `T`.
+fn slow<T>(name: &CStr, zval: &mut Zval, dest: T) -> Option<T> {
     let num = arg_num(zval);
-    // SAFETY: `zval` is one of the current call's arguments.
-    unsafe { f(zval, &mut dest, num) }.then_some(dest)
+    // SAFETY: the callers pair each parser with its destination type, and
+    // `zval` is one of the current call's arguments.
+    unsafe { zend::parse_arg_slow(name, zval, dest, num) }
 }
 
 /// Position (from 1) of `zval` among the arguments of the running internal
@@ -119,12 +114,8 @@ fn arg_num(zval: *const Zval) -> u32 {
 /// Throws PHP's TypeError "X::m(): Argument #N ($name) must be of type T,
 /// U given", unless an exception is already pending.
 fn wrong_type(zval: *mut Zval, expected: u32) {
-    type Error = unsafe extern "C" fn(u32, u32, *mut Zval);
-    if let Some(f) = symbol(c"zend_wrong_parameter_type_error") {
-        // SAFETY: zend_wrong_parameter_type_error(uint32_t, zend_expected_type, zval*).
-        let f: Error = unsafe { std::mem::transmute(f) };
-        unsafe { f(arg_num(zval), expected, zval) };
-    }
+    // SAFETY: `zval` is argument `arg_num(zval)` of the current call.
+    unsafe { zend::wrong_parameter_type_error(arg_num(zval), expected, zval) };
 }
 
 fn accept<'a, T: Param<'a>>(zval: &'a mut Zval, nullable: bool) -> Option<T> {
@@ -248,20 +239,12 @@ impl<'a> Param<'a> for Callable<'a> {
     }
     /// "must be a valid callback[ or null], <the engine's reason>".
     fn reject(zval: *mut Zval, nullable: bool) {
-        type Error = unsafe extern "C" fn(u32, *mut c_char);
         let Err(error) = callable(zval) else {
             return;
         };
-        let name = if nullable {
-            c"zend_wrong_callback_or_null_error"
-        } else {
-            c"zend_wrong_callback_error"
-        };
-        if let (Some(f), false) = (symbol(name), error.is_null()) {
-            // SAFETY: zend_wrong_callback_error(uint32_t, char *) takes
-            // ownership of the emalloc'd reason.
-            let f: Error = unsafe { std::mem::transmute(f) };
-            unsafe { f(arg_num(zval), error) };
+        if !error.is_null() {
+            // SAFETY: `error` is the reason zend_is_callable_ex emalloc'd.
+            unsafe { zend::wrong_callback_error(arg_num(zval), error, nullable) };
         }
     }
 }
@@ -297,30 +280,11 @@ impl<'a> FromZvalMut<'a> for StrOrArray<'a> {
 
 /// PHP's TypeError for a parameter whose type Zend has no constant for.
 fn type_error(zval: *mut Zval, expected: &CStr) {
-    type Error = unsafe extern "C" fn(u32, *const c_char, ...);
-    type TypeName = unsafe extern "C" fn(*const Zval) -> *const c_char;
-    let (Some(error), Some(name)) = (
-        symbol(c"zend_argument_type_error"),
-        symbol(c"zend_zval_type_name"),
-    ) else {
-        return;
-    };
     if ExecutorGlobals::has_exception() {
         return;
     }
-    // SAFETY: zend_argument_type_error(uint32_t, const char *format, ...)
-    // and zend_zval_type_name(const zval *) -> const char *.
-    unsafe {
-        let error: Error = std::mem::transmute(error);
-        let name: TypeName = std::mem::transmute(name);
-        let given = name(zval);
-        error(
-            arg_num(zval),
-            c"must be of type %s, %s given".as_ptr(),
-            expected.as_ptr(),
-            given,
-        );
-    }
+    // SAFETY: `zval` is argument `arg_num(zval)` of the current call.
+    unsafe { zend::argument_type_error(arg_num(zval), expected, zval) };
 }
 
 impl<'a, T: Param<'a>> FromZvalMut<'a> for Opt<T> {

@@ -71,20 +71,13 @@ pub fn call(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<
 /// `exit()`/`die()` in a callback: PHP 8 unwinds with an internal
 /// "unwind exit" object in place of an exception. Returns the exit status.
 fn exit_called() -> Option<i32> {
-    type IsUnwindExit = unsafe extern "C" fn(*const std::ffi::c_void) -> bool;
     let globals = ExecutorGlobals::get();
     let ex = globals.exception;
     if ex.is_null() {
         return None;
     }
-    // SAFETY: dlsym with a NUL-terminated name from the PHP binary.
-    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"zend_is_unwind_exit".as_ptr()) };
-    if f.is_null() {
-        return None;
-    }
-    // SAFETY: zend_is_unwind_exit(const zend_object *) -> bool.
-    let is_unwind_exit: IsUnwindExit = unsafe { std::mem::transmute(f) };
-    unsafe { is_unwind_exit(ex.cast()) }.then_some(globals.exit_status)
+    // SAFETY: `ex` is the engine's pending EG(exception).
+    unsafe { super::zend::is_unwind_exit(ex.cast()) }.then_some(globals.exit_status)
 }
 
 /// PHP records a fatal error (E_ERROR, out of memory, ...) as exit status

@@ -1,5 +1,5 @@
 //! What reaches a worker process: the master's frames, the manager's orders
-//! (leave, reopen the log: `crate::control`) and an operator's SIGTERM, all
+//! (leave, reopen the log: `crate::process::control`) and an operator's SIGTERM, all
 //! waited for by the main thread in one `poll()`.
 //! No reader thread: a thread blocked in `read()` on the master socket is
 //! woken each time the master drains what this worker wrote, and handing
@@ -19,9 +19,10 @@ use bytes::{BufMut, BytesMut};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use tokio_util::codec::Decoder;
 
-use crate::control::{self, Heard, Order};
 use crate::frame::FrameCodec;
 use crate::ipc::{ToWorker, MAX_IPC_FRAME};
+use crate::process::control::{self, Heard, Order};
+use crate::process::signals;
 
 /// Bytes asked of the kernel per read: reads go straight into the buffer's
 /// spare room (the kernel fills it, nothing is zeroed first), which is
@@ -57,9 +58,8 @@ impl Inbox {
     /// or cut short a `sleep()` in a running callback. SIGINT is ignored,
     /// so Ctrl-C reaches the master, which stops everyone in order.
     pub fn new(stream: UnixStream, control: Option<UnixStream>) -> io::Result<Inbox> {
-        crate::launcher::take_over_signals();
-        // SAFETY: SIG_IGN needs nothing.
-        unsafe { libc::signal(libc::SIGINT, libc::SIG_IGN) };
+        signals::take_over();
+        signals::ignore(&[nix::sys::signal::Signal::SIGINT]);
         let (inbox, wake_tx) = Inbox::unsignalled(stream, control)?;
         signal_hook::flag::register(libc::SIGTERM, inbox.terminate.clone())?;
         signal_hook::low_level::pipe::register(libc::SIGTERM, wake_tx)?;

@@ -10,17 +10,19 @@ use std::os::unix::net::{SocketAddr, UnixListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{signal, SigHandler, SigSet, Signal};
-use nix::unistd::{fork, getpid, getppid, ForkResult, Pid};
+use nix::sys::signal::Signal;
+use nix::unistd::{close, fork, getpid, getppid, ForkResult, Pid};
 
 use crate::board::Board;
 use crate::durable_queue::DurableQueue;
 use crate::error::ServerError;
-use crate::identity::Identity;
 use crate::listener::Listener;
 use crate::log::{Level, Role};
 use crate::master::{self, MasterConfig};
-use crate::pid_file;
+use crate::process::daemon::daemonize;
+use crate::process::identity::Identity;
+use crate::process::signals::{self, StopSignalsHeld};
+use crate::process::{exit, pid_file};
 use crate::queue::{MemoryQueue, TaskQueue};
 use crate::supervisor::{self, Exit, ManagerHooks, SupervisorSpec};
 use crate::worker::WorkerSpec;
@@ -97,12 +99,12 @@ pub fn launch(
                 .map_err(|e| ServerError::Start(format!("log: {e}")))?;
             crate::log!(Level::Warning, "{warning}");
         }
-        daemonize(log_file)?;
+        daemonize(log_file).map_err(|e| ServerError::Start(e.to_string()))?;
     }
     crate::log::configure(log_file, cfg.log_level)
         .map_err(|e| ServerError::Start(format!("cannot open log_file: {e}")))?;
     crate::log::set_process(Role::Master, -1);
-    take_over_signals();
+    signals::take_over();
     listener
         .set_backlog(cfg.backlog)
         .map_err(|e| ServerError::Start(format!("listen(backlog={}): {e}", cfg.backlog)))?;
@@ -214,19 +216,16 @@ fn run_manager(
     StopSignalsHeld::release();
     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
     if getppid() != master {
-        // SAFETY: plain process exit.
-        unsafe { libc::_exit(0) };
+        exit::now(0);
     }
     crate::log::set_process(Role::Manager, -1);
-    // SAFETY: closing descriptors the manager must not hold (the port must
-    // be free as soon as the master closes it); their owners are never
-    // dropped in this process because it ends with _exit.
-    unsafe {
-        libc::close(listener.as_raw_fd());
-        libc::close(ipc.as_raw_fd());
-        let _ = signal(Signal::SIGINT, SigHandler::SigIgn);
-        let _ = signal(Signal::SIGQUIT, SigHandler::SigIgn);
-    }
+    // The manager must not hold the port (it must be free as soon as the
+    // master closes it) nor the master's IPC socket; their owners are never
+    // dropped in this process, which ends with `exit::now`, so nothing
+    // closes these descriptors twice.
+    let _ = close(listener.as_raw_fd());
+    let _ = close(ipc.as_raw_fd());
+    signals::ignore(&[Signal::SIGINT, Signal::SIGQUIT]);
     let spec = SupervisorSpec {
         worker_num: cfg.master.worker_num,
         task_worker_num: cfg.master.task_worker_num,
@@ -244,69 +243,8 @@ fn run_manager(
         hooks,
     };
     let code = supervisor::supervise(spec, &mut manager);
-    // SAFETY: plain process exit, skipping PHP's shutdown in the manager.
-    unsafe { libc::_exit(code) }
-}
-
-/// Takes the signals a service manager may send to the whole process group
-/// away from PHP, before this process installs its own handlers: SIGTERM
-/// and SIGINT get their default action, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2
-/// and SIGRTMIN are ignored (so none of them can kill a process that has
-/// no handler for it yet, or never gets one), and SIGPIPE is ignored for
-/// good. PHP's own signal handler (zend_signal) must not stay installed
-/// underneath ours: the handler registry chains to the previous handler,
-/// and PHP's would re-raise SIGTERM with the default action and kill the
-/// process.
-pub fn take_over_signals() {
-    // SAFETY: installing SIG_DFL/SIG_IGN has no preconditions.
-    unsafe {
-        for s in [Signal::SIGTERM, Signal::SIGINT] {
-            let _ = signal(s, SigHandler::SigDfl);
-        }
-        for s in [
-            Signal::SIGHUP,
-            Signal::SIGQUIT,
-            Signal::SIGUSR1,
-            Signal::SIGUSR2,
-            Signal::SIGPIPE,
-        ] {
-            let _ = signal(s, SigHandler::SigIgn);
-        }
-        libc::signal(libc::SIGRTMIN(), libc::SIG_IGN);
-    }
-}
-
-/// Holds SIGTERM and SIGINT pending in the master while it starts: a stop
-/// requested then (`shutdown()` in a worker's onWorkerStart, a SIGTERM
-/// during onStart) waits for the master's loop, which releases them once
-/// its handlers exist, instead of killing the master with the default
-/// action before onShutdown could run. Released on drop as well, however
-/// `launch` returns.
-pub struct StopSignalsHeld;
-
-impl StopSignalsHeld {
-    fn hold() -> Self {
-        let _ = Self::signals().thread_block();
-        StopSignalsHeld
-    }
-
-    fn signals() -> SigSet {
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGTERM);
-        set.add(Signal::SIGINT);
-        set
-    }
-
-    /// Lets pending and future stop signals through.
-    pub fn release() {
-        let _ = Self::signals().thread_unblock();
-    }
-}
-
-impl Drop for StopSignalsHeld {
-    fn drop(&mut self) {
-        Self::release();
-    }
+    // Skipping PHP's shutdown in the manager.
+    exit::now(code)
 }
 
 /// The task queue: in memory, or durable in `task_store`. Opened in the
@@ -411,37 +349,6 @@ fn random() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     h.finish()
-}
-
-/// Detaches from the terminal: fork (the parent exits at once), new
-/// session, stdio to `log_file` or /dev/null. Unlike Swoole the working
-/// directory is kept, so relative `log_file`/`pid_file` paths work.
-fn daemonize(log_file: Option<&str>) -> Result<(), ServerError> {
-    use std::fs::OpenOptions;
-    let out = match log_file {
-        Some(p) => OpenOptions::new().create(true).append(true).open(p),
-        None => OpenOptions::new().write(true).open("/dev/null"),
-    }
-    .map_err(|e| ServerError::Start(format!("cannot open log_file: {e}")))?;
-    let null = std::fs::File::open("/dev/null")
-        .map_err(|e| ServerError::Start(format!("/dev/null: {e}")))?;
-    // SAFETY: called before any thread exists in this process.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => {
-            // SAFETY: the launching process is done; skip PHP's shutdown.
-            unsafe { libc::_exit(0) }
-        }
-        Ok(ForkResult::Child) => {}
-        Err(e) => return Err(ServerError::Start(format!("daemonize: fork failed: {e}"))),
-    }
-    nix::unistd::setsid().map_err(|e| ServerError::Start(format!("setsid: {e}")))?;
-    // SAFETY: dup2 onto the standard descriptors.
-    unsafe {
-        libc::dup2(null.as_raw_fd(), 0);
-        libc::dup2(out.as_raw_fd(), 1);
-        libc::dup2(out.as_raw_fd(), 2);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

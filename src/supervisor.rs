@@ -1,7 +1,7 @@
 //! The manager process: forks the workers and task workers, respawns any
 //! that exit (same worker id), and reloads, stops or reopens the log of them
 //! when the master says so ([`ManagerOrder`]), telling each over its control
-//! line (`crate::control`).
+//! line (`crate::process::control`).
 //! It is single-threaded and waits for signals synchronously with
 //! `sigtimedwait`, so forking from it is always safe, and none of the
 //! signals a service manager sends to the whole process group (TERM, INT,
@@ -10,11 +10,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{kill, SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{kill, Signal};
 use nix::unistd::{fork, ForkResult, Pid};
 
-use crate::control::{self, ManagerEnd, Order};
 use crate::log::Level;
+use crate::process::control::{self, ManagerEnd, Order};
+pub use crate::process::exit::Exit;
+use crate::process::exit::{self, wait_child};
+use crate::process::signals::{self, NumberedSet, Received};
 
 /// What the manager supervises.
 #[derive(Debug, Clone)]
@@ -57,39 +60,6 @@ pub fn backoff(failures: u32) -> Duration {
     }
     let factor = 1u32 << (failures - 2).min(16);
     (BACKOFF_START * factor).min(BACKOFF_MAX)
-}
-
-/// How a worker ended, in the terms onWorkerError and the log use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    pub code: i32,
-    pub signal: i32,
-}
-
-impl Exit {
-    /// Decodes a raw `waitpid` status. Done here rather than by nix, whose
-    /// decoder fails for signals it cannot name (SIGRTMIN and above) after
-    /// the kernel has already reaped the child, which was then lost.
-    fn from_status(status: libc::c_int) -> Option<Exit> {
-        if libc::WIFEXITED(status) {
-            Some(Exit {
-                code: libc::WEXITSTATUS(status),
-                signal: 0,
-            })
-        } else if libc::WIFSIGNALED(status) {
-            Some(Exit {
-                code: 0,
-                signal: libc::WTERMSIG(status),
-            })
-        } else {
-            None
-        }
-    }
-
-    /// Whether onWorkerError fires for this exit.
-    pub fn abnormal(self) -> bool {
-        self.code != 0 || self.signal != 0
-    }
 }
 
 struct Child {
@@ -135,36 +105,26 @@ struct Supervisor<'a> {
 /// one a service manager may send to the whole group, so none kills it.
 /// (SIGINT and SIGQUIT, which a terminal sends to its foreground group,
 /// and SIGPIPE are ignored outright.)
-fn managed_signals() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset on a local set with valid signal numbers.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        let orders = (1..=ManagerOrder::SIGNALS).map(|n| libc::SIGRTMIN() + n);
-        for sig in [
+fn managed_signals() -> NumberedSet {
+    let orders = (1..=ManagerOrder::SIGNALS).map(|n| signals::rtmin() + n);
+    NumberedSet::of(
+        [
             libc::SIGCHLD,
             libc::SIGTERM,
             libc::SIGUSR1,
             libc::SIGUSR2,
             libc::SIGHUP,
-            libc::SIGRTMIN(),
+            signals::rtmin(),
         ]
         .into_iter()
-        .chain(orders)
-        {
-            libc::sigaddset(&mut set, sig);
-        }
-        set
-    }
+        .chain(orders),
+    )
 }
 
 /// Runs the manager loop until every worker has exited after a stop.
 pub fn supervise(spec: SupervisorSpec, hooks: &mut dyn ManagerHooks) -> i32 {
     let set = managed_signals();
-    // SAFETY: blocks a valid set for this (the only) thread.
-    let blocked = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    if blocked != 0 {
-        let e = std::io::Error::from_raw_os_error(blocked);
+    if let Err(e) = set.block() {
         crate::log!(Level::Error, "manager cannot block signals: {e}");
         return 1;
     }
@@ -190,41 +150,11 @@ pub fn supervise(spec: SupervisorSpec, hooks: &mut dyn ManagerHooks) -> i32 {
             return 0;
         }
         let timeout = sup.next_timeout();
-        if let Some(received) = wait_signal(&set, timeout) {
+        if let Some(received) = set.wait(timeout) {
             sup.on_signal(received);
         }
         sup.tick();
     }
-}
-
-/// A signal the manager received: its number, its sender's pid and the
-/// value a `sigqueue` sender attached.
-struct Received {
-    sig: i32,
-    sender: i32,
-    value: usize,
-}
-
-/// Waits for one of `set` at most `timeout`.
-fn wait_signal(set: &libc::sigset_t, timeout: Duration) -> Option<Received> {
-    let ts = libc::timespec {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_nsec: timeout.subsec_nanos() as libc::c_long,
-    };
-    // SAFETY: an all-zero siginfo_t is valid; sigtimedwait fills it in.
-    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is a valid sigset and `info` a live siginfo_t.
-    let sig = unsafe { libc::sigtimedwait(set, &mut info, &ts) };
-    // SAFETY: si_pid is valid for signals sent with kill(2) or sigqueue(3),
-    // and zero (the zeroed value) for those the kernel raises itself; the
-    // value is zero unless sigqueue(3) set it.
-    (sig > 0).then(|| unsafe {
-        Received {
-            sig,
-            sender: info.si_pid(),
-            value: info.si_value().sival_ptr as usize,
-        }
-    })
 }
 
 /// What the master tells the manager, each as its own real-time signal:
@@ -248,7 +178,7 @@ impl ManagerOrder {
     const SIGNALS: i32 = 4;
 
     fn signal(self) -> i32 {
-        libc::SIGRTMIN()
+        signals::rtmin()
             + match self {
                 ManagerOrder::Stop => 1,
                 ManagerOrder::Reload | ManagerOrder::StopWorker(_) => 2,
@@ -265,7 +195,7 @@ impl ManagerOrder {
     }
 
     fn from_signal(sig: i32, value: usize) -> Option<ManagerOrder> {
-        match (sig - libc::SIGRTMIN(), value) {
+        match (sig - signals::rtmin(), value) {
             (1, _) => Some(ManagerOrder::Stop),
             (2, 0) => Some(ManagerOrder::Reload),
             (2, id) => u32::try_from(id - 1).ok().map(ManagerOrder::StopWorker),
@@ -277,15 +207,7 @@ impl ManagerOrder {
 
     /// Sends the order to `manager`.
     pub fn send(self, manager: Pid) -> std::io::Result<()> {
-        let value = libc::sigval {
-            sival_ptr: self.value() as *mut libc::c_void,
-        };
-        // SAFETY: plain sigqueue(3); the value is an integer, never dereferenced.
-        if unsafe { libc::sigqueue(manager.as_raw(), self.signal(), value) } == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        signals::queue(manager, self.signal(), self.value())
     }
 }
 
@@ -315,7 +237,7 @@ impl Supervisor<'_> {
         match sig {
             libc::SIGTERM if master_gone => self.stop(),
             libc::SIGHUP => crate::log::reopen_or_warn(),
-            s if s == libc::SIGRTMIN() => crate::log::reopen_or_warn(),
+            s if s == signals::rtmin() => crate::log::reopen_or_warn(),
             _ => crate::log!(
                 Level::Notice,
                 "signal {sig} from pid {sender} ignored: the manager takes orders from the master (pid {}) only; signal the master",
@@ -350,12 +272,12 @@ impl Supervisor<'_> {
                 self.children.clear();
                 drop(ours);
                 control::adopt(theirs);
-                let _ = SigSet::empty().thread_set_mask();
+                signals::unblock_all();
                 let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGTERM);
                 let code = self.hooks.run_worker(id);
-                // SAFETY: ends the child without running the parent's atexit
-                // handlers or PHP's request shutdown a second time.
-                unsafe { libc::_exit(code) };
+                // Not the parent's atexit handlers nor PHP's request
+                // shutdown a second time.
+                exit::now(code);
             }
             Ok(ForkResult::Parent { child }) => {
                 self.children.insert(child, Child { id, control: ours });
@@ -569,32 +491,6 @@ impl Supervisor<'_> {
     }
 }
 
-/// Reaps an ended child (`pid`, or any with `None`), waiting for one only
-/// if `block`: its pid and how it ended, whatever the signal that killed
-/// it. `None` when no child has ended (or none is left).
-pub fn wait_child(pid: Option<Pid>, block: bool) -> Option<(Pid, Exit)> {
-    let target = pid.map_or(-1, Pid::as_raw);
-    let flags = if block { 0 } else { libc::WNOHANG };
-    loop {
-        let mut status: libc::c_int = 0;
-        // SAFETY: waitpid writes the status into a local integer.
-        let got = unsafe { libc::waitpid(target, &mut status, flags) };
-        if got > 0 {
-            if let Some(exit) = Exit::from_status(status) {
-                return Some((Pid::from_raw(got), exit));
-            }
-        } else if got == 0 || nix::errno::Errno::last() != nix::errno::Errno::EINTR {
-            return None;
-        }
-    }
-}
-
-/// Restores the default signal mask in a process that will not supervise.
-pub fn unblock_all_signals() {
-    let _ =
-        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -607,46 +503,6 @@ mod tests {
         assert_eq!(backoff(3), Duration::from_millis(200));
         assert_eq!(backoff(5), Duration::from_millis(800));
         assert_eq!(backoff(40), BACKOFF_MAX);
-    }
-
-    #[test]
-    fn every_signal_is_decoded_also_the_real_time_ones() {
-        for sig in [
-            libc::SIGKILL,
-            libc::SIGSYS,
-            libc::SIGRTMIN(),
-            libc::SIGRTMIN() + 5,
-            64,
-        ] {
-            let status = sig; // as the kernel encodes a death by signal
-            assert_eq!(
-                Exit::from_status(status),
-                Some(Exit {
-                    code: 0,
-                    signal: sig
-                })
-            );
-        }
-        assert_eq!(Exit::from_status(7 << 8), Some(Exit { code: 7, signal: 0 }));
-    }
-
-    #[test]
-    // The child is reaped by `wait_child`, the function under test.
-    #[allow(clippy::zombie_processes)]
-    fn a_child_killed_by_a_real_time_signal_is_reaped() {
-        let child = std::process::Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .unwrap();
-        let pid = Pid::from_raw(child.id() as i32);
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(pid.as_raw(), libc::SIGRTMIN() + 5) };
-        let reaped = wait_child(Some(pid), true);
-        let killed = Exit {
-            code: 0,
-            signal: libc::SIGRTMIN() + 5,
-        };
-        assert_eq!(reaped, Some((pid, killed)));
     }
 
     #[test]
@@ -664,17 +520,6 @@ mod tests {
                 Some(order)
             );
         }
-        assert_eq!(ManagerOrder::from_signal(libc::SIGRTMIN() + 5, 0), None);
-    }
-
-    #[test]
-    fn exit_is_abnormal_on_code_or_signal() {
-        assert!(!Exit { code: 0, signal: 0 }.abnormal());
-        assert!(Exit {
-            code: 255,
-            signal: 0
-        }
-        .abnormal());
-        assert!(Exit { code: 0, signal: 9 }.abnormal());
+        assert_eq!(ManagerOrder::from_signal(signals::rtmin() + 5, 0), None);
     }
 }

@@ -403,7 +403,7 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
     };
     let inbox = match stream
         .try_clone()
-        .and_then(|s| Inbox::new(s, crate::control::child_end()))
+        .and_then(|s| Inbox::new(s, crate::process::control::child_end()))
     {
         Ok(inbox) => inbox,
         Err(e) => {
@@ -424,7 +424,7 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
         return 1;
     }
     handler.worker_start();
-    crate::control::announce_ready();
+    crate::process::control::announce_ready();
     let code = event_loop(handler, max_request);
     let _ = flush();
     handler.worker_stop();

@@ -23,8 +23,9 @@ use crate::board::Board;
 use crate::listener::Listener;
 use crate::log::Level;
 use crate::packet::PacketOptions;
+use crate::process::exit::Exit;
 use crate::queue::TaskQueue;
-use crate::supervisor::{Exit, ManagerOrder};
+use crate::supervisor::ManagerOrder;
 pub use hub::Counters;
 use hub::Hub;
 
@@ -155,8 +156,8 @@ async fn serve(
     let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut rtmin = signal(SignalKind::from_raw(libc::SIGRTMIN()))?;
-    crate::launcher::StopSignalsHeld::release();
+    let mut rtmin = signal(SignalKind::from_raw(crate::process::signals::rtmin()))?;
+    crate::process::signals::StopSignalsHeld::release();
     let mut manager_exit = watch_manager(manager);
 
     let mut stopping = false;
@@ -382,7 +383,7 @@ fn watch_manager(manager: Pid) -> oneshot::Receiver<Option<Exit>> {
     std::thread::Builder::new()
         .name("taskq-manager-wait".into())
         .spawn(move || {
-            let ended = crate::supervisor::wait_child(Some(manager), true);
+            let ended = crate::process::exit::wait_child(Some(manager), true);
             let _ = tx.send(ended.map(|(_, exit)| exit));
         })
         .map(drop)

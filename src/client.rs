@@ -12,7 +12,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use nix::sys::socket::{recv, MsgFlags};
+use nix::sys::socket::{recv, send, MsgFlags};
 use tokio_util::codec::Decoder;
 
 use crate::ack_wait::AckWait;
@@ -102,25 +102,25 @@ impl Timed {
     fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             let flags = if self.write_timeout_set {
-                libc::MSG_NOSIGNAL
+                MsgFlags::MSG_NOSIGNAL
             } else {
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT
             };
-            // SAFETY: `data` is a valid buffer for its length.
-            let n = unsafe { libc::send(self.fd(), data.as_ptr().cast(), data.len(), flags) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::Interrupted => continue,
-                    io::ErrorKind::WouldBlock if !self.write_timeout_set => {
-                        self.stream.set_write_timeout(self.timeout)?;
-                        self.write_timeout_set = true;
-                        continue;
-                    }
-                    _ => return Err(e),
+            let e = match send(self.fd(), data, flags) {
+                Ok(n) => {
+                    data = &data[n..];
+                    continue;
                 }
+                Err(errno) => io::Error::from(errno),
+            };
+            match e.kind() {
+                io::ErrorKind::Interrupted => {}
+                io::ErrorKind::WouldBlock if !self.write_timeout_set => {
+                    self.stream.set_write_timeout(self.timeout)?;
+                    self.write_timeout_set = true;
+                }
+                _ => return Err(e),
             }
-            data = &data[n as usize..];
         }
         Ok(())
     }
@@ -311,6 +311,8 @@ impl Connection {
     /// Whether the server is still there: a pooled connection whose server
     /// restarted reads as closed (or errors) without blocking.
     pub fn is_alive(&self) -> bool {
+        // Raw poll(2): nix 0.32's `PollFlags` has no POLLRDHUP, the flag
+        // that tells a peer's half-close apart from data to read.
         let mut pfd = libc::pollfd {
             fd: self.stream.fd(),
             events: libc::POLLIN | libc::POLLRDHUP,

@@ -104,6 +104,8 @@ impl Inbox {
             self.buf.reserve(READ_SIZE);
         }
         let spare = self.buf.chunk_mut();
+        // Raw recv(2): nix's takes an initialised slice, and this reads into
+        // spare capacity nobody zeroed.
         // SAFETY: recv writes at most `spare.len()` bytes into the buffer's
         // spare capacity and reports how many; only those are marked filled.
         let n = unsafe {

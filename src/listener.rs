@@ -83,6 +83,8 @@ impl Listener {
     }
 
     /// Applies the configured accept backlog (listen(2) may be called again).
+    /// Raw listen(2): nix's `Backlog` refuses values above SOMAXCONN, which
+    /// the kernel clamps instead, as Swoole relies on.
     pub fn set_backlog(&self, backlog: i32) -> io::Result<()> {
         // SAFETY: plain syscall on a socket we own.
         if unsafe { libc::listen(self.as_raw_fd(), backlog) } != 0 {
@@ -104,11 +106,8 @@ impl Listener {
     /// refused from now on, instead of being completed by the kernel and
     /// never read.
     pub fn shut(&self) -> io::Result<()> {
-        // SAFETY: plain syscall on a socket we own.
-        if unsafe { libc::shutdown(self.as_raw_fd(), libc::SHUT_RDWR) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        nix::sys::socket::shutdown(self.as_raw_fd(), nix::sys::socket::Shutdown::Both)
+            .map_err(io::Error::from)
     }
 
     /// Removes the socket file of a unix listener when the server stops.

@@ -5,7 +5,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::Mutex;
 
 /// Severity, numbered as Swoole's `log_level` option.
@@ -115,12 +115,12 @@ pub fn reopen() -> std::io::Result<()> {
         return Ok(());
     };
     let new = OpenOptions::new().create(true).append(true).open(path)?;
-    if let Some(old) = s.file.as_ref().and_then(|f| identity(f.as_raw_fd())) {
-        for stdio in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
-            if identity(stdio) == Some(old) {
-                // SAFETY: dup2 of a descriptor we own onto a standard one.
-                unsafe { libc::dup2(new.as_raw_fd(), stdio) };
-            }
+    if let Some(old) = s.file.as_ref().and_then(|f| identity(f.as_fd())) {
+        if identity(std::io::stdout().as_fd()) == Some(old) {
+            let _ = nix::unistd::dup2_stdout(&new);
+        }
+        if identity(std::io::stderr().as_fd()) == Some(old) {
+            let _ = nix::unistd::dup2_stderr(&new);
         }
     }
     s.file = Some(new);
@@ -136,12 +136,9 @@ pub fn reopen_or_warn() {
 }
 
 /// The (device, inode) of the file behind descriptor `fd`.
-fn identity(fd: std::os::fd::RawFd) -> Option<(u64, u64)> {
-    // SAFETY: an all-zero stat is valid; fstat fills it in.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fstat writes into a live local.
-    let ok = unsafe { libc::fstat(fd, &mut st) } == 0;
-    ok.then_some((st.st_dev, st.st_ino))
+fn identity(fd: BorrowedFd<'_>) -> Option<(u64, u64)> {
+    let st = nix::sys::stat::fstat(fd).ok()?;
+    Some((st.st_dev, st.st_ino))
 }
 
 /// Records who this process is, right after fork.
@@ -219,12 +216,12 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("x.log");
         configure(Some(path.to_str().unwrap()), 2).unwrap();
-        let stdout_before = identity(libc::STDOUT_FILENO);
+        let stdout_before = identity(std::io::stdout().as_fd());
         std::fs::rename(&path, dir.join("x.log.1")).unwrap();
         reopen().unwrap();
         assert!(path.exists(), "a new file was created");
         assert_eq!(
-            identity(libc::STDOUT_FILENO),
+            identity(std::io::stdout().as_fd()),
             stdout_before,
             "stdout did not point at the log: left alone"
         );

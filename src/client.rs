@@ -824,8 +824,8 @@ mod tests {
             priority: 0,
             delay_ms: 0,
             max_attempts: 0,
-            payload: crate::ipc::Payload {
-                encoding: crate::ipc::Encoding::Raw,
+            payload: crate::payload::Payload {
+                encoding: crate::payload::Encoding::Raw,
                 data: Bytes::from(vec![b'p'; len]),
             },
         }

@@ -104,7 +104,7 @@ impl TaskQueue for DurableQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::{Encoding, Payload};
+    use crate::payload::{Encoding, Payload};
     use bytes::Bytes;
 
     fn task(id: u64) -> QueuedTask {

@@ -7,37 +7,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::WireError;
 use crate::frame::{Frame, FrameCodec};
+use crate::payload::{Encoding, Payload};
 use tokio_util::codec::Decoder;
-
-/// How a payload was encoded by the PHP side: strings travel as they are,
-/// every other value as PHP `serialize()` output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Encoding {
-    Raw = 0,
-    Serialized = 1,
-    /// `serialize()` output that came from a network client: the master
-    /// checked it (`crate::php_serial`), and PHP unserializes it only with
-    /// the server's `task_allowed_classes` and `task_max_depth`.
-    Untrusted = 2,
-}
-
-impl Encoding {
-    fn from_u8(v: u8) -> Result<Self, WireError> {
-        match v {
-            0 => Ok(Encoding::Raw),
-            1 => Ok(Encoding::Serialized),
-            2 => Ok(Encoding::Untrusted),
-            other => Err(WireError::UnknownKind(other)),
-        }
-    }
-}
-
-/// A value crossing a process boundary, still encoded.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Payload {
-    pub encoding: Encoding,
-    pub data: Bytes,
-}
 
 /// Encoded master → worker messages without their tasks: what a dead
 /// incarnation's outbox still held is carried over to its successor, but

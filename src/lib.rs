@@ -23,6 +23,7 @@ pub mod master;
 pub mod memory;
 pub mod one_way;
 pub mod packet;
+pub mod payload;
 pub mod php;
 pub mod php_serial;
 pub mod process;

@@ -13,7 +13,8 @@ use std::sync::OnceLock;
 
 use bytes::BytesMut;
 
-use crate::ipc::{FromWorker, Payload};
+use crate::ipc::FromWorker;
+use crate::payload::Payload;
 
 /// The `Hello` worker id of a producer connection.
 pub const PRODUCER: u32 = u32::MAX;

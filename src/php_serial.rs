@@ -12,7 +12,7 @@
 //! range (PHP clamps it) and bytes after the value (PHP 8.2 ignores them)
 //! are refused.
 
-use crate::ipc::{Encoding, Payload};
+use crate::payload::{Encoding, Payload};
 
 /// Classes whose objects may arrive in network payloads.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

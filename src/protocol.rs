@@ -13,7 +13,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::WireError;
 use crate::frame::FrameCodec;
-use crate::ipc::{Encoding, Payload};
+use crate::payload::{Encoding, Payload};
 
 /// A `send()`/`recv()` message: exactly one `onReceive` on the server, exactly
 /// one `recv()` result on the client.

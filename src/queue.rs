@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
-use crate::ipc::Payload;
+use crate::payload::Payload;
 
 /// Payloads up to this size are copied when queued. A payload decoded from
 /// a socket is a slice of a 64 KiB read buffer, and a slice keeps the whole
@@ -197,7 +197,7 @@ impl TaskQueue for MemoryQueue {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::ipc::Encoding;
+    use crate::payload::Encoding;
     use bytes::Bytes;
 
     /// A ready task whose payload names it.

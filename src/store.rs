@@ -415,7 +415,7 @@ fn db_error(dir: &Path, what: &'static str, e: impl Into<redb::Error>) -> StoreE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ipc::{Encoding, Payload};
+    use crate::payload::{Encoding, Payload};
     use bytes::Bytes;
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};

@@ -16,8 +16,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::board::Board;
 use crate::inbox::{Inbound, Inbox};
-use crate::ipc::{FromWorker, Payload, ToWorker};
+use crate::ipc::{FromWorker, ToWorker};
 use crate::log::Level;
+use crate::payload::Payload;
 use crate::timer::Timers;
 
 /// Which worker this process is.

@@ -664,7 +664,7 @@ impl Hub {
         &mut self,
         src_worker: i32,
         task_id: i64,
-        payload: crate::ipc::Payload,
+        payload: crate::payload::Payload,
         priority: i32,
         delay_ms: u64,
         max_attempts: u32,
@@ -686,7 +686,7 @@ impl Hub {
     /// `$server->task()` from the master's onStart or the manager's
     /// onManagerStart: one-way as in Swoole (nobody gets its result, so
     /// `finish()` has nowhere to send it), and at most once like a worker's.
-    pub fn one_way_task(&mut self, task_id: i64, dst: i32, payload: crate::ipc::Payload) {
+    pub fn one_way_task(&mut self, task_id: i64, dst: i32, payload: crate::payload::Payload) {
         let attempts = self.cfg.worker_task_max_attempts;
         let mut task = self.new_task(-1, 0, payload, 0, 0, attempts);
         task.task_id = task_id;

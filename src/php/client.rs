@@ -19,8 +19,8 @@ use super::values::{bool_zval, bytes_zval, entries, json_encode, long_zval, opti
 use crate::client::{Connection, MAX_RAW_RECV};
 use crate::config::ClientConfig;
 use crate::error::ClientError;
-use crate::ipc::{Encoding, Payload};
 use crate::listener::SockType;
+use crate::payload::{Encoding, Payload};
 use crate::protocol::{TaskRequest, MAX_DELAY_MS};
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -10,7 +10,7 @@ use ext_php_rs::zend::ExecutorGlobals;
 
 use super::error::PhpError;
 use crate::config::OptValue;
-use crate::ipc::{Encoding, Payload};
+use crate::payload::{Encoding, Payload};
 use crate::php_serial::{AllowedClasses, Policy};
 
 /// A PHP string zval holding `bytes` (binary-safe).

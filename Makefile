@@ -8,7 +8,7 @@ SO := modules/taskq.so
 SCAN_DIR := $(CURDIR)/target/php-conf.d
 PHP := PHP_INI_SCAN_DIR=$(SCAN_DIR) php -d extension=$(CURDIR)/$(SO)
 # Debian 12 packages: PHP and its headers, libclang for bindgen, PHPUnit,
-# the PHP embed library for `cargo test`, and the real servers tests start.
+# the PHP embed library for the fuzz targets, and the real servers tests start.
 APT_PACKAGES := php8.2-cli php8.2-dev clang libclang-dev phpunit libphp8.2-embed \
 	python3-aiosmtpd procps
 INI_DIR := /etc/php/8.2/mods-available

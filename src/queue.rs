@@ -105,7 +105,6 @@ pub struct MemoryQueue {
     ready: BTreeMap<Reverse<i32>, VecDeque<QueuedTask>>,
     ready_len: usize,
     delayed: BTreeMap<(u64, u64), QueuedTask>,
-    failed: u64,
 }
 
 impl MemoryQueue {
@@ -129,11 +128,6 @@ impl MemoryQueue {
             _ => q.push_back(task),
         }
         self.ready_len += 1;
-    }
-
-    /// Tasks given up on since start (kept only as a count in memory).
-    pub fn failed_count(&self) -> u64 {
-        self.failed
     }
 }
 
@@ -185,9 +179,9 @@ impl TaskQueue for MemoryQueue {
         self.insert(task);
     }
 
-    fn fail(&mut self, _task: QueuedTask, _error: &str) {
-        self.failed += 1;
-    }
+    /// Nothing is kept: without a store a task given up on is only counted,
+    /// by the hub (`task_failed_count` in stats()).
+    fn fail(&mut self, _task: QueuedTask, _error: &str) {}
 
     fn len(&self) -> usize {
         self.ready_len + self.delayed.len()

@@ -126,7 +126,9 @@ impl Timed {
     }
 }
 
-enum Wire {
+/// How the server's bytes are cut into replies: taskq's frames, or the
+/// client's framing options (a Swoole server, or `taskq_protocol` off).
+enum Decoding {
     Taskq(FrameCodec),
     Packets(Box<PacketDecoder>),
 }
@@ -134,7 +136,7 @@ enum Wire {
 /// A connected client socket.
 pub struct Connection {
     stream: Timed,
-    wire: Wire,
+    wire: Decoding,
     buf: BytesMut,
     out: BytesMut,
     /// Server messages that arrived while we waited for an acknowledgement.
@@ -230,9 +232,9 @@ impl Connection {
                 write_timeout_set: false,
             },
             wire: if config.has_framing() || !config.taskq_protocol {
-                Wire::Packets(Box::new(PacketDecoder::new(config.packet.clone())))
+                Decoding::Packets(Box::new(PacketDecoder::new(config.packet.clone())))
             } else {
-                Wire::Taskq(FrameCodec::new(max + 1))
+                Decoding::Taskq(FrameCodec::new(max + 1))
             },
             buf: BytesMut::new(),
             out: BytesMut::new(),
@@ -243,7 +245,7 @@ impl Connection {
             hello_pending: false,
             connected_at: Instant::now(),
         };
-        if !matches!(conn.wire, Wire::Taskq(_)) {
+        if !matches!(conn.wire, Decoding::Taskq(_)) {
             if config.ack || config.auth_token.is_some() {
                 return Err(ClientError::NeedsTaskqProtocol("'ack' or 'auth_token'"));
             }
@@ -336,7 +338,7 @@ impl Connection {
 
     fn next_frame(&mut self) -> Result<Option<crate::frame::Frame>, ClientError> {
         loop {
-            if let Wire::Taskq(codec) = &mut self.wire {
+            if let Decoding::Taskq(codec) = &mut self.wire {
                 if let Some(f) = codec
                     .decode(&mut self.buf)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?
@@ -399,7 +401,7 @@ impl Connection {
         let stream = &self.stream.stream;
         let chunks = self.chunks.get_or_insert_with(ChunkReader::default);
         while matches!(chunks.read_into(&mut self.buf, |c| stream.read_now(c)), Ok(n) if n > 0) {}
-        let Wire::Taskq(codec) = &mut self.wire else {
+        let Decoding::Taskq(codec) = &mut self.wire else {
             return None;
         };
         let mut refusal = None;
@@ -425,7 +427,7 @@ impl Connection {
     /// `TaskClient::task()`: returns the task id once the server holds the
     /// task (on disk, with a task store).
     pub fn submit(&mut self, req: &TaskRequest) -> Result<u64, ClientError> {
-        if !matches!(self.wire, Wire::Taskq(_)) {
+        if !matches!(self.wire, Decoding::Taskq(_)) {
             return Err(ClientError::NeedsTaskqProtocol("task()"));
         }
         self.start_frames(64 + req.payload.data.len());
@@ -447,7 +449,7 @@ impl Connection {
         reqs: &[TaskRequest],
         answers: &mut Vec<Result<u64, ClientError>>,
     ) -> Result<(), ClientError> {
-        if !matches!(self.wire, Wire::Taskq(_)) {
+        if !matches!(self.wire, Decoding::Taskq(_)) {
             return Err(ClientError::NeedsTaskqProtocol("taskMulti()"));
         }
         let mut rest = reqs;
@@ -488,7 +490,7 @@ impl Connection {
             return Err(ClientError::EmptyData);
         }
         match &self.wire {
-            Wire::Taskq(_) => {
+            Decoding::Taskq(_) => {
                 self.start_frames(HEADER_LEN + data.len());
                 let kind = if self.ack {
                     KIND_MESSAGE_ACK
@@ -498,7 +500,7 @@ impl Connection {
                 FrameCodec::put(&mut self.out, kind, data);
                 self.flush_out()?;
             }
-            Wire::Packets(_) => self
+            Decoding::Packets(_) => self
                 .stream
                 .write_all(data)
                 .map_err(|e| ClientError::os("send failed", &e))?,
@@ -533,7 +535,7 @@ impl Connection {
         }
         loop {
             let decoded = match &mut self.wire {
-                Wire::Taskq(codec) => {
+                Decoding::Taskq(codec) => {
                     let mut message = None;
                     while let Some(f) = codec
                         .decode(&mut self.buf)
@@ -546,7 +548,7 @@ impl Connection {
                     }
                     message
                 }
-                Wire::Packets(d) if is_raw(d) => {
+                Decoding::Packets(d) if is_raw(d) => {
                     let want = if waitall { size } else { 1 };
                     if !self.buf.is_empty() && self.buf.len() >= want.min(size) {
                         let n = self.buf.len().min(size);
@@ -555,7 +557,7 @@ impl Connection {
                         None
                     }
                 }
-                Wire::Packets(d) => d
+                Decoding::Packets(d) => d
                     .decode(&mut self.buf)
                     .map_err(|e| ClientError::Protocol(e.to_string()))?
                     .map(BytesMut::freeze),
@@ -564,7 +566,7 @@ impl Connection {
                 return Ok(Some(msg));
             }
             if !self.fill()? {
-                if matches!(&self.wire, Wire::Packets(d) if is_raw(d)) && !self.buf.is_empty() {
+                if matches!(&self.wire, Decoding::Packets(d) if is_raw(d)) && !self.buf.is_empty() {
                     let n = self.buf.len().min(size);
                     return Ok(Some(self.buf.split_to(n).freeze()));
                 }

@@ -31,8 +31,10 @@ struct Running {
     delivered: bool,
 }
 
+/// What one task worker holds and may still take, as the dispatcher assigns
+/// tasks (its process and outbox are the hub's `WorkerProcess`).
 #[derive(Default)]
-struct Slot {
+struct TaskWorkerLoad {
     online: bool,
     /// Incarnation of the worker process now connected for this slot; a
     /// late disconnect of an older incarnation must not touch the new one.
@@ -49,7 +51,7 @@ struct Slot {
     budget: Option<u64>,
 }
 
-impl Slot {
+impl TaskWorkerLoad {
     /// Takes the lowest free board place.
     fn claim_place(&mut self) -> Option<u8> {
         let free = self.places.trailing_ones();
@@ -106,7 +108,7 @@ pub enum Retry {
 /// Task assignment over a [`TaskQueue`].
 pub struct Dispatcher {
     queue: Box<dyn TaskQueue>,
-    slots: Vec<Slot>,
+    slots: Vec<TaskWorkerLoad>,
     max_window: usize,
     /// Moving average of how long onTask runs, in µs; `None` until a task
     /// has run, and until then every worker gets one task at a time.
@@ -145,7 +147,7 @@ impl Dispatcher {
     ) -> Self {
         Dispatcher {
             queue,
-            slots: (0..workers).map(|_| Slot::default()).collect(),
+            slots: (0..workers).map(|_| TaskWorkerLoad::default()).collect(),
             max_window: max_window.max(1),
             avg_run_us: None,
             max_queued,

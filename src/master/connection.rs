@@ -206,7 +206,9 @@ fn open<S: Socket>(
     tokio::task::spawn_local(read_loop(rd, fd, hub.clone(), cfg.clone(), closer));
 }
 
-enum Framing {
+/// How the bytes a client sends are cut into messages: taskq's frames, or
+/// the server's framing options for a foreign client.
+enum InboundCodec {
     Taskq(FrameCodec),
     Foreign(Box<PacketDecoder>),
 }
@@ -216,7 +218,7 @@ enum Framing {
 const FOREIGN_REFUSED: &str = "taskq: this server requires an auth_token, which only a taskq client (TaskClient) can present; connection closed\n";
 
 /// How long replies to a client that has not yet shown its protocol are
-/// held back (see `hub::Wire`). A TaskClient shows it with its first
+/// held back (see `hub::ReplyFraming`). A TaskClient shows it with its first
 /// request; a foreign client that waits for a greeting gets it this late.
 pub const GREETING_HOLD: Duration = Duration::from_millis(20);
 
@@ -228,7 +230,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     closer: Rc<Notify>,
 ) {
     let mut buf = BytesMut::new();
-    let mut framing: Option<Framing> = None;
+    let mut framing: Option<InboundCodec> = None;
     let mut authenticated = cfg.auth_token.is_none();
     let mut partial_since: Option<Instant> = None;
     let mut hold_until = Some(Instant::now() + GREETING_HOLD);
@@ -241,7 +243,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     let _ = buf.split_to(MAGIC.len());
                     hub.borrow_mut().client_is_taskq(fd);
                     hold_until = None;
-                    framing = Some(Framing::Taskq(FrameCodec::new(cfg.package_max_length + 1)));
+                    framing = Some(InboundCodec::Taskq(FrameCodec::new(
+                        cfg.package_max_length + 1,
+                    )));
                 }
                 Detected::Foreign if !authenticated => {
                     hub.borrow_mut().refuse_foreign(fd, FOREIGN_REFUSED);
@@ -253,7 +257,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Detected::Foreign => {
                     hub.borrow_mut().client_speaks_raw(fd);
                     hold_until = None;
-                    framing = Some(Framing::Foreign(Box::new(PacketDecoder::new(
+                    framing = Some(InboundCodec::Foreign(Box::new(PacketDecoder::new(
                         cfg.packet.clone(),
                     ))))
                 }
@@ -295,7 +299,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     "the auth_token was not presented within auth_timeout ({:?})",
                     cfg.auth_timeout
                 );
-                if matches!(framing, Some(Framing::Taskq(_))) {
+                if matches!(framing, Some(InboundCodec::Taskq(_))) {
                     hub.borrow().answer_error(fd, code::AUTH, &format!("{why}; connection closed"));
                 }
                 break Err(why);
@@ -324,7 +328,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 fn drain(
-    framing: &mut Option<Framing>,
+    framing: &mut Option<InboundCodec>,
     buf: &mut BytesMut,
     fd: u64,
     hub: &Rc<RefCell<Hub>>,
@@ -332,7 +336,7 @@ fn drain(
 ) -> Result<(), String> {
     match framing {
         None => Ok(()),
-        Some(Framing::Taskq(codec)) => loop {
+        Some(InboundCodec::Taskq(codec)) => loop {
             let frame = match codec.decode(buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break Ok(()),
@@ -393,7 +397,7 @@ fn drain(
                 }
             }
         },
-        Some(Framing::Foreign(decoder)) => loop {
+        Some(InboundCodec::Foreign(decoder)) => loop {
             match decoder.decode(buf) {
                 Ok(Some(packet)) => hub.borrow_mut().client_message(fd, packet.freeze()),
                 Ok(None) => break Ok(()),
@@ -404,14 +408,14 @@ fn drain(
 }
 
 fn finish_eof(
-    framing: &mut Option<Framing>,
+    framing: &mut Option<InboundCodec>,
     buf: &mut BytesMut,
     fd: u64,
     hub: &Rc<RefCell<Hub>>,
     authenticated: &mut bool,
 ) -> Result<(), String> {
     if framing.is_none() && !buf.is_empty() {
-        *framing = Some(Framing::Foreign(Box::new(PacketDecoder::new(
+        *framing = Some(InboundCodec::Foreign(Box::new(PacketDecoder::new(
             crate::packet::PacketOptions {
                 mode: crate::packet::PacketMode::Raw,
                 max_length: usize::MAX,
@@ -420,7 +424,7 @@ fn finish_eof(
     }
     drain(framing, buf, fd, hub, authenticated)?;
     match framing {
-        Some(Framing::Foreign(decoder)) => match decoder.decode_eof(buf) {
+        Some(InboundCodec::Foreign(decoder)) => match decoder.decode_eof(buf) {
             Ok(Some(packet)) => {
                 hub.borrow_mut().client_message(fd, packet.freeze());
                 Ok(())
@@ -428,7 +432,9 @@ fn finish_eof(
             Ok(None) => Ok(()),
             Err(e) => Err(e.to_string()),
         },
-        Some(Framing::Taskq(codec)) => codec.decode_eof(buf).map(drop).map_err(|e| e.to_string()),
+        Some(InboundCodec::Taskq(codec)) => {
+            codec.decode_eof(buf).map(drop).map_err(|e| e.to_string())
+        }
         None => Ok(()),
     }
 }

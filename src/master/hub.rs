@@ -25,7 +25,9 @@ use crate::supervisor::ManagerOrder;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-struct Slot {
+/// The master's side of one worker id: its outbox and the process
+/// (incarnation) now draining it.
+struct WorkerProcess {
     outbox: Rc<Outbox>,
     /// Incarnation whose link currently drains `outbox`.
     attached: Option<u64>,
@@ -44,7 +46,7 @@ struct Slot {
 }
 
 /// How replies to a client are written.
-enum Wire {
+enum ReplyFraming {
     /// The client has not shown its protocol yet. Replies (a greeting from
     /// onConnect) wait here, for at most `connection::GREETING_HOLD`: a
     /// TaskClient announces itself with its first request, and a greeting
@@ -60,7 +62,7 @@ enum Wire {
 pub struct Conn {
     outbox: Rc<Outbox>,
     closer: Rc<Notify>,
-    wire: Wire,
+    wire: ReplyFraming,
     worker: u32,
     peer: Option<SocketAddr>,
     /// Set by `bind()`; dispatch_mode 5 routes by it.
@@ -78,7 +80,7 @@ pub struct Conn {
 impl Conn {
     /// Queues one reply in the client's protocol.
     fn write(&self, data: &[u8]) {
-        if matches!(self.wire, Wire::Taskq) {
+        if matches!(self.wire, ReplyFraming::Taskq) {
             self.outbox
                 .push_with(|b| FrameCodec::put(b, KIND_MESSAGE, data));
         } else {
@@ -114,7 +116,7 @@ pub struct Counters {
 /// The master's routing state.
 pub struct Hub {
     cfg: Rc<MasterConfig>,
-    slots: Vec<Slot>,
+    slots: Vec<WorkerProcess>,
     dispatcher: Dispatcher,
     conns: HashMap<u64, Conn>,
     next_fd: u64,
@@ -196,7 +198,7 @@ impl Hub {
         };
         for _ in 0..total {
             let outbox = hub.worker_outbox();
-            hub.slots.push(Slot {
+            hub.slots.push(WorkerProcess {
                 outbox,
                 attached: None,
                 generation: 0,
@@ -348,7 +350,7 @@ impl Hub {
             Conn {
                 outbox,
                 closer,
-                wire: Wire::Undecided(Vec::new()),
+                wire: ReplyFraming::Undecided(Vec::new()),
                 worker,
                 peer,
                 uid: None,
@@ -383,26 +385,26 @@ impl Hub {
     /// The client proved it speaks taskq's framed protocol: replies held
     /// until now go out framed.
     pub fn client_is_taskq(&mut self, fd: u64) {
-        self.decide(fd, Wire::Taskq);
+        self.decide(fd, ReplyFraming::Taskq);
     }
 
     /// The client speaks another protocol, or has said nothing for
     /// `GREETING_HOLD`: replies held until now go out unframed.
     pub fn client_speaks_raw(&mut self, fd: u64) {
         if let Some(Conn {
-            wire: Wire::Undecided(_),
+            wire: ReplyFraming::Undecided(_),
             ..
         }) = self.conns.get(&fd)
         {
-            self.decide(fd, Wire::Raw);
+            self.decide(fd, ReplyFraming::Raw);
         }
     }
 
-    fn decide(&mut self, fd: u64, wire: Wire) {
+    fn decide(&mut self, fd: u64, wire: ReplyFraming) {
         let Some(c) = self.conns.get_mut(&fd) else {
             return;
         };
-        if let Wire::Undecided(held) = std::mem::replace(&mut c.wire, wire) {
+        if let ReplyFraming::Undecided(held) = std::mem::replace(&mut c.wire, wire) {
             for data in held {
                 c.write(&data);
             }
@@ -503,7 +505,7 @@ impl Hub {
         if self.cfg.packet.mode != crate::packet::PacketMode::Raw {
             return;
         }
-        self.decide(fd, Wire::Raw);
+        self.decide(fd, ReplyFraming::Raw);
         if let Some(c) = self.conns.get(&fd) {
             c.write(why.as_bytes());
         }
@@ -786,7 +788,7 @@ impl Hub {
             return;
         };
         self.counters.refused_stopping += 1;
-        if matches!(c.wire, Wire::Taskq) {
+        if matches!(c.wire, ReplyFraming::Taskq) {
             self.answer_error(fd, code::STOPPING, "the server is stopping");
         } else {
             c.closer.notify_one();
@@ -1013,7 +1015,7 @@ impl Hub {
         self.counters.response_count += 1;
         self.counters.total_send_bytes += data.len() as u64;
         match &mut c.wire {
-            Wire::Undecided(held) => held.push(Bytes::copy_from_slice(data)),
+            ReplyFraming::Undecided(held) => held.push(Bytes::copy_from_slice(data)),
             _ => c.write(data),
         }
     }
@@ -1133,7 +1135,7 @@ impl Hub {
             "send_queued_bytes": 0,
             "worker_id": c.worker,
             "uid": c.uid,
-            "taskq_protocol": matches!(c.wire, Wire::Taskq),
+            "taskq_protocol": matches!(c.wire, ReplyFraming::Taskq),
         })
     }
 

@@ -114,6 +114,24 @@ pub struct PhpHooks {
 }
 
 impl PhpHooks {
+    /// onStart (in the master) or onManagerStart (in the manager): records
+    /// the pids the server's getters report, then runs the callback with
+    /// `task()` delivered one-way, as in Swoole.
+    fn process_started(&mut self, event: Event, master: Pid, manager: Pid, own: Pid) {
+        ProcessState::with(|s| {
+            s.update_info(|p| {
+                p.master_pid = master.as_raw() as i64;
+                p.manager_pid = manager.as_raw() as i64;
+                p.worker_pid = own.as_raw() as i64;
+            })
+        });
+        if self.callbacks.get(event).is_some() {
+            crate::one_way::open(own == manager);
+            self.fire(event, vec![&self.this]);
+            crate::one_way::close();
+        }
+    }
+
     fn fire(&self, event: Event, args: Vec<&dyn IntoZvalDyn>) -> Option<Zval> {
         let cb = self.callbacks.get(event)?;
         invoke(&format!("on{}", event.name()), cb, args)
@@ -122,18 +140,7 @@ impl PhpHooks {
 
 impl Hooks for PhpHooks {
     fn master_started(&mut self, master: Pid, manager: Pid) {
-        ProcessState::with(|s| {
-            s.update_info(|p| {
-                p.master_pid = master.as_raw() as i64;
-                p.manager_pid = manager.as_raw() as i64;
-                p.worker_pid = master.as_raw() as i64;
-            })
-        });
-        if self.callbacks.get(Event::Start).is_some() {
-            crate::one_way::open(false);
-            self.fire(Event::Start, vec![&self.this]);
-            crate::one_way::close();
-        }
+        self.process_started(Event::Start, master, manager, master);
     }
 
     fn master_stopping(&mut self) {
@@ -145,18 +152,7 @@ impl Hooks for PhpHooks {
     }
 
     fn manager_started(&mut self, master: Pid, manager: Pid) {
-        ProcessState::with(|s| {
-            s.update_info(|p| {
-                p.master_pid = master.as_raw() as i64;
-                p.manager_pid = manager.as_raw() as i64;
-                p.worker_pid = manager.as_raw() as i64;
-            })
-        });
-        if self.callbacks.get(Event::ManagerStart).is_some() {
-            crate::one_way::open(true);
-            self.fire(Event::ManagerStart, vec![&self.this]);
-            crate::one_way::close();
-        }
+        self.process_started(Event::ManagerStart, master, manager, manager);
     }
 
     fn manager_stopped(&mut self) {

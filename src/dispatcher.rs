@@ -271,10 +271,10 @@ impl Dispatcher {
     }
 
     /// Removes task `id` from the worker's window; the next one starts now.
-    fn take_running(&mut self, worker: usize, id: u64, now_ms: u64) -> Option<QueuedTask> {
+    fn take_running(&mut self, worker: usize, id: u64, now_ms: u64) -> Option<Running> {
         let slot = self.slots.get_mut(worker)?;
         let pos = slot.inflight.iter().position(|r| r.task.id == id)?;
-        let done = slot.remove(pos)?.task;
+        let done = slot.remove(pos)?;
         if let Some(head) = slot.inflight.front_mut() {
             head.started_ms = head.started_ms.max(now_ms);
         }
@@ -290,7 +290,7 @@ impl Dispatcher {
         run_us: u32,
         now_ms: u64,
     ) -> Option<QueuedTask> {
-        let task = self.take_running(worker, id, now_ms)?;
+        let task = self.take_running(worker, id, now_ms)?.task;
         let sample = f64::from(run_us);
         self.avg_run_us = Some(match self.avg_run_us {
             None => sample,
@@ -335,17 +335,12 @@ impl Dispatcher {
     /// with exponential backoff, or give up after its last attempt. A task
     /// whose result was delivered is complete instead, whatever its attempts.
     pub fn failed(&mut self, worker: usize, id: u64, error: &str, now_ms: u64) -> Option<Retry> {
-        let delivered = self
-            .slots
-            .get(worker)?
-            .inflight
-            .iter()
-            .any(|r| r.task.id == id && r.delivered);
-        let mut task = self.take_running(worker, id, now_ms)?;
-        if delivered {
+        let running = self.take_running(worker, id, now_ms)?;
+        if running.delivered {
             self.queue.ack(id);
             return Some(Retry::Delivered);
         }
+        let mut task = running.task;
         task.attempts += 1;
         if task.attempts >= task.max_attempts.max(1) {
             self.queue.fail(task.clone(), error);

@@ -8,8 +8,8 @@ SO := modules/taskq.so
 SCAN_DIR := $(CURDIR)/target/php-conf.d
 PHP := PHP_INI_SCAN_DIR=$(SCAN_DIR) php -d extension=$(CURDIR)/$(SO)
 # Debian 12 packages: PHP and its headers, libclang for bindgen, PHPUnit,
-# the PHP embed library for the fuzz targets, and the real servers tests start.
-APT_PACKAGES := php8.2-cli php8.2-dev clang libclang-dev phpunit libphp8.2-embed \
+# and the real servers tests start.
+APT_PACKAGES := php8.2-cli php8.2-dev clang libclang-dev phpunit \
 	python3-aiosmtpd procps
 INI_DIR := /etc/php/8.2/mods-available
 
@@ -47,15 +47,16 @@ run: build
 ## test: every test (cargo test + PHPUnit)
 test: build test-rust test-php
 
+## test-rust: every crate's tests; `cargo test -p taskq-engine` alone needs no PHP
 test-rust:
-	cargo test --release
+	cargo test --release --workspace
 
 test-php:
 	TASKQ_EXT=$(CURDIR)/$(SO) $(PHP) /usr/bin/phpunit -c tests/phpunit.xml
 
 lint:
-	cargo fmt --check
-	cargo clippy --release --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
 
 ## install: copy into PHP's extension dir and enable for every SAPI
 install: build

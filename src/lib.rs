@@ -1,39 +1,11 @@
 //! taskq: a real-time asynchronous task queue for PHP, a drop-in for
-//! Swoole's task server. The engine (codec, config, queue, dispatcher,
-//! master, supervisor, workers) is plain Rust; `php/` is the thin layer that
-//! turns it into the `TaskQ\\Server` and `TaskQ\\Client` classes (aliased as
+//! Swoole's task server. This crate is the PHP extension, the thin layer that
+//! turns the engine (`taskq-engine`: codec, config, queue, dispatcher,
+//! master, supervisor, workers) and the mailer (`taskq-mailer`) into the
+//! `TaskQ\\Server`, `TaskQ\\Client` and `TaskQ\\Mailer` classes (aliased as
 //! `TaskServer`/`TaskClient` and by Swoole's names).
 
-pub mod ack_wait;
-pub mod board;
-pub mod chunk_reader;
-pub mod client;
-pub mod config;
-pub mod dispatcher;
-pub mod durable_queue;
-pub mod error;
-pub mod frame;
-pub mod inbox;
-pub mod ipc;
-pub mod launcher;
-pub mod listener;
-pub mod log;
-pub mod mailer;
-pub mod master;
-pub mod memory;
-pub mod one_way;
-pub mod packet;
-pub mod payload;
 pub mod php;
-pub mod php_serial;
-pub mod process;
-pub mod protocol;
-pub mod query;
-pub mod queue;
-pub mod store;
-pub mod supervisor;
-pub mod timer;
-pub mod worker;
 
 use ext_php_rs::flags::IniEntryPermission;
 use ext_php_rs::prelude::*;

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use taskq::config::{ClientConfig, OptValue, ServerConfig};
+use taskq_engine::config::{ClientConfig, OptValue, ServerConfig};
 
 /// Turns bytes into (key, value) pairs: each entry is a key-selector byte,
 /// a type byte and a few value bytes, so the fuzzer reaches every option.

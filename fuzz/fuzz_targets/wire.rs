@@ -5,11 +5,11 @@
 
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
-use taskq::frame::FrameCodec;
-use taskq::ipc::{FromWorker, ToWorker};
-use taskq::packet::{LengthType, PacketDecoder, PacketMode, PacketOptions};
-use taskq::php_serial::{self, AllowedClasses, Policy};
-use taskq::protocol::{Answer, TaskRequest};
+use taskq_engine::frame::FrameCodec;
+use taskq_engine::ipc::{FromWorker, ToWorker};
+use taskq_engine::packet::{LengthType, PacketDecoder, PacketMode, PacketOptions};
+use taskq_engine::php_serial::{self, AllowedClasses, Policy};
+use taskq_engine::protocol::{Answer, TaskRequest};
 use tokio_util::codec::Decoder;
 
 fn frames(data: &[u8], chunk: usize) {

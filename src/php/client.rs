@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use ext_php_rs::exception::PhpResult;
+use super::error::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendHashTable, Zval};
 
@@ -16,14 +16,14 @@ use super::args::{Array, Bool, Float, Int, Opt, Str, StrOrArray};
 use super::error::PhpError;
 use super::exception::{take_pending_message, warn};
 use super::values::{bool_zval, bytes_zval, entries, json_encode, long_zval, options, to_payload};
-use crate::client::{Connection, MAX_RAW_RECV};
-use crate::config::ClientConfig;
-use crate::error::ClientError;
-use crate::listener::SockType;
-use crate::payload::{Encoding, Payload};
-use crate::protocol::{TaskRequest, MAX_DELAY_MS};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use taskq_engine::client::{Connection, MAX_RAW_RECV};
+use taskq_engine::config::ClientConfig;
+use taskq_engine::error::ClientError;
+use taskq_engine::listener::SockType;
+use taskq_engine::payload::{Encoding, Payload};
+use taskq_engine::protocol::{TaskRequest, MAX_DELAY_MS};
 
 /// Swoole's flag for a persistent connection, accepted in the type.
 pub const SOCK_KEEP: i64 = 1 << 12;
@@ -71,7 +71,7 @@ impl TaskClient {
         let _ = id;
         let sock_type = sockType.or(1);
         if r#async.or(false) {
-            return Err(PhpError::AsyncClient.into());
+            return Err(PhpError::AsyncClient);
         }
         let kind = SockType::from_raw(sock_type).ok_or(PhpError::ClientType(sock_type))?;
         Ok(TaskClient {
@@ -449,8 +449,8 @@ impl TaskClient {
 /// Whether the server closes the connection after refusing with `code`.
 fn closes_connection(code: u32) -> bool {
     [
-        crate::protocol::code::AUTH,
-        crate::protocol::code::TOO_LARGE,
+        taskq_engine::protocol::code::AUTH,
+        taskq_engine::protocol::code::TOO_LARGE,
     ]
     .contains(&code)
 }

@@ -1,6 +1,11 @@
 //! Failures of the PHP layer itself: arguments the engine never sees, and
 //! the PHP functions (`serialize()`, `json_encode()`, …) it calls to convert
-//! values. `exception.rs` maps them to `TaskQ\Exception` with their codes.
+//! values, and the engine errors a PHP method can meet. `exception.rs` maps
+//! them to `TaskQ\Exception` (or `TaskQ\MailException`) with their codes.
+
+/// What the PHP-facing methods return: ext-php-rs throws the error as the
+/// exception `exception.rs` maps it to, and `?` lifts any engine error.
+pub type PhpResult<T = ()> = Result<T, PhpError>;
 
 /// A bad argument or a value that could not be converted.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +41,22 @@ pub enum PhpError {
     InvalidData(Box<PhpError>),
     /// A `TaskClient::set()` option refused by the engine's config.
     #[error(transparent)]
-    ClientOption(crate::config::ConfigError),
+    ClientOption(taskq_engine::config::ConfigError),
     #[error(transparent)]
     Zend(#[from] ext_php_rs::error::Error),
+    /// `start()` and the server's methods; the code is the errno of a
+    /// failed listen.
+    #[error(transparent)]
+    Server(#[from] taskq_engine::error::ServerError),
+    /// `TaskClient`'s methods; the code is its `errCode`.
+    #[error(transparent)]
+    Client(#[from] taskq_engine::error::ClientError),
+    /// A worker's link to the master.
+    #[error(transparent)]
+    Link(#[from] taskq_engine::worker::LinkError),
+    /// `TaskQ\Mailer`, thrown as `TaskQ\MailException`.
+    #[error(transparent)]
+    Mail(#[from] taskq_mailer::MailError),
 }
 
 impl PhpError {
@@ -55,7 +73,11 @@ impl PhpError {
             PhpError::Call { .. }
             | PhpError::NotAString(_)
             | PhpError::UntrustedPayload
-            | PhpError::Zend(_) => 0,
+            | PhpError::Zend(_)
+            | PhpError::Server(_)
+            | PhpError::Link(_)
+            | PhpError::Mail(_) => 0,
+            PhpError::Client(e) => e.code(),
             _ => libc::EINVAL,
         }
     }

@@ -10,9 +10,8 @@ use ext_php_rs::zend::ExecutorGlobals;
 use super::exception_classes::{class, EXCEPTION, MAIL_EXCEPTION};
 
 use super::error::PhpError;
-use crate::error::{ClientError, ServerError};
-use crate::mailer::MailError;
-use crate::worker::LinkError;
+use taskq_engine::error::ServerError;
+use taskq_mailer::MailError;
 
 /// A `TaskQ\Exception` with `code` (errno where there is one).
 fn exception(message: String, code: i32) -> PhpException {
@@ -21,31 +20,20 @@ fn exception(message: String, code: i32) -> PhpException {
 
 impl From<PhpError> for PhpException {
     fn from(e: PhpError) -> Self {
-        let code = e.code();
-        exception(e.to_string(), code)
-    }
-}
-
-impl From<ServerError> for PhpException {
-    fn from(e: ServerError) -> Self {
-        let code = match &e {
-            ServerError::Listen { source, .. } => source.raw_os_error().unwrap_or(0),
-            _ => 0,
-        };
-        exception(e.to_string(), code)
-    }
-}
-
-impl From<ClientError> for PhpException {
-    fn from(e: ClientError) -> Self {
-        let code = e.code();
-        exception(e.to_string(), code)
-    }
-}
-
-impl From<LinkError> for PhpException {
-    fn from(e: LinkError) -> Self {
-        exception(e.to_string(), 0)
+        match e {
+            PhpError::Mail(e) => mail_exception(e),
+            PhpError::Server(e) => {
+                let code = match &e {
+                    ServerError::Listen { source, .. } => source.raw_os_error().unwrap_or(0),
+                    _ => 0,
+                };
+                exception(e.to_string(), code)
+            }
+            e => {
+                let code = e.code();
+                exception(e.to_string(), code)
+            }
+        }
     }
 }
 
@@ -53,19 +41,17 @@ impl From<LinkError> for PhpException {
 /// failures), and `isPermanent()` tells a retry policy whether to retry. The
 /// object is constructed here (rather than by the engine's throw) because
 /// the permanent flag is a constructor argument.
-impl From<MailError> for PhpException {
-    fn from(e: MailError) -> Self {
-        let (message, code) = (e.to_string(), e.code());
-        let ce = class(MAIL_EXCEPTION);
-        let object = ce.new();
-        let constructed = object.try_call_method(
-            "__construct",
-            vec![&message, &i64::from(code), &e.is_permanent()],
-        );
-        match (constructed, object.into_zval(false)) {
-            (Ok(_), Ok(zval)) => PhpException::new(message, code, ce).with_object(zval),
-            _ => PhpException::new(message, code, ce),
-        }
+fn mail_exception(e: MailError) -> PhpException {
+    let (message, code) = (e.to_string(), e.code());
+    let ce = class(MAIL_EXCEPTION);
+    let object = ce.new();
+    let constructed = object.try_call_method(
+        "__construct",
+        vec![&message, &i64::from(code), &e.is_permanent()],
+    );
+    match (constructed, object.into_zval(false)) {
+        (Ok(_), Ok(zval)) => PhpException::new(message, code, ce).with_object(zval),
+        _ => PhpException::new(message, code, ce),
     }
 }
 

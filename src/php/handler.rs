@@ -16,12 +16,12 @@ use nix::unistd::Pid;
 use super::events::{Callbacks, Event};
 use super::process_state::{DueTimer, ProcessState};
 use super::values::{bytes_zval, from_payload, to_payload};
-use crate::launcher::Hooks;
-use crate::log::Level;
-use crate::payload::Payload;
-use crate::php_serial::Policy;
-use crate::supervisor::Exit;
-use crate::worker::{self, Handler, WorkerSpec};
+use taskq_engine::launcher::Hooks;
+use taskq_engine::log::Level;
+use taskq_engine::payload::Payload;
+use taskq_engine::php_serial::Policy;
+use taskq_engine::supervisor::Exit;
+use taskq_engine::worker::{self, Handler, WorkerSpec};
 
 /// Calls `callback` on the PHP thread. Exceptions are logged and swallowed
 /// so one bad message cannot stop a worker; fatal errors end the process.
@@ -35,13 +35,13 @@ pub fn call(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<
     let callable = match ZendCallable::new(callback) {
         Ok(c) => c,
         Err(_) => {
-            crate::log!(Level::Error, "{what} callback is not callable");
+            taskq_engine::log!(Level::Error, "{what} callback is not callable");
             return Err(format!("the {what} callback is not callable"));
         }
     };
     let result = try_catch(AssertUnwindSafe(|| callable.try_call(args)));
     if result.is_err() || fatal_error_happened() {
-        crate::log!(
+        taskq_engine::log!(
             Level::Error,
             "fatal error in {what} callback (see the PHP error above); process exits with 255"
         );
@@ -49,7 +49,7 @@ pub fn call(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<
         unsafe { libc::_exit(255) }
     }
     if let Some(status) = exit_called() {
-        crate::log!(
+        taskq_engine::log!(
             Level::Notice,
             "worker process is terminated by exit()/die() in {what} callback, status {status}"
         );
@@ -61,7 +61,7 @@ pub fn call(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<
         Ok(Ok(value)) => Ok(value),
         Ok(Err(Error::ExceptionPending { .. })) => Err(log_exception(what)),
         Ok(Err(e)) => {
-            crate::log!(Level::Error, "{what} callback failed: {e}");
+            taskq_engine::log!(Level::Error, "{what} callback failed: {e}");
             Err(e.to_string())
         }
         Err(e) => Err(e.to_string()),
@@ -89,7 +89,7 @@ fn fatal_error_happened() -> bool {
 /// Logs and clears the pending exception; returns its text.
 fn log_exception(what: &str) -> String {
     let Some(ex) = ExecutorGlobals::take_exception() else {
-        crate::log!(Level::Error, "{what} callback failed");
+        taskq_engine::log!(Level::Error, "{what} callback failed");
         return format!("{what} callback failed");
     };
     let text = ex
@@ -98,7 +98,7 @@ fn log_exception(what: &str) -> String {
         .and_then(|z| z.try_call_method("__toString", vec![]).ok())
         .and_then(|s| s.string())
         .unwrap_or_else(|| "an exception that cannot be converted to string".into());
-    crate::log!(
+    taskq_engine::log!(
         Level::Error,
         "uncaught exception in {what} callback: {text}"
     );
@@ -126,9 +126,9 @@ impl PhpHooks {
             })
         });
         if self.callbacks.get(event).is_some() {
-            crate::one_way::open(own == manager);
+            taskq_engine::one_way::open(own == manager);
             self.fire(event, vec![&self.this]);
-            crate::one_way::close();
+            taskq_engine::one_way::close();
         }
     }
 
@@ -217,7 +217,7 @@ impl Handler for WorkerHandler<'_> {
 
     fn pipe_message(&mut self, src_worker: i32, payload: Payload) {
         if self.hooks.callbacks.get(Event::PipeMessage).is_none() {
-            crate::log!(
+            taskq_engine::log!(
                 Level::Warning,
                 "message from worker #{src_worker} dropped: no PipeMessage callback is registered"
             );
@@ -226,7 +226,7 @@ impl Handler for WorkerHandler<'_> {
         let data = match from_payload(&payload, &self.hooks.untrusted) {
             Ok(d) => d,
             Err(e) => {
-                crate::log!(Level::Error, "message from worker #{src_worker}: {e}");
+                taskq_engine::log!(Level::Error, "message from worker #{src_worker}: {e}");
                 return;
             }
         };
@@ -279,7 +279,7 @@ impl Handler for WorkerHandler<'_> {
         payload: Payload,
     ) -> Result<Option<Payload>, String> {
         let data = from_payload(&payload, &self.hooks.untrusted).map_err(|e| {
-            crate::log!(
+            taskq_engine::log!(
                 Level::Error,
                 "task {task_id} from worker #{src_worker}: {e}"
             );
@@ -296,7 +296,7 @@ impl Handler for WorkerHandler<'_> {
         match to_payload(&ret) {
             Ok(p) => Ok(Some(p)),
             Err(e) => {
-                crate::log!(Level::Error, "onTask result of task {task_id}: {e}");
+                taskq_engine::log!(Level::Error, "onTask result of task {task_id}: {e}");
                 Ok(None)
             }
         }
@@ -309,7 +309,7 @@ impl Handler for WorkerHandler<'_> {
         let data = match from_payload(&payload, &self.hooks.untrusted) {
             Ok(d) => d,
             Err(e) => {
-                crate::log!(Level::Error, "failed task {task_id}: {e}");
+                taskq_engine::log!(Level::Error, "failed task {task_id}: {e}");
                 return;
             }
         };
@@ -325,7 +325,7 @@ impl Handler for WorkerHandler<'_> {
         let data = match from_payload(&payload, &self.hooks.untrusted) {
             Ok(d) => d,
             Err(e) => {
-                crate::log!(Level::Error, "result of task {task_id}: {e}");
+                taskq_engine::log!(Level::Error, "result of task {task_id}: {e}");
                 return;
             }
         };
@@ -337,7 +337,7 @@ impl Handler for WorkerHandler<'_> {
             Some(cb) => {
                 invoke("onFinish", cb, vec![&self.hooks.this, &task_id, &data]);
             }
-            None => crate::log!(
+            None => taskq_engine::log!(
                 Level::Warning,
                 "task {task_id} returned a result but no Finish callback is registered"
             ),

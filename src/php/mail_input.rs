@@ -3,7 +3,7 @@
 
 use ext_php_rs::types::{ArrayKey, ZendHashTable, Zval};
 
-use crate::mailer::value::Value;
+use taskq_value::Value;
 
 /// The entries of an options or message array, keys as strings.
 pub fn fields(ht: &ZendHashTable) -> Vec<(String, Value)> {

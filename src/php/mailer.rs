@@ -1,16 +1,16 @@
 //! `TaskQ\Mailer`: the seed's "send email" done natively, so a task worker
 //! sends at the speed of the SMTP server. PHP arrays are converted on the
-//! PHP thread; the engine (`crate::mailer`) never sees a zval, which is what
+//! PHP thread; the engine (`taskq_mailer`) never sees a zval, which is what
 //! lets `sendMany()` use threads.
 
+use super::error::PhpResult;
 use ext_php_rs::boxed::ZBox;
-use ext_php_rs::exception::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::ZendHashTable;
 
 use super::args::{Array, Opt, Str};
 use super::mail_input::{fields, key, type_name};
-use crate::mailer::{Email, MailError, Mailer as Engine, MailerOptions, Reply};
+use taskq_mailer::{Email, MailError, Mailer as Engine, MailerOptions, Reply};
 
 /// An SMTP client with a pool of open connections, reused across sends.
 #[php_class]

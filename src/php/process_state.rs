@@ -3,7 +3,7 @@
 //! callbacks of its timers. One object on the PHP thread (it holds zvals),
 //! reached through [`ProcessState::with`] because PHP methods such as
 //! `$server->worker_id` or `tick()` run without a handle to the worker's
-//! handler. The engine's side of a worker is `crate::worker`'s link.
+//! handler. The engine's side of a worker is `taskq_engine::worker`'s link.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use ext_php_rs::types::Zval;
 
-use crate::worker::{self, LinkError};
+use taskq_engine::worker::{self, LinkError};
 
 /// Who this process is, for `$server->worker_id` and friends.
 #[derive(Debug, Clone, Copy)]

@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use super::error::PhpResult;
 use bytes::Bytes;
-use ext_php_rs::exception::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
 
@@ -19,15 +19,15 @@ use super::handler::PhpHooks;
 use super::process_state::ProcessState;
 use super::timer;
 use super::values::{bool_zval, from_payload, json_zval, long_zval, opt_zval, options, to_payload};
-use crate::config::{OptValue, ServerConfig};
-use crate::error::ServerError;
-use crate::ipc::ToWorker;
-use crate::launcher::{launch, Launch};
-use crate::listener::{Listener, SockType};
-use crate::master::{EventMask, MasterConfig};
-use crate::one_way;
-use crate::query::Query;
-use crate::worker::{self, Link};
+use taskq_engine::config::{OptValue, ServerConfig};
+use taskq_engine::error::ServerError;
+use taskq_engine::ipc::ToWorker;
+use taskq_engine::launcher::{launch, Launch};
+use taskq_engine::listener::{Listener, SockType};
+use taskq_engine::master::{EventMask, MasterConfig};
+use taskq_engine::one_way;
+use taskq_engine::query::Query;
+use taskq_engine::worker::{self, Link};
 
 /// Swoole's mode constants; taskq always runs the process architecture.
 pub const MODE_BASE: i64 = 1;
@@ -279,7 +279,7 @@ impl TaskServer {
         let worker_id = workerId.or(-1);
         if worker_id < 0 || worker_id == ProcessState::with(|s| s.info()).worker_id {
             return Ok(if worker::current().is_some() {
-                long_zval(crate::query::WORKER_BUSY)
+                long_zval(taskq_engine::query::WORKER_BUSY)
             } else {
                 bool_zval(false)
             });

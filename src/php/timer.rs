@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use ext_php_rs::exception::PhpResult;
+use super::error::PhpResult;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 
@@ -16,7 +16,7 @@ use super::error::PhpError;
 use super::exception::warn;
 use super::process_state::ProcessState;
 use super::values::{bool_zval, long_zval};
-use crate::worker;
+use taskq_engine::worker;
 
 /// Static timer functions for code that has no server object at hand.
 #[php_class]
@@ -49,7 +49,7 @@ pub fn add(ms: i64, callback: &Zval, repeating: bool) -> PhpResult<Zval> {
         return Ok(bool_zval(false));
     }
     if !(1..=86_400_000).contains(&ms) {
-        return Err(PhpError::TimerInterval(ms).into());
+        return Err(PhpError::TimerInterval(ms));
     }
     let delay = Duration::from_millis(ms as u64);
     let every = repeating.then_some(delay);

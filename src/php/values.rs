@@ -9,9 +9,9 @@ use ext_php_rs::types::{ArrayKey, ZendHashTable, ZendStr, Zval};
 use ext_php_rs::zend::ExecutorGlobals;
 
 use super::error::PhpError;
-use crate::config::OptValue;
-use crate::payload::{Encoding, Payload};
-use crate::php_serial::{AllowedClasses, Policy};
+use taskq_engine::config::OptValue;
+use taskq_engine::payload::{Encoding, Payload};
+use taskq_engine::php_serial::{AllowedClasses, Policy};
 
 /// A PHP string zval holding `bytes` (binary-safe).
 pub fn bytes_zval(bytes: &[u8]) -> Zval {
@@ -71,7 +71,7 @@ pub fn from_payload(p: &Payload, untrusted: &Policy) -> Result<Zval, PhpError> {
 }
 
 /// `unserialize($data, ['allowed_classes' => …, 'max_depth' => …])`. The
-/// master checked the data already (`crate::php_serial`); this is the second
+/// master checked the data already (`taskq_engine::php_serial`); this is the second
 /// line, and a failure here fails the task rather than handing it `false`.
 fn unserialize_untrusted(data: &[u8], policy: &Policy) -> Result<Zval, PhpError> {
     let classes = match &policy.classes {

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::MailError;
-use super::value::Value;
-use crate::config::suggest::closest;
+use taskq_value::suggest::closest;
+use taskq_value::Value;
 
 /// Tuning and TLS settings of a mailer.
 #[derive(Clone, Debug, PartialEq)]

@@ -20,7 +20,6 @@ pub mod pool;
 pub mod reply;
 pub mod smtp;
 pub mod tls;
-pub mod value;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;

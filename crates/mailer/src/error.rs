@@ -5,7 +5,7 @@
 
 use std::io;
 
-/// A failure of [`crate::mailer::Mailer`]. Cloneable so that one connection
+/// A failure of [`crate::Mailer`]. Cloneable so that one connection
 /// failure can be reported for every message of a batch that needed it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MailError {

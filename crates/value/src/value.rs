@@ -25,8 +25,7 @@ pub enum Value {
 }
 
 impl Value {
-    /// A string value, for building input in tests.
-    #[cfg(test)]
+    /// A string value, as PHP would pass a string literal.
     pub fn str(s: &str) -> Value {
         Value::Bytes(s.as_bytes().to_vec())
     }

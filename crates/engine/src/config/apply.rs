@@ -5,8 +5,8 @@ use super::client::ClientConfig;
 use super::error::{ConfigError, Warning};
 use super::schema::{set, Schema};
 use super::server::ServerConfig;
-use super::suggest::closest;
 use super::value::OptValue;
+use taskq_value::suggest::closest;
 
 /// What server and client configurations share, so one function applies a
 /// `set()` call to either with the same atomicity and warnings.

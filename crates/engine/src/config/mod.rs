@@ -19,7 +19,6 @@ mod error;
 mod framing;
 mod schema;
 mod server;
-pub mod suggest;
 mod value;
 
 pub use client::ClientConfig;

@@ -17,8 +17,8 @@ use lettre::message::{
 use lettre::{Address, Message};
 
 use super::error::MailError;
-use super::value::Value;
-use crate::config::suggest::closest;
+use taskq_value::suggest::closest;
+use taskq_value::Value;
 
 /// A message to send.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -275,6 +275,39 @@ PHP;
         unset($server);
     }
 
+    public function testSettingEchoesKeyedArraysWithTheirKeysAndStringsByteExact(): void
+    {
+        $server = new TaskServer('127.0.0.1', 0);
+        $given = [
+            'task_allowed_classes' => ['mail' => 'App\\Mail', 7 => 'App\\Sms'],
+            'package_eof' => "\r\n",
+            'my_app_key' => ['db' => ['host' => 'x', 'ports' => [5432, 5433]], 3 => "\xff\xfe"],
+            'my_binary' => "caf\xe9",
+        ];
+        [$ret, $warnings] = $this->captureWarnings(fn () => $server->set($given));
+        $this->assertTrue($ret);
+        $this->assertCount(2, $warnings, 'my_app_key and my_binary warn');
+        $setting = $server->setting;
+        foreach ($given as $key => $value) {
+            $this->assertSame($value, $setting[$key], "$key is echoed as given");
+        }
+        $this->assertSame([7, 'db', 3], [array_keys($setting['task_allowed_classes'])[1], ...array_keys($setting['my_app_key'])]);
+        unset($server);
+    }
+
+    public function testAnObjectDeepInsideAKeyedOptionValueIsRefusedAndNotKept(): void
+    {
+        $server = new TaskServer('127.0.0.1', 0);
+        try {
+            $server->set(['my_app_key' => ['db' => ['conn' => new stdClass()]]]);
+            $this->fail('an object inside an option value must be refused');
+        } catch (TaskQ\Exception $e) {
+            $this->assertSame("invalid value for option 'my_app_key': an object or resource (allowed: scalars and arrays)", $e->getMessage());
+        }
+        $this->assertArrayNotHasKey('my_app_key', $server->setting);
+        unset($server);
+    }
+
     // ---------------------------------------------------------------- on()
 
     public function testOnAcceptsAnyCaseAndTheOnPrefix(): void

@@ -4,11 +4,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use taskq_engine::config::{ClientConfig, OptValue, ServerConfig};
+use taskq_engine::config::{ClientConfig, ServerConfig};
+use taskq_value::Value;
 
 /// Turns bytes into (key, value) pairs: each entry is a key-selector byte,
 /// a type byte and a few value bytes, so the fuzzer reaches every option.
-fn entries(data: &[u8], known: &[&str]) -> Vec<(String, OptValue)> {
+fn entries(data: &[u8], known: &[&str]) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     for chunk in data.chunks(10) {
         if chunk.len() < 2 {
@@ -22,14 +23,15 @@ fn entries(data: &[u8], known: &[&str]) -> Vec<(String, OptValue)> {
         let mut n = [0u8; 8];
         n[..raw.len().min(8)].copy_from_slice(&raw[..raw.len().min(8)]);
         let int = i64::from_le_bytes(n);
-        let value = match chunk[1] % 7 {
-            0 => OptValue::Null,
-            1 => OptValue::Bool(int & 1 == 1),
-            2 => OptValue::Int(int),
-            3 => OptValue::Int(int % 100),
-            4 => OptValue::Float(f64::from_bits(int as u64)),
-            5 => OptValue::Str(String::from_utf8_lossy(raw).into_owned()),
-            _ => OptValue::List(vec![OptValue::Int(int)]),
+        let value = match chunk[1] % 8 {
+            0 => Value::Null,
+            1 => Value::Bool(int & 1 == 1),
+            2 => Value::Int(int),
+            3 => Value::Int(int % 100),
+            4 => Value::Float(f64::from_bits(int as u64)),
+            5 => Value::Bytes(raw.to_vec()),
+            6 => Value::List(vec![Value::Int(int)]),
+            _ => Value::Map(vec![(key.clone(), Value::Int(int))]),
         };
         out.push((key, value));
     }

@@ -9,7 +9,7 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::ZendHashTable;
 
 use super::args::{Array, Opt, Str};
-use super::mail_input::{fields, key, type_name};
+use super::loose_value::{fields, key, type_name};
 use taskq_mailer::{Email, MailError, Mailer as Engine, MailerOptions, Reply};
 
 /// An SMTP client with a pool of open connections, reused across sends.

@@ -10,7 +10,7 @@ pub mod events;
 pub mod exception;
 pub mod exception_classes;
 pub mod handler;
-pub mod mail_input;
+pub mod loose_value;
 pub mod mailer;
 pub mod process_name;
 pub mod process_state;

@@ -16,10 +16,11 @@ use super::error::PhpError;
 use super::events::{Callbacks, Event};
 use super::exception::warn;
 use super::handler::PhpHooks;
+use super::loose_value::{self, options};
 use super::process_state::ProcessState;
 use super::timer;
-use super::values::{bool_zval, from_payload, json_zval, long_zval, opt_zval, options, to_payload};
-use taskq_engine::config::{OptValue, ServerConfig};
+use super::values::{bool_zval, from_payload, json_zval, long_zval, to_payload};
+use taskq_engine::config::ServerConfig;
 use taskq_engine::error::ServerError;
 use taskq_engine::ipc::ToWorker;
 use taskq_engine::launcher::{launch, Launch};
@@ -28,6 +29,7 @@ use taskq_engine::master::{EventMask, MasterConfig};
 use taskq_engine::one_way;
 use taskq_engine::query::Query;
 use taskq_engine::worker::{self, Link};
+use taskq_value::Value;
 
 /// Swoole's mode constants; taskq always runs the process architecture.
 pub const MODE_BASE: i64 = 1;
@@ -42,7 +44,7 @@ pub struct TaskServer {
     sock_type: i64,
     listener: Option<Listener>,
     config: ServerConfig,
-    settings: Vec<(String, OptValue)>,
+    settings: Vec<(String, Value)>,
     callbacks: Callbacks,
     started: bool,
 }
@@ -597,7 +599,8 @@ impl TaskServer {
         };
         let mut ht = ZendHashTable::new();
         for (k, v) in &settings {
-            ht.insert(k.as_str(), opt_zval(v)).map_err(PhpError::from)?;
+            ht.insert(k.as_str(), loose_value::zval(v))
+                .map_err(PhpError::from)?;
         }
         let mut z = Zval::new();
         z.set_hashtable(ht);

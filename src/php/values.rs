@@ -5,11 +5,10 @@
 use bytes::Bytes;
 use ext_php_rs::convert::IntoZval;
 use ext_php_rs::types::ZendCallable;
-use ext_php_rs::types::{ArrayKey, ZendHashTable, ZendStr, Zval};
+use ext_php_rs::types::{ZendHashTable, ZendStr, Zval};
 use ext_php_rs::zend::ExecutorGlobals;
 
 use super::error::PhpError;
-use taskq_engine::config::OptValue;
 use taskq_engine::payload::{Encoding, Payload};
 use taskq_engine::php_serial::{AllowedClasses, Policy};
 
@@ -116,79 +115,12 @@ pub fn json_encode(z: &Zval) -> Result<Vec<u8>, PhpError> {
         .ok_or(PhpError::NotAString("json_encode"))
 }
 
-/// Converts one `set()` value; objects and resources are refused by the
-/// caller with the option's name.
-pub fn to_opt(z: &Zval) -> Option<OptValue> {
-    if z.is_null() {
-        Some(OptValue::Null)
-    } else if let Some(b) = z.bool() {
-        Some(OptValue::Bool(b))
-    } else if let Some(i) = z.long() {
-        Some(OptValue::Int(i))
-    } else if let Some(f) = z.double() {
-        Some(OptValue::Float(f))
-    } else if let Some(b) = zval_bytes(z) {
-        Some(OptValue::Str(String::from_utf8_lossy(b).into_owned()))
-    } else if let Some(ht) = z.array() {
-        ht.values()
-            .map(to_opt)
-            .collect::<Option<Vec<_>>>()
-            .map(OptValue::List)
-    } else {
-        None
-    }
-}
-
-/// The inverse of [`to_opt`], for `$server->setting`.
-pub fn opt_zval(v: &OptValue) -> Zval {
-    let made = match v {
-        OptValue::Null => Ok(Zval::null()),
-        OptValue::Bool(b) => b.into_zval(false),
-        OptValue::Int(i) => i.into_zval(false),
-        OptValue::Float(f) => f.into_zval(false),
-        OptValue::Str(s) => Ok(bytes_zval(s.as_bytes())),
-        OptValue::List(items) => {
-            let mut ht = ZendHashTable::new();
-            for item in items {
-                let _ = ht.push(opt_zval(item));
-            }
-            ht.into_zval(false)
-        }
-    };
-    made.unwrap_or_else(|_| Zval::null())
-}
-
-/// A `set()` array as option values; objects and resources are refused
-/// with the option's name.
-pub fn options(settings: &ZendHashTable) -> Result<Vec<(String, OptValue)>, PhpError> {
-    entries(settings)
-        .into_iter()
-        .map(|(key, value)| match to_opt(value) {
-            Some(v) => Ok((key, v)),
-            None => Err(PhpError::OptionValue(key)),
-        })
-        .collect()
-}
-
 /// `function` failed without an exception we could read.
 fn call_failed(function: &'static str, e: &ext_php_rs::error::Error) -> PhpError {
     PhpError::Call {
         function,
         cause: e.to_string(),
     }
-}
-
-/// The entries of a PHP array as (key, value) pairs in order, for `set()`.
-pub fn entries(ht: &ZendHashTable) -> Vec<(String, &Zval)> {
-    ht.iter()
-        .map(|(k, v)| {
-            let key = match k {
-                ArrayKey::Long(i) => i.to_string(),
-                other => other.to_string(),
-            };
-            (key, v)
-        })
-        .collect()
 }
 
 /// A PHP int zval.

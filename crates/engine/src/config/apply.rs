@@ -5,8 +5,8 @@ use super::client::ClientConfig;
 use super::error::{ConfigError, Warning};
 use super::schema::{set, Schema};
 use super::server::ServerConfig;
-use super::value::OptValue;
 use taskq_value::suggest::closest;
+use taskq_value::Value;
 
 /// What server and client configurations share, so one function applies a
 /// `set()` call to either with the same atomicity and warnings.
@@ -40,14 +40,14 @@ impl Settable for ClientConfig {
 /// Works on a copy and replaces `cfg` only when every key was accepted.
 pub(super) fn apply_atomically<T: Settable>(
     cfg: &mut T,
-    entries: &[(String, OptValue)],
+    entries: &[(String, Value)],
 ) -> Result<Vec<Warning>, ConfigError> {
     let mut next = cfg.clone();
     let mut warnings = Vec::new();
     for (key, value) in entries {
         // Swoole's set() skips a null value: `'log_file' => $cfg['log'] ??
         // null` keeps the default, or what an earlier set() gave.
-        if *value == OptValue::Null && T::known().contains(&key.as_str()) {
+        if *value == Value::Null && T::known().contains(&key.as_str()) {
             continue;
         }
         if !set(&mut next, key, value)? {

@@ -7,9 +7,9 @@ use super::coerce::{
 use super::error::{ConfigError, Warning};
 use super::framing::Framing;
 use super::schema::{names, store, Row, Schema};
-use super::value::OptValue;
 use crate::packet::{PacketMode, PacketOptions};
 use std::sync::OnceLock;
+use taskq_value::Value;
 
 /// Everything `$client->set()` accepts. The framing options are the
 /// server's, but with Swoole's client default of body offset 0, so a client
@@ -62,7 +62,7 @@ impl ClientConfig {
 
     /// Applies one `set()` call atomically, with the same rules and
     /// warnings as `ServerConfig::apply`.
-    pub fn apply(&mut self, entries: &[(String, OptValue)]) -> Result<Vec<Warning>, ConfigError> {
+    pub fn apply(&mut self, entries: &[(String, Value)]) -> Result<Vec<Warning>, ConfigError> {
         apply_atomically(self, entries)
     }
 

@@ -2,7 +2,7 @@
 //! is true), each with the error message naming what is allowed.
 
 use super::error::ConfigError;
-use super::value::{php_repr, OptValue};
+use taskq_value::Value;
 
 /// Swoole's default socket buffer size, for server and client alike.
 pub(super) const DEFAULT_SOCKET_BUFFER_SIZE: usize = 8 * 1024 * 1024;
@@ -11,24 +11,24 @@ const MAX_SOCKET_BUFFER_SIZE: u64 = i32::MAX as u64;
 /// or a timer can never overflow.
 const MAX_TIMEOUT_SECS: f64 = 365.0 * 24.0 * 3600.0;
 
-pub(super) fn invalid(option: &str, value: &OptValue, allowed: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(option: &str, value: &Value, allowed: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         option: option.to_string(),
-        value: php_repr(value),
+        value: value.php_repr(),
         allowed: allowed.into(),
     }
 }
 
 const BOOL_ALLOWED: &str = "true, false, 0, 1, '0', '1', '', 'true' or 'false'";
 
-pub(super) fn to_bool(option: &str, value: &OptValue) -> Result<bool, ConfigError> {
-    match value {
-        OptValue::Bool(b) => Ok(*b),
-        OptValue::Int(0) => Ok(false),
-        OptValue::Int(1) => Ok(true),
+pub(super) fn to_bool(option: &str, value: &Value) -> Result<bool, ConfigError> {
+    match (value, value.lossy_str().as_deref()) {
+        (Value::Bool(b), _) => Ok(*b),
+        (Value::Int(0), _) => Ok(false),
+        (Value::Int(1), _) => Ok(true),
         // "" is what parse_ini_file() makes of Off/no/false.
-        OptValue::Str(s) if s.is_empty() || s == "0" || s == "false" => Ok(false),
-        OptValue::Str(s) if s == "1" || s == "true" => Ok(true),
+        (_, Some("" | "0" | "false")) => Ok(false),
+        (_, Some("1" | "true")) => Ok(true),
         _ => Err(invalid(option, value, BOOL_ALLOWED)),
     }
 }
@@ -59,15 +59,16 @@ pub(super) fn float_to_int(f: f64) -> Option<i64> {
 }
 
 /// An integer as PHP would coerce it: ints, integral floats, numeric strings.
-pub(super) fn as_int(value: &OptValue) -> Option<i64> {
+pub(super) fn as_int(value: &Value) -> Option<i64> {
     match value {
-        OptValue::Int(n) => Some(*n),
-        OptValue::Float(f) => float_to_int(*f),
-        OptValue::Str(s) => trim_php(s)
-            .parse()
-            .ok()
-            .or_else(|| parse_php_float(s).and_then(float_to_int)),
-        _ => None,
+        Value::Int(n) => Some(*n),
+        Value::Float(f) => float_to_int(*f),
+        _ => value.lossy_str().and_then(|s| {
+            trim_php(&s)
+                .parse()
+                .ok()
+                .or_else(|| parse_php_float(&s).and_then(float_to_int))
+        }),
     }
 }
 
@@ -81,7 +82,7 @@ pub(super) fn int_allowed(min: i64, max: i64) -> String {
 
 pub(super) fn to_int<T: TryFrom<i64>>(
     option: &str,
-    value: &OptValue,
+    value: &Value,
     min: i64,
     max: i64,
 ) -> Result<T, ConfigError> {
@@ -92,7 +93,7 @@ pub(super) fn to_int<T: TryFrom<i64>>(
 /// range needs explaining.
 pub(super) fn to_int_in<T: TryFrom<i64>>(
     option: &str,
-    value: &OptValue,
+    value: &Value,
     min: i64,
     max: i64,
     allowed: &str,
@@ -117,9 +118,9 @@ pub(super) fn human_size(n: u64) -> String {
 
 /// A byte count as Swoole's `php_swoole_parse_to_size` reads it: an integer
 /// or a string with a K, M or G suffix (binary multiples, any case).
-pub(super) fn as_size(value: &OptValue) -> Option<u64> {
-    if let OptValue::Str(s) = value {
-        let s = trim_php(s);
+pub(super) fn as_size(value: &Value) -> Option<u64> {
+    if let Some(s) = value.lossy_str() {
+        let s = trim_php(&s);
         let shift = match s.chars().last() {
             Some('k' | 'K') => Some(10),
             Some('m' | 'M') => Some(20),
@@ -137,12 +138,7 @@ pub(super) fn as_size(value: &OptValue) -> Option<u64> {
     as_int(value).and_then(|n| u64::try_from(n).ok())
 }
 
-pub(super) fn to_size(
-    option: &str,
-    value: &OptValue,
-    min: u64,
-    max: u64,
-) -> Result<u64, ConfigError> {
+pub(super) fn to_size(option: &str, value: &Value, min: u64, max: u64) -> Result<u64, ConfigError> {
     as_size(value)
         .filter(|n| (min..=max).contains(n))
         .ok_or_else(|| {
@@ -164,21 +160,20 @@ pub(super) fn to_size(
 
 /// Narrows a validated size; only fails on targets where `usize` is smaller
 /// than the option's range.
-pub(super) fn to_usize(option: &str, value: &OptValue, n: u64) -> Result<usize, ConfigError> {
+pub(super) fn to_usize(option: &str, value: &Value, n: u64) -> Result<usize, ConfigError> {
     usize::try_from(n).map_err(|_| invalid(option, value, "a size that fits this platform"))
 }
 
-pub(super) fn to_socket_buffer_size(option: &str, value: &OptValue) -> Result<usize, ConfigError> {
+pub(super) fn to_socket_buffer_size(option: &str, value: &Value) -> Result<usize, ConfigError> {
     let size = to_size(option, value, 1, MAX_SOCKET_BUFFER_SIZE)?;
     to_usize(option, value, size)
 }
 
-pub(super) fn to_seconds(option: &str, value: &OptValue) -> Result<f64, ConfigError> {
+pub(super) fn to_seconds(option: &str, value: &Value) -> Result<f64, ConfigError> {
     let seconds = match value {
-        OptValue::Int(n) => Some(*n as f64),
-        OptValue::Float(f) => Some(*f),
-        OptValue::Str(s) => parse_php_float(s),
-        _ => None,
+        Value::Int(n) => Some(*n as f64),
+        Value::Float(f) => Some(*f),
+        _ => value.lossy_str().and_then(|s| parse_php_float(&s)),
     };
     seconds
         .filter(|s| *s > 0.0 && *s <= MAX_TIMEOUT_SECS)
@@ -195,7 +190,7 @@ pub(super) fn to_seconds(option: &str, value: &OptValue) -> Result<f64, ConfigEr
 /// directory when it daemonizes).
 pub(super) fn to_absolute_or_relative_dir(
     option: &str,
-    value: &OptValue,
+    value: &Value,
 ) -> Result<String, ConfigError> {
     let path = to_non_empty_string(option, value)?;
     if path.contains('\0') {
@@ -204,16 +199,16 @@ pub(super) fn to_absolute_or_relative_dir(
     Ok(path)
 }
 
-pub(super) fn to_non_empty_string(option: &str, value: &OptValue) -> Result<String, ConfigError> {
-    match value {
-        OptValue::Str(s) if !s.is_empty() => Ok(s.clone()),
+pub(super) fn to_non_empty_string(option: &str, value: &Value) -> Result<String, ConfigError> {
+    match value.lossy_str() {
+        Some(s) if !s.is_empty() => Ok(s.into_owned()),
         _ => Err(invalid(option, value, "a non-empty string")),
     }
 }
 
-pub(super) fn to_absolute_path(option: &str, value: &OptValue) -> Result<String, ConfigError> {
-    match value {
-        OptValue::Str(s) if s.starts_with('/') => Ok(s.clone()),
+pub(super) fn to_absolute_path(option: &str, value: &Value) -> Result<String, ConfigError> {
+    match value.lossy_str() {
+        Some(s) if s.starts_with('/') => Ok(s.into_owned()),
         _ => Err(invalid(
             option,
             value,
@@ -224,7 +219,7 @@ pub(super) fn to_absolute_path(option: &str, value: &OptValue) -> Result<String,
 
 /// Accepts `false` so configurations that spell out Swoole's defaults keep
 /// working, and refuses `true` because the feature does not exist in taskq.
-pub(super) fn refuse_true(option: &str, value: &OptValue, reason: &str) -> Result<(), ConfigError> {
+pub(super) fn refuse_true(option: &str, value: &Value, reason: &str) -> Result<(), ConfigError> {
     if to_bool(option, value)? {
         Err(ConfigError::Unsupported {
             option: option.to_string(),

@@ -4,8 +4,8 @@
 use super::coerce::{as_int, int_allowed, invalid, to_bool, to_int_in, to_size, to_usize};
 use super::error::ConfigError;
 use super::schema::{store, Setter};
-use super::value::OptValue;
 use crate::packet::{LengthType, PacketMode, PacketOptions};
+use taskq_value::Value;
 
 /// Swoole's `SW_IPC_BUFFER_SIZE`: offsets beyond it are rejected by Swoole
 /// with "value is too large", so taskq rejects them too.
@@ -122,7 +122,7 @@ impl Framing {
     }
 }
 
-fn to_header_offset(option: &str, value: &OptValue) -> Result<usize, ConfigError> {
+fn to_header_offset(option: &str, value: &Value) -> Result<usize, ConfigError> {
     let allowed = int_allowed(0, MAX_HEADER_OFFSET);
     match as_int(value) {
         Some(n) if n > MAX_HEADER_OFFSET => Err(invalid(
@@ -134,19 +134,16 @@ fn to_header_offset(option: &str, value: &OptValue) -> Result<usize, ConfigError
     }
 }
 
-fn to_length_type(option: &str, value: &OptValue) -> Result<LengthType, ConfigError> {
-    let found = match value {
-        OptValue::Str(s) => {
-            let mut chars = s.chars();
-            match (chars.next(), chars.next()) {
-                (Some(c), None) if LengthType::pack_chars().contains(c) => {
-                    LengthType::from_pack_char(c)
-                }
-                _ => None,
+fn to_length_type(option: &str, value: &Value) -> Result<LengthType, ConfigError> {
+    let found = value.lossy_str().and_then(|s| {
+        let mut chars = s.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) if LengthType::pack_chars().contains(c) => {
+                LengthType::from_pack_char(c)
             }
+            _ => None,
         }
-        _ => None,
-    };
+    });
     found.ok_or_else(|| {
         let chars: Vec<String> = LengthType::pack_chars()
             .chars()
@@ -160,11 +157,9 @@ fn to_length_type(option: &str, value: &OptValue) -> Result<LengthType, ConfigEr
     })
 }
 
-fn to_eof(option: &str, value: &OptValue) -> Result<Vec<u8>, ConfigError> {
-    match value {
-        OptValue::Str(s) if (1..=MAX_PACKAGE_EOF_LEN).contains(&s.len()) => {
-            Ok(s.as_bytes().to_vec())
-        }
+fn to_eof(option: &str, value: &Value) -> Result<Vec<u8>, ConfigError> {
+    match value.lossy_str() {
+        Some(s) if (1..=MAX_PACKAGE_EOF_LEN).contains(&s.len()) => Ok(s.as_bytes().to_vec()),
         _ => Err(invalid(
             option,
             value,
@@ -174,7 +169,7 @@ fn to_eof(option: &str, value: &OptValue) -> Result<Vec<u8>, ConfigError> {
 }
 
 /// Swoole's rule: a byte count up to 1 GiB, raised to 64 KiB when smaller.
-fn to_package_max_length(option: &str, value: &OptValue) -> Result<usize, ConfigError> {
+fn to_package_max_length(option: &str, value: &Value) -> Result<usize, ConfigError> {
     let size = to_size(option, value, 0, MAX_PACKAGE_MAX_LENGTH)?;
     to_usize(option, value, size.max(MIN_PACKAGE_MAX_LENGTH))
 }

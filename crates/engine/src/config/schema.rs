@@ -4,11 +4,11 @@
 
 use super::error::ConfigError;
 use super::framing::{Framing, FRAMING_ROWS};
-use super::value::OptValue;
+use taskq_value::Value;
 
 /// How one option is read into a configuration of type `T`: validates the
 /// value (the option name is passed for the error) and stores it.
-pub(super) type Setter<T> = fn(&mut T, &str, &OptValue) -> Result<(), ConfigError>;
+pub(super) type Setter<T> = fn(&mut T, &str, &Value) -> Result<(), ConfigError>;
 
 /// One row of a side's table.
 pub(super) enum Row<T: 'static> {
@@ -40,11 +40,7 @@ pub(super) trait Schema: Sized + 'static {
 }
 
 /// Stores one option; `Ok(false)` when no row has this name.
-pub(super) fn set<T: Schema>(
-    cfg: &mut T,
-    key: &str,
-    value: &OptValue,
-) -> Result<bool, ConfigError> {
+pub(super) fn set<T: Schema>(cfg: &mut T, key: &str, value: &Value) -> Result<bool, ConfigError> {
     for row in T::ROWS {
         match row {
             Row::Option(name, setter) if *name == key => {

@@ -9,10 +9,10 @@ use super::coerce::{
 use super::error::{ConfigError, Warning};
 use super::framing::Framing;
 use super::schema::{names, store, Row, Schema};
-use super::value::OptValue;
 use crate::packet::{PacketMode, PacketOptions};
 use crate::php_serial::{AllowedClasses, Policy};
 use std::sync::OnceLock;
+use taskq_value::Value;
 
 /// Nesting a network task payload may have: deep enough for any job
 /// description, shallow enough that checking it costs nothing.
@@ -213,7 +213,7 @@ impl ServerConfig {
     /// script that catches the exception keeps a consistent configuration.
     /// Keys match exactly, as in Swoole; near misses only produce warnings
     /// with a suggestion, since an ignored option is easy to overlook.
-    pub fn apply(&mut self, entries: &[(String, OptValue)]) -> Result<Vec<Warning>, ConfigError> {
+    pub fn apply(&mut self, entries: &[(String, Value)]) -> Result<Vec<Warning>, ConfigError> {
         apply_atomically(self, entries)
     }
 
@@ -222,36 +222,33 @@ impl ServerConfig {
     /// set (scripts read `$serv->setting['worker_num']` to tell task workers
     /// apart), with the values in effect. `worker_num` and `task_worker_num`
     /// always hold the real counts, also where `set()` gave 0 for "CPU count".
-    pub fn started_settings(&self, given: &[(String, OptValue)]) -> Vec<(String, OptValue)> {
-        let count = |n: usize| OptValue::Int(n as i64);
+    pub fn started_settings(&self, given: &[(String, Value)]) -> Vec<(String, Value)> {
+        let count = |n: usize| Value::Int(n as i64);
         let filled = [
             ("worker_num", count(self.worker_num)),
             ("task_worker_num", count(self.task_worker_num)),
             ("output_buffer_size", count(self.buffer_output_size)),
             ("buffer_output_size", count(self.buffer_output_size)),
             ("max_connection", count(self.max_conn)),
-            ("dispatch_mode", OptValue::Int(self.dispatch_mode.into())),
-            ("task_ipc_mode", OptValue::Int(self.task_ipc_mode.into())),
-            ("daemonize", OptValue::Bool(self.daemonize)),
-            ("log_level", OptValue::Int(self.log_level.into())),
-            ("max_request", OptValue::Int(self.max_request as i64)),
-            (
-                "task_max_request",
-                OptValue::Int(self.task_max_request as i64),
-            ),
-            ("max_wait_time", OptValue::Int(self.max_wait_time as i64)),
-            ("reload_async", OptValue::Bool(self.reload_async)),
-            ("open_tcp_nodelay", OptValue::Bool(self.open_tcp_nodelay)),
-            ("backlog", OptValue::Int(self.backlog.into())),
+            ("dispatch_mode", Value::Int(self.dispatch_mode.into())),
+            ("task_ipc_mode", Value::Int(self.task_ipc_mode.into())),
+            ("daemonize", Value::Bool(self.daemonize)),
+            ("log_level", Value::Int(self.log_level.into())),
+            ("max_request", Value::Int(self.max_request as i64)),
+            ("task_max_request", Value::Int(self.task_max_request as i64)),
+            ("max_wait_time", Value::Int(self.max_wait_time as i64)),
+            ("reload_async", Value::Bool(self.reload_async)),
+            ("open_tcp_nodelay", Value::Bool(self.open_tcp_nodelay)),
+            ("backlog", Value::Int(self.backlog.into())),
             ("socket_buffer_size", count(self.socket_buffer_size)),
             ("package_max_length", count(self.packet.max_length)),
-            ("task_tmpdir", OptValue::Str(self.task_tmpdir.clone())),
+            ("task_tmpdir", Value::str(&self.task_tmpdir)),
         ];
         let mut out = given.to_vec();
         for (key, value) in filled {
             let always = matches!(key, "worker_num" | "task_worker_num");
             match out.iter_mut().find(|(k, _)| k == key) {
-                Some(slot) if always || slot.1 == OptValue::Null => slot.1 = value,
+                Some(slot) if always || slot.1 == Value::Null => slot.1 = value,
                 Some(_) => {}
                 None => out.push((key.to_owned(), value)),
             }
@@ -461,7 +458,7 @@ impl Schema for ServerConfig {
         Row::Option(
             "task_timeout",
             store!(task_timeout, |k, v| match v {
-                OptValue::Int(0) => None,
+                Value::Int(0) => None,
                 _ => Some(to_seconds(k, v)?),
             }),
         ),
@@ -521,7 +518,7 @@ const DISPATCH_ALLOWED: &str =
 
 /// Swoole's modes 6 to 10 depend on its reactor threads and coroutines,
 /// which taskq does not have; the message says so instead of just "invalid".
-fn to_dispatch_mode(option: &str, value: &OptValue) -> Result<u8, ConfigError> {
+fn to_dispatch_mode(option: &str, value: &Value) -> Result<u8, ConfigError> {
     match as_int(value) {
         Some(n @ 1..=5) => Ok(n as u8),
         Some(n @ 6..=10) => Err(invalid(
@@ -537,33 +534,31 @@ const ALLOWED_CLASSES: &str = "false (no objects), true (any class) or a list of
 
 /// `task_allowed_classes`: false, true or class names, as unserialize()'s
 /// `allowed_classes` takes them.
-fn to_allowed_classes(option: &str, value: &OptValue) -> Result<AllowedClasses, ConfigError> {
+fn to_allowed_classes(option: &str, value: &Value) -> Result<AllowedClasses, ConfigError> {
     let valid_name = |s: &str| {
         !s.is_empty()
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'\\' | 0x80..=0xff))
     };
-    match value {
-        OptValue::List(items) => items
-            .iter()
-            .map(|item| match item {
-                OptValue::Str(s) if valid_name(s) => Ok(s.trim_start_matches('\\')),
+    if let Some(items) = value.elements() {
+        return items
+            .into_iter()
+            .map(|item| match item.lossy_str() {
+                Some(s) if valid_name(&s) => Ok(s.trim_start_matches('\\').to_owned()),
                 _ => Err(invalid(option, value, ALLOWED_CLASSES)),
             })
             .collect::<Result<Vec<_>, _>>()
-            .map(|names| AllowedClasses::only(&names)),
-        OptValue::Bool(true) => Ok(AllowedClasses::All),
-        OptValue::Bool(false) => Ok(AllowedClasses::None),
+            .map(|names| AllowedClasses::only(&names));
+    }
+    match value {
+        Value::Bool(true) => Ok(AllowedClasses::All),
+        Value::Bool(false) => Ok(AllowedClasses::None),
         _ => Err(invalid(option, value, ALLOWED_CLASSES)),
     }
 }
 
 /// `enable_coroutine` and `task_enable_coroutine`: only `false` is accepted.
-fn refuse_coroutines(
-    _: &mut ServerConfig,
-    option: &str,
-    value: &OptValue,
-) -> Result<(), ConfigError> {
+fn refuse_coroutines(_: &mut ServerConfig, option: &str, value: &Value) -> Result<(), ConfigError> {
     refuse_true(
         option,
         value,
@@ -575,7 +570,7 @@ fn refuse_coroutines(
 fn refuse_task_objects(
     _: &mut ServerConfig,
     option: &str,
-    value: &OptValue,
+    value: &Value,
 ) -> Result<(), ConfigError> {
     refuse_true(
         option,
@@ -585,7 +580,7 @@ fn refuse_task_objects(
 }
 
 /// `buffer_output_size` (and its alias): 1 byte to 4 GiB - 1, as in Swoole.
-fn to_output_buffer_size(option: &str, value: &OptValue) -> Result<usize, ConfigError> {
+fn to_output_buffer_size(option: &str, value: &Value) -> Result<usize, ConfigError> {
     let size = to_size(option, value, 1, u64::from(u32::MAX))?;
     to_usize(option, value, size)
 }

@@ -1,12 +1,13 @@
 use super::*;
 use crate::packet::{LengthType, PacketMode, PacketOptions};
 use crate::php_serial::{AllowedClasses, Policy};
+use taskq_value::Value;
 
 #[test]
 fn started_settings_fill_in_swooles_defaults_and_keep_what_was_given() {
     let given = entries(&[
-        ("worker_num", OptValue::Int(0)),
-        ("max_request", OptValue::Str("100".into())),
+        ("worker_num", Value::Int(0)),
+        ("max_request", Value::str("100")),
     ]);
     let mut c = ServerConfig::new(4);
     c.apply(&given).unwrap();
@@ -19,21 +20,14 @@ fn started_settings_fill_in_swooles_defaults_and_keep_what_was_given() {
     };
     assert_eq!(
         get("worker_num"),
-        Some(OptValue::Int(4)),
+        Some(Value::Int(4)),
         "0 meant the CPU count"
     );
-    assert_eq!(get("task_worker_num"), Some(OptValue::Int(0)));
-    assert_eq!(
-        get("max_request"),
-        Some(OptValue::Str("100".into())),
-        "as given"
-    );
-    assert_eq!(
-        get("output_buffer_size"),
-        Some(OptValue::Int(u32::MAX as i64))
-    );
-    assert_eq!(get("max_connection"), Some(OptValue::Int(100_000)));
-    assert_eq!(get("dispatch_mode"), Some(OptValue::Int(2)));
+    assert_eq!(get("task_worker_num"), Some(Value::Int(0)));
+    assert_eq!(get("max_request"), Some(Value::str("100")), "as given");
+    assert_eq!(get("output_buffer_size"), Some(Value::Int(u32::MAX as i64)));
+    assert_eq!(get("max_connection"), Some(Value::Int(100_000)));
+    assert_eq!(get("dispatch_mode"), Some(Value::Int(2)));
     assert_eq!(started[0].0, "worker_num", "given keys keep their place");
 }
 
@@ -52,13 +46,13 @@ fn task_reliability_options_have_defaults_and_limits() {
         "client jobs are retried by default, a worker's task() is not (as in Swoole)"
     );
     c.apply(&[
-        ("task_retry_max".into(), OptValue::Int(5)),
-        ("task_retry_delay".into(), OptValue::Float(0.25)),
-        ("task_timeout".into(), OptValue::Int(10)),
-        ("task_queue_max".into(), OptValue::Int(0)),
-        ("task_window".into(), OptValue::Int(1)),
-        ("task_store".into(), OptValue::Str("/var/lib/taskq".into())),
-        ("auth_token".into(), OptValue::Str("s3cret".into())),
+        ("task_retry_max".into(), Value::Int(5)),
+        ("task_retry_delay".into(), Value::Float(0.25)),
+        ("task_timeout".into(), Value::Int(10)),
+        ("task_queue_max".into(), Value::Int(0)),
+        ("task_window".into(), Value::Int(1)),
+        ("task_store".into(), Value::str("/var/lib/taskq")),
+        ("auth_token".into(), Value::str("s3cret")),
     ])
     .unwrap();
     assert_eq!(
@@ -74,41 +68,38 @@ fn task_reliability_options_have_defaults_and_limits() {
     );
     assert_eq!(c.task_window, 1);
     assert_eq!(c.task_store.as_deref(), Some("/var/lib/taskq"));
-    c.apply(&[("task_timeout".into(), OptValue::Int(0))])
-        .unwrap();
+    c.apply(&[("task_timeout".into(), Value::Int(0))]).unwrap();
     assert_eq!(c.task_timeout, None);
     let err = c
-        .apply(&[("task_retry_max".into(), OptValue::Int(-1))])
+        .apply(&[("task_retry_max".into(), Value::Int(-1))])
         .unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid value for option 'task_retry_max': -1 (allowed: an integer from 0 to 100)"
     );
+    assert!(c.apply(&[("auth_token".into(), Value::str(""))]).is_err());
     assert!(c
-        .apply(&[("auth_token".into(), OptValue::Str(String::new()))])
-        .is_err());
-    assert!(c
-        .apply(&[("task_retry_delay".into(), OptValue::Int(0))])
+        .apply(&[("task_retry_delay".into(), Value::Int(0))])
         .is_err());
 }
 
-fn s(v: &str) -> OptValue {
-    OptValue::Str(v.to_string())
+fn s(v: &str) -> Value {
+    Value::str(v)
 }
 
-fn entries(list: &[(&str, OptValue)]) -> Vec<(String, OptValue)> {
+fn entries(list: &[(&str, Value)]) -> Vec<(String, Value)> {
     list.iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect()
 }
 
-fn server_with(list: &[(&str, OptValue)]) -> Result<ServerConfig, ConfigError> {
+fn server_with(list: &[(&str, Value)]) -> Result<ServerConfig, ConfigError> {
     let mut config = ServerConfig::new(8);
     config.apply(&entries(list))?;
     Ok(config)
 }
 
-fn client_with(list: &[(&str, OptValue)]) -> Result<ClientConfig, ConfigError> {
+fn client_with(list: &[(&str, Value)]) -> Result<ClientConfig, ConfigError> {
     let mut config = ClientConfig::new();
     config.apply(&entries(list))?;
     Ok(config)
@@ -117,11 +108,11 @@ fn client_with(list: &[(&str, OptValue)]) -> Result<ClientConfig, ConfigError> {
 #[test]
 fn a_null_option_is_an_option_not_given() {
     let c = server_with(&[
-        ("worker_num", OptValue::Int(3)),
-        ("worker_num", OptValue::Null),
-        ("daemonize", OptValue::Null),
-        ("task_timeout", OptValue::Null),
-        ("log_file", OptValue::Null),
+        ("worker_num", Value::Int(3)),
+        ("worker_num", Value::Null),
+        ("daemonize", Value::Null),
+        ("task_timeout", Value::Null),
+        ("log_file", Value::Null),
     ])
     .unwrap();
     let d = ServerConfig::new(8);
@@ -129,25 +120,25 @@ fn a_null_option_is_an_option_not_given() {
         (c.worker_num, c.daemonize, c.task_timeout, c.log_file),
         (3, d.daemonize, d.task_timeout, d.log_file)
     );
-    let c = client_with(&[("timeout", OptValue::Null), ("package_eof", OptValue::Null)]).unwrap();
+    let c = client_with(&[("timeout", Value::Null), ("package_eof", Value::Null)]).unwrap();
     assert_eq!(c, ClientConfig::new());
     let mut c = ServerConfig::new(8);
     let warnings = c
-        .apply(&entries(&[("no_such_option", OptValue::Null)]))
+        .apply(&entries(&[("no_such_option", Value::Null)]))
         .unwrap();
     assert_eq!(warnings.len(), 1, "an unknown key is still reported");
-    let setting = c.started_settings(&entries(&[("daemonize", OptValue::Null)]));
-    assert!(setting.contains(&("daemonize".to_owned(), OptValue::Bool(false))));
+    let setting = c.started_settings(&entries(&[("daemonize", Value::Null)]));
+    assert!(setting.contains(&("daemonize".to_owned(), Value::Bool(false))));
 }
 
-fn server_err(key: &str, value: OptValue) -> String {
+fn server_err(key: &str, value: Value) -> String {
     match server_with(&[(key, value)]) {
         Err(err) => err.to_string(),
         Ok(_) => panic!("{key} was accepted"),
     }
 }
 
-fn client_err(key: &str, value: OptValue) -> String {
+fn client_err(key: &str, value: Value) -> String {
     match client_with(&[(key, value)]) {
         Err(err) => err.to_string(),
         Ok(_) => panic!("{key} was accepted"),
@@ -224,8 +215,8 @@ fn every_known_server_option_is_handled() {
         let mut c = ServerConfig::new(4);
         // An empty list of allowed classes is valid: no classes.
         let probe = match *key {
-            "task_allowed_classes" => OptValue::Float(0.5),
-            _ => OptValue::List(vec![]),
+            "task_allowed_classes" => Value::Float(0.5),
+            _ => Value::List(vec![]),
         };
         let result = c.apply(&entries(&[(key, probe)]));
         assert!(
@@ -240,13 +231,13 @@ fn auth_timeout_and_auth_max_pending_are_validated() {
     let mut c = ServerConfig::new(4);
     assert_eq!((c.auth_timeout, c.auth_max_pending), (5.0, 128));
     c.apply(&entries(&[
-        ("auth_timeout", OptValue::Float(0.5)),
-        ("auth_max_pending", OptValue::Int(10)),
+        ("auth_timeout", Value::Float(0.5)),
+        ("auth_max_pending", Value::Int(10)),
     ]))
     .unwrap();
     assert_eq!((c.auth_timeout, c.auth_max_pending), (0.5, 10));
     let e = c
-        .apply(&entries(&[("auth_timeout", OptValue::Int(0))]))
+        .apply(&entries(&[("auth_timeout", Value::Int(0))]))
         .unwrap_err();
     assert!(
         e.to_string()
@@ -254,7 +245,7 @@ fn auth_timeout_and_auth_max_pending_are_validated() {
         "{e}"
     );
     let e = c
-        .apply(&entries(&[("auth_max_pending", OptValue::Int(0))]))
+        .apply(&entries(&[("auth_max_pending", Value::Int(0))]))
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -267,8 +258,7 @@ fn task_allowed_classes_takes_false_true_or_class_names() {
     let mut c = ServerConfig::new(4);
     assert_eq!(c.task_allowed_classes, AllowedClasses::None);
     assert_eq!(c.task_max_depth, 128);
-    let names =
-        |v: &[&str]| OptValue::List(v.iter().map(|s| OptValue::Str(s.to_string())).collect());
+    let names = |v: &[&str]| Value::List(v.iter().map(|s| Value::str(s)).collect());
     c.apply(&entries(&[(
         "task_allowed_classes",
         names(&["App\\Mail", "\\stdClass"]),
@@ -278,7 +268,7 @@ fn task_allowed_classes_takes_false_true_or_class_names() {
         c.task_allowed_classes,
         AllowedClasses::Only(vec!["app\\mail".into(), "stdclass".into()])
     );
-    c.apply(&entries(&[("task_allowed_classes", OptValue::Bool(true))]))
+    c.apply(&entries(&[("task_allowed_classes", Value::Bool(true))]))
         .unwrap();
     assert_eq!(c.task_allowed_classes, AllowedClasses::All);
     c.apply(&entries(&[("task_allowed_classes", names(&[]))]))
@@ -287,8 +277,8 @@ fn task_allowed_classes_takes_false_true_or_class_names() {
     for bad in [
         names(&["a b"]),
         names(&[""]),
-        OptValue::Str("Foo".into()),
-        OptValue::Int(1),
+        Value::str("Foo"),
+        Value::Int(1),
     ] {
         let e = c
             .apply(&entries(&[("task_allowed_classes", bad)]))
@@ -302,11 +292,11 @@ fn task_allowed_classes_takes_false_true_or_class_names() {
             "{e}"
         );
     }
-    c.apply(&entries(&[("task_max_depth", OptValue::Int(4096))]))
+    c.apply(&entries(&[("task_max_depth", Value::Int(4096))]))
         .unwrap();
     assert_eq!(c.task_max_depth, 4096);
     let e = c
-        .apply(&entries(&[("task_max_depth", OptValue::Int(0))]))
+        .apply(&entries(&[("task_max_depth", Value::Int(0))]))
         .unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -322,10 +312,33 @@ fn task_allowed_classes_takes_false_true_or_class_names() {
 }
 
 #[test]
+fn keyed_arrays_are_read_by_their_values_and_shown_with_their_keys() {
+    let mut c = ServerConfig::new(4);
+    let keyed = Value::Map(vec![("mail".into(), Value::str("App\\Mail"))]);
+    c.apply(&entries(&[("task_allowed_classes", keyed)]))
+        .unwrap();
+    assert_eq!(
+        c.task_allowed_classes,
+        AllowedClasses::Only(vec!["app\\mail".into()]),
+        "keys are ignored, as unserialize()'s allowed_classes ignores them"
+    );
+    let e = c
+        .apply(&entries(&[(
+            "worker_num",
+            Value::Map(vec![("n".into(), Value::Int(2))]),
+        )]))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "invalid value for option 'worker_num': ['n' => 2] (allowed: an integer from 1 to 1000)"
+    );
+}
+
+#[test]
 fn every_known_client_option_is_handled() {
     for key in ClientConfig::known_options() {
         let mut c = ClientConfig::new();
-        let result = c.apply(&entries(&[(key, OptValue::List(vec![]))]));
+        let result = c.apply(&entries(&[(key, Value::List(vec![]))]));
         assert!(
             matches!(result, Err(ConfigError::Invalid { ref option, .. }) if option == key),
             "{key}: {result:?}"
@@ -338,12 +351,12 @@ fn seed_array_gives_one_warning_and_applies_the_rest() {
     let mut c = ServerConfig::new(4);
     let warnings = c
         .apply(&entries(&[
-            ("worker_num", OptValue::Int(1)),
-            ("daemonize", OptValue::Int(1)),
-            ("max_request", OptValue::Int(10000)),
-            ("dispatch_mode", OptValue::Int(2)),
-            ("task_worker_num", OptValue::Int(8)),
-            ("task_ipc_mode ", OptValue::Int(3)),
+            ("worker_num", Value::Int(1)),
+            ("daemonize", Value::Int(1)),
+            ("max_request", Value::Int(10000)),
+            ("dispatch_mode", Value::Int(2)),
+            ("task_worker_num", Value::Int(8)),
+            ("task_ipc_mode ", Value::Int(3)),
         ]))
         .unwrap();
     assert_eq!(
@@ -366,9 +379,9 @@ fn case_and_typos_get_suggestions() {
     let mut c = ServerConfig::new(4);
     let warnings = c
         .apply(&entries(&[
-            ("Worker_Num", OptValue::Int(3)),
-            ("max_requests", OptValue::Int(3)),
-            ("dispatch", OptValue::Int(3)),
+            ("Worker_Num", Value::Int(3)),
+            ("max_requests", Value::Int(3)),
+            ("dispatch", Value::Int(3)),
         ]))
         .unwrap();
     assert_eq!(c.worker_num, 4, "keys are case-sensitive");
@@ -386,9 +399,7 @@ fn case_and_typos_get_suggestions() {
 #[test]
 fn unrelated_keys_list_the_known_options_of_their_side() {
     let mut server = ServerConfig::new(4);
-    let warnings = server
-        .apply(&entries(&[("foo", OptValue::Int(1))]))
-        .unwrap();
+    let warnings = server.apply(&entries(&[("foo", Value::Int(1))])).unwrap();
     assert_eq!(
         warnings,
         vec![Warning(format!(
@@ -402,7 +413,7 @@ fn unrelated_keys_list_the_known_options_of_their_side() {
 
     let mut client = ClientConfig::new();
     let warnings = client
-        .apply(&entries(&[("worker_num", OptValue::Int(1))]))
+        .apply(&entries(&[("worker_num", Value::Int(1))]))
         .unwrap();
     assert_eq!(
         warnings,
@@ -435,7 +446,7 @@ fn other_swoole_options_get_no_misleading_suggestion() {
         "",
     ] {
         let mut c = ServerConfig::new(4);
-        let warnings = c.apply(&entries(&[(key, OptValue::Bool(true))])).unwrap();
+        let warnings = c.apply(&entries(&[(key, Value::Bool(true))])).unwrap();
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].0.contains("(known options: "),
@@ -447,7 +458,7 @@ fn other_swoole_options_get_no_misleading_suggestion() {
 #[test]
 fn worker_num_values() {
     assert_eq!(
-        server_with(&[("worker_num", OptValue::Int(1000))])
+        server_with(&[("worker_num", Value::Int(1000))])
             .unwrap()
             .worker_num,
         1000
@@ -469,23 +480,23 @@ fn worker_num_values() {
         100
     );
     assert_eq!(
-        server_with(&[("worker_num", OptValue::Float(3.0))])
+        server_with(&[("worker_num", Value::Float(3.0))])
             .unwrap()
             .worker_num,
         3
     );
     assert_eq!(
-        server_with(&[("worker_num", OptValue::Int(0))])
+        server_with(&[("worker_num", Value::Int(0))])
             .unwrap()
             .worker_num,
         8
     );
     assert_eq!(
-        server_err("worker_num", OptValue::Int(-3)),
+        server_err("worker_num", Value::Int(-3)),
         "invalid value for option 'worker_num': -3 (allowed: an integer from 1 to 1000)"
     );
     assert_eq!(
-        server_err("worker_num", OptValue::Int(1001)),
+        server_err("worker_num", Value::Int(1001)),
         "invalid value for option 'worker_num': 1001 (allowed: an integer from 1 to 1000)"
     );
     assert_eq!(
@@ -493,17 +504,17 @@ fn worker_num_values() {
         "invalid value for option 'worker_num': 'four' (allowed: an integer from 1 to 1000)"
     );
     assert_eq!(
-        server_err("worker_num", OptValue::Float(2.5)),
+        server_err("worker_num", Value::Float(2.5)),
         "invalid value for option 'worker_num': 2.5 (allowed: an integer from 1 to 1000)"
     );
     for bad in [
-        OptValue::Bool(true),
+        Value::Bool(true),
         s(""),
         s("4abc"),
         s("inf"),
         s("nan"),
-        OptValue::Float(f64::NAN),
-        OptValue::Float(1e300),
+        Value::Float(f64::NAN),
+        Value::Float(1e300),
     ] {
         assert!(
             server_with(&[("worker_num", bad.clone())]).is_err(),
@@ -515,16 +526,16 @@ fn worker_num_values() {
 #[test]
 fn integer_options_ranges() {
     let c = server_with(&[
-        ("task_worker_num", OptValue::Int(1000)),
-        ("log_level", OptValue::Int(6)),
-        ("max_request", OptValue::Int(i64::MAX)),
+        ("task_worker_num", Value::Int(1000)),
+        ("log_level", Value::Int(6)),
+        ("max_request", Value::Int(i64::MAX)),
         ("task_ipc_mode", s("3")),
-        ("message_queue_key", OptValue::Int(-5)),
-        ("backlog", OptValue::Int(65535)),
-        ("max_conn", OptValue::Int(1)),
-        ("max_wait_time", OptValue::Int(3600)),
-        ("reload_wait_time", OptValue::Int(86400)),
-        ("reactor_num", OptValue::Int(2)),
+        ("message_queue_key", Value::Int(-5)),
+        ("backlog", Value::Int(65535)),
+        ("max_conn", Value::Int(1)),
+        ("max_wait_time", Value::Int(3600)),
+        ("reload_wait_time", Value::Int(86400)),
+        ("reactor_num", Value::Int(2)),
     ])
     .unwrap();
     assert_eq!(c.task_worker_num, 1000);
@@ -533,7 +544,7 @@ fn integer_options_ranges() {
     assert_eq!(c.task_ipc_mode, 3);
     assert_eq!(c.message_queue_key, -5);
     assert_eq!(
-        server_with(&[("task_ipc_mode", OptValue::Int(4))])
+        server_with(&[("task_ipc_mode", Value::Int(4))])
             .unwrap()
             .task_ipc_mode,
         4,
@@ -545,29 +556,29 @@ fn integer_options_ranges() {
     assert_eq!(c.reload_wait_time, 86400);
     assert_eq!(c.reactor_num, 2);
     assert_eq!(
-        server_with(&[("max_connection", OptValue::Int(77))])
+        server_with(&[("max_connection", Value::Int(77))])
             .unwrap()
             .max_conn,
         77
     );
     assert_eq!(
-        server_err("log_level", OptValue::Int(7)),
+        server_err("log_level", Value::Int(7)),
         "invalid value for option 'log_level': 7 (allowed: an integer from 0 (DEBUG) to 6 (NONE))"
     );
     assert_eq!(
-        server_err("max_request", OptValue::Int(-1)),
+        server_err("max_request", Value::Int(-1)),
         "invalid value for option 'max_request': -1 (allowed: a non-negative integer)"
     );
     assert_eq!(
-        server_err("reload_wait_time", OptValue::Int(0)),
+        server_err("reload_wait_time", Value::Int(0)),
         "invalid value for option 'reload_wait_time': 0 (allowed: an integer from 1 to 86400)"
     );
     assert_eq!(
-        server_err("task_ipc_mode", OptValue::Int(0)),
+        server_err("task_ipc_mode", Value::Int(0)),
         "invalid value for option 'task_ipc_mode': 0 (allowed: an integer from 1 to 4)"
     );
     assert_eq!(
-        server_err("max_connection", OptValue::Int(0)),
+        server_err("max_connection", Value::Int(0)),
         "invalid value for option 'max_connection': 0 (allowed: an integer from 1 to 1000000)"
     );
     for (key, bad) in [
@@ -583,7 +594,7 @@ fn integer_options_ranges() {
         ("heartbeat_idle_time", -1),
     ] {
         assert!(
-            server_with(&[(key, OptValue::Int(bad))]).is_err(),
+            server_with(&[(key, Value::Int(bad))]).is_err(),
             "{key} {bad}"
         );
     }
@@ -592,30 +603,30 @@ fn integer_options_ranges() {
 #[test]
 fn dispatch_mode_values() {
     for mode in 1..=5 {
-        let c = server_with(&[("dispatch_mode", OptValue::Int(mode))]).unwrap();
+        let c = server_with(&[("dispatch_mode", Value::Int(mode))]).unwrap();
         assert_eq!(i64::from(c.dispatch_mode), mode);
     }
     assert_eq!(
-        server_err("dispatch_mode", OptValue::Int(7)),
+        server_err("dispatch_mode", Value::Int(7)),
         "invalid value for option 'dispatch_mode': 7 (allowed: 1 round-robin, 2 fixed by \
          connection, 3 idle worker, 4 by client IP, 5 by uid; dispatch_mode 7 is not \
          supported by taskq)"
     );
     assert_eq!(
-        server_err("dispatch_mode", OptValue::Int(0)),
+        server_err("dispatch_mode", Value::Int(0)),
         "invalid value for option 'dispatch_mode': 0 (allowed: 1 round-robin, 2 fixed by \
          connection, 3 idle worker, 4 by client IP, 5 by uid)"
     );
-    assert!(server_with(&[("dispatch_mode", OptValue::Int(11))]).is_err());
+    assert!(server_with(&[("dispatch_mode", Value::Int(11))]).is_err());
 }
 
 #[test]
 fn bool_coercions() {
     for (value, expected) in [
-        (OptValue::Bool(true), true),
-        (OptValue::Bool(false), false),
-        (OptValue::Int(1), true),
-        (OptValue::Int(0), false),
+        (Value::Bool(true), true),
+        (Value::Bool(false), false),
+        (Value::Int(1), true),
+        (Value::Int(0), false),
         (s("1"), true),
         (s("0"), false),
         (s("true"), true),
@@ -634,9 +645,9 @@ fn bool_coercions() {
         );
     }
     for bad in [
-        OptValue::Int(2),
-        OptValue::Int(-1),
-        OptValue::Float(1.0),
+        Value::Int(2),
+        Value::Int(-1),
+        Value::Float(1.0),
         s("yes"),
         s("TRUE"),
     ] {
@@ -651,10 +662,10 @@ fn bool_coercions() {
          '', 'true' or 'false')"
     );
     let c = server_with(&[
-        ("open_tcp_nodelay", OptValue::Bool(false)),
-        ("enable_unsafe_event", OptValue::Bool(true)),
-        ("discard_timeout_request", OptValue::Bool(false)),
-        ("open_tcp_keepalive", OptValue::Bool(true)),
+        ("open_tcp_nodelay", Value::Bool(false)),
+        ("enable_unsafe_event", Value::Bool(true)),
+        ("discard_timeout_request", Value::Bool(false)),
+        ("open_tcp_keepalive", Value::Bool(true)),
     ])
     .unwrap();
     assert!(!c.open_tcp_nodelay);
@@ -687,13 +698,13 @@ fn string_options() {
         "invalid value for option 'task_tmpdir': 'tmp' (allowed: an absolute path (starting \
          with '/'))"
     );
-    assert!(server_with(&[("user", OptValue::Int(0))]).is_err());
+    assert!(server_with(&[("user", Value::Int(0))]).is_err());
 }
 
 #[test]
 fn max_request_grace_defaults_to_half_above_ten() {
     let grace = |max_request| {
-        server_with(&[("max_request", OptValue::Int(max_request))])
+        server_with(&[("max_request", Value::Int(max_request))])
             .unwrap()
             .effective_max_request_grace()
     };
@@ -706,30 +717,30 @@ fn max_request_grace_defaults_to_half_above_ten() {
 #[test]
 fn explicit_max_request_grace_wins_in_any_order() {
     let c = server_with(&[
-        ("max_request_grace", OptValue::Int(7)),
-        ("max_request", OptValue::Int(10000)),
+        ("max_request_grace", Value::Int(7)),
+        ("max_request", Value::Int(10000)),
     ])
     .unwrap();
     assert_eq!(c.max_request_grace, Some(7));
     assert_eq!(c.effective_max_request_grace(), 7);
 
     let mut c = ServerConfig::new(4);
-    c.apply(&entries(&[("max_request_grace", OptValue::Int(0))]))
+    c.apply(&entries(&[("max_request_grace", Value::Int(0))]))
         .unwrap();
-    c.apply(&entries(&[("max_request", OptValue::Int(10000))]))
+    c.apply(&entries(&[("max_request", Value::Int(10000))]))
         .unwrap();
     assert_eq!(c.effective_max_request_grace(), 0);
 }
 
 #[test]
 fn task_max_request_grace_follows_the_same_rules() {
-    let c = server_with(&[("task_max_request", OptValue::Int(100))]).unwrap();
+    let c = server_with(&[("task_max_request", Value::Int(100))]).unwrap();
     assert_eq!(c.effective_task_max_request_grace(), 50);
     assert_eq!(c.effective_max_request_grace(), 0);
     let mut c = ServerConfig::new(4);
-    c.apply(&entries(&[("task_max_request_grace", OptValue::Int(3))]))
+    c.apply(&entries(&[("task_max_request_grace", Value::Int(3))]))
         .unwrap();
-    c.apply(&entries(&[("task_max_request", OptValue::Int(100))]))
+    c.apply(&entries(&[("task_max_request", Value::Int(100))]))
         .unwrap();
     assert_eq!(c.effective_task_max_request_grace(), 3);
 }
@@ -738,8 +749,8 @@ fn task_max_request_grace_follows_the_same_rules() {
 fn heartbeat_fills_the_missing_half() {
     let hb = |interval, idle| {
         server_with(&[
-            ("heartbeat_check_interval", OptValue::Int(interval)),
-            ("heartbeat_idle_time", OptValue::Int(idle)),
+            ("heartbeat_check_interval", Value::Int(interval)),
+            ("heartbeat_idle_time", Value::Int(idle)),
         ])
         .unwrap()
         .heartbeat()
@@ -754,7 +765,7 @@ fn heartbeat_fills_the_missing_half() {
 
 #[test]
 fn size_strings_are_binary_multiples() {
-    let size = |value: OptValue| {
+    let size = |value: Value| {
         server_with(&[("socket_buffer_size", value)])
             .map(|c| c.socket_buffer_size)
             .ok()
@@ -766,8 +777,8 @@ fn size_strings_are_binary_multiples() {
     assert_eq!(size(s("2m")), Some(2 << 20));
     assert_eq!(size(s(" 2M ")), Some(2 << 20));
     assert_eq!(size(s("4096")), Some(4096));
-    assert_eq!(size(OptValue::Int(4096)), Some(4096));
-    assert_eq!(size(OptValue::Float(4096.0)), Some(4096));
+    assert_eq!(size(Value::Int(4096)), Some(4096));
+    assert_eq!(size(Value::Float(4096.0)), Some(4096));
     for bad in [
         s("8MB"),
         s("M"),
@@ -776,8 +787,8 @@ fn size_strings_are_binary_multiples() {
         s("8T"),
         s("99999999999999999999G"),
         s("3G"),
-        OptValue::Int(0),
-        OptValue::Int(-1),
+        Value::Int(0),
+        Value::Int(-1),
     ] {
         assert_eq!(size(bad.clone()), None, "{bad:?}");
     }
@@ -789,19 +800,18 @@ fn size_strings_are_binary_multiples() {
 
 #[test]
 fn package_max_length_is_clamped_to_64k_and_capped_at_1g() {
-    let max_length = |value: OptValue| {
-        server_with(&[("package_max_length", value)]).map(|c| c.packet.max_length)
-    };
+    let max_length =
+        |value: Value| server_with(&[("package_max_length", value)]).map(|c| c.packet.max_length);
     assert_eq!(max_length(s("8M")), Ok(8 << 20));
     assert_eq!(max_length(s("1G")), Ok(1 << 30));
-    assert_eq!(max_length(OptValue::Int(1000)), Ok(64 << 10));
-    assert_eq!(max_length(OptValue::Int(0)), Ok(64 << 10));
+    assert_eq!(max_length(Value::Int(1000)), Ok(64 << 10));
+    assert_eq!(max_length(Value::Int(0)), Ok(64 << 10));
     assert_eq!(
         max_length(s("2G")).unwrap_err().to_string(),
         "invalid value for option 'package_max_length': '2G' (allowed: a byte count up to \
          1G, as an integer or a size string like '8M' (K, M, G are binary multiples))"
     );
-    assert!(max_length(OptValue::Int(-1)).is_err());
+    assert!(max_length(Value::Int(-1)).is_err());
     let c = client_with(&[("package_max_length", s("2m"))]).unwrap();
     assert_eq!(c.packet.max_length, 2 << 20);
 }
@@ -811,11 +821,11 @@ fn length_framing_resolves_across_calls() {
     let mut c = ServerConfig::new(4);
     c.apply(&entries(&[
         ("package_length_type", s("n")),
-        ("package_length_offset", OptValue::Int(2)),
+        ("package_length_offset", Value::Int(2)),
     ]))
     .unwrap();
     assert_eq!(c.packet.mode, PacketMode::Raw);
-    c.apply(&entries(&[("open_length_check", OptValue::Bool(true))]))
+    c.apply(&entries(&[("open_length_check", Value::Bool(true))]))
         .unwrap();
     assert_eq!(
         c.packet.mode,
@@ -825,7 +835,7 @@ fn length_framing_resolves_across_calls() {
             body_offset: 4
         }
     );
-    c.apply(&entries(&[("package_body_start", OptValue::Int(6))]))
+    c.apply(&entries(&[("package_body_start", Value::Int(6))]))
         .unwrap();
     assert_eq!(
         c.packet.mode,
@@ -835,14 +845,14 @@ fn length_framing_resolves_across_calls() {
             body_offset: 6
         }
     );
-    c.apply(&entries(&[("open_length_check", OptValue::Bool(false))]))
+    c.apply(&entries(&[("open_length_check", Value::Bool(false))]))
         .unwrap();
     assert_eq!(c.packet.mode, PacketMode::Raw);
 }
 
 #[test]
 fn client_body_offset_defaults_to_zero() {
-    let c = client_with(&[("open_length_check", OptValue::Bool(true))]).unwrap();
+    let c = client_with(&[("open_length_check", Value::Bool(true))]).unwrap();
     assert!(c.has_framing());
     assert_eq!(
         c.packet.mode,
@@ -853,8 +863,8 @@ fn client_body_offset_defaults_to_zero() {
         }
     );
     let c = client_with(&[
-        ("open_length_check", OptValue::Int(1)),
-        ("package_body_offset", OptValue::Int(4)),
+        ("open_length_check", Value::Int(1)),
+        ("package_body_offset", Value::Int(4)),
     ])
     .unwrap();
     assert!(matches!(
@@ -866,7 +876,7 @@ fn client_body_offset_defaults_to_zero() {
 #[test]
 fn eof_framing_and_split_wins_over_check() {
     let mut c = ClientConfig::new();
-    c.apply(&entries(&[("open_eof_check", OptValue::Bool(true))]))
+    c.apply(&entries(&[("open_eof_check", Value::Bool(true))]))
         .unwrap();
     assert_eq!(
         c.packet.mode,
@@ -876,7 +886,7 @@ fn eof_framing_and_split_wins_over_check() {
     );
     c.apply(&entries(&[
         ("package_eof", s("\n")),
-        ("open_eof_split", OptValue::Bool(true)),
+        ("open_eof_split", Value::Bool(true)),
     ]))
     .unwrap();
     assert_eq!(
@@ -897,13 +907,13 @@ fn eof_framing_and_split_wins_over_check() {
 #[test]
 fn conflicting_framing_is_refused_and_leaves_config_unchanged() {
     let mut c = ServerConfig::new(4);
-    c.apply(&entries(&[("open_eof_check", OptValue::Bool(true))]))
+    c.apply(&entries(&[("open_eof_check", Value::Bool(true))]))
         .unwrap();
     let before = c.clone();
     let err = c
         .apply(&entries(&[
-            ("worker_num", OptValue::Int(2)),
-            ("open_length_check", OptValue::Bool(true)),
+            ("worker_num", Value::Int(2)),
+            ("open_length_check", Value::Bool(true)),
         ]))
         .unwrap_err();
     assert_eq!(
@@ -913,8 +923,8 @@ fn conflicting_framing_is_refused_and_leaves_config_unchanged() {
     );
     assert_eq!(c, before);
     let both = client_with(&[
-        ("open_length_check", OptValue::Bool(true)),
-        ("open_eof_split", OptValue::Bool(true)),
+        ("open_length_check", Value::Bool(true)),
+        ("open_eof_split", Value::Bool(true)),
     ]);
     assert!(
         matches!(both, Err(ConfigError::Invalid { option, .. }) if option == "open_length_check")
@@ -945,7 +955,7 @@ fn length_type_and_offsets() {
     for c in LengthType::pack_chars().chars() {
         let config = server_with(&[
             ("package_length_type", s(&c.to_string())),
-            ("open_length_check", OptValue::Bool(true)),
+            ("open_length_check", Value::Bool(true)),
         ])
         .unwrap();
         assert!(
@@ -961,14 +971,14 @@ fn length_type_and_offsets() {
     );
     assert!(server_with(&[("package_length_type", s("NN"))]).is_err());
     assert!(server_with(&[("package_length_type", s(""))]).is_err());
-    assert!(server_with(&[("package_length_offset", OptValue::Int(8152))]).is_ok());
+    assert!(server_with(&[("package_length_offset", Value::Int(8152))]).is_ok());
     assert_eq!(
-        server_err("package_length_offset", OptValue::Int(8153)),
+        server_err("package_length_offset", Value::Int(8153)),
         "invalid value for option 'package_length_offset': 8153 (allowed: an integer from 0 \
          to 8152; value is too large)"
     );
     assert_eq!(
-        client_err("package_body_offset", OptValue::Int(-1)),
+        client_err("package_body_offset", Value::Int(-1)),
         "invalid value for option 'package_body_offset': -1 (allowed: an integer from 0 to \
          8152)"
     );
@@ -977,22 +987,21 @@ fn length_type_and_offsets() {
 #[test]
 fn apply_is_atomic_on_error() {
     let mut c = ServerConfig::new(4);
-    c.apply(&entries(&[("worker_num", OptValue::Int(3))]))
-        .unwrap();
+    c.apply(&entries(&[("worker_num", Value::Int(3))])).unwrap();
     let before = c.clone();
     let result = c.apply(&entries(&[
-        ("worker_num", OptValue::Int(5)),
-        ("open_length_check", OptValue::Bool(true)),
-        ("bogus", OptValue::Int(1)),
-        ("task_worker_num", OptValue::Int(9999)),
+        ("worker_num", Value::Int(5)),
+        ("open_length_check", Value::Bool(true)),
+        ("bogus", Value::Int(1)),
+        ("task_worker_num", Value::Int(9999)),
     ]));
     assert!(result.is_err());
     assert_eq!(c, before);
 
     let mut client = ClientConfig::new();
     let result = client.apply(&entries(&[
-        ("open_eof_check", OptValue::Bool(true)),
-        ("timeout", OptValue::Int(0)),
+        ("open_eof_check", Value::Bool(true)),
+        ("timeout", Value::Int(0)),
     ]));
     assert!(result.is_err());
     assert_eq!(client, ClientConfig::new());
@@ -1000,42 +1009,38 @@ fn apply_is_atomic_on_error() {
 
 #[test]
 fn later_duplicate_keys_win() {
-    let c = server_with(&[
-        ("worker_num", OptValue::Int(2)),
-        ("worker_num", OptValue::Int(3)),
-    ])
-    .unwrap();
+    let c = server_with(&[("worker_num", Value::Int(2)), ("worker_num", Value::Int(3))]).unwrap();
     assert_eq!(c.worker_num, 3);
 }
 
 #[test]
 fn coroutine_options_accept_only_false() {
     let c = server_with(&[
-        ("enable_coroutine", OptValue::Bool(false)),
-        ("task_enable_coroutine", OptValue::Int(0)),
+        ("enable_coroutine", Value::Bool(false)),
+        ("task_enable_coroutine", Value::Int(0)),
         ("task_use_object", s("false")),
-        ("task_object", OptValue::Bool(false)),
+        ("task_object", Value::Bool(false)),
     ]);
     assert_eq!(c, Ok(ServerConfig::new(8)));
     assert_eq!(
-        server_with(&[("task_enable_coroutine", OptValue::Bool(true))]),
+        server_with(&[("task_enable_coroutine", Value::Bool(true))]),
         Err(ConfigError::Unsupported {
             option: "task_enable_coroutine".into(),
             reason: "taskq runs callbacks synchronously, one at a time per worker process".into()
         })
     );
     assert_eq!(
-        server_err("task_enable_coroutine", OptValue::Bool(true)),
+        server_err("task_enable_coroutine", Value::Bool(true)),
         "option 'task_enable_coroutine' is not supported: taskq runs callbacks \
          synchronously, one at a time per worker process"
     );
     assert_eq!(
-        server_err("enable_coroutine", OptValue::Int(1)),
+        server_err("enable_coroutine", Value::Int(1)),
         "option 'enable_coroutine' is not supported: taskq runs callbacks synchronously, \
          one at a time per worker process"
     );
     assert_eq!(
-        server_err("task_use_object", OptValue::Bool(true)),
+        server_err("task_use_object", Value::Bool(true)),
         "option 'task_use_object' is not supported: use the classic onTask($server, \
          $taskId, $srcWorkerId, $data) signature"
     );
@@ -1052,9 +1057,9 @@ fn coroutine_options_accept_only_false() {
 #[test]
 fn client_options() {
     let c = client_with(&[
-        ("connect_timeout", OptValue::Float(0.5)),
+        ("connect_timeout", Value::Float(0.5)),
         ("timeout", s("2")),
-        ("open_tcp_nodelay", OptValue::Bool(false)),
+        ("open_tcp_nodelay", Value::Bool(false)),
         ("socket_buffer_size", s("1M")),
     ])
     .unwrap();
@@ -1063,17 +1068,17 @@ fn client_options() {
     assert!(!c.open_tcp_nodelay);
     assert_eq!(c.socket_buffer_size, 1 << 20);
     assert_eq!(
-        client_err("connect_timeout", OptValue::Int(0)),
+        client_err("connect_timeout", Value::Int(0)),
         "invalid value for option 'connect_timeout': 0 (allowed: a number of seconds \
          greater than 0 and at most 31536000)"
     );
     for bad in [
-        OptValue::Float(-1.0),
-        OptValue::Float(f64::NAN),
-        OptValue::Float(f64::INFINITY),
-        OptValue::Float(1e300),
+        Value::Float(-1.0),
+        Value::Float(f64::NAN),
+        Value::Float(f64::INFINITY),
+        Value::Float(1e300),
         s("fast"),
-        OptValue::Bool(true),
+        Value::Bool(true),
     ] {
         assert!(client_with(&[("timeout", bad.clone())]).is_err(), "{bad:?}");
     }

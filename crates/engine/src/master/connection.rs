@@ -360,7 +360,7 @@ fn drain(
                     break Err("wrong auth_token".into());
                 }
                 if !*authenticated && !hub.client_authenticated(fd) {
-                    let why = format!("max_conn {} reached", hub.config().max_conn);
+                    let why = format!("max_conn {} reached", hub.max_conn());
                     hub.answer_error(fd, code::MAX_CONN, &why);
                     break Err(format!("{why}; refused after authentication"));
                 }

@@ -3,31 +3,37 @@
 //! the manager was forked. It runs no PHP while serving.
 
 mod auth_gate;
+mod background;
 mod connection;
+mod drain_watch;
 mod hub;
 mod link;
 mod outbox;
+mod sessions;
+mod stats;
+mod stop;
+mod tasks;
+mod workers;
 
 use std::cell::RefCell;
 use std::os::unix::net::UnixListener as StdUnixListener;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::oneshot;
 use tokio::task::LocalSet;
 
 use crate::board::Board;
 use crate::listener::Listener;
 use crate::log::Level;
 use crate::packet::PacketOptions;
-use crate::process::exit::Exit;
 use crate::queue::TaskQueue;
 use crate::supervisor::ManagerOrder;
-pub use hub::Counters;
+use background::{committer, heartbeat, scheduler, trimmer};
 use hub::Hub;
+pub use stats::Counters;
+use stop::{begin_stop, kill_workers, reopen_logs, tell, watch_manager, Door};
 
 /// Which optional events have PHP callbacks; the master skips the IPC for
 /// events nobody listens to.
@@ -137,7 +143,7 @@ async fn serve(
     if cfg.durable {
         tokio::task::spawn_local(committer(hub.clone()));
     }
-    tokio::task::spawn_local(trimmer(hub.borrow().trim.clone()));
+    tokio::task::spawn_local(trimmer(hub.borrow().trim()));
     tokio::task::spawn_local(scheduler(hub.clone()));
     let door = Door {
         listener,
@@ -209,219 +215,6 @@ async fn serve(
     })
 }
 
-/// SIGKILLs every worker still connected (their manager is gone).
-fn kill_workers(hub: &Rc<RefCell<Hub>>) {
-    for pid in hub.borrow().worker_pids() {
-        crate::log!(
-            Level::Warning,
-            "worker (pid {pid}) did not leave within max_wait_time after the manager died; killing it"
-        );
-        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
-    }
-}
-
-/// SIGHUP or SIGRTMIN: reopen the log file here, and have the manager do
-/// it in every process.
-fn reopen_logs(manager: Pid) {
-    crate::log::reopen_or_warn();
-    tell(manager, ManagerOrder::ReopenLogs);
-}
-
-/// Closes sessions idle longer than `idle` seconds every `interval` seconds.
-async fn heartbeat(hub: Rc<RefCell<Hub>>, interval: u64, idle: u64) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval.max(1)));
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let hub = hub.borrow();
-        for fd in hub.idle_sessions(idle as f64) {
-            crate::log!(
-                Level::Notice,
-                "session #{fd} idle for {idle}s; closed by heartbeat check"
-            );
-            hub.close_session(fd);
-        }
-    }
-}
-
-/// Group commit: runs after the tasks that queued work in this turn of the
-/// event loop, so one durable write covers every submission they made.
-/// Only with a task_store: in memory there is nothing to make durable, and
-/// submissions are acknowledged at once.
-async fn committer(hub: Rc<RefCell<Hub>>) {
-    let notify = hub.borrow().commit_needed.clone();
-    loop {
-        notify.notified().await;
-        tokio::task::yield_now().await;
-        hub.borrow_mut().commit();
-    }
-}
-
-/// Tells large drains of the task queue apart from ordinary ups and downs,
-/// so the trimmer runs after the former only.
-#[derive(Debug, Default)]
-pub struct DrainWatch {
-    /// Most unfinished tasks since the last drain reported.
-    peak: usize,
-}
-
-impl DrainWatch {
-    /// A drain from at least this many unfinished tasks to an eighth.
-    const LARGE: usize = 4096;
-    /// Running dry after at least this many: the tail of a large drain
-    /// (what followed its report) is given back too, while a queue that
-    /// never holds more than a few tasks never reports.
-    const TAIL: usize = 64;
-
-    /// Records the current number of unfinished tasks; true when that
-    /// completes a drain worth a trim.
-    pub fn drained(&mut self, depth: usize) -> bool {
-        let peak = self.peak;
-        if depth > peak {
-            self.peak = depth;
-            return false;
-        }
-        let drained =
-            (peak >= Self::LARGE && depth <= peak / 8) || (peak >= Self::TAIL && depth == 0);
-        if drained {
-            self.peak = depth;
-        }
-        drained
-    }
-}
-
 /// How long a stop waits for the links of exited workers to be read to
 /// their end (they normally are within a loop turn).
 const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Least time between two trims: a trim walks the allocator's free lists,
-/// so a stream of large drains costs at most a few trims a second.
-const TRIM_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
-
-/// Hands memory freed by a large drain (a deep queue run down, a backed-up
-/// outbox written) back to the system. glibc keeps freed heap memory for
-/// reuse and only returns what lies at the top of the heap, so without
-/// this the master would stay at its high-water mark for good.
-async fn trimmer(trim: Rc<tokio::sync::Notify>) {
-    loop {
-        trim.notified().await;
-        crate::memory::release_free_and_cached_memory();
-        tokio::time::sleep(TRIM_INTERVAL).await;
-    }
-}
-
-/// Wakes up for delayed tasks and task timeouts; sleeps otherwise (no
-/// polling: it waits for the next deadline or for a change).
-async fn scheduler(hub: Rc<RefCell<Hub>>) {
-    let notify = hub.borrow().reschedule.clone();
-    loop {
-        let next = hub.borrow_mut().tick();
-        match next {
-            Some(at) => {
-                let wait =
-                    std::time::Duration::from_millis(at.saturating_sub(crate::queue::now_ms()));
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = notify.notified() => {}
-                }
-            }
-            None => notify.notified().await,
-        }
-    }
-}
-
-/// What a stop closes first: the listening socket and its acceptor.
-struct Door<'a> {
-    listener: &'a Listener,
-    acceptor: tokio::task::JoinHandle<()>,
-    hub: Rc<RefCell<Hub>>,
-    cfg: Rc<MasterConfig>,
-}
-
-impl Door<'_> {
-    /// New connections are refused from now on; those the kernel already
-    /// completed are taken in, so what they send is refused with an answer.
-    fn close(&self) {
-        self.acceptor.abort();
-        connection::close_door(self.listener, &self.hub, &self.cfg);
-    }
-}
-
-/// Begins a stop, unless one has begun: refuse new submissions, close the
-/// door, run onBeforeShutdown, tell the manager (when it lives).
-fn begin_stop(
-    already: bool,
-    door: &Door,
-    manager: Option<Pid>,
-    why: &str,
-    before_shutdown: &mut dyn FnMut(),
-) -> bool {
-    if !already {
-        crate::log!(Level::Info, "{why}; stopping");
-        door.hub.borrow_mut().begin_stop();
-        door.close();
-        before_shutdown();
-        if let Some(manager) = manager {
-            tell(manager, ManagerOrder::Stop);
-        }
-    }
-    true
-}
-
-/// Sends the manager an order; false (logged) when it cannot be sent.
-fn tell(manager: Pid, order: ManagerOrder) -> bool {
-    order
-        .send(manager)
-        .map_err(|e| crate::log!(Level::Warning, "cannot signal manager {manager}: {e}"))
-        .is_ok()
-}
-
-/// Resolves when the manager process has exited and been reaped, with how
-/// it ended (`None` if it could not be waited for).
-fn watch_manager(manager: Pid) -> oneshot::Receiver<Option<Exit>> {
-    let (tx, rx) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("taskq-manager-wait".into())
-        .spawn(move || {
-            let ended = crate::process::exit::wait_child(Some(manager), true);
-            let _ = tx.send(ended.map(|(_, exit)| exit));
-        })
-        .map(drop)
-        .unwrap_or_else(|e| crate::log!(Level::Error, "cannot watch the manager: {e}"));
-    rx
-}
-
-#[cfg(test)]
-mod tests {
-    use super::DrainWatch;
-
-    /// Feeds `depths`; returns the indexes that reported a drain.
-    fn reports(depths: impl IntoIterator<Item = usize>) -> Vec<usize> {
-        let mut w = DrainWatch::default();
-        depths
-            .into_iter()
-            .enumerate()
-            .filter(|(_, d)| w.drained(*d))
-            .map(|(i, _)| i)
-            .collect()
-    }
-
-    #[test]
-    fn a_large_drain_reports_at_an_eighth_and_again_when_dry() {
-        let up = (0..=10_000).step_by(100);
-        let down = (0..=10_000).rev().step_by(100);
-        let r = reports(up.chain(down));
-        assert_eq!(r.len(), 2, "{r:?}");
-    }
-
-    #[test]
-    fn a_shallow_queue_never_reports() {
-        assert!(reports((0..10_000).map(|i| i % 3)).is_empty());
-        assert!(reports((0..10_000).map(|i| i % 60)).is_empty());
-    }
-
-    #[test]
-    fn running_dry_after_a_modest_backlog_reports_once() {
-        assert_eq!(reports([0, 10, 100, 50, 0, 0, 0]), vec![4]);
-    }
-}

@@ -147,6 +147,24 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut w: W) {
     }
 }
 
+/// The frames an outbox holds, taken out and decoded, for the rooms' tests.
+#[cfg(test)]
+pub fn take_frames(outbox: &Outbox) -> Vec<crate::frame::Frame> {
+    use tokio_util::codec::Decoder;
+    let mut bytes = outbox.take();
+    let mut codec = crate::frame::FrameCodec::new(1 << 20);
+    std::iter::from_fn(|| codec.decode(&mut bytes).unwrap()).collect()
+}
+
+/// The messages a worker outbox holds, as the worker would read them.
+#[cfg(test)]
+pub fn take_messages(outbox: &Outbox) -> Vec<crate::ipc::ToWorker> {
+    take_frames(outbox)
+        .into_iter()
+        .map(|f| crate::ipc::ToWorker::decode(f).unwrap())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

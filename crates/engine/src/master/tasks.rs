@@ -1,0 +1,710 @@
+//! The task lifecycle in the master, and the one owner of the task queue
+//! (through the dispatcher and its [`TaskQueue`]): submissions from
+//! workers, the master and clients, handing tasks to task workers, results,
+//! completions (reported or posted on the completion board), failures with
+//! retries, timeouts, the orphans of a worker that died, and the group
+//! commit that acknowledges durable submissions. A second queue backend
+//! plugs in here, behind `TaskQueue`.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::workers::Workers;
+use crate::board::Board;
+use crate::dispatcher::{Dispatcher, Retry, SubmitError};
+use crate::ipc::ToWorker;
+use crate::log::Level;
+use crate::payload::Payload;
+use crate::protocol::{code, TaskRequest};
+use crate::queue::{now_ms, QueuedTask, TaskQueue};
+
+/// The options the task lifecycle follows.
+#[derive(Debug, Clone)]
+pub struct TaskRules {
+    pub task_worker_num: u32,
+    /// Most unfinished tasks a task worker may hold at once.
+    pub task_window: usize,
+    /// Waiting tasks at most (0 = unbounded).
+    pub task_queue_max: usize,
+    /// Runs of a failing `TaskClient::task()` job before it is given up,
+    /// unless the submission says otherwise.
+    pub task_max_attempts: u32,
+    /// Runs of a failing `$server->task()` before it is given up (1 by
+    /// default: at most once, as in Swoole). A `taskwait()` task runs once.
+    pub worker_task_max_attempts: u32,
+    /// Backoff before the first retry; doubles for each further one.
+    pub task_retry_delay_ms: u64,
+    /// A task running longer is failed and its worker killed.
+    pub task_timeout_ms: Option<u64>,
+    /// Whether the queue has a task_store: client submissions are
+    /// acknowledged only after the group commit that makes them durable.
+    pub durable: bool,
+    /// What task payloads from clients may hold.
+    pub untrusted: crate::php_serial::Policy,
+}
+
+/// How a client's task was taken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Held in memory: acknowledge it with this id now.
+    Now(u64),
+    /// Acknowledged by the next group commit (see [`Tasks::commit`]).
+    AtCommit,
+}
+
+/// A client task refused, with the protocol error code to answer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    pub code: u32,
+    pub message: String,
+}
+
+/// What a group commit means for the clients waiting on it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Committed {
+    /// Acknowledge each (session, task id).
+    Acks(Vec<(u64, u64)>),
+    /// The store failed: answer each session with this error.
+    Failed(Vec<u64>, String),
+}
+
+/// What the tasks count for `stats()` and the last log line.
+#[derive(Debug, Default, Clone)]
+pub struct TaskCounters {
+    pub task_count: u64,
+    pub requeued_tasks: u64,
+    pub failed_tasks: u64,
+}
+
+/// The master's tasks.
+pub struct Tasks {
+    rules: TaskRules,
+    dispatcher: Dispatcher,
+    next_task: u64,
+    /// Client submissions waiting for the next group commit to be acked.
+    pending_acks: Vec<(u64, u64)>,
+    /// taskwait tasks, by master id: the incarnation blocked on the result.
+    awaited: HashMap<u64, u64>,
+    /// Where task workers post completions nobody awaits (`crate::board`).
+    board: Arc<Board>,
+    /// Whether the board's flag asks workers to report every completion.
+    listening: bool,
+    /// Wakes the committer when acks are pending.
+    commit_needed: Rc<Notify>,
+    /// Wakes the scheduler when the next timer may have changed.
+    reschedule: Rc<Notify>,
+    counters: TaskCounters,
+}
+
+impl Tasks {
+    /// The lifecycle over `queue`, whose task ids continue from `next_task`
+    /// (recovered from a durable store).
+    pub fn new(
+        rules: TaskRules,
+        queue: Box<dyn TaskQueue>,
+        next_task: u64,
+        board: Arc<Board>,
+    ) -> Self {
+        let dispatcher = Dispatcher::new(
+            queue,
+            rules.task_worker_num as usize,
+            rules.task_window,
+            rules.task_queue_max,
+            rules.task_retry_delay_ms,
+        );
+        Tasks {
+            // A task settled late would be removed from a store late, and
+            // run again after a crash in between: no board with a store.
+            dispatcher: if rules.durable {
+                dispatcher
+            } else {
+                dispatcher.with_board()
+            },
+            rules,
+            next_task,
+            pending_acks: Vec::new(),
+            awaited: HashMap::new(),
+            board,
+            listening: false,
+            commit_needed: Rc::new(Notify::new()),
+            reschedule: Rc::new(Notify::new()),
+            counters: TaskCounters::default(),
+        }
+    }
+
+    /// What the committer waits on.
+    pub fn commit_needed(&self) -> Rc<Notify> {
+        self.commit_needed.clone()
+    }
+
+    /// What the scheduler waits on besides its deadline.
+    pub fn reschedule(&self) -> Rc<Notify> {
+        self.reschedule.clone()
+    }
+
+    /// Hands runnable tasks to task workers; `now` is the caller's clock
+    /// reading (unix ms), so one message costs one reading.
+    pub fn assign(&mut self, now: u64, workers: &Workers) {
+        let mut started = false;
+        loop {
+            self.settle(now);
+            self.dispatcher.assign(now, |t, task, place| {
+                started = true;
+                let msg = ToWorker::Task {
+                    id: task.id,
+                    task_id: task.task_id,
+                    src_worker: task.src_worker,
+                    place,
+                    payload: task.payload.clone(),
+                };
+                workers.push_task(t, &msg);
+            });
+            let listen = self.dispatcher.wants_reports(now);
+            if listen != self.listening {
+                self.listening = listen;
+                self.board.listen(listen);
+                // A worker that posted before the flag went up did not
+                // report: read the board once more, and hand out what that
+                // frees.
+                if listen && self.read_board(now) {
+                    continue;
+                }
+            }
+            break;
+        }
+        if started && self.rules.task_timeout_ms.is_some() {
+            self.reschedule.notify_one();
+        }
+    }
+
+    /// Completes the tasks task workers posted finished on the board.
+    /// Returns whether there were any. Nothing to do while the master
+    /// listens: every post since the flag went up was reported as well, and
+    /// a deep queue's reports would otherwise each cost a read of the board.
+    pub fn settle(&mut self, now: u64) -> bool {
+        !self.listening && self.read_board(now)
+    }
+
+    fn read_board(&mut self, now: u64) -> bool {
+        let board = &self.board;
+        self.dispatcher
+            .settle(now, |worker, place, id| board.posted(worker, place, id))
+    }
+
+    fn new_task(
+        &mut self,
+        src_worker: i32,
+        task_id: i64,
+        payload: Payload,
+        priority: i32,
+        delay_ms: u64,
+        max_attempts: u32,
+    ) -> QueuedTask {
+        let id = self.next_task;
+        self.next_task += 1;
+        QueuedTask {
+            id,
+            src_worker,
+            task_id: if src_worker >= 0 { task_id } else { id as i64 },
+            payload,
+            attempts: 0,
+            max_attempts,
+            priority,
+            not_before: if delay_ms > 0 { now_ms() + delay_ms } else { 0 },
+        }
+    }
+
+    /// `$server->task()`/`taskwait()` from event worker `worker`
+    /// (incarnation `generation`), for any task worker when `dst` < 0.
+    pub fn worker_task(
+        &mut self,
+        worker: u32,
+        generation: u64,
+        (task_id, dst, wait): (i64, i32, bool),
+        payload: Payload,
+        workers: &mut Workers,
+    ) {
+        // A taskwait caller is blocked on this one run, and a retry could
+        // only answer a caller that has given up.
+        let attempts = if wait {
+            1
+        } else {
+            self.rules.worker_task_max_attempts
+        };
+        let task = self.new_task(worker as i32, task_id, payload, 0, 0, attempts);
+        if wait {
+            self.awaited.insert(task.id, generation);
+        }
+        self.queue(task, dst, &format!("worker #{worker}"), workers);
+    }
+
+    /// `$server->task()` from the master's onStart or the manager's
+    /// onManagerStart: one-way as in Swoole (nobody gets its result, so
+    /// `finish()` has nowhere to send it), and at most once like a worker's.
+    pub fn one_way(&mut self, task_id: i64, dst: i32, payload: Payload, workers: &mut Workers) {
+        let attempts = self.rules.worker_task_max_attempts;
+        let mut task = self.new_task(-1, 0, payload, 0, 0, attempts);
+        task.task_id = task_id;
+        self.queue(task, dst, "the master or manager", workers);
+    }
+
+    /// Queues a task from inside the server; a refusal reaches onTaskFailed.
+    fn queue(&mut self, task: QueuedTask, dst: i32, from: &str, workers: &mut Workers) {
+        self.counters.task_count += 1;
+        match self
+            .dispatcher
+            .submit(task.clone(), usize::try_from(dst).ok())
+        {
+            Ok(()) => self.assign(now_ms(), workers),
+            Err(e) => {
+                crate::log!(
+                    Level::Error,
+                    "task {} from {from} refused: {e}",
+                    task.task_id
+                );
+                self.report_failure(&task, &e.to_string(), workers);
+            }
+        }
+        self.commit_needed.notify_one();
+    }
+
+    /// `TaskClient::task()` from session `fd`: queued and acknowledged with
+    /// its id, at once in memory, after the next group commit with a
+    /// task_store; or refused at once.
+    pub fn client_task(
+        &mut self,
+        fd: u64,
+        req: TaskRequest,
+        workers: &Workers,
+    ) -> Result<Accepted, Refused> {
+        let refused = |code, message: String| Err(Refused { code, message });
+        if self.rules.task_worker_num == 0 {
+            return refused(
+                code::NO_TASK_WORKERS,
+                "the server has no task workers (task_worker_num is 0): the task was not queued"
+                    .into(),
+            );
+        }
+        let payload = match crate::php_serial::admit(req.payload, &self.rules.untrusted) {
+            Ok(p) => p,
+            Err(e) => {
+                crate::log!(Level::Warning, "session #{fd}: task refused: {e}");
+                return refused(code::BAD_REQUEST, e.to_string());
+            }
+        };
+        let attempts = match req.max_attempts {
+            0 => self.rules.task_max_attempts,
+            n => n,
+        };
+        let task = self.new_task(-1, 0, payload, req.priority, req.delay_ms, attempts);
+        let id = task.id;
+        let delayed = task.not_before > 0;
+        match self.dispatcher.submit(task, None) {
+            Ok(()) => {
+                self.counters.task_count += 1;
+                let accepted = if self.rules.durable {
+                    self.pending_acks.push((fd, id));
+                    self.commit_needed.notify_one();
+                    Accepted::AtCommit
+                } else {
+                    Accepted::Now(id)
+                };
+                self.assign(now_ms(), workers);
+                if delayed {
+                    self.reschedule.notify_one();
+                }
+                Ok(accepted)
+            }
+            Err(e @ SubmitError::Full(_)) => refused(code::QUEUE_FULL, e.to_string()),
+            Err(e) => refused(code::BAD_REQUEST, e.to_string()),
+        }
+    }
+
+    /// Task worker index `t` delivered the result of task `id`: it goes to
+    /// the worker that dispatched the task (the incarnation blocked in
+    /// taskwait, if one is).
+    pub fn result(&mut self, t: usize, id: u64, payload: Payload, workers: &mut Workers) {
+        let Some(task) = self.dispatcher.deliver(t, id) else {
+            return;
+        };
+        if workers.is_event_worker(task.src_worker) {
+            let msg = ToWorker::Finish {
+                task_id: task.task_id,
+                payload,
+            };
+            let src = task.src_worker as u32;
+            workers.push_result(src, self.awaited.get(&id).copied(), &msg);
+        }
+    }
+
+    /// Task worker index `t` finished task `id` after `run_us` µs.
+    pub fn done(&mut self, t: usize, id: u64, run_us: u32, workers: &Workers) {
+        self.awaited.remove(&id);
+        let now = now_ms();
+        self.dispatcher.complete(t, id, run_us, now);
+        self.assign(now, workers);
+        self.commit_needed.notify_one();
+    }
+
+    /// Task worker index `t`'s run of task `id` threw `error`: retried
+    /// later, given up, or complete if its result was delivered.
+    pub fn failed(&mut self, t: usize, id: u64, error: &str, workers: &mut Workers) {
+        let first_line = error.lines().next().unwrap_or("").to_owned();
+        let now = now_ms();
+        match self.dispatcher.failed(t, id, &first_line, now) {
+            Some(Retry::At(at)) => {
+                crate::log!(
+                    Level::Notice,
+                    "task {id} failed ({first_line}); retrying in {} ms",
+                    at.saturating_sub(now)
+                );
+                self.reschedule.notify_one();
+            }
+            Some(Retry::GaveUp(task)) => self.give_up(&task, &first_line, workers),
+            Some(Retry::Delivered) => {
+                self.awaited.remove(&id);
+                crate::log!(
+                    Level::Warning,
+                    "task {id} failed ({first_line}) after its result was delivered; it is not run again"
+                );
+            }
+            None => {}
+        }
+        self.assign(now, workers);
+        self.commit_needed.notify_one();
+    }
+
+    /// Task worker index `t`, incarnation `generation`, connected and may
+    /// be handed at most `max_tasks` tasks (0 = no limit).
+    pub fn joined(&mut self, t: usize, generation: u64, max_tasks: u64, workers: &Workers) {
+        self.dispatcher
+            .online(t, generation, (max_tasks > 0).then_some(max_tasks));
+        self.assign(now_ms(), workers);
+    }
+
+    /// Task worker index `t` is leaving: it finishes what it holds and
+    /// gets nothing new.
+    pub fn leaving(&mut self, t: usize) {
+        self.dispatcher.draining(t);
+    }
+
+    /// Task worker `worker` (index `t`), incarnation `generation`, is gone;
+    /// `killed` when the master killed it for task_timeout. What it held is
+    /// requeued or given up; what it posted finished first is complete.
+    pub fn worker_gone(
+        &mut self,
+        (worker, t): (u32, usize),
+        generation: u64,
+        killed: bool,
+        workers: &mut Workers,
+    ) {
+        let why = if killed {
+            format!("task worker #{worker} exceeded task_timeout and was killed")
+        } else {
+            format!("task worker #{worker} died while running it")
+        };
+        // What the worker posted finished before it went is not orphaned,
+        // even if it died before it could report it.
+        self.read_board(now_ms());
+        let orphans = self.dispatcher.offline(t, generation, &why);
+        if orphans.requeued > 0 {
+            self.counters.requeued_tasks += orphans.requeued as u64;
+            crate::log!(
+                Level::Warning,
+                "{why}: requeued {} unfinished task(s)",
+                orphans.requeued
+            );
+        }
+        for task in orphans.given_up {
+            self.give_up(&task, &why, workers);
+        }
+        for id in orphans.completed {
+            self.awaited.remove(&id);
+        }
+        self.assign(now_ms(), workers);
+        self.commit_needed.notify_one();
+    }
+
+    /// A task used up its attempts: count it, log it and tell the worker
+    /// that dispatched it (onTaskFailed).
+    fn give_up(&mut self, task: &QueuedTask, why: &str, workers: &mut Workers) {
+        self.awaited.remove(&task.id);
+        self.counters.failed_tasks += 1;
+        crate::log!(
+            Level::Error,
+            "task {} (id {} from {}) failed {} time(s); given up: {why}",
+            task.id,
+            task.task_id,
+            if task.src_worker >= 0 {
+                format!("worker #{}", task.src_worker)
+            } else {
+                "a client".to_owned()
+            },
+            task.attempts
+        );
+        self.report_failure(task, why, workers);
+    }
+
+    /// onTaskFailed, in the worker that dispatched the task, or in worker 0
+    /// for a client's task.
+    fn report_failure(&self, task: &QueuedTask, why: &str, workers: &mut Workers) {
+        let target = if workers.is_event_worker(task.src_worker) {
+            task.src_worker as u32
+        } else if workers.event_workers() > 0 {
+            0
+        } else {
+            return;
+        };
+        workers.push_event(
+            target,
+            &ToWorker::TaskFailed {
+                task_id: task.task_id,
+                error: why.to_owned(),
+                payload: task.payload.clone(),
+            },
+        );
+    }
+
+    /// Runs due work: delayed tasks that became runnable, task timeouts.
+    /// Returns when to call again (unix ms), if ever.
+    pub fn tick(&mut self, workers: &mut Workers) -> Option<u64> {
+        let now = now_ms();
+        self.assign(now, workers);
+        let mut next = self.dispatcher.next_due();
+        if let Some(timeout) = self.rules.task_timeout_ms.filter(|t| *t > 0) {
+            for t in self.dispatcher.overdue(now.saturating_sub(timeout)) {
+                workers.kill_overdue(t, timeout);
+            }
+            if let Some(oldest) = self.dispatcher.oldest_start() {
+                let at = oldest + timeout;
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        next
+    }
+
+    /// Group commit: makes every queue change since the last call durable;
+    /// says which client submissions that acknowledges (or that it failed).
+    pub fn commit(&mut self) -> Committed {
+        let acks = std::mem::take(&mut self.pending_acks);
+        match self.dispatcher.commit() {
+            Ok(()) => Committed::Acks(acks),
+            Err(e) => {
+                crate::log!(Level::Error, "task store commit failed: {e}");
+                Committed::Failed(acks.into_iter().map(|(fd, _)| fd).collect(), e.to_string())
+            }
+        }
+    }
+
+    /// Tasks accepted and not yet started.
+    pub fn queued(&self) -> usize {
+        self.dispatcher.queued()
+    }
+
+    /// Tasks running now.
+    pub fn running(&self) -> usize {
+        self.dispatcher.running_count()
+    }
+
+    /// Tasks accepted but not finished, for the shutdown log and the drain
+    /// watch. Board posts are not read here: at shutdown every worker's link
+    /// has ended, and each end read the board (`worker_gone`).
+    pub fn unfinished(&self) -> usize {
+        self.queued() + self.running()
+    }
+
+    /// Whether task worker index `t` holds an unfinished task.
+    pub fn is_busy(&self, t: usize) -> bool {
+        self.dispatcher.is_busy(t)
+    }
+
+    /// Online task workers running nothing.
+    pub fn idle_workers(&self) -> usize {
+        self.dispatcher.idle_workers()
+    }
+
+    /// What the tasks counted.
+    pub fn counters(&self) -> &TaskCounters {
+        &self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::master::outbox::take_messages;
+    use crate::payload::Encoding;
+    use crate::php_serial::{AllowedClasses, Policy};
+    use crate::queue::MemoryQueue;
+    use bytes::Bytes;
+
+    fn rules(task_workers: u32, durable: bool) -> TaskRules {
+        TaskRules {
+            task_worker_num: task_workers,
+            task_window: 1,
+            task_queue_max: 2,
+            task_max_attempts: 2,
+            worker_task_max_attempts: 1,
+            task_retry_delay_ms: 1,
+            task_timeout_ms: None,
+            durable,
+            untrusted: Policy {
+                classes: AllowedClasses::None,
+                max_depth: 8,
+            },
+        }
+    }
+
+    fn setup(task_workers: u32, durable: bool) -> (Tasks, Workers) {
+        let board = Arc::new(Board::new(task_workers as usize).unwrap());
+        let tasks = Tasks::new(
+            rules(task_workers, durable),
+            Box::new(MemoryQueue::default()),
+            1,
+            board,
+        );
+        let workers = Workers::new(
+            1,
+            task_workers,
+            1 << 20,
+            Rc::new(Notify::new()),
+            Rc::new(Notify::new()),
+        );
+        (tasks, workers)
+    }
+
+    fn raw(data: &'static [u8]) -> Payload {
+        Payload {
+            encoding: Encoding::Raw,
+            data: Bytes::from_static(data),
+        }
+    }
+
+    fn request(data: &'static [u8]) -> TaskRequest {
+        TaskRequest {
+            payload: raw(data),
+            priority: 0,
+            delay_ms: 0,
+            max_attempts: 0,
+        }
+    }
+
+    #[test]
+    fn a_client_task_is_acknowledged_at_once_in_memory_and_at_the_commit_with_a_store() {
+        let (mut tasks, w) = setup(1, false);
+        assert_eq!(
+            tasks.client_task(5, request(b"a"), &w),
+            Ok(Accepted::Now(1))
+        );
+        let (mut durable, w) = setup(1, true);
+        assert_eq!(
+            durable.client_task(5, request(b"a"), &w),
+            Ok(Accepted::AtCommit)
+        );
+        assert_eq!(durable.commit(), Committed::Acks(vec![(5, 1)]));
+        assert_eq!(durable.commit(), Committed::Acks(vec![]));
+    }
+
+    #[test]
+    fn client_tasks_are_refused_with_the_protocol_code() {
+        let (mut none, w) = setup(0, false);
+        assert_eq!(
+            none.client_task(1, request(b"a"), &w).unwrap_err().code,
+            code::NO_TASK_WORKERS
+        );
+        let (mut tasks, w) = setup(1, false);
+        let mut bad = request(b"O:8:\"stdClass\":0:{}");
+        bad.payload.encoding = Encoding::Serialized;
+        assert_eq!(
+            tasks.client_task(1, bad, &w).unwrap_err().code,
+            code::BAD_REQUEST
+        );
+        for _ in 0..2 {
+            tasks.client_task(1, request(b"a"), &w).unwrap();
+        }
+        assert_eq!(
+            tasks.client_task(1, request(b"a"), &w).unwrap_err().code,
+            code::QUEUE_FULL,
+            "task_queue_max 2, no task worker online to take them"
+        );
+    }
+
+    #[test]
+    fn a_task_reaches_its_worker_and_its_result_the_dispatching_worker() {
+        let (mut tasks, mut w) = setup(1, false);
+        let (g0, event_outbox) = w.joined(0, 10).unwrap();
+        let (g1, task_outbox) = w.joined(1, 11).unwrap();
+        tasks.joined(0, g1, 0, &w);
+        tasks.worker_task(0, g0, (3, -1, false), raw(b"job"), &mut w);
+        let sent = take_messages(&task_outbox);
+        let ToWorker::Task { id, task_id, .. } = sent[0] else {
+            panic!("{sent:?}")
+        };
+        assert_eq!(task_id, 3);
+        assert_eq!(tasks.running(), 1);
+        tasks.result(0, id, raw(b"out"), &mut w);
+        tasks.done(0, id, 10, &w);
+        assert_eq!(tasks.unfinished(), 0);
+        assert_eq!(
+            take_messages(&event_outbox),
+            vec![ToWorker::Finish {
+                task_id: 3,
+                payload: raw(b"out")
+            }]
+        );
+    }
+
+    #[test]
+    fn a_task_that_throws_on_its_last_attempt_reaches_on_task_failed() {
+        let (mut tasks, mut w) = setup(1, false);
+        let (g0, event_outbox) = w.joined(0, 10).unwrap();
+        let (g1, task_outbox) = w.joined(1, 11).unwrap();
+        tasks.joined(0, g1, 0, &w);
+        tasks.worker_task(0, g0, (4, -1, false), raw(b"job"), &mut w);
+        let ToWorker::Task { id, .. } = take_messages(&task_outbox)[0] else {
+            panic!()
+        };
+        tasks.failed(0, id, "boom\nat line 2", &mut w);
+        assert_eq!(tasks.counters().failed_tasks, 1);
+        assert_eq!(
+            take_messages(&event_outbox),
+            vec![ToWorker::TaskFailed {
+                task_id: 4,
+                error: "boom".into(),
+                payload: raw(b"job")
+            }]
+        );
+    }
+
+    #[test]
+    fn the_tasks_of_a_dead_worker_go_to_its_successor() {
+        let (mut tasks, mut w) = setup(1, false);
+        let (g1, first) = w.joined(1, 11).unwrap();
+        tasks.joined(0, g1, 0, &w);
+        tasks.client_task(1, request(b"a"), &w).unwrap();
+        assert_eq!(take_messages(&first).len(), 1);
+        let killed = w.gone(1, g1);
+        tasks.worker_gone((1, 0), g1, killed, &mut w);
+        assert_eq!(tasks.counters().requeued_tasks, 1);
+        let (g2, second) = w.joined(1, 12).unwrap();
+        tasks.joined(0, g2, 0, &w);
+        assert!(matches!(
+            take_messages(&second)[..],
+            [ToWorker::Task { id: 1, .. }]
+        ));
+    }
+
+    #[test]
+    fn a_refused_internal_task_reaches_on_task_failed() {
+        let (mut tasks, mut w) = setup(1, false);
+        let (g0, event_outbox) = w.joined(0, 10).unwrap();
+        tasks.worker_task(0, g0, (9, 5, false), raw(b"x"), &mut w);
+        assert!(matches!(
+            &take_messages(&event_outbox)[..],
+            [ToWorker::TaskFailed { task_id: 9, error, .. }] if error == "task worker 5 does not exist"
+        ));
+    }
+}

@@ -11,13 +11,16 @@
 //!
 //! The folder splits by concern: the PHP-style coercions, the framing
 //! options, the server's and the client's tables of options (each name
-//! listed once, with its setter), and the one `apply` both sides share.
+//! listed once, with its setter), the one list of options accepted for
+//! compatibility but ignored (`ignored.rs`, with why), and the one `apply`
+//! both sides share.
 
 mod apply;
 mod client;
 mod coerce;
 mod error;
 mod framing;
+mod ignored;
 mod schema;
 mod server;
 

@@ -4,6 +4,7 @@
 
 use super::error::ConfigError;
 use super::framing::{Framing, FRAMING_ROWS};
+use super::ignored::Ignored;
 use taskq_value::Value;
 
 /// How one option is read into a configuration of type `T`: validates the
@@ -17,6 +18,9 @@ pub(super) enum Row<T: 'static> {
     /// The framing options, which server and client share, at this place
     /// in the list.
     Framing,
+    /// An option accepted for compatibility and ignored (`config::ignored`):
+    /// validated, then dropped.
+    Ignored(&'static Ignored),
 }
 
 /// A setter storing what `$parse` returns (given the option name `$k` and
@@ -53,7 +57,11 @@ pub(super) fn set<T: Schema>(cfg: &mut T, key: &str, value: &Value) -> Result<bo
                     return Ok(true);
                 }
             }
-            Row::Option(..) => {}
+            Row::Ignored(row) if row.name == key => {
+                (row.check)(key, value)?;
+                return Ok(true);
+            }
+            Row::Option(..) | Row::Ignored(_) => {}
         }
     }
     Ok(false)
@@ -65,6 +73,7 @@ pub(super) fn names<T: Schema>() -> Vec<&'static str> {
         .iter()
         .flat_map(|row| match row {
             Row::Option(name, _) => vec![*name],
+            Row::Ignored(row) => vec![row.name],
             Row::Framing => FRAMING_ROWS.iter().map(|(name, _)| *name).collect(),
         })
         .collect()

@@ -2,12 +2,13 @@
 
 use super::apply::apply_atomically;
 use super::coerce::{
-    as_int, invalid, refuse_true, to_absolute_or_relative_dir, to_absolute_path, to_bool, to_int,
-    to_int_in, to_non_empty_string, to_seconds, to_size, to_socket_buffer_size, to_usize,
+    as_int, invalid, refuse_true, to_absolute_or_relative_dir, to_bool, to_int, to_int_in,
+    to_non_empty_string, to_seconds, to_size, to_socket_buffer_size, to_usize,
     DEFAULT_SOCKET_BUFFER_SIZE,
 };
 use super::error::{ConfigError, Warning};
 use super::framing::Framing;
+use super::ignored::ignored;
 use super::schema::{names, store, Row, Schema};
 use crate::packet::{PacketMode, PacketOptions};
 use crate::php_serial::{AllowedClasses, Policy};
@@ -54,15 +55,6 @@ pub struct ServerConfig {
     /// How connections are spread over workers; only Swoole's modes 1 to 5
     /// exist in taskq (see `apply` for the reason).
     pub dispatch_mode: u8,
-    /// Accepted for compatibility (1 unix socket, 2 and 3 message queue, 4
-    /// Swoole's stream mode, which its `examples/task/task_stream.php`
-    /// uses); taskq always uses its own IPC, so it changes no behaviour.
-    pub task_ipc_mode: u8,
-    /// Accepted for compatibility with `task_ipc_mode` 2 and 3.
-    pub message_queue_key: i64,
-    /// Where Swoole spills task payloads too large for IPC; kept so scripts
-    /// that read it back see the same value.
-    pub task_tmpdir: String,
     /// `listen()` backlog. Swoole's default is 512, which a connect-per-
     /// request producer overflows whenever the master is kept off the CPU
     /// for ~10 ms (each overflow is a SYN resent only after 1 s): 4096,
@@ -84,8 +76,6 @@ pub struct ServerConfig {
     pub buffer_output_size: usize,
     /// Socket buffer size; 8 MiB is Swoole's default.
     pub socket_buffer_size: usize,
-    /// Reload workers without dropping in-flight work, Swoole's default.
-    pub reload_async: bool,
     /// Seconds a worker may keep running after a stop or reload request.
     pub max_wait_time: u64,
     /// Seconds a worker may keep running after a reload request: longer
@@ -97,18 +87,6 @@ pub struct ServerConfig {
     pub user: Option<String>,
     /// Unix group the workers switch to.
     pub group: Option<String>,
-    /// Accepted and validated because Swoole scripts set it; taskq has no
-    /// reactor threads, so it has no effect.
-    pub reactor_num: usize,
-    /// Swoole's switch to deliver onConnect/onClose while a worker is busy;
-    /// accepted and validated, no effect in taskq.
-    pub enable_unsafe_event: bool,
-    /// Swoole's switch to drop data of connections that closed before their
-    /// worker got to it; accepted and validated, no effect in taskq.
-    pub discard_timeout_request: bool,
-    /// Swoole's `SO_KEEPALIVE` switch; accepted and validated, no effect in
-    /// taskq (README, *TaskServer*).
-    pub open_tcp_keepalive: bool,
     /// Retries of a task whose run failed (exception, crash, timeout) before
     /// it is given up, as set; `None` keeps each kind of task's default
     /// (see `client_task_retries` and `worker_task_retries`).
@@ -172,9 +150,6 @@ impl ServerConfig {
             task_max_request: 0,
             task_max_request_grace: None,
             dispatch_mode: 2,
-            task_ipc_mode: 1,
-            message_queue_key: 0,
-            task_tmpdir: "/tmp".to_string(),
             backlog: 4096,
             max_conn: 100_000,
             heartbeat_check_interval: 0,
@@ -182,16 +157,11 @@ impl ServerConfig {
             packet,
             buffer_output_size: u32::MAX as usize,
             socket_buffer_size: DEFAULT_SOCKET_BUFFER_SIZE,
-            reload_async: true,
             max_wait_time: 3,
             reload_wait_time: 300,
             open_tcp_nodelay: true,
             user: None,
             group: None,
-            reactor_num: cpu_count,
-            enable_unsafe_event: false,
-            discard_timeout_request: true,
-            open_tcp_keepalive: false,
             task_retry_max: None,
             task_retry_delay: 1.0,
             task_timeout: None,
@@ -222,6 +192,7 @@ impl ServerConfig {
     /// set (scripts read `$serv->setting['worker_num']` to tell task workers
     /// apart), with the values in effect. `worker_num` and `task_worker_num`
     /// always hold the real counts, also where `set()` gave 0 for "CPU count".
+    /// An ignored option (`config::ignored`) not given shows Swoole's default.
     pub fn started_settings(&self, given: &[(String, Value)]) -> Vec<(String, Value)> {
         let count = |n: usize| Value::Int(n as i64);
         let filled = [
@@ -231,18 +202,18 @@ impl ServerConfig {
             ("buffer_output_size", count(self.buffer_output_size)),
             ("max_connection", count(self.max_conn)),
             ("dispatch_mode", Value::Int(self.dispatch_mode.into())),
-            ("task_ipc_mode", Value::Int(self.task_ipc_mode.into())),
+            ("task_ipc_mode", Value::Int(1)),
             ("daemonize", Value::Bool(self.daemonize)),
             ("log_level", Value::Int(self.log_level.into())),
             ("max_request", Value::Int(self.max_request as i64)),
             ("task_max_request", Value::Int(self.task_max_request as i64)),
             ("max_wait_time", Value::Int(self.max_wait_time as i64)),
-            ("reload_async", Value::Bool(self.reload_async)),
+            ("reload_async", Value::Bool(true)),
             ("open_tcp_nodelay", Value::Bool(self.open_tcp_nodelay)),
             ("backlog", Value::Int(self.backlog.into())),
             ("socket_buffer_size", count(self.socket_buffer_size)),
             ("package_max_length", count(self.packet.max_length)),
-            ("task_tmpdir", Value::str(&self.task_tmpdir)),
+            ("task_tmpdir", Value::str("/tmp")),
         ];
         let mut out = given.to_vec();
         for (key, value) in filled {
@@ -364,18 +335,9 @@ impl Schema for ServerConfig {
             "dispatch_mode",
             store!(dispatch_mode, |k, v| to_dispatch_mode(k, v)?),
         ),
-        Row::Option(
-            "task_ipc_mode",
-            store!(task_ipc_mode, |k, v| to_int(k, v, 1, 4)?),
-        ),
-        Row::Option(
-            "message_queue_key",
-            store!(message_queue_key, |k, v| to_int(k, v, i64::MIN, i64::MAX)?),
-        ),
-        Row::Option(
-            "task_tmpdir",
-            store!(task_tmpdir, |k, v| to_absolute_path(k, v)?),
-        ),
+        Row::Ignored(ignored("task_ipc_mode")),
+        Row::Ignored(ignored("message_queue_key")),
+        Row::Ignored(ignored("task_tmpdir")),
         Row::Option("backlog", store!(backlog, |k, v| to_int(k, v, 0, 65535)?)),
         Row::Option(
             "max_conn",
@@ -406,7 +368,7 @@ impl Schema for ServerConfig {
             "socket_buffer_size",
             store!(socket_buffer_size, |k, v| to_socket_buffer_size(k, v)?),
         ),
-        Row::Option("reload_async", store!(reload_async, |k, v| to_bool(k, v)?)),
+        Row::Ignored(ignored("reload_async")),
         Row::Option(
             "max_wait_time",
             store!(max_wait_time, |k, v| to_int(k, v, 1, 3600)?),
@@ -427,22 +389,10 @@ impl Schema for ServerConfig {
             "group",
             store!(group, |k, v| Some(to_non_empty_string(k, v)?)),
         ),
-        Row::Option(
-            "reactor_num",
-            store!(reactor_num, |k, v| to_int(k, v, 1, 1000)?),
-        ),
-        Row::Option(
-            "enable_unsafe_event",
-            store!(enable_unsafe_event, |k, v| to_bool(k, v)?),
-        ),
-        Row::Option(
-            "discard_timeout_request",
-            store!(discard_timeout_request, |k, v| to_bool(k, v)?),
-        ),
-        Row::Option(
-            "open_tcp_keepalive",
-            store!(open_tcp_keepalive, |k, v| to_bool(k, v)?),
-        ),
+        Row::Ignored(ignored("reactor_num")),
+        Row::Ignored(ignored("enable_unsafe_event")),
+        Row::Ignored(ignored("discard_timeout_request")),
+        Row::Ignored(ignored("open_tcp_keepalive")),
         Row::Option("enable_coroutine", refuse_coroutines),
         Row::Option("task_enable_coroutine", refuse_coroutines),
         Row::Option("task_use_object", refuse_task_objects),

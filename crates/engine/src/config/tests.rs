@@ -161,9 +161,6 @@ fn server_defaults_follow_swoole() {
     assert_eq!(c.task_max_request_grace, None);
     assert_eq!(c.effective_task_max_request_grace(), 0);
     assert_eq!(c.dispatch_mode, 2);
-    assert_eq!(c.task_ipc_mode, 1);
-    assert_eq!(c.message_queue_key, 0);
-    assert_eq!(c.task_tmpdir, "/tmp");
     assert_eq!(c.backlog, 4096);
     assert_eq!(c.max_conn, 100_000);
     assert_eq!(c.heartbeat_check_interval, 0);
@@ -178,22 +175,49 @@ fn server_defaults_follow_swoole() {
     );
     assert_eq!(c.buffer_output_size, u32::MAX as usize);
     assert_eq!(c.socket_buffer_size, 8 * 1024 * 1024);
-    assert!(c.reload_async);
     assert_eq!(c.max_wait_time, 3);
     assert_eq!(c.reload_wait_time, 300);
     assert!(c.open_tcp_nodelay);
     assert_eq!(c.user, None);
     assert_eq!(c.group, None);
-    assert_eq!(c.reactor_num, 6);
-    assert!(!c.enable_unsafe_event);
-    assert!(c.discard_timeout_request);
-    assert!(!c.open_tcp_keepalive);
+}
+
+#[test]
+fn ignored_options_are_validated_as_in_swoole_and_change_nothing() {
+    let cases = [
+        ("task_ipc_mode", s("3"), Value::Int(5)),
+        ("message_queue_key", Value::Int(-5), s("key")),
+        ("task_tmpdir", s("/var/tmp"), s("tmp")),
+        ("reload_async", Value::Bool(false), Value::Int(2)),
+        ("reactor_num", Value::Int(2), Value::Int(0)),
+        ("enable_unsafe_event", Value::Bool(true), s("yes")),
+        ("discard_timeout_request", Value::Bool(false), s("no")),
+        ("open_tcp_keepalive", Value::Bool(true), Value::Float(1.5)),
+    ];
+    let names: Vec<&str> = cases.iter().map(|(name, ..)| *name).collect();
+    let listed: Vec<&str> = super::ignored::IGNORED.iter().map(|row| row.name).collect();
+    assert_eq!(names, listed, "this test covers the whole list");
+    for (name, valid, bad) in cases {
+        let known = ServerConfig::known_options();
+        assert_eq!(
+            known.iter().filter(|k| **k == name).count(),
+            1,
+            "{name} is a known option, once"
+        );
+        let mut c = ServerConfig::new(4);
+        assert_eq!(c.apply(&entries(&[(name, valid)])), Ok(vec![]), "{name}");
+        assert_eq!(c, ServerConfig::new(4), "{name} changes nothing");
+        assert!(
+            matches!(c.apply(&entries(&[(name, bad)])), Err(ConfigError::Invalid { ref option, .. }) if option == name),
+            "{name} still refuses a value Swoole refuses"
+        );
+    }
 }
 
 #[test]
 fn zero_cpu_count_still_gives_one_worker() {
     let c = ServerConfig::new(0);
-    assert_eq!((c.worker_num, c.reactor_num), (1, 1));
+    assert_eq!(c.worker_num, 1);
 }
 
 #[test]
@@ -371,7 +395,6 @@ fn seed_array_gives_one_warning_and_applies_the_rest() {
     assert_eq!(c.effective_max_request_grace(), 5000);
     assert_eq!(c.dispatch_mode, 2);
     assert_eq!(c.task_worker_num, 8);
-    assert_eq!(c.task_ipc_mode, 1, "the misspelled key must be ignored");
 }
 
 #[test]
@@ -541,20 +564,14 @@ fn integer_options_ranges() {
     assert_eq!(c.task_worker_num, 1000);
     assert_eq!(c.log_level, 6);
     assert_eq!(c.max_request, i64::MAX as u64);
-    assert_eq!(c.task_ipc_mode, 3);
-    assert_eq!(c.message_queue_key, -5);
-    assert_eq!(
-        server_with(&[("task_ipc_mode", Value::Int(4))])
-            .unwrap()
-            .task_ipc_mode,
-        4,
+    assert!(
+        server_with(&[("task_ipc_mode", Value::Int(4))]).is_ok(),
         "Swoole's stream mode is accepted like 1 to 3"
     );
     assert_eq!(c.backlog, 65535);
     assert_eq!(c.max_conn, 1);
     assert_eq!(c.max_wait_time, 3600);
     assert_eq!(c.reload_wait_time, 86400);
-    assert_eq!(c.reactor_num, 2);
     assert_eq!(
         server_with(&[("max_connection", Value::Int(77))])
             .unwrap()
@@ -635,11 +652,11 @@ fn bool_coercions() {
     ] {
         let c = server_with(&[
             ("daemonize", value.clone()),
-            ("reload_async", value.clone()),
+            ("open_tcp_nodelay", value.clone()),
         ])
         .unwrap();
         assert_eq!(
-            (c.daemonize, c.reload_async),
+            (c.daemonize, c.open_tcp_nodelay),
             (expected, expected),
             "{value:?}"
         );
@@ -669,9 +686,6 @@ fn bool_coercions() {
     ])
     .unwrap();
     assert!(!c.open_tcp_nodelay);
-    assert!(c.enable_unsafe_event);
-    assert!(!c.discard_timeout_request);
-    assert!(c.open_tcp_keepalive);
 }
 
 #[test]
@@ -686,7 +700,6 @@ fn string_options() {
     .unwrap();
     assert_eq!(c.log_file.as_deref(), Some("/var/log/taskq.log"));
     assert_eq!(c.pid_file.as_deref(), Some("/run/taskq.pid"));
-    assert_eq!(c.task_tmpdir, "/var/tmp");
     assert_eq!(c.user.as_deref(), Some("www-data"));
     assert_eq!(c.group.as_deref(), Some("www"));
     assert_eq!(

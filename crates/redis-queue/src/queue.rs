@@ -1,0 +1,634 @@
+//! One server's handle on a queue shared through Redis Streams: it submits
+//! tasks, takes its share as a consumer of the queue's group, and settles
+//! each task it took (ack, retry, fail) only after it ran. Every call is
+//! bounded by the command timeout, so an unreachable Redis is an error
+//! within that time, never a hang; the connection manager reconnects on the
+//! next call once Redis is back.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, FromRedisValue, RedisResult, ScriptInvocation, Value};
+
+use crate::dsn::Dsn;
+use crate::error::RedisQueueError;
+use crate::failed::{FailedTask, Select};
+use crate::keys::{check_name, Keys, GROUP};
+use crate::result::TaskResult;
+use crate::scripts;
+use crate::stats::QueueStats;
+use crate::task::{field, Entry, EntryId, Fields, NewTask};
+use crate::timeouts::Timeouts;
+
+type Result<T> = std::result::Result<T, RedisQueueError>;
+
+/// Due delayed tasks moved into the streams per `take`, bounding the time
+/// one script keeps Redis busy.
+const PROMOTE_LIMIT: usize = 1000;
+
+/// Failed tasks retried or purged per script call by `Select::All`.
+const FAILED_PAGE: isize = 500;
+
+/// What a `take` or `reclaim` handed to this server.
+#[derive(Debug, Default)]
+pub struct Taken {
+    /// Tasks to run, owned by this consumer until ack, retry or fail.
+    pub entries: Vec<Entry>,
+    /// Tasks delivered again after their consumers stopped so often that
+    /// they used up their attempts: already moved to the failed list, for
+    /// the caller to report (onTaskFailed), not to run.
+    pub exhausted: Vec<FailedTask>,
+    /// How long until the earliest delayed task is due (only from `take`),
+    /// so the caller can sleep until then instead of polling.
+    pub next_due_in: Option<Duration>,
+}
+
+/// A server's connection to one queue, as one consumer of its group.
+pub struct RedisQueue {
+    conn: ConnectionManager,
+    keys: Keys,
+    consumer: String,
+    /// The DSN with the password masked, for errors.
+    at: String,
+    timeouts: Timeouts,
+    /// Priority streams whose pending entries this consumer owned before
+    /// it (re)connected, each with the last entry id read back so far.
+    /// `take` hands these out before any new entry.
+    recovering: VecDeque<(i32, String)>,
+}
+
+impl std::fmt::Debug for RedisQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("at", &self.at)
+            .field("queue", &self.keys.prefix())
+            .field("consumer", &self.consumer)
+            .finish()
+    }
+}
+
+impl RedisQueue {
+    /// Connects to the Redis of `dsn` as consumer `consumer` of queue
+    /// `queue`. The consumer name must be stable across restarts (so the
+    /// server takes back what it held) and unique among the servers
+    /// sharing the queue (two processes with one name share one pending
+    /// list and take each other's work).
+    pub async fn connect(
+        dsn: &str,
+        queue: &str,
+        consumer: &str,
+        timeouts: Timeouts,
+    ) -> Result<Self> {
+        let dsn = Dsn::parse(dsn)?;
+        let keys = Keys::new(queue)?;
+        check_name("consumer name", consumer)?;
+        if dsn.is_tls() {
+            // redis-rs builds its rustls config from the process default
+            // provider; an Err means one is installed already.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let at = dsn.shown().to_owned();
+        let client = Client::open(dsn.connection_info())
+            .map_err(|e| RedisQueueError::from_redis(&at, "connect", e))?;
+        // One connection attempt per call: while Redis is away each call
+        // fails at once with the reason; the caller decides when to retry.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeouts.connect))
+            .set_response_timeout(Some(timeouts.command))
+            .set_number_of_retries(0);
+        let conn = bounded(
+            &at,
+            "connect",
+            timeouts.connect + timeouts.command,
+            ConnectionManager::new_with_config(client, config),
+        )
+        .await?;
+        let mut this = Self {
+            conn,
+            keys,
+            consumer: consumer.to_owned(),
+            at,
+            timeouts,
+            recovering: VecDeque::new(),
+        };
+        let priorities: Vec<i32> = this
+            .call(
+                "read the priority levels",
+                redis::cmd("ZREVRANGE")
+                    .arg(this.keys.priorities())
+                    .arg(0)
+                    .arg(-1),
+            )
+            .await?;
+        this.recovering = priorities.into_iter().map(|p| (p, "0".into())).collect();
+        Ok(this)
+    }
+
+    /// This server's consumer name (also the name of its results stream).
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Queues one task; returns its queue-wide id once Redis holds it, so
+    /// the caller acknowledges the submission only then.
+    pub async fn submit(&self, task: &NewTask) -> Result<u64> {
+        let ids = self.submit_many(std::slice::from_ref(task)).await?;
+        Ok(ids[0])
+    }
+
+    /// Queues a batch in one atomic script (one round trip for
+    /// `taskMulti()`): on Ok Redis holds all of them, on Err none was
+    /// confirmed. Keep batches to thousands, not millions: the script
+    /// holds Redis while it runs.
+    pub async fn submit_many(&self, tasks: &[NewTask]) -> Result<Vec<u64>> {
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut inv = scripts::SUBMIT.prepare_invoke();
+        inv.key(self.keys.ids())
+            .key(self.keys.priorities())
+            .key(self.keys.delayed())
+            .arg(self.keys.prefix())
+            .arg(GROUP)
+            .arg(&self.consumer);
+        for t in tasks {
+            inv.arg(t.priority)
+                .arg(millis(t.delay))
+                .arg(t.max_attempts.max(1))
+                .arg(t.src_worker)
+                .arg(t.src_task_id)
+                .arg(&t.payload[..]);
+        }
+        self.script("submit tasks", &inv).await
+    }
+
+    /// Hands out up to `max` tasks for this consumer: first the ones it
+    /// owned before it (re)connected (its own pending entries, read from
+    /// id 0: a restarted server finishes its work before taking new),
+    /// then due delayed tasks and new entries, highest priority first.
+    pub async fn take(&mut self, max: usize) -> Result<Taken> {
+        let mut taken = Taken::default();
+        let mut recovered = Vec::new();
+        while recovered.len() < max {
+            let Some((priority, cursor)) = self.recovering.front().cloned() else {
+                break;
+            };
+            let stream = self.keys.stream(priority);
+            let mut inv = scripts::RECOVER.prepare_invoke();
+            inv.key(&stream)
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(&cursor)
+                .arg(max - recovered.len());
+            let reply: Value = self.script("re-read own pending entries", &inv).await?;
+            let [rows, last] = parts::<2>(&stream, reply)?;
+            match text(&last) {
+                Some(last) if !last.is_empty() => self.recovering[0].1 = last,
+                _ => {
+                    self.recovering.pop_front();
+                }
+            }
+            for row in list(&stream, rows)? {
+                let [id, fields, deliveries] = parts::<3>(&stream, row)?;
+                recovered.push(self.entry(priority, &id, &fields, &deliveries)?);
+            }
+        }
+        self.settle(recovered, &mut taken).await?;
+        if taken.entries.len() < max && self.recovering.is_empty() {
+            let mut inv = scripts::TAKE.prepare_invoke();
+            inv.key(self.keys.priorities())
+                .key(self.keys.delayed())
+                .arg(self.keys.prefix())
+                .arg(GROUP)
+                .arg(&self.consumer)
+                .arg(max - taken.entries.len())
+                .arg(PROMOTE_LIMIT);
+            let reply: Value = self.script("take tasks", &inv).await?;
+            let what = self.keys.prefix();
+            let [rows, next_due, now] = parts::<3>(what, reply)?;
+            for row in list(what, rows)? {
+                let [priority, id, fields] = parts::<3>(what, row)?;
+                let priority = number(what, &priority)?;
+                taken
+                    .entries
+                    .push(self.entry(priority, &id, &fields, &Value::Int(1))?);
+            }
+            let (next_due, now): (i64, i64) = (number(what, &next_due)?, number(what, &now)?);
+            if next_due >= 0 {
+                taken.next_due_in = Some(Duration::from_millis(
+                    next_due.saturating_sub(now).max(0) as u64,
+                ));
+            }
+        }
+        Ok(taken)
+    }
+
+    /// Takes over up to `max` tasks that other consumers have not touched
+    /// for `idle` (their server died or lost Redis): the claim idle time.
+    /// Choose it well above the keep-alive interval of live servers.
+    pub async fn reclaim(&self, idle: Duration, max: usize) -> Result<Taken> {
+        let mut inv = scripts::RECLAIM.prepare_invoke();
+        inv.key(self.keys.priorities())
+            .arg(self.keys.prefix())
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(millis(idle))
+            .arg(max);
+        let reply: Value = self.script("reclaim idle tasks", &inv).await?;
+        let what = self.keys.prefix();
+        let mut claimed = Vec::new();
+        for row in list(what, reply)? {
+            let [priority, id, fields, deliveries] = parts::<4>(what, row)?;
+            let priority = number(what, &priority)?;
+            claimed.push(self.entry(priority, &id, &fields, &deliveries)?);
+        }
+        let mut taken = Taken::default();
+        self.settle(claimed, &mut taken).await?;
+        Ok(taken)
+    }
+
+    /// Keeps this consumer's in-flight entries from being reclaimed (call
+    /// it for every running task well within the claim idle time). Returns
+    /// the entries it no longer owns: another server reclaimed them, so
+    /// this server's ack, retry or fail of them will be ignored.
+    pub async fn keep_alive(&self, entries: &[EntryId]) -> Result<Vec<EntryId>> {
+        let mut lost = Vec::new();
+        for (priority, ids) in by_stream(entries) {
+            let stream = self.keys.stream(priority);
+            let mut inv = scripts::KEEP_ALIVE.prepare_invoke();
+            inv.key(&stream).arg(GROUP).arg(&self.consumer).arg(&ids);
+            let gone: Vec<String> = self.script("keep tasks alive", &inv).await?;
+            lost.extend(gone.into_iter().map(|id| EntryId { priority, id }));
+        }
+        Ok(lost)
+    }
+
+    /// The tasks ran: acknowledges and deletes their entries in one MULTI
+    /// (deleted, not trimmed, so nothing still pending is ever dropped).
+    /// Call it only after the task ran. Returns how many were still
+    /// pending (another server may have finished a reclaimed one first).
+    pub async fn ack(&self, entries: &[EntryId]) -> Result<u64> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (priority, ids) in by_stream(entries) {
+            let stream = self.keys.stream(priority);
+            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&ids);
+            pipe.cmd("XDEL").arg(&stream).arg(&ids).ignore();
+        }
+        let acked: Vec<u64> = self.pipe("acknowledge tasks", &pipe).await?;
+        Ok(acked.iter().sum())
+    }
+
+    /// The task ran and produced `payload`: posts it to the origin
+    /// server's results stream and acknowledges the entry in one MULTI, so
+    /// a crash cannot leave a result without its ack or the reverse.
+    pub async fn finish(&self, entry: &Entry, payload: &[u8]) -> Result<bool> {
+        let stream = self.keys.stream(entry.at.priority);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.add_result(&mut pipe, entry, payload);
+        pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&entry.at.id);
+        pipe.cmd("XDEL").arg(&stream).arg(&entry.at.id).ignore();
+        let (acked,): (u64,) = self.pipe("finish a task", &pipe).await?;
+        Ok(acked == 1)
+    }
+
+    /// Posts a result to the origin server's results stream without
+    /// settling the entry (a worker's progress, or a client task's reply).
+    pub async fn post_result(&self, entry: &Entry, payload: &[u8]) -> Result<()> {
+        let mut pipe = redis::pipe();
+        self.add_result(&mut pipe, entry, payload);
+        self.pipe::<()>("post a result", &pipe).await
+    }
+
+    fn add_result(&self, pipe: &mut redis::Pipeline, entry: &Entry, payload: &[u8]) {
+        let task = &entry.task;
+        pipe.cmd("XADD")
+            .arg(self.keys.results(&task.origin))
+            .arg("*")
+            .arg(field::ID)
+            .arg(task.id)
+            .arg(field::WORKER)
+            .arg(task.src_worker)
+            .arg(field::REF)
+            .arg(task.src_task_id)
+            .arg(field::PAYLOAD)
+            .arg(payload)
+            .ignore();
+    }
+
+    /// Takes up to `max` results other servers (or this one) posted for
+    /// this server's tasks; each is handed out once.
+    pub async fn results(&self, max: usize) -> Result<Vec<TaskResult>> {
+        let key = self.keys.results(&self.consumer);
+        let mut inv = scripts::TAKE_RESULTS.prepare_invoke();
+        inv.key(&key).arg(max);
+        let reply: Value = self.script("take results", &inv).await?;
+        let mut out = Vec::new();
+        for row in list(&key, reply)? {
+            let [id, fields] = parts::<2>(&key, row)?;
+            let id = text(&id).unwrap_or_default();
+            let fields = Fields::new(&key, &id, &fields)?;
+            out.push(TaskResult {
+                task_id: fields.number(field::ID)?,
+                src_worker: fields.number(field::WORKER)?,
+                src_task_id: fields.number(field::REF)?,
+                payload: bytes::Bytes::copy_from_slice(fields.bytes(field::PAYLOAD)?),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The run failed and the task has attempts left: moves it to the
+    /// delayed set with one more failed run counted, due after `delay`
+    /// (the retry backoff). Returns false if the entry was no longer this
+    /// consumer's (reclaimed by another server, which now decides).
+    pub async fn retry(&self, entry: &Entry, delay: Duration) -> Result<bool> {
+        let mut inv = scripts::RETRY.prepare_invoke();
+        inv.key(self.keys.stream(entry.at.priority))
+            .key(self.keys.delayed())
+            .arg(self.keys.prefix())
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(&entry.at.id)
+            .arg(millis(delay))
+            .arg(entry.task.attempts + 1);
+        let moved: u32 = self.script("retry a task", &inv).await?;
+        Ok(moved == 1)
+    }
+
+    /// The run failed and the task used up its attempts: moves it to the
+    /// failed list with `error`, visible to every server. Returns false if
+    /// the entry was no longer this consumer's.
+    pub async fn fail(&self, entry: &Entry, error: &str) -> Result<bool> {
+        Ok(self
+            .move_to_failed(entry, error, entry.task.attempts + 1)
+            .await?
+            .is_some())
+    }
+
+    /// FAIL script; the failure time, or None if the entry is not ours.
+    async fn move_to_failed(
+        &self,
+        entry: &Entry,
+        error: &str,
+        attempts: u32,
+    ) -> Result<Option<u64>> {
+        let mut inv = scripts::FAIL.prepare_invoke();
+        inv.key(self.keys.stream(entry.at.priority))
+            .key(self.keys.failed())
+            .arg(self.keys.prefix())
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(&entry.at.id)
+            .arg(error)
+            .arg(attempts);
+        let failed_at: u64 = self.script("move a task to the failed list", &inv).await?;
+        Ok((failed_at > 0).then_some(failed_at))
+    }
+
+    /// Sorts redelivered entries into runnable and given up, moving the
+    /// given-up ones to the failed list.
+    async fn settle(&self, entries: Vec<Entry>, taken: &mut Taken) -> Result<()> {
+        for entry in entries {
+            if !entry.exhausted() {
+                taken.entries.push(entry);
+                continue;
+            }
+            let error = format!(
+                "delivered {} times; each time the server running it stopped before it finished",
+                entry.deliveries
+            );
+            let attempts = entry.task.attempts;
+            if let Some(failed_at_ms) = self.move_to_failed(&entry, &error, attempts).await? {
+                taken.exhausted.push(FailedTask {
+                    task: entry.task,
+                    error,
+                    failed_at_ms,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Failed tasks, oldest first, `limit` from `offset`.
+    pub async fn failed_list(&self, offset: usize, limit: usize) -> Result<Vec<FailedTask>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<u64> = self
+            .call(
+                "list failed tasks",
+                redis::cmd("ZRANGE")
+                    .arg(self.keys.failed())
+                    .arg(offset)
+                    .arg(offset + limit - 1),
+            )
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("HGETALL").arg(self.keys.failed_record(*id));
+        }
+        let records: Vec<Value> = self.pipe("read failed tasks", &pipe).await?;
+        let mut out = Vec::new();
+        for (id, record) in ids.iter().zip(&records) {
+            // Purged by another server between the two reads.
+            if matches!(record, Value::Array(a) if a.is_empty()) {
+                continue;
+            }
+            out.push(FailedTask::from_record(
+                &self.keys.failed_record(*id),
+                record,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// Puts failed tasks back into the queue with their attempts reset.
+    /// Returns how many went back.
+    pub async fn retry_failed(&self, which: Select<'_>) -> Result<u64> {
+        self.on_failed(which, &scripts::RETRY_FAILED, "retry failed tasks")
+            .await
+    }
+
+    /// Forgets failed tasks. Returns how many were removed.
+    pub async fn purge_failed(&self, which: Select<'_>) -> Result<u64> {
+        self.on_failed(which, &scripts::PURGE_FAILED, "purge failed tasks")
+            .await
+    }
+
+    async fn on_failed(
+        &self,
+        which: Select<'_>,
+        script: &redis::Script,
+        during: &'static str,
+    ) -> Result<u64> {
+        let run = |ids: Vec<u64>| {
+            let mut inv = script.prepare_invoke();
+            inv.key(self.keys.failed()).arg(self.keys.prefix()).arg(ids);
+            async move { self.script::<u64>(during, &inv).await }
+        };
+        match which {
+            Select::Ids(ids) => run(ids.to_vec()).await,
+            Select::All => {
+                let mut done = 0;
+                loop {
+                    let ids: Vec<u64> = self
+                        .call(
+                            during,
+                            redis::cmd("ZRANGE")
+                                .arg(self.keys.failed())
+                                .arg(0)
+                                .arg(FAILED_PAGE - 1),
+                        )
+                        .await?;
+                    if ids.is_empty() {
+                        return Ok(done);
+                    }
+                    done += run(ids).await?;
+                }
+            }
+        }
+    }
+
+    /// Where the queue's tasks are, counted by Redis in one snapshot.
+    pub async fn stats(&self) -> Result<QueueStats> {
+        let mut inv = scripts::STATS.prepare_invoke();
+        inv.key(self.keys.priorities())
+            .key(self.keys.delayed())
+            .key(self.keys.failed())
+            .arg(self.keys.prefix())
+            .arg(GROUP);
+        let [queued, pending, delayed, failed]: [i64; 4] = self.script("count tasks", &inv).await?;
+        let count = |n: i64| n.max(0) as u64;
+        Ok(QueueStats {
+            queued: count(queued),
+            pending: count(pending),
+            delayed: count(delayed),
+            failed: count(failed),
+        })
+    }
+
+    fn entry(
+        &self,
+        priority: i32,
+        id: &Value,
+        fields: &Value,
+        deliveries: &Value,
+    ) -> Result<Entry> {
+        let key = self.keys.stream(priority);
+        let id = text(id).ok_or_else(|| malformed(&key, "an entry id is not a string"))?;
+        let deliveries: u32 = number(&key, deliveries)?;
+        let task = Fields::new(&key, &id, fields)?.task(deliveries)?;
+        Ok(Entry {
+            at: EntryId { priority, id },
+            task,
+            deliveries,
+        })
+    }
+
+    async fn call<T: FromRedisValue>(&self, during: &'static str, cmd: &redis::Cmd) -> Result<T> {
+        let mut conn = self.conn.clone();
+        self.bounded(during, cmd.query_async(&mut conn)).await
+    }
+
+    async fn pipe<T: FromRedisValue>(
+        &self,
+        during: &'static str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        self.bounded(during, pipe.query_async(&mut conn)).await
+    }
+
+    async fn script<T: FromRedisValue>(
+        &self,
+        during: &'static str,
+        inv: &ScriptInvocation<'_>,
+    ) -> Result<T> {
+        let mut conn = self.conn.clone();
+        self.bounded(during, inv.invoke_async(&mut conn)).await
+    }
+
+    async fn bounded<T>(
+        &self,
+        during: &'static str,
+        fut: impl Future<Output = RedisResult<T>>,
+    ) -> Result<T> {
+        bounded(&self.at, during, self.timeouts.command, fut).await
+    }
+}
+
+/// Runs one Redis exchange within `limit`, naming what it was doing in
+/// the error.
+async fn bounded<T>(
+    at: &str,
+    during: &'static str,
+    limit: Duration,
+    fut: impl Future<Output = RedisResult<T>>,
+) -> Result<T> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(RedisQueueError::from_redis(at, during, e)),
+        Err(_) => Err(RedisQueueError::Timeout {
+            at: at.to_owned(),
+            during,
+            after: limit,
+        }),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Entry ids grouped by their stream.
+fn by_stream(entries: &[EntryId]) -> BTreeMap<i32, Vec<String>> {
+    let mut streams: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for e in entries {
+        streams.entry(e.priority).or_default().push(e.id.clone());
+    }
+    streams
+}
+
+fn malformed(key: &str, reason: &str) -> RedisQueueError {
+    RedisQueueError::Malformed {
+        key: key.to_owned(),
+        id: String::new(),
+        reason: reason.to_owned(),
+    }
+}
+
+fn list(key: &str, v: Value) -> Result<Vec<Value>> {
+    match v {
+        Value::Array(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        _ => Err(malformed(key, "a script reply is not a list")),
+    }
+}
+
+fn parts<const N: usize>(key: &str, v: Value) -> Result<[Value; N]> {
+    list(key, v)?
+        .try_into()
+        .map_err(|_| malformed(key, "a script reply has the wrong length"))
+}
+
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::Int(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn number<T: std::str::FromStr>(key: &str, v: &Value) -> Result<T> {
+    text(v)
+        .and_then(|t| t.parse().ok())
+        .ok_or_else(|| malformed(key, "a number in a script reply is not a number"))
+}

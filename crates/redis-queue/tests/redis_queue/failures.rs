@@ -1,0 +1,92 @@
+//! Failed runs are counted (explicit retries and deliveries whose server
+//! died alike), and a task that used up its attempts lands in the failed
+//! list with its error, where every server sees it and an operator can
+//! retry or purge it.
+
+use std::time::Duration;
+
+use taskq_redis::Select;
+
+use crate::support::{task, RedisServer};
+
+#[tokio::test]
+async fn retries_count_attempts_then_the_failed_list_keeps_the_error() {
+    let redis = RedisServer::start(false);
+    let mut a = redis.queue("flaky", "a").await;
+    let mut b = redis.queue("flaky", "b").await;
+    let id = a.submit(&task("payload")).await.unwrap();
+
+    for attempts in 0..2 {
+        let entry = a.take(1).await.unwrap().entries.remove(0);
+        assert_eq!((entry.task.id, entry.task.attempts), (id, attempts));
+        assert!(a.retry(&entry, Duration::ZERO).await.unwrap());
+        assert_eq!(a.stats().await.unwrap().delayed, 1);
+    }
+    let last = a.take(1).await.unwrap().entries.remove(0);
+    assert_eq!(last.task.attempts, 2);
+    assert!(last.task.attempts + 1 >= last.task.max_attempts);
+    assert!(a.fail(&last, "RuntimeException: boom").await.unwrap());
+
+    let stats = b.stats().await.unwrap();
+    assert_eq!(
+        (stats.queued, stats.pending, stats.delayed, stats.failed),
+        (0, 0, 0, 1)
+    );
+    let failed = b.failed_list(0, 10).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].task.id, id);
+    assert_eq!(failed[0].task.attempts, 3);
+    assert_eq!(failed[0].error, "RuntimeException: boom");
+    assert_eq!(&failed[0].task.payload[..], b"payload");
+    assert!(failed[0].failed_at_ms >= failed[0].task.submitted_at_ms);
+
+    assert_eq!(b.retry_failed(Select::Ids(&[id, 999])).await.unwrap(), 1);
+    let back = b.take(1).await.unwrap().entries.remove(0);
+    assert_eq!((back.task.id, back.task.attempts), (id, 0));
+    assert!(b.fail(&back, "again").await.unwrap());
+    b.submit(&task("other")).await.unwrap();
+    let other = b.take(1).await.unwrap().entries.remove(0);
+    assert!(b.fail(&other, "too").await.unwrap());
+    assert_eq!(a.purge_failed(Select::All).await.unwrap(), 2);
+    assert!(a.failed_list(0, 10).await.unwrap().is_empty());
+    assert_eq!(a.stats().await.unwrap(), Default::default());
+}
+
+#[tokio::test]
+async fn a_task_whose_servers_keep_dying_goes_to_the_failed_list() {
+    let redis = RedisServer::start(false);
+    let mut submit = task("poison");
+    submit.max_attempts = 2;
+    let id = redis
+        .queue("poison", "web")
+        .await
+        .submit(&submit)
+        .await
+        .unwrap();
+
+    let mut first = redis.queue("poison", "web").await;
+    assert_eq!(first.take(1).await.unwrap().entries[0].task.attempts, 0);
+    drop(first); // died while running it
+    let mut second = redis.queue("poison", "web").await;
+    let again = second.take(1).await.unwrap();
+    assert_eq!(
+        again.entries[0].task.attempts, 1,
+        "one run lost with its server"
+    );
+    drop(second); // died again: both attempts used
+
+    let mut third = redis.queue("poison", "web").await;
+    let taken = third.take(1).await.unwrap();
+    assert!(taken.entries.is_empty(), "not run a third time");
+    assert_eq!(taken.exhausted.len(), 1);
+    assert_eq!(taken.exhausted[0].task.id, id);
+    assert!(
+        taken.exhausted[0].error.contains("delivered 3 times"),
+        "{}",
+        taken.exhausted[0].error
+    );
+    let failed = third.failed_list(0, 10).await.unwrap();
+    assert_eq!(failed, taken.exhausted);
+    let stats = third.stats().await.unwrap();
+    assert_eq!((stats.pending, stats.failed), (0, 1));
+}

@@ -1,0 +1,63 @@
+//! Connecting fails fast and clearly: nothing listening, a wrong DSN, a
+//! name that would break the key layout.
+
+use std::time::{Duration, Instant};
+
+use taskq_redis::{RedisQueue, RedisQueueError};
+
+use crate::support::{RedisServer, TIMEOUTS};
+
+#[tokio::test]
+async fn nothing_listening_is_a_fast_clear_error() {
+    let mut redis = RedisServer::start(false);
+    redis.kill();
+    let dsn = format!("redis://:hunter2@127.0.0.1:{}/0", redis.port);
+    let started = Instant::now();
+    let err = RedisQueue::connect(&dsn, "q", "web", TIMEOUTS)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < TIMEOUTS.connect + TIMEOUTS.command + Duration::from_secs(1));
+    assert!(err.is_transient(), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("unavailable (connect)"), "{message}");
+    assert!(message.contains(":***@127.0.0.1"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
+}
+
+#[tokio::test]
+async fn a_wrong_dsn_or_name_is_refused_before_connecting() {
+    let err = RedisQueue::connect("redis://h:70000", "q", "web", TIMEOUTS)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, RedisQueueError::Dsn(e) if e.part == "port"),
+        "{err}"
+    );
+    assert!(!err.is_transient());
+    let err = RedisQueue::connect("redis://127.0.0.1:1", "q", "web 1", TIMEOUTS)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RedisQueueError::InvalidName {
+                what: "consumer name",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = RedisQueue::connect("redis://127.0.0.1:1", "{q}", "web", TIMEOUTS)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RedisQueueError::InvalidName {
+                what: "queue name",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

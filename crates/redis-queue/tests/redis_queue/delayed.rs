@@ -7,9 +7,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use taskq_redis::{EntryId, RedisQueue};
+use taskq_redis::RedisQueue;
 
-use crate::support::{task, RedisServer};
+use crate::support::{entry_ids, task, RedisServer};
 
 const DELAYED: u64 = 3_000;
 const DELAY: Duration = Duration::from_millis(400);
@@ -30,7 +30,7 @@ async fn consume(q: &mut RedisQueue, seen: &RefCell<HashMap<u64, u32>>, submitte
             *seen.borrow_mut().entry(e.task.id).or_default() += 1;
             mine += 1;
         }
-        let ids: Vec<EntryId> = taken.entries.iter().map(|e| e.at.clone()).collect();
+        let ids = entry_ids(&taken.entries);
         q.ack(&ids).await.unwrap();
         if taken.entries.is_empty() {
             tokio::time::sleep(

@@ -4,9 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use taskq_redis::EntryId;
-
-use crate::support::{task, RedisServer};
+use crate::support::{entry_ids, task, RedisServer};
 
 #[tokio::test]
 async fn a_long_task_kept_alive_is_not_reclaimed() {
@@ -21,7 +19,7 @@ async fn a_long_task_kept_alive_is_not_reclaimed() {
         .unwrap();
     let running = owner.take(10).await.unwrap().entries;
     assert_eq!(running.len(), 3);
-    let held: Vec<EntryId> = running.iter().map(|e| e.at.clone()).collect();
+    let held = entry_ids(&running);
 
     let until = Instant::now() + idle * 3;
     let mut last_kept = Instant::now();
@@ -48,7 +46,7 @@ async fn a_long_task_kept_alive_is_not_reclaimed() {
         !owner.fail(&running[0], "late").await.unwrap(),
         "a lost entry is not the owner's to fail"
     );
-    let claimed_ids: Vec<EntryId> = claimed.iter().map(|e| e.at.clone()).collect();
+    let claimed_ids = entry_ids(&claimed);
     assert_eq!(other.ack(&claimed_ids).await.unwrap(), 3);
     assert_eq!(other.stats().await.unwrap().failed, 0);
 }

@@ -6,9 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use taskq_redis::EntryId;
-
-use crate::support::{eventually, task, RedisServer, TIMEOUTS};
+use crate::support::{entry_ids, eventually, task, RedisServer, TIMEOUTS};
 
 #[tokio::test]
 async fn nothing_acknowledged_is_lost_and_calls_fail_fast_while_redis_is_down() {
@@ -22,7 +20,7 @@ async fn nothing_acknowledged_is_lost_and_calls_fail_fast_while_redis_is_down() 
     let mut done: HashMap<u64, u32> = HashMap::new();
     let first = q.take(100).await.unwrap().entries;
     let (finished, in_flight) = first.split_at(50);
-    let finished_ids: Vec<EntryId> = finished.iter().map(|e| e.at.clone()).collect();
+    let finished_ids = entry_ids(finished);
     assert_eq!(q.ack(&finished_ids).await.unwrap(), 50);
     for e in finished {
         *done.entry(e.task.id).or_default() += 1;
@@ -50,7 +48,7 @@ async fn nothing_acknowledged_is_lost_and_calls_fail_fast_while_redis_is_down() 
     .await;
     accepted.push(late);
 
-    let in_flight_ids: Vec<EntryId> = in_flight.iter().map(|e| e.at.clone()).collect();
+    let in_flight_ids = entry_ids(in_flight);
     assert_eq!(
         q.ack(&in_flight_ids).await.unwrap(),
         50,
@@ -64,7 +62,7 @@ async fn nothing_acknowledged_is_lost_and_calls_fail_fast_while_redis_is_down() 
         if taken.is_empty() {
             break;
         }
-        let ids: Vec<EntryId> = taken.iter().map(|e| e.at.clone()).collect();
+        let ids = entry_ids(&taken);
         q.ack(&ids).await.unwrap();
         for e in &taken {
             *done.entry(e.task.id).or_default() += 1;

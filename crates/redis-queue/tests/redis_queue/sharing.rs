@@ -5,9 +5,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use taskq_redis::{EntryId, QueueStats, RedisQueue};
+use taskq_redis::{QueueStats, RedisQueue};
 
-use crate::support::{task, RedisServer};
+use crate::support::{entry_ids, task, RedisServer};
 
 const TASKS: u64 = 20_000;
 const BATCH: u64 = 1_000;
@@ -22,7 +22,7 @@ async fn consume(q: &mut RedisQueue, seen: &RefCell<HashMap<u64, u32>>, deadline
             tokio::time::sleep(Duration::from_millis(2)).await;
             continue;
         }
-        let ids: Vec<EntryId> = taken.entries.iter().map(|e| e.at.clone()).collect();
+        let ids = entry_ids(&taken.entries);
         for e in &taken.entries {
             *seen.borrow_mut().entry(e.task.id).or_default() += 1;
             mine += 1;

@@ -158,3 +158,8 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Where each entry sits, for ack and keep-alive.
+pub fn entry_ids(entries: &[taskq_redis::Entry]) -> Vec<taskq_redis::EntryId> {
+    entries.iter().map(|e| e.at.clone()).collect()
+}

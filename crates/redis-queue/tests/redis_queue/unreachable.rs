@@ -34,30 +34,14 @@ async fn a_wrong_dsn_or_name_is_refused_before_connecting() {
         "{err}"
     );
     assert!(!err.is_transient());
-    let err = RedisQueue::connect("redis://127.0.0.1:1", "q", "web 1", TIMEOUTS)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RedisQueueError::InvalidName {
-                what: "consumer name",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let err = RedisQueue::connect("redis://127.0.0.1:1", "{q}", "web", TIMEOUTS)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            RedisQueueError::InvalidName {
-                what: "queue name",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_eq!(refused_name("q", "web 1").await, "consumer name");
+    assert_eq!(refused_name("{q}", "web").await, "queue name");
+}
+
+/// Which name `connect` refused (it never gets as far as connecting).
+async fn refused_name(queue: &str, consumer: &str) -> &'static str {
+    match RedisQueue::connect("redis://127.0.0.1:1", queue, consumer, TIMEOUTS).await {
+        Err(RedisQueueError::InvalidName { what, .. }) => what,
+        other => panic!("{queue:?}/{consumer:?}: {other:?}"),
+    }
 }

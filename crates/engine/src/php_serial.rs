@@ -78,7 +78,6 @@ pub fn check(data: &[u8], policy: &Policy) -> Result<(), SerialError> {
         pos: 0,
         slots: 0,
         objects: Vec::new(),
-        depth: 0,
         policy,
     };
     p.value()?;
@@ -110,8 +109,6 @@ struct Parser<'a> {
     slots: usize,
     /// The slots that hold objects, in order: what `r:` may refer to.
     objects: Vec<usize>,
-    /// Non-empty arrays and objects currently open.
-    depth: usize,
     policy: &'a Policy,
 }
 
@@ -267,27 +264,16 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// `<n>:{` pairs `}`: the elements of an array or the properties of an
-    /// object.
-    fn pairs(&mut self) -> Result<(), SerialError> {
+    /// `<n>:{`, the start of an array's elements or an object's properties;
+    /// returns `n`. An empty one is closed (`}`) here and returns 0.
+    fn open(&mut self) -> Result<usize, SerialError> {
         let n = self.unsigned()?;
         self.expect(b':', "':' expected after an element count")?;
         self.expect(b'{', "'{' expected")?;
-        if n > 0 {
-            if self.depth >= self.policy.max_depth {
-                return Err(SerialError::TooDeep {
-                    max: self.policy.max_depth,
-                    at: self.pos,
-                });
-            }
-            self.depth += 1;
-            for _ in 0..n {
-                self.key()?;
-                self.value()?;
-            }
-            self.depth -= 1;
+        if n == 0 {
+            self.expect(b'}', "'}' expected after the elements")?;
         }
-        self.expect(b'}', "'}' expected after the elements")
+        Ok(n)
     }
 
     /// A class name, refused unless allowed.
@@ -312,8 +298,46 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// One value, which takes a slot unless it is an `R:` reference.
+    /// One value with everything nested in it. A loop over an explicit
+    /// stack instead of recursion: `open` holds, for each non-empty array or
+    /// object being read, how many of its elements are still to come, so
+    /// nesting up to `task_max_depth` (4096) costs heap, not the stack.
     fn value(&mut self) -> Result<(), SerialError> {
+        let mut open: Vec<usize> = Vec::new();
+        loop {
+            let elements = self.item()?;
+            if elements > 0 {
+                if open.len() >= self.policy.max_depth {
+                    return Err(SerialError::TooDeep {
+                        max: self.policy.max_depth,
+                        at: self.pos,
+                    });
+                }
+                open.push(elements);
+            }
+            // Close what is complete, then read the next element's key.
+            loop {
+                match open.last_mut() {
+                    None => return Ok(()),
+                    Some(0) => {
+                        open.pop();
+                        self.expect(b'}', "'}' expected after the elements")?;
+                    }
+                    Some(left) => {
+                        *left -= 1;
+                        self.key()?;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One value without what is nested in it, which takes a slot unless it
+    /// is an `R:` reference: a scalar, a reference or custom data whole, an
+    /// array or object up to its `{`. Returns how many elements follow
+    /// (0 for all but a non-empty array or object).
+    fn item(&mut self) -> Result<usize, SerialError> {
         let at = self.pos;
         let tag = self.peek().ok_or_else(|| self.syntax("a value expected"))?;
         if tag != b'R' {
@@ -324,10 +348,10 @@ impl<'a> Parser<'a> {
         }
         self.pos += 1;
         if tag == b'N' {
-            return self.expect(b';', "';' expected after N");
+            return self.expect(b';', "';' expected after N").map(|()| 0);
         }
         self.expect(b':', "':' expected after a type letter")?;
-        match tag {
+        let () = match tag {
             b'b' => {
                 if !matches!(self.peek(), Some(b'0' | b'1')) {
                     return Err(self.syntax("0 or 1 expected after b:"));
@@ -345,11 +369,11 @@ impl<'a> Parser<'a> {
                 self.escaped()?;
                 self.expect(b';', "';' expected after a string")
             }
-            b'a' => self.pairs(),
+            b'a' => return self.open(),
             b'O' => {
                 self.class(at)?;
                 self.expect(b':', "':' expected after a class name")?;
-                self.pairs()
+                return self.open();
             }
             b'C' => {
                 self.class(at)?;
@@ -402,7 +426,8 @@ impl<'a> Parser<'a> {
                 what: "an unknown type letter",
                 at,
             }),
-        }
+        }?;
+        Ok(0)
     }
 }
 
@@ -573,6 +598,25 @@ mod tests {
             check(deep.as_bytes(), &p(4096)),
             Err(SerialError::TooDeep { .. })
         ));
+    }
+
+    #[test]
+    fn the_deepest_value_allowed_is_read_without_recursion() {
+        let p = Policy {
+            classes: AllowedClasses::None,
+            max_depth: 4096,
+        };
+        let nest = |n: usize| "a:1:{i:0;".repeat(n) + "N;" + &"}".repeat(n);
+        assert_eq!(check(nest(4096).as_bytes(), &p), Ok(()));
+        let mut unclosed = nest(4096);
+        unclosed.pop();
+        assert_eq!(
+            check(unclosed.as_bytes(), &p),
+            Err(SerialError::Syntax {
+                what: "'}' expected after the elements",
+                at: unclosed.len()
+            })
+        );
     }
 
     #[test]

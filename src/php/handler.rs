@@ -16,10 +16,12 @@ use nix::unistd::Pid;
 use super::events::{Callbacks, Event};
 use super::process_state::{DueTimer, ProcessState};
 use super::values::{bytes_zval, from_payload, to_payload};
+use taskq_engine::error::CallbackError;
 use taskq_engine::launcher::Hooks;
 use taskq_engine::log::Level;
 use taskq_engine::payload::Payload;
 use taskq_engine::php_serial::Policy;
+use taskq_engine::process::exit;
 use taskq_engine::supervisor::Exit;
 use taskq_engine::worker::{self, Handler, WorkerSpec};
 
@@ -31,12 +33,16 @@ pub fn invoke(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Optio
 
 /// Like [`invoke`], but says why the call failed (the exception as PHP
 /// prints it), for onTask whose failures are retried.
-pub fn call(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<Zval, String> {
+pub fn call(
+    what: &str,
+    callback: &Zval,
+    args: Vec<&dyn IntoZvalDyn>,
+) -> Result<Zval, CallbackError> {
     let callable = match ZendCallable::new(callback) {
         Ok(c) => c,
         Err(_) => {
             taskq_engine::log!(Level::Error, "{what} callback is not callable");
-            return Err(format!("the {what} callback is not callable"));
+            return Err(CallbackError::NotCallable(what.to_owned()));
         }
     };
     let result = try_catch(AssertUnwindSafe(|| callable.try_call(args)));
@@ -45,26 +51,26 @@ pub fn call(what: &str, callback: &Zval, args: Vec<&dyn IntoZvalDyn>) -> Result<
             Level::Error,
             "fatal error in {what} callback (see the PHP error above); process exits with 255"
         );
-        // SAFETY: the engine state after a fatal error is not safe to reuse.
-        unsafe { libc::_exit(255) }
+        // The engine state after a fatal error is not safe to reuse.
+        exit::now(255)
     }
     if let Some(status) = exit_called() {
         taskq_engine::log!(
             Level::Notice,
             "worker process is terminated by exit()/die() in {what} callback, status {status}"
         );
-        // SAFETY: PHP is unwinding the request for exit(); end the process
-        // with the status the script chose.
-        unsafe { libc::_exit(status) }
+        // PHP is unwinding the request for exit(); end the process with the
+        // status the script chose.
+        exit::now(status)
     }
     match result {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(Error::ExceptionPending { .. })) => Err(log_exception(what)),
         Ok(Err(e)) => {
             taskq_engine::log!(Level::Error, "{what} callback failed: {e}");
-            Err(e.to_string())
+            Err(CallbackError::Call(e.to_string()))
         }
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(CallbackError::Call(e.to_string())),
     }
 }
 
@@ -86,11 +92,11 @@ fn fatal_error_happened() -> bool {
     ExecutorGlobals::get().exit_status == 255
 }
 
-/// Logs and clears the pending exception; returns its text.
-fn log_exception(what: &str) -> String {
+/// Logs and clears the pending exception; returns it as the failure.
+fn log_exception(what: &str) -> CallbackError {
     let Some(ex) = ExecutorGlobals::take_exception() else {
         taskq_engine::log!(Level::Error, "{what} callback failed");
-        return format!("{what} callback failed");
+        return CallbackError::Failed(what.to_owned());
     };
     let text = ex
         .into_zval(false)
@@ -102,7 +108,7 @@ fn log_exception(what: &str) -> String {
         Level::Error,
         "uncaught exception in {what} callback: {text}"
     );
-    text
+    CallbackError::Threw(text)
 }
 
 /// The hooks `start()` hands to the launcher.
@@ -277,16 +283,16 @@ impl Handler for WorkerHandler<'_> {
         task_id: i64,
         src_worker: i32,
         payload: Payload,
-    ) -> Result<Option<Payload>, String> {
+    ) -> Result<Option<Payload>, CallbackError> {
         let data = from_payload(&payload, &self.hooks.untrusted).map_err(|e| {
             taskq_engine::log!(
                 Level::Error,
                 "task {task_id} from worker #{src_worker}: {e}"
             );
-            e.to_string()
+            CallbackError::Payload(e.to_string())
         })?;
         let Some(cb) = self.hooks.callbacks.get(Event::Task) else {
-            return Err("no Task callback is registered".into());
+            return Err(CallbackError::NoTaskCallback);
         };
         let src = src_worker as i64;
         let ret = call("onTask", cb, vec![&self.hooks.this, &task_id, &src, &data])?;

@@ -10,6 +10,8 @@ use super::error::PhpResult;
 use bytes::Bytes;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::{ZendClassObject, ZendHashTable, Zval};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use super::args::{Array, Bin, Bool, Callable, Float, Int, Opt, Str};
 use super::error::PhpError;
@@ -507,12 +509,11 @@ impl TaskServer {
             return false;
         }
         let sig = if only_task_workers {
-            libc::SIGUSR2
+            Signal::SIGUSR2
         } else {
-            libc::SIGUSR1
+            Signal::SIGUSR1
         };
-        // SAFETY: plain kill(2) to our own master.
-        unsafe { libc::kill(master as i32, sig) == 0 }
+        kill(Pid::from_raw(master as i32), sig).is_ok()
     }
 
     /// Stops the whole server, as SIGTERM to the master does.
@@ -522,8 +523,7 @@ impl TaskServer {
             warn("server is not running");
             return false;
         }
-        // SAFETY: plain kill(2) to our own master.
-        unsafe { libc::kill(master as i32, libc::SIGTERM) == 0 }
+        kill(Pid::from_raw(master as i32), Signal::SIGTERM).is_ok()
     }
 
     /// Stops this worker (or worker `$workerId`) after what it holds; the

@@ -111,3 +111,62 @@ impl ClientError {
         }
     }
 }
+
+/// Why a PHP callback run by a worker failed. For onTask its text is the
+/// run's failure: the master logs it and hands it to onTaskFailed as
+/// `$error`, and a failed run is retried, so the cases are told apart here
+/// while the text stays what PHP showed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackError {
+    /// The registered value cannot be called (named by its event).
+    #[error("the {0} callback is not callable")]
+    NotCallable(String),
+    /// The callback threw: the exception as its `__toString()` prints it.
+    #[error("{0}")]
+    Threw(String),
+    /// The callback failed with an exception pending that could not be
+    /// taken (named by its event).
+    #[error("{0} callback failed")]
+    Failed(String),
+    /// The call itself could not be made, as the PHP binding reports it.
+    #[error("{0}")]
+    Call(String),
+    /// A task arrived but no Task callback is registered.
+    #[error("no Task callback is registered")]
+    NoTaskCallback,
+    /// The task's data could not be turned back into a PHP value.
+    #[error("{0}")]
+    Payload(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn callback_failures_read_as_the_text_ontaskfailed_has_always_received() {
+        let cases = [
+            (
+                CallbackError::NotCallable("onTask".into()),
+                "the onTask callback is not callable",
+            ),
+            (
+                CallbackError::Threw("Exception: boom in /app.php:3".into()),
+                "Exception: boom in /app.php:3",
+            ),
+            (
+                CallbackError::Failed("onTask".into()),
+                "onTask callback failed",
+            ),
+            (CallbackError::Call("why".into()), "why"),
+            (
+                CallbackError::NoTaskCallback,
+                "no Task callback is registered",
+            ),
+            (CallbackError::Payload("bad data".into()), "bad data"),
+        ];
+        for (error, text) in cases {
+            assert_eq!(error.to_string(), text);
+        }
+    }
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use crate::board::Board;
+use crate::error::CallbackError;
 use crate::inbox::{Inbound, Inbox};
 use crate::ipc::{FromWorker, ToWorker};
 use crate::log::Level;
@@ -53,7 +54,7 @@ pub trait Handler {
         task_id: i64,
         src_worker: i32,
         payload: Payload,
-    ) -> Result<Option<Payload>, String>;
+    ) -> Result<Option<Payload>, CallbackError>;
     fn finish(&mut self, task_id: i64, payload: Payload);
     /// A task this worker dispatched was given up.
     fn task_failed(&mut self, task_id: i64, error: String, payload: Payload);
@@ -580,7 +581,10 @@ fn handle(
                         link.send(&FromWorker::Done { id, run_us })?;
                     }
                     (Ok(None), None) => link.send(&FromWorker::Done { id, run_us })?,
-                    (Err(error), _) => link.send(&FromWorker::Failed { id, error })?,
+                    (Err(error), _) => link.send(&FromWorker::Failed {
+                        id,
+                        error: error.to_string(),
+                    })?,
                 }
                 Ok(())
             })?;

@@ -188,11 +188,12 @@ impl Hub {
         if self.stopping {
             return self.sessions.refuse_stopping(fd);
         }
-        match self.tasks.client_task(fd, req, &self.workers) {
+        match self.tasks.client_task(fd, req) {
             Ok(accepted) => {
                 if let Accepted::Now(id) = accepted {
                     self.sessions.answer_ack(fd, id);
                 }
+                self.tasks.assign(now_ms(), &self.workers);
                 self.note_queue_depth();
             }
             Err(refused) => self

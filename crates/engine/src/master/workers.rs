@@ -155,12 +155,12 @@ impl Workers {
     /// A task result for `worker`: to the incarnation blocked in taskwait on
     /// it (`waiter`), even while it is leaving, otherwise as a new event.
     pub fn push_result(&mut self, worker: u32, waiter: Option<u64>, msg: &ToWorker) {
-        match (self.procs.get(worker as usize), waiter) {
-            (Some(p), Some(w)) if matches!(&p.leaving, Some((g, _)) if *g == w) => {
-                if let Some((_, old)) = &p.leaving {
-                    old.push_with(|b| msg.encode(b));
-                }
-            }
+        let leaving = self
+            .procs
+            .get(worker as usize)
+            .and_then(|p| p.leaving.as_ref());
+        match (leaving, waiter) {
+            (Some((g, old)), Some(w)) if *g == w => old.push_with(|b| msg.encode(b)),
             _ => self.push_event(worker, msg),
         }
     }

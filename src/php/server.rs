@@ -27,6 +27,7 @@ use taskq_engine::error::ServerError;
 use taskq_engine::ipc::ToWorker;
 use taskq_engine::launcher::{launch, Launch};
 use taskq_engine::listener::{Listener, SockType};
+use taskq_engine::master::{Backend, Timeouts};
 use taskq_engine::master::{EventMask, MasterConfig};
 use taskq_engine::one_way;
 use taskq_engine::query::Query;
@@ -143,6 +144,12 @@ impl TaskServer {
         }
         if !self_.callbacks.has(Event::Receive) {
             return Err(ServerError::MissingReceiveCallback.into());
+        }
+        if self_.config.task_store.is_some() && self_.config.task_backend.is_some() {
+            return Err(ServerError::Start(
+                "task_store and task_backend exclude each other: tasks live either in this server's store or in Redis; set one".into(),
+            )
+            .into());
         }
         if task_workers == 0 && self_.callbacks.has(Event::Task) {
             warn("a Task callback is registered but task_worker_num is 0: $server->task() will fail with a warning and TaskClient::task() is refused (errCode 9007); set task_worker_num");
@@ -704,7 +711,7 @@ impl TaskServer {
                 "{method}() can only be used in an event worker; task() in onStart and onManagerStart is one-way"
             ));
         }
-        if n == 0 {
+        if n == 0 && self.config.task_backend.is_none() {
             return fail(format!(
                 "{method} method can't be executed without task worker"
             ));
@@ -730,6 +737,22 @@ impl TaskServer {
         Ok(Some(worker::with_link(|link| {
             link.submit_task(dst, payload, wait)
         })?))
+    }
+
+    /// A consumer name that stays the same across restarts and differs
+    /// between the servers of one host: host name and port (or the unix
+    /// socket's path).
+    fn default_consumer(&self) -> String {
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into());
+        let at = if self.port > 0 {
+            self.port.to_string()
+        } else {
+            self.host.replace([' ', '{', '}'], "_")
+        };
+        format!("{host}:{at}")
     }
 
     fn launch_config(&self) -> Launch {
@@ -769,6 +792,19 @@ impl TaskServer {
                 heartbeat: c.heartbeat(),
                 server_port: self.port as u16,
                 sock_type: self.sock_type,
+                backend: c.task_backend.as_ref().map(|dsn| Backend {
+                    dsn: dsn.clone(),
+                    queue: c.task_queue.clone(),
+                    consumer: c
+                        .task_consumer
+                        .clone()
+                        .unwrap_or_else(|| self.default_consumer()),
+                    claim_idle: Duration::from_secs_f64(c.task_claim_idle),
+                    timeouts: Timeouts {
+                        connect: Duration::from_secs_f64(c.task_backend_timeout),
+                        command: Duration::from_secs_f64(c.task_backend_timeout),
+                    },
+                }),
             },
             max_wait_time: Duration::from_secs(c.max_wait_time),
             reload_wait_time: Duration::from_secs(c.reload_wait_time),

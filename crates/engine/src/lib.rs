@@ -30,6 +30,7 @@ pub mod process;
 pub mod protocol;
 pub mod query;
 pub mod queue;
+pub mod remote_queue;
 pub mod store;
 pub mod supervisor;
 pub mod timer;

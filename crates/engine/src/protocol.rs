@@ -52,6 +52,9 @@ pub mod code {
     /// A request longer than the server's `package_max_length`; the
     /// connection is closed after this answer.
     pub const TOO_LARGE: u32 = 9009;
+    /// The task backend (Redis) did not take the task: unreachable, too
+    /// slow, or it refused the write. Nothing was queued; submit again.
+    pub const BACKEND: u32 = 9010;
 }
 
 /// The longest `delay` a task may ask for: one year. Longer is refused,

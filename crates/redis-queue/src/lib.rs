@@ -26,7 +26,7 @@ mod timeouts;
 pub use dsn::{Dsn, DsnError};
 pub use error::RedisQueueError;
 pub use failed::{FailedTask, Select};
-pub use keys::{Keys, GROUP};
+pub use keys::{check_name, Keys, GROUP};
 pub use queue::{RedisQueue, Taken};
 pub use result::TaskResult;
 pub use stats::QueueStats;

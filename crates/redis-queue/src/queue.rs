@@ -126,6 +126,21 @@ impl RedisQueue {
         Ok(this)
     }
 
+    /// Another handle on the same connection and consumer, for calls made
+    /// concurrently with this one's (submissions while a `take` waits).
+    /// It has nothing to recover: only the connected handle's `take` hands
+    /// out this consumer's old pending entries.
+    pub fn handle(&self) -> Self {
+        Self {
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
+            consumer: self.consumer.clone(),
+            at: self.at.clone(),
+            timeouts: self.timeouts,
+            recovering: VecDeque::new(),
+        }
+    }
+
     /// This server's consumer name (also the name of its results stream).
     pub fn consumer(&self) -> &str {
         &self.consumer

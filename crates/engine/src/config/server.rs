@@ -105,6 +105,20 @@ pub struct ServerConfig {
     pub task_window: usize,
     /// Directory of the durable task store; `None` keeps tasks in memory only.
     pub task_store: Option<String>,
+    /// Redis address when tasks live in Redis, shared by several servers;
+    /// `None` keeps the embedded queue.
+    pub task_backend: Option<String>,
+    /// The queue's name in Redis: servers naming the same one share it.
+    pub task_queue: String,
+    /// This server's stable consumer name in Redis; `None` = host name and
+    /// port, chosen at start.
+    pub task_consumer: Option<String>,
+    /// Seconds another server's task may sit untouched before this one
+    /// takes it over.
+    pub task_claim_idle: f64,
+    /// Seconds to connect to Redis and for one call, so an unreachable
+    /// Redis is an error, not a hang.
+    pub task_backend_timeout: f64,
     /// Shared secret producers must present; `None` = open server.
     pub auth_token: Option<String>,
     /// Seconds a connection may take to present the `auth_token`; one that
@@ -168,6 +182,11 @@ impl ServerConfig {
             task_queue_max: 1_000_000,
             task_window: 64,
             task_store: None,
+            task_backend: None,
+            task_queue: "default".into(),
+            task_consumer: None,
+            task_claim_idle: 30.0,
+            task_backend_timeout: 2.0,
             auth_token: None,
             auth_timeout: 5.0,
             auth_max_pending: 128,
@@ -425,6 +444,26 @@ impl Schema for ServerConfig {
             store!(task_store, |k, v| Some(to_absolute_or_relative_dir(k, v)?)),
         ),
         Row::Option(
+            "task_backend",
+            store!(task_backend, |k, v| Some(to_redis_dsn(k, v)?)),
+        ),
+        Row::Option(
+            "task_queue",
+            store!(task_queue, |k, v| to_redis_name(k, v)?),
+        ),
+        Row::Option(
+            "task_consumer",
+            store!(task_consumer, |k, v| Some(to_redis_name(k, v)?)),
+        ),
+        Row::Option(
+            "task_claim_idle",
+            store!(task_claim_idle, |k, v| to_seconds(k, v)?),
+        ),
+        Row::Option(
+            "task_backend_timeout",
+            store!(task_backend_timeout, |k, v| to_seconds(k, v)?),
+        ),
+        Row::Option(
             "auth_token",
             store!(auth_token, |k, v| Some(to_non_empty_string(k, v)?)),
         ),
@@ -504,6 +543,34 @@ fn to_allowed_classes(option: &str, value: &Value) -> Result<AllowedClasses, Con
         Value::Bool(true) => Ok(AllowedClasses::All),
         Value::Bool(false) => Ok(AllowedClasses::None),
         _ => Err(invalid(option, value, ALLOWED_CLASSES)),
+    }
+}
+
+/// `task_backend`: a Redis DSN that parses. The error shows the DSN with
+/// its password masked, never as given.
+fn to_redis_dsn(option: &str, value: &Value) -> Result<String, ConfigError> {
+    let dsn = to_non_empty_string(option, value)?;
+    match taskq_redis::Dsn::parse(&dsn) {
+        Ok(_) => Ok(dsn),
+        Err(e) => Err(ConfigError::Invalid {
+            option: option.to_owned(),
+            value: format!("'{}'", e.dsn),
+            allowed: format!("{}: {}", e.part, e.reason),
+        }),
+    }
+}
+
+/// `task_queue` and `task_consumer`: names that keep Redis's key layout
+/// (and its Cluster hash tag) intact.
+fn to_redis_name(option: &str, value: &Value) -> Result<String, ConfigError> {
+    let name = to_non_empty_string(option, value)?;
+    match taskq_redis::check_name("name", &name) {
+        Ok(()) => Ok(name),
+        Err(e) => Err(invalid(
+            option,
+            value,
+            format!("{e}; a name of at most 128 bytes without spaces, `{{` or `}}`"),
+        )),
     }
 }
 

@@ -27,7 +27,8 @@ use crate::log::Level;
 use crate::payload::Payload;
 use crate::protocol::{code, TaskRequest};
 use crate::query::{Query, WORKER_BUSY, WORKER_EXIT, WORKER_IDLE};
-use crate::queue::{now_ms, TaskQueue};
+use crate::queue::{now_ms, QueuedTask, TaskQueue};
+use crate::remote_queue::SharedLedger;
 use crate::supervisor::ManagerOrder;
 
 /// The master's state, in rooms.
@@ -54,6 +55,7 @@ impl Hub {
         next_task: u64,
         board: Arc<Board>,
         manager: Pid,
+        remote: Option<SharedLedger>,
     ) -> Self {
         let trim = Rc::new(Notify::new());
         Hub {
@@ -87,6 +89,7 @@ impl Hub {
                 queue,
                 next_task,
                 board,
+                remote,
             ),
             start_time: stats_now(),
             trim,
@@ -256,7 +259,14 @@ impl Hub {
     /// Group commit: makes every queue change since the last call durable,
     /// then acknowledges the submissions it covers (or reports the failure).
     pub fn commit(&mut self) {
-        match self.tasks.commit() {
+        let committed = self.tasks.commit();
+        self.answer_committed(committed, code::STORE);
+    }
+
+    /// Answers the clients whose submissions a commit (to the store or to
+    /// Redis) covered; a failure is answered with `error_code`.
+    fn answer_committed(&self, committed: Committed, error_code: u32) {
+        match committed {
             Committed::Acks(acks) => {
                 for (fd, id) in acks {
                     self.sessions.answer_ack(fd, id);
@@ -264,10 +274,36 @@ impl Hub {
             }
             Committed::Failed(fds, why) => {
                 for fd in fds {
-                    self.sessions.answer_error(fd, code::STORE, &why);
+                    self.sessions.answer_error(fd, error_code, &why);
                 }
             }
         }
+    }
+
+    /// The ledger of the Redis backend, if tasks live in Redis.
+    pub fn ledger(&self) -> Option<SharedLedger> {
+        self.tasks.ledger()
+    }
+
+    /// The Redis link submitted `batch` (see [`Tasks::submitted`]).
+    pub fn submitted(&mut self, batch: &[QueuedTask], outcome: Result<Vec<u64>, String>) {
+        let committed = self.tasks.submitted(batch, outcome, &mut self.workers);
+        self.answer_committed(committed, code::BACKEND);
+    }
+
+    /// The Redis link took tasks for this server's task workers.
+    pub fn taken(&mut self, taken: taskq_redis::Taken) {
+        self.tasks.taken(taken, &mut self.workers);
+    }
+
+    /// The Redis link read results for this server's workers.
+    pub fn remote_results(&mut self, results: Vec<taskq_redis::TaskResult>) {
+        self.tasks.remote_results(results, &mut self.workers);
+    }
+
+    /// How many tasks this server may take from Redis now.
+    pub fn remote_room(&self) -> usize {
+        self.tasks.remote_room()
     }
 
     /// Runs due work: delayed tasks that became runnable, task timeouts.

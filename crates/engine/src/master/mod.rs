@@ -9,6 +9,7 @@ mod drain_watch;
 mod hub;
 mod link;
 mod outbox;
+mod redis_link;
 mod sessions;
 mod stats;
 mod stop;
@@ -29,9 +30,12 @@ use crate::listener::Listener;
 use crate::log::Level;
 use crate::packet::PacketOptions;
 use crate::queue::TaskQueue;
+use crate::remote_queue::{Ledger, RemoteQueue};
 use crate::supervisor::ManagerOrder;
 use background::{committer, heartbeat, scheduler, trimmer};
 use hub::Hub;
+use redis_link::RedisLink;
+pub use redis_link::{Backend, Timeouts};
 pub use stats::Counters;
 use stop::{begin_stop, kill_workers, reopen_logs, tell, watch_manager, Door};
 
@@ -97,6 +101,8 @@ pub struct MasterConfig {
     /// For `getClientInfo()`.
     pub server_port: u16,
     pub sock_type: i64,
+    /// Where tasks live when not in this master (`task_backend`).
+    pub backend: Option<Backend>,
 }
 
 /// How the master's run ended.
@@ -120,11 +126,20 @@ pub fn run(
     board: Arc<Board>,
     before_shutdown: &mut dyn FnMut(),
 ) -> std::io::Result<Ended> {
+    let queue_next = queue.1;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let local = LocalSet::new();
-    let hub = Hub::new(Rc::new(cfg), queue.0, queue.1, board, manager);
+    let (queue, ledger) = match &cfg.backend {
+        Some(b) => {
+            let ledger = Ledger::new(&b.consumer, cfg.untrusted.clone());
+            let remote: Box<dyn TaskQueue> = Box::new(RemoteQueue::new(ledger.clone()));
+            (remote, Some(ledger))
+        }
+        None => (queue.0, None),
+    };
+    let hub = Hub::new(Rc::new(cfg), queue, queue_next, board, manager, ledger);
     local.block_on(
         &runtime,
         serve(hub, listener, ipc, manager, before_shutdown),
@@ -152,6 +167,12 @@ async fn serve(
         cfg: cfg.clone(),
     };
     let links = link::spawn_acceptor(ipc, hub.clone())?;
+    let redis = match (hub.borrow().ledger(), &cfg.backend) {
+        (Some(ledger), Some(backend)) => {
+            Some(RedisLink::spawn(hub.clone(), ledger, backend.clone()))
+        }
+        _ => None,
+    };
     if let Some((interval, idle)) = cfg.heartbeat {
         tokio::task::spawn_local(heartbeat(hub.clone(), interval, idle));
     }
@@ -201,9 +222,21 @@ async fn serve(
     if cfg.durable {
         hub.borrow_mut().commit();
     }
+    if let Some(redis) = &redis {
+        let bound = cfg
+            .backend
+            .as_ref()
+            .map_or(LAST_WORDS, |b| b.timeouts.command * 2);
+        if tokio::time::timeout(bound, redis.flush()).await.is_err() {
+            crate::log!(
+                Level::Warning,
+                "task backend did not answer at the stop; finished tasks it was not told of will run again"
+            );
+        }
+    }
     let hub = hub.borrow();
     let unfinished = hub.unfinished_tasks();
-    if unfinished > 0 && !cfg.durable {
+    if unfinished > 0 && !cfg.durable && cfg.backend.is_none() {
         crate::log!(
             Level::Warning,
             "server stopped with {unfinished} unfinished task(s) in memory; they are lost (no task_store)"

@@ -20,6 +20,7 @@ use crate::log::Level;
 use crate::payload::Payload;
 use crate::protocol::{code, TaskRequest};
 use crate::queue::{now_ms, QueuedTask, TaskQueue};
+use crate::remote_queue::{self, SharedLedger};
 
 /// The options the task lifecycle follows.
 #[derive(Debug, Clone)]
@@ -97,16 +98,26 @@ pub struct Tasks {
     /// Wakes the scheduler when the next timer may have changed.
     reschedule: Rc<Notify>,
     counters: TaskCounters,
+    /// With `task_backend`: what the Redis link carries out.
+    remote: Option<SharedLedger>,
+    /// Client submissions on their way to Redis: local id → session.
+    remote_acks: HashMap<u64, u64>,
+    /// taskwait tasks sent to Redis, by (worker, task id in the worker):
+    /// the incarnation blocked on the result, which may come from any
+    /// server.
+    awaited_remote: HashMap<(u32, i64), u64>,
 }
 
 impl Tasks {
     /// The lifecycle over `queue`, whose task ids continue from `next_task`
-    /// (recovered from a durable store).
+    /// (recovered from a durable store); `remote` is the ledger `queue`
+    /// writes to when tasks live in Redis.
     pub fn new(
         rules: TaskRules,
         queue: Box<dyn TaskQueue>,
         next_task: u64,
         board: Arc<Board>,
+        remote: Option<SharedLedger>,
     ) -> Self {
         let dispatcher = Dispatcher::new(
             queue,
@@ -117,8 +128,9 @@ impl Tasks {
         );
         Tasks {
             // A task settled late would be removed from a store late, and
-            // run again after a crash in between: no board with a store.
-            dispatcher: if rules.durable {
+            // run again after a crash in between: no board with a store,
+            // nor with Redis, which must hear of every completion.
+            dispatcher: if rules.durable || remote.is_some() {
                 dispatcher
             } else {
                 dispatcher.with_board()
@@ -132,7 +144,15 @@ impl Tasks {
             commit_needed: Rc::new(Notify::new()),
             reschedule: Rc::new(Notify::new()),
             counters: TaskCounters::default(),
+            remote,
+            remote_acks: HashMap::new(),
+            awaited_remote: HashMap::new(),
         }
+    }
+
+    /// The ledger of the Redis backend, if tasks live in Redis.
+    pub fn ledger(&self) -> Option<SharedLedger> {
+        self.remote.clone()
     }
 
     /// What the committer waits on.
@@ -236,7 +256,13 @@ impl Tasks {
         };
         let task = self.new_task(worker as i32, task_id, payload, 0, 0, attempts);
         if wait {
-            self.awaited.insert(task.id, generation);
+            // A task for any worker goes out to Redis, and its result comes
+            // back from there by the worker's own task id.
+            if self.remote.is_some() && dst < 0 {
+                self.awaited_remote.insert((worker, task_id), generation);
+            } else {
+                self.awaited.insert(task.id, generation);
+            }
         }
         self.queue(task, dst, &format!("worker #{worker}"), workers);
     }
@@ -280,7 +306,7 @@ impl Tasks {
     /// scenario 2).
     pub fn client_task(&mut self, fd: u64, req: TaskRequest) -> Result<Accepted, Refused> {
         let refused = |code, message: String| Err(Refused { code, message });
-        if self.rules.task_worker_num == 0 {
+        if self.rules.task_worker_num == 0 && self.remote.is_none() {
             return refused(
                 code::NO_TASK_WORKERS,
                 "the server has no task workers (task_worker_num is 0): the task was not queued"
@@ -304,7 +330,10 @@ impl Tasks {
         match self.dispatcher.submit(task, None) {
             Ok(()) => {
                 self.counters.task_count += 1;
-                let accepted = if self.rules.durable {
+                let accepted = if self.remote.is_some() {
+                    self.remote_acks.insert(id, fd);
+                    Accepted::AtCommit
+                } else if self.rules.durable {
                     self.pending_acks.push((fd, id));
                     self.commit_needed.notify_one();
                     Accepted::AtCommit
@@ -328,6 +357,13 @@ impl Tasks {
         let Some(task) = self.dispatcher.deliver(t, id) else {
             return;
         };
+        // A task from Redis: the result goes to its origin's results
+        // stream together with its ack.
+        if let Some(ledger) = &self.remote {
+            if ledger.borrow_mut().record_result(id, &payload) {
+                return;
+            }
+        }
         if workers.is_event_worker(task.src_worker) {
             let msg = ToWorker::Finish {
                 task_id: task.task_id,
@@ -431,6 +467,15 @@ impl Tasks {
     fn give_up(&mut self, task: &QueuedTask, why: &str, workers: &mut Workers) {
         self.awaited.remove(&task.id);
         self.counters.failed_tasks += 1;
+        if remote_queue::is_foreign(task.id) {
+            crate::log!(
+                Level::Error,
+                "task {} of another server failed {} time(s); given up, in the failed list: {why}",
+                task.task_id,
+                task.attempts
+            );
+            return;
+        }
         crate::log!(
             Level::Error,
             "task {} (id {} from {}) failed {} time(s); given up: {why}",
@@ -449,21 +494,137 @@ impl Tasks {
     /// onTaskFailed, in the worker that dispatched the task, or in worker 0
     /// for a client's task.
     fn report_failure(&self, task: &QueuedTask, why: &str, workers: &mut Workers) {
-        let target = if workers.is_event_worker(task.src_worker) {
-            task.src_worker as u32
-        } else if workers.event_workers() > 0 {
-            0
-        } else {
+        report_failure(task.src_worker, task.task_id, &task.payload, why, workers);
+    }
+
+    /// The Redis link submitted `batch`: Redis holds them under the
+    /// queue-wide ids `outcome` lists, or could not take them. Says which
+    /// clients to acknowledge or answer with the error; a worker's task
+    /// that Redis did not take reaches its onTaskFailed.
+    pub fn submitted(
+        &mut self,
+        batch: &[QueuedTask],
+        outcome: Result<Vec<u64>, String>,
+        workers: &mut Workers,
+    ) -> Committed {
+        match outcome {
+            Ok(ids) => Committed::Acks(
+                batch
+                    .iter()
+                    .zip(ids)
+                    .filter_map(|(t, id)| self.remote_acks.remove(&t.id).map(|fd| (fd, id)))
+                    .collect(),
+            ),
+            Err(why) => {
+                let mut sessions = Vec::new();
+                for task in batch {
+                    if let Some(fd) = self.remote_acks.remove(&task.id) {
+                        sessions.push(fd);
+                        continue;
+                    }
+                    self.counters.failed_tasks += 1;
+                    crate::log!(
+                        Level::Error,
+                        "task {} from worker #{} not queued: {why}",
+                        task.task_id,
+                        task.src_worker
+                    );
+                    if let Ok(w) = u32::try_from(task.src_worker) {
+                        self.awaited_remote.remove(&(w, task.task_id));
+                    }
+                    self.report_failure(task, &why, workers);
+                }
+                Committed::Failed(sessions, why)
+            }
+        }
+    }
+
+    /// The Redis link took tasks for this server: they wait for its task
+    /// workers. Those Redis had already given up on (their servers kept
+    /// dying while running them) reach onTaskFailed here if this server
+    /// submitted them.
+    pub fn taken(&mut self, taken: taskq_redis::Taken, workers: &mut Workers) {
+        let Some(ledger) = self.remote.clone() else {
             return;
         };
-        workers.push_event(
-            target,
-            &ToWorker::TaskFailed {
-                task_id: task.task_id,
-                error: why.to_owned(),
-                payload: task.payload.clone(),
-            },
-        );
+        for failed in taken.exhausted {
+            self.counters.failed_tasks += 1;
+            let task = failed.task;
+            crate::log!(
+                Level::Error,
+                "task {} (queue id {}) given up, in the failed list: {}",
+                task.src_task_id,
+                task.id,
+                failed.error
+            );
+            if task.origin == ledger.borrow().consumer() {
+                let payload =
+                    remote_queue::decode(&task.payload, &self.rules.untrusted).unwrap_or(Payload {
+                        encoding: crate::payload::Encoding::Raw,
+                        data: bytes::Bytes::new(),
+                    });
+                report_failure(
+                    task.src_worker,
+                    task.src_task_id,
+                    &payload,
+                    &failed.error,
+                    workers,
+                );
+            }
+        }
+        let refused = ledger.borrow_mut().taken(taken.entries);
+        if refused > 0 {
+            crate::log!(
+                Level::Warning,
+                "{refused} task(s) from Redis refused (payload not allowed here); moved to the failed list"
+            );
+        }
+        self.assign(now_ms(), workers);
+    }
+
+    /// Results other servers (or this one) ran for this server's workers:
+    /// each reaches onFinish, or the taskwait() blocked on it.
+    pub fn remote_results(&mut self, results: Vec<taskq_redis::TaskResult>, workers: &mut Workers) {
+        for r in results {
+            let payload = match remote_queue::decode(&r.payload, &self.rules.untrusted) {
+                Ok(p) => p,
+                Err(why) => {
+                    crate::log!(
+                        Level::Warning,
+                        "result of task {} (queue id {}) dropped: {why}",
+                        r.src_task_id,
+                        r.task_id
+                    );
+                    continue;
+                }
+            };
+            let Ok(w) = u32::try_from(r.src_worker) else {
+                continue;
+            };
+            if !workers.is_event_worker(r.src_worker) {
+                continue;
+            }
+            let waiter = self.awaited_remote.remove(&(w, r.src_task_id));
+            workers.push_result(
+                w,
+                waiter,
+                &ToWorker::Finish {
+                    task_id: r.src_task_id,
+                    payload,
+                },
+            );
+        }
+    }
+
+    /// How many more tasks this server may take from Redis now: enough to
+    /// keep every task worker's window full and one more each waiting, no
+    /// more, so idle servers sharing the queue get the rest.
+    pub fn remote_room(&self) -> usize {
+        let Some(ledger) = &self.remote else {
+            return 0;
+        };
+        let want = self.rules.task_worker_num as usize * (self.dispatcher.window() + 1);
+        want.saturating_sub(self.running() + ledger.borrow().waiting())
     }
 
     /// Runs due work: delayed tasks that became runnable, task timeouts.
@@ -530,6 +691,32 @@ impl Tasks {
     }
 }
 
+/// onTaskFailed for the task `task_id` of worker `src_worker`, or in
+/// worker 0 for a client's task; nowhere if this server has no workers.
+fn report_failure(
+    src_worker: i32,
+    task_id: i64,
+    payload: &Payload,
+    why: &str,
+    workers: &mut Workers,
+) {
+    let target = if workers.is_event_worker(src_worker) {
+        src_worker as u32
+    } else if workers.event_workers() > 0 {
+        0
+    } else {
+        return;
+    };
+    workers.push_event(
+        target,
+        &ToWorker::TaskFailed {
+            task_id,
+            error: why.to_owned(),
+            payload: payload.clone(),
+        },
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -563,6 +750,7 @@ mod tests {
             Box::new(MemoryQueue::default()),
             1,
             board,
+            None,
         );
         let workers = Workers::new(
             1,

@@ -1,0 +1,396 @@
+//! The master's link to Redis when tasks live there (`task_backend`): it
+//! carries out what the [`Ledger`] wrote down (submissions, settlements),
+//! takes tasks for this server's task workers, reads the results other
+//! servers ran for this one, keeps this server's running tasks from being
+//! reclaimed and reclaims the tasks of servers that died. Every loop runs
+//! on the master's thread and reaches the rooms through the hub; none
+//! holds a borrow of the hub across an await.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Connect and call time limits of the Redis link.
+pub use taskq_redis::Timeouts;
+use taskq_redis::{RedisQueue, RedisQueueError};
+
+use super::hub::Hub;
+use crate::log::Level;
+use crate::remote_queue::{new_task, Settle, SharedLedger};
+
+/// Where and how tasks live in Redis (`task_backend` and its options).
+#[derive(Debug, Clone)]
+pub struct Backend {
+    /// `redis://`, `rediss://` or `unix://` address.
+    pub dsn: String,
+    /// The queue shared by every server that names it (`task_queue`).
+    pub queue: String,
+    /// This server's stable consumer name (`task_consumer`).
+    pub consumer: String,
+    /// How long another server's task may sit untouched before this one
+    /// takes it over (`task_claim_idle`).
+    pub claim_idle: Duration,
+    pub timeouts: Timeouts,
+}
+
+/// Most tasks submitted in one script call: one round trip for a burst,
+/// short enough not to hold Redis.
+const SUBMIT_BATCH: usize = 1000;
+/// Most results read per call.
+const RESULTS_BATCH: usize = 512;
+/// Polling backs off from this to `POLL_MAX` while Redis has nothing.
+const POLL_MIN: Duration = Duration::from_millis(1);
+const POLL_MAX: Duration = Duration::from_millis(50);
+/// Reconnection backs off from this to `RECONNECT_MAX`.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// The running link: what the stop needs to flush.
+pub struct RedisLink {
+    hub: Rc<RefCell<Hub>>,
+    ledger: SharedLedger,
+    queue: Rc<RefCell<Option<Rc<RedisQueue>>>>,
+}
+
+impl RedisLink {
+    /// Starts connecting to Redis and, once connected, every loop of the
+    /// link, on the master's LocalSet.
+    pub fn spawn(hub: Rc<RefCell<Hub>>, ledger: SharedLedger, backend: Backend) -> Self {
+        let queue = Rc::new(RefCell::new(None));
+        tokio::task::spawn_local(connect(hub.clone(), ledger.clone(), backend, queue.clone()));
+        RedisLink { hub, ledger, queue }
+    }
+
+    /// At the stop, after the last worker left: submits and settles what
+    /// is still written down, within the command timeout, so finished
+    /// tasks do not run again and submitted ones are not lost.
+    pub async fn flush(&self) {
+        let Some(queue) = self.queue.borrow().clone() else {
+            return;
+        };
+        submit_pending(&self.hub, &self.ledger, &queue).await;
+        if let Err(e) = settle_pending(&self.ledger, &queue).await {
+            crate::log!(
+                Level::Warning,
+                "task backend at the stop: {e}; finished tasks it was not told of will run again"
+            );
+        }
+    }
+}
+
+/// Says once that Redis went away and once that it came back, not on
+/// every failed call.
+#[derive(Default)]
+struct Health {
+    down: Cell<bool>,
+}
+
+impl Health {
+    fn failed(&self, e: &RedisQueueError) {
+        if !self.down.replace(true) {
+            crate::log!(
+                Level::Error,
+                "task backend: {e}; tasks wait, task workers idle, retrying"
+            );
+        }
+    }
+
+    fn ok(&self) {
+        if self.down.replace(false) {
+            crate::log!(Level::Notice, "task backend reachable again; resuming");
+        }
+    }
+}
+
+async fn connect(
+    hub: Rc<RefCell<Hub>>,
+    ledger: SharedLedger,
+    backend: Backend,
+    slot: Rc<RefCell<Option<Rc<RedisQueue>>>>,
+) {
+    let mut wait = RECONNECT_MIN;
+    let mut said = false;
+    let queue = loop {
+        match RedisQueue::connect(
+            &backend.dsn,
+            &backend.queue,
+            &backend.consumer,
+            backend.timeouts,
+        )
+        .await
+        {
+            Ok(q) => break q,
+            Err(e) => {
+                if !said {
+                    crate::log!(Level::Error, "task backend: {e}; retrying");
+                    said = true;
+                }
+                refuse_pending(&hub, &ledger, &e.to_string());
+                let wake = ledger.borrow().wake.clone();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = wake.submit.notified() => {}
+                }
+                wait = (wait * 2).min(RECONNECT_MAX);
+            }
+        }
+    };
+    crate::log!(
+        Level::Info,
+        "task backend {}: queue {:?}, consumer {:?}",
+        taskq_redis::Dsn::parse(&backend.dsn)
+            .map(|d| d.shown().to_owned())
+            .unwrap_or_default(),
+        backend.queue,
+        queue.consumer()
+    );
+    let shared = Rc::new(queue.handle());
+    *slot.borrow_mut() = Some(shared.clone());
+    let health = Rc::new(Health::default());
+    tokio::task::spawn_local(submitter(
+        hub.clone(),
+        ledger.clone(),
+        shared.clone(),
+        health.clone(),
+    ));
+    tokio::task::spawn_local(settler(ledger.clone(), shared.clone(), health.clone()));
+    tokio::task::spawn_local(results(hub.clone(), ledger.clone(), shared.clone()));
+    tokio::task::spawn_local(keeper(
+        hub.clone(),
+        ledger.clone(),
+        shared,
+        backend.claim_idle,
+    ));
+    fetcher(hub, ledger, queue, health).await;
+}
+
+/// While Redis cannot be reached at all, submissions fail at once rather
+/// than wait for a connection that may never come.
+fn refuse_pending(hub: &Rc<RefCell<Hub>>, ledger: &SharedLedger, why: &str) {
+    loop {
+        let batch = ledger.borrow_mut().take_submits(SUBMIT_BATCH);
+        if batch.is_empty() {
+            return;
+        }
+        hub.borrow_mut().submitted(&batch, Err(why.to_owned()));
+    }
+}
+
+async fn submitter(
+    hub: Rc<RefCell<Hub>>,
+    ledger: SharedLedger,
+    queue: Rc<RedisQueue>,
+    health: Rc<Health>,
+) {
+    let wake = ledger.borrow().wake.clone();
+    loop {
+        wake.submit.notified().await;
+        if submit_pending(&hub, &ledger, &queue).await {
+            health.ok();
+        }
+    }
+}
+
+/// Submits everything written down, batch by batch; the hub acknowledges
+/// each client once Redis holds its task. Returns whether Redis took all.
+async fn submit_pending(hub: &Rc<RefCell<Hub>>, ledger: &SharedLedger, queue: &RedisQueue) -> bool {
+    let mut all = true;
+    loop {
+        let batch = ledger.borrow_mut().take_submits(SUBMIT_BATCH);
+        if batch.is_empty() {
+            return all;
+        }
+        let tasks: Vec<_> = batch.iter().map(new_task).collect();
+        let outcome = queue.submit_many(&tasks).await.map_err(|e| e.to_string());
+        all &= outcome.is_ok();
+        hub.borrow_mut().submitted(&batch, outcome);
+        // This server may take its own tasks, and their results will come
+        // back: tell the fetcher and the results reader now rather than at
+        // their next poll.
+        let wake = ledger.borrow().wake.clone();
+        wake.fetch.notify_one();
+        wake.results.notify_one();
+    }
+}
+
+async fn settler(ledger: SharedLedger, queue: Rc<RedisQueue>, health: Rc<Health>) {
+    let wake = ledger.borrow().wake.clone();
+    let mut wait = RECONNECT_MIN;
+    loop {
+        wake.settle.notified().await;
+        while let Err(e) = settle_pending(&ledger, &queue).await {
+            health.failed(&e);
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(RECONNECT_MAX);
+        }
+        health.ok();
+        wait = RECONNECT_MIN;
+    }
+}
+
+/// Tells Redis how the tasks written down ended: acks in one MULTI, the
+/// others one by one. What Redis could not take goes back to the ledger
+/// for the next try; the entries stay pending in Redis meanwhile, so
+/// nothing is lost, at worst run again after a crash.
+async fn settle_pending(ledger: &SharedLedger, queue: &RedisQueue) -> Result<(), RedisQueueError> {
+    let settles = ledger.borrow_mut().take_settles();
+    if settles.is_empty() {
+        return Ok(());
+    }
+    let acks: Vec<_> = settles
+        .iter()
+        .filter_map(|s| match s {
+            Settle::Ack(e) => Some(e.at.clone()),
+            _ => None,
+        })
+        .collect();
+    if let Err(e) = queue.ack(&acks).await {
+        ledger.borrow_mut().return_settles(settles);
+        return Err(e);
+    }
+    let mut rest = settles.into_iter().filter(|s| !matches!(s, Settle::Ack(_)));
+    while let Some(settle) = rest.next() {
+        let done = match &settle {
+            Settle::Ack(_) => Ok(true),
+            Settle::Finish(entry, payload) => {
+                queue
+                    .finish(entry, &crate::remote_queue::encode(payload))
+                    .await
+            }
+            Settle::Retry(entry, delay) => queue.retry(entry, *delay).await,
+            Settle::Fail(entry, why) => queue.fail(entry, why).await,
+        };
+        match done {
+            Ok(true) => {}
+            Ok(false) => crate::log!(
+                Level::Notice,
+                "task {} was taken over by another server before it was settled here",
+                settle_entry(&settle).task.id
+            ),
+            Err(e) if e.is_transient() => {
+                let mut back = vec![settle];
+                back.extend(rest);
+                ledger.borrow_mut().return_settles(back);
+                return Err(e);
+            }
+            Err(e) => crate::log!(Level::Error, "task backend: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn settle_entry(settle: &Settle) -> &taskq_redis::Entry {
+    match settle {
+        Settle::Ack(e) | Settle::Finish(e, _) | Settle::Retry(e, _) | Settle::Fail(e, _) => e,
+    }
+}
+
+/// Takes tasks while this server has room for them: at once when woken
+/// (room freed, tasks submitted), else polling with a backoff, and no
+/// later than the next delayed task is due.
+async fn fetcher(
+    hub: Rc<RefCell<Hub>>,
+    ledger: SharedLedger,
+    mut queue: RedisQueue,
+    health: Rc<Health>,
+) {
+    let wake = ledger.borrow().wake.clone();
+    let mut idle = POLL_MIN;
+    loop {
+        let room = hub.borrow().remote_room();
+        if room == 0 {
+            tokio::select! {
+                _ = wake.fetch.notified() => {}
+                _ = tokio::time::sleep(POLL_MAX) => {}
+            }
+            continue;
+        }
+        match queue.take(room).await {
+            Ok(taken) => {
+                health.ok();
+                let got = taken.entries.len() + taken.exhausted.len();
+                let due = taken.next_due_in;
+                hub.borrow_mut().taken(taken);
+                if got > 0 {
+                    idle = POLL_MIN;
+                    continue;
+                }
+                let nap = due.map_or(idle, |d| d.min(idle));
+                tokio::select! {
+                    _ = wake.fetch.notified() => idle = POLL_MIN,
+                    _ = tokio::time::sleep(nap) => idle = (idle * 2).min(POLL_MAX),
+                }
+            }
+            Err(e) => {
+                health.failed(&e);
+                idle = POLL_MIN;
+                tokio::time::sleep(RECONNECT_MIN).await;
+            }
+        }
+    }
+}
+
+/// Reads the results other servers posted for this server's workers.
+async fn results(hub: Rc<RefCell<Hub>>, ledger: SharedLedger, queue: Rc<RedisQueue>) {
+    let wake = ledger.borrow().wake.clone();
+    let mut idle = POLL_MIN;
+    loop {
+        match queue.results(RESULTS_BATCH).await {
+            Ok(list) if !list.is_empty() => {
+                idle = POLL_MIN;
+                hub.borrow_mut().remote_results(list);
+                continue;
+            }
+            Ok(_) => {}
+            Err(_) => idle = POLL_MAX,
+        }
+        tokio::select! {
+            _ = wake.results.notified() => idle = POLL_MIN,
+            _ = tokio::time::sleep(idle) => idle = (idle * 2).min(POLL_MAX),
+        }
+    }
+}
+
+/// Every third of the claim idle time: keeps this server's tasks fresh in
+/// Redis, so a long task is not stolen from a live server, and reclaims
+/// the tasks of servers that stopped keeping theirs fresh.
+async fn keeper(
+    hub: Rc<RefCell<Hub>>,
+    ledger: SharedLedger,
+    queue: Rc<RedisQueue>,
+    claim_idle: Duration,
+) {
+    let every = claim_idle / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let alive = ledger.borrow().alive();
+        if !alive.is_empty() {
+            match queue.keep_alive(&alive).await {
+                Ok(lost) if !lost.is_empty() => {
+                    crate::log!(
+                        Level::Warning,
+                        "{} task(s) were taken over by another server (this one did not keep them fresh within task_claim_idle)",
+                        lost.len()
+                    );
+                    ledger.borrow_mut().lost(&lost);
+                }
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+        }
+        let room = hub.borrow().remote_room();
+        if room > 0 {
+            if let Ok(taken) = queue.reclaim(claim_idle, room).await {
+                if !taken.entries.is_empty() {
+                    crate::log!(
+                        Level::Notice,
+                        "took over {} task(s) idle for {:?} (their server stopped)",
+                        taken.entries.len(),
+                        claim_idle
+                    );
+                }
+                hub.borrow_mut().taken(taken);
+            }
+        }
+    }
+}

@@ -464,6 +464,43 @@ PHP;
         $this->assertNotSame([], $a->tree(), 'server A still runs');
     }
 
+    /**
+     * A server SIGKILLed and started again under its consumer name takes
+     * back the entries it held (it reads its own pending entries from 0
+     * before new ones). The claim idle time is 60 s, longer than this test
+     * waits, so the other server cannot be the one that finishes them.
+     */
+    public function testServerRestartedUnderItsNameTakesBackItsOwnPendingEntries(): void
+    {
+        $redis = $this->startRedis();
+        $settings = ['task_worker_num' => 2, 'task_claim_idle' => 60];
+        $env = ['TASKQ_TASK_US' => '4000'];
+        $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), $settings, $env);
+        $portA = $this->port;
+        $b = $this->taskServer('srv-b', '127.0.0.3', $redis->dsn(), $settings, $env);
+        $portB = $this->port;
+        $p = $this->produce('127.0.0.2', $portA, 'r', 3000, 'acked', 'multi');
+        $this->finishProducer($p, 60, 'producer');
+        [$acked] = $this->submissions('acked');
+        $this->assertCount(3000, $acked);
+
+        $this->poll(fn () => count(array_filter($this->runs(), fn ($r) => $r[0] === 'srv-b')) >= 100, 60, 'server B running tasks', 0.05);
+        $this->assertSame([], ProcessTree::killAll($b->tag), 'every process of server B died');
+        $held = $this->pendingByConsumer($redis)['srv-b'] ?? 0;
+        $this->assertGreaterThan(0, $held, 'B held unacknowledged entries when it died');
+        $runsBefore = count($this->runs());
+        $this->taskServer('srv-b', '127.0.0.3', $redis->dsn(), $settings, $env, [], $portB);
+
+        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0, 40, 'every acknowledged task to run (well before the 60 s claim idle time)', 0.5);
+        $this->waitQueueDrained($redis, 20);
+        $by = $this->runsByPayload();
+        $dups = array_filter($by, fn ($c) => count($c) > 1);
+        foreach ($dups as $payload => $consumers) {
+            $this->assertSame(['srv-b', 'srv-b'], $consumers, "$payload ran twice only because B died after running it");
+        }
+        $this->assertLessThanOrEqual($held, count($dups), sprintf('%d duplicates, B held %d entries at the kill (%d runs by then)', count($dups), $held, $runsBefore));
+    }
+
     public function testRedisRestartedMidSubmissionLosesNoAcknowledgedTaskAndRefusesMeanwhileWith9010(): void
     {
         $redis = $this->startRedis(durable: true);

@@ -18,11 +18,13 @@ final class ServerProcess
         public readonly string $dir,
         array $env = [],
         array $phpArgs = [],
+        array $wrapper = [],
     ) {
         $this->tag = bin2hex(random_bytes(8));
         $this->stdoutFile = "$dir/stdout.txt";
         $this->stderrFile = "$dir/stderr.txt";
-        $cmd = array_merge([PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT')], $phpArgs, [$script]);
+        // $wrapper runs PHP through another command, e.g. ['ip', 'netns', 'exec', 'ns1'].
+        $cmd = array_merge($wrapper, [PHP_BINARY, '-n', '-d', 'display_errors=stderr', '-d', 'log_errors=0', '-d', 'extension=' . getenv('TASKQ_EXT')], $phpArgs, [$script]);
         $env = array_merge(getenv(), ['TASKQ_TEST_TAG' => $this->tag], $env);
         $this->proc = proc_open(
             $cmd,

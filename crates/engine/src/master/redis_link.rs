@@ -183,11 +183,13 @@ async fn submitter(
     health: Rc<Health>,
 ) {
     let wake = ledger.borrow().wake.clone();
+    // What was written down while connecting goes first: its wake-up may
+    // have been spent on the connection loop.
     loop {
-        wake.submit.notified().await;
         if submit_pending(&hub, &ledger, &queue).await {
             health.ok();
         }
+        wake.submit.notified().await;
     }
 }
 
@@ -217,7 +219,6 @@ async fn settler(ledger: SharedLedger, queue: Rc<RedisQueue>, health: Rc<Health>
     let wake = ledger.borrow().wake.clone();
     let mut wait = RECONNECT_MIN;
     loop {
-        wake.settle.notified().await;
         while let Err(e) = settle_pending(&ledger, &queue).await {
             health.failed(&e);
             tokio::time::sleep(wait).await;
@@ -225,6 +226,7 @@ async fn settler(ledger: SharedLedger, queue: Rc<RedisQueue>, health: Rc<Health>
         }
         health.ok();
         wait = RECONNECT_MIN;
+        wake.settle.notified().await;
     }
 }
 

@@ -467,10 +467,13 @@ impl Tasks {
     fn give_up(&mut self, task: &QueuedTask, why: &str, workers: &mut Workers) {
         self.awaited.remove(&task.id);
         self.counters.failed_tasks += 1;
-        if remote_queue::is_foreign(task.id) {
+        // A worker of another server dispatched it, and only that server
+        // could reach it: the failed list in Redis and this log say it. A
+        // client's task is reported here, as on the server it came to.
+        if remote_queue::is_foreign(task.id) && task.src_worker >= 0 {
             crate::log!(
                 Level::Error,
-                "task {} of another server failed {} time(s); given up, in the failed list: {why}",
+                "task {} of another server's worker failed {} time(s); given up, in the failed list: {why}",
                 task.task_id,
                 task.attempts
             );
@@ -617,13 +620,13 @@ impl Tasks {
     }
 
     /// How many more tasks this server may take from Redis now: enough to
-    /// keep every task worker's window full and one more each waiting, no
-    /// more, so idle servers sharing the queue get the rest.
+    /// fill every task worker's window (one each while tasks are slow), no
+    /// more, so a task never waits here while another server idles.
     pub fn remote_room(&self) -> usize {
         let Some(ledger) = &self.remote else {
             return 0;
         };
-        let want = self.rules.task_worker_num as usize * (self.dispatcher.window() + 1);
+        let want = self.rules.task_worker_num as usize * self.dispatcher.window();
         want.saturating_sub(self.running() + ledger.borrow().waiting())
     }
 

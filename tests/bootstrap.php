@@ -11,3 +11,4 @@ if (!getenv('TASKQ_EXT') || !is_file(getenv('TASKQ_EXT'))) {
 require __DIR__ . '/Support/ProcessTree.php';
 require __DIR__ . '/Support/ServerProcess.php';
 require __DIR__ . '/Support/TaskqTestCase.php';
+require __DIR__ . '/Support/ApiSurface.php';

@@ -47,23 +47,25 @@ final class StubTest extends TaskqTestCase
         $ext = self::extensionSurface();
         $this->assertSame([], ApiSurface::differences($ext, $this->stubSurface(self::STUB)));
 
-        // What the comparison covers, so an empty result above means something.
-        $this->assertEqualsCanonicalizing(
+        // The extension surface holds what the comparison must cover, so the
+        // empty result above means something (lower bounds: members added
+        // later are covered by the comparison itself).
+        $this->assertSame([], array_diff(
             ['swoole\timer', 'taskq\client', 'taskq\exception', 'taskq\mailer', 'taskq\mailexception', 'taskq\server', 'taskq\timer'],
             array_keys($ext['classes']),
-        );
-        $this->assertSame(
+        ));
+        $this->assertSame([], array_diff_assoc(
             ['swoole\client' => 'TaskQ\Client', 'swoole\server' => 'TaskQ\Server', 'swoole_client' => 'TaskQ\Client',
              'swoole_server' => 'TaskQ\Server', 'taskclient' => 'TaskQ\Client', 'taskserver' => 'TaskQ\Server'],
             $ext['aliases'],
-        );
-        $this->assertEqualsCanonicalizing(
+        ));
+        $this->assertSame([], array_diff(
             ['swoole_set_process_name', 'swoole_timer_after', 'swoole_timer_clear', 'swoole_timer_tick', 'swoole_version', 'taskq\set_process_name'],
             array_keys($ext['functions']),
-        );
-        $this->assertCount(53, $ext['constants']);
-        $this->assertCount(28, $ext['classes']['taskq\server']['methods']);
-        $this->assertCount(11, $ext['classes']['taskq\server']['properties']);
+        ));
+        $this->assertGreaterThanOrEqual(53, count($ext['constants']));
+        $this->assertGreaterThanOrEqual(28, count($ext['classes']['taskq\server']['methods']));
+        $this->assertGreaterThanOrEqual(11, count($ext['classes']['taskq\server']['properties']));
     }
 
     /**

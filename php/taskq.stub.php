@@ -4,7 +4,7 @@
  * and function it declares, for PhpStorm, Psalm, PHPStan and friends.
  *
  * Never include or require this file: the extension declares all of it, and
- * loading it next to the extension is a fatal "Cannot declare class" error.
+ * loading it next to the extension is a fatal "Cannot redeclare" error.
  * Point your tools at it instead (see "IDE stubs" in README.md).
  *
  * Signatures are the extension's own, as Reflection reports them, so PHP's

@@ -58,9 +58,10 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
 
-## install: copy into PHP's extension dir and enable for every SAPI
+## install: copy into PHP's extension dir (with the IDE stubs next to it) and enable for every SAPI
 install: build
 	install -m 0644 $(SO) "$$(php-config --extension-dir)/taskq.so"
+	install -m 0644 php/taskq.stub.php "$$(php-config --extension-dir)/taskq.stub.php"
 	printf '; priority=30\nextension=taskq.so\n' > $(INI_DIR)/taskq.ini
 	phpenmod taskq
 	php --ri taskq
@@ -68,7 +69,7 @@ install: build
 ## uninstall: undo `make install`: disable for every SAPI, remove the ini and the extension
 uninstall:
 	-phpdismod taskq
-	rm -f $(INI_DIR)/taskq.ini "$$(php-config --extension-dir)/taskq.so"
+	rm -f $(INI_DIR)/taskq.ini "$$(php-config --extension-dir)/taskq.so" "$$(php-config --extension-dir)/taskq.stub.php"
 	@! php -m | grep -qx taskq || { echo "taskq is still loaded by php"; exit 1; }
 
 ## fuzz: run each cargo-fuzz target for FUZZ_SECONDS (needs the nightly toolchain)

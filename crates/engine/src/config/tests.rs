@@ -1096,3 +1096,52 @@ fn client_options() {
         assert!(client_with(&[("timeout", bad.clone())]).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn the_redis_backend_options_are_checked_and_a_bad_dsn_never_shows_its_password() {
+    let mut c = ServerConfig::new(2);
+    c.apply(&entries(&[
+        ("task_backend", s("redis://:pw@127.0.0.1:6379/0")),
+        ("task_queue", s("mail")),
+        ("task_consumer", s("web-1:9501")),
+        ("task_claim_idle", Value::Float(1.5)),
+        ("task_backend_timeout", Value::Int(3)),
+    ]))
+    .unwrap();
+    assert_eq!(
+        c.task_backend.as_deref(),
+        Some("redis://:pw@127.0.0.1:6379/0")
+    );
+    assert_eq!(
+        (c.task_queue.as_str(), c.task_consumer.as_deref()),
+        ("mail", Some("web-1:9501"))
+    );
+    assert_eq!((c.task_claim_idle, c.task_backend_timeout), (1.5, 3.0));
+    let err = c
+        .apply(&entries(&[(
+            "task_backend",
+            s("redis://:secret@host:99999"),
+        )]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'task_backend'") && err.contains("port"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "{err}");
+    for (option, bad) in [
+        ("task_queue", "a{b}"),
+        ("task_consumer", "two words"),
+        ("task_queue", ""),
+    ] {
+        let err = c
+            .apply(&entries(&[(option, s(bad))]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(option), "{err}");
+    }
+    assert!(c
+        .apply(&entries(&[("task_claim_idle", Value::Int(0))]))
+        .is_err());
+    assert_eq!(c.task_queue, "mail", "a refused set() changes nothing");
+}

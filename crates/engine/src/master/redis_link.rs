@@ -239,21 +239,24 @@ async fn settle_pending(ledger: &SharedLedger, queue: &RedisQueue) -> Result<(),
     if settles.is_empty() {
         return Ok(());
     }
-    let acks: Vec<_> = settles
-        .iter()
-        .filter_map(|s| match s {
-            Settle::Ack(e) => Some(e.at.clone()),
-            _ => None,
-        })
-        .collect();
-    if let Err(e) = queue.ack(&acks).await {
-        ledger.borrow_mut().return_settles(settles);
+    let (acks, others): (Vec<_>, Vec<_>) = settles
+        .into_iter()
+        .partition(|s| matches!(s, Settle::Ack(_)));
+    let ids: Vec<_> = acks.iter().map(|s| settle_entry(s).at.clone()).collect();
+    let acked = if ids.is_empty() {
+        Ok(0)
+    } else {
+        queue.ack(&ids).await
+    };
+    if let Err(e) = acked {
+        let mut back = acks;
+        back.extend(others);
+        ledger.borrow_mut().return_settles(back);
         return Err(e);
     }
-    let mut rest = settles.into_iter().filter(|s| !matches!(s, Settle::Ack(_)));
+    let mut rest = others.into_iter();
     while let Some(settle) = rest.next() {
         let done = match &settle {
-            Settle::Ack(_) => Ok(true),
             Settle::Finish(entry, payload) => {
                 queue
                     .finish(entry, &crate::remote_queue::encode(payload))
@@ -261,6 +264,7 @@ async fn settle_pending(ledger: &SharedLedger, queue: &RedisQueue) -> Result<(),
             }
             Settle::Retry(entry, delay) => queue.retry(entry, *delay).await,
             Settle::Fail(entry, why) => queue.fail(entry, why).await,
+            Settle::Ack(_) => unreachable!("acknowledged above, in one MULTI"),
         };
         match done {
             Ok(true) => {}

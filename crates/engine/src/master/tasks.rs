@@ -894,4 +894,52 @@ mod tests {
             [ToWorker::TaskFailed { task_id: 9, error, .. }] if error == "task worker 5 does not exist"
         ));
     }
+
+    #[test]
+    fn with_redis_a_client_is_acknowledged_with_the_queue_id_once_redis_holds_its_task() {
+        let board = Arc::new(Board::new(0).unwrap());
+        let ledger = crate::remote_queue::Ledger::new("a:1", rules(0, false).untrusted);
+        let mut tasks = Tasks::new(
+            rules(0, false),
+            Box::new(crate::remote_queue::RemoteQueue::new(ledger.clone())),
+            1,
+            board,
+            Some(ledger.clone()),
+        );
+        let mut w = Workers::new(
+            1,
+            0,
+            1 << 20,
+            Rc::new(Notify::new()),
+            Rc::new(Notify::new()),
+        );
+        let (g0, event_outbox) = w.joined(0, 10).unwrap();
+        assert_eq!(
+            tasks.client_task(5, request(b"a")),
+            Ok(Accepted::AtCommit),
+            "no task workers here: another server runs it"
+        );
+        tasks.client_task(6, request(b"b")).unwrap();
+        let batch = ledger.borrow_mut().take_submits(10);
+        assert_eq!(
+            tasks.submitted(&batch[..1], Ok(vec![900]), &mut w),
+            Committed::Acks(vec![(5, 900)])
+        );
+        assert_eq!(
+            tasks.submitted(&batch[1..], Err("Redis down".into()), &mut w),
+            Committed::Failed(vec![6], "Redis down".into())
+        );
+        tasks.worker_task(0, g0, (3, -1, false), raw(b"job"), &mut w);
+        let batch = ledger.borrow_mut().take_submits(10);
+        tasks.submitted(&batch, Err("Redis down".into()), &mut w);
+        assert!(matches!(
+            &take_messages(&event_outbox)[..],
+            [ToWorker::TaskFailed { task_id: 3, error, .. }] if error == "Redis down"
+        ));
+        assert_eq!(
+            tasks.remote_room(),
+            0,
+            "a server without task workers takes nothing"
+        );
+    }
 }

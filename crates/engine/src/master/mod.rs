@@ -167,12 +167,11 @@ async fn serve(
         cfg: cfg.clone(),
     };
     let links = link::spawn_acceptor(ipc, hub.clone())?;
-    let redis = match (hub.borrow().ledger(), &cfg.backend) {
-        (Some(ledger), Some(backend)) => {
-            Some(RedisLink::spawn(hub.clone(), ledger, backend.clone()))
-        }
-        _ => None,
-    };
+    let redis = cfg
+        .backend
+        .clone()
+        .zip(hub.borrow().ledger())
+        .map(|(backend, ledger)| RedisLink::spawn(hub.clone(), ledger, backend));
     if let Some((interval, idle)) = cfg.heartbeat {
         tokio::task::spawn_local(heartbeat(hub.clone(), interval, idle));
     }
@@ -223,16 +222,7 @@ async fn serve(
         hub.borrow_mut().commit();
     }
     if let Some(redis) = &redis {
-        let bound = cfg
-            .backend
-            .as_ref()
-            .map_or(LAST_WORDS, |b| b.timeouts.command * 2);
-        if tokio::time::timeout(bound, redis.flush()).await.is_err() {
-            crate::log!(
-                Level::Warning,
-                "task backend did not answer at the stop; finished tasks it was not told of will run again"
-            );
-        }
+        redis.flush().await;
     }
     let hub = hub.borrow();
     let unfinished = hub.unfinished_tasks();

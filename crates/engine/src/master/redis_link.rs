@@ -50,6 +50,8 @@ pub struct RedisLink {
     hub: Rc<RefCell<Hub>>,
     ledger: SharedLedger,
     queue: Rc<RefCell<Option<Rc<RedisQueue>>>>,
+    /// How long the flush at the stop may take: twice the command timeout.
+    flush_within: Duration,
 }
 
 impl RedisLink {
@@ -57,24 +59,37 @@ impl RedisLink {
     /// link, on the master's LocalSet.
     pub fn spawn(hub: Rc<RefCell<Hub>>, ledger: SharedLedger, backend: Backend) -> Self {
         let queue = Rc::new(RefCell::new(None));
+        let flush_within = backend.timeouts.command * 2;
         tokio::task::spawn_local(connect(hub.clone(), ledger.clone(), backend, queue.clone()));
-        RedisLink { hub, ledger, queue }
+        RedisLink {
+            hub,
+            ledger,
+            queue,
+            flush_within,
+        }
     }
 
     /// At the stop, after the last worker left: submits and settles what
-    /// is still written down, within the command timeout, so finished
+    /// is still written down, within twice the command timeout, so finished
     /// tasks do not run again and submitted ones are not lost.
     pub async fn flush(&self) {
         let Some(queue) = self.queue.borrow().clone() else {
             return;
         };
-        submit_pending(&self.hub, &self.ledger, &queue).await;
-        if let Err(e) = settle_pending(&self.ledger, &queue).await {
-            crate::log!(
-                Level::Warning,
-                "task backend at the stop: {e}; finished tasks it was not told of will run again"
-            );
-        }
+        let flushed = tokio::time::timeout(self.flush_within, async {
+            submit_pending(&self.hub, &self.ledger, &queue).await;
+            settle_pending(&self.ledger, &queue).await
+        })
+        .await;
+        let why = match flushed {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {:?}", self.flush_within),
+        };
+        crate::log!(
+            Level::Warning,
+            "task backend at the stop: {why}; finished tasks it was not told of will run again"
+        );
     }
 }
 

@@ -48,6 +48,9 @@ $server->on('Receive', function ($s, $fd, $rid, $data) use ($me) {
             record('dispatched', ['server' => $me, 'label' => $arg, 'task_id' => $id, 'worker' => $s->worker_id]);
             $s->send($fd, json_encode(['id' => $id]));
             return;
+        case 'dispatchthrow':
+            $s->send($fd, json_encode(['id' => $s->task(['kind' => 'throw', 'label' => $arg])]));
+            return;
         case 'dispatchcb':
             $id = $s->task($echo($arg), -1, function ($s, $taskId, $result) use ($me, $arg) {
                 record('callback', ['server' => $me, 'label' => $arg, 'task_id' => $taskId, 'data' => $result, 'worker' => $s->worker_id]);
@@ -645,6 +648,27 @@ PHP;
         }
         $this->assertCount(6, $this->events('run'), 'each task ran once');
         $this->assertCount(1, $this->events('finish'), 'onFinish ran once (the callback task and the waited ones do not reach it)');
+    }
+
+    public function testWorkerTaskGivenUpOnAnotherServerReachesOnTaskFailedOnTheDispatchingServerOnce(): void
+    {
+        $redis = $this->startRedis();
+        $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), ['task_worker_num' => 0]);
+        $portA = $this->port;
+        $this->taskServer('srv-b', '127.0.0.3', $redis->dsn(), ['task_worker_num' => 2]);
+
+        $id = $this->order('127.0.0.2', $portA, 'dispatchthrow:lost')['id'];
+        $this->assertIsInt($id);
+        $failed = $this->waitEvents('failed', 1, 15)[0];
+        $this->assertSame(['srv-a', $id, 'lost'], [$failed['server'], $failed['task_id'], $failed['label']], 'onTaskFailed ran on A, with the id task() returned there and the task\'s data: ' . json_encode($failed));
+        $this->assertStringContainsString('boom lost', $failed['error']);
+        usleep(500000);
+        $this->assertCount(1, $this->events('failed'), 'once, and not on B, which ran it');
+        $this->assertCount(1, $this->labelled('run', 'lost'), 'a worker task runs once by default, as in Swoole');
+        $p = 'taskq:{' . self::QUEUE . '}';
+        $ids = $redis->lines('ZRANGE', "$p:failed", '0', '-1');
+        $this->assertCount(1, $ids, 'the failed list keeps it too');
+        $this->assertSame([(string) $id], $redis->lines('HGET', "$p:failed:{$ids[0]}", 'ref'));
     }
 
     public function testTaskThatAlwaysThrowsEndsInTheRedisFailedListWithItsErrorAfterTwoRuns(): void

@@ -37,8 +37,9 @@ pub struct Taken {
     /// Tasks to run, owned by this consumer until ack, retry or fail.
     pub entries: Vec<Entry>,
     /// Tasks delivered again after their consumers stopped so often that
-    /// they used up their attempts: already moved to the failed list, for
-    /// the caller to report (onTaskFailed), not to run.
+    /// they used up their attempts: already moved to the failed list, not
+    /// to run. The caller reports its own and clients' tasks (onTaskFailed);
+    /// another server's worker tasks went to that server's results stream.
     pub exhausted: Vec<FailedTask>,
     /// How long until the earliest delayed task is due (only from `take`),
     /// so the caller can sleep until then instead of polling.
@@ -351,6 +352,10 @@ impl RedisQueue {
                 src_worker: fields.number(field::WORKER)?,
                 src_task_id: fields.number(field::REF)?,
                 payload: bytes::Bytes::copy_from_slice(fields.bytes(field::PAYLOAD)?),
+                error: fields
+                    .has(field::ERROR)
+                    .then(|| fields.text(field::ERROR).map(str::to_owned))
+                    .transpose()?,
             });
         }
         Ok(out)
@@ -375,7 +380,9 @@ impl RedisQueue {
     }
 
     /// The run failed and the task used up its attempts: moves it to the
-    /// failed list with `error`, visible to every server. Returns false if
+    /// failed list with `error`, visible to every server; another server's
+    /// worker task is reported to that server's results stream with the
+    /// error, in the same script. Returns false if
     /// the entry was no longer this consumer's.
     pub async fn fail(&self, entry: &Entry, error: &str) -> Result<bool> {
         Ok(self

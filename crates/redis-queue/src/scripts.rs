@@ -220,15 +220,24 @@ return 1"
 });
 
 /// Moves a delivered entry this consumer owns to the failed tasks, with
-/// its error, attempts and time. KEYS stream, failed; ARGV prefix, group,
-/// consumer, entry id, error, attempts. Returns the failure time, or 0 if
-/// the entry is no longer this consumer's.
+/// its error, attempts and time. A task another server's worker submitted
+/// also goes, with the error, to that server's results stream in the same
+/// script, so its onTaskFailed runs exactly once whichever server gave it
+/// up. KEYS stream, failed; ARGV prefix, group, consumer, entry id, error,
+/// attempts. Returns the failure time, or 0 if the entry is no longer this
+/// consumer's.
 pub static FAIL: LazyLock<Script> = LazyLock::new(|| {
     with_clock(&format!(
         "{OWNED_ENTRY}local record = ARGV[1] .. ':failed:' .. id
 redis.call('HSET', record, unpack(fields))
 redis.call('HSET', record, 'error', ARGV[5], 'attempts', ARGV[6], 'failed_at', now)
 redis.call('ZADD', KEYS[2], now, id)
+local f = {{}}
+for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
+if f.origin ~= ARGV[3] and tonumber(f.worker) >= 0 then
+  redis.call('XADD', ARGV[1] .. ':results:' .. f.origin, '*', 'id', id, 'worker', f.worker,
+    'ref', f.ref, 'payload', f.payload, 'error', ARGV[5])
+end
 redis.call('XACK', KEYS[1], ARGV[2], ARGV[4])
 redis.call('XDEL', KEYS[1], ARGV[4])
 return now"

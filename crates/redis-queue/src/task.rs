@@ -138,6 +138,11 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.malformed(format!("no `{name}` field")))
     }
 
+    /// Whether the record has a field `name` (one written only sometimes).
+    pub fn has(&self, name: &str) -> bool {
+        self.pairs.iter().any(|(f, _)| *f == name.as_bytes())
+    }
+
     /// The value of `name` as text.
     pub fn text(&self, name: &str) -> Result<&'a str, RedisQueueError> {
         std::str::from_utf8(self.bytes(name)?)

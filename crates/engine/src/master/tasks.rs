@@ -467,13 +467,14 @@ impl Tasks {
     fn give_up(&mut self, task: &QueuedTask, why: &str, workers: &mut Workers) {
         self.awaited.remove(&task.id);
         self.counters.failed_tasks += 1;
-        // A worker of another server dispatched it, and only that server
-        // could reach it: the failed list in Redis and this log say it. A
-        // client's task is reported here, as on the server it came to.
+        // A worker of another server dispatched it: Redis moves it to the
+        // failed list and tells that server in one script, and its
+        // onTaskFailed runs there. A client's task is reported here, as on
+        // the server it came to.
         if remote_queue::is_foreign(task.id) && task.src_worker >= 0 {
             crate::log!(
                 Level::Error,
-                "task {} of another server's worker failed {} time(s); given up, in the failed list: {why}",
+                "task {} of another server's worker failed {} time(s); given up, in the failed list, reported to that server: {why}",
                 task.task_id,
                 task.attempts
             );
@@ -544,8 +545,9 @@ impl Tasks {
 
     /// The Redis link took tasks for this server: they wait for its task
     /// workers. Those Redis had already given up on (their servers kept
-    /// dying while running them) reach onTaskFailed here if this server
-    /// submitted them.
+    /// dying while running them) reach onTaskFailed here if this server's
+    /// worker or a client submitted them; another server's worker hears of
+    /// it through that server's results stream.
     pub fn taken(&mut self, taken: taskq_redis::Taken, workers: &mut Workers) {
         let Some(ledger) = self.remote.clone() else {
             return;
@@ -560,12 +562,8 @@ impl Tasks {
                 task.id,
                 failed.error
             );
-            if task.origin == ledger.borrow().consumer() {
-                let payload =
-                    remote_queue::decode(&task.payload, &self.rules.untrusted).unwrap_or(Payload {
-                        encoding: crate::payload::Encoding::Raw,
-                        data: bytes::Bytes::new(),
-                    });
+            if task.src_worker < 0 || task.origin == ledger.borrow().consumer() {
+                let payload = self.failed_payload(&task.payload);
                 report_failure(
                     task.src_worker,
                     task.src_task_id,
@@ -585,10 +583,28 @@ impl Tasks {
         self.assign(now_ms(), workers);
     }
 
+    /// A given-up task's data for onTaskFailed; one this server does not
+    /// admit is reported without it rather than not at all.
+    fn failed_payload(&self, data: &bytes::Bytes) -> Payload {
+        remote_queue::decode(data, &self.rules.untrusted).unwrap_or(Payload {
+            encoding: crate::payload::Encoding::Raw,
+            data: bytes::Bytes::new(),
+        })
+    }
+
     /// Results other servers (or this one) ran for this server's workers:
-    /// each reaches onFinish, or the taskwait() blocked on it.
+    /// each reaches onFinish, or the taskwait() blocked on it; a task
+    /// another server gave up reaches onTaskFailed.
     pub fn remote_results(&mut self, results: Vec<taskq_redis::TaskResult>, workers: &mut Workers) {
         for r in results {
+            if let Some(why) = &r.error {
+                if let Ok(w) = u32::try_from(r.src_worker) {
+                    self.awaited_remote.remove(&(w, r.src_task_id));
+                }
+                let payload = self.failed_payload(&r.payload);
+                report_failure(r.src_worker, r.src_task_id, &payload, why, workers);
+                continue;
+            }
             let payload = match remote_queue::decode(&r.payload, &self.rules.untrusted) {
                 Ok(p) => p,
                 Err(why) => {

@@ -5,7 +5,8 @@
 
 use std::time::Duration;
 
-use taskq_redis::Select;
+use bytes::Bytes;
+use taskq_redis::{Select, TaskResult};
 
 use crate::support::{task, RedisServer};
 
@@ -89,4 +90,43 @@ async fn a_task_whose_servers_keep_dying_goes_to_the_failed_list() {
     assert_eq!(failed, taken.exhausted);
     let stats = third.stats().await.unwrap();
     assert_eq!((stats.pending, stats.failed), (0, 1));
+}
+
+#[tokio::test]
+async fn a_worker_task_given_up_elsewhere_reaches_its_origin_once() {
+    let redis = RedisServer::start(false);
+    let origin = redis.queue("far", "host-a:9501").await;
+    let mut runner = redis.queue("far", "host-b:9501").await;
+    let mut from_worker = task("mail #7");
+    (from_worker.src_worker, from_worker.src_task_id) = (3, 41);
+    let mut from_client = task("client job");
+    from_client.src_worker = -1;
+    let id = origin.submit(&from_worker).await.unwrap();
+    origin.submit(&from_client).await.unwrap();
+
+    for entry in runner.take(2).await.unwrap().entries {
+        assert!(runner.fail(&entry, "SMTP 550: no such user").await.unwrap());
+    }
+    assert_eq!(
+        origin.results(10).await.unwrap(),
+        [TaskResult {
+            task_id: id,
+            src_worker: 3,
+            src_task_id: 41,
+            payload: Bytes::from_static(b"mail #7"),
+            error: Some("SMTP 550: no such user".into()),
+        }],
+        "the worker's failure, with its data; a client's task is reported where it failed"
+    );
+    assert!(runner.results(10).await.unwrap().is_empty());
+    assert_eq!(runner.stats().await.unwrap().failed, 2);
+
+    let mut own = redis.queue("far", "host-a:9501").await;
+    own.submit(&from_worker).await.unwrap();
+    let entry = own.take(1).await.unwrap().entries.remove(0);
+    assert!(own.fail(&entry, "boom").await.unwrap());
+    assert!(
+        origin.results(10).await.unwrap().is_empty(),
+        "a server reports its own workers' failures itself"
+    );
 }

@@ -56,6 +56,7 @@ async fn a_result_reaches_the_origin_server_whoever_ran_the_task() {
             src_worker: 2,
             src_task_id: 17,
             payload: Bytes::from_static(b"done"),
+            error: None,
         }]
     );
     assert!(

@@ -48,6 +48,9 @@ $server->on('Receive', function ($s, $fd, $rid, $data) use ($me) {
             record('dispatched', ['server' => $me, 'label' => $arg, 'task_id' => $id, 'worker' => $s->worker_id]);
             $s->send($fd, json_encode(['id' => $id]));
             return;
+        case 'stats':
+            $s->send($fd, json_encode($s->stats()));
+            return;
         case 'dispatchthrow':
             $s->send($fd, json_encode(['id' => $s->task(['kind' => 'throw', 'label' => $arg])]));
             return;
@@ -669,6 +672,25 @@ PHP;
         $ids = $redis->lines('ZRANGE', "$p:failed", '0', '-1');
         $this->assertCount(1, $ids, 'the failed list keeps it too');
         $this->assertSame([(string) $id], $redis->lines('HGET', "$p:failed:{$ids[0]}", 'ref'));
+    }
+
+    public function testStatsShowTheWholeQueueAsRedisCountedItBesideThisServersSide(): void
+    {
+        $redis = $this->startRedis();
+        $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), ['task_worker_num' => 0]);
+        $port = $this->port;
+        for ($i = 0; $i < 3; $i++) {
+            $this->assertIsInt($this->submitOne('127.0.0.2', $port, "now:$i")[0]);
+        }
+        $this->assertIsInt($this->submitOne('127.0.0.2', $port, 'later', ['delay' => 60.0])[0]);
+        $want = ['backend_queued_num' => 3, 'backend_pending_num' => 0, 'backend_delayed_num' => 1, 'backend_failed_num' => 0];
+        $stats = [];
+        $this->poll(function () use ($port, $want, &$stats) {
+            $stats = $this->order('127.0.0.2', $port, 'stats');
+            return array_intersect_key($stats, $want) == $want;
+        }, 10, 'stats() with the queue-wide counts ' . json_encode($want));
+        $this->assertEqualsWithDelta(microtime(true), $stats['backend_counted_at'], 5.0, 'counted within the last seconds: ' . json_encode($stats));
+        $this->assertSame([0, 0], [$stats['task_queue_num'], $stats['tasking_num']], 'this server holds none of them: it has no task workers');
     }
 
     public function testTaskThatAlwaysThrowsEndsInTheRedisFailedListWithItsErrorAfterTwoRuns(): void

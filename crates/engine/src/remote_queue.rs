@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use taskq_redis::{Entry, EntryId, NewTask};
+use taskq_redis::{Entry, EntryId, NewTask, QueueStats};
 use tokio::sync::Notify;
 
 use crate::payload::{Encoding, Payload};
@@ -84,6 +84,9 @@ pub struct Ledger {
     /// Taken tasks waiting for a task worker of this server.
     buffer: MemoryQueue,
     next_taken: u64,
+    /// The queue as Redis last counted it, across every server, and when
+    /// (unix ms): `stats()` answers at once, from this.
+    counted: Option<(QueueStats, u64)>,
     pub wake: Rc<Wakers>,
 }
 
@@ -101,6 +104,7 @@ impl Ledger {
             held: HashMap::new(),
             buffer: MemoryQueue::default(),
             next_taken: 1,
+            counted: None,
             wake: Rc::new(Wakers::default()),
         }))
     }
@@ -125,6 +129,17 @@ impl Ledger {
     pub fn return_settles(&mut self, mut settles: Vec<Settle>) {
         settles.append(&mut self.settles);
         self.settles = settles;
+    }
+
+    /// Redis counted the queue at `at_ms`.
+    pub fn counted(&mut self, stats: QueueStats, at_ms: u64) {
+        self.counted = Some((stats, at_ms));
+    }
+
+    /// The queue-wide counts and when Redis made them; None until Redis
+    /// was first reached.
+    pub fn queue_stats(&self) -> Option<(QueueStats, u64)> {
+        self.counted
     }
 
     /// Taken tasks waiting for a task worker of this server.

@@ -41,6 +41,8 @@ const RESULTS_BATCH: usize = 512;
 /// Polling backs off from this to `POLL_MAX` while Redis has nothing.
 const POLL_MIN: Duration = Duration::from_millis(1);
 const POLL_MAX: Duration = Duration::from_millis(50);
+/// How often Redis counts the whole queue for `stats()`.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
 /// Reconnection backs off from this to `RECONNECT_MAX`.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(5);
@@ -170,6 +172,7 @@ async fn connect(
     ));
     tokio::task::spawn_local(settler(ledger.clone(), shared.clone(), health.clone()));
     tokio::task::spawn_local(results(hub.clone(), ledger.clone(), shared.clone()));
+    tokio::task::spawn_local(counter(ledger.clone(), shared.clone()));
     tokio::task::spawn_local(keeper(
         hub.clone(),
         ledger.clone(),
@@ -369,6 +372,17 @@ async fn results(hub: Rc<RefCell<Hub>>, ledger: SharedLedger, queue: Rc<RedisQue
             _ = wake.results.notified() => idle = POLL_MIN,
             _ = tokio::time::sleep(idle) => idle = (idle * 2).min(POLL_MAX),
         }
+    }
+}
+
+/// Has Redis count the whole queue every second, so `stats()` answers at
+/// once with numbers at most that old (and says how old).
+async fn counter(ledger: SharedLedger, queue: Rc<RedisQueue>) {
+    loop {
+        if let Ok(stats) = queue.stats().await {
+            ledger.borrow_mut().counted(stats, crate::queue::now_ms());
+        }
+        tokio::time::sleep(COUNT_EVERY).await;
     }
 }
 

@@ -30,9 +30,28 @@ impl Counters {
     }
 }
 
-/// Swoole's `stats()` keys, plus taskq's queue depth. `tasks` must have
-/// settled the completion board first, so busy and idle counts are current.
+/// Swoole's `stats()` keys, plus taskq's queue depth, and with a Redis
+/// backend the whole queue's as Redis last counted it (every server's
+/// tasks, not only this one's). `tasks` must have settled the completion
+/// board first, so busy and idle counts are current.
 pub fn stats(start_time: u64, sessions: &Sessions, workers: &Workers, tasks: &Tasks) -> Value {
+    let mut stats = local(start_time, sessions, workers, tasks);
+    let counted = tasks.ledger().and_then(|l| l.borrow().queue_stats());
+    if let (Some((q, at_ms)), Some(map)) = (counted, stats.as_object_mut()) {
+        for (key, n) in [
+            ("backend_queued_num", q.queued),
+            ("backend_pending_num", q.pending),
+            ("backend_delayed_num", q.delayed),
+            ("backend_failed_num", q.failed),
+        ] {
+            map.insert(key.into(), n.into());
+        }
+        map.insert("backend_counted_at".into(), (at_ms as f64 / 1000.0).into());
+    }
+    stats
+}
+
+fn local(start_time: u64, sessions: &Sessions, workers: &Workers, tasks: &Tasks) -> Value {
     let s = sessions.counters();
     let t = tasks.counters();
     json!({

@@ -507,6 +507,35 @@ PHP;
         $this->assertLessThanOrEqual($held, count($dups), sprintf('%d duplicates, B held %d entries at the kill (%d runs by then)', count($dups), $held, $runsBefore));
     }
 
+    /**
+     * Two live servers under one consumer name would share one pending list;
+     * the second is told who holds the name, takes nothing and refuses
+     * submissions until the first stops and frees it.
+     */
+    public function testSecondLiveServerUnderTheSameConsumerNameWaitsAndSaysWhoHoldsIt(): void
+    {
+        $redis = $this->startRedis();
+        $a = $this->taskServer('dup', '127.0.0.2', $redis->dsn(), ['task_worker_num' => 1]);
+        $this->taskServer('dup', '127.0.0.3', $redis->dsn(), ['task_worker_num' => 1, 'log_file' => "$this->dir/taskq-dup-b.log"]);
+        $portB = $this->port;
+        $this->poll(fn () => str_contains($this->log('taskq-dup-b.log'), 'consumer name "dup" is held by'), 10, "B's log naming the holder\n" . $this->log('taskq-dup-b.log'));
+        $this->assertMatchesRegularExpression('/held by \S+ pid ' . $a->pid() . ' start \d+, another live server/', $this->log('taskq-dup-b.log'));
+        [$id, $code, $msg] = $this->submitOne('127.0.0.3', $portB, 'refused');
+        $this->assertSame([false, self::BACKEND], [$id, $code], "B refuses while A holds the name: $msg");
+        $this->assertStringContainsString('give each server its own task_consumer', $msg);
+
+        posix_kill($a->pid(), SIGTERM);
+        $this->assertNotNull($a->wait(15), 'A stopped');
+        $this->assertStringContainsString('consumer name "dup"', $this->log('taskq-dup-b.log'));
+        $got = null;
+        $this->poll(function () use ($portB, &$got) {
+            $got = $this->submitOne('127.0.0.3', $portB, 'accepted');
+            return is_int($got[0]);
+        }, 15, 'B accepting tasks once A freed the name at its stop');
+        $this->poll(fn () => in_array(['dup', 'accepted'], $this->runs(), true), 10, 'B running it');
+        $this->assertNotContains(['dup', 'refused'], $this->runs(), 'the refused task was never queued');
+    }
+
     public function testRedisRestartedMidSubmissionLosesNoAcknowledgedTaskAndRefusesMeanwhileWith9010(): void
     {
         $redis = $this->startRedis(durable: true);

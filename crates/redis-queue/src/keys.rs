@@ -67,6 +67,12 @@ impl Keys {
         format!("{}:results:{server}", self.prefix)
     }
 
+    /// Who holds the consumer name `name` now (a lease that expires), so
+    /// two live processes never share one pending list.
+    pub fn consumer(&self, name: &str) -> String {
+        format!("{}:consumer:{name}", self.prefix)
+    }
+
     /// Counter handing out queue-wide task ids.
     pub fn ids(&self) -> String {
         format!("{}:ids", self.prefix)
@@ -110,6 +116,7 @@ mod tests {
             k.failed(),
             k.failed_record(7),
             k.results("web1:9501"),
+            k.consumer("web1:9501"),
             k.ids(),
         ] {
             assert!(key.starts_with("taskq:{mail}:"), "{key}");

@@ -147,6 +147,35 @@ impl RedisQueue {
         &self.consumer
     }
 
+    /// Holds this server's consumer name for `ttl` as `holder` (text that
+    /// says which process, for the others' errors), renewing it if it is
+    /// ours already, or taking it from `stale`, a holder the caller knows
+    /// is dead. Returns None once held, else who holds it: another live
+    /// process uses the name, and this one must not take tasks under it.
+    pub async fn hold_name(
+        &self,
+        holder: &str,
+        ttl: Duration,
+        stale: Option<&str>,
+    ) -> Result<Option<String>> {
+        let mut inv = scripts::HOLD_NAME.prepare_invoke();
+        inv.key(self.keys.consumer(&self.consumer))
+            .arg(holder)
+            .arg(millis(ttl).max(1))
+            .arg(stale.unwrap_or(""));
+        let other: String = self.script("hold the consumer name", &inv).await?;
+        Ok((!other.is_empty()).then_some(other))
+    }
+
+    /// Frees the consumer name at a clean stop, so a restart under it need
+    /// not wait for the lease to run out. Returns whether it was ours.
+    pub async fn release_name(&self, holder: &str) -> Result<bool> {
+        let mut inv = scripts::RELEASE_NAME.prepare_invoke();
+        inv.key(self.keys.consumer(&self.consumer)).arg(holder);
+        let released: u64 = self.script("release the consumer name", &inv).await?;
+        Ok(released == 1)
+    }
+
     /// Queues one task; returns its queue-wide id once Redis holds it, so
     /// the caller acknowledges the submission only then.
     pub async fn submit(&self, task: &NewTask) -> Result<u64> {

@@ -313,3 +313,27 @@ end
 return {entries - pending, pending, redis.call('ZCARD', KEYS[2]), redis.call('ZCARD', KEYS[3])}",
     )
 });
+
+/// Holds a consumer name for a while: sets the lease when it is free, is
+/// this holder's, or is the stale holder the caller names. KEYS lease;
+/// ARGV holder, ttl_ms, stale holder (or ''). Returns '' when held, else
+/// who holds it.
+pub static HOLD_NAME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "local v = redis.call('GET', KEYS[1])
+if v == false or v == ARGV[1] or (ARGV[3] ~= '' and v == ARGV[3]) then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return ''
+end
+return v",
+    )
+});
+
+/// Gives a consumer name up, if this holder still has it. KEYS lease;
+/// ARGV holder. Returns 1 if it was released.
+pub static RELEASE_NAME: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0",
+    )
+});

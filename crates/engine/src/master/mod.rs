@@ -8,6 +8,7 @@ mod connection;
 mod drain_watch;
 mod hub;
 mod link;
+mod name_holder;
 mod outbox;
 mod redis_link;
 mod sessions;

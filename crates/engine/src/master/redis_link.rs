@@ -15,6 +15,7 @@ pub use taskq_redis::Timeouts;
 use taskq_redis::{RedisQueue, RedisQueueError};
 
 use super::hub::Hub;
+use super::name_holder::Holder;
 use crate::log::Level;
 use crate::remote_queue::{new_task, Settle, SharedLedger};
 
@@ -52,6 +53,8 @@ pub struct RedisLink {
     hub: Rc<RefCell<Hub>>,
     ledger: SharedLedger,
     queue: Rc<RefCell<Option<Rc<RedisQueue>>>>,
+    /// This process, as it holds the consumer name.
+    me: Holder,
     /// How long the flush at the stop may take: twice the command timeout.
     flush_within: Duration,
 }
@@ -62,25 +65,35 @@ impl RedisLink {
     pub fn spawn(hub: Rc<RefCell<Hub>>, ledger: SharedLedger, backend: Backend) -> Self {
         let queue = Rc::new(RefCell::new(None));
         let flush_within = backend.timeouts.command * 2;
-        tokio::task::spawn_local(connect(hub.clone(), ledger.clone(), backend, queue.clone()));
+        let me = Holder::this_process();
+        tokio::task::spawn_local(connect(
+            hub.clone(),
+            ledger.clone(),
+            backend,
+            me.clone(),
+            queue.clone(),
+        ));
         RedisLink {
             hub,
             ledger,
             queue,
+            me,
             flush_within,
         }
     }
 
     /// At the stop, after the last worker left: submits and settles what
     /// is still written down, within twice the command timeout, so finished
-    /// tasks do not run again and submitted ones are not lost.
+    /// tasks do not run again and submitted ones are not lost; then frees
+    /// the consumer name for the server's next start.
     pub async fn flush(&self) {
         let Some(queue) = self.queue.borrow().clone() else {
             return;
         };
         let flushed = tokio::time::timeout(self.flush_within, async {
             submit_pending(&self.hub, &self.ledger, &queue).await;
-            settle_pending(&self.ledger, &queue).await
+            settle_pending(&self.ledger, &queue).await?;
+            queue.release_name(&self.me.to_string()).await.map(drop)
         })
         .await;
         let why = match flushed {
@@ -123,34 +136,31 @@ async fn connect(
     hub: Rc<RefCell<Hub>>,
     ledger: SharedLedger,
     backend: Backend,
+    me: Holder,
     slot: Rc<RefCell<Option<Rc<RedisQueue>>>>,
 ) {
     let mut wait = RECONNECT_MIN;
-    let mut said = false;
+    let mut said = String::new();
     let queue = loop {
-        match RedisQueue::connect(
-            &backend.dsn,
-            &backend.queue,
-            &backend.consumer,
-            backend.timeouts,
-        )
-        .await
-        {
-            Ok(q) => break q,
-            Err(e) => {
-                if !said {
-                    crate::log!(Level::Error, "task backend: {e}; retrying");
-                    said = true;
-                }
-                refuse_pending(&hub, &ledger, &e.to_string());
-                let wake = ledger.borrow().wake.clone();
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = wake.submit.notified() => {}
-                }
-                wait = (wait * 2).min(RECONNECT_MAX);
-            }
+        let why = match connect_as(&backend, &me).await {
+            Ok(Ok(q)) => break q,
+            Ok(Err(holder)) => format!(
+                "consumer name {:?} is held by {holder}, another live server; this one takes no tasks and refuses submissions until it is free (give each server its own task_consumer)",
+                backend.consumer
+            ),
+            Err(e) => e.to_string(),
+        };
+        if why != said {
+            crate::log!(Level::Error, "task backend: {why}; retrying");
+            said = why.clone();
         }
+        refuse_pending(&hub, &ledger, &why);
+        let wake = ledger.borrow().wake.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.submit.notified() => {}
+        }
+        wait = (wait * 2).min(RECONNECT_MAX);
     };
     crate::log!(
         Level::Info,
@@ -177,9 +187,48 @@ async fn connect(
         hub.clone(),
         ledger.clone(),
         shared,
+        me,
         backend.claim_idle,
     ));
     fetcher(hub, ledger, queue, health).await;
+}
+
+/// Connects and holds the consumer name (for the claim idle time, the
+/// time after which the others would take a silent server's tasks too),
+/// taking it at once from a predecessor known dead. Ok(Err(holder)): a
+/// live process holds the name.
+async fn connect_as(
+    backend: &Backend,
+    me: &Holder,
+) -> Result<Result<RedisQueue, String>, RedisQueueError> {
+    let queue = RedisQueue::connect(
+        &backend.dsn,
+        &backend.queue,
+        &backend.consumer,
+        backend.timeouts,
+    )
+    .await?;
+    let token = me.to_string();
+    let Some(holder) = queue.hold_name(&token, backend.claim_idle, None).await? else {
+        return Ok(Ok(queue));
+    };
+    if !Holder::parse(&holder).is_some_and(|h| h.is_gone()) {
+        return Ok(Err(holder));
+    }
+    crate::log!(
+        Level::Notice,
+        "task backend: consumer name {:?} was held by {holder}, which is no longer running; taking it over",
+        backend.consumer
+    );
+    Ok(
+        match queue
+            .hold_name(&token, backend.claim_idle, Some(&holder))
+            .await?
+        {
+            None => Ok(queue),
+            Some(other) => Err(other),
+        },
+    )
 }
 
 /// While Redis cannot be reached at all, submissions fail at once rather
@@ -386,18 +435,28 @@ async fn counter(ledger: SharedLedger, queue: Rc<RedisQueue>) {
     }
 }
 
-/// Every third of the claim idle time: keeps this server's tasks fresh in
-/// Redis, so a long task is not stolen from a live server, and reclaims
-/// the tasks of servers that stopped keeping theirs fresh.
+/// Every third of the claim idle time: renews this server's hold on its
+/// consumer name, keeps its tasks fresh in Redis, so a long task is not
+/// stolen from a live server, and reclaims the tasks of servers that
+/// stopped keeping theirs fresh.
 async fn keeper(
     hub: Rc<RefCell<Hub>>,
     ledger: SharedLedger,
     queue: Rc<RedisQueue>,
+    me: Holder,
     claim_idle: Duration,
 ) {
     let every = claim_idle / 3;
+    let token = me.to_string();
     loop {
         tokio::time::sleep(every).await;
+        if let Ok(Some(holder)) = queue.hold_name(&token, claim_idle, None).await {
+            crate::log!(
+                Level::Error,
+                "task backend: consumer name {:?} was taken over by {holder} while this server held it (it could not renew it within task_claim_idle); two live servers now share it: give each its own task_consumer",
+                queue.consumer()
+            );
+        }
         let alive = ledger.borrow().alive();
         if !alive.is_empty() {
             match queue.keep_alive(&alive).await {

@@ -33,6 +33,13 @@ final class RedisBackendTest extends TaskqTestCase
      * takes dispatch:/dispatchcb:/wait:/waitmulti: orders and answers JSON.
      */
     private const SERVER = <<<'PHP'
+/** A class whose magic methods would show that a payload from Redis became an object. */
+class Gadget
+{
+    public string $path = '';
+    public function __wakeup() { file_put_contents("$this->path.wakeup", 'x'); }
+    public function __destruct() { if ($this->path !== '') { file_put_contents("$this->path.destruct", 'x'); } }
+}
 $settings = json_decode((string) getenv('TASKQ_SETTINGS'), true);
 $me = $settings['task_consumer'];
 $taskUs = (int) getenv('TASKQ_TASK_US');
@@ -749,6 +756,41 @@ PHP;
         $this->assertCount(1, $failed, 'onTaskFailed ran once, on one server');
         $this->assertStringContainsString('boom doomed', $failed[0]['error']);
         $this->assertSame(['entries' => 0, 'pending' => 0, 'delayed' => 0], $this->queueCounts($redis), 'nothing of it is left in the queue');
+    }
+
+    /**
+     * Whoever can write to Redis must not choose the objects a task worker
+     * builds: serialized objects written straight into the queue are moved
+     * to the failed list unrun, stray entries are dropped, and the tasks
+     * around them run.
+     */
+    public function testObjectsAndJunkWrittenIntoRedisByOthersNeverBecomePhpObjects(): void
+    {
+        $redis = $this->startRedis();
+        $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), ['task_worker_num' => 1]);
+        $port = $this->port;
+        $this->assertIsInt($this->submitOne('127.0.0.2', $port, 'first')[0]);
+        $this->poll(fn () => in_array(['srv-a', 'first'], $this->runs(), true), 10, 'the first task to run');
+        $p = 'taskq:{' . self::QUEUE . '}';
+        $path = "$this->dir/pwned";
+        $gadget = sprintf('O:6:"Gadget":1:{s:4:"path";s:%d:"%s";}', strlen($path), $path);
+        foreach ([1 => 9001, 2 => 9002] as $encoding => $id) {
+            $redis->cli('XADD', "$p:stream:0", '*', 'id', (string) $id, 'origin', 'intruder', 'worker', '-1', 'ref', '0', 'prio', '0', 'tries', '0', 'max', '1', 'at', '0', 'payload', chr($encoding) . $gadget);
+        }
+        $redis->cli('XADD', "$p:stream:0", '*', 'hello', 'world');
+        $this->assertIsInt($this->submitOne('127.0.0.2', $port, 'last')[0]);
+
+        $this->poll(fn () => in_array(['srv-a', 'last'], $this->runs(), true), 10, 'the task behind them to run');
+        $this->poll(fn () => $redis->lines('ZRANGE', "$p:failed", '0', '-1') === ['9001', '9002'], 10, 'both injected tasks in the failed list');
+        foreach (['9001', '9002'] as $id) {
+            $this->assertStringContainsString('payload refused', $redis->lines('HGET', "$p:failed:$id", 'error')[0] ?? '', "task $id");
+        }
+        usleep(300000);
+        $this->assertFileDoesNotExist("$path.wakeup", '__wakeup never ran');
+        $this->assertFileDoesNotExist("$path.destruct", '__destruct never ran');
+        $this->assertCount(2, $this->runs(), 'only the two real tasks ran: ' . json_encode($this->runs()));
+        $this->assertStringContainsString('not written by taskq, acknowledged and deleted', $this->log('taskq-srv-a.log'));
+        $this->assertSame(['entries' => 0, 'pending' => 0, 'delayed' => 0], $this->queueCounts($redis));
     }
 
     // ---------------------------------------------------------------- error paths

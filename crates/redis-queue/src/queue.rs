@@ -41,6 +41,10 @@ pub struct Taken {
     /// to run. The caller reports its own and clients' tasks (onTaskFailed);
     /// another server's worker tasks went to that server's results stream.
     pub exhausted: Vec<FailedTask>,
+    /// Entries under the queue's keys that taskq did not write (missing or
+    /// unreadable fields), each with why: acknowledged and deleted, so one
+    /// stray entry cannot stop a server taking the tasks behind it.
+    pub dropped: Vec<RedisQueueError>,
     /// How long until the earliest delayed task is due (only from `take`),
     /// so the caller can sleep until then instead of polling.
     pub next_due_in: Option<Duration>,
@@ -216,6 +220,7 @@ impl RedisQueue {
     pub async fn take(&mut self, max: usize) -> Result<Taken> {
         let mut taken = Taken::default();
         let mut recovered = Vec::new();
+        let mut junk = Vec::new();
         while recovered.len() < max {
             let Some((priority, cursor)) = self.recovering.front().cloned() else {
                 break;
@@ -237,7 +242,14 @@ impl RedisQueue {
             }
             for row in list(&stream, rows)? {
                 let [id, fields, deliveries] = parts::<3>(&stream, row)?;
-                recovered.push(self.entry(priority, &id, &fields, &deliveries)?);
+                self.sort(
+                    priority,
+                    &id,
+                    &fields,
+                    &deliveries,
+                    &mut recovered,
+                    &mut junk,
+                )?;
             }
         }
         self.settle(recovered, &mut taken).await?;
@@ -256,9 +268,14 @@ impl RedisQueue {
             for row in list(what, rows)? {
                 let [priority, id, fields] = parts::<3>(what, row)?;
                 let priority = number(what, &priority)?;
-                taken
-                    .entries
-                    .push(self.entry(priority, &id, &fields, &Value::Int(1))?);
+                self.sort(
+                    priority,
+                    &id,
+                    &fields,
+                    &Value::Int(1),
+                    &mut taken.entries,
+                    &mut junk,
+                )?;
             }
             let (next_due, now): (i64, i64) = (number(what, &next_due)?, number(what, &now)?);
             if next_due >= 0 {
@@ -267,6 +284,7 @@ impl RedisQueue {
                 ));
             }
         }
+        self.drop_junk(junk, &mut taken).await?;
         Ok(taken)
     }
 
@@ -283,14 +301,15 @@ impl RedisQueue {
             .arg(max);
         let reply: Value = self.script("reclaim idle tasks", &inv).await?;
         let what = self.keys.prefix();
-        let mut claimed = Vec::new();
+        let (mut claimed, mut junk) = (Vec::new(), Vec::new());
         for row in list(what, reply)? {
             let [priority, id, fields, deliveries] = parts::<4>(what, row)?;
             let priority = number(what, &priority)?;
-            claimed.push(self.entry(priority, &id, &fields, &deliveries)?);
+            self.sort(priority, &id, &fields, &deliveries, &mut claimed, &mut junk)?;
         }
         let mut taken = Taken::default();
         self.settle(claimed, &mut taken).await?;
+        self.drop_junk(junk, &mut taken).await?;
         Ok(taken)
     }
 
@@ -365,8 +384,9 @@ impl RedisQueue {
     }
 
     /// Takes up to `max` results other servers (or this one) posted for
-    /// this server's tasks; each is handed out once.
-    pub async fn results(&self, max: usize) -> Result<Vec<TaskResult>> {
+    /// this server's tasks; each is handed out once. An entry taskq did not
+    /// write comes out as its own error, beside the good ones.
+    pub async fn results(&self, max: usize) -> Result<Vec<Result<TaskResult>>> {
         let key = self.keys.results(&self.consumer);
         let mut inv = scripts::TAKE_RESULTS.prepare_invoke();
         inv.key(&key).arg(max);
@@ -375,17 +395,7 @@ impl RedisQueue {
         for row in list(&key, reply)? {
             let [id, fields] = parts::<2>(&key, row)?;
             let id = text(&id).unwrap_or_default();
-            let fields = Fields::new(&key, &id, &fields)?;
-            out.push(TaskResult {
-                task_id: fields.number(field::ID)?,
-                src_worker: fields.number(field::WORKER)?,
-                src_task_id: fields.number(field::REF)?,
-                payload: bytes::Bytes::copy_from_slice(fields.bytes(field::PAYLOAD)?),
-                error: fields
-                    .has(field::ERROR)
-                    .then(|| fields.text(field::ERROR).map(str::to_owned))
-                    .transpose()?,
-            });
+            out.push(result(&key, &id, &fields));
         }
         Ok(out)
     }
@@ -565,6 +575,45 @@ impl RedisQueue {
         })
     }
 
+    /// Reads one delivered entry into `entries`, or into `junk` if taskq
+    /// did not write it; only an entry id that is not text is an error.
+    fn sort(
+        &self,
+        priority: i32,
+        id: &Value,
+        fields: &Value,
+        deliveries: &Value,
+        entries: &mut Vec<Entry>,
+        junk: &mut Vec<(EntryId, RedisQueueError)>,
+    ) -> Result<()> {
+        match self.entry(priority, id, fields, deliveries) {
+            Ok(entry) => entries.push(entry),
+            Err(e @ RedisQueueError::Malformed { .. }) => {
+                let key = self.keys.stream(priority);
+                let id = text(id).ok_or_else(|| malformed(&key, "an entry id is not a string"))?;
+                junk.push((EntryId { priority, id }, e));
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Acknowledges and deletes entries taskq did not write, reporting
+    /// them in `taken.dropped`.
+    async fn drop_junk(
+        &self,
+        junk: Vec<(EntryId, RedisQueueError)>,
+        taken: &mut Taken,
+    ) -> Result<()> {
+        if junk.is_empty() {
+            return Ok(());
+        }
+        let (ids, errors): (Vec<_>, Vec<_>) = junk.into_iter().unzip();
+        self.ack(&ids).await?;
+        taken.dropped.extend(errors);
+        Ok(())
+    }
+
     fn entry(
         &self,
         priority: i32,
@@ -613,6 +662,22 @@ impl RedisQueue {
     ) -> Result<T> {
         bounded(&self.at, during, self.timeouts.command, fut).await
     }
+}
+
+/// One entry of a results stream; one taskq did not write is an error of
+/// its own, so the results beside it still arrive.
+fn result(key: &str, id: &str, fields: &Value) -> Result<TaskResult> {
+    let fields = Fields::new(key, id, fields)?;
+    Ok(TaskResult {
+        task_id: fields.number(field::ID)?,
+        src_worker: fields.number(field::WORKER)?,
+        src_task_id: fields.number(field::REF)?,
+        payload: bytes::Bytes::copy_from_slice(fields.bytes(field::PAYLOAD)?),
+        error: fields
+            .has(field::ERROR)
+            .then(|| fields.text(field::ERROR).map(str::to_owned))
+            .transpose()?,
+    })
 }
 
 /// Runs one Redis exchange within `limit`, naming what it was doing in

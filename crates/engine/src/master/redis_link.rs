@@ -411,7 +411,14 @@ async fn results(hub: Rc<RefCell<Hub>>, ledger: SharedLedger, queue: Rc<RedisQue
         match queue.results(RESULTS_BATCH).await {
             Ok(list) if !list.is_empty() => {
                 idle = POLL_MIN;
-                hub.borrow_mut().remote_results(list);
+                let mut good = Vec::with_capacity(list.len());
+                for result in list {
+                    match result {
+                        Ok(r) => good.push(r),
+                        Err(e) => crate::log!(Level::Error, "task backend: result dropped: {e}"),
+                    }
+                }
+                hub.borrow_mut().remote_results(good);
                 continue;
             }
             Ok(_) => {}

@@ -552,6 +552,12 @@ impl Tasks {
         let Some(ledger) = self.remote.clone() else {
             return;
         };
+        for junk in taken.dropped {
+            crate::log!(
+                Level::Error,
+                "task backend: {junk}; not written by taskq, acknowledged and deleted"
+            );
+        }
         for failed in taken.exhausted {
             self.counters.failed_tasks += 1;
             let task = failed.task;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use taskq_redis::{Select, TaskResult};
 
-use crate::support::{task, RedisServer};
+use crate::support::{good, task, RedisServer};
 
 #[tokio::test]
 async fn retries_count_attempts_then_the_failed_list_keeps_the_error() {
@@ -108,7 +108,7 @@ async fn a_worker_task_given_up_elsewhere_reaches_its_origin_once() {
         assert!(runner.fail(&entry, "SMTP 550: no such user").await.unwrap());
     }
     assert_eq!(
-        origin.results(10).await.unwrap(),
+        good(origin.results(10).await.unwrap()),
         [TaskResult {
             task_id: id,
             src_worker: 3,
@@ -128,5 +128,72 @@ async fn a_worker_task_given_up_elsewhere_reaches_its_origin_once() {
     assert!(
         origin.results(10).await.unwrap().is_empty(),
         "a server reports its own workers' failures itself"
+    );
+}
+
+#[tokio::test]
+async fn entries_taskq_did_not_write_are_dropped_not_blocking_the_tasks_behind_them() {
+    let redis = RedisServer::start(false);
+    let mut q = redis.queue("junk", "web").await;
+    q.submit(&task("before")).await.unwrap();
+    let client = redis::Client::open(redis.dsn()).unwrap();
+    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let stream = "taskq:{junk}:stream:0";
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("hello")
+        .arg("world")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg(stream)
+        .arg("*")
+        .arg("id")
+        .arg("not a number")
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    q.submit(&task("after")).await.unwrap();
+
+    let taken = q.take(10).await.unwrap();
+    let payloads: Vec<_> = taken.entries.iter().map(|e| &e.task.payload[..]).collect();
+    assert_eq!(payloads, [&b"before"[..], b"after"]);
+    assert_eq!(taken.dropped.len(), 2, "{:?}", taken.dropped);
+    assert!(
+        taken.dropped[0]
+            .to_string()
+            .contains("malformed task record in taskq:{junk}:stream:0"),
+        "{}",
+        taken.dropped[0]
+    );
+    let stats = q.stats().await.unwrap();
+    assert_eq!(
+        (stats.queued, stats.pending),
+        (0, 2),
+        "the junk is gone, the tasks are held"
+    );
+
+    let results = "taskq:{junk}:results:web";
+    for fields in [
+        &["id", "1"][..],
+        &["id", "7", "worker", "0", "ref", "3", "payload", "ok"],
+    ] {
+        let _: String = redis::cmd("XADD")
+            .arg(results)
+            .arg("*")
+            .arg(fields)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+    }
+    let got = q.results(10).await.unwrap();
+    assert_eq!(got.len(), 2);
+    assert!(got[0].is_err(), "the stray result is an error of its own");
+    assert_eq!(
+        got[1].as_ref().unwrap().src_task_id,
+        3,
+        "the good one arrives"
     );
 }

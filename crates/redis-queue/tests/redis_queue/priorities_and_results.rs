@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use taskq_redis::{NewTask, TaskResult};
 
-use crate::support::{task, RedisServer};
+use crate::support::{good, task, RedisServer};
 
 fn with_priority(name: &str, priority: i32) -> NewTask {
     NewTask {
@@ -48,7 +48,7 @@ async fn a_result_reaches_the_origin_server_whoever_ran_the_task() {
         runner.results(10).await.unwrap().is_empty(),
         "not the runner's result"
     );
-    let results = origin.results(10).await.unwrap();
+    let results = good(origin.results(10).await.unwrap());
     assert_eq!(
         results,
         [TaskResult {

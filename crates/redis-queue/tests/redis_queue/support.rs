@@ -163,3 +163,10 @@ where
 pub fn entry_ids(entries: &[taskq_redis::Entry]) -> Vec<taskq_redis::EntryId> {
     entries.iter().map(|e| e.at.clone()).collect()
 }
+
+/// The results of a `results()` call, every one well-formed.
+pub fn good(
+    results: Vec<Result<taskq_redis::TaskResult, taskq_redis::RedisQueueError>>,
+) -> Vec<taskq_redis::TaskResult> {
+    results.into_iter().map(Result::unwrap).collect()
+}

@@ -818,6 +818,7 @@ impl TaskServer {
             task_store: c.task_store.clone(),
             user: c.user.clone(),
             group: c.group.clone(),
+            metrics_listen: c.metrics_listen,
         }
     }
 }

@@ -217,8 +217,9 @@ impl Dispatcher {
     /// Incarnation `generation` is gone (it crashed, was killed or exited
     /// holding tasks). The first task it held was running, so that run
     /// counts as failed: it is requeued, or given up once it has used its
-    /// attempts. The others had not started and go back as they were.
-    pub fn offline(&mut self, worker: usize, generation: u64, why: &str) -> Orphans {
+    /// attempts. The others had not started and go back as they were,
+    /// queued again at `now_ms`.
+    pub fn offline(&mut self, worker: usize, generation: u64, why: &str, now_ms: u64) -> Orphans {
         let mut orphans = Orphans::default();
         let Some(s) = self.slots.get_mut(worker) else {
             return orphans;
@@ -250,6 +251,7 @@ impl Dispatcher {
                 orphans.given_up.push(t);
             } else {
                 t.not_before = 0;
+                t.queued_ms = now_ms;
                 self.queue.requeue(t);
                 orphans.requeued += 1;
             }
@@ -302,8 +304,13 @@ impl Dispatcher {
     }
 
     /// Completes every task its worker posted finished on the board;
-    /// `posted(worker, place, id)` reads the board. Returns whether any was.
-    pub fn settle(&mut self, now_ms: u64, posted: impl Fn(usize, u8, u64) -> Option<u32>) -> bool {
+    /// `posted(worker, place, id)` reads the board. Returns how long each
+    /// of them ran (µs), empty when none was posted.
+    pub fn settle(
+        &mut self,
+        now_ms: u64,
+        posted: impl Fn(usize, u8, u64) -> Option<u32>,
+    ) -> Vec<u32> {
         let mut finished = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.places == 0 {
@@ -315,10 +322,10 @@ impl Dispatcher {
                 }
             }
         }
-        for &(i, id, run_us) in &finished {
-            self.complete(i, id, run_us, now_ms);
-        }
-        !finished.is_empty()
+        finished
+            .into_iter()
+            .filter_map(|(i, id, run_us)| self.complete(i, id, run_us, now_ms).map(|_| run_us))
+            .collect()
     }
 
     /// Whether a task is waiting that a worker could start now if one were
@@ -467,6 +474,12 @@ impl Dispatcher {
                 .sum::<usize>()
     }
 
+    /// Tasks accepted whose delay or retry backoff is not over (part of
+    /// [`Dispatcher::queued`]).
+    pub fn delayed(&self) -> usize {
+        self.queue.delayed()
+    }
+
     /// Tasks running now: the first of each worker's window.
     pub fn running_count(&self) -> usize {
         self.slots.iter().filter(|s| !s.inflight.is_empty()).count()
@@ -547,12 +560,12 @@ mod tests {
             vec![(0, 7, Some(0)), (1, 8, None)],
             "only the task nobody awaits gets a place"
         );
-        assert!(!d.settle(0, |_, _, _| None), "nothing posted yet");
+        assert!(d.settle(0, |_, _, _| None).is_empty(), "nothing posted yet");
         assert_eq!(d.running_count(), 2);
         let settled = d.settle(0, |w, place, id| {
             ((w, place, id) == (0, 0, 7)).then_some(12)
         });
-        assert!(settled);
+        assert_eq!(settled, [12], "it ran 12 µs");
         assert_eq!((d.running_count(), d.idle_workers()), (1, 1));
         assert!(
             d.complete(0, 7, 12, 0).is_none(),
@@ -606,8 +619,8 @@ mod tests {
         let mut d = online(1, 1).with_board();
         d.submit(client_task(3), None).unwrap();
         assert_eq!(assign_places(&mut d), vec![(0, 3, Some(0))]);
-        assert!(d.settle(0, |_, _, id| (id == 3).then_some(1)));
-        assert_eq!(d.offline(0, 1, "killed"), Orphans::default());
+        assert_eq!(d.settle(0, |_, _, id| (id == 3).then_some(1)), [1]);
+        assert_eq!(d.offline(0, 1, "killed", 0), Orphans::default());
         assert_eq!(d.queued(), 0);
     }
 
@@ -619,12 +632,13 @@ mod tests {
         d.submit(client_task(2), None).unwrap();
         assign_places(&mut d);
         assert!(d.wants_reports(0), "task 2 waits for the busy worker");
-        assert!(d.settle(0, |_, _, id| (id == 1).then_some(1)));
+        assert_eq!(d.settle(0, |_, _, id| (id == 1).then_some(1)), [1]);
         assign_places(&mut d);
         assert!(!d.wants_reports(0), "nothing waits");
         d.submit(
             QueuedTask {
                 not_before: 1_000,
+                queued_ms: 0,
                 ..client_task(3)
             },
             None,
@@ -707,7 +721,7 @@ mod tests {
             d.submit(task(i), None).unwrap();
         }
         assert_eq!(assign(&mut d), vec![(0, 0), (0, 1)]);
-        assert_eq!(d.offline(0, 1, "crash").requeued, 2);
+        assert_eq!(d.offline(0, 1, "crash", 0).requeued, 2);
         d.online(1, 1, None);
         assert_eq!(assign(&mut d), vec![(1, 0), (1, 1)]);
         assert_eq!((d.running_count(), d.queued()), (1, 3));
@@ -722,7 +736,7 @@ mod tests {
         d.online(0, 2, None);
         d.submit(task(2), Some(0)).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 2)]);
-        assert_eq!(d.offline(0, 1, "crash").requeued, 1);
+        assert_eq!(d.offline(0, 1, "crash", 0).requeued, 1);
         assert_eq!(d.deliver(0, 2).map(|t| t.id), Some(2));
         d.submit(task(9), None).unwrap();
         assert_eq!(assign(&mut d), vec![(0, 1)]);
@@ -740,10 +754,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(assign(&mut d), vec![(0, 5)]);
-        assert_eq!(d.offline(0, 1, "crash").requeued, 1);
+        assert_eq!(d.offline(0, 1, "crash", 0).requeued, 1);
         d.online(0, 2, None);
         assert_eq!(assign(&mut d), vec![(0, 5)]);
-        let orphans = d.offline(0, 2, "crash");
+        let orphans = d.offline(0, 2, "crash", 0);
         assert_eq!(orphans.requeued, 0);
         let given: Vec<_> = orphans
             .given_up
@@ -876,7 +890,7 @@ mod tests {
             vec![(0, 0), (0, 1), (0, 2)],
             "beyond the first, only while more wait than there are workers"
         );
-        let orphans = d.offline(0, 1, "crash");
+        let orphans = d.offline(0, 1, "crash", 0);
         let given: Vec<_> = orphans.given_up.iter().map(|t| t.id).collect();
         assert_eq!(given, vec![0], "only the task that was running failed");
         assert_eq!(orphans.requeued, 2, "the tasks behind it had not started");
@@ -973,7 +987,7 @@ mod tests {
         }
         assert_eq!(assign(&mut d), vec![(0, 1), (0, 2)]);
         assert!(d.deliver(0, 1).is_some());
-        let orphans = d.offline(0, 1, "crash");
+        let orphans = d.offline(0, 1, "crash", 0);
         assert_eq!(
             (orphans.requeued, orphans.given_up.len(), orphans.completed),
             (1, 0, vec![1]),

@@ -94,6 +94,10 @@ impl TaskQueue for DurableQueue {
         self.mem.len()
     }
 
+    fn delayed(&self) -> usize {
+        self.mem.delayed()
+    }
+
     fn commit(&mut self) -> Result<(), QueueError> {
         self.store
             .commit(&mut self.batch)
@@ -120,6 +124,7 @@ mod tests {
             max_attempts: 3,
             priority: 0,
             not_before: 0,
+            queued_ms: 0,
         }
     }
 

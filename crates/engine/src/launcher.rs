@@ -47,6 +47,8 @@ pub struct Launch {
     /// Unprivileged user and group for workers.
     pub user: Option<String>,
     pub group: Option<String>,
+    /// Where the master serves its HTTP endpoints (`metrics_listen`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// The PHP callbacks, seen from the process layer.
@@ -89,15 +91,33 @@ pub fn launch(
         pid_file::check_writable(path)
             .map_err(|e| ServerError::Start(format!("cannot write pid_file {path}: {e}")))?;
     }
-    let exposed = exposure_warning(listener, &cfg);
+    // Bound here, before anything forks, so a busy or foreign address
+    // fails start() itself; the manager closes its copy.
+    let http = cfg
+        .metrics_listen
+        .map(|addr| {
+            std::net::TcpListener::bind(addr).map_err(|e| {
+                ServerError::Start(format!("cannot listen on metrics_listen {addr}: {e}"))
+            })
+        })
+        .transpose()?;
+    let exposed: Vec<String> = exposure_warning(listener, &cfg)
+        .into_iter()
+        .chain(http_exposure_warning(
+            cfg.metrics_listen,
+            cfg.master.auth_token.is_some(),
+        ))
+        .collect();
     let log_file = crate::log::usable_file(cfg.log_file.as_deref(), cfg.log_level);
     if cfg.daemonize {
-        if let Some(warning) = &exposed {
+        if !exposed.is_empty() {
             // Logs go to log_file, or nowhere, once detached: say it on the
             // terminal that started the daemon as well.
             crate::log::configure(None, cfg.log_level)
                 .map_err(|e| ServerError::Start(format!("log: {e}")))?;
-            crate::log!(Level::Warning, "{warning}");
+            for warning in &exposed {
+                crate::log!(Level::Warning, "{warning}");
+            }
         }
         daemonize(log_file).map_err(|e| ServerError::Start(e.to_string()))?;
     }
@@ -132,6 +152,11 @@ pub fn launch(
     // runtime is built after this fork), so the child is consistent.
     let manager = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            // Like the main listener (see run_manager): the manager must
+            // not hold the port, and never drops the listener itself.
+            if let Some(http) = &http {
+                let _ = close(http.as_raw_fd());
+            }
             run_manager(
                 &cfg, &identity, listener, &ipc, &addr, master_pid, &board, hooks,
             );
@@ -164,14 +189,18 @@ pub fn launch(
         cfg.master.worker_num,
         cfg.master.task_worker_num
     );
-    if let Some(warning) = &exposed {
+    for warning in &exposed {
         crate::log!(Level::Warning, "{warning}");
+    }
+    if let Some(addr) = cfg.metrics_listen {
+        crate::log!(Level::Info, "metrics served on http://{addr}/metrics");
     }
     hooks.master_started(master_pid, manager);
     let result = master::run(
         cfg.master.clone(),
         queue,
         listener,
+        http,
         ipc,
         manager,
         board,
@@ -273,6 +302,21 @@ fn exposure_warning(listener: &Listener, cfg: &Launch) -> Option<String> {
     ))
 }
 
+/// The warning for a `metrics_listen` address other hosts can reach: the
+/// option is meant for loopback, and anything else must be a choice.
+fn http_exposure_warning(addr: Option<std::net::SocketAddr>, token: bool) -> Option<String> {
+    let addr = addr.filter(|a| !a.ip().is_loopback())?;
+    Some(if token {
+        format!(
+            "metrics_listen {addr} is reachable from other hosts; requests must carry the auth_token"
+        )
+    } else {
+        format!(
+            "metrics_listen {addr} is reachable from other hosts without an auth_token: anyone who can connect can read the server's metrics"
+        )
+    })
+}
+
 /// Stops a manager started for a server that cannot run after all.
 fn stop_manager(manager: Pid) {
     let _ = supervisor::ManagerOrder::Stop.send(manager);
@@ -354,6 +398,21 @@ fn random() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_metrics_listen_address_off_loopback_is_warned_about() {
+        let at = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(http_exposure_warning(None, false), None);
+        assert_eq!(http_exposure_warning(at("127.0.0.1:9502"), false), None);
+        assert_eq!(http_exposure_warning(at("[::1]:9502"), false), None);
+        assert_eq!(
+            http_exposure_warning(at("0.0.0.0:9502"), false).unwrap(),
+            "metrics_listen 0.0.0.0:9502 is reachable from other hosts without an auth_token: anyone who can connect can read the server's metrics"
+        );
+        assert!(http_exposure_warning(at("[::]:9502"), true)
+            .unwrap()
+            .ends_with("requests must carry the auth_token"));
+    }
 
     #[test]
     fn grace_adds_between_one_and_grace() {

@@ -39,6 +39,12 @@ pub struct QueuedTask {
     /// Unix time in ms before which the task must not start (delay, retry
     /// backoff); 0 = at once.
     pub not_before: u64,
+    /// Unix time in ms when it last entered the queue (submitted, or given
+    /// back by a worker that went away), for the queue-wait histogram; 0 =
+    /// unknown (recovered from a store, taken from Redis). Not stored: a
+    /// wait across a restart would measure the downtime.
+    #[serde(skip)]
+    pub queued_ms: u64,
 }
 
 /// Unix time in ms: the clock of task delays, retry backoffs, timeouts and
@@ -83,6 +89,8 @@ pub trait TaskQueue {
     fn hold(&mut self, _task: &QueuedTask) {}
     /// Tasks waiting (runnable or delayed), not taken.
     fn len(&self) -> usize;
+    /// Of those, the tasks not runnable yet (delay or retry backoff).
+    fn delayed(&self) -> usize;
     /// Whether nothing is waiting.
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -186,6 +194,10 @@ impl TaskQueue for MemoryQueue {
     fn len(&self) -> usize {
         self.ready_len + self.delayed.len()
     }
+
+    fn delayed(&self) -> usize {
+        self.delayed.len()
+    }
 }
 
 #[cfg(test)]
@@ -204,6 +216,7 @@ pub(crate) mod tests {
             max_attempts: 3,
             priority: 0,
             not_before: 0,
+            queued_ms: 0,
             payload: Payload {
                 encoding: Encoding::Raw,
                 data: Bytes::from(format!("t{id}")),
@@ -244,6 +257,7 @@ pub(crate) mod tests {
         let mut q = MemoryQueue::default();
         q.push(QueuedTask {
             not_before: 1000,
+            queued_ms: 0,
             ..task(1)
         });
         q.push(task(2));
@@ -274,6 +288,7 @@ pub(crate) mod tests {
         let mut q = MemoryQueue::default();
         q.push(QueuedTask {
             not_before: 50,
+            queued_ms: 0,
             ..task(1)
         });
         q.push(task(2));

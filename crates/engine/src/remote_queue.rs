@@ -191,6 +191,7 @@ impl Ledger {
                 max_attempts: entry.task.max_attempts,
                 priority: entry.task.priority,
                 not_before: 0,
+                queued_ms: 0,
             };
             self.held.insert(
                 id,
@@ -298,6 +299,12 @@ impl TaskQueue for RemoteQueue {
     fn len(&self) -> usize {
         let l = self.ledger.borrow();
         l.buffer.len() + l.submits.len()
+    }
+
+    /// Delayed tasks wait in Redis, not here; those taken wait only for a
+    /// task worker.
+    fn delayed(&self) -> usize {
+        self.ledger.borrow().buffer.delayed()
     }
 }
 

@@ -463,6 +463,7 @@ mod tests {
             max_attempts: 3,
             priority: -2,
             not_before: 0,
+            queued_ms: 0,
         }
     }
 

@@ -137,6 +137,10 @@ pub struct ServerConfig {
     /// Most nested non-empty arrays and objects in such a payload
     /// (unserialize()'s `max_depth`).
     pub task_max_depth: usize,
+    /// Where the master serves `GET /metrics` over HTTP; `None` (the
+    /// default) = no HTTP listener. An IP literal, so what it exposes is
+    /// never decided by a name lookup.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     cpu_count: usize,
     pub(super) framing: Framing,
 }
@@ -193,6 +197,7 @@ impl ServerConfig {
             package_timeout: 30.0,
             task_allowed_classes: AllowedClasses::None,
             task_max_depth: DEFAULT_TASK_MAX_DEPTH,
+            metrics_listen: None,
             cpu_count,
             framing,
         }
@@ -487,6 +492,10 @@ impl Schema for ServerConfig {
             "auth_max_pending",
             store!(auth_max_pending, |k, v| to_int(k, v, 1, 1_000_000)?),
         ),
+        Row::Option(
+            "metrics_listen",
+            store!(metrics_listen, |k, v| Some(to_listen_addr(k, v)?)),
+        ),
     ];
 
     fn framing_mut(&mut self) -> &mut Framing {
@@ -557,6 +566,22 @@ fn to_redis_dsn(option: &str, value: &Value) -> Result<String, ConfigError> {
             value: format!("'{}'", e.dsn),
             allowed: format!("{}: {}", e.part, e.reason),
         }),
+    }
+}
+
+const LISTEN_ALLOWED: &str =
+    "an IP address and port, such as '127.0.0.1:9502' or '[::1]:9502' (port 1 to 65535)";
+
+/// `metrics_listen`: an IPv4 `address:port` or a bracketed IPv6
+/// `[address]:port`, with a port to listen on (not 0: the operator must
+/// know where to scrape).
+fn to_listen_addr(option: &str, value: &Value) -> Result<std::net::SocketAddr, ConfigError> {
+    let parsed = value
+        .lossy_str()
+        .and_then(|s| s.parse::<std::net::SocketAddr>().ok());
+    match parsed {
+        Some(addr) if addr.port() > 0 => Ok(addr),
+        _ => Err(invalid(option, value, LISTEN_ALLOWED)),
     }
 }
 

@@ -1145,3 +1145,34 @@ fn the_redis_backend_options_are_checked_and_a_bad_dsn_never_shows_its_password(
         .is_err());
     assert_eq!(c.task_queue, "mail", "a refused set() changes nothing");
 }
+
+#[test]
+fn metrics_listen_takes_an_ip_and_port_and_is_off_by_default() {
+    assert_eq!(ServerConfig::new(4).metrics_listen, None);
+    let c = server_with(&[("metrics_listen", s("127.0.0.1:9502"))]).unwrap();
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9502".parse().unwrap()));
+    let c = server_with(&[("metrics_listen", s("[::1]:9502"))]).unwrap();
+    assert_eq!(c.metrics_listen, Some("[::1]:9502".parse().unwrap()));
+    let c = server_with(&[("metrics_listen", s("0.0.0.0:80"))]).unwrap();
+    assert_eq!(c.metrics_listen, Some("0.0.0.0:80".parse().unwrap()));
+    for bad in [
+        s("localhost:9502"),
+        s("127.0.0.1"),
+        s("127.0.0.1:0"),
+        s("127.0.0.1:65536"),
+        s("::1:9502"),
+        s(" 127.0.0.1:9502"),
+        s(""),
+        Value::Int(9502),
+        Value::Bool(true),
+    ] {
+        let shown = bad.php_repr();
+        assert_eq!(
+            server_err("metrics_listen", bad),
+            format!(
+                "invalid value for option 'metrics_listen': {shown} (allowed: an IP address and port, \
+                 such as '127.0.0.1:9502' or '[::1]:9502' (port 1 to 65535))"
+            )
+        );
+    }
+}

@@ -112,7 +112,7 @@ pub fn close_door(listener: &Listener, hub: &Rc<RefCell<Hub>>, cfg: &Rc<MasterCo
 }
 
 /// Out of file descriptors and similar: log, pause briefly, keep serving.
-async fn accept_failed(e: std::io::Error) {
+pub(super) async fn accept_failed(e: std::io::Error) {
     crate::log!(Level::Warning, "accept failed: {e}");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }

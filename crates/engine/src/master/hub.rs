@@ -19,7 +19,7 @@ use super::outbox::Outbox;
 use super::sessions::{SessionRules, Sessions};
 use super::stats::{self, Counters};
 use super::tasks::{Accepted, Committed, TaskRules, Tasks};
-use super::workers::Workers;
+use super::workers::{Departure, Workers};
 use super::MasterConfig;
 use crate::board::Board;
 use crate::ipc::{FromWorker, ToWorker};
@@ -340,7 +340,11 @@ impl Hub {
 
     /// The link of incarnation `generation` ended (exit or crash).
     pub fn worker_gone(&mut self, worker: u32, generation: u64) {
-        let killed = self.workers.gone(worker, generation);
+        let departure = self.workers.gone(worker, generation);
+        if let (Some(d), false) = (departure, self.stopping) {
+            self.workers.restarted(worker, d);
+        }
+        let killed = departure == Some(Departure::TaskTimeout);
         if let Some(t) = self.workers.task_index(worker) {
             self.tasks
                 .worker_gone((worker, t), generation, killed, &mut self.workers);
@@ -464,6 +468,14 @@ impl Hub {
                 json!(if busy { WORKER_BUSY } else { WORKER_IDLE })
             }
         }
+    }
+
+    /// The Prometheus exposition of `metrics_listen`, with the completions
+    /// task workers posted on the board counted first.
+    pub fn metrics(&mut self) -> String {
+        self.tasks.settle(now_ms());
+        let snapshot = stats::snapshot(&self.sessions, &self.workers, &self.tasks);
+        super::metrics::render(snapshot, self.tasks.timings())
     }
 
     /// Sessions idle (nothing received) for at least `idle` seconds, for

@@ -6,8 +6,10 @@ mod auth_gate;
 mod background;
 mod connection;
 mod drain_watch;
+mod http;
 mod hub;
 mod link;
+mod metrics;
 mod name_holder;
 mod outbox;
 mod redis_link;
@@ -117,11 +119,14 @@ pub struct Ended {
 
 /// Serves until SIGTERM/SIGINT/SIGQUIT (or the manager's death), then waits
 /// for the manager to stop every worker. `before_shutdown` runs (on this,
-/// the PHP thread) when a stop begins.
+/// the PHP thread) when a stop begins. `http` is the bound `metrics_listen`
+/// socket, if any; it is served until the run ends.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     cfg: MasterConfig,
     queue: (Box<dyn TaskQueue>, u64),
     listener: &Listener,
+    http: Option<std::net::TcpListener>,
     ipc: StdUnixListener,
     manager: Pid,
     board: Arc<Board>,
@@ -143,13 +148,14 @@ pub fn run(
     let hub = Hub::new(Rc::new(cfg), queue, queue_next, board, manager, ledger);
     local.block_on(
         &runtime,
-        serve(hub, listener, ipc, manager, before_shutdown),
+        serve(hub, listener, http, ipc, manager, before_shutdown),
     )
 }
 
 async fn serve(
     hub: Hub,
     listener: &Listener,
+    http: Option<std::net::TcpListener>,
     ipc: StdUnixListener,
     manager: Pid,
     before_shutdown: &mut dyn FnMut(),
@@ -168,6 +174,7 @@ async fn serve(
         cfg: cfg.clone(),
     };
     let links = link::spawn_acceptor(ipc, hub.clone())?;
+    let http = http.map(|l| http::spawn(l, hub.clone())).transpose()?;
     let redis = cfg
         .backend
         .clone()
@@ -214,6 +221,9 @@ async fn serve(
         }
     }
     door.acceptor.abort();
+    if let Some(http) = &http {
+        http.abort();
+    }
     // Every worker has exited; what they wrote last (results, `Done`) may
     // still be unread. Read it (each link's end also reads the completion
     // board), then commit, so that a finished task is not run again after a

@@ -1,8 +1,10 @@
-//! `$server->stats()` and the counters of the last log line, read from the
-//! rooms that keep them: sessions, workers and tasks each count their own.
+//! `$server->stats()`, the metrics' snapshot and the counters of the last
+//! log line, read from the rooms that keep them: sessions, workers and
+//! tasks each count their own.
 
 use serde_json::{json, Value};
 
+use super::metrics::Snapshot;
 use super::sessions::Sessions;
 use super::tasks::Tasks;
 use super::workers::Workers;
@@ -78,4 +80,27 @@ fn local(start_time: u64, sessions: &Sessions, workers: &Workers, tasks: &Tasks)
         "task_requeued_count": t.requeued_tasks,
         "task_failed_count": t.failed_tasks,
     })
+}
+
+/// The counts the metrics show, from the same rooms as [`stats`]. `tasks`
+/// must have settled the completion board first.
+pub fn snapshot(sessions: &Sessions, workers: &Workers, tasks: &Tasks) -> Snapshot {
+    let s = sessions.counters();
+    let t = tasks.counters();
+    let delayed = tasks.delayed();
+    Snapshot {
+        waiting: tasks.queued().saturating_sub(delayed) as u64,
+        delayed: delayed as u64,
+        running: tasks.running() as u64,
+        submitted: t.task_count,
+        finished: t.finished_tasks,
+        retried: t.retried_tasks,
+        requeued: t.requeued_tasks,
+        failed: t.failed_tasks,
+        connections: sessions.len() as u64,
+        accepted: s.accept_count,
+        received_bytes: s.total_recv_bytes,
+        sent_bytes: s.total_send_bytes,
+        worker_restarts: workers.restarts(),
+    }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use super::metrics::Timings;
 use super::workers::Workers;
 use crate::board::Board;
 use crate::dispatcher::{Dispatcher, Retry, SubmitError};
@@ -72,12 +73,16 @@ pub enum Committed {
     Failed(Vec<u64>, String),
 }
 
-/// What the tasks count for `stats()` and the last log line.
+/// What the tasks count for `stats()`, the metrics and the last log line.
 #[derive(Debug, Default, Clone)]
 pub struct TaskCounters {
     pub task_count: u64,
     pub requeued_tasks: u64,
     pub failed_tasks: u64,
+    /// Tasks whose onTask returned (reported or posted on the board).
+    pub finished_tasks: u64,
+    /// Failed runs scheduled to run again.
+    pub retried_tasks: u64,
 }
 
 /// The master's tasks.
@@ -98,6 +103,8 @@ pub struct Tasks {
     /// Wakes the scheduler when the next timer may have changed.
     reschedule: Rc<Notify>,
     counters: TaskCounters,
+    /// Queue waits and run times, for the metrics.
+    timings: Timings,
     /// With `task_backend`: what the Redis link carries out.
     remote: Option<SharedLedger>,
     /// Client submissions on their way to Redis: local id → session.
@@ -144,6 +151,7 @@ impl Tasks {
             commit_needed: Rc::new(Notify::new()),
             reschedule: Rc::new(Notify::new()),
             counters: TaskCounters::default(),
+            timings: Timings::default(),
             remote,
             remote_acks: HashMap::new(),
             awaited_remote: HashMap::new(),
@@ -171,8 +179,12 @@ impl Tasks {
         let mut started = false;
         loop {
             self.settle(now);
+            let timings = &self.timings;
             self.dispatcher.assign(now, |t, task, place| {
                 started = true;
+                if task.queued_ms > 0 {
+                    timings.waited(now.saturating_sub(task.queued_ms.max(task.not_before)));
+                }
                 let msg = ToWorker::Task {
                     id: task.id,
                     task_id: task.task_id,
@@ -210,8 +222,19 @@ impl Tasks {
 
     fn read_board(&mut self, now: u64) -> bool {
         let board = &self.board;
-        self.dispatcher
-            .settle(now, |worker, place, id| board.posted(worker, place, id))
+        let ran = self
+            .dispatcher
+            .settle(now, |worker, place, id| board.posted(worker, place, id));
+        for &run_us in &ran {
+            self.finished(run_us);
+        }
+        !ran.is_empty()
+    }
+
+    /// Counts a task whose onTask returned after `run_us` µs.
+    fn finished(&mut self, run_us: u32) {
+        self.counters.finished_tasks += 1;
+        self.timings.ran(run_us);
     }
 
     fn new_task(
@@ -225,6 +248,7 @@ impl Tasks {
     ) -> QueuedTask {
         let id = self.next_task;
         self.next_task += 1;
+        let now = now_ms();
         QueuedTask {
             id,
             src_worker,
@@ -233,7 +257,8 @@ impl Tasks {
             attempts: 0,
             max_attempts,
             priority,
-            not_before: if delay_ms > 0 { now_ms() + delay_ms } else { 0 },
+            not_before: if delay_ms > 0 { now + delay_ms } else { 0 },
+            queued_ms: now,
         }
     }
 
@@ -378,7 +403,9 @@ impl Tasks {
     pub fn done(&mut self, t: usize, id: u64, run_us: u32, workers: &Workers) {
         self.awaited.remove(&id);
         let now = now_ms();
-        self.dispatcher.complete(t, id, run_us, now);
+        if self.dispatcher.complete(t, id, run_us, now).is_some() {
+            self.finished(run_us);
+        }
         self.assign(now, workers);
         self.commit_needed.notify_one();
     }
@@ -390,6 +417,7 @@ impl Tasks {
         let now = now_ms();
         match self.dispatcher.failed(t, id, &first_line, now) {
             Some(Retry::At(at)) => {
+                self.counters.retried_tasks += 1;
                 crate::log!(
                     Level::Notice,
                     "task {id} failed ({first_line}); retrying in {} ms",
@@ -442,8 +470,9 @@ impl Tasks {
         };
         // What the worker posted finished before it went is not orphaned,
         // even if it died before it could report it.
-        self.read_board(now_ms());
-        let orphans = self.dispatcher.offline(t, generation, &why);
+        let now = now_ms();
+        self.read_board(now);
+        let orphans = self.dispatcher.offline(t, generation, &why, now);
         if orphans.requeued > 0 {
             self.counters.requeued_tasks += orphans.requeued as u64;
             crate::log!(
@@ -688,6 +717,16 @@ impl Tasks {
         self.dispatcher.queued()
     }
 
+    /// Of the queued tasks, those whose delay or retry backoff is not over.
+    pub fn delayed(&self) -> usize {
+        self.dispatcher.delayed()
+    }
+
+    /// What the metrics time.
+    pub fn timings(&self) -> &Timings {
+        &self.timings
+    }
+
     /// Tasks running now.
     pub fn running(&self) -> usize {
         self.dispatcher.running_count()
@@ -895,7 +934,7 @@ mod tests {
         tasks.client_task(1, request(b"a")).unwrap();
         tasks.assign(now_ms(), &w);
         assert_eq!(take_messages(&first).len(), 1);
-        let killed = w.gone(1, g1);
+        let killed = w.gone(1, g1) == Some(super::super::workers::Departure::TaskTimeout);
         tasks.worker_gone((1, 0), g1, killed, &mut w);
         assert_eq!(tasks.counters().requeued_tasks, 1);
         let (g2, second) = w.joined(1, 12).unwrap();
@@ -904,6 +943,38 @@ mod tests {
             take_messages(&second)[..],
             [ToWorker::Task { id: 1, .. }]
         ));
+    }
+
+    #[test]
+    fn runs_are_counted_finished_or_retried_and_timed() {
+        let (mut tasks, mut w) = setup(1, false);
+        let (g1, task_outbox) = w.joined(1, 11).unwrap();
+        tasks.joined(0, g1, 0, &w);
+        tasks.client_task(1, request(b"a")).unwrap();
+        tasks.assign(now_ms(), &w);
+        let ToWorker::Task { id, .. } = take_messages(&task_outbox)[0] else {
+            panic!()
+        };
+        tasks.failed(0, id, "boom", &mut w);
+        assert_eq!(tasks.counters().retried_tasks, 1, "2 attempts allowed");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        tasks.tick(&mut w);
+        let ToWorker::Task { id, .. } = take_messages(&task_outbox)[0] else {
+            panic!("the retry goes out once its 1 ms backoff is over")
+        };
+        tasks.done(0, id, 1500, &w);
+        let c = tasks.counters();
+        assert_eq!((c.finished_tasks, c.failed_tasks), (1, 0));
+        let text = super::super::metrics::render(Default::default(), tasks.timings());
+        assert!(
+            text.contains("taskq_task_queue_wait_seconds_count 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("taskq_task_run_seconds_count 1\n"), "{text}");
+        assert!(
+            text.contains("taskq_task_run_seconds_sum 0.0015\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -32,6 +32,31 @@ struct WorkerProcess {
     leaving: Option<(u64, Rc<Outbox>)>,
 }
 
+/// Why a worker process went away, as far as the master can tell (the
+/// manager alone sees exit statuses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Departure {
+    /// It said it was leaving first: reload, max_request, `stop($workerId)`.
+    Planned,
+    /// The master SIGKILLed it for running a task past task_timeout.
+    TaskTimeout,
+    /// Its link ended without a word: a crash, a fatal error, `exit()`.
+    Died,
+}
+
+impl Departure {
+    const ALL: [Departure; 3] = [Departure::Planned, Departure::TaskTimeout, Departure::Died];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Departure::Planned => "planned",
+            Departure::TaskTimeout => "task_timeout",
+            Departure::Died => "died",
+        }
+    }
+}
+
 /// Every worker process the manager runs, as the master sees them.
 pub struct Workers {
     procs: Vec<WorkerProcess>,
@@ -43,6 +68,9 @@ pub struct Workers {
     trim: Rc<Notify>,
     /// Events routed to workers (Swoole's `dispatch_count`).
     dispatched: u64,
+    /// Workers replaced while the server ran, by [event, task] and by
+    /// `Departure::ALL` order.
+    restarts: [[u64; 3]; 2],
 }
 
 impl Workers {
@@ -63,6 +91,7 @@ impl Workers {
             space,
             trim,
             dispatched: 0,
+            restarts: [[0; 3]; 2],
         };
         workers.procs = (0..event_workers + task_workers)
             .map(|_| WorkerProcess {
@@ -224,11 +253,11 @@ impl Workers {
     }
 
     /// The link of incarnation `generation` ended (exit or crash). Returns
-    /// whether the master had killed it for exceeding task_timeout.
-    pub fn gone(&mut self, worker: u32, generation: u64) -> bool {
+    /// why, `None` for an unknown worker id.
+    pub fn gone(&mut self, worker: u32, generation: u64) -> Option<Departure> {
         let idx = worker as usize;
         if !self.exists(worker) {
-            return false;
+            return None;
         }
         if self.procs[idx].attached == Some(generation) {
             self.detach(worker);
@@ -236,7 +265,8 @@ impl Workers {
             self.procs[idx].outstanding = 0;
         }
         let p = &mut self.procs[idx];
-        if matches!(&p.leaving, Some((g, _)) if *g == generation) {
+        let planned = matches!(&p.leaving, Some((g, _)) if *g == generation);
+        if planned {
             if let Some((_, old)) = p.leaving.take() {
                 let unsent = without_tasks(old.take());
                 old.close();
@@ -248,7 +278,36 @@ impl Workers {
                 p.pid = None;
             }
         }
-        p.killed == Some(generation)
+        Some(if p.killed == Some(generation) {
+            Departure::TaskTimeout
+        } else if planned {
+            Departure::Planned
+        } else {
+            Departure::Died
+        })
+    }
+
+    /// Counts worker `worker` as replaced after `departure` (the master
+    /// calls this while it is not stopping: then the manager starts another).
+    pub fn restarted(&mut self, worker: u32, departure: Departure) {
+        let kind = usize::from(self.task_index(worker).is_some());
+        let reason = Departure::ALL
+            .iter()
+            .position(|d| *d == departure)
+            .unwrap_or(0);
+        self.restarts[kind][reason] += 1;
+    }
+
+    /// Workers replaced so far, as (kind, reason, count), every pair listed
+    /// so that a rate can be taken from the first scrape on.
+    pub fn restarts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let mut out = Vec::with_capacity(6);
+        for (kind, counts) in ["event", "task"].into_iter().zip(self.restarts) {
+            for (departure, n) in Departure::ALL.into_iter().zip(counts) {
+                out.push((kind, departure.label(), n));
+            }
+        }
+        out
     }
 
     /// The incarnation has handled `handled` events in all: those are no
@@ -399,7 +458,7 @@ mod tests {
                 reactor_id: 0,
             },
         );
-        assert!(!w.gone(1, g1));
+        assert_eq!(w.gone(1, g1), Some(Departure::Died));
         assert!(first.is_closed(), "the old link's writer stops");
         assert_eq!(w.pid(1), None);
         let (g2, second) = w.joined(1, 101).unwrap();
@@ -455,6 +514,33 @@ mod tests {
         w.push_event(9, &receive(1));
         assert_eq!(w.dispatched(), 0);
         assert_eq!(w.outstanding(9), u64::MAX);
-        assert!(!w.gone(9, 1));
+        assert_eq!(w.gone(9, 1), None);
+    }
+
+    #[test]
+    fn a_departure_is_planned_after_leaving_a_timeout_after_the_kill_else_a_death() {
+        let mut w = workers(1, 1);
+        let (g, _) = w.joined(0, 100).unwrap();
+        w.leaving(0, g);
+        assert_eq!(w.gone(0, g), Some(Departure::Planned));
+        w.restarted(0, Departure::Planned);
+        let (g, _) = w.joined(1, 101).unwrap();
+        // What kill_overdue records (without signalling a real pid).
+        w.procs[1].killed = Some(g);
+        assert_eq!(w.gone(1, g), Some(Departure::TaskTimeout));
+        w.restarted(1, Departure::TaskTimeout);
+        w.restarted(1, Departure::Died);
+        w.restarted(1, Departure::Died);
+        assert_eq!(
+            w.restarts(),
+            vec![
+                ("event", "planned", 1),
+                ("event", "task_timeout", 0),
+                ("event", "died", 0),
+                ("task", "planned", 0),
+                ("task", "task_timeout", 1),
+                ("task", "died", 2),
+            ]
+        );
     }
 }

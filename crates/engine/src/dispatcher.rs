@@ -458,6 +458,11 @@ impl Dispatcher {
         self.queue.next_due()
     }
 
+    /// The failed tasks the queue keeps; None where they live elsewhere.
+    pub fn failures(&mut self) -> Option<&mut dyn crate::queue::FailedStore> {
+        self.queue.failures()
+    }
+
     /// Makes queue changes durable (group commit).
     pub fn commit(&mut self) -> Result<(), QueueError> {
         self.queue.commit()

@@ -5,7 +5,8 @@
 
 use std::path::Path;
 
-use crate::queue::{now_ms, MemoryQueue, QueueError, QueuedTask, TaskQueue};
+use crate::failed::{FailedTask, Which};
+use crate::queue::{now_ms, FailedStore, MemoryQueue, QueueError, QueuedTask, TaskQueue};
 use crate::store::{Batch, StoreError, TaskStore};
 
 /// [`MemoryQueue`] backed by a [`TaskStore`].
@@ -82,7 +83,6 @@ impl TaskQueue for DurableQueue {
 
     fn fail(&mut self, task: QueuedTask, error: &str) {
         self.batch.fail(&task, error, now_ms());
-        self.mem.fail(task, error);
     }
 
     fn hold(&mut self, task: &QueuedTask) {
@@ -101,6 +101,51 @@ impl TaskQueue for DurableQueue {
     fn commit(&mut self) -> Result<(), QueueError> {
         self.store
             .commit(&mut self.batch)
+            .map_err(|e| QueueError::Store(e.to_string()))
+    }
+
+    fn failures(&mut self) -> Option<&mut dyn FailedStore> {
+        Some(self)
+    }
+}
+
+/// The store's failed table. Each operation first commits what this turn
+/// wrote, so a task given up a moment ago is already there.
+impl FailedStore for DurableQueue {
+    fn list(&mut self, offset: usize, limit: usize) -> Result<Vec<FailedTask>, QueueError> {
+        self.commit()?;
+        let records = self
+            .store
+            .failed(offset.saturating_add(limit))
+            .map_err(|e| QueueError::Store(e.to_string()))?;
+        Ok(records
+            .iter()
+            .skip(offset)
+            .map(|(task, error, at)| FailedTask::of(task, error, *at))
+            .collect())
+    }
+
+    fn retry(&mut self, which: &Which) -> Result<usize, QueueError> {
+        self.commit()?;
+        let tasks = self
+            .store
+            .retry_failed(which)
+            .map_err(|e| QueueError::Store(e.to_string()))?;
+        let n = tasks.len();
+        for task in tasks {
+            self.mem.push(task);
+        }
+        Ok(n)
+    }
+
+    fn purge(&mut self, which: &Which) -> Result<usize, QueueError> {
+        self.commit()?;
+        let ids = match which {
+            Which::All => None,
+            Which::Ids(ids) => Some(&ids[..]),
+        };
+        self.store
+            .purge_failed(ids)
             .map_err(|e| QueueError::Store(e.to_string()))
     }
 }
@@ -192,6 +237,45 @@ mod tests {
         let (_, rec) = DurableQueue::open(&d).unwrap();
         assert_eq!(rec.tasks, 1, "8 is still to run; 7 is done");
         assert!(rec.next_id >= 9);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn failed_tasks_are_listed_retried_durably_and_purged() {
+        let d = dir("failed");
+        {
+            let (mut q, _) = DurableQueue::open(&d).unwrap();
+            for i in 1..=3 {
+                q.push(task(i));
+            }
+            q.commit().unwrap();
+            for _ in 1..=3 {
+                let mut t = q.take(0).unwrap();
+                t.attempts = 3;
+                t.src_worker = 4;
+                q.fail(t, "boom");
+            }
+            let store = q.failures().unwrap();
+            let listed: Vec<u64> = store.list(0, 10).unwrap().iter().map(|f| f.id).collect();
+            assert_eq!(listed.len(), 3, "given up this turn, listed at once");
+            assert_eq!(store.list(1, 1).unwrap().len(), 1);
+            let first = &store.list(0, 10).unwrap()[2];
+            assert_eq!((first.error.as_str(), first.attempts), ("boom", 3));
+            assert_eq!(store.retry(&Which::Ids(vec![2, 99])).unwrap(), 1);
+            assert_eq!(store.purge(&Which::Ids(vec![3])).unwrap(), 1);
+            let back = q.take(0).unwrap();
+            assert_eq!((back.id, back.attempts, back.src_worker), (2, 0, -1));
+        }
+        let (mut q, rec) = DurableQueue::open(&d).unwrap();
+        assert_eq!(
+            (rec.tasks, rec.failed),
+            (1, 1),
+            "the retried task is queued on disk"
+        );
+        assert_eq!(q.take(0).unwrap().id, 2);
+        assert_eq!(q.failures().unwrap().purge(&Which::All).unwrap(), 1);
+        assert!(q.failures().unwrap().list(0, 10).unwrap().is_empty());
+        drop(q);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod durable_queue;
 pub mod error;
+pub mod failed;
 pub mod frame;
 pub mod inbox;
 pub mod ipc;

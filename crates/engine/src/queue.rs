@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use bytes::Bytes;
 
+use crate::failed::{FailedTask, RecentFailures, Which};
 use crate::payload::Payload;
 
 /// Payloads up to this size are copied when queued. A payload decoded from
@@ -100,6 +101,22 @@ pub trait TaskQueue {
     fn commit(&mut self) -> Result<(), QueueError> {
         Ok(())
     }
+    /// The failed tasks this queue keeps, for operators; None where they
+    /// live elsewhere (Redis, reached by the master's link).
+    fn failures(&mut self) -> Option<&mut dyn FailedStore> {
+        None
+    }
+}
+
+/// Given-up tasks a local queue keeps: listed, put back into the queue
+/// (attempts reset, see [`crate::failed::again`]) or forgotten.
+pub trait FailedStore {
+    /// Newest first, `limit` from `offset`.
+    fn list(&mut self, offset: usize, limit: usize) -> Result<Vec<FailedTask>, QueueError>;
+    /// Moves the selected ones back into the queue; returns how many.
+    fn retry(&mut self, which: &Which) -> Result<usize, QueueError>;
+    /// Forgets the selected ones; returns how many.
+    fn purge(&mut self, which: &Which) -> Result<usize, QueueError>;
 }
 
 /// The embedded default, in the master's memory: one FIFO per priority,
@@ -113,6 +130,8 @@ pub struct MemoryQueue {
     ready: BTreeMap<Reverse<i32>, VecDeque<QueuedTask>>,
     ready_len: usize,
     delayed: BTreeMap<(u64, u64), QueuedTask>,
+    /// The most recent given-up tasks, for operators.
+    failed: RecentFailures,
 }
 
 impl MemoryQueue {
@@ -189,7 +208,9 @@ impl TaskQueue for MemoryQueue {
 
     /// Nothing is kept: without a store a task given up on is only counted,
     /// by the hub (`task_failed_count` in stats()).
-    fn fail(&mut self, _task: QueuedTask, _error: &str) {}
+    fn fail(&mut self, task: QueuedTask, error: &str) {
+        self.failed.push(task, error, now_ms());
+    }
 
     fn len(&self) -> usize {
         self.ready_len + self.delayed.len()
@@ -197,6 +218,29 @@ impl TaskQueue for MemoryQueue {
 
     fn delayed(&self) -> usize {
         self.delayed.len()
+    }
+
+    fn failures(&mut self) -> Option<&mut dyn FailedStore> {
+        Some(self)
+    }
+}
+
+impl FailedStore for MemoryQueue {
+    fn list(&mut self, offset: usize, limit: usize) -> Result<Vec<FailedTask>, QueueError> {
+        Ok(self.failed.list(offset, limit))
+    }
+
+    fn retry(&mut self, which: &Which) -> Result<usize, QueueError> {
+        let tasks = self.failed.take(which);
+        let n = tasks.len();
+        for task in tasks {
+            self.push(task);
+        }
+        Ok(n)
+    }
+
+    fn purge(&mut self, which: &Which) -> Result<usize, QueueError> {
+        Ok(self.failed.purge(which))
     }
 }
 

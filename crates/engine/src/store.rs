@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::failed::Which;
 use crate::queue::QueuedTask;
 
 /// Tasks not yet completed (queued, delayed, running), by id.
@@ -330,6 +331,44 @@ impl TaskStore {
             .into_iter()
             .map(|r| (r.task, r.error, r.at_ms))
             .collect())
+    }
+
+    /// Moves the selected failed tasks back into the queue's table in one
+    /// transaction, reset by [`crate::failed::again`] (a crash leaves each
+    /// either failed or queued, never neither), and returns them for the
+    /// memory queue. Durable when it returns.
+    pub fn retry_failed(&mut self, which: &Which) -> Result<Vec<QueuedTask>, StoreError> {
+        let what = "cannot retry failed tasks";
+        let txn = self.db.begin_write().map_err(|e| self.err(what, e))?;
+        let mut back = Vec::new();
+        {
+            let mut failed = txn.open_table(FAILED).map_err(|e| self.err(what, e))?;
+            let ids: Vec<u64> = match which {
+                Which::Ids(ids) => ids.clone(),
+                Which::All => failed
+                    .iter()
+                    .map_err(|e| self.err(what, e))?
+                    .map(|entry| entry.map(|(k, _)| k.value()))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.err(what, e))?,
+            };
+            let mut tasks = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
+            for id in ids {
+                let Some(value) = failed.remove(id).map_err(|e| self.err(what, e))? else {
+                    continue;
+                };
+                let record: FailedRecord = self.decode("failed", id, value.value())?;
+                drop(value);
+                let task = crate::failed::again(record.task);
+                self.encode(id, &task)?;
+                tasks
+                    .insert(id, self.buf.as_slice())
+                    .map_err(|e| self.err(what, e))?;
+                back.push(task);
+            }
+        }
+        txn.commit().map_err(|e| self.err(what, e))?;
+        Ok(back)
     }
 
     /// Removes failed tasks (all of them, or those whose id is in `ids`) and

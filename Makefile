@@ -85,8 +85,9 @@ clean:
 ## bench: the benchmark suite (issue 6): one table of medians with in-run
 ## baselines, written to bench/results.json too. BENCH_SCALE=0.1 shrinks every
 ## count, BENCH_REPS=3 sets the repetitions, BENCH_ONLY=3,4 picks scenarios.
-## Installs Postfix for its standalone smtp-sink without starting its daemon.
-BENCH_APT_PACKAGES := postfix redis-server procps
+## Installs Postfix for its standalone smtp-sink without starting its daemon,
+## and redis-tools for redis-benchmark (scenario 9's XADD baseline).
+BENCH_APT_PACKAGES := postfix redis-server redis-tools procps
 bench: build
 	@missing=""; for p in $(BENCH_APT_PACKAGES); do \
 		dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; \

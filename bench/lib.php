@@ -276,8 +276,14 @@ final class TaskqServer
     public string $log;
     public ?Shm $lat = null;
     public ?string $store = null;
+    public string $host = '127.0.0.1';
+    public int $taskWorkers = TASK_WORKERS;
 
-    /** @param array $opts unix (bool), count_tasks, store (bool), mail_dsn, lat_slots */
+    /**
+     * @param array $opts unix (bool), count_tasks, store (bool), mail_dsn, lat_slots,
+     *                    host (listen address), task_workers (count), backend (Redis DSN),
+     *                    queue (task_queue), task_sleep_us (onTask sleeps first)
+     */
     public function __construct(string $name, array $opts = [])
     {
         $this->shm = new Shm();
@@ -285,7 +291,17 @@ final class TaskqServer
         $this->log = "$dir/$name.log";
         $portFile = "$dir/$name.port";
         @unlink($portFile);
-        $env = ['BENCH_SHM_KEY' => $this->shm->key, 'BENCH_PORT_FILE' => $portFile, 'BENCH_LOG' => $this->log];
+        $this->host = $opts['host'] ?? '127.0.0.1';
+        $this->taskWorkers = $opts['task_workers'] ?? TASK_WORKERS;
+        $env = ['BENCH_SHM_KEY' => $this->shm->key, 'BENCH_PORT_FILE' => $portFile, 'BENCH_LOG' => $this->log,
+            'BENCH_HOST' => $this->host, 'BENCH_TASK_WORKERS' => $this->taskWorkers];
+        if (!empty($opts['backend'])) {
+            $env['BENCH_BACKEND'] = $opts['backend'];
+            $env['BENCH_QUEUE'] = $opts['queue'] ?? 'bench';
+        }
+        if (!empty($opts['task_sleep_us'])) {
+            $env['BENCH_TASK_SLEEP_US'] = $opts['task_sleep_us'];
+        }
         if (!empty($opts['unix'])) {
             $this->unix = "$dir/$name.sock";
             $env['BENCH_UNIX'] = $this->unix;
@@ -312,7 +328,7 @@ final class TaskqServer
             if (!proc_get_status($this->child['proc'])['running']) {
                 throw new RuntimeException("server $this->log exited at start:\n" . @file_get_contents($this->log));
             }
-            foreach (range(0, TASK_WORKERS) as $w) {
+            foreach (range(0, $this->taskWorkers) as $w) {
                 if ($this->shm->slot($w)['pid'] === 0) {
                     return false;
                 }
@@ -327,7 +343,7 @@ final class TaskqServer
     public function client(int $flags = 0, float $timeout = 5.0): TaskClient
     {
         $c = new TaskClient(($this->unix !== null ? TASKQ_SOCK_UNIX_STREAM : TASKQ_SOCK_TCP) | $flags);
-        if (!$c->connect($this->unix ?? '127.0.0.1', $this->port, $timeout)) {
+        if (!$c->connect($this->unix ?? $this->host, $this->port, $timeout)) {
             throw new RuntimeException("connect failed: $c->errMsg");
         }
         return $c;
@@ -359,6 +375,20 @@ final class TaskqServer
     {
         [$n, , $failed] = $this->shm->sum($workers);
         return $n + $failed;
+    }
+
+    /** [VmRSS, VmHWM] of the master process in bytes (/proc/PID/status). */
+    public function masterRss(): array
+    {
+        $s = (string) @file_get_contents("/proc/$this->pid/status");
+        $kb = fn (string $k) => preg_match("/^$k:\\s+(\\d+) kB/m", $s, $m) ? (int) $m[1] * 1024 : 0;
+        return [$kb('VmRSS'), $kb('VmHWM')];
+    }
+
+    /** Task workers of this server, as progress slot numbers. */
+    public function taskSlots(): array
+    {
+        return $this->taskWorkers > 0 ? range(1, $this->taskWorkers) : [];
     }
 
     /** Summed PSS (bytes) of the process tree, and per role. */

@@ -24,7 +24,7 @@ Bench::init();
 
 $scale = (float) (getenv('BENCH_SCALE') ?: 1);
 $reps = max(1, (int) (getenv('BENCH_REPS') ?: 5));
-$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 8);
+$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 9);
 $resultsFile = getenv('BENCH_RESULTS') ?: __DIR__ . '/results.json';
 $n = fn (int $count): int => max(10, (int) round($count * $scale));
 
@@ -659,6 +659,205 @@ $s8 = function () use ($n, $reps, $record, $say, &$notes) {
     Bench::stop($sink);
 };
 
+// ---------------------------------------------------------------------------
+// 9. Redis Streams backend (issue 15): one redis-server of our own on
+//    127.0.0.1 (appendonly off, no snapshots: the raw rate), and in the
+//    same run redis-benchmark's pipelined XADD of the same payload as the
+//    baseline.
+//    a) submission through a server that only submits (task_worker_num 0):
+//       acknowledged TaskClient::task() one at a time and taskMulti(), 1,000
+//       per call; each task acknowledged once Redis holds it;
+//    b) end to end with task workers as the bottleneck (4 per server, onTask
+//       sleeps 1 ms): one server consuming, then two (127.0.0.2 and
+//       127.0.0.3) sharing one queue; from the first taskMulti() to the
+//       last onTask;
+//    c) memory: a consuming server whose 8 task workers are held while a
+//       submit-only server puts N tasks into Redis; VmRSS of both masters
+//       before, while the N tasks wait, and after the consumer ran them.
+// ---------------------------------------------------------------------------
+
+/** One command through redis-cli (--raw), bounded; its output. */
+function redis_cli(int $port, string ...$args): string
+{
+    $cmd = array_merge(['timeout', '-k', '1', '30', 'redis-cli', '-h', '127.0.0.1', '-p', (string) $port, '--raw'], $args);
+    exec(implode(' ', array_map('escapeshellarg', $cmd)) . ' 2>&1', $out, $rc);
+    if ($rc !== 0) {
+        throw new RuntimeException('redis-cli ' . implode(' ', $args) . " failed ($rc): " . implode("\n", $out));
+    }
+    return implode("\n", $out);
+}
+
+/** One field of INFO. */
+function redis_info(int $port, string $section, string $field): string
+{
+    return preg_match("/^$field:(\\S+)/m", redis_cli($port, 'INFO', $section), $m) ? $m[1] : '';
+}
+
+$s9 = function () use ($n, $reps, $record, $say, &$notes) {
+    $oneCount = $n(20000);
+    $multiCount = $n(200000);
+    $e2eCount = $n(20000);
+    $memCount = $n(1000000);
+    $memReps = min($reps, (int) (getenv('BENCH_MEM_REPS') ?: 3));
+    $e2eWorkers = 4;
+    $e2eSleepUs = 1000;
+    $say("9. Redis backend (own redis-server, appendonly off): $reps x (redis-benchmark XADD x $multiCount, "
+        . "$oneCount task(), $multiCount via taskMulti(); end to end $e2eCount tasks, one and two servers), "
+        . "$memReps x $memCount tasks waiting in Redis");
+    $bench = trim((string) shell_exec('command -v redis-benchmark'));
+    if ($bench === '') {
+        $notes['9'][] = 'redis-benchmark not installed (Debian package redis-tools): no XADD baseline';
+    }
+    [$redis, $port] = start_redis();
+    $dsn = "redis://127.0.0.1:$port";
+    $notes['9'][] = 'redis-server ' . redis_info($port, 'server', 'redis_version') . ' on 127.0.0.1:' . $port
+        . ', appendonly no, no RDB snapshots (the raw rate; with appendonly yes every write also goes to the AOF)';
+    $payload = Bench::payload(0);
+    $payloads = payloads(0, max($oneCount, $multiCount, $e2eCount));
+
+    // a) submission
+    $sub = new TaskqServer('s9-submit', ['backend' => $dsn, 'queue' => 'submit', 'task_workers' => 0]);
+    for ($r = 0; $r < $reps; $r++) {
+        redis_cli($port, 'FLUSHALL');
+        if ($bench !== '') {
+            exec(implode(' ', array_map('escapeshellarg', [$bench, '-h', '127.0.0.1', '-p', (string) $port,
+                '-n', (string) $multiCount, '-P', '64', '-c', '50', '--csv', 'XADD', 'bench:xadd', '*', 'payload', $payload])) . ' 2>&1', $out, $rc);
+            $line = end($out);
+            if ($rc !== 0 || !preg_match('/","([0-9.]+)"(?:,"[0-9.]+"){6}$/', trim((string) $line), $m)) {
+                throw new RuntimeException("redis-benchmark failed ($rc): " . implode("\n", $out));
+            }
+            $record('9.xadd.rate', (float) $m[1]);
+            unset($out);
+            redis_cli($port, 'FLUSHALL');
+        }
+        $c = $sub->client();
+        $lat = [];
+        $fail = 0;
+        $t0 = hrtime(true);
+        for ($i = 0; $i < $oneCount; $i++) {
+            $s = hrtime(true);
+            $ok = $c->task($payloads[$i]);
+            $lat[] = hrtime(true) - $s;
+            $fail += $ok === false ? 1 : 0;
+        }
+        $el = hrtime(true) - $t0;
+        [$p50, $p99, $max] = lat_us($lat);
+        $record('9.one.rate', $oneCount / ($el / 1e9));
+        $record('9.one.p50', $p50);
+        $record('9.one.p99', $p99);
+        $record('9.one.max', $max);
+        $record('9.one.failed', $fail);
+        redis_cli($port, 'FLUSHALL');
+        $acked = 0;
+        $t0 = hrtime(true);
+        foreach (array_chunk(array_slice($payloads, 0, $multiCount), 1000) as $chunk) {
+            $acked += count(array_filter($c->taskMulti($chunk) ?: [], 'is_int'));
+        }
+        $el = hrtime(true) - $t0;
+        $c->close();
+        $record('9.multi.rate', $acked / ($el / 1e9));
+        $record('9.multi.failed', $multiCount - $acked);
+        $record('9.multi.in_redis', (int) redis_cli($port, 'XLEN', 'taskq:{submit}:stream:0'));
+    }
+    $sub->stop();
+    redis_cli($port, 'FLUSHALL');
+
+    // b) end to end, one server and two
+    $opts = ['backend' => $dsn, 'task_workers' => $e2eWorkers, 'task_sleep_us' => $e2eSleepUs, 'count_tasks' => true];
+    $one = [new TaskqServer('s9-one', $opts + ['queue' => 'one', 'host' => '127.0.0.2'])];
+    $two = [new TaskqServer('s9-two-a', $opts + ['queue' => 'two', 'host' => '127.0.0.2']),
+        new TaskqServer('s9-two-b', $opts + ['queue' => 'two', 'host' => '127.0.0.3'])];
+    $e2e = array_slice($payloads, 0, $e2eCount);
+    for ($r = 0; $r < $reps; $r++) {
+        foreach (['one' => $one, 'two' => $two] as $key => $servers) {
+            $base = array_map(fn ($s) => $s->counted($s->taskSlots()), $servers);
+            $c = $servers[0]->client();
+            $t0 = hrtime(true);
+            $acked = 0;
+            foreach (array_chunk($e2e, 1000) as $chunk) {
+                $acked += count(array_filter($c->taskMulti($chunk) ?: [], 'is_int'));
+            }
+            $c->close();
+            $done = Bench::waitFor(function () use ($servers, $base, $acked) {
+                $sum = 0;
+                $last = 0;
+                $each = [];
+                foreach ($servers as $i => $s) {
+                    [$cnt, $l, $f] = $s->shm->sum($s->taskSlots());
+                    $each[] = $cnt + $f - $base[$i];
+                    $sum += $cnt + $f - $base[$i];
+                    $last = max($last, $l);
+                }
+                return $sum >= $acked ? [$last, $each, $sum] : null;
+            }, 300, "$acked tasks run by the '$key' server(s)");
+            [$last, $each, $sum] = $done;
+            $record("9.e2e_$key.rate", $acked / (($last - $t0) / 1e9));
+            $record("9.e2e_$key.failed", $e2eCount - $acked);
+            $record("9.e2e_$key.extra_runs", $sum - $acked);
+            if ($key === 'two') {
+                $record('9.e2e_two.smaller_share', min($each) / max(1, array_sum($each)));
+            }
+        }
+    }
+    foreach (array_merge($one, $two) as $s) {
+        $s->stop();
+    }
+
+    // c) master memory while N tasks wait in Redis
+    $settle = fn () => usleep(500000);
+    $memPayloads = array_slice($payloads, 0, 1000);
+    for ($r = 0; $r < $memReps; $r++) {
+        redis_cli($port, 'FLUSHALL');
+        $cons = new TaskqServer('s9-mem-consumer', ['backend' => $dsn, 'queue' => 'mem', 'count_tasks' => true]);
+        $sub = new TaskqServer('s9-mem-submitter', ['backend' => $dsn, 'queue' => 'mem', 'task_workers' => 0]);
+        $settle();
+        foreach (['cons' => $cons, 'sub' => $sub] as $k => $s) {
+            $record("9.mem.$k.before", $s->masterRss()[0]);
+        }
+        $release = Bench::$dir . "/release-9-$r";
+        @unlink($release);
+        $hold = $cons->client();
+        for ($i = 0; $i < TASK_WORKERS; $i++) {
+            if (!is_int($hold->task("\0block:$release"))) {
+                throw new RuntimeException("blocking task refused: $hold->errMsg");
+            }
+        }
+        $hold->close();
+        $ctl = $cons->client();
+        Bench::waitFor(fn () => ($cons->stats($ctl)['task_running_num'] ?? 0) >= TASK_WORKERS, 20, 'the task workers to block', 20000);
+        $c = $sub->client();
+        $acked = 0;
+        $t0 = hrtime(true);
+        for ($i = 0; $i < $memCount; $i += 1000) {
+            $acked += count(array_filter($c->taskMulti(array_slice($memPayloads, 0, min(1000, $memCount - $i))) ?: [], 'is_int'));
+        }
+        $record('9.mem.submit_rate', $acked / ((hrtime(true) - $t0) / 1e9));
+        $record('9.mem.failed', $memCount - $acked);
+        $c->close();
+        $settle();
+        $record('9.mem.waiting', (int) redis_cli($port, 'XLEN', 'taskq:{mem}:stream:0'));
+        $record('9.mem.redis_used', (int) redis_info($port, 'memory', 'used_memory'));
+        foreach (['cons' => $cons, 'sub' => $sub] as $k => $s) {
+            $record("9.mem.$k.waiting", $s->masterRss()[0]);
+        }
+        $base = $cons->counted($cons->taskSlots());
+        $t0 = hrtime(true);
+        touch($release);
+        [$last] = $cons->waitCount($cons->taskSlots(), $base + $acked, 900);
+        $record('9.mem.drain_rate', $acked / (($last - $t0) / 1e9));
+        $settle();
+        foreach (['cons' => $cons, 'sub' => $sub] as $k => $s) {
+            [$rss, $hwm] = $s->masterRss();
+            $record("9.mem.$k.after", $rss);
+            $record("9.mem.$k.hwm", $hwm);
+        }
+        $ctl->close();
+        $cons->stop();
+        $sub->stop();
+    }
+    Bench::stop($redis);
+};
+
 $scenarios = [
     1 => $s1,
     2 => fn () => $persistent('2', false, true, true),
@@ -671,6 +870,7 @@ $scenarios = [
         $producers('7b', true, false);
     },
     8 => $s8,
+    9 => $s9,
 ];
 foreach ($scenarios as $id => $run) {
     if (!in_array($id, $only, true)) {
@@ -782,6 +982,44 @@ if ($has('8.taskq.rate')) {
         && array_sum($reps_['8.failed']) == 0;
     $row('8 email', 'Mailer → smtp-sink', $v, 'msgs/s', 'smtp-source 8 sessions', $med('8.source.rate'), '≥ 13,500/s', $v >= 13500);
     $row('8 email', 'sink counted (each rep)', (float) min($reps_['8.sink_count']), 'msgs', null, null, 'exactly ' . $n(10000), $exact);
+}
+
+if ($has('9.multi.rate')) {
+    $xadd = $med('9.xadd.rate');
+    $multi = $med('9.multi.rate');
+    $row('9 Redis', 'task() one at a time, acked', $med('9.one.rate'), 'tasks/s', 'in-memory (2)', $has('2.taskq.rate') ? $med('2.taskq.rate') : null);
+    $row('9 Redis', 'task() p50', $med('9.one.p50'), 'µs', 'in-memory (2)', $has('2.taskq.p50') ? $med('2.taskq.p50') : null);
+    $row('9 Redis', 'task() p99', $med('9.one.p99'), 'µs', 'in-memory (2)', $has('2.taskq.p99') ? $med('2.taskq.p99') : null);
+    $row('9 Redis', 'taskMulti(), 1,000 per call', $multi, 'tasks/s', 'redis-benchmark XADD -P 64', $xadd, '≥ 0.5× XADD', is_nan($xadd) ? null : $multi >= 0.5 * $xadd);
+    $failed = array_sum($reps_['9.one.failed']) + array_sum($reps_['9.multi.failed']);
+    $row('9 Redis', 'refused submissions (all reps)', $failed, '', null, null, '0', $failed == 0);
+}
+if ($has('9.e2e_two.rate')) {
+    $one = $med('9.e2e_one.rate');
+    $two = $med('9.e2e_two.rate');
+    $row('9 Redis', 'end to end, 1 server × 4 task workers (onTask 1 ms)', $one, 'tasks/s', 'ceiling 4 × 1,000/s', 4000.0);
+    $row('9 Redis', 'end to end, 2 servers on one queue', $two, 'tasks/s', '1 server', $one, '≥ 1.5× one', $two >= 1.5 * $one);
+    $row('9 Redis', '  smaller server\'s share', 100 * $med('9.e2e_two.smaller_share'), '%');
+    $extra = array_sum($reps_['9.e2e_one.extra_runs']) + array_sum($reps_['9.e2e_two.extra_runs']);
+    $row('9 Redis', '  tasks run more than once (all reps)', $extra, '', null, null, '0', $extra == 0);
+}
+if ($has('9.mem.cons.waiting')) {
+    $count = number_format($n(1000000));
+    $before = $med('9.mem.cons.before');
+    $waiting = $med('9.mem.cons.waiting');
+    $row('9 Redis', 'consumer master VmRSS, idle', $before / $MiB, 'MiB');
+    $row('9 Redis', "  … while $count wait in Redis", $waiting / $MiB, 'MiB', 'idle', $before / $MiB, 'flat (≤ +5 %)', $waiting <= 1.05 * $before);
+    $after = $med('9.mem.cons.after');
+    $row('9 Redis', '  … after it ran them', $after / $MiB, 'MiB', 'idle', $before / $MiB, 'flat (≤ +5 %)', $after <= 1.05 * $before);
+    $row('9 Redis', '  … peak (VmHWM)', $med('9.mem.cons.hwm') / $MiB, 'MiB', 'idle', $before / $MiB);
+    $sb = $med('9.mem.sub.before');
+    $row('9 Redis', 'submitter master VmRSS, idle', $sb / $MiB, 'MiB');
+    $row('9 Redis', "  … after submitting $count", $med('9.mem.sub.waiting') / $MiB, 'MiB', 'idle', $sb / $MiB, 'flat (≤ +5 %)', $med('9.mem.sub.waiting') <= 1.05 * $sb);
+    $row('9 Redis', '  … peak (VmHWM)', $med('9.mem.sub.hwm') / $MiB, 'MiB', 'idle', $sb / $MiB);
+    $row('9 Redis', "Redis used_memory with $count waiting", $med('9.mem.redis_used') / $MiB, 'MiB');
+    $row('9 Redis', '  entries in the stream then', $med('9.mem.waiting'), '');
+    $row('9 Redis', "taskMulti() of $count (consumer held)", $med('9.mem.submit_rate'), 'tasks/s');
+    $row('9 Redis', "one server (8 task workers) ran the $count", $med('9.mem.drain_rate'), 'tasks/s');
 }
 
 $fmt = function ($v, string $unit = ''): string {

@@ -22,6 +22,12 @@
 //   BENCH_STORE                task_store directory
 //   BENCH_MAIL_DSN             onTask sends the email with TaskQ\Mailer
 //   BENCH_LOG                  log_file
+//   BENCH_TASK_WORKERS         task_worker_num (default 8; 0 with a backend:
+//                              a server that only submits)
+//   BENCH_BACKEND              task_backend (a Redis DSN); BENCH_QUEUE its
+//                              task_queue
+//   BENCH_TASK_SLEEP_US        onTask sleeps this long first (task workers
+//                              as the bottleneck, not the CPU)
 // A message starting with "\0" is a control message from the runner:
 //   "\0stats"         -> the server answers with json_encode(stats())
 //   "\0block:<path>"  -> (as a task) holds its task worker until <path> exists
@@ -56,6 +62,11 @@ if ($log = $env('BENCH_LOG')) {
 if ($store = $env('BENCH_STORE')) {
     $settings['task_store'] = $store;
 }
+if ($backend = $env('BENCH_BACKEND')) {
+    $settings['task_backend'] = $backend;
+    $settings['task_queue'] = $env('BENCH_QUEUE', 'bench');
+}
+$taskSleepUs = (int) $env('BENCH_TASK_SLEEP_US', 0);
 $server->set($settings);
 
 // Per-process counters, mirrored into this process's slot.
@@ -92,7 +103,7 @@ $server->on('Receive', function (TaskServer $s, int $fd, int $reactorId, string 
     }
 });
 
-$server->on('Task', function (TaskServer $s, int $taskId, int $srcWorkerId, $data) use (&$lat, &$latSize, $shm, $countTasks, &$mySlot, &$count, &$failed, $mailDsn, &$mailer) {
+$server->on('Task', function (TaskServer $s, int $taskId, int $srcWorkerId, $data) use (&$lat, &$latSize, $shm, $countTasks, &$mySlot, &$count, &$failed, $mailDsn, &$mailer, $taskSleepUs) {
     if ($lat !== null && $taskId * 16 + 16 <= $latSize) {
         shmop_write($lat, pack('J', hrtime(true)), $taskId * 16 + 8);
     }
@@ -102,6 +113,9 @@ $server->on('Task', function (TaskServer $s, int $taskId, int $srcWorkerId, $dat
             usleep(2000);
         }
         return true;
+    }
+    if ($taskSleepUs > 0) {
+        usleep($taskSleepUs);
     }
     $mail = json_decode($data, true);
     $result = true;

@@ -210,10 +210,16 @@ impl Ledger {
 
     /// finish() of a taken task delivered `payload`; false if `id` is not
     /// a task taken from Redis (a task for one task worker stays local).
+    /// A client's task (no dispatching worker) is owed no result, as with
+    /// the embedded queue: it is dropped here, so the task settles with a
+    /// plain ack, batched with the others, instead of a MULTI of its own
+    /// and a write to a results stream its origin would discard.
     pub fn record_result(&mut self, id: u64, payload: &Payload) -> bool {
         match self.held.get_mut(&id) {
             Some(h) => {
-                h.result = Some(payload.clone());
+                if h.entry.task.src_worker >= 0 {
+                    h.result = Some(payload.clone());
+                }
                 true
             }
             None => false,
@@ -435,6 +441,23 @@ mod tests {
         assert!(matches!(&settles[2], Settle::Retry(e, d) if e.task.id == 3 && d.as_secs() >= 59));
         assert!(matches!(&settles[3], Settle::Fail(e, why) if e.task.id == 4 && why == "boom"));
         assert_eq!(ledger.borrow().held(), 0);
+    }
+
+    #[test]
+    fn a_clients_task_settles_with_a_plain_ack_whatever_on_task_returned() {
+        let ledger = Ledger::new("a:1", policy());
+        let mut q = RemoteQueue::new(ledger.clone());
+        let mut client_task = entry(1, "b:1", raw(b"x"), 0);
+        client_task.task.src_worker = -1;
+        ledger.borrow_mut().taken(vec![client_task]);
+        let t = q.take(now_ms()).unwrap();
+        assert!(
+            ledger.borrow_mut().record_result(t.id, &raw(b"true")),
+            "a task from Redis: not routed locally"
+        );
+        q.ack(t.id);
+        let settles = ledger.borrow_mut().take_settles();
+        assert!(matches!(&settles[..], [Settle::Ack(e)] if e.task.id == 1));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod frame;
 pub mod inbox;
 pub mod ipc;
+pub mod json_serial;
 pub mod launcher;
 pub mod listener;
 pub mod log;

@@ -11,7 +11,11 @@ pub enum CliError {
     #[error("{0}")]
     BadInput(String),
     #[error("the taskq server at {url} answered {status}: {why}")]
-    Server { url: String, status: u16, why: String },
+    Server {
+        url: String,
+        status: u16,
+        why: String,
+    },
     #[error("the taskq server at {url} sent an answer that is not the expected JSON: {why}")]
     BadAnswer { url: String, why: String },
 }

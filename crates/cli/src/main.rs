@@ -129,9 +129,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (stats, rates) = two_readings(&client, Duration::from_secs_f64(interval))?;
             if json {
                 let mut out = stats;
-                out["rates"] = rates.map_or(Value::Null, |r| {
-                    json!({"submitted": r.submitted, "done": r.done, "failed": r.failed})
-                });
+                out["rates"] = rates.map_or(
+                    Value::Null,
+                    |r| json!({"submitted": r.submitted, "done": r.done, "failed": r.failed}),
+                );
                 println!("{out}");
             } else {
                 if watch && std::io::stdout().is_terminal() {
@@ -171,7 +172,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             client.post(path, None)?;
             println!(
                 "reloading {} at {}",
-                if task { "the task workers" } else { "every worker" },
+                if task {
+                    "the task workers"
+                } else {
+                    "every worker"
+                },
                 client.url()
             );
         }
@@ -209,7 +214,15 @@ mod tests {
     #[test]
     fn commands_and_global_options_parse() {
         let cli = Cli::try_parse_from([
-            "taskq", "push", "--priority", "-2", "{\"a\":1}", "--url", "http://[::1]:9", "--token", "t",
+            "taskq",
+            "push",
+            "--priority",
+            "-2",
+            "{\"a\":1}",
+            "--url",
+            "http://[::1]:9",
+            "--token",
+            "t",
         ])
         .unwrap();
         assert_eq!(cli.url, "http://[::1]:9");

@@ -58,7 +58,10 @@ mod tests {
             body(json!(1), Some(2.5), Some(-1), Some(3)).unwrap(),
             json!({"data": 1, "delay": 2.5, "priority": -1, "max_attempts": 3})
         );
-        assert_eq!(body(json!(1), None, None, None).unwrap(), json!({"data": 1}));
+        assert_eq!(
+            body(json!(1), None, None, None).unwrap(),
+            json!({"data": 1})
+        );
         assert!(body(json!(1), Some(-1.0), None, None).is_err());
         assert!(body(json!(1), None, None, Some(0)).is_err());
     }

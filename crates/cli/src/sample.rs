@@ -70,8 +70,10 @@ mod tests {
     use serde_json::json;
 
     fn at(time: f64, finished: u64, submitted: u64) -> Sample {
-        Sample::of(&json!({"time": time, "tasks": {"waiting": 3, "delayed": 1, "running": 2,
-            "submitted": submitted, "finished": finished, "failed": 1, "retried": 4}}))
+        Sample::of(
+            &json!({"time": time, "tasks": {"waiting": 3, "delayed": 1, "running": 2,
+            "submitted": submitted, "finished": finished, "failed": 1, "retried": 4}}),
+        )
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn render(url: &str, stats: &Value, rates: Option<&Rates>) -> String {
         let _ = writeln!(
             out,
             "{:>6}  {:<5}  {:>8}  {:<6}  {:>8}  {:>10}  {}",
-            w["id"],
+            w["id"].as_u64().map_or("?".into(), |n| n.to_string()),
             w["kind"].as_str().unwrap_or("?"),
             w["pid"].as_u64().map_or("-".into(), |p| p.to_string()),
             w["state"].as_str().unwrap_or("?"),
@@ -84,7 +84,11 @@ mod tests {
                 {"id": 1, "kind": "task", "pid": null, "state": "exited", "handled": null, "memory_rss": null, "started_at": null}
             ]
         });
-        let rates = Rates { submitted: 1.0, done: 2.5, failed: 0.0 };
+        let rates = Rates {
+            submitted: 1.0,
+            done: 2.5,
+            failed: 0.0,
+        };
         let text = render("http://127.0.0.1:9502", &stats, Some(&rates));
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "taskq at http://127.0.0.1:9502");

@@ -30,9 +30,7 @@ impl Progress {
         let done = (now.done + now.failed).saturating_sub(first.done + first.failed);
         let elapsed = now.time - first.time;
         let rate = (elapsed > 0.0).then(|| done as f64 / elapsed);
-        let eta = rate
-            .filter(|&r| r > 0.0)
-            .map(|r| now.backlog() as f64 / r);
+        let eta = rate.filter(|&r| r > 0.0).map(|r| now.backlog() as f64 / r);
         Progress {
             done,
             total: done + now.backlog(),
@@ -44,7 +42,9 @@ impl Progress {
     /// `rate`, `ETA` as text.
     pub fn rate_and_eta(&self) -> String {
         let rate = self.rate.map_or("-".into(), |r| format!("{r:.1}/s"));
-        let eta = self.eta.map_or("-".into(), |s| format!("{}s", s.ceil() as u64));
+        let eta = self
+            .eta
+            .map_or("-".into(), |s| format!("{}s", s.ceil() as u64));
         format!("{rate}, ETA {eta}")
     }
 
@@ -85,11 +85,7 @@ pub fn run(client: &Client, interval: Duration) -> Result<(), CliError> {
             if let Some(bar) = &bar {
                 bar.finish();
             }
-            println!(
-                "done: {} task(s) in {:.1}s",
-                p.done,
-                now.time - first.time
-            );
+            println!("done: {} task(s) in {:.1}s", p.done, now.time - first.time);
             return Ok(());
         }
     }
@@ -122,7 +118,10 @@ mod tests {
     #[test]
     fn no_rate_without_time_or_progress() {
         let first = at(100.0, 5, 0, 0, 0);
-        assert_eq!(Progress::between(&first, &first).line(), "0/5 done, -, ETA -");
+        assert_eq!(
+            Progress::between(&first, &first).line(),
+            "0/5 done, -, ETA -"
+        );
         let p = Progress::between(&first, &at(101.0, 5, 0, 0, 0));
         assert_eq!(p.eta, None);
     }

@@ -208,6 +208,33 @@ PHP;
         $this->assertCount(4, $this->events('task'), 'no refused body queued a task');
     }
 
+    public function testAFullQueueAnswers503WithRetryAfterAndTheIdsTaken(): void
+    {
+        $server = $this->server(['task_queue_max' => 3]);
+        $tasks = [];
+        for ($i = 0; $i < 20; $i++) {
+            $tasks[] = ['data' => ['i' => $i, 'block' => true]];
+        }
+        [$status, $headers, $json] = $this->http('POST', '/tasks', json_encode(['tasks' => $tasks]));
+        $this->assertSame(503, $status, json_encode($json));
+        $this->assertSame('1', $headers['retry-after']);
+        $this->assertSame('task queue is full (task_queue_max = 3)', $json['error']);
+        $this->assertGreaterThanOrEqual(3, count($json['ids']));
+        $this->assertLessThan(20, count($json['ids']));
+        touch("$this->dir/release");
+        $this->waitEvents('task', count($json['ids']), 10, $server);
+        usleep(300000);
+        $ran = $this->events('task');
+        $this->assertCount(count($json['ids']), $ran, 'exactly the tasks whose ids were given ran');
+        $this->assertSame(range(0, count($json['ids']) - 1), self::sorted(array_map(fn ($t) => $t['data']['i'], $ran)), 'the batch was taken in order up to the refusal');
+    }
+
+    private static function sorted(array $a): array
+    {
+        sort($a);
+        return $a;
+    }
+
     public function testExitCodesAndMessagesWhenTheServerIsDownOrTheTokenWrong(): void
     {
         $this->apiPort = self::freePort();

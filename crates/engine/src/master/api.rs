@@ -367,15 +367,30 @@ pub fn task_only(query: Option<&str>, body: &[u8]) -> Result<bool, BadRequest> {
 }
 
 /// Queues `tasks` through the hub, as `TaskClient::task()` does, and
-/// answers once every one is held (or one was refused).
+/// answers once every one is held. A batch stops at the first task refused
+/// at once (a full queue, a stop): those before it stay queued and their
+/// ids are part of the error answer; none after it is queued.
 async fn submit(tasks: Vec<TaskRequest>, batch: bool, hub: &Rc<RefCell<Hub>>) -> Reply {
-    let answers: Vec<_> = tasks
-        .into_iter()
-        .map(|t| hub.borrow_mut().http_task(t))
-        .collect();
-    let mut ids = Vec::with_capacity(answers.len());
-    for answer in answers {
-        let refused = match answer.await {
+    let mut waiting = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let mut answer = hub.borrow_mut().http_task(task);
+        match answer.try_recv() {
+            Ok(Err(refused)) => {
+                waiting.push(Err(refused));
+                break;
+            }
+            Ok(Ok(id)) => waiting.push(Ok(Ok(id))),
+            Err(_) => waiting.push(Ok(Err(answer))),
+        }
+    }
+    let mut ids = Vec::with_capacity(waiting.len());
+    for w in waiting {
+        let answer = match w {
+            Ok(Ok(id)) => Ok(Ok(id)),
+            Ok(Err(pending)) => pending.await,
+            Err(refused) => Ok(Err(refused)),
+        };
+        let refused = match answer {
             Ok(Ok(id)) => {
                 ids.push(id);
                 continue;
@@ -386,13 +401,12 @@ async fn submit(tasks: Vec<TaskRequest>, batch: bool, hub: &Rc<RefCell<Hub>>) ->
                 "the server stopped before the task was held",
             ),
         };
-        // The tasks before the refused one are queued: say which.
-        return match (batch, refused) {
-            (true, mut r) => {
-                r.body["ids"] = json!(ids);
-                r
-            }
-            (false, r) => r,
+        return if batch {
+            let mut r = refused;
+            r.body["ids"] = json!(ids);
+            r
+        } else {
+            refused
         };
     }
     Reply::ok(if batch {

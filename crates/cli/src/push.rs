@@ -19,7 +19,7 @@ pub fn body(
 ) -> Result<Value, CliError> {
     let mut task = json!({ "data": data });
     if let Some(d) = delay {
-        if !(d >= 0.0) {
+        if d.is_nan() || d < 0.0 {
             return Err(CliError::BadInput(format!(
                 "--delay must be a number of seconds of 0 or more, not {d}"
             )));

@@ -32,8 +32,8 @@ pub fn render(url: &str, stats: &Value, rates: Option<&Rates>) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "{:>6}  {:<5}  {:>8}  {:<6}  {:>8}  {:>10}  {}",
-        "WORKER", "KIND", "PID", "STATE", "HANDLED", "MEMORY", "STARTED"
+        "{:>6}  {:<5}  {:>8}  {:<6}  {:>8}  {:>10}  STARTED",
+        "WORKER", "KIND", "PID", "STATE", "HANDLED", "MEMORY"
     );
     for w in stats["workers"].as_array().into_iter().flatten() {
         let _ = writeln!(

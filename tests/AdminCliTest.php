@@ -1,5 +1,7 @@
 <?php
 use TaskQ\Tests\Support\TaskqTestCase;
+use TaskQ\Tests\Support\ProcessTree;
+use TaskQ\Tests\Support\RedisServer;
 use TaskQ\Tests\Support\ServerProcess;
 
 /**
@@ -36,6 +38,14 @@ $server->start();
 PHP;
 
     private int $apiPort = 0;
+    private ?RedisServer $redis = null;
+
+    protected function tearDown(): void
+    {
+        $this->redis?->kill();
+        $this->redis = null;
+        parent::tearDown();
+    }
 
     private function server(array $settings = []): ServerProcess
     {
@@ -67,6 +77,37 @@ PHP;
         fclose($pipes[1]);
         fclose($pipes[2]);
         return [proc_close($p), $out, $err];
+    }
+
+    /**
+     * Starts `$cmd` in the background, bounded by 20 s, tagged so that
+     * everything it starts can be killed; returns [process, tag].
+     */
+    private function startTagged(array $cmd, string $out): array
+    {
+        $tag = 'admin-' . bin2hex(random_bytes(6));
+        $env = array_merge(getenv(), ['TASKQ_URL' => "http://127.0.0.1:{$this->apiPort}", 'TERM' => 'xterm', 'TASKQ_TEST_TAG' => $tag]);
+        $p = proc_open(array_merge(['timeout', '-k', '1', '20'], $cmd), [0 => ['file', '/dev/null', 'r'], 1 => ['file', $out, 'w'], 2 => ['file', "$out.err", 'w']], $pipes, $this->dir, $env);
+        return [$p, $tag];
+    }
+
+    /** Waits (bounded) for a startTagged() process; returns its exit code. Its whole tree is killed in any case. */
+    private function finishTagged(array $started, ServerProcess $server): int
+    {
+        [$p, $tag] = $started;
+        $exit = null;
+        try {
+            // The exit code is reported once, by the call that sees the exit.
+            $this->waitUntil(function () use ($p, &$exit) {
+                $st = proc_get_status($p);
+                $exit = $st['running'] ? null : $st['exitcode'];
+                return !$st['running'];
+            }, 15, 'the command to exit', $server);
+        } finally {
+            ProcessTree::killAll($tag);
+            proc_close($p);
+        }
+        return $exit;
     }
 
     /**
@@ -127,7 +168,9 @@ PHP;
             $this->assertEqualsWithDelta(time(), $w['started_at'], 60);
             $pids[] = $w['pid'];
         }
-        $this->assertSame(array_map(fn ($e) => $e['pid'], $this->events('workerstart')), $pids, 'the pids that ran onWorkerStart');
+        $started = array_column($this->events('workerstart'), 'pid', 'id');
+        ksort($started);
+        $this->assertSame($started, $pids, 'the pids that ran onWorkerStart, by worker id');
 
         [$exit, $out, $err] = $this->taskq(['stats', '--interval', '0.2']);
         $this->assertSame(0, $exit, $err);
@@ -290,6 +333,59 @@ PHP;
         $this->assertSame(3, $exit, 'the listener closed with the server');
     }
 
+    public function testWithARedisBackendPostTasksIsAnsweredOnceRedisHoldsTheTask(): void
+    {
+        $this->redis = new RedisServer("$this->dir/redis", self::freePort());
+        $this->redis->start();
+        $server = $this->server([
+            'task_backend' => $this->redis->dsn(),
+            'task_queue' => 'admin',
+            'task_consumer' => 'admin-a',
+            'task_backend_timeout' => 1,
+        ]);
+        [$status, , $json] = $this->http('POST', '/tasks', '{"tasks": [{"data": {"via": "redis"}}, {"data": "two"}]}');
+        $this->assertSame(200, $status, json_encode($json));
+        $this->assertCount(2, array_unique($json['ids']));
+        $tasks = $this->waitEvents('task', 2, 10, $server);
+        $this->assertEqualsCanonicalizing([['via' => 'redis'], 'two'], array_column($tasks, 'data'));
+
+        $this->redis->kill();
+        [$status, $headers, $json] = $this->http('POST', '/tasks', '{"data": "lost?"}');
+        $this->assertSame(503, $status, json_encode($json));
+        $this->assertSame('1', $headers['retry-after']);
+        $this->assertNotEmpty($json['error']);
+        [$exit, , $err] = $this->taskq(['push', 'lost?']);
+        $this->assertSame(5, $exit, $err);
+        $this->assertStringContainsString("/tasks answered 503: ", $err);
+    }
+
+    public function testWatchDrawsAProgressBarOnATerminal(): void
+    {
+        $server = $this->server();
+        $tasks = [];
+        for ($i = 0; $i < 30; $i++) {
+            $tasks[] = ['data' => ['i' => $i, 'block' => true]];
+        }
+        [$status] = $this->http('POST', '/tasks', json_encode(['tasks' => $tasks]));
+        $this->assertSame(200, $status);
+        // script(1) gives taskq a pseudo-terminal and copies what it draws.
+        $typescript = "$this->dir/watch.typescript";
+        $cmd = escapeshellarg(self::binary()) . ' watch --interval 0.2';
+        $started = $this->startTagged(['script', '-qfec', $cmd, $typescript], "$typescript.out");
+        try {
+            $this->waitUntil(fn () => str_contains((string) @file_get_contents($typescript), '0/30'), 10, 'the bar at 0/30', $server);
+        } finally {
+            touch("$this->dir/release");
+            $exit = $this->finishTagged($started, $server);
+        }
+        $screen = (string) file_get_contents($typescript);
+        $this->assertSame(0, $exit, $screen . file_get_contents("$typescript.out.err"));
+        $this->assertStringContainsString('30/30', $screen);
+        $this->assertMatchesRegularExpression('~done: 30 task\(s\) in [\d.]+s~', $screen);
+        $this->assertStringNotContainsString(' done, ', $screen, 'a bar, not the lines for a pipe');
+        $this->assertStringContainsString("\u{2588}", $screen, 'bar cells drawn');
+    }
+
     public function testWatchFollowsABacklogToItsEnd(): void
     {
         $server = $this->server();
@@ -301,21 +397,12 @@ PHP;
         $this->assertSame(200, $status, json_encode($json));
 
         $out = "$this->dir/watch.out";
-        $env = array_merge(getenv(), ['TASKQ_URL' => "http://127.0.0.1:{$this->apiPort}"]);
-        $p = proc_open(['timeout', '-k', '1', '20', self::binary(), 'watch', '--interval', '0.2'], [0 => ['file', '/dev/null', 'r'], 1 => ['file', $out, 'w'], 2 => ['file', "$out.err", 'w']], $pipes, $this->dir, $env);
-        $exit = null;
+        $started = $this->startTagged([self::binary(), 'watch', '--interval', '0.2'], $out);
         try {
             $this->waitUntil(fn () => substr_count((string) @file_get_contents($out), "\n") >= 2, 10, 'two progress lines', $server);
-            touch("$this->dir/release");
-            // The exit code is reported once, by the call that sees the exit.
-            $this->waitUntil(function () use ($p, &$exit) {
-                $st = proc_get_status($p);
-                $exit = $st['running'] ? null : $st['exitcode'];
-                return !$st['running'];
-            }, 15, 'taskq watch to exit', $server);
         } finally {
-            proc_terminate($p, SIGKILL);
-            proc_close($p);
+            touch("$this->dir/release");
+            $exit = $this->finishTagged($started, $server);
         }
         $this->assertSame(0, $exit, (string) file_get_contents("$out.err"));
         $lines = explode("\n", rtrim((string) file_get_contents($out)));

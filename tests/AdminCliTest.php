@@ -180,7 +180,7 @@ PHP;
         $this->assertSame(['0', '0', '0', '0', '0'], preg_split('~\s+~', trim($lines[2])));
         $this->assertStringStartsWith('rates/s: submitted 0.0', $lines[3]);
         $this->assertMatchesRegularExpression("~^\s+0  event\s+{$pids[0]}  idle\s+0\s+[\d.]+ MB  \d+s ago$~", $lines[6]);
-        $this->assertMatchesRegularExpression("~^\s+2  task\s+{$pids[2]}  idle\s+-\s+[\d.]+ MB  \d+s ago$~", $lines[8]);
+        $this->assertMatchesRegularExpression("~^\s+2  task\s+{$pids[2]}  idle\s+0\s+[\d.]+ MB  \d+s ago$~", $lines[8]);
     }
 
     public function testPushedTasksRunWithTheDecodedJson(): void
@@ -249,6 +249,11 @@ PHP;
         $this->assertStringStartsWith('no such endpoint: /api/nope', $json['error']);
         usleep(300000);
         $this->assertCount(4, $this->events('task'), 'no refused body queued a task');
+        [$status, , $stats] = $this->http('GET', '/api/stats', null, $auth);
+        $this->assertSame(200, $status);
+        $this->assertSame(4, $stats['tasks']['finished']);
+        $taskWorkers = array_filter($stats['workers'], fn ($w) => $w['kind'] === 'task');
+        $this->assertSame(4, array_sum(array_column($taskWorkers, 'handled')), 'the runs, counted by the task worker that ended them');
     }
 
     public function testAFullQueueAnswers503WithRetryAfterAndTheIdsTaken(): void

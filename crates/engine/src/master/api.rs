@@ -161,9 +161,7 @@ fn worker(row: &WorkerRow, busy: bool) -> Value {
         "kind": if row.task_index.is_some() { "task" } else { "event" },
         "pid": row.pid,
         "state": state,
-        // Task workers post completions on the board, which the master
-        // does not count per worker.
-        "handled": row.task_index.is_none().then_some(row.handled),
+        "handled": row.handled,
         "memory_rss": row.pid.and_then(rss_bytes),
         "started_at": row.started_at,
     })

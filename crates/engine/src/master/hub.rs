@@ -511,7 +511,8 @@ impl Hub {
     }
 
     /// What `GET /api/stats` shows: `stats()`, the task counts the
-    /// metrics show, and one row per worker (with whether it is busy).
+    /// metrics show, and one row per worker (with whether it is busy; a
+    /// task worker's `handled` is the runs its process ended).
     pub fn admin_stats(&mut self) -> (Value, super::metrics::Snapshot, Vec<(WorkerRow, bool)>) {
         self.tasks.settle(now_ms());
         let stats = stats::stats(self.start_time, &self.sessions, &self.workers, &self.tasks);
@@ -520,9 +521,12 @@ impl Hub {
             .workers
             .rows()
             .into_iter()
-            .map(|row| {
+            .map(|mut row| {
                 let busy = match row.task_index {
-                    Some(t) => self.tasks.is_busy(t),
+                    Some(t) => {
+                        row.handled = self.tasks.handled(t);
+                        self.tasks.is_busy(t)
+                    }
                     None => row.outstanding > 0,
                 };
                 (row, busy)

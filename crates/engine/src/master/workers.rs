@@ -413,7 +413,8 @@ pub struct WorkerRow {
     pub pid: Option<u32>,
     /// Events routed to it and not yet handled (event workers).
     pub outstanding: u64,
-    /// Events its current process reported handled (event workers).
+    /// Events its current process reported handled (event workers; the hub
+    /// fills in a task worker's ended runs).
     pub handled: u64,
     /// When its current process connected (unix seconds).
     pub started_at: Option<f64>,

@@ -3,6 +3,8 @@
 
 SHELL := /bin/bash
 SO := modules/taskq.so
+CLI := bin/taskq
+BIN_DIR := /usr/local/bin
 # PHP's own ini scan dir minus an installed taskq.ini, so the fresh build is
 # the only taskq loaded even after `make install`.
 SCAN_DIR := $(CURDIR)/target/php-conf.d
@@ -31,11 +33,13 @@ deps:
 	fi
 	@command -v cargo >/dev/null || { echo "cargo not found: install Rust (https://rustup.rs) first"; exit 1; }
 
-## build: release extension at modules/taskq.so
+## build: release extension at modules/taskq.so and the taskq command at bin/taskq
 build: deps
 	cargo build --release
-	@mkdir -p modules
+	cargo build --release -p taskq-cli
+	@mkdir -p modules bin
 	cp target/release/libtaskq.so $(SO).tmp && mv -f $(SO).tmp $(SO)  # new inode: running servers keep their mapping
+	cp target/release/taskq $(CLI).tmp && mv -f $(CLI).tmp $(CLI)
 	@rm -rf $(SCAN_DIR) && mkdir -p $(SCAN_DIR)
 	@src=$$(php -r 'echo PHP_CONFIG_FILE_SCAN_DIR;'); \
 	for f in "$$src"/*.ini; do case "$$f" in *taskq*) ;; *) [ -e "$$f" ] && cp "$$f" $(SCAN_DIR)/ ;; esac; done; true
@@ -58,8 +62,9 @@ lint:
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets -- -D warnings
 
-## install: copy into PHP's extension dir (with the IDE stubs next to it) and enable for every SAPI
+## install: copy into PHP's extension dir (with the IDE stubs next to it) and enable for every SAPI; the taskq command into $(BIN_DIR)
 install: build
+	install -m 0755 $(CLI) $(BIN_DIR)/taskq
 	install -m 0644 $(SO) "$$(php-config --extension-dir)/taskq.so"
 	install -m 0644 php/taskq.stub.php "$$(php-config --extension-dir)/taskq.stub.php"
 	printf '; priority=30\nextension=taskq.so\n' > $(INI_DIR)/taskq.ini
@@ -69,7 +74,7 @@ install: build
 ## uninstall: undo `make install`: disable for every SAPI, remove the ini and the extension
 uninstall:
 	-phpdismod taskq
-	rm -f $(INI_DIR)/taskq.ini "$$(php-config --extension-dir)/taskq.so" "$$(php-config --extension-dir)/taskq.stub.php"
+	rm -f $(INI_DIR)/taskq.ini "$$(php-config --extension-dir)/taskq.so" "$$(php-config --extension-dir)/taskq.stub.php" $(BIN_DIR)/taskq
 	@! php -m | grep -qx taskq || { echo "taskq is still loaded by php"; exit 1; }
 
 ## fuzz: run each cargo-fuzz target for FUZZ_SECONDS (needs the nightly toolchain)
@@ -80,7 +85,7 @@ fuzz: deps
 
 clean:
 	cargo clean
-	rm -rf modules
+	rm -rf modules bin
 
 ## bench: the benchmark suite (issue 6): one table of medians with in-run
 ## baselines, written to bench/results.json too. BENCH_SCALE=0.1 shrinks every

@@ -49,6 +49,9 @@ struct TaskWorkerLoad {
     /// `task_max_request` is reached (`None` = no limit), so no process
     /// runs more than its limit even when tasks travel in windows.
     budget: Option<u64>,
+    /// Runs the connected incarnation ended (onTask returned or threw),
+    /// for the admin API's per-worker view.
+    handled: u64,
 }
 
 impl TaskWorkerLoad {
@@ -200,6 +203,9 @@ impl Dispatcher {
     /// work: at most `budget` tasks in its life (`None` = no limit).
     pub fn online(&mut self, worker: usize, generation: u64, budget: Option<u64>) {
         if let Some(s) = self.slots.get_mut(worker) {
+            if s.generation != generation {
+                s.handled = 0;
+            }
             s.online = true;
             s.generation = generation;
             s.budget = budget;
@@ -277,6 +283,9 @@ impl Dispatcher {
         let slot = self.slots.get_mut(worker)?;
         let pos = slot.inflight.iter().position(|r| r.task.id == id)?;
         let done = slot.remove(pos)?;
+        if done.generation == slot.generation {
+            slot.handled += 1;
+        }
         if let Some(head) = slot.inflight.front_mut() {
             head.started_ms = head.started_ms.max(now_ms);
         }
@@ -490,6 +499,12 @@ impl Dispatcher {
         self.slots.iter().filter(|s| !s.inflight.is_empty()).count()
     }
 
+    /// Runs task worker `worker`'s connected process ended (returned or
+    /// threw).
+    pub fn handled(&self, worker: usize) -> u64 {
+        self.slots.get(worker).map_or(0, |s| s.handled)
+    }
+
     /// Whether task worker `worker` holds an unfinished task.
     pub fn is_busy(&self, worker: usize) -> bool {
         self.slots
@@ -553,6 +568,20 @@ mod tests {
         let mut out = Vec::new();
         d.assign(0, |w, t, place| out.push((w, t.id, place)));
         out
+    }
+
+    #[test]
+    fn each_incarnation_counts_the_runs_it_ended() {
+        let mut d = online(2, 1);
+        learn(&mut d, 0, 10);
+        d.submit(task(1), Some(0)).unwrap();
+        d.submit(task(2), Some(1)).unwrap();
+        assign(&mut d);
+        assert!(d.failed(0, 1, "boom", 0).is_some());
+        assert_eq!((d.handled(0), d.handled(1)), (2, 0));
+        d.online(0, 2, None);
+        assert_eq!(d.handled(0), 0, "a new process starts from 0");
+        assert_eq!(d.handled(9), 0);
     }
 
     #[test]

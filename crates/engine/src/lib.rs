@@ -18,6 +18,7 @@ pub mod failed;
 pub mod frame;
 pub mod inbox;
 pub mod ipc;
+pub mod json_serial;
 pub mod launcher;
 pub mod listener;
 pub mod log;

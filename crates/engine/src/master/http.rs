@@ -1,7 +1,8 @@
 //! The master's HTTP listener (`metrics_listen`): HTTP/1.1 by hyper on the
 //! master's own runtime, answered from the hub alone, so it answers while
-//! every worker is busy. It serves `GET /metrics`; it is the place where
-//! further HTTP endpoints go. With an `auth_token`, every request must
+//! every worker is busy. It serves `GET /metrics` and, through `api.rs`,
+//! the admin JSON API and `POST /tasks`; this file is the transport (auth,
+//! body limits, status lines). With an `auth_token`, every request must
 //! carry it as `Authorization: Bearer <token>`.
 
 use std::cell::{Cell, RefCell};
@@ -11,9 +12,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderName, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE,
+    HeaderName, HeaderValue, ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER,
+    WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -22,6 +25,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use super::api::{self, Endpoint};
 use super::connection::accept_failed;
 use super::hub::Hub;
 use super::metrics;
@@ -58,7 +62,8 @@ pub fn spawn(
             let hub = hub.clone();
             tokio::task::spawn_local(async move {
                 let service = service_fn(move |req: Request<Incoming>| {
-                    std::future::ready(Ok::<_, Infallible>(answer(&req, &hub)))
+                    let hub = hub.clone();
+                    async move { Ok::<_, Infallible>(answer(req, &hub).await) }
                 });
                 // A client that sends garbage or goes away ends only its
                 // own connection; there is nobody to tell.
@@ -90,19 +95,79 @@ impl Drop for Slot {
 }
 
 /// The answer to one request.
-fn answer<B>(req: &Request<B>, hub: &RefCell<Hub>) -> Response<Full<Bytes>> {
+async fn answer(req: Request<Incoming>, hub: &Rc<RefCell<Hub>>) -> Response<Full<Bytes>> {
+    let route = api::route(req.method(), req.uri().path());
     let token = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| bearer(v.as_bytes()));
     if !hub.borrow().token_ok(token.unwrap_or_default()) {
-        return reply(
-            StatusCode::UNAUTHORIZED,
-            TEXT,
-            "a valid auth_token is required: send it as 'Authorization: Bearer <token>'\n".into(),
-            Some((WWW_AUTHENTICATE, "Bearer realm=\"taskq\"")),
+        let why = "a valid auth_token is required: send it as 'Authorization: Bearer <token>'";
+        let mut response = match route {
+            Some(_) => json_reply(api::Reply::error(StatusCode::UNAUTHORIZED, why)),
+            None => reply(StatusCode::UNAUTHORIZED, TEXT, format!("{why}\n"), None),
+        };
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"taskq\""),
         );
+        return response;
     }
+    match route {
+        Some(Ok(endpoint)) => json_reply(endpoint_answer(endpoint, req, hub).await),
+        Some(Err(refused)) => json_reply(refused),
+        None => plain_answer(&req, hub),
+    }
+}
+
+/// An API endpoint's answer, its body read first where it takes one.
+async fn endpoint_answer(
+    endpoint: Endpoint,
+    req: Request<Incoming>,
+    hub: &Rc<RefCell<Hub>>,
+) -> api::Reply {
+    let query = req.uri().query().map(str::to_string);
+    let body = if endpoint.reads_body() {
+        let limit = hub.borrow().config().package_max_length;
+        match read_body(req, limit).await {
+            Ok(body) => body,
+            Err(refused) => return refused,
+        }
+    } else {
+        Bytes::new()
+    };
+    api::answer(endpoint, query.as_deref(), &body, hub).await
+}
+
+/// The request body, refused with 413 above `limit` bytes
+/// (`package_max_length`, as for a taskq client's message).
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, api::Reply> {
+    let too_large = || {
+        api::Reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than package_max_length ({limit} bytes)"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(api::Reply::error(
+            StatusCode::BAD_REQUEST,
+            format!("the body could not be read: {e}"),
+        )),
+    }
+}
+
+/// `/metrics`, and the 404 for every path that is neither it nor the API.
+fn plain_answer<B>(req: &Request<B>, hub: &RefCell<Hub>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => reply(
             StatusCode::OK,
@@ -116,13 +181,29 @@ fn answer<B>(req: &Request<B>, hub: &RefCell<Hub>) -> Response<Full<Bytes>> {
             "only GET and HEAD are allowed here\n".into(),
             Some((ALLOW, "GET, HEAD")),
         ),
+        (_, path) if path.starts_with("/api/") => json_reply(api::Reply::error(
+            StatusCode::NOT_FOUND,
+            format!("no such endpoint: {path} (the API has /api/ping, /api/stats, /api/reload, /api/stop and /tasks)"),
+        )),
         (_, path) => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            format!("no such page: {path} (this listener serves /metrics)\n"),
+            format!("no such page: {path} (this listener serves /metrics, /api/* and /tasks)\n"),
             None,
         ),
     }
+}
+
+fn json_reply(r: api::Reply) -> Response<Full<Bytes>> {
+    let mut body = r.body.to_string();
+    body.push('\n');
+    let mut response = reply(r.status, JSON, body, r.allow.map(|a| (ALLOW, a)));
+    if let Some(secs) = r.retry_after {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
 }
 
 /// The token of an `Authorization: Bearer <token>` header (the scheme in
@@ -135,6 +216,7 @@ fn bearer(header: &[u8]) -> Option<&[u8]> {
 }
 
 const TEXT: &str = "text/plain; charset=utf-8";
+const JSON: &str = "application/json";
 
 fn reply(
     status: StatusCode,

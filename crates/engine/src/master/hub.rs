@@ -12,14 +12,15 @@ use std::sync::Arc;
 use bytes::Bytes;
 use nix::unistd::Pid;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
 
 use super::drain_watch::DrainWatch;
 use super::outbox::Outbox;
 use super::sessions::{SessionRules, Sessions};
 use super::stats::{self, Counters};
 use super::tasks::{Accepted, Committed, TaskRules, Tasks};
-use super::workers::{Departure, Workers};
+use super::waiters::{Answer, Waiters};
+use super::workers::{Departure, WorkerRow, Workers};
 use super::MasterConfig;
 use crate::board::Board;
 use crate::ipc::{FromWorker, ToWorker};
@@ -44,6 +45,8 @@ pub struct Hub {
     stopping: bool,
     /// The manager, which takes `stop($workerId)` orders from the master.
     manager: Pid,
+    /// `POST /tasks` submissions waiting for their acknowledgement.
+    waiters: Waiters,
 }
 
 impl Hub {
@@ -96,6 +99,7 @@ impl Hub {
             drain_watch: DrainWatch::default(),
             stopping: false,
             manager,
+            waiters: Waiters::default(),
             cfg,
         }
     }
@@ -189,19 +193,47 @@ impl Hub {
     /// refused at once.
     pub fn client_task(&mut self, fd: u64, req: TaskRequest) {
         if self.stopping {
+            if Waiters::owns(fd) {
+                return self.task_refused(fd, code::STOPPING, "the server is stopping");
+            }
             return self.sessions.refuse_stopping(fd);
         }
         match self.tasks.client_task(fd, req) {
             Ok(accepted) => {
                 if let Accepted::Now(id) = accepted {
-                    self.sessions.answer_ack(fd, id);
+                    self.task_acked(fd, id);
                 }
                 self.tasks.assign(now_ms(), &self.workers);
                 self.note_queue_depth();
             }
-            Err(refused) => self
-                .sessions
-                .answer_error(fd, refused.code, &refused.message),
+            Err(refused) => self.task_refused(fd, refused.code, &refused.message),
+        }
+    }
+
+    /// A task submitted over HTTP (`POST /tasks`): the same path as
+    /// [`Hub::client_task`], answered on the returned channel instead of a
+    /// connection, once the queue holds the task (or refused it).
+    pub fn http_task(&mut self, req: TaskRequest) -> oneshot::Receiver<Answer> {
+        let (fd, answer) = self.waiters.open();
+        self.client_task(fd, req);
+        answer
+    }
+
+    /// Acknowledges submission `fd` (a connection or an HTTP waiter).
+    fn task_acked(&mut self, fd: u64, id: u64) {
+        if Waiters::owns(fd) {
+            self.waiters.answer(fd, Ok(id));
+        } else {
+            self.sessions.answer_ack(fd, id);
+        }
+    }
+
+    /// Refuses submission `fd` (a connection or an HTTP waiter).
+    fn task_refused(&mut self, fd: u64, code: u32, message: &str) {
+        if Waiters::owns(fd) {
+            self.waiters.answer(fd, Err((code, message.to_string())));
+        } else {
+            self.sessions.answer_error(fd, code, message);
         }
     }
 
@@ -265,16 +297,16 @@ impl Hub {
 
     /// Answers the clients whose submissions a commit (to the store or to
     /// Redis) covered; a failure is answered with `error_code`.
-    fn answer_committed(&self, committed: Committed, error_code: u32) {
+    fn answer_committed(&mut self, committed: Committed, error_code: u32) {
         match committed {
             Committed::Acks(acks) => {
                 for (fd, id) in acks {
-                    self.sessions.answer_ack(fd, id);
+                    self.task_acked(fd, id);
                 }
             }
             Committed::Failed(fds, why) => {
                 for fd in fds {
-                    self.sessions.answer_error(fd, error_code, &why);
+                    self.task_refused(fd, error_code, &why);
                 }
             }
         }
@@ -476,6 +508,54 @@ impl Hub {
         self.tasks.settle(now_ms());
         let snapshot = stats::snapshot(&self.sessions, &self.workers, &self.tasks);
         super::metrics::render(snapshot, self.tasks.timings())
+    }
+
+    /// What `GET /api/stats` shows: `stats()`, the task counts the
+    /// metrics show, and one row per worker (with whether it is busy; a
+    /// task worker's `handled` is the runs its process ended).
+    pub fn admin_stats(&mut self) -> (Value, super::metrics::Snapshot, Vec<(WorkerRow, bool)>) {
+        self.tasks.settle(now_ms());
+        let stats = stats::stats(self.start_time, &self.sessions, &self.workers, &self.tasks);
+        let snapshot = stats::snapshot(&self.sessions, &self.workers, &self.tasks);
+        let rows = self
+            .workers
+            .rows()
+            .into_iter()
+            .map(|mut row| {
+                let busy = match row.task_index {
+                    Some(t) => {
+                        row.handled = self.tasks.handled(t);
+                        self.tasks.is_busy(t)
+                    }
+                    None => row.outstanding > 0,
+                };
+                (row, busy)
+            })
+            .collect();
+        (stats, snapshot, rows)
+    }
+
+    /// When the server started (unix seconds), for `GET /api/ping`.
+    pub fn start_time(&self) -> u64 {
+        self.start_time
+    }
+
+    /// `POST /api/reload`: has the manager restart the task workers
+    /// (`task_only`) or every worker, as `reload()` does.
+    pub fn reload(&self, task_only: bool) -> bool {
+        super::stop::tell(
+            self.manager,
+            if task_only {
+                ManagerOrder::ReloadTaskWorkers
+            } else {
+                ManagerOrder::Reload
+            },
+        )
+    }
+
+    /// Whether the stop has begun.
+    pub fn stopping(&self) -> bool {
+        self.stopping
     }
 
     /// Sessions idle (nothing received) for at least `idle` seconds, for

@@ -2,6 +2,7 @@
 //! and the task queue, on a single-threaded tokio runtime built only after
 //! the manager was forked. It runs no PHP while serving.
 
+mod api;
 mod auth_gate;
 mod background;
 mod connection;
@@ -17,6 +18,7 @@ mod sessions;
 mod stats;
 mod stop;
 mod tasks;
+mod waiters;
 mod workers;
 
 use std::cell::RefCell;

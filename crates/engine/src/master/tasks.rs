@@ -739,6 +739,11 @@ impl Tasks {
         self.queued() + self.running()
     }
 
+    /// Runs task worker index `t`'s current process ended.
+    pub fn handled(&self, t: usize) -> u64 {
+        self.dispatcher.handled(t)
+    }
+
     /// Whether task worker index `t` holds an unfinished task.
     pub fn is_busy(&self, t: usize) -> bool {
         self.dispatcher.is_busy(t)

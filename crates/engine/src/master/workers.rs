@@ -26,6 +26,8 @@ struct WorkerProcess {
     last_handled: u64,
     /// Incarnation already SIGKILLed for exceeding task_timeout.
     killed: Option<u64>,
+    /// When the attached incarnation said hello (unix seconds).
+    started_at: Option<f64>,
     /// An incarnation that said Leaving and is finishing what it holds: it
     /// still gets the results of its own tasks and the answers to its
     /// queries (a taskwait in its last callback must work), nothing new.
@@ -102,6 +104,7 @@ impl Workers {
                 outstanding: 0,
                 last_handled: 0,
                 killed: None,
+                started_at: None,
                 leaving: None,
             })
             .collect();
@@ -219,6 +222,7 @@ impl Workers {
         p.attached = Some(p.generation);
         p.pid = Some(pid);
         p.last_handled = 0;
+        p.started_at = Some(super::sessions::now());
         crate::log!(Level::Debug, "worker #{worker} (pid {pid}) connected");
         Some((p.generation, p.outbox.clone()))
     }
@@ -381,6 +385,39 @@ impl Workers {
     pub fn dispatched(&self) -> u64 {
         self.dispatched
     }
+
+    /// One row per worker id, for the admin API's per-worker view.
+    pub fn rows(&self) -> Vec<WorkerRow> {
+        self.procs
+            .iter()
+            .enumerate()
+            .map(|(id, p)| WorkerRow {
+                id: id as u32,
+                task_index: self.task_index(id as u32),
+                pid: p.pid,
+                outstanding: p.outstanding,
+                handled: p.last_handled,
+                started_at: p.pid.and(p.started_at),
+            })
+            .collect()
+    }
+}
+
+/// What the master knows of one worker id (see [`Workers::rows`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkerRow {
+    pub id: u32,
+    /// Its index among task workers; `None` for an event worker.
+    pub task_index: Option<usize>,
+    /// The process serving it now, if one is connected.
+    pub pid: Option<u32>,
+    /// Events routed to it and not yet handled (event workers).
+    pub outstanding: u64,
+    /// Events its current process reported handled (event workers; the hub
+    /// fills in a task worker's ended runs).
+    pub handled: u64,
+    /// When its current process connected (unix seconds).
+    pub started_at: Option<f64>,
 }
 
 #[cfg(test)]

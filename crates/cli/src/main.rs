@@ -1,0 +1,245 @@
+//! `taskq`: see and steer a running taskq server from a shell, through the
+//! admin API its master serves on `metrics_listen`. Each command is a
+//! request and a formatter; exit codes tell a script what went wrong
+//! (see `error::exit`).
+
+mod client;
+mod error;
+mod push;
+mod sample;
+mod table;
+mod watch;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+
+use client::Client;
+use error::CliError;
+use sample::Sample;
+
+/// See and steer a running taskq server (its metrics_listen address).
+#[derive(Debug, Parser)]
+#[command(name = "taskq", version)]
+struct Cli {
+    /// The server's metrics_listen address.
+    #[arg(
+        long,
+        global = true,
+        env = "TASKQ_URL",
+        default_value = "http://127.0.0.1:9502"
+    )]
+    url: String,
+    /// The server's auth_token, if it has one.
+    #[arg(long, global = true, env = "TASKQ_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Is the server up? Its version, pid and uptime.
+    Ping,
+    /// Queued, running, done, failed, retries, rates per second, workers.
+    Stats {
+        /// Print again every --interval until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        /// The API's JSON, with the rates added, for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Seconds between the two readings the rates come from.
+        #[arg(long, default_value_t = 1.0, value_parser = seconds)]
+        interval: f64,
+    },
+    /// Follow the backlog as it drains: done/total, rate, ETA.
+    Watch {
+        /// Seconds between readings.
+        #[arg(long, default_value_t = 0.5, value_parser = seconds)]
+        interval: f64,
+    },
+    /// Queue one task (acknowledged); prints its id.
+    Push {
+        /// The task's data: JSON, or else a plain string.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        data: Option<String>,
+        /// Read the data from this file instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Seconds before the task may run.
+        #[arg(long, allow_negative_numbers = true)]
+        delay: Option<f64>,
+        /// Higher runs first.
+        #[arg(long, allow_negative_numbers = true)]
+        priority: Option<i32>,
+        /// Runs before the task is given up.
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    /// Restart the workers (as reload()).
+    Reload {
+        /// Only the task workers (as reload(true)).
+        #[arg(long)]
+        task: bool,
+    },
+    /// Stop the server (as SIGTERM).
+    Stop,
+}
+
+/// A positive number of seconds.
+fn seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v <= 3600.0 => Ok(v),
+        _ => Err(format!(
+            "'{s}' is not a number of seconds above 0 and at most 3600"
+        )),
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("taskq: {e}");
+        std::process::exit(e.exit_code());
+    }
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    let client = Client::new(&cli.url, cli.token)?;
+    match cli.command {
+        Command::Ping => {
+            let p = client.get("/api/ping")?;
+            println!(
+                "pong from {}: taskq {}, pid {}, up {}",
+                client.url(),
+                p["version"].as_str().unwrap_or("?"),
+                p["pid"],
+                table::age(p["uptime"].as_f64().unwrap_or(0.0)).trim_end_matches(" ago"),
+            );
+        }
+        Command::Stats {
+            watch,
+            json,
+            interval,
+        } => loop {
+            let (stats, rates) = two_readings(&client, Duration::from_secs_f64(interval))?;
+            if json {
+                let mut out = stats;
+                out["rates"] = rates.map_or(
+                    Value::Null,
+                    |r| json!({"submitted": r.submitted, "done": r.done, "failed": r.failed}),
+                );
+                println!("{out}");
+            } else {
+                if watch && std::io::stdout().is_terminal() {
+                    print!("\x1b[2J\x1b[H");
+                }
+                print!("{}", table::render(client.url(), &stats, rates.as_ref()));
+            }
+            if !watch {
+                break;
+            }
+        },
+        Command::Watch { interval } => watch::run(&client, Duration::from_secs_f64(interval))?,
+        Command::Push {
+            data,
+            file,
+            delay,
+            priority,
+            max_attempts,
+        } => {
+            let text = match (data, file) {
+                (Some(d), _) => d,
+                (None, Some(f)) => std::fs::read_to_string(&f).map_err(|e| {
+                    CliError::BadInput(format!("cannot read --file {}: {e}", f.display()))
+                })?,
+                (None, None) => unreachable!("clap requires data or --file"),
+            };
+            let body = push::body(push::data_of(&text), delay, priority, max_attempts)?;
+            let answer = client.post("/tasks", Some(&body))?;
+            println!("{}", answer["id"]);
+        }
+        Command::Reload { task } => {
+            let path = if task {
+                "/api/reload?task_only=1"
+            } else {
+                "/api/reload"
+            };
+            client.post(path, None)?;
+            println!(
+                "reloading {} at {}",
+                if task {
+                    "the task workers"
+                } else {
+                    "every worker"
+                },
+                client.url()
+            );
+        }
+        Command::Stop => {
+            client.post("/api/stop", None)?;
+            println!("stopping the server at {}", client.url());
+        }
+    }
+    Ok(())
+}
+
+/// The latest `/api/stats` and the rates since a reading `interval`
+/// earlier.
+fn two_readings(
+    client: &Client,
+    interval: Duration,
+) -> Result<(Value, Option<sample::Rates>), CliError> {
+    let first = Sample::of(&client.get("/api/stats")?);
+    std::thread::sleep(interval);
+    let stats = client.get("/api/stats")?;
+    let rates = Sample::of(&stats).rates_since(&first);
+    Ok((stats, rates))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn commands_and_global_options_parse() {
+        let cli = Cli::try_parse_from([
+            "taskq",
+            "push",
+            "--priority",
+            "-2",
+            "{\"a\":1}",
+            "--url",
+            "http://[::1]:9",
+            "--token",
+            "t",
+        ])
+        .unwrap();
+        assert_eq!(cli.url, "http://[::1]:9");
+        assert_eq!(cli.token.as_deref(), Some("t"));
+        assert!(matches!(
+            cli.command,
+            Command::Push { priority: Some(-2), ref data, .. } if data.as_deref() == Some("{\"a\":1}")
+        ));
+        let cli = Cli::try_parse_from(["taskq", "reload", "--task"]).unwrap();
+        assert!(matches!(cli.command, Command::Reload { task: true }));
+    }
+
+    #[test]
+    fn bad_command_lines_are_refused() {
+        assert!(Cli::try_parse_from(["taskq", "push"]).is_err());
+        assert!(Cli::try_parse_from(["taskq", "push", "x", "--file", "f"]).is_err());
+        assert!(Cli::try_parse_from(["taskq", "stats", "--interval", "0"]).is_err());
+        assert!(Cli::try_parse_from(["taskq", "frobnicate"]).is_err());
+    }
+}

@@ -32,6 +32,9 @@ $server->on('Task', function ($s, $taskId, $src, $data) use ($dir) {
         $deadline = microtime(true) + 20;
         while (!file_exists("$dir/release") && microtime(true) < $deadline) { usleep(5000); }
     }
+    if (is_array($data) && !empty($data['fail']) && !file_exists("$dir/fixed")) {
+        throw new RuntimeException("broken {$data['fail']}");
+    }
     record('task', ['data' => $data, 'type' => get_debug_type($data)]);
 });
 $server->start();
@@ -181,6 +184,57 @@ PHP;
         $this->assertStringStartsWith('rates/s: submitted 0.0', $lines[3]);
         $this->assertMatchesRegularExpression("~^\s+0  event\s+{$pids[0]}  idle\s+0\s+[\d.]+ MB  \d+s ago$~", $lines[6]);
         $this->assertMatchesRegularExpression("~^\s+2  task\s+{$pids[2]}  idle\s+0\s+[\d.]+ MB  \d+s ago$~", $lines[8]);
+    }
+
+    public static function queues(): array
+    {
+        return ['memory queue' => [false], 'task_store' => [true]];
+    }
+
+    /**
+     * @dataProvider queues
+     */
+    public function testFailedTasksAreListedRetriedAndPurgedOverTheApi(bool $store): void
+    {
+        $server = $this->server($store ? ['task_store' => "$this->dir/store"] : []);
+        [$status, , $json] = $this->http('POST', '/tasks', json_encode(['data' => ['fail' => 1], 'max_attempts' => 1]));
+        $this->assertSame(200, $status, json_encode($json));
+        $id = $json['id'];
+        $failed = [];
+        $this->waitUntil(function () use (&$failed) {
+            $failed = $this->http('GET', '/api/failed')[2];
+            return count($failed) === 1;
+        }, 10, 'the task in the failed list', $server);
+        $this->assertSame([$id, -1, 1], [$failed[0]['id'], $failed[0]['worker'], $failed[0]['attempts']], json_encode($failed));
+        $this->assertStringContainsString('broken 1', $failed[0]['error']);
+        $this->assertStringContainsString('"fail"', base64_decode($failed[0]['data']), 'the task\'s data comes along');
+        $this->assertEqualsWithDelta(microtime(true), $failed[0]['failed_at'], 30);
+
+        touch("$this->dir/fixed");
+        [$status, , $n] = $this->http('POST', '/api/failed/retry', '{"ids": [999999]}');
+        $this->assertSame([200, ['retried' => 0]], [$status, $n], 'an unknown id retries nothing');
+        [$status, , $n] = $this->http('POST', '/api/failed/retry', json_encode(['ids' => [$id]]));
+        $this->assertSame([200, ['retried' => 1]], [$status, $n]);
+        $ran = $this->waitEvents('task', 1, 10, $server);
+        $this->assertSame(['fail' => 1], $ran[0]['data'], 'the retried task ran again');
+        $this->assertSame([], $this->http('GET', '/api/failed')[2]);
+
+        unlink("$this->dir/fixed");
+        foreach ([2, 3] as $n) {
+            $this->http('POST', '/tasks', json_encode(['data' => ['fail' => $n], 'max_attempts' => 1]));
+        }
+        $this->waitUntil(fn () => count($this->http('GET', '/api/failed')[2]) === 2, 10, 'two failed tasks', $server);
+        $this->assertSame(['broken 3'], array_map(fn ($f) => substr($f['error'], strpos($f['error'], 'broken'), 8), $this->http('GET', '/api/failed?limit=1')[2]), 'newest first');
+        $this->assertCount(1, $this->http('GET', '/api/failed?offset=1')[2]);
+        [$status, , $json] = $this->http('GET', '/api/failed?limit=0');
+        $this->assertSame(400, $status);
+        $this->assertStringContainsString('limit=N (1 to 1000)', $json['error']);
+        [$status, , $json] = $this->http('POST', '/api/failed/purge', '{"ids": []}');
+        $this->assertSame(400, $status);
+        $this->assertStringContainsString('"all": true', $json['error']);
+        [$status, , $n] = $this->http('POST', '/api/failed/purge', '{"all": true}');
+        $this->assertSame([200, ['purged' => 2]], [$status, $n]);
+        $this->assertSame([], $this->http('GET', '/api/failed')[2]);
     }
 
     public function testPushedTasksRunWithTheDecodedJson(): void

@@ -27,6 +27,9 @@ pub enum Query {
     /// cut its running callback's `sleep()` short). Answers whether it was
     /// told.
     StopWorker { worker_id: u32 },
+    /// `failedTasks()`, `retryFailed()`, `purgeFailed()`: the answer is a
+    /// list, a count, or `{"error": ...}`.
+    Failed(crate::failed::FailedOp),
 }
 
 /// Swoole's `SWOOLE_WORKER_BUSY`.
@@ -62,6 +65,13 @@ mod tests {
             Query::WorkerStatus { worker_id: 0 },
             Query::Bind { fd: 1, uid: 42 },
             Query::StopWorker { worker_id: 1 },
+            Query::Failed(crate::failed::FailedOp::List {
+                offset: 0,
+                limit: 10,
+            }),
+            Query::Failed(crate::failed::FailedOp::Retry(crate::failed::Which::Ids(
+                vec![3],
+            ))),
             Query::ClientList {
                 after: 0,
                 limit: 10,

@@ -15,6 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use taskq_redis::{Entry, EntryId, NewTask, QueueStats};
 use tokio::sync::Notify;
 
+use crate::failed::FailedOp;
 use crate::payload::{Encoding, Payload};
 use crate::php_serial::Policy;
 use crate::queue::{now_ms, MemoryQueue, QueuedTask, TaskQueue};
@@ -66,6 +67,8 @@ pub struct Wakers {
     pub fetch: Notify,
     /// Tasks just submitted, whose results may come back soon.
     pub results: Notify,
+    /// Questions about the failed list.
+    pub asks: Notify,
 }
 
 /// What the dispatcher did that Redis must learn, and the tasks this server
@@ -84,6 +87,9 @@ pub struct Ledger {
     /// Taken tasks waiting for a task worker of this server.
     buffer: MemoryQueue,
     next_taken: u64,
+    /// Questions about the failed list for the link, each with the ticket
+    /// the hub answers.
+    asks: Vec<(u64, FailedOp)>,
     /// The queue as Redis last counted it, across every server, and when
     /// (unix ms): `stats()` answers at once, from this.
     counted: Option<(QueueStats, u64)>,
@@ -104,6 +110,7 @@ impl Ledger {
             held: HashMap::new(),
             buffer: MemoryQueue::default(),
             next_taken: 1,
+            asks: Vec::new(),
             counted: None,
             wake: Rc::new(Wakers::default()),
         }))
@@ -129,6 +136,27 @@ impl Ledger {
     pub fn return_settles(&mut self, mut settles: Vec<Settle>) {
         settles.append(&mut self.settles);
         self.settles = settles;
+    }
+
+    /// Asks Redis about its failed list; the link answers ticket `ticket`.
+    pub fn ask(&mut self, ticket: u64, op: FailedOp) {
+        self.asks.push((ticket, op));
+        self.wake.asks.notify_one();
+    }
+
+    /// Every question written down so far.
+    pub fn take_asks(&mut self) -> Vec<(u64, FailedOp)> {
+        std::mem::take(&mut self.asks)
+    }
+
+    /// A payload read from Redis as this server admits it; one it does not
+    /// admit is shown empty rather than not at all (a failed task's data,
+    /// for onTaskFailed or an operator).
+    pub fn admitted_or_empty(&self, data: &Bytes) -> Payload {
+        decode(data, &self.untrusted).unwrap_or(Payload {
+            encoding: Encoding::Raw,
+            data: Bytes::new(),
+        })
     }
 
     /// Redis counted the queue at `at_ms`.

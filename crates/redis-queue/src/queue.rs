@@ -474,7 +474,7 @@ impl RedisQueue {
         Ok(())
     }
 
-    /// Failed tasks, oldest first, `limit` from `offset`.
+    /// Failed tasks, newest first, `limit` from `offset`.
     pub async fn failed_list(&self, offset: usize, limit: usize) -> Result<Vec<FailedTask>> {
         if limit == 0 {
             return Ok(Vec::new());
@@ -482,7 +482,7 @@ impl RedisQueue {
         let ids: Vec<u64> = self
             .call(
                 "list failed tasks",
-                redis::cmd("ZRANGE")
+                redis::cmd("ZREVRANGE")
                     .arg(self.keys.failed())
                     .arg(offset)
                     .arg(offset + limit - 1),
@@ -510,8 +510,9 @@ impl RedisQueue {
         Ok(out)
     }
 
-    /// Puts failed tasks back into the queue with their attempts reset.
-    /// Returns how many went back.
+    /// Puts failed tasks back into the queue with their attempts reset, as
+    /// fresh jobs whose results reach no worker (the `task()` that
+    /// dispatched them is long over). Returns how many went back.
     pub async fn retry_failed(&self, which: Select<'_>) -> Result<u64> {
         self.on_failed(which, &scripts::RETRY_FAILED, "retry failed tasks")
             .await

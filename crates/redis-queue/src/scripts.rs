@@ -244,7 +244,8 @@ return now"
     ))
 });
 
-/// Puts failed tasks back into their streams with no failed runs counted.
+/// Puts failed tasks back into their streams with no failed runs counted,
+/// for no worker (worker -1: nobody's onFinish).
 /// KEYS failed; ARGV prefix, task ids. Returns how many went back.
 pub static RETRY_FAILED: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -258,6 +259,7 @@ for i = 2, #ARGV do
       local f, v = rec[j], rec[j + 1]
       if f == 'prio' then prio = v end
       if f == 'tries' then v = '0' end
+      if f == 'worker' then v = '-1' end
       if f ~= 'error' and f ~= 'attempts' and f ~= 'failed_at' then
         fields[#fields + 1] = f
         fields[#fields + 1] = v

@@ -1,6 +1,7 @@
 //! The admin JSON API and task submission over HTTP, on the master's HTTP
 //! listener (`metrics_listen`; the transport is `http.rs`): `GET /api/ping`,
-//! `GET /api/stats`, `POST /api/reload`, `POST /api/stop` and `POST /tasks`.
+//! `GET /api/stats`, `POST /api/reload`, `POST /api/stop`, `GET /api/failed`,
+//! `POST /api/failed/retry`, `POST /api/failed/purge` and `POST /tasks`.
 //! Answered by the master alone, so they work while every worker is busy;
 //! errors are `{"error": "..."}` with a 4xx or 503 status.
 
@@ -10,8 +11,10 @@ use std::rc::Rc;
 use hyper::{Method, StatusCode};
 use serde_json::{json, Map, Value};
 
+use super::asks::Asker;
 use super::hub::Hub;
 use super::workers::WorkerRow;
+use crate::failed::{FailedOp, Which};
 use crate::payload::{Encoding, Payload};
 use crate::protocol::{code, TaskRequest};
 
@@ -23,13 +26,19 @@ pub enum Endpoint {
     Reload,
     Stop,
     Tasks,
+    Failed,
+    RetryFailed,
+    PurgeFailed,
 }
 
 impl Endpoint {
     /// Whether its request body is read (and bounded by
     /// `package_max_length`).
     pub fn reads_body(self) -> bool {
-        matches!(self, Endpoint::Reload | Endpoint::Tasks)
+        matches!(
+            self,
+            Endpoint::Reload | Endpoint::Tasks | Endpoint::RetryFailed | Endpoint::PurgeFailed
+        )
     }
 }
 
@@ -77,6 +86,9 @@ pub fn route(method: &Method, path: &str) -> Option<Result<Endpoint, Reply>> {
         "/api/reload" => (Endpoint::Reload, "POST"),
         "/api/stop" => (Endpoint::Stop, "POST"),
         "/tasks" => (Endpoint::Tasks, "POST"),
+        "/api/failed" => (Endpoint::Failed, "GET, HEAD"),
+        "/api/failed/retry" => (Endpoint::RetryFailed, "POST"),
+        "/api/failed/purge" => (Endpoint::PurgeFailed, "POST"),
         _ => return None,
     };
     let ok = match allowed {
@@ -116,6 +128,70 @@ pub async fn answer(
             Ok((tasks, batch)) => submit(tasks, batch, hub).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
         },
+        Endpoint::Failed => match page(query) {
+            Ok((offset, limit)) => failed(FailedOp::List { offset, limit }, None, hub).await,
+            Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+        Endpoint::RetryFailed | Endpoint::PurgeFailed => match which(body) {
+            Ok(which) if endpoint == Endpoint::RetryFailed => {
+                failed(FailedOp::Retry(which), Some("retried"), hub).await
+            }
+            Ok(which) => failed(FailedOp::Purge(which), Some("purged"), hub).await,
+            Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
+        },
+    }
+}
+
+/// Asks the queue that keeps the failed tasks (Redis's answer comes
+/// later, through the link) and waits for its answer; a count is answered
+/// as `{key: n}`.
+async fn failed(op: FailedOp, key: Option<&str>, hub: &Rc<RefCell<Hub>>) -> Reply {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    hub.borrow_mut().ask_failed(op, Asker::Http(tx));
+    match rx.await {
+        Ok(Value::Object(e)) if e.contains_key("error") => Reply {
+            body: Value::Object(e),
+            ..Reply::error(StatusCode::SERVICE_UNAVAILABLE, "")
+        },
+        Ok(v) => Reply::ok(match key {
+            Some(key) => json!({ key: v }),
+            None => v,
+        }),
+        Err(_) => Reply::error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"),
+    }
+}
+
+/// Most failed tasks one `GET /api/failed` lists.
+const PAGE_MAX: usize = 1000;
+
+/// `offset` and `limit` (default 0 and 100) of `GET /api/failed`.
+pub fn page(query: Option<&str>) -> Result<(usize, usize), BadRequest> {
+    let (mut offset, mut limit) = (0, 100);
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let n: Option<usize> = v.parse().ok();
+        match (k, n) {
+            ("offset", Some(n)) => offset = n,
+            ("limit", Some(n)) if (1..=PAGE_MAX).contains(&n) => limit = n,
+            _ => return Err(BadRequest::BadPage),
+        }
+    }
+    Ok((offset, limit))
+}
+
+/// The failed tasks a retry or purge is for: `{"ids": [..]}` or
+/// `{"all": true}`.
+pub fn which(body: &[u8]) -> Result<Which, BadRequest> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| BadRequest::Json(e.to_string()))?;
+    match (value.get("all"), value.get("ids")) {
+        (Some(Value::Bool(true)), None) => Ok(Which::All),
+        (None, Some(Value::Array(ids))) if !ids.is_empty() => ids
+            .iter()
+            .map(Value::as_u64)
+            .collect::<Option<Vec<u64>>>()
+            .map(Which::Ids)
+            .ok_or(BadRequest::BadWhich),
+        _ => Err(BadRequest::BadWhich),
     }
 }
 
@@ -235,6 +311,10 @@ pub enum BadRequest {
     BadBatch,
     #[error("task_only must be 1, 0, true or false")]
     BadTaskOnly,
+    #[error("the query may hold offset=N (0 or more) and limit=N (1 to 1000) only")]
+    BadPage,
+    #[error("the body must be {{\"ids\": [task ids]}} (non-empty) or {{\"all\": true}}")]
+    BadWhich,
 }
 
 const TASK_FIELDS: &str = "data, delay, priority, max_attempts";
@@ -515,5 +595,35 @@ mod tests {
         );
         assert_eq!(vm_rss("Name:\tphp\n"), None);
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
+    }
+
+    #[test]
+    fn failed_pages_and_selections_are_checked() {
+        assert_eq!(page(None).unwrap(), (0, 100));
+        assert_eq!(page(Some("offset=5&limit=20")).unwrap(), (5, 20));
+        for bad in ["limit=0", "limit=1001", "offset=-1", "sort=new", "limit"] {
+            assert!(page(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(which(br#"{"all": true}"#).unwrap(), Which::All);
+        assert_eq!(
+            which(br#"{"ids": [3, 4]}"#).unwrap(),
+            Which::Ids(vec![3, 4])
+        );
+        for bad in [
+            &br#"{}"#[..],
+            br#"{"ids": []}"#,
+            br#"{"ids": ["x"]}"#,
+            br#"{"all": false}"#,
+            b"nope",
+        ] {
+            assert!(which(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(
+            route(&Method::GET, "/api/failed/retry")
+                .unwrap()
+                .unwrap_err()
+                .status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
     }
 }

@@ -14,6 +14,7 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
+use super::asks::{Asker, Asks};
 use super::drain_watch::DrainWatch;
 use super::outbox::Outbox;
 use super::sessions::{SessionRules, Sessions};
@@ -23,6 +24,7 @@ use super::waiters::{Answer, Waiters};
 use super::workers::{Departure, WorkerRow, Workers};
 use super::MasterConfig;
 use crate::board::Board;
+use crate::failed::FailedOp;
 use crate::ipc::{FromWorker, ToWorker};
 use crate::log::Level;
 use crate::payload::Payload;
@@ -47,6 +49,8 @@ pub struct Hub {
     manager: Pid,
     /// `POST /tasks` submissions waiting for their acknowledgement.
     waiters: Waiters,
+    /// Questions about failed tasks waiting for the Redis link's answer.
+    asks: Asks,
 }
 
 impl Hub {
@@ -100,6 +104,7 @@ impl Hub {
             stopping: false,
             manager,
             waiters: Waiters::default(),
+            asks: Asks::default(),
             cfg,
         }
     }
@@ -427,12 +432,15 @@ impl Hub {
             }
             (FromWorker::Pipe { dst, payload }, _) => self.pipe(worker, dst, payload),
             (FromWorker::Query { req, body }, _) => {
-                let answer = Query::from_json(&body)
-                    .map(|q| self.answer(q))
-                    .unwrap_or(Value::Null);
-                let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
-                self.workers
-                    .push_reply(worker, generation, &ToWorker::Reply { req, body });
+                let asker = Asker::Worker {
+                    worker,
+                    generation,
+                    req,
+                };
+                match Query::from_json(&body) {
+                    Some(q) => self.answer(q, asker),
+                    None => self.reply(asker, Value::Null),
+                }
             }
             (FromWorker::Idle { handled }, _) => self.workers.idle(worker, generation, handled),
             (FromWorker::Hello { .. }, _) => {
@@ -463,11 +471,45 @@ impl Hub {
         }
     }
 
-    fn answer(&mut self, q: Query) -> Value {
+    /// Asks about the failed tasks for `asker`: answered now by a local
+    /// queue, or when the Redis link has Redis's answer.
+    pub fn ask_failed(&mut self, op: FailedOp, asker: Asker) {
+        let ticket = self.asks.open(asker);
+        if let Some(answer) = self.tasks.failed_op(op, ticket, &mut self.workers) {
+            self.answered(ticket, answer);
+        }
+    }
+
+    /// The answer for ticket `ticket` (from the Redis link, or at once).
+    pub fn answered(&mut self, ticket: u64, answer: Value) {
+        if let Some(asker) = self.asks.take(ticket) {
+            self.reply(asker, answer);
+        }
+    }
+
+    fn reply(&mut self, asker: Asker, answer: Value) {
+        match asker {
+            Asker::Worker {
+                worker,
+                generation,
+                req,
+            } => {
+                let body = Bytes::from(serde_json::to_vec(&answer).unwrap_or_default());
+                self.workers
+                    .push_reply(worker, generation, &ToWorker::Reply { req, body });
+            }
+            Asker::Http(tx) => {
+                let _ = tx.send(answer);
+            }
+        }
+    }
+
+    fn answer(&mut self, q: Query, asker: Asker) {
         // Answers about busy and idle task workers must count what they
         // posted finished since the master last looked.
         self.tasks.settle(now_ms());
-        match q {
+        let answer = match q {
+            Query::Failed(op) => return self.ask_failed(op, asker),
             Query::Stats => {
                 stats::stats(self.start_time, &self.sessions, &self.workers, &self.tasks)
             }
@@ -486,20 +528,24 @@ impl Hub {
                     running && super::stop::tell(self.manager, ManagerOrder::StopWorker(worker_id)),
                 )
             }
-            Query::WorkerStatus { worker_id } => {
-                if !self.workers.exists(worker_id) {
-                    return Value::Null;
-                }
-                if self.workers.pid(worker_id).is_none() {
-                    return json!(WORKER_EXIT);
-                }
-                let busy = match self.workers.task_index(worker_id) {
-                    Some(t) => self.tasks.is_busy(t),
-                    None => self.workers.outstanding(worker_id) > 0,
-                };
-                json!(if busy { WORKER_BUSY } else { WORKER_IDLE })
-            }
+            Query::WorkerStatus { worker_id } => self.worker_status(worker_id),
+        };
+        self.reply(asker, answer);
+    }
+
+    /// Swoole's status of worker `worker_id`, or null if there is none.
+    fn worker_status(&self, worker_id: u32) -> Value {
+        if !self.workers.exists(worker_id) {
+            return Value::Null;
         }
+        if self.workers.pid(worker_id).is_none() {
+            return json!(WORKER_EXIT);
+        }
+        let busy = match self.workers.task_index(worker_id) {
+            Some(t) => self.tasks.is_busy(t),
+            None => self.workers.outstanding(worker_id) > 0,
+        };
+        json!(if busy { WORKER_BUSY } else { WORKER_IDLE })
     }
 
     /// The Prometheus exposition of `metrics_listen`, with the completions

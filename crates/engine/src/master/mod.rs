@@ -3,6 +3,7 @@
 //! the manager was forked. It runs no PHP while serving.
 
 mod api;
+mod asks;
 mod auth_gate;
 mod background;
 mod connection;

@@ -10,12 +10,14 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
+use serde_json::{json, Value};
 /// Connect and call time limits of the Redis link.
 pub use taskq_redis::Timeouts;
-use taskq_redis::{RedisQueue, RedisQueueError};
+use taskq_redis::{RedisQueue, RedisQueueError, Select};
 
 use super::hub::Hub;
 use super::name_holder::Holder;
+use crate::failed::{FailedOp, FailedTask, Which};
 use crate::log::Level;
 use crate::remote_queue::{new_task, Settle, SharedLedger};
 
@@ -183,6 +185,7 @@ async fn connect(
     tokio::task::spawn_local(settler(ledger.clone(), shared.clone(), health.clone()));
     tokio::task::spawn_local(results(hub.clone(), ledger.clone(), shared.clone()));
     tokio::task::spawn_local(counter(ledger.clone(), shared.clone()));
+    tokio::task::spawn_local(answerer(hub.clone(), ledger.clone(), shared.clone()));
     tokio::task::spawn_local(keeper(
         hub.clone(),
         ledger.clone(),
@@ -231,9 +234,15 @@ async fn connect_as(
     )
 }
 
-/// While Redis cannot be reached at all, submissions fail at once rather
-/// than wait for a connection that may never come.
+/// While Redis cannot be reached at all, submissions and questions about
+/// the failed list fail at once rather than wait for a connection that may
+/// never come.
 fn refuse_pending(hub: &Rc<RefCell<Hub>>, ledger: &SharedLedger, why: &str) {
+    let asks = ledger.borrow_mut().take_asks();
+    for (ticket, _) in asks {
+        hub.borrow_mut()
+            .answered(ticket, json!({ "error": format!("task backend: {why}") }));
+    }
     loop {
         let batch = ledger.borrow_mut().take_submits(SUBMIT_BATCH);
         if batch.is_empty() {
@@ -428,6 +437,60 @@ async fn results(hub: Rc<RefCell<Hub>>, ledger: SharedLedger, queue: Rc<RedisQue
             _ = wake.results.notified() => idle = POLL_MIN,
             _ = tokio::time::sleep(idle) => idle = (idle * 2).min(POLL_MAX),
         }
+    }
+}
+
+/// Answers the questions about Redis's failed list, shared by every server
+/// of the queue.
+async fn answerer(hub: Rc<RefCell<Hub>>, ledger: SharedLedger, queue: Rc<RedisQueue>) {
+    let wake = ledger.borrow().wake.clone();
+    loop {
+        let asks = ledger.borrow_mut().take_asks();
+        for (ticket, op) in asks {
+            let answer = match failed_op(&ledger, &queue, op).await {
+                Ok(v) => v,
+                Err(e) => json!({ "error": e.to_string() }),
+            };
+            hub.borrow_mut().answered(ticket, answer);
+        }
+        wake.asks.notified().await;
+    }
+}
+
+async fn failed_op(
+    ledger: &SharedLedger,
+    queue: &RedisQueue,
+    op: FailedOp,
+) -> Result<Value, RedisQueueError> {
+    Ok(match op {
+        FailedOp::List { offset, limit } => Value::Array(
+            queue
+                .failed_list(offset, limit)
+                .await?
+                .into_iter()
+                .map(|f| {
+                    FailedTask {
+                        id: f.task.id,
+                        src_worker: f.task.src_worker,
+                        task_id: f.task.src_task_id,
+                        payload: ledger.borrow().admitted_or_empty(&f.task.payload),
+                        error: f.error,
+                        attempts: f.task.attempts,
+                        failed_at_ms: f.failed_at_ms,
+                    }
+                    .to_json()
+                })
+                .collect(),
+        ),
+        FailedOp::Retry(which) => queue.retry_failed(select(&which)).await?.into(),
+        FailedOp::Purge(which) => queue.purge_failed(select(&which)).await?.into(),
+    })
+}
+
+fn select(which: &Which) -> Select<'_> {
+    match which {
+        Which::All => Select::All,
+        Which::Ids(ids) => Select::Ids(ids),
     }
 }
 

@@ -10,12 +10,14 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use super::metrics::Timings;
 use super::workers::Workers;
 use crate::board::Board;
 use crate::dispatcher::{Dispatcher, Retry, SubmitError};
+use crate::failed::{FailedOp, FailedTask};
 use crate::ipc::ToWorker;
 use crate::log::Level;
 use crate::payload::Payload;
@@ -598,7 +600,7 @@ impl Tasks {
                 failed.error
             );
             if task.src_worker < 0 || task.origin == ledger.borrow().consumer() {
-                let payload = self.failed_payload(&task.payload);
+                let payload = ledger.borrow().admitted_or_empty(&task.payload);
                 report_failure(
                     task.src_worker,
                     task.src_task_id,
@@ -618,25 +620,41 @@ impl Tasks {
         self.assign(now_ms(), workers);
     }
 
-    /// A given-up task's data for onTaskFailed; one this server does not
-    /// admit is reported without it rather than not at all.
-    fn failed_payload(&self, data: &bytes::Bytes) -> Payload {
-        remote_queue::decode(data, &self.rules.untrusted).unwrap_or(Payload {
-            encoding: crate::payload::Encoding::Raw,
-            data: bytes::Bytes::new(),
-        })
+    /// `failedTasks()`, `retryFailed()`, `purgeFailed()` and the admin
+    /// API: answered here from a local queue, or None when the Redis link
+    /// will answer ticket `ticket`. Retried tasks are handed out at once.
+    pub fn failed_op(&mut self, op: FailedOp, ticket: u64, workers: &mut Workers) -> Option<Value> {
+        if let Some(ledger) = &self.remote {
+            ledger.borrow_mut().ask(ticket, op);
+            return None;
+        }
+        let Some(store) = self.dispatcher.failures() else {
+            return Some(json!({ "error": "this queue keeps no failed tasks" }));
+        };
+        let answer = match op {
+            FailedOp::List { offset, limit } => store
+                .list(offset, limit)
+                .map(|l| Value::Array(l.iter().map(FailedTask::to_json).collect())),
+            FailedOp::Retry(which) => store.retry(&which).map(Value::from),
+            FailedOp::Purge(which) => store.purge(&which).map(Value::from),
+        };
+        self.assign(now_ms(), workers);
+        Some(answer.unwrap_or_else(|e| json!({ "error": e.to_string() })))
     }
 
     /// Results other servers (or this one) ran for this server's workers:
     /// each reaches onFinish, or the taskwait() blocked on it; a task
     /// another server gave up reaches onTaskFailed.
     pub fn remote_results(&mut self, results: Vec<taskq_redis::TaskResult>, workers: &mut Workers) {
+        let Some(ledger) = self.remote.clone() else {
+            return;
+        };
         for r in results {
             if let Some(why) = &r.error {
                 if let Ok(w) = u32::try_from(r.src_worker) {
                     self.awaited_remote.remove(&(w, r.src_task_id));
                 }
-                let payload = self.failed_payload(&r.payload);
+                let payload = ledger.borrow().admitted_or_empty(&r.payload);
                 report_failure(r.src_worker, r.src_task_id, &payload, why, workers);
                 continue;
             }

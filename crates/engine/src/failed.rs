@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::payload::{Encoding, Payload};
+use crate::payload::Payload;
 use crate::queue::QueuedTask;
 
 /// Failed tasks the memory queue remembers; older ones are forgotten
@@ -48,9 +48,9 @@ impl FailedTask {
         }
     }
 
-    /// The wire form of a query's answer; the payload travels as base64
-    /// with its encoding, for the worker to turn into a PHP value under
-    /// its own rules for untrusted data.
+    /// The wire form of an answer (admin API, worker query); the payload
+    /// travels as base64 with its encoding, so its reader decides how to
+    /// turn it into a value under its own rules for untrusted data.
     pub fn to_json(&self) -> Value {
         json!({
             "id": self.id,
@@ -61,25 +61,6 @@ impl FailedTask {
             "error": self.error,
             "attempts": self.attempts,
             "failed_at": self.failed_at_ms as f64 / 1000.0,
-        })
-    }
-
-    /// Reads [`Self::to_json`] back (in the worker).
-    pub fn from_json(v: &Value) -> Option<Self> {
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(v["data"].as_str()?)
-            .ok()?;
-        Some(FailedTask {
-            id: v["id"].as_u64()?,
-            src_worker: i32::try_from(v["worker"].as_i64()?).ok()?,
-            task_id: v["task_id"].as_i64()?,
-            payload: Payload {
-                encoding: Encoding::from_u8(u8::try_from(v["encoding"].as_u64()?).ok()?).ok()?,
-                data: data.into(),
-            },
-            error: v["error"].as_str()?.to_owned(),
-            attempts: u32::try_from(v["attempts"].as_u64()?).ok()?,
-            failed_at_ms: (v["failed_at"].as_f64()? * 1000.0).round() as u64,
         })
     }
 }
@@ -179,6 +160,7 @@ impl RecentFailures {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::payload::Encoding;
     use bytes::Bytes;
 
     fn task(id: u64) -> QueuedTask {
@@ -199,10 +181,24 @@ mod tests {
     }
 
     #[test]
-    fn the_wire_form_reads_back() {
+    fn the_wire_form_carries_the_payload_with_its_encoding() {
         let f = FailedTask::of(&task(9), "RuntimeException: boom", 1_700_000_000_123);
-        assert_eq!(FailedTask::from_json(&f.to_json()), Some(f));
-        assert_eq!(FailedTask::from_json(&json!({"id": 1})), None);
+        let v = f.to_json();
+        assert_eq!(
+            (
+                v["id"].as_u64(),
+                v["worker"].as_i64(),
+                v["task_id"].as_i64()
+            ),
+            (Some(9), Some(2), Some(7))
+        );
+        assert_eq!(v["encoding"].as_u64(), Some(Encoding::Serialized as u64));
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(v["data"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(data, b"s:1:\"9\";");
+        assert_eq!(v["error"], "RuntimeException: boom");
+        assert_eq!(v["failed_at"].as_f64(), Some(1_700_000_000.123));
     }
 
     #[test]

@@ -266,11 +266,14 @@ namespace TaskQ {
          */
         public function connect(string $host, ?int $port = null, ?float $timeout = null, ?int $sockFlag = null): bool {}
 
-        /** taskq: queues $data straight into the server's task queue; the id once the server holds it, or false. Options: delay, priority, max_attempts. */
+        /** taskq: queues $data straight into the server's task queue; the id once the server holds it, or false. Options: delay, priority, max_attempts, batch. */
         public function task(mixed $data, ?array $options = null): int|false {}
 
         /** taskq: task() for every element in batched round trips; ids (false where refused) under the input keys, false if the connection failed. */
         public function taskMulti(array $tasks, ?array $options = null): array|false {}
+
+        /** taskq: progress of the tasks queued with ['batch' => $name]: total, done, failed, pending, started_at, finished_at, failures; false (errCode 9011) if unknown. */
+        public function batch(string $name): array|false {}
 
         /** Sends a string, or an array as its JSON encoding (Swoole throws TypeError); bytes sent, or false. No $flag argument. */
         public function send(array|string $data): int|false {}

@@ -279,7 +279,7 @@ PHP;
         foreach ([
             ['{"data": 1', 'the body is not valid JSON'],
             ['[1, 2]', 'the body must be a JSON object'],
-            ['{"data": 1, "prio": 2}', "the task: unknown field 'prio'; allowed: data, delay, priority, max_attempts"],
+            ['{"data": 1, "prio": 2}', "the task: unknown field 'prio'; allowed: data, delay, priority, max_attempts, batch"],
             ['{"delay": 1}', "the task: the field 'data' is required"],
             ['{"data": 1, "priority": "high"}', "the task: 'priority' must be an integer"],
             ['{"tasks": [{"data": 1}, {"data": 2, "max_attempts": 0}]}', "tasks[1]: 'max_attempts' must be an integer of at least 1"],

@@ -16,13 +16,14 @@ use super::args::{Array, Bool, Float, Int, Opt, Str, StrOrArray};
 use super::error::PhpError;
 use super::exception::{take_pending_message, warn};
 use super::loose_value::{entries, options};
-use super::values::{bool_zval, bytes_zval, json_encode, long_zval, to_payload};
+use super::values::{bool_zval, bytes_zval, json_encode, json_zval, long_zval, to_payload};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use taskq_engine::client::{Connection, MAX_RAW_RECV};
 use taskq_engine::config::ClientConfig;
 use taskq_engine::error::ClientError;
 use taskq_engine::listener::SockType;
+use taskq_engine::master::check_batch_name;
 use taskq_engine::payload::{Encoding, Payload};
 use taskq_engine::protocol::{TaskRequest, MAX_DELAY_MS};
 
@@ -249,6 +250,25 @@ impl TaskClient {
         Ok(z)
     }
 
+    /// The progress of batch `$name` (the `batch` option of task() and
+    /// taskMulti()) as the server counts it: total, done, failed, pending,
+    /// started_at, finished_at (null until none is pending) and failures
+    /// grouped by error. False with errCode/errMsg when the server does
+    /// not know the batch (9011) or cannot answer.
+    pub fn batch(&mut self, name: Str) -> PhpResult<Zval> {
+        let name = batch_name(name.0, "batch($name)")?;
+        Ok(match self.with_retry(|c| c.batch(&name)) {
+            Ok(report) => {
+                self.clear_error();
+                json_zval(&report)
+            }
+            Err(e) => {
+                self.fail(e);
+                bool_zval(false)
+            }
+        })
+    }
+
     /// Sends a string, or an array as its JSON encoding; returns bytes sent.
     pub fn send(&mut self, data: StrOrArray) -> PhpResult<Zval> {
         let owned;
@@ -447,6 +467,17 @@ impl TaskClient {
     }
 }
 
+/// A batch name checked before it goes out, the error naming `what`.
+fn batch_name(name: String, what: &str) -> PhpResult<String> {
+    match check_batch_name(&name) {
+        Ok(()) => Ok(name),
+        Err(e) => Err(PhpError::BatchName {
+            what: what.to_owned(),
+            why: e.to_string(),
+        }),
+    }
+}
+
 /// Whether the server closes the connection after refusing with `code`.
 fn closes_connection(code: u32) -> bool {
     [
@@ -457,12 +488,14 @@ fn closes_connection(code: u32) -> bool {
 }
 
 /// The options of `task()` and `taskMulti()`, as a request with no payload
-/// yet. Options: delay (seconds), priority (higher first), max_attempts.
+/// yet. Options: delay (seconds), priority (higher first), max_attempts,
+/// batch (a name whose progress `batch()` reports).
 fn task_options(options: Option<&ZendHashTable>) -> PhpResult<TaskRequest> {
     let mut req = TaskRequest {
         priority: 0,
         delay_ms: 0,
         max_attempts: 0,
+        batch: None,
         payload: Payload {
             encoding: Encoding::Raw,
             data: Bytes::new(),
@@ -496,8 +529,15 @@ fn task_options(options: Option<&ZendHashTable>) -> PhpResult<TaskRequest> {
                     .ok_or_else(|| bad("an integer from 1 to 101"))?
                     as u32;
             }
+            "batch" => {
+                let name = value
+                    .str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| bad("a string of 1 to 128 bytes without control characters"))?;
+                req.batch = Some(batch_name(name, "task option 'batch'")?);
+            }
             other => warn(&format!(
-                "unknown task option '{other}' (known: delay, priority, max_attempts)"
+                "unknown task option '{other}' (known: delay, priority, max_attempts, batch)"
             )),
         }
     }

@@ -22,6 +22,9 @@ pub enum PhpError {
     OptionValue(String),
     #[error("invalid value for task option '{key}' (allowed: {allowed})")]
     TaskOption { key: String, allowed: String },
+    /// A batch name (`batch()`'s argument or the `batch` task option).
+    #[error("invalid batch name for {what}: {why}")]
+    BatchName { what: String, why: String },
     /// One element of `taskMulti()`'s array could not be sent.
     #[error("task [{key}]: {cause}")]
     TaskValue { key: String, cause: String },

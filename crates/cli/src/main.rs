@@ -3,6 +3,7 @@
 //! request and a formatter; exit codes tell a script what went wrong
 //! (see `error::exit`).
 
+mod batch;
 mod client;
 mod error;
 mod push;
@@ -61,6 +62,10 @@ enum Command {
         /// Seconds between readings.
         #[arg(long, default_value_t = 0.5, value_parser = seconds)]
         interval: f64,
+        /// Follow this batch (tasks queued with its name) instead of the
+        /// whole queue, and sum up its failures at the end.
+        #[arg(long)]
+        batch: Option<String>,
     },
     /// Queue one task (acknowledged); prints its id.
     Push {
@@ -79,6 +84,9 @@ enum Command {
         /// Runs before the task is given up.
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// Count it in this batch (see `taskq watch --batch`).
+        #[arg(long)]
+        batch: Option<String>,
     },
     /// Restart the workers (as reload()).
     Reload {
@@ -144,13 +152,20 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 break;
             }
         },
-        Command::Watch { interval } => watch::run(&client, Duration::from_secs_f64(interval))?,
+        Command::Watch { interval, batch } => {
+            let interval = Duration::from_secs_f64(interval);
+            match batch {
+                Some(name) => batch::run(&client, &name, interval)?,
+                None => watch::run(&client, interval)?,
+            }
+        }
         Command::Push {
             data,
             file,
             delay,
             priority,
             max_attempts,
+            batch,
         } => {
             let text = match (data, file) {
                 (Some(d), _) => d,
@@ -159,7 +174,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 })?,
                 (None, None) => unreachable!("clap requires data or --file"),
             };
-            let body = push::body(push::data_of(&text), delay, priority, max_attempts)?;
+            let body = push::body(push::data_of(&text), delay, priority, max_attempts, batch)?;
             let answer = client.post("/tasks", Some(&body))?;
             println!("{}", answer["id"]);
         }

@@ -16,6 +16,7 @@ pub fn body(
     delay: Option<f64>,
     priority: Option<i32>,
     max_attempts: Option<u32>,
+    batch: Option<String>,
 ) -> Result<Value, CliError> {
     let mut task = json!({ "data": data });
     if let Some(d) = delay {
@@ -37,6 +38,9 @@ pub fn body(
         }
         task["max_attempts"] = json!(n);
     }
+    if let Some(name) = batch {
+        task["batch"] = json!(name);
+    }
     Ok(task)
 }
 
@@ -55,14 +59,14 @@ mod tests {
     #[test]
     fn options_become_fields_and_bad_ones_are_refused() {
         assert_eq!(
-            body(json!(1), Some(2.5), Some(-1), Some(3)).unwrap(),
-            json!({"data": 1, "delay": 2.5, "priority": -1, "max_attempts": 3})
+            body(json!(1), Some(2.5), Some(-1), Some(3), Some("b".into())).unwrap(),
+            json!({"data": 1, "delay": 2.5, "priority": -1, "max_attempts": 3, "batch": "b"})
         );
         assert_eq!(
-            body(json!(1), None, None, None).unwrap(),
+            body(json!(1), None, None, None, None).unwrap(),
             json!({"data": 1})
         );
-        assert!(body(json!(1), Some(-1.0), None, None).is_err());
-        assert!(body(json!(1), None, None, Some(0)).is_err());
+        assert!(body(json!(1), Some(-1.0), None, None, None).is_err());
+        assert!(body(json!(1), None, None, Some(0), None).is_err());
     }
 }

@@ -22,7 +22,9 @@ use crate::error::ClientError;
 use crate::frame::{FrameCodec, HEADER_LEN};
 use crate::listener::SockType;
 use crate::packet::{PacketDecoder, PacketMode};
-use crate::protocol::{Answer, TaskRequest, KIND_AUTH, KIND_MESSAGE, KIND_MESSAGE_ACK, MAGIC};
+use crate::protocol::{
+    Answer, TaskRequest, KIND_AUTH, KIND_BATCH, KIND_MESSAGE, KIND_MESSAGE_ACK, MAGIC,
+};
 
 enum Stream {
     Tcp(TcpStream),
@@ -357,6 +359,18 @@ impl Connection {
     /// Waits for the server's ACK or ERROR; messages that come first are
     /// kept for `recv()`.
     fn answer(&mut self) -> Result<u64, ClientError> {
+        match self.any_answer()? {
+            Answer::Ack(v) => Ok(v),
+            Answer::Reply(_) => Err(ClientError::Protocol(
+                "the server answered with a document where an acknowledgement was due".into(),
+            )),
+            Answer::Error { code, message } => Err(ClientError::Server { code, message }),
+        }
+    }
+
+    /// Waits for the server's answer of any kind; an ERROR becomes the
+    /// server's error.
+    fn any_answer(&mut self) -> Result<Answer, ClientError> {
         if self.buf.is_empty() && self.ack_wait.should_spin() {
             let stream = &self.stream.stream;
             let buf = &mut self.buf;
@@ -382,10 +396,10 @@ impl Connection {
                     return match Answer::decode(kind, frame.body)
                         .map_err(|e| ClientError::Protocol(e.to_string()))?
                     {
-                        Answer::Ack(v) => Ok(v),
                         Answer::Error { code, message } => {
                             Err(ClientError::Server { code, message })
                         }
+                        answer => Ok(answer),
                     }
                 }
             }
@@ -417,7 +431,7 @@ impl Connection {
                         });
                         answers.push(Err(ClientError::Server { code, message }));
                     }
-                    Err(_) => {}
+                    Ok(Answer::Reply(_)) | Err(_) => {}
                 },
             }
         }
@@ -436,6 +450,26 @@ impl Connection {
             return Err(self.last_words(&mut Vec::new()).unwrap_or(e));
         }
         self.answer()
+    }
+
+    /// `TaskClient::batch()`: the progress of batch `name` as the server
+    /// counts it (total, done, failed, pending, failures by reason).
+    pub fn batch(&mut self, name: &str) -> Result<serde_json::Value, ClientError> {
+        if !matches!(self.wire, Decoding::Taskq(_)) {
+            return Err(ClientError::NeedsTaskqProtocol("batch()"));
+        }
+        self.start_frames(16 + name.len());
+        FrameCodec::put(&mut self.out, KIND_BATCH, name.as_bytes());
+        if let Err(e) = self.flush_out() {
+            return Err(self.last_words(&mut Vec::new()).unwrap_or(e));
+        }
+        match self.any_answer()? {
+            Answer::Reply(body) => serde_json::from_slice(&body)
+                .map_err(|e| ClientError::Protocol(format!("batch report: {e}"))),
+            _ => Err(ClientError::Protocol(
+                "the server acknowledged a batch question instead of answering it".into(),
+            )),
+        }
     }
 
     /// `TaskClient::taskMulti()`: submits `reqs` a batch per write and
@@ -826,6 +860,7 @@ mod tests {
             priority: 0,
             delay_ms: 0,
             max_attempts: 0,
+            batch: None,
             payload: crate::payload::Payload {
                 encoding: crate::payload::Encoding::Raw,
                 data: Bytes::from(vec![b'p'; len]),

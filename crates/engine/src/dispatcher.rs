@@ -313,13 +313,13 @@ impl Dispatcher {
     }
 
     /// Completes every task its worker posted finished on the board;
-    /// `posted(worker, place, id)` reads the board. Returns how long each
-    /// of them ran (µs), empty when none was posted.
+    /// `posted(worker, place, id)` reads the board. Returns each one's id
+    /// and how long it ran (µs), empty when none was posted.
     pub fn settle(
         &mut self,
         now_ms: u64,
         posted: impl Fn(usize, u8, u64) -> Option<u32>,
-    ) -> Vec<u32> {
+    ) -> Vec<(u64, u32)> {
         let mut finished = Vec::new();
         for (i, slot) in self.slots.iter().enumerate() {
             if slot.places == 0 {
@@ -333,7 +333,9 @@ impl Dispatcher {
         }
         finished
             .into_iter()
-            .filter_map(|(i, id, run_us)| self.complete(i, id, run_us, now_ms).map(|_| run_us))
+            .filter_map(|(i, id, run_us)| {
+                self.complete(i, id, run_us, now_ms).map(|_| (id, run_us))
+            })
             .collect()
     }
 
@@ -599,7 +601,7 @@ mod tests {
         let settled = d.settle(0, |w, place, id| {
             ((w, place, id) == (0, 0, 7)).then_some(12)
         });
-        assert_eq!(settled, [12], "it ran 12 µs");
+        assert_eq!(settled, [(7, 12)], "task 7 ran 12 µs");
         assert_eq!((d.running_count(), d.idle_workers()), (1, 1));
         assert!(
             d.complete(0, 7, 12, 0).is_none(),
@@ -653,7 +655,7 @@ mod tests {
         let mut d = online(1, 1).with_board();
         d.submit(client_task(3), None).unwrap();
         assert_eq!(assign_places(&mut d), vec![(0, 3, Some(0))]);
-        assert_eq!(d.settle(0, |_, _, id| (id == 3).then_some(1)), [1]);
+        assert_eq!(d.settle(0, |_, _, id| (id == 3).then_some(1)), [(3, 1)]);
         assert_eq!(d.offline(0, 1, "killed", 0), Orphans::default());
         assert_eq!(d.queued(), 0);
     }
@@ -666,7 +668,7 @@ mod tests {
         d.submit(client_task(2), None).unwrap();
         assign_places(&mut d);
         assert!(d.wants_reports(0), "task 2 waits for the busy worker");
-        assert_eq!(d.settle(0, |_, _, id| (id == 1).then_some(1)), [1]);
+        assert_eq!(d.settle(0, |_, _, id| (id == 1).then_some(1)), [(1, 1)]);
         assign_places(&mut d);
         assert!(!d.wants_reports(0), "nothing waits");
         d.submit(

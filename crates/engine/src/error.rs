@@ -21,6 +21,8 @@ pub enum WireError {
     },
     #[error("delay of {0} ms exceeds the maximum of {max} ms (one year)", max = crate::protocol::MAX_DELAY_MS)]
     DelayTooLong(u64),
+    #[error("{0} is not UTF-8")]
+    BadUtf8(&'static str),
     #[error(transparent)]
     Io(#[from] io::Error),
 }

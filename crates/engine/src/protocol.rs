@@ -30,6 +30,16 @@ pub const KIND_MESSAGE_ACK: u8 = 5;
 /// The shared secret, first frame of a connection when the server has an
 /// `auth_token`; answered by an ACK or an ERROR and a close.
 pub const KIND_AUTH: u8 = 6;
+/// `TaskClient::batch()`: the progress of a batch, by name; answered by
+/// [`KIND_REPLY`] or an ERROR.
+pub const KIND_BATCH: u8 = 7;
+/// An answer carrying a JSON document.
+pub const KIND_REPLY: u8 = 8;
+
+/// Set in a task request's encoding byte when a batch name follows the
+/// fixed fields (one length byte, then the name), so requests without one
+/// keep their old form.
+const IN_BATCH: u8 = 0x80;
 
 /// Error codes a taskq server sends back (and `$client->errCode` shows).
 pub mod code {
@@ -55,6 +65,8 @@ pub mod code {
     /// The task backend (Redis) did not take the task: unreachable, too
     /// slow, or it refused the write. Nothing was queued; submit again.
     pub const BACKEND: u32 = 9010;
+    /// `TaskClient::batch()` names a batch the server does not know.
+    pub const UNKNOWN_BATCH: u32 = 9011;
 }
 
 /// The longest `delay` a task may ask for: one year. Longer is refused,
@@ -68,18 +80,27 @@ pub struct TaskRequest {
     pub delay_ms: u64,
     /// 0 = the server's default.
     pub max_attempts: u32,
+    /// The batch whose progress counts this task (`TaskClient::batch()`).
+    pub batch: Option<String>,
     pub payload: Payload,
 }
 
 impl TaskRequest {
     /// Appends the request as one frame.
     pub fn encode(&self, dst: &mut BytesMut) {
-        dst.reserve(22 + self.payload.data.len());
+        let batch = self.batch.as_deref().map(str::as_bytes);
+        dst.reserve(23 + batch.map_or(0, <[u8]>::len) + self.payload.data.len());
         let s = FrameCodec::begin(dst, KIND_TASK);
-        dst.put_u8(self.payload.encoding as u8);
+        let flag = if batch.is_some() { IN_BATCH } else { 0 };
+        dst.put_u8(self.payload.encoding as u8 | flag);
         dst.put_i32(self.priority);
         dst.put_u64(self.delay_ms);
         dst.put_u32(self.max_attempts);
+        if let Some(name) = batch {
+            // Names are checked to be at most 128 bytes before they get here.
+            dst.put_u8(name.len().min(255) as u8);
+            dst.put_slice(&name[..name.len().min(255)]);
+        }
         dst.put_slice(&self.payload.data);
         FrameCodec::end(dst, s);
     }
@@ -93,7 +114,8 @@ impl TaskRequest {
                 had: body.len(),
             });
         }
-        let encoding = match body.get_u8() {
+        let first = body.get_u8();
+        let encoding = match first & !IN_BATCH {
             0 => Encoding::Raw,
             1 => Encoding::Serialized,
             other => return Err(WireError::UnknownKind(other)),
@@ -104,10 +126,29 @@ impl TaskRequest {
             return Err(WireError::DelayTooLong(delay_ms));
         }
         let max_attempts = body.get_u32();
+        let batch = if first & IN_BATCH != 0 {
+            let len = if body.is_empty() {
+                0
+            } else {
+                body.get_u8() as usize
+            };
+            if len == 0 || body.len() < len {
+                return Err(WireError::Truncated {
+                    what: "task request's batch name",
+                    needed: len.max(1),
+                    had: body.len(),
+                });
+            }
+            let name = body.split_to(len);
+            Some(String::from_utf8(name.to_vec()).map_err(|_| WireError::BadUtf8("batch name"))?)
+        } else {
+            None
+        };
         Ok(TaskRequest {
             priority,
             delay_ms,
             max_attempts,
+            batch,
             payload: Payload {
                 encoding,
                 data: body,
@@ -129,11 +170,21 @@ pub fn put_error(dst: &mut BytesMut, code: u32, message: &str) {
     FrameCodec::end(dst, s);
 }
 
+/// Appends a REPLY frame carrying `json`.
+pub fn put_reply(dst: &mut BytesMut, json: &[u8]) {
+    FrameCodec::put(dst, KIND_REPLY, json);
+}
+
 /// A server's answer to a request that expects one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
     Ack(u64),
-    Error { code: u32, message: String },
+    Error {
+        code: u32,
+        message: String,
+    },
+    /// A JSON document, not yet parsed.
+    Reply(Bytes),
 }
 
 impl Answer {
@@ -141,6 +192,7 @@ impl Answer {
     pub fn decode(kind: u8, mut body: Bytes) -> Result<Answer, WireError> {
         match kind {
             KIND_ACK if body.len() >= 8 => Ok(Answer::Ack(body.get_u64())),
+            KIND_REPLY => Ok(Answer::Reply(body)),
             KIND_ERROR if body.len() >= 4 => {
                 let code = body.get_u32();
                 Ok(Answer::Error {
@@ -195,6 +247,7 @@ mod tests {
             priority: -3,
             delay_ms: 1500,
             max_attempts: 7,
+            batch: None,
             payload: Payload {
                 encoding: Encoding::Serialized,
                 data: Bytes::from_static(b"a:1:{i:0;i:1;}"),
@@ -204,11 +257,27 @@ mod tests {
         req.encode(&mut buf);
         let f = one_frame(&mut buf);
         assert_eq!(f.kind, KIND_TASK);
+        assert_eq!(f.body[0], 1, "no batch: the old form");
         assert_eq!(TaskRequest::decode(f.body).unwrap(), req);
+        let tagged = TaskRequest {
+            batch: Some("mail-12 ✉".into()),
+            ..req
+        };
+        tagged.encode(&mut buf);
+        assert_eq!(
+            TaskRequest::decode(one_frame(&mut buf).body).unwrap(),
+            tagged
+        );
         assert!(TaskRequest::decode(Bytes::from_static(b"\0\0")).is_err());
         let mut bad = vec![9u8];
         bad.extend_from_slice(&[0; 16]);
         assert!(TaskRequest::decode(Bytes::from(bad)).is_err());
+        for body in [&b"\x80"[..], b"\x80\x05", b"\x80\x00x", b"\x80\x02\xff\xfe"] {
+            let mut b = vec![body[0]];
+            b.extend_from_slice(&[0; 16]);
+            b.extend_from_slice(&body[1..]);
+            assert!(TaskRequest::decode(Bytes::from(b)).is_err(), "{body:?}");
+        }
     }
 
     #[test]

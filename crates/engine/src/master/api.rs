@@ -29,6 +29,7 @@ pub enum Endpoint {
     Failed,
     RetryFailed,
     PurgeFailed,
+    Batches,
 }
 
 impl Endpoint {
@@ -89,6 +90,7 @@ pub fn route(method: &Method, path: &str) -> Option<Result<Endpoint, Reply>> {
         "/api/failed" => (Endpoint::Failed, "GET, HEAD"),
         "/api/failed/retry" => (Endpoint::RetryFailed, "POST"),
         "/api/failed/purge" => (Endpoint::PurgeFailed, "POST"),
+        "/api/batches" => (Endpoint::Batches, "GET, HEAD"),
         _ => return None,
     };
     let ok = match allowed {
@@ -139,7 +141,38 @@ pub async fn answer(
             Ok(which) => failed(FailedOp::Purge(which), Some("purged"), hub).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
         },
+        Endpoint::Batches => match batch_name(query) {
+            Ok(name) => batches(name.as_deref(), &hub.borrow()),
+            Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
+        },
     }
+}
+
+/// `GET /api/batches?name=X`: one batch's progress; without a name, every
+/// unfinished batch's.
+fn batches(name: Option<&str>, hub: &Hub) -> Reply {
+    match hub.batch(name) {
+        Ok(Some(report)) => Reply::ok(report),
+        Ok(None) => Reply::error(
+            StatusCode::NOT_FOUND,
+            format!("no batch named {:?}", name.unwrap_or_default()),
+        ),
+        Err(why) => Reply::error(StatusCode::NOT_IMPLEMENTED, why),
+    }
+}
+
+/// The `name` of `GET /api/batches`, percent-decoded; None when absent.
+pub fn batch_name(query: Option<&str>) -> Result<Option<String>, BadRequest> {
+    let mut name = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "name" if name.is_none() && super::batches::check_name(&v).is_ok() => {
+                name = Some(v.into_owned())
+            }
+            _ => return Err(BadRequest::BadBatchQuery),
+        }
+    }
+    Ok(name)
 }
 
 /// Asks the queue that keeps the failed tasks (Redis's answer comes
@@ -311,13 +344,15 @@ pub enum BadRequest {
     BadBatch,
     #[error("task_only must be 1, 0, true or false")]
     BadTaskOnly,
+    #[error("the query may hold name=<batch name> (1 to 128 bytes, percent-encoded) only")]
+    BadBatchQuery,
     #[error("the query may hold offset=N (0 or more) and limit=N (1 to 1000) only")]
     BadPage,
     #[error("the body must be {{\"ids\": [task ids]}} (non-empty) or {{\"all\": true}}")]
     BadWhich,
 }
 
-const TASK_FIELDS: &str = "data, delay, priority, max_attempts";
+const TASK_FIELDS: &str = "data, delay, priority, max_attempts, batch";
 
 /// The tasks of a `POST /tasks` body, and whether it was a batch.
 pub fn parse_submission(body: &[u8]) -> Result<(Vec<TaskRequest>, bool), BadRequest> {
@@ -355,7 +390,7 @@ pub fn parse_submission(body: &[u8]) -> Result<(Vec<TaskRequest>, bool), BadRequ
 fn parse_task(task: &Map<String, Value>, at: &str) -> Result<TaskRequest, BadRequest> {
     if let Some(field) = task
         .keys()
-        .find(|k| !["data", "delay", "priority", "max_attempts"].contains(&k.as_str()))
+        .find(|k| !["data", "delay", "priority", "max_attempts", "batch"].contains(&k.as_str()))
     {
         return Err(BadRequest::UnknownField {
             at: at.into(),
@@ -393,6 +428,16 @@ fn parse_task(task: &Map<String, Value>, at: &str) -> Result<TaskRequest, BadReq
             .filter(|&n| n >= 1)
             .ok_or_else(|| bad("max_attempts", "an integer of at least 1"))?,
     };
+    let batch = match task.get("batch") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(name)) if super::batches::check_name(name).is_ok() => Some(name.clone()),
+        Some(_) => {
+            return Err(bad(
+                "batch",
+                "a string of 1 to 128 bytes, no control characters",
+            ))
+        }
+    };
     let payload = match data {
         // A string stays a string, as `task('text')` sends it.
         Value::String(s) => Payload {
@@ -408,6 +453,7 @@ fn parse_task(task: &Map<String, Value>, at: &str) -> Result<TaskRequest, BadReq
         priority,
         delay_ms,
         max_attempts,
+        batch,
         payload,
     })
 }
@@ -547,7 +593,11 @@ mod tests {
         assert!(err("[1]").contains("must be a JSON object"));
         assert_eq!(
             err(r#"{"data": 1, "prio": 2}"#),
-            "the task: unknown field 'prio'; allowed: data, delay, priority, max_attempts"
+            "the task: unknown field 'prio'; allowed: data, delay, priority, max_attempts, batch"
+        );
+        assert_eq!(
+            err(r#"{"data": 1, "batch": ""}"#),
+            "the task: 'batch' must be a string of 1 to 128 bytes, no control characters"
         );
         assert_eq!(
             err(r#"{"delay": 1}"#),
@@ -573,6 +623,18 @@ mod tests {
             task_only(Some("task_only=yes"), b""),
             Err(BadRequest::BadTaskOnly)
         );
+    }
+
+    #[test]
+    fn batch_names_come_percent_decoded_from_the_query() {
+        assert_eq!(batch_name(None).unwrap(), None);
+        assert_eq!(
+            batch_name(Some("name=mail%202026%2F12+%E2%9C%89")).unwrap(),
+            Some("mail 2026/12 ✉".into())
+        );
+        for bad in ["name=", "name=a&name=b", "id=3", "name=a%0Ab"] {
+            assert!(batch_name(Some(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -28,8 +28,8 @@ use crate::listener::Listener;
 use crate::log::Level;
 use crate::packet::PacketDecoder;
 use crate::protocol::{
-    code, detect, Detected, TaskRequest, KIND_AUTH, KIND_MESSAGE, KIND_MESSAGE_ACK, KIND_TASK,
-    MAGIC,
+    code, detect, Detected, TaskRequest, KIND_AUTH, KIND_BATCH, KIND_MESSAGE, KIND_MESSAGE_ACK,
+    KIND_TASK, MAGIC,
 };
 
 /// Starts accepting clients; abort the handle to stop listening.
@@ -376,6 +376,7 @@ fn drain(
             match frame.kind {
                 KIND_MESSAGE => hub.borrow_mut().client_message(fd, frame.body),
                 KIND_MESSAGE_ACK => hub.borrow_mut().client_message_acked(fd, frame.body),
+                KIND_BATCH => hub.borrow().client_batch(fd, &frame.body),
                 KIND_TASK => match TaskRequest::decode(frame.body) {
                     Ok(req) => hub.borrow_mut().client_task(fd, req),
                     Err(e) => {

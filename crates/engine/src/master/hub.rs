@@ -278,6 +278,26 @@ impl Hub {
         }
     }
 
+    /// `TaskClient::batch()`: the batch's progress as a JSON reply, or an
+    /// error naming why there is none.
+    pub fn client_batch(&self, fd: u64, name: &[u8]) {
+        let name = String::from_utf8_lossy(name);
+        match self.batch(Some(&name)) {
+            Ok(Some(report)) => self.sessions.answer_reply(fd, &report),
+            Ok(None) => self.sessions.answer_error(
+                fd,
+                code::UNKNOWN_BATCH,
+                &format!("no batch named {name:?} (no task was tagged with it, or it finished long ago and was forgotten)"),
+            ),
+            Err(why) => self.sessions.answer_error(fd, code::BAD_REQUEST, why),
+        }
+    }
+
+    /// The progress of batch `name`, or of every unfinished batch.
+    pub fn batch(&self, name: Option<&str>) -> Result<Option<Value>, &'static str> {
+        self.tasks.batch(name)
+    }
+
     /// Sends an ERROR answer to a taskq client.
     pub fn answer_error(&self, fd: u64, code: u32, message: &str) {
         self.sessions.answer_error(fd, code, message);

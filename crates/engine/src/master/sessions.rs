@@ -17,7 +17,7 @@ use super::outbox::Outbox;
 use super::workers::Workers;
 use crate::frame::FrameCodec;
 use crate::log::Level;
-use crate::protocol::{code, put_ack, put_error, KIND_MESSAGE};
+use crate::protocol::{code, put_ack, put_error, put_reply, KIND_MESSAGE};
 use crate::queue::now_ms;
 
 /// How replies to a client are written.
@@ -377,6 +377,14 @@ impl Sessions {
     pub fn answer_ack(&self, fd: u64, id: u64) {
         if let Some(s) = self.table.get(&fd) {
             s.outbox.push_with(|b| put_ack(b, id));
+        }
+    }
+
+    /// Answers a taskq client's question with a JSON document.
+    pub fn answer_reply(&self, fd: u64, json: &serde_json::Value) {
+        if let Some(s) = self.table.get(&fd) {
+            let body = json.to_string();
+            s.outbox.push_with(|b| put_reply(b, body.as_bytes()));
         }
     }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::{json, Value};
 use tokio::sync::Notify;
 
+use super::batches::{check_name, Batches};
 use super::metrics::Timings;
 use super::workers::Workers;
 use crate::board::Board;
@@ -115,6 +116,8 @@ pub struct Tasks {
     /// the incarnation blocked on the result, which may come from any
     /// server.
     awaited_remote: HashMap<(u32, i64), u64>,
+    /// Progress of the batches clients tagged their tasks with.
+    batches: Batches,
 }
 
 impl Tasks {
@@ -157,6 +160,7 @@ impl Tasks {
             remote,
             remote_acks: HashMap::new(),
             awaited_remote: HashMap::new(),
+            batches: Batches::default(),
         }
     }
 
@@ -227,16 +231,17 @@ impl Tasks {
         let ran = self
             .dispatcher
             .settle(now, |worker, place, id| board.posted(worker, place, id));
-        for &run_us in &ran {
-            self.finished(run_us);
+        for &(id, run_us) in &ran {
+            self.finished(id, run_us, now);
         }
         !ran.is_empty()
     }
 
-    /// Counts a task whose onTask returned after `run_us` µs.
-    fn finished(&mut self, run_us: u32) {
+    /// Counts task `id`, whose onTask returned after `run_us` µs.
+    fn finished(&mut self, id: u64, run_us: u32, now: u64) {
         self.counters.finished_tasks += 1;
         self.timings.ran(run_us);
+        self.batches.done(id, now);
     }
 
     fn new_task(
@@ -351,12 +356,26 @@ impl Tasks {
             0 => self.rules.task_max_attempts,
             n => n,
         };
+        // Redis runs the tasks on every server: no one master sees a
+        // batch through (`batch()` says so).
+        let batch = req.batch.filter(|_| self.remote.is_none());
+        if let Some(name) = &batch {
+            if let Err(e) = check_name(name) {
+                return refused(code::BAD_REQUEST, e.to_string());
+            }
+            if let Err(e) = self.batches.make_room(name) {
+                return refused(code::QUEUE_FULL, e.to_string());
+            }
+        }
         let task = self.new_task(-1, 0, payload, req.priority, req.delay_ms, attempts);
         let id = task.id;
         let delayed = task.not_before > 0;
         match self.dispatcher.submit(task, None) {
             Ok(()) => {
                 self.counters.task_count += 1;
+                if let Some(name) = &batch {
+                    self.batches.add(name, id, now_ms());
+                }
                 let accepted = if self.remote.is_some() {
                     self.remote_acks.insert(id, fd);
                     Accepted::AtCommit
@@ -406,7 +425,7 @@ impl Tasks {
         self.awaited.remove(&id);
         let now = now_ms();
         if self.dispatcher.complete(t, id, run_us, now).is_some() {
-            self.finished(run_us);
+            self.finished(id, run_us, now);
         }
         self.assign(now, workers);
         self.commit_needed.notify_one();
@@ -430,6 +449,7 @@ impl Tasks {
             Some(Retry::GaveUp(task)) => self.give_up(&task, &first_line, workers),
             Some(Retry::Delivered) => {
                 self.awaited.remove(&id);
+                self.batches.done(id, now);
                 crate::log!(
                     Level::Warning,
                     "task {id} failed ({first_line}) after its result was delivered; it is not run again"
@@ -488,6 +508,7 @@ impl Tasks {
         }
         for id in orphans.completed {
             self.awaited.remove(&id);
+            self.batches.done(id, now);
         }
         self.assign(now_ms(), workers);
         self.commit_needed.notify_one();
@@ -498,6 +519,7 @@ impl Tasks {
     fn give_up(&mut self, task: &QueuedTask, why: &str, workers: &mut Workers) {
         self.awaited.remove(&task.id);
         self.counters.failed_tasks += 1;
+        self.batches.failed(task.id, why, now_ms());
         // A worker of another server dispatched it: Redis moves it to the
         // failed list and tells that server in one script, and its
         // onTaskFailed runs there. A client's task is reported here, as on
@@ -730,6 +752,20 @@ impl Tasks {
         }
     }
 
+    /// `TaskClient::batch()`, `taskq watch --batch` and the admin API: the
+    /// progress of batch `name` (None if unknown), or of every unfinished
+    /// batch. An error with the Redis backend, whose batches no one server
+    /// sees through.
+    pub fn batch(&self, name: Option<&str>) -> Result<Option<Value>, &'static str> {
+        if self.remote.is_some() {
+            return Err("batch progress is not tracked with task_backend (Redis): each server sees only the tasks it ran");
+        }
+        Ok(match name {
+            Some(name) => self.batches.report(name),
+            None => Some(Value::Array(self.batches.unfinished())),
+        })
+    }
+
     /// Tasks accepted and not yet started.
     pub fn queued(&self) -> usize {
         self.dispatcher.queued()
@@ -862,6 +898,7 @@ mod tests {
             priority: 0,
             delay_ms: 0,
             max_attempts: 0,
+            batch: None,
         }
     }
 

@@ -475,4 +475,50 @@ PHP;
         $this->assertSame($sorted, $done, 'done only grows');
         $this->assertCount(40, $this->events('task'));
     }
+
+    public function testBatchesAreReportedOverHttpAndFollowedByTaskqWatchBatch(): void
+    {
+        $server = $this->server(['task_max_attempts' => 1]);
+        $tasks = [];
+        foreach ([1, 2, 3, 4, 5] as $i) {
+            $tasks[] = ['data' => ['i' => $i, 'block' => true] + ($i % 2 === 0 ? ['fail' => 'x'] : []), 'batch' => 'mail 12/2026'];
+        }
+        [$status, , $json] = $this->http('POST', '/tasks', json_encode(['tasks' => $tasks]));
+        $this->assertSame(200, $status, json_encode($json));
+        [$exit, , $err] = $this->taskq(['push', '{"i": 6, "block": true}', '--batch', 'mail 12/2026']);
+        $this->assertSame(0, $exit, $err);
+
+        [$status, , $open] = $this->http('GET', '/api/batches');
+        $this->assertSame(200, $status);
+        $this->assertSame([['mail 12/2026', 6, 6]], array_map(fn ($b) => [$b['batch'], $b['total'], $b['pending']], $open), 'the unfinished batches');
+        [$status, , $one] = $this->http('GET', '/api/batches?name=mail+12%2F2026');
+        $this->assertSame([200, 6, 0, 0], [$status, $one['total'], $one['done'], $one['failed']]);
+        [$status, , $json] = $this->http('GET', '/api/batches?name=nope');
+        $this->assertSame([404, 'no batch named "nope"'], [$status, $json['error']]);
+        [$status, , $json] = $this->http('GET', '/api/batches?name=');
+        $this->assertSame(400, $status);
+        $this->assertStringContainsString('name=<batch name>', $json['error']);
+        [$status, , $json] = $this->http('POST', '/tasks', json_encode(['data' => 1, 'batch' => str_repeat('b', 129)]));
+        $this->assertSame([400, "the task: 'batch' must be a string of 1 to 128 bytes, no control characters"], [$status, $json['error']]);
+
+        $out = "$this->dir/watch.out";
+        $started = $this->startTagged([self::binary(), 'watch', '--batch', 'mail 12/2026', '--interval', '0.2'], $out);
+        try {
+            $this->waitUntil(fn () => substr_count((string) @file_get_contents($out), "\n") >= 2, 10, 'two progress lines', $server);
+        } finally {
+            touch("$this->dir/release");
+            $exit = $this->finishTagged($started, $server);
+        }
+        $this->assertSame(0, $exit, (string) file_get_contents("$out.err"));
+        $lines = explode("\n", rtrim((string) file_get_contents($out)));
+        $this->assertMatchesRegularExpression('~^0/6 ended, 0 failed, ~', $lines[0], 'nothing ran before the release');
+        $summary = array_slice($lines, -2);
+        $this->assertMatchesRegularExpression('~^batch mail 12/2026: 4 of 6 done, 2 failed \([\d.]+s\)$~', $summary[0]);
+        $this->assertMatchesRegularExpression('~^\s+2 × RuntimeException: broken x in ~', $summary[1], 'the failures by error');
+        $this->assertSame([], $this->http('GET', '/api/batches')[2], 'no batch is unfinished');
+
+        [$exit, , $err] = $this->taskq(['watch', '--batch', 'nope']);
+        $this->assertSame(5, $exit);
+        $this->assertStringContainsString('answered 404: no batch named "nope"', $err);
+    }
 }

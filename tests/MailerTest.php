@@ -459,6 +459,7 @@ final class MailerTest extends TaskqTestCase
         [$code, $out, $err] = $this->runPhp("<?php \$argv = ['mail_client.php', '$total']; $client", 120, ['TASKQ_PORT' => (string) $this->port]);
         $this->assertSame(0, $code, $err);
         $this->assertStringContainsString("queued $total/$total emails", $out);
+        $this->assertStringContainsString("\nsent $total, failed 0, in ", $out, 'the client followed its batch to the end');
 
         $dir = $this->sinkDir($sink);
         $this->waitUntil(fn () => count(glob("$dir/msg-*.json")) >= $total, 120, "$total emails at the SMTP server", $server);
@@ -477,6 +478,27 @@ final class MailerTest extends TaskqTestCase
         $this->assertCount($total, array_unique($ids), 'every Message-ID once');
         $this->assertStringNotContainsString('not sent', $server->stdout());
         $this->assertLessThanOrEqual(8, $this->connections($sink), 'one pooled connection per task worker');
+        $this->stopServer($server);
+    }
+
+    /**
+     * The example client follows its batch to the end and sums up the
+     * emails the SMTP server refused, by error; it exits with 2.
+     */
+    public function testTheExampleClientReportsWhichEmailsWereNotSentAndWhy(): void
+    {
+        $sink = $this->startSink();
+        $server = $this->startServer(
+            'require ' . var_export(self::EXAMPLES . '/mail_server.php', true) . ";\n",
+            ['TASKQ_SMTP_DSN' => "smtp://127.0.0.1:$sink"],
+        );
+        file_put_contents("$this->dir/recipients", "a@example.com\nreject1@example.com\nb@example.com\nc@example.com\nreject2@example.com\n");
+        $client = 'require ' . var_export(self::EXAMPLES . '/mail_client.php', true) . ';';
+        [$code, $out, $err] = $this->runPhp("<?php \$argv = ['mail_client.php', '0', '$this->dir/recipients']; $client", 60, ['TASKQ_PORT' => (string) $this->port]);
+        $this->assertSame(2, $code, "$out\n$err");
+        $this->assertStringContainsString("\nsent 3, failed 2, in ", $out);
+        $this->assertSame(2, preg_match_all('~^\s+1 × TaskQ\\\\MailException: .*550 5\.1\.1 <reject\d@example\.com>: recipient rejected~m', $out), $out);
+        $this->assertCount(3, glob($this->sinkDir($sink) . '/msg-*.json'));
         $this->stopServer($server);
     }
 

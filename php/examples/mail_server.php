@@ -23,6 +23,9 @@ class Server
             'max_request' => 10000,
             'dispatch_mode' => 2,
             'task_worker_num' => 8,
+            // sendEmail() retries what may pass later itself; what it
+            // throws will not pass on another run.
+            'task_max_attempts' => 1,
         ]);
         $this->server->on('Start', function () use ($host, $port) {
             echo "mail server on $host:$port, sending to ", self::dsnForLog(), "\n";
@@ -38,19 +41,21 @@ class Server
         $server->task($data);
     }
 
+    // A message from onReceive is the JSON the seed's client sent; a task
+    // from TaskClient::taskMulti() arrives as the array it queued.
     public function onTask($server, $task_id, $from_id, $data)
     {
-        $data = json_decode($data, true);
-        return $this->sendEmail($data);
+        return $this->sendEmail(is_string($data) ? json_decode($data, true) : $data);
     }
 
+    // Swoole wants onFinish when workers call task(); a sent email's
+    // result (true) needs nothing here.
     public function onFinish($serv, $task_id, $data)
     {
-        if ($data !== true) {
-            echo "task $task_id: $data\n";
-        }
     }
 
+    // Throws what still failed after the retries: the task is given up
+    // with that error (onTaskFailed, the failed list, the batch's failures).
     protected function sendEmail($data)
     {
         // Created on first use, so inside the task worker: each worker has
@@ -63,7 +68,7 @@ class Server
             } catch (TaskQ\MailException $e) {
                 // 4xx and network failures may pass later; 5xx and bad input never will.
                 if ($e->isPermanent() || $attempt === 3) {
-                    return "not sent to " . json_encode($data['to_email'] ?? $data['to'] ?? null) . ": " . $e->getMessage();
+                    throw $e;
                 }
                 usleep(200000 * $attempt);
             }

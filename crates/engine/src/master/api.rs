@@ -142,7 +142,7 @@ pub async fn answer(
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
         },
         Endpoint::Batches => match batch_name(query) {
-            Ok(name) => batches(name.as_deref(), &hub.borrow()),
+            Ok(name) => batches(name.as_deref(), &mut hub.borrow_mut()),
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
         },
     }
@@ -150,7 +150,7 @@ pub async fn answer(
 
 /// `GET /api/batches?name=X`: one batch's progress; without a name, every
 /// unfinished batch's.
-fn batches(name: Option<&str>, hub: &Hub) -> Reply {
+fn batches(name: Option<&str>, hub: &mut Hub) -> Reply {
     match hub.batch(name) {
         Ok(Some(report)) => Reply::ok(report),
         Ok(None) => Reply::error(

@@ -376,7 +376,7 @@ fn drain(
             match frame.kind {
                 KIND_MESSAGE => hub.borrow_mut().client_message(fd, frame.body),
                 KIND_MESSAGE_ACK => hub.borrow_mut().client_message_acked(fd, frame.body),
-                KIND_BATCH => hub.borrow().client_batch(fd, &frame.body),
+                KIND_BATCH => hub.borrow_mut().client_batch(fd, &frame.body),
                 KIND_TASK => match TaskRequest::decode(frame.body) {
                     Ok(req) => hub.borrow_mut().client_task(fd, req),
                     Err(e) => {

@@ -280,7 +280,7 @@ impl Hub {
 
     /// `TaskClient::batch()`: the batch's progress as a JSON reply, or an
     /// error naming why there is none.
-    pub fn client_batch(&self, fd: u64, name: &[u8]) {
+    pub fn client_batch(&mut self, fd: u64, name: &[u8]) {
         let name = String::from_utf8_lossy(name);
         match self.batch(Some(&name)) {
             Ok(Some(report)) => self.sessions.answer_reply(fd, &report),
@@ -293,8 +293,10 @@ impl Hub {
         }
     }
 
-    /// The progress of batch `name`, or of every unfinished batch.
-    pub fn batch(&self, name: Option<&str>) -> Result<Option<Value>, &'static str> {
+    /// The progress of batch `name`, or of every unfinished batch, with
+    /// the completions posted on the board counted first.
+    pub fn batch(&mut self, name: Option<&str>) -> Result<Option<Value>, &'static str> {
+        self.tasks.settle(now_ms());
         self.tasks.batch(name)
     }
 

@@ -176,6 +176,29 @@ PHP;
         $this->assertCount(2, $this->events('task'), 'purged tasks do not run');
     }
 
+    /**
+     * Data nested deeper than task_max_depth runs (a worker's own task() is
+     * trusted) but cannot be decoded for the listing: data null, raw bytes.
+     */
+    public function testDataThatCannotBeDecodedIsListedRaw(): void
+    {
+        $server = $this->server(['task_max_depth' => 2]);
+        $this->assertIsInt($this->inWorker("\$s->task(['fail' => 'deep', 'a' => ['b' => ['c' => 1]]])"));
+        $this->waitUntil(fn () => $this->taskq(['failed', 'list', '--json'])[1] !== "[]\n", 10, 'the task failed', $server);
+        // As an error handler that honours error_reporting() (and @) sees it.
+        [$rows, $shown] = $this->inWorker('(function () use ($s) {
+            $shown = [];
+            set_error_handler(function ($no, $msg) use (&$shown) { if (error_reporting() & $no) { $shown[] = $msg; } return true; });
+            try { return [$s->failedTasks(), $shown]; } finally { restore_error_handler(); }
+        })()');
+        $this->assertSame([], $shown, 'unserialize() warnings are silenced: raw says it');
+        $row = $rows[0];
+        $this->assertSame(['id', 'worker', 'task_id', 'attempts', 'error', 'failed_at', 'data', 'raw'], array_keys($row));
+        $this->assertNull($row['data']);
+        $this->assertSame(['fail' => 'deep', 'a' => ['b' => ['c' => 1]]], unserialize($row['raw']));
+        $this->assertStringContainsString('broken deep', $row['error']);
+    }
+
     public function testBadArgumentsAndNoRunningServerThrowNamingTheArgument(): void
     {
         $this->server();

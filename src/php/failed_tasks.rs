@@ -3,6 +3,7 @@
 //! PHP arrays whose task data is decoded without creating any object.
 
 use ext_php_rs::types::{ZendHashTable, Zval};
+use ext_php_rs::zend::ExecutorGlobals;
 use serde_json::Value as Json;
 
 use super::error::PhpError;
@@ -97,7 +98,7 @@ fn row(task: FailedTask, max_depth: usize) -> Result<Zval, PhpError> {
     ht.insert("attempts", long_zval(task.attempts.into()))?;
     ht.insert("error", bytes_zval(task.error.as_bytes()))?;
     ht.insert("failed_at", task.failed_at_ms as f64 / 1000.0)?;
-    match data(&task.payload, max_depth) {
+    match silenced(|| data(&task.payload, max_depth)) {
         Ok(value) => ht.insert("data", value)?,
         Err(_) => {
             ht.insert("data", Zval::null())?;
@@ -107,6 +108,22 @@ fn row(task: FailedTask, max_depth: usize) -> Result<Zval, PhpError> {
     let mut z = Zval::new();
     z.set_hashtable(ht);
     Ok(z)
+}
+
+/// What PHP 8's `@` leaves in `error_reporting`: E_ERROR, E_PARSE,
+/// E_CORE_ERROR, E_COMPILE_ERROR, E_USER_ERROR, E_RECOVERABLE_ERROR.
+const E_FATAL_ERRORS: i32 = 1 | 4 | 16 | 64 | 256 | 4096;
+
+/// Runs `f` as PHP's `@` runs an expression (an error handler still sees
+/// the warnings, with `error_reporting()` saying they are silenced): `unserialize()` warns about
+/// data it cannot decode, and here the row's `raw` already says so, once
+/// per task rather than as warnings the caller did not ask for.
+fn silenced<T>(f: impl FnOnce() -> T) -> T {
+    let saved = ExecutorGlobals::get().error_reporting;
+    ExecutorGlobals::get_mut().error_reporting = saved & E_FATAL_ERRORS;
+    let out = f();
+    ExecutorGlobals::get_mut().error_reporting = saved;
+    out
 }
 
 /// The task's data as a PHP value, read like a network client's

@@ -172,6 +172,18 @@ namespace TaskQ {
         /** Swoole's stats() keys plus task_queue_num, task_running_num, task_requeued_count, task_failed_count; false before start(). */
         public function stats(): array|false {}
 
+        /**
+         * taskq: failed tasks (attempts used up) the queue keeps, newest first: $limit (null: 100; 1 to 1000) from $offset (null: 0).
+         * Rows: id, worker, task_id, attempts, error, failed_at, data (objects as __PHP_Incomplete_Class; raw and null data if undecodable).
+         */
+        public function failedTasks(?int $offset = null, ?int $limit = null): array {}
+
+        /** taskq: puts failed tasks back into the queue (attempts reset); $ids: an id, an array of ids, or true for all. How many went back. */
+        public function retryFailed(int|array|true $ids): int {}
+
+        /** taskq: forgets failed tasks; $ids: an id, an array of ids, or true for all. How many were removed. */
+        public function purgeFailed(int|array|true $ids): int {}
+
         /** Whether session $fd is connected (asks the master). */
         public function exists(int $fd): bool {}
 

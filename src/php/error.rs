@@ -36,6 +36,22 @@ pub enum PhpError {
     },
     #[error("{0}() did not return a string")]
     NotAString(&'static str),
+    /// A bad argument of `failedTasks()`, `retryFailed()` or
+    /// `purgeFailed()`: which one, what it was and what is allowed.
+    #[error("{method}(): {arg} is {got}; allowed: {allowed}")]
+    FailedArgument {
+        method: &'static str,
+        arg: String,
+        got: String,
+        allowed: String,
+    },
+    /// The failed-task methods need the master, so a running server.
+    #[error("{0}() works only in a running server's worker (in a callback such as onWorkerStart, onReceive or onTask)")]
+    NotRunning(&'static str),
+    /// The master could not do what a failed-task method asked (a queue
+    /// that keeps no failed tasks, the store or Redis failing).
+    #[error("{method}(): {why}")]
+    FailedTasks { method: &'static str, why: String },
     #[error("the task payload from the network could not be unserialized")]
     UntrustedPayload,
     /// A value the caller handed over could not be converted: the same
@@ -76,6 +92,8 @@ impl PhpError {
             PhpError::Call { .. }
             | PhpError::NotAString(_)
             | PhpError::UntrustedPayload
+            | PhpError::NotRunning(_)
+            | PhpError::FailedTasks { .. }
             | PhpError::Zend(_)
             | PhpError::Server(_)
             | PhpError::Link(_)

@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod exception;
 pub mod exception_classes;
+pub mod failed_tasks;
 pub mod handler;
 pub mod loose_value;
 pub mod mailer;

@@ -17,6 +17,7 @@ use super::args::{Array, Bin, Bool, Callable, Float, Int, Opt, Str};
 use super::error::PhpError;
 use super::events::{Callbacks, Event};
 use super::exception::warn;
+use super::failed_tasks;
 use super::handler::PhpHooks;
 use super::loose_value::{self, options};
 use super::process_state::ProcessState;
@@ -24,6 +25,7 @@ use super::timer;
 use super::values::{bool_zval, from_payload, json_zval, long_zval, to_payload};
 use taskq_engine::config::ServerConfig;
 use taskq_engine::error::ServerError;
+use taskq_engine::failed::{FailedOp, Which};
 use taskq_engine::ipc::ToWorker;
 use taskq_engine::launcher::{launch, Launch};
 use taskq_engine::listener::{Listener, SockType};
@@ -317,6 +319,31 @@ impl TaskServer {
             map.insert("worker_dispatch_count".into(), dispatched.into());
         }
         Ok(json_zval(&v))
+    }
+
+    /// taskq: the failed tasks (tasks that used up their attempts) the
+    /// queue keeps, newest first, `$limit` (null: 100; 1 to 1000) from
+    /// `$offset` (null: 0). Each row: id, worker, task_id, attempts, error,
+    /// failed_at, data (objects in it as `__PHP_Incomplete_Class`), and
+    /// raw when the data cannot be decoded.
+    pub fn failed_tasks(&self, offset: Opt<Int>, limit: Opt<Int>) -> PhpResult<Zval> {
+        const METHOD: &str = "failedTasks";
+        let op = failed_tasks::list(METHOD, offset.or(0), limit.or(100))?;
+        let answer = self.ask_failed(METHOD, op)?;
+        failed_tasks::rows(METHOD, &answer, self.config.task_max_depth)
+    }
+
+    /// taskq: puts failed tasks back into the queue, attempts reset, as
+    /// fresh tasks whose results reach no onFinish. `$ids`: an id, an array
+    /// of ids, or true for all. Returns how many went back.
+    pub fn retry_failed(&self, ids: &Zval) -> PhpResult<i64> {
+        self.change_failed("retryFailed", ids, FailedOp::Retry)
+    }
+
+    /// taskq: forgets failed tasks. `$ids`: an id, an array of ids, or true
+    /// for all. Returns how many were removed.
+    pub fn purge_failed(&self, ids: &Zval) -> PhpResult<i64> {
+        self.change_failed("purgeFailed", ids, FailedOp::Purge)
     }
 
     /// Whether session `$fd` is connected.
@@ -656,6 +683,11 @@ fn seconds(timeout: f64) -> Duration {
 /// How long a worker waits for the master to answer a query.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a failed-task method waits: with a Redis backend the master
+/// answers after Redis does, each call bounded by task_backend_timeout,
+/// and retrying or purging every failed task takes one call per page.
+const FAILED_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl TaskServer {
     fn total_workers(&self) -> i64 {
         (self.config.worker_num + self.config.task_worker_num) as i64
@@ -675,6 +707,50 @@ impl TaskServer {
         }
         let answer = worker::with_link(|link| link.query(q.to_json(), QUERY_TIMEOUT))?;
         Ok(answer.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Asks the master about its failed tasks: the answer, or why there is
+    /// none as an exception (not running, no answer, the master's error).
+    fn ask_failed(&self, method: &'static str, op: FailedOp) -> PhpResult<serde_json::Value> {
+        if worker::current().is_none() {
+            return Err(PhpError::NotRunning(method));
+        }
+        let answer =
+            worker::with_link(|link| link.query(Query::Failed(op).to_json(), FAILED_TIMEOUT))?;
+        let answer: serde_json::Value = answer
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| PhpError::FailedTasks {
+                method,
+                why: format!(
+                    "the master did not answer within {} s",
+                    FAILED_TIMEOUT.as_secs()
+                ),
+            })?;
+        match answer.get("error") {
+            Some(why) => Err(PhpError::FailedTasks {
+                method,
+                why: why.as_str().map_or_else(|| why.to_string(), str::to_string),
+            }),
+            None => Ok(answer),
+        }
+    }
+
+    /// `retryFailed()` or `purgeFailed()`: `make` of the selection, and the
+    /// count the master answers.
+    fn change_failed(
+        &self,
+        method: &'static str,
+        ids: &Zval,
+        make: fn(Which) -> FailedOp,
+    ) -> PhpResult<i64> {
+        let Some(which) = failed_tasks::which(method, ids)? else {
+            return Ok(0);
+        };
+        let answer = self.ask_failed(method, make(which))?;
+        answer.as_i64().ok_or_else(|| PhpError::FailedTasks {
+            method,
+            why: format!("the master's answer is not a count: {answer}"),
+        })
     }
 
     /// Open session ids above `after`, at most `limit`, as a PHP array.

@@ -6,6 +6,7 @@
 mod batch;
 mod client;
 mod error;
+mod failed;
 mod push;
 mod sample;
 mod table;
@@ -96,6 +97,53 @@ enum Command {
     },
     /// Stop the server (as SIGTERM).
     Stop,
+    /// The failed tasks (attempts used up): list, show, retry, purge.
+    Failed {
+        #[command(subcommand)]
+        command: FailedCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FailedCommand {
+    /// Newest first: id, attempts, worker, when, the error's first line.
+    List {
+        /// The API's JSON (data in base64), for scripts.
+        #[arg(long)]
+        json: bool,
+        /// Skip this many, newest first.
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
+        /// At most this many (1 to 1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
+    },
+    /// One failed task: its whole error and its data.
+    Show {
+        /// The failed task's id (as listed).
+        id: u64,
+        /// The API's JSON (data in base64), for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue failed tasks again, attempts reset; prints how many went.
+    Retry {
+        /// The failed tasks' ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<u64>,
+        /// Every failed task.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Forget failed tasks; prints how many.
+    Purge {
+        /// The failed tasks' ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<u64>,
+        /// Every failed task.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// A positive number of seconds.
@@ -199,6 +247,42 @@ fn run(cli: Cli) -> Result<(), CliError> {
             client.post("/api/stop", None)?;
             println!("stopping the server at {}", client.url());
         }
+        Command::Failed { command } => run_failed(&client, command)?,
+    }
+    Ok(())
+}
+
+fn run_failed(client: &Client, command: FailedCommand) -> Result<(), CliError> {
+    match command {
+        FailedCommand::List {
+            json,
+            offset,
+            limit,
+        } => {
+            let rows = client.get(&format!("/api/failed?offset={offset}&limit={limit}"))?;
+            if json {
+                println!("{rows}");
+            } else {
+                let rows = rows.as_array().map(Vec::as_slice).unwrap_or_default();
+                print!("{}", failed::render_list(client.url(), rows));
+            }
+        }
+        FailedCommand::Show { id, json } => {
+            let row = client.get(&format!("/api/failed/{id}"))?;
+            if json {
+                println!("{row}");
+            } else {
+                print!("{}", failed::render_one(&row));
+            }
+        }
+        FailedCommand::Retry { ids, all } => {
+            let n = client.post("/api/failed/retry", Some(&failed::which(&ids, all)))?;
+            println!("retried {} failed task(s)", n["retried"]);
+        }
+        FailedCommand::Purge { ids, all } => {
+            let n = client.post("/api/failed/purge", Some(&failed::which(&ids, all)))?;
+            println!("purged {} failed task(s)", n["purged"]);
+        }
     }
     Ok(())
 }
@@ -256,5 +340,43 @@ mod tests {
         assert!(Cli::try_parse_from(["taskq", "push", "x", "--file", "f"]).is_err());
         assert!(Cli::try_parse_from(["taskq", "stats", "--interval", "0"]).is_err());
         assert!(Cli::try_parse_from(["taskq", "frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn failed_subcommands_parse_and_refuse_bad_lines() {
+        let cli = Cli::try_parse_from(["taskq", "failed", "retry", "3", "4"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Failed { command: FailedCommand::Retry { ref ids, all: false } } if ids == &[3, 4]
+        ));
+        let cli = Cli::try_parse_from(["taskq", "failed", "purge", "--all"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Failed { command: FailedCommand::Purge { ref ids, all: true } } if ids.is_empty()
+        ));
+        let cli =
+            Cli::try_parse_from(["taskq", "failed", "list", "--limit", "5", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Failed {
+                command: FailedCommand::List {
+                    json: true,
+                    offset: 0,
+                    limit: 5
+                }
+            }
+        ));
+        for bad in [
+            &["taskq", "failed", "retry"][..],
+            &["taskq", "failed", "purge", "3", "--all"],
+            &["taskq", "failed", "retry", "x"],
+            &["taskq", "failed", "show"],
+            &["taskq", "failed", "list", "--limit", "0"],
+            &["taskq", "failed", "list", "--limit", "1001"],
+            &["taskq", "failed", "list", "--offset", "-1"],
+            &["taskq", "failed"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err(), "{bad:?}");
+        }
     }
 }

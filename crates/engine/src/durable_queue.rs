@@ -125,6 +125,15 @@ impl FailedStore for DurableQueue {
             .collect())
     }
 
+    fn get(&mut self, id: u64) -> Result<Option<FailedTask>, QueueError> {
+        self.commit()?;
+        let record = self
+            .store
+            .failed_one(id)
+            .map_err(|e| QueueError::Store(e.to_string()))?;
+        Ok(record.map(|(task, error, at)| FailedTask::of(&task, &error, at)))
+    }
+
     fn retry(&mut self, which: &Which) -> Result<usize, QueueError> {
         self.commit()?;
         let tasks = self
@@ -261,6 +270,9 @@ mod tests {
             assert_eq!(store.list(1, 1).unwrap().len(), 1);
             let first = &store.list(0, 10).unwrap()[2];
             assert_eq!((first.error.as_str(), first.attempts), ("boom", 3));
+            let one = store.get(first.id).unwrap().unwrap();
+            assert_eq!(&one, first, "one row, as listed");
+            assert_eq!(store.get(99).unwrap(), None);
             assert_eq!(store.retry(&Which::Ids(vec![2, 99])).unwrap(), 1);
             assert_eq!(store.purge(&Which::Ids(vec![3])).unwrap(), 1);
             let back = q.take(0).unwrap();

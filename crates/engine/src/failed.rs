@@ -9,12 +9,16 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::payload::Payload;
+use crate::payload::{Encoding, Payload};
 use crate::queue::QueuedTask;
 
 /// Failed tasks the memory queue remembers; older ones are forgotten
 /// (they are in the log), so a poison flood cannot grow the master.
 pub const MEMORY_KEEP: usize = 1000;
+
+/// Most failed tasks one listing returns (`GET /api/failed`,
+/// `failedTasks()`), so one answer stays a bounded message.
+pub const PAGE_MAX: usize = 1000;
 
 /// A task given up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +67,26 @@ impl FailedTask {
             "failed_at": self.failed_at_ms as f64 / 1000.0,
         })
     }
+
+    /// Reads [`Self::to_json`] back (in the worker, for `failedTasks()`);
+    /// None for anything else.
+    pub fn from_json(v: &Value) -> Option<Self> {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(v["data"].as_str()?)
+            .ok()?;
+        Some(FailedTask {
+            id: v["id"].as_u64()?,
+            src_worker: i32::try_from(v["worker"].as_i64()?).ok()?,
+            task_id: v["task_id"].as_i64()?,
+            payload: Payload {
+                encoding: Encoding::from_u8(u8::try_from(v["encoding"].as_u64()?).ok()?).ok()?,
+                data: data.into(),
+            },
+            error: v["error"].as_str()?.to_owned(),
+            attempts: u32::try_from(v["attempts"].as_u64()?).ok()?,
+            failed_at_ms: (v["failed_at"].as_f64()? * 1000.0).round() as u64,
+        })
+    }
 }
 
 /// A failed task made ready to run again: no failed runs, no delay, and
@@ -99,6 +123,10 @@ impl Which {
 pub enum FailedOp {
     /// Newest first, `limit` from `offset`.
     List { offset: usize, limit: usize },
+    /// One task by id (`taskq failed show`); answers `{"task": row}`,
+    /// the row null when no failed task has that id (wrapped, as the
+    /// row's own `error` field must not read as a failed answer).
+    Get(u64),
     /// Back into the queue; answers how many went.
     Retry(Which),
     /// Forgotten; answers how many.
@@ -132,6 +160,14 @@ impl RecentFailures {
             .collect()
     }
 
+    /// The one with id `id`, if it is still remembered.
+    pub fn get(&self, id: u64) -> Option<FailedTask> {
+        self.list
+            .iter()
+            .find(|(t, _, _)| t.id == id)
+            .map(|(t, error, at)| FailedTask::of(t, error, *at))
+    }
+
     /// Takes the selected ones out, ready to queue again.
     pub fn take(&mut self, which: &Which) -> Vec<QueuedTask> {
         let (out, keep) = std::mem::take(&mut self.list)
@@ -160,7 +196,6 @@ impl RecentFailures {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payload::Encoding;
     use bytes::Bytes;
 
     fn task(id: u64) -> QueuedTask {
@@ -199,6 +234,11 @@ mod tests {
         assert_eq!(data, b"s:1:\"9\";");
         assert_eq!(v["error"], "RuntimeException: boom");
         assert_eq!(v["failed_at"].as_f64(), Some(1_700_000_000.123));
+        assert_eq!(FailedTask::from_json(&v), Some(f), "reads back");
+        assert_eq!(FailedTask::from_json(&json!({"id": 1})), None);
+        let mut bad = v.clone();
+        bad["encoding"] = json!(9);
+        assert_eq!(FailedTask::from_json(&bad), None, "an unknown encoding");
     }
 
     #[test]
@@ -211,6 +251,8 @@ mod tests {
         let ids: Vec<u64> = r.list(1, 3).iter().map(|t| t.id).collect();
         let newest = MEMORY_KEEP as u64 + 5;
         assert_eq!(ids, [newest - 1, newest - 2, newest - 3]);
+        assert_eq!(r.get(newest - 2).map(|t| t.failed_at_ms), Some(newest - 2));
+        assert_eq!(r.get(1), None, "forgotten beyond MEMORY_KEEP");
 
         let back = r.take(&Which::Ids(vec![newest, 1, 9999]));
         assert_eq!(back.len(), 1, "id 1 was forgotten, 9999 never failed");

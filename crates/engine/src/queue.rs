@@ -113,6 +113,8 @@ pub trait TaskQueue {
 pub trait FailedStore {
     /// Newest first, `limit` from `offset`.
     fn list(&mut self, offset: usize, limit: usize) -> Result<Vec<FailedTask>, QueueError>;
+    /// The one with id `id`, without listing them all.
+    fn get(&mut self, id: u64) -> Result<Option<FailedTask>, QueueError>;
     /// Moves the selected ones back into the queue; returns how many.
     fn retry(&mut self, which: &Which) -> Result<usize, QueueError>;
     /// Forgets the selected ones; returns how many.
@@ -228,6 +230,10 @@ impl TaskQueue for MemoryQueue {
 impl FailedStore for MemoryQueue {
     fn list(&mut self, offset: usize, limit: usize) -> Result<Vec<FailedTask>, QueueError> {
         Ok(self.failed.list(offset, limit))
+    }
+
+    fn get(&mut self, id: u64) -> Result<Option<FailedTask>, QueueError> {
+        Ok(self.failed.get(id))
     }
 
     fn retry(&mut self, which: &Which) -> Result<usize, QueueError> {

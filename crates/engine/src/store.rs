@@ -333,6 +333,18 @@ impl TaskStore {
             .collect())
     }
 
+    /// The failed task `id` (task, last error, failed_at_ms), or None.
+    pub fn failed_one(&self, id: u64) -> Result<Option<(QueuedTask, String, u64)>, StoreError> {
+        let what = "cannot read a failed task";
+        let txn = self.db.begin_read().map_err(|e| self.err(what, e))?;
+        let table = txn.open_table(FAILED).map_err(|e| self.err(what, e))?;
+        let Some(value) = table.get(id).map_err(|e| self.err(what, e))? else {
+            return Ok(None);
+        };
+        let record: FailedRecord = self.decode("failed", id, value.value())?;
+        Ok(Some((record.task, record.error, record.at_ms)))
+    }
+
     /// Moves the selected failed tasks back into the queue's table in one
     /// transaction, reset by [`crate::failed::again`] (a crash leaves each
     /// either failed or queued, never neither), and returns them for the

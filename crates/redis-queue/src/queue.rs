@@ -510,6 +510,19 @@ impl RedisQueue {
         Ok(out)
     }
 
+    /// The failed task `id`, or None when the failed list does not hold it
+    /// (never failed, retried or purged), read without listing the others.
+    pub async fn failed_get(&self, id: u64) -> Result<Option<FailedTask>> {
+        let key = self.keys.failed_record(id);
+        let record: Value = self
+            .call("read a failed task", redis::cmd("HGETALL").arg(&key))
+            .await?;
+        if matches!(&record, Value::Array(a) if a.is_empty()) {
+            return Ok(None);
+        }
+        FailedTask::from_record(&key, &record).map(Some)
+    }
+
     /// Puts failed tasks back into the queue with their attempts reset, as
     /// fresh jobs whose results reach no worker (the `task()` that
     /// dispatched them is long over). Returns how many went back.

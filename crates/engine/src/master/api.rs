@@ -1,7 +1,8 @@
 //! The admin JSON API and task submission over HTTP, on the master's HTTP
 //! listener (`metrics_listen`; the transport is `http.rs`): `GET /api/ping`,
 //! `GET /api/stats`, `POST /api/reload`, `POST /api/stop`, `GET /api/failed`,
-//! `POST /api/failed/retry`, `POST /api/failed/purge` and `POST /tasks`.
+//! `GET /api/failed/<id>`, `POST /api/failed/retry`, `POST /api/failed/purge`
+//! and `POST /tasks`.
 //! Answered by the master alone, so they work while every worker is busy;
 //! errors are `{"error": "..."}` with a 4xx or 503 status.
 
@@ -14,7 +15,7 @@ use serde_json::{json, Map, Value};
 use super::asks::Asker;
 use super::hub::Hub;
 use super::workers::WorkerRow;
-use crate::failed::{FailedOp, Which};
+use crate::failed::{FailedOp, Which, PAGE_MAX};
 use crate::payload::{Encoding, Payload};
 use crate::protocol::{code, TaskRequest};
 
@@ -27,6 +28,8 @@ pub enum Endpoint {
     Stop,
     Tasks,
     Failed,
+    /// One failed task, by its id.
+    FailedTask(u64),
     RetryFailed,
     PurgeFailed,
     Batches,
@@ -91,7 +94,10 @@ pub fn route(method: &Method, path: &str) -> Option<Result<Endpoint, Reply>> {
         "/api/failed/retry" => (Endpoint::RetryFailed, "POST"),
         "/api/failed/purge" => (Endpoint::PurgeFailed, "POST"),
         "/api/batches" => (Endpoint::Batches, "GET, HEAD"),
-        _ => return None,
+        _ => match path.strip_prefix("/api/failed/").map(str::parse) {
+            Some(Ok(id)) => (Endpoint::FailedTask(id), "GET, HEAD"),
+            _ => return None,
+        },
     };
     let ok = match allowed {
         "POST" => method == Method::POST,
@@ -134,6 +140,20 @@ pub async fn answer(
             Ok((offset, limit)) => failed(FailedOp::List { offset, limit }, None, hub).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
         },
+        Endpoint::FailedTask(id) => {
+            let mut r = failed(FailedOp::Get(id), None, hub).await;
+            if r.status != StatusCode::OK {
+                return r;
+            }
+            r.body = r.body["task"].take();
+            if r.body.is_null() {
+                return Reply::error(
+                    StatusCode::NOT_FOUND,
+                    format!("no failed task has the id {id}"),
+                );
+            }
+            r
+        }
         Endpoint::RetryFailed | Endpoint::PurgeFailed => match which(body) {
             Ok(which) if endpoint == Endpoint::RetryFailed => {
                 failed(FailedOp::Retry(which), Some("retried"), hub).await
@@ -193,9 +213,6 @@ async fn failed(op: FailedOp, key: Option<&str>, hub: &Rc<RefCell<Hub>>) -> Repl
         Err(_) => Reply::error(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping"),
     }
 }
-
-/// Most failed tasks one `GET /api/failed` lists.
-const PAGE_MAX: usize = 1000;
 
 /// `offset` and `limit` (default 0 and 100) of `GET /api/failed`.
 pub fn page(query: Option<&str>) -> Result<(usize, usize), BadRequest> {
@@ -680,6 +697,19 @@ mod tests {
         ] {
             assert!(which(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+        assert_eq!(
+            route(&Method::GET, "/api/failed/42"),
+            Some(Ok(Endpoint::FailedTask(42)))
+        );
+        assert_eq!(route(&Method::GET, "/api/failed/x"), None);
+        assert_eq!(route(&Method::GET, "/api/failed/-1"), None);
+        assert_eq!(
+            route(&Method::POST, "/api/failed/42")
+                .unwrap()
+                .unwrap_err()
+                .allow,
+            Some("GET, HEAD")
+        );
         assert_eq!(
             route(&Method::GET, "/api/failed/retry")
                 .unwrap()

@@ -183,7 +183,7 @@ fn plain_answer<B>(req: &Request<B>, hub: &RefCell<Hub>) -> Response<Full<Bytes>
         ),
         (_, path) if path.starts_with("/api/") => json_reply(api::Reply::error(
             StatusCode::NOT_FOUND,
-            format!("no such endpoint: {path} (the API has /api/ping, /api/stats, /api/reload, /api/stop, /api/failed, /api/batches and /tasks)"),
+            format!("no such endpoint: {path} (the API has /api/ping, /api/stats, /api/reload, /api/stop, /api/failed, /api/failed/<id>, /api/failed/retry, /api/failed/purge, /api/batches and /tasks)"),
         )),
         (_, path) => reply(
             StatusCode::NOT_FOUND,

@@ -468,23 +468,30 @@ async fn failed_op(
                 .failed_list(offset, limit)
                 .await?
                 .into_iter()
-                .map(|f| {
-                    FailedTask {
-                        id: f.task.id,
-                        src_worker: f.task.src_worker,
-                        task_id: f.task.src_task_id,
-                        payload: ledger.borrow().admitted_or_empty(&f.task.payload),
-                        error: f.error,
-                        attempts: f.task.attempts,
-                        failed_at_ms: f.failed_at_ms,
-                    }
-                    .to_json()
-                })
+                .map(|f| row(ledger, f))
                 .collect(),
         ),
+        FailedOp::Get(id) => {
+            json!({ "task": queue.failed_get(id).await?.map(|f| row(ledger, f)) })
+        }
         FailedOp::Retry(which) => queue.retry_failed(select(&which)).await?.into(),
         FailedOp::Purge(which) => queue.purge_failed(select(&which)).await?.into(),
     })
+}
+
+/// A Redis failed task as the API and PHP see it; a payload this server
+/// would not admit travels empty.
+fn row(ledger: &SharedLedger, f: taskq_redis::FailedTask) -> Value {
+    FailedTask {
+        id: f.task.id,
+        src_worker: f.task.src_worker,
+        task_id: f.task.src_task_id,
+        payload: ledger.borrow().admitted_or_empty(&f.task.payload),
+        error: f.error,
+        attempts: f.task.attempts,
+        failed_at_ms: f.failed_at_ms,
+    }
+    .to_json()
 }
 
 fn select(which: &Which) -> Select<'_> {

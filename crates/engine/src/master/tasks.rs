@@ -657,6 +657,9 @@ impl Tasks {
             FailedOp::List { offset, limit } => store
                 .list(offset, limit)
                 .map(|l| Value::Array(l.iter().map(FailedTask::to_json).collect())),
+            FailedOp::Get(id) => store
+                .get(id)
+                .map(|t| json!({ "task": t.as_ref().map(FailedTask::to_json) })),
             FailedOp::Retry(which) => store.retry(&which).map(Value::from),
             FailedOp::Purge(which) => store.purge(&which).map(Value::from),
         };

@@ -40,10 +40,20 @@ async fn retries_count_attempts_then_the_failed_list_keeps_the_error() {
     assert_eq!(failed[0].error, "RuntimeException: boom");
     assert_eq!(&failed[0].task.payload[..], b"payload");
     assert!(failed[0].failed_at_ms >= failed[0].task.submitted_at_ms);
+    let one = a.failed_get(id).await.unwrap().unwrap();
+    assert_eq!(
+        (one.task.id, one.error.as_str()),
+        (id, "RuntimeException: boom")
+    );
+    assert!(a.failed_get(999).await.unwrap().is_none());
 
     assert_eq!(b.retry_failed(Select::Ids(&[id, 999])).await.unwrap(), 1);
     let back = b.take(1).await.unwrap().entries.remove(0);
     assert_eq!((back.task.id, back.task.attempts), (id, 0));
+    assert!(
+        b.failed_get(id).await.unwrap().is_none(),
+        "retried: no longer failed"
+    );
     assert!(b.fail(&back, "again").await.unwrap());
     b.submit(&task("other")).await.unwrap();
     let other = b.take(1).await.unwrap().entries.remove(0);

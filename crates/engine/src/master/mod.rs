@@ -8,6 +8,7 @@ mod auth_gate;
 mod background;
 mod connection;
 mod drain_watch;
+mod history;
 mod http;
 mod hub;
 mod link;
@@ -17,6 +18,7 @@ mod outbox;
 mod redis_link;
 mod sessions;
 mod stats;
+mod status_page;
 mod stop;
 mod tasks;
 mod waiters;
@@ -38,7 +40,7 @@ use crate::packet::PacketOptions;
 use crate::queue::TaskQueue;
 use crate::remote_queue::{Ledger, RemoteQueue};
 use crate::supervisor::ManagerOrder;
-use background::{committer, heartbeat, scheduler, trimmer};
+use background::{committer, heartbeat, sampler, scheduler, trimmer};
 use hub::Hub;
 use redis_link::RedisLink;
 pub use redis_link::{Backend, Timeouts};
@@ -178,6 +180,9 @@ async fn serve(
     };
     let links = link::spawn_acceptor(ipc, hub.clone())?;
     let http = http.map(|l| http::spawn(l, hub.clone())).transpose()?;
+    if http.is_some() {
+        tokio::task::spawn_local(sampler(hub.clone()));
+    }
     let redis = cfg
         .backend
         .clone()

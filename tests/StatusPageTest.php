@@ -13,8 +13,9 @@ require_once __DIR__ . '/Support/WebDriver.php';
  * queue numbers and the charts drawn from the history the master kept
  * before the page was opened; a failed task shows its error, and its Retry
  * button re-queues it (the task runs again). With an `auth_token` the page
- * asks for the token and shows nothing until it is right. A screenshot is
- * saved under tests/output/.
+ * asks for the token and shows nothing until it is right; without one,
+ * another site's page cannot act on the API. A screenshot is saved under
+ * tests/output/.
  */
 final class StatusPageTest extends TaskqTestCase
 {
@@ -90,9 +91,9 @@ PHP;
     }
 
     /** One API request (bounded by 5 s); returns [status, decoded JSON]. */
-    private function api(string $method, string $path, ?array $body = null, ?string $token = null): array
+    private function api(string $method, string $path, ?array $body = null, ?string $token = null, array $extra = []): array
     {
-        $headers = $token === null ? '' : "Authorization: Bearer $token\r\n";
+        $headers = ($token === null ? '' : "Authorization: Bearer $token\r\n") . implode('', array_map(fn ($h) => "$h\r\n", $extra));
         $http = ['method' => $method, 'timeout' => 5, 'ignore_errors' => true];
         if ($body !== null) {
             $json = json_encode($body);
@@ -190,6 +191,68 @@ PHP;
         $this->waitPage(fn () => $page->text('#failed-note') === 'No failed tasks kept.', 10, 'no failures left', $server);
         $this->waitPage(fn () => $page->text('#n-finished') === '6' && $page->text('#n-waiting') === '0', 10, 'the finished tasks counted', $server);
         $this->assertStringContainsString('idle', $page->text('#workers tbody'));
+    }
+
+    /**
+     * Without an auth_token, a page of another site that the operator's
+     * browser opens must not be able to act on the API: a plain POST needs
+     * no CORS preflight and would otherwise be answered.
+     */
+    public function testAnotherSitesPageCannotRetryPurgeOrStop(): void
+    {
+        $server = $this->server();
+        $failed = $this->submit(['data' => ['fail' => 3], 'max_attempts' => 1]);
+        $this->waitUntil(fn () => count($this->api('GET', '/api/failed')[1]) === 1, 10, 'the task in the failed list', $server);
+
+        // Another origin on this host: a page served by PHP's built-in server.
+        $site = "$this->dir/site";
+        mkdir($site);
+        file_put_contents("$site/index.html", '<!DOCTYPE html><title>elsewhere</title><p>elsewhere</p>');
+        $sitePort = self::freePort();
+        $php = proc_open(
+            ['timeout', '60', PHP_BINARY, '-n', '-S', "127.0.0.1:$sitePort", '-t', $site],
+            [0 => ['file', '/dev/null', 'r'], 1 => ['file', "$this->dir/site.log", 'w'], 2 => ['file', "$this->dir/site.log", 'a']],
+            $pipes,
+            null,
+            array_merge(getenv(), ['TASKQ_TEST_TAG' => $this->tag])
+        );
+        try {
+            $this->waitUntil(fn () => self::listening($sitePort), 5, 'the other site listening', $server);
+            $page = $this->browser();
+            $page->open("http://127.0.0.1:$sitePort/");
+            $api = "http://127.0.0.1:{$this->apiPort}";
+            // Each fetch resolves once the server answered (opaque to the page).
+            $sent = $page->script(
+                'const api = arguments[0];
+                 const post = (path, body) => fetch(api + path, {method: "POST", mode: "no-cors", body})
+                     .then(() => "answered", (e) => "error: " + e.message);
+                 return Promise.all([
+                     post("/api/failed/retry", "{\"all\": true}"),
+                     post("/tasks", "{\"data\": {\"fail\": 9}}"),
+                     post("/api/stop", ""),
+                 ]);',
+                [$api]
+            );
+            $this->assertSame(['answered', 'answered', 'answered'], $sent, 'the requests reached the server');
+        } finally {
+            ProcessTree::killAll($this->tag);
+            proc_close($php);
+        }
+        // POST /api/stop would stop the server 50 ms after answering.
+        usleep(500000);
+        $this->assertSame([$failed], array_column($this->api('GET', '/api/failed')[1], 'id'));
+        [$status, $stats] = $this->api('GET', '/api/stats');
+        $this->assertSame(200, $status, 'not stopped');
+        $this->assertNotEmpty($server->tree());
+        $this->assertSame(1, $stats['tasks']['failed'], 'not retried (it would have failed again)');
+        $this->assertSame(1, $stats['tasks']['submitted'], 'nothing queued');
+        $this->assertSame([], $this->events('task'));
+
+        [$status, $json] = $this->api('POST', '/api/failed/retry', ['all' => true], null, ['Origin: http://evil.example']);
+        $this->assertSame(403, $status);
+        $this->assertStringContainsString("requests from another site's page are refused", $json['error']);
+        [$status, $json] = $this->api('POST', '/api/failed/retry', ['all' => true], null, ['Origin: http://127.0.0.1:' . $this->apiPort]);
+        $this->assertSame([200, ['retried' => 1]], [$status, $json], 'the listener\'s own origin, as the status page sends it');
     }
 
     public function testWithAnAuthTokenThePageAsksForTheTokenAndKeepsItInTheTab(): void

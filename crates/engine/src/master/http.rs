@@ -4,7 +4,8 @@
 //! admin JSON API and `POST /tasks`, and through `status_page.rs` the
 //! status page; this file is the transport (auth, body limits, status
 //! lines). With an `auth_token`, every request but the status page's static
-//! files (which hold no data) must carry it as `Authorization: Bearer <token>`.
+//! files (which hold no data) must carry it as `Authorization: Bearer <token>`;
+//! what a browser sends for another site's page is refused (`cross_site.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -28,6 +29,7 @@ use tokio::task::JoinHandle;
 
 use super::api::{self, Endpoint};
 use super::connection::accept_failed;
+use super::cross_site;
 use super::hub::Hub;
 use super::metrics;
 use super::status_page;
@@ -102,6 +104,12 @@ async fn answer(req: Request<Incoming>, hub: &Rc<RefCell<Hub>>) -> Response<Full
         return page;
     }
     let route = api::route(req.method(), req.uri().path());
+    if let Some(why) = cross_site::refusal(req.headers()) {
+        return match route {
+            Some(_) => json_reply(api::Reply::error(StatusCode::FORBIDDEN, why)),
+            None => reply(StatusCode::FORBIDDEN, TEXT, format!("{why}\n"), None),
+        };
+    }
     let token = req
         .headers()
         .get(AUTHORIZATION)

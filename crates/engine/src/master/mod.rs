@@ -7,6 +7,7 @@ mod asks;
 mod auth_gate;
 mod background;
 mod connection;
+mod cross_site;
 mod drain_watch;
 mod history;
 mod http;

@@ -21,7 +21,15 @@ final class WebDriver
     private function __construct(private string $tag, int $port, string $log)
     {
         $this->base = "http://127.0.0.1:$port";
-        $env = array_merge(getenv(), ['TASKQ_TEST_TAG' => $tag]);
+        // HOME and XDG dirs in the test's directory: Chromium's crash
+        // reporter and caches write there, not into the user's home.
+        $home = dirname($log);
+        $env = array_merge(getenv(), [
+            'TASKQ_TEST_TAG' => $tag,
+            'HOME' => $home,
+            'XDG_CONFIG_HOME' => "$home/.config",
+            'XDG_CACHE_HOME' => "$home/.cache",
+        ]);
         $this->process = proc_open(
             [self::chromedriver(), "--port=$port", '--allowed-ips=127.0.0.1', "--log-path=$log"],
             [0 => ['file', '/dev/null', 'r'], 1 => ['file', "$log.out", 'w'], 2 => ['file', "$log.out", 'a']],
@@ -97,11 +105,11 @@ final class WebDriver
             '--disable-sync',
             "--window-size=$width,$height",
             "--user-data-dir=$dir/chromium-profile",
+            // Chromium's sandbox refuses to run as root and needs user
+            // namespaces that CI containers often lack; the browser only
+            // loads the test's own loopback pages.
+            '--no-sandbox',
         ];
-        if (posix_geteuid() === 0) {
-            // Chromium's sandbox refuses to run as root.
-            $args[] = '--no-sandbox';
-        }
         try {
             $value = $driver->command('POST', '/session', ['capabilities' => ['alwaysMatch' => [
                 'browserName' => 'chrome',

@@ -10,9 +10,10 @@ BIN_DIR := /usr/local/bin
 SCAN_DIR := $(CURDIR)/target/php-conf.d
 PHP := PHP_INI_SCAN_DIR=$(SCAN_DIR) php -d extension=$(CURDIR)/$(SO)
 # Debian 12 packages: PHP and its headers, libclang for bindgen, PHPUnit,
-# and the real servers tests start (aiosmtpd, redis-server).
+# the real servers tests start (aiosmtpd, redis-server), and headless
+# Chromium with its WebDriver for the status page's browser test.
 APT_PACKAGES := php8.2-cli php8.2-dev clang libclang-dev phpunit \
-	python3-aiosmtpd procps redis-server
+	python3-aiosmtpd procps redis-server chromium chromium-driver
 INI_DIR := /etc/php/8.2/mods-available
 
 .PHONY: all deps build run test test-rust test-php install uninstall bench fuzz clean lint

@@ -198,7 +198,7 @@ PHP;
             }
         }
 
-        [$status, , $body] = $this->http('/');
+        [$status, , $body] = $this->http('/nope');
         $this->assertSame(404, $status, $body);
         [$status] = $this->http('/metrics/x');
         $this->assertSame(404, $status);

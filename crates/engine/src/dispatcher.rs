@@ -514,6 +514,13 @@ impl Dispatcher {
             .is_some_and(|s| !s.inflight.is_empty())
     }
 
+    /// The task worker `worker` runs now (the first of its window) and
+    /// when it started (unix ms), for the status page's per-worker view.
+    pub fn current(&self, worker: usize) -> Option<(u64, u64)> {
+        let r = self.slots.get(worker)?.inflight.front()?;
+        Some((r.task.id, r.started_ms))
+    }
+
     /// Online task workers running nothing.
     pub fn idle_workers(&self) -> usize {
         self.slots

@@ -1,8 +1,8 @@
 //! The admin JSON API and task submission over HTTP, on the master's HTTP
 //! listener (`metrics_listen`; the transport is `http.rs`): `GET /api/ping`,
-//! `GET /api/stats`, `POST /api/reload`, `POST /api/stop`, `GET /api/failed`,
-//! `GET /api/failed/<id>`, `POST /api/failed/retry`, `POST /api/failed/purge`
-//! and `POST /tasks`.
+//! `GET /api/stats`, `GET /api/history`, `POST /api/reload`, `POST /api/stop`,
+//! `GET /api/failed`, `GET /api/failed/<id>`, `POST /api/failed/retry`,
+//! `POST /api/failed/purge`, `GET /api/batches` and `POST /tasks`.
 //! Answered by the master alone, so they work while every worker is busy;
 //! errors are `{"error": "..."}` with a 4xx or 503 status.
 
@@ -24,6 +24,7 @@ use crate::protocol::{code, TaskRequest};
 pub enum Endpoint {
     Ping,
     Stats,
+    History,
     Reload,
     Stop,
     Tasks,
@@ -87,6 +88,7 @@ pub fn route(method: &Method, path: &str) -> Option<Result<Endpoint, Reply>> {
     let (endpoint, allowed) = match path {
         "/api/ping" => (Endpoint::Ping, "GET, HEAD"),
         "/api/stats" => (Endpoint::Stats, "GET, HEAD"),
+        "/api/history" => (Endpoint::History, "GET, HEAD"),
         "/api/reload" => (Endpoint::Reload, "POST"),
         "/api/stop" => (Endpoint::Stop, "POST"),
         "/tasks" => (Endpoint::Tasks, "POST"),
@@ -127,6 +129,7 @@ pub async fn answer(
     match endpoint {
         Endpoint::Ping => ping(&hub.borrow()),
         Endpoint::Stats => stats(&mut hub.borrow_mut()),
+        Endpoint::History => Reply::ok(hub.borrow().history().to_json()),
         Endpoint::Reload => match task_only(query, body) {
             Ok(task_only) => reload(&hub.borrow(), task_only),
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
@@ -290,6 +293,10 @@ fn worker(row: &WorkerRow, busy: bool) -> Value {
         "handled": row.handled,
         "memory_rss": row.pid.and_then(rss_bytes),
         "started_at": row.started_at,
+        "task": row.current.map(|(id, started_ms)| json!({
+            "id": id,
+            "started_at": started_ms as f64 / 1000.0,
+        })),
     })
 }
 
@@ -658,6 +665,10 @@ mod tests {
     fn routes_check_the_method() {
         assert_eq!(route(&Method::GET, "/api/ping"), Some(Ok(Endpoint::Ping)));
         assert_eq!(route(&Method::POST, "/tasks"), Some(Ok(Endpoint::Tasks)));
+        assert_eq!(
+            route(&Method::GET, "/api/history"),
+            Some(Ok(Endpoint::History))
+        );
         assert_eq!(route(&Method::GET, "/metrics"), None);
         let r = route(&Method::GET, "/api/stop").unwrap().unwrap_err();
         assert_eq!(

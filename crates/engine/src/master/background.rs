@@ -1,6 +1,7 @@
 //! The master's background tasks, each asleep until its notification or
 //! deadline: the group committer, the scheduler of delayed tasks and
-//! timeouts, the heartbeat check and the memory trimmer.
+//! timeouts, the heartbeat check, the memory trimmer and the history
+//! sampler.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -22,6 +23,20 @@ pub async fn heartbeat(hub: Rc<RefCell<Hub>>, interval: u64, idle: u64) {
             );
             hub.close_session(fd);
         }
+    }
+}
+
+/// Records the task counters in the hub's history every
+/// `history::INTERVAL_SECS`, for the status page's charts; runs only with
+/// `metrics_listen`, the one place the history is read from.
+pub async fn sampler(hub: Rc<RefCell<Hub>>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(
+        super::history::INTERVAL_SECS,
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        hub.borrow_mut().sample_history();
     }
 }
 

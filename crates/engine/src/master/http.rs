@@ -1,9 +1,11 @@
 //! The master's HTTP listener (`metrics_listen`): HTTP/1.1 by hyper on the
 //! master's own runtime, answered from the hub alone, so it answers while
-//! every worker is busy. It serves `GET /metrics` and, through `api.rs`,
-//! the admin JSON API and `POST /tasks`; this file is the transport (auth,
-//! body limits, status lines). With an `auth_token`, every request must
-//! carry it as `Authorization: Bearer <token>`.
+//! every worker is busy. It serves `GET /metrics`, through `api.rs` the
+//! admin JSON API and `POST /tasks`, and through `status_page.rs` the
+//! status page; this file is the transport (auth, body limits, status
+//! lines). With an `auth_token`, every request but the status page's static
+//! files (which hold no data) must carry it as `Authorization: Bearer <token>`;
+//! what a browser sends for another site's page is refused (`cross_site.rs`).
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -27,8 +29,10 @@ use tokio::task::JoinHandle;
 
 use super::api::{self, Endpoint};
 use super::connection::accept_failed;
+use super::cross_site;
 use super::hub::Hub;
 use super::metrics;
+use super::status_page;
 
 /// Connections served at once; more are closed at once, so a flood of idle
 /// sockets cannot pile up in the master.
@@ -96,7 +100,16 @@ impl Drop for Slot {
 
 /// The answer to one request.
 async fn answer(req: Request<Incoming>, hub: &Rc<RefCell<Hub>>) -> Response<Full<Bytes>> {
+    if let Some(page) = status_page::serve(req.method(), req.uri().path()) {
+        return page;
+    }
     let route = api::route(req.method(), req.uri().path());
+    if let Some(why) = cross_site::refusal(req.headers()) {
+        return match route {
+            Some(_) => json_reply(api::Reply::error(StatusCode::FORBIDDEN, why)),
+            None => reply(StatusCode::FORBIDDEN, TEXT, format!("{why}\n"), None),
+        };
+    }
     let token = req
         .headers()
         .get(AUTHORIZATION)
@@ -166,7 +179,8 @@ async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, api::R
     }
 }
 
-/// `/metrics`, and the 404 for every path that is neither it nor the API.
+/// `/metrics`, and the 404 for every path that is neither it, the API nor
+/// the status page.
 fn plain_answer<B>(req: &Request<B>, hub: &RefCell<Hub>) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/metrics") => reply(
@@ -183,12 +197,12 @@ fn plain_answer<B>(req: &Request<B>, hub: &RefCell<Hub>) -> Response<Full<Bytes>
         ),
         (_, path) if path.starts_with("/api/") => json_reply(api::Reply::error(
             StatusCode::NOT_FOUND,
-            format!("no such endpoint: {path} (the API has /api/ping, /api/stats, /api/reload, /api/stop, /api/failed, /api/failed/<id>, /api/failed/retry, /api/failed/purge, /api/batches and /tasks)"),
+            format!("no such endpoint: {path} (the API has /api/ping, /api/stats, /api/history, /api/reload, /api/stop, /api/failed, /api/failed/<id>, /api/failed/retry, /api/failed/purge, /api/batches and /tasks)"),
         )),
         (_, path) => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            format!("no such page: {path} (this listener serves /metrics, /api/* and /tasks)\n"),
+            format!("no such page: {path} (this listener serves the status page at /, /metrics, /api/* and /tasks)\n"),
             None,
         ),
     }

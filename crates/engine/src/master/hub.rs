@@ -16,6 +16,7 @@ use tokio::sync::{oneshot, Notify};
 
 use super::asks::{Asker, Asks};
 use super::drain_watch::DrainWatch;
+use super::history::{History, Sample};
 use super::outbox::Outbox;
 use super::sessions::{SessionRules, Sessions};
 use super::stats::{self, Counters};
@@ -51,6 +52,8 @@ pub struct Hub {
     waiters: Waiters,
     /// Questions about failed tasks waiting for the Redis link's answer.
     asks: Asks,
+    /// The last minutes of task counters, for the status page's charts.
+    history: History,
 }
 
 impl Hub {
@@ -105,6 +108,7 @@ impl Hub {
             manager,
             waiters: Waiters::default(),
             asks: Asks::default(),
+            history: History::default(),
             cfg,
         }
     }
@@ -593,6 +597,7 @@ impl Hub {
                 let busy = match row.task_index {
                     Some(t) => {
                         row.handled = self.tasks.handled(t);
+                        row.current = self.tasks.current(t);
                         self.tasks.is_busy(t)
                     }
                     None => row.outstanding > 0,
@@ -601,6 +606,20 @@ impl Hub {
             })
             .collect();
         (stats, snapshot, rows)
+    }
+
+    /// Adds the task counters as they are now to the history (the
+    /// sampler calls it once a second while `metrics_listen` is on).
+    pub fn sample_history(&mut self) {
+        self.tasks.settle(now_ms());
+        let snapshot = stats::snapshot(&self.sessions, &self.workers, &self.tasks);
+        self.history
+            .push(Sample::of(super::sessions::now(), &snapshot));
+    }
+
+    /// The history of task counters, for `GET /api/history`.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// When the server started (unix seconds), for `GET /api/ping`.

@@ -8,7 +8,9 @@ mod auth_gate;
 mod background;
 mod batches;
 mod connection;
+mod cross_site;
 mod drain_watch;
+mod history;
 mod http;
 mod hub;
 mod link;
@@ -18,6 +20,7 @@ mod outbox;
 mod redis_link;
 mod sessions;
 mod stats;
+mod status_page;
 mod stop;
 mod tasks;
 mod waiters;
@@ -39,7 +42,7 @@ use crate::packet::PacketOptions;
 use crate::queue::TaskQueue;
 use crate::remote_queue::{Ledger, RemoteQueue};
 use crate::supervisor::ManagerOrder;
-use background::{committer, heartbeat, scheduler, trimmer};
+use background::{committer, heartbeat, sampler, scheduler, trimmer};
 pub use batches::{check_name as check_batch_name, BatchError};
 use hub::Hub;
 use redis_link::RedisLink;
@@ -180,6 +183,9 @@ async fn serve(
     };
     let links = link::spawn_acceptor(ipc, hub.clone())?;
     let http = http.map(|l| http::spawn(l, hub.clone())).transpose()?;
+    if http.is_some() {
+        tokio::task::spawn_local(sampler(hub.clone()));
+    }
     let redis = cfg
         .backend
         .clone()

@@ -801,6 +801,11 @@ impl Tasks {
         self.dispatcher.handled(t)
     }
 
+    /// The task task worker `t` runs now and when it started (unix ms).
+    pub fn current(&self, t: usize) -> Option<(u64, u64)> {
+        self.dispatcher.current(t)
+    }
+
     /// Whether task worker index `t` holds an unfinished task.
     pub fn is_busy(&self, t: usize) -> bool {
         self.dispatcher.is_busy(t)

@@ -398,6 +398,7 @@ impl Workers {
                 outstanding: p.outstanding,
                 handled: p.last_handled,
                 started_at: p.pid.and(p.started_at),
+                current: None,
             })
             .collect()
     }
@@ -418,6 +419,9 @@ pub struct WorkerRow {
     pub handled: u64,
     /// When its current process connected (unix seconds).
     pub started_at: Option<f64>,
+    /// The task it runs now and when that started (unix ms); the hub fills
+    /// it in for a task worker.
+    pub current: Option<(u64, u64)>,
 }
 
 #[cfg(test)]

@@ -898,8 +898,16 @@ mod tests {
         for _ in 0..40 {
             learn(&mut d, 0, 10_000);
         }
-        assert_eq!(d.window(), 2, "slow tasks: one waits behind the running one");
-        assert_eq!(d.batch(), 1, "but only the budget's worth is taken from Redis");
+        assert_eq!(
+            d.window(),
+            2,
+            "slow tasks: one waits behind the running one"
+        );
+        assert_eq!(
+            d.batch(),
+            1,
+            "but only the budget's worth is taken from Redis"
+        );
         for _ in 0..40 {
             learn(&mut d, 0, 200_000);
         }

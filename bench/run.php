@@ -1198,8 +1198,8 @@ $cpu = preg_match('/^model name\s*:\s*(.+)$/m', file_get_contents('/proc/cpuinfo
 $machine = sprintf('%d cores, %s, Linux %s, PHP %s, taskq %s', (int) trim(shell_exec('nproc')), $cpu, php_uname('r'), PHP_VERSION,
     defined('TASKQ_VERSION') ? TASKQ_VERSION : '?');
 echo "\n$out\n";
-printf("medians of %d repetitions (memory: %d), BENCH_SCALE=%s; %s\nload average at start: %s; at end: %s; took %.0f s\n",
-    $reps, min($reps, (int) (getenv('BENCH_MEM_REPS') ?: 3)), $scale, $machine, $loadStart, $loadEnd, $wall);
+printf("medians of %d repetitions (memory: %d, slow tasks: %d), BENCH_SCALE=%s; %s\nload average at start: %s; at end: %s; took %.0f s\n",
+    $reps, min($reps, (int) (getenv('BENCH_MEM_REPS') ?: 3)), min($reps, (int) (getenv('BENCH_SLOW_REPS') ?: 3)), $scale, $machine, $loadStart, $loadEnd, $wall);
 printf("CPU during the run: bench %.0f s, everything else on the machine %.0f s (%.0f%% of %d cores), steal %.1f s%s\n",
     $ownCpu, $foreignCpu, 100 * $interference['other_cpu_share'], (int) trim(shell_exec('nproc')), $interference['steal_seconds'],
     $interference['other_cpu_share'] > 0.05 ? '  << other work ran meanwhile: numbers are disturbed' : '');

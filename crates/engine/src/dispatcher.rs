@@ -943,6 +943,43 @@ mod tests {
     }
 
     #[test]
+    fn slow_tasks_in_a_backlog_get_one_behind_the_running_one_and_a_short_queue_none() {
+        let mut d = online(2, 64);
+        for _ in 0..20 {
+            learn(&mut d, 0, 1_000);
+        }
+        for i in 0..6 {
+            d.submit(task(i), None).unwrap();
+        }
+        assert_eq!(
+            assign(&mut d),
+            vec![(0, 0), (1, 1), (0, 2), (1, 3)],
+            "idle first, then one more each while more wait than there are workers"
+        );
+        assert!(d.complete(0, 0, 1_000, 0).is_some());
+        assert_eq!(
+            assign(&mut d),
+            vec![],
+            "two wait for two workers: they go to whichever is free first"
+        );
+        assert!(d.complete(0, 2, 1_000, 0).is_some());
+        assert_eq!(assign(&mut d), vec![(0, 4)]);
+
+        let mut d = online(2, 64);
+        for _ in 0..20 {
+            learn(&mut d, 0, 200_000);
+        }
+        for i in 0..6 {
+            d.submit(task(i), None).unwrap();
+        }
+        assert_eq!(
+            assign(&mut d),
+            vec![(0, 0), (1, 1)],
+            "tasks over 100 ms go out one at a time"
+        );
+    }
+
+    #[test]
     fn a_lost_window_charges_a_failed_run_only_to_the_running_task() {
         let mut d = online(1, 8);
         learn(&mut d, 0, 10);

@@ -24,7 +24,7 @@ Bench::init();
 
 $scale = (float) (getenv('BENCH_SCALE') ?: 1);
 $reps = max(1, (int) (getenv('BENCH_REPS') ?: 5));
-$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 10);
+$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 11);
 $resultsFile = getenv('BENCH_RESULTS') ?: __DIR__ . '/results.json';
 $n = fn (int $count): int => max(10, (int) round($count * $scale));
 
@@ -961,6 +961,60 @@ $s10 = function () use ($n, $reps, $record, $say) {
     }
 };
 
+// ---------------------------------------------------------------------------
+// 11. Idle connections (issue 17 §6): K TCP connections opened by one
+//     client process and left idle (nothing sent), as PHP-FPM children keep
+//     persistent ones; the master's VmRSS and the tree's PSS idle, with the
+//     K open (1 s later), and 2 s and 10 s after they all closed. K is
+//     bounded by the fd limit (the master holds one fd per connection).
+// ---------------------------------------------------------------------------
+$s11 = function () use ($reps, $record, $say, &$notes) {
+    $reps = min($reps, (int) (getenv('BENCH_CONN_REPS') ?: 2));
+    $limit = (int) trim((string) shell_exec('ulimit -n'));
+    $counts = [];
+    foreach ([1000, 10000, 20000] as $k) {
+        $fit = min($k, $limit - 1000);
+        if ($fit < $k) {
+            $notes['11'][] = "fd limit $limit: $fit connections instead of $k";
+        }
+        $counts[$k] = $fit;
+    }
+    $say("11. idle connections: $reps x " . implode(', ', $counts) . ' connections');
+    $holder = 'stream_set_blocking(STDIN, true); $port = (int) $argv[1]; $k = (int) $argv[2]; $c = [];'
+        . 'for ($i = 0; $i < $k; $i++) { $s = @stream_socket_client("tcp://127.0.0.1:$port", $e, $es, 5); if (!$s) { break; } $c[] = $s; }'
+        . 'echo count($c), "\n"; fgets(STDIN); foreach ($c as $s) { fclose($s); } echo "closed\n"; fgets(STDIN);';
+    for ($r = 0; $r < $reps; $r++) {
+        foreach ($counts as $label => $k) {
+            $srv = new TaskqServer("s11-$label");
+            usleep(500000);
+            $idleRss = $srv->masterRss()[0];
+            $idlePss = $srv->pssByRole()['total'];
+            $client = Bench::spawn(array_merge(Bench::$php, ['-r', $holder, (string) $srv->port, (string) $k]), [],
+                Bench::$dir . '/s11-client.log', [0 => ['pipe', 'r'], 1 => ['pipe', 'w']]);
+            $opened = (int) fgets($client['pipes'][1]);
+            usleep(1000000);
+            $withRss = $srv->masterRss()[0];
+            $withPss = $srv->pssByRole()['total'];
+            fwrite($client['pipes'][0], "close\n");
+            fgets($client['pipes'][1]);
+            usleep(2000000);
+            $after2 = $srv->masterRss()[0];
+            usleep(8000000);
+            $after10 = $srv->masterRss()[0];
+            $record("11.$label.opened", $opened);
+            $record("11.$label.idle_rss", $idleRss);
+            $record("11.$label.with_rss", $withRss);
+            $record("11.$label.per_conn_rss", ($withRss - $idleRss) / max(1, $opened));
+            $record("11.$label.per_conn_pss", ($withPss - $idlePss) / max(1, $opened));
+            $record("11.$label.after2_pct", 100 * ($after2 - $idleRss) / $idleRss);
+            $record("11.$label.after10_pct", 100 * ($after10 - $idleRss) / $idleRss);
+            fwrite($client['pipes'][0], "exit\n");
+            Bench::stop($client);
+            $srv->stop();
+        }
+    }
+};
+
 $scenarios = [
     1 => $s1,
     2 => fn () => $persistent('2', false, true, true),
@@ -975,6 +1029,7 @@ $scenarios = [
     8 => $s8,
     9 => $s9,
     10 => $s10,
+    11 => $s11,
 ];
 foreach ($scenarios as $id => $run) {
     if (!in_array($id, $only, true)) {
@@ -1143,6 +1198,20 @@ if ($has('10.w8_1ms.rate')) {
             'of which manager', $med("10.$k.manager_us_per_task"));
     }
     $row('10 slow tasks', 'master + manager CPU at rest (2 s)', $med('10.rest.master_pct') + $med('10.rest.manager_pct'), '% of a core', null, null, '≈ 0', $med('10.rest.master_pct') + $med('10.rest.manager_pct') < 0.5);
+}
+
+foreach ([1000, 10000, 20000] as $k) {
+    if (!$has("11.$k.per_conn_rss")) {
+        continue;
+    }
+    $opened = number_format($med("11.$k.opened"));
+    $per = $med("11.$k.per_conn_rss") / 1024;
+    $row('11 idle connections', "$opened idle: master VmRSS per connection", $per, 'KiB', 'tree PSS per connection',
+        $med("11.$k.per_conn_pss") / 1024, '≤ 0.5 KiB', $per <= 0.5, null);
+    $row('11 idle connections', "  master VmRSS with them open", $med("11.$k.with_rss") / $MiB, 'MiB', 'idle', $med("11.$k.idle_rss") / $MiB);
+    $a10 = $med("11.$k.after10_pct");
+    $row('11 idle connections', '  10 s after they closed, over idle (2 s after)', $a10, '%', '2 s after', $med("11.$k.after2_pct"),
+        '≤ +5 %', $a10 <= 5, null);
 }
 
 $fmt = function ($v, string $unit = ''): string {

@@ -82,6 +82,16 @@ final class Bench
         }
     }
 
+    /** The fields of /proc/PID/stat after the command name (index 0 = state), or null. */
+    public static function procStat(int $pid): ?array
+    {
+        $s = @file_get_contents("/proc/$pid/stat");
+        if ($s === false) {
+            return null;
+        }
+        return preg_split('/\s+/', trim(substr($s, strrpos($s, ')') + 2)));
+    }
+
     public static function alive(int $pid): bool
     {
         $stat = @file_get_contents("/proc/$pid/stat");
@@ -221,7 +231,7 @@ final class Shm
     public $shm;
     public int $key;
 
-    public function __construct(int $size = SLOT * 16)
+    public function __construct(int $size = SLOT * 64)
     {
         for ($i = 0; $i < 20; $i++) {
             $this->key = random_int(0x10000000, 0x7ffffff0);
@@ -282,7 +292,8 @@ final class TaskqServer
     /**
      * @param array $opts unix (bool), count_tasks, store (bool), mail_dsn, lat_slots,
      *                    host (listen address), task_workers (count), backend (Redis DSN),
-     *                    queue (task_queue), task_sleep_us (onTask sleeps first)
+     *                    queue (task_queue), task_sleep_us (onTask sleeps first),
+     *                    task_spin (onTask runs bench_spin() this many rounds)
      */
     public function __construct(string $name, array $opts = [])
     {
@@ -301,6 +312,9 @@ final class TaskqServer
         }
         if (!empty($opts['task_sleep_us'])) {
             $env['BENCH_TASK_SLEEP_US'] = $opts['task_sleep_us'];
+        }
+        if (!empty($opts['task_spin'])) {
+            $env['BENCH_TASK_SPIN'] = $opts['task_spin'];
         }
         if (!empty($opts['unix'])) {
             $this->unix = "$dir/$name.sock";
@@ -407,6 +421,23 @@ final class TaskqServer
         }
         $roles['processes'] = count($each);
         return $roles;
+    }
+
+    /**
+     * CPU seconds (utime + stime, /proc/PID/stat) the master and the
+     * manager used so far: what dispatching costs, apart from the workers.
+     */
+    public function dispatchCpu(): array
+    {
+        $cpu = fn (int $pid) => ($f = Bench::procStat($pid)) ? ($f[11] + $f[12]) / 100 : 0.0;
+        $workers = array_map(fn ($w) => $this->shm->slot($w)['pid'], range(0, $this->taskWorkers));
+        $manager = 0.0;
+        foreach (Bench::tree($this->pid) as $p) {
+            if ($p !== $this->pid && !in_array($p, $workers, true)) {
+                $manager += $cpu($p);
+            }
+        }
+        return ['master' => $cpu($this->pid), 'manager' => $manager];
     }
 
     public function stop(): void

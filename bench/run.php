@@ -24,7 +24,7 @@ Bench::init();
 
 $scale = (float) (getenv('BENCH_SCALE') ?: 1);
 $reps = max(1, (int) (getenv('BENCH_REPS') ?: 5));
-$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 9);
+$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 11);
 $resultsFile = getenv('BENCH_RESULTS') ?: __DIR__ . '/results.json';
 $n = fn (int $count): int => max(10, (int) round($count * $scale));
 
@@ -858,6 +858,163 @@ $s9 = function () use ($n, $reps, $record, $say, &$notes) {
     Bench::stop($redis);
 };
 
+// ---------------------------------------------------------------------------
+// 10. Slow tasks (issue 17 §1): N tasks queued (send() -> onReceive ->
+//     task(), the seed's path) behind W held task workers, then released;
+//     drain rate to the last onTask. Ideal = W / (wall time of one usleep()
+//     of the same length, timed by this runner in the same repetition); for
+//     the CPU-bound task, min(W, cores) / (CPU time of one task, timed
+//     alone here). Also the CPU the master and the manager spent during
+//     each drain (µs per task) and, at rest, in 2 s of nothing to do.
+// ---------------------------------------------------------------------------
+$s10 = function () use ($n, $reps, $record, $say) {
+    require_once __DIR__ . '/spin.php';
+    $reps = min($reps, (int) (getenv('BENCH_SLOW_REPS') ?: 3));
+    $spin = (int) (getenv('BENCH_SPIN_ROUNDS') ?: 150000);
+    $cores = (int) trim(shell_exec('nproc'));
+    // [key, task workers, sleep µs (0: CPU-bound), tasks]
+    $cases = [
+        ['w8_1ms', 8, 1000, $n(20000)],
+        ['w8_10ms', 8, 10000, $n(2400)],
+        ['w32_1ms', 32, 1000, $n(60000)],
+        ['w32_10ms', 32, 10000, $n(9000)],
+        ['w8_cpu', 8, 0, $n(3000)],
+    ];
+    $say(sprintf('10. slow tasks: %d x (%s)', $reps, implode(', ', array_map(fn ($c) => "$c[3] tasks on $c[1] task workers, "
+        . ($c[2] ? 'usleep(' . $c[2] . ')' : "$spin spin rounds"), $cases))));
+    $payloads = payloads(0, 1000);
+    $servers = [];
+    foreach ($cases as [$key, $w, $sleep]) {
+        $servers[$key] = new TaskqServer("s10-$key", ['task_workers' => $w, 'count_tasks' => true]
+            + ($sleep ? ['task_sleep_us' => $sleep] : ['task_spin' => $spin]));
+    }
+    /** Mean wall time (s) of one usleep($us), over about 0.5 s of them. */
+    $sleepTime = function (int $us): float {
+        $k = max(20, intdiv(500000, $us));
+        $t0 = hrtime(true);
+        for ($i = 0; $i < $k; $i++) {
+            usleep($us);
+        }
+        return (hrtime(true) - $t0) / 1e9 / $k;
+    };
+    /** CPU time (s) of one bench_spin($spin), alone. */
+    $spinTime = function () use ($spin): float {
+        $ru = fn () => ($r = getrusage()) ? $r['ru_utime.tv_sec'] + $r['ru_utime.tv_usec'] / 1e6 + $r['ru_stime.tv_sec'] + $r['ru_stime.tv_usec'] / 1e6 : 0.0;
+        $k = 200;
+        $c0 = $ru();
+        for ($i = 0; $i < $k; $i++) {
+            bench_spin($spin);
+        }
+        return ($ru() - $c0) / $k;
+    };
+    for ($r = 0; $r < $reps; $r++) {
+        $record('10.usleep_1ms', $sleepTime(1000) * 1e6);
+        $record('10.usleep_10ms', $sleepTime(10000) * 1e6);
+        $record('10.spin', $spinTime() * 1e6);
+        foreach ($cases as [$key, $w, $sleep, $count]) {
+            $srv = $servers[$key];
+            $release = Bench::$dir . "/release-10-$key-$r";
+            @unlink($release);
+            $c = $srv->client();
+            $ctl = $srv->client();
+            for ($i = 0; $i < $w; $i++) {
+                $c->send("\0block:$release");
+            }
+            Bench::waitFor(fn () => ($srv->stats($ctl)['task_running_num'] ?? 0) >= $w, 20, 'the task workers to block', 20000);
+            for ($i = 0; $i < $count; $i++) {
+                $c->send($payloads[$i % 1000]);
+            }
+            Bench::waitFor(fn () => ($srv->stats($ctl)['task_queue_num'] ?? 0) >= $count, 120, "$count queued tasks", 20000);
+            // The ideal of this very repetition, timed just before the drain.
+            $ideal = $sleep ? $w / ($sleepTime($sleep)) : min($w, $cores) / $spinTime();
+            $base = $srv->counted($srv->taskSlots());
+            $cpu0 = $srv->dispatchCpu();
+            $t0 = hrtime(true);
+            touch($release);
+            [$last] = $srv->waitCount($srv->taskSlots(), $base + $count, 300);
+            $cpu1 = $srv->dispatchCpu();
+            $rate = $count / (($last - $t0) / 1e9);
+            $record("10.$key.rate", $rate);
+            $record("10.$key.ideal", $ideal);
+            $record("10.$key.pct", 100 * $rate / $ideal);
+            $record("10.$key.master_us_per_task", ($cpu1['master'] - $cpu0['master']) * 1e6 / $count);
+            $record("10.$key.manager_us_per_task", ($cpu1['manager'] - $cpu0['manager']) * 1e6 / $count);
+            // The blockers end in onFinish; wait for them, then for rest.
+            $srv->waitCount([0], ($r + 1) * $w + ($r + 1) * $count, 60);
+            Bench::waitFor(fn () => ($srv->stats($ctl)['tasking_num'] ?? 1) === 0, 60, 'the drain', 20000);
+            $c->close();
+            $ctl->close();
+            if ($key === 'w8_1ms') {
+                usleep(300000);
+                $cpu0 = $srv->dispatchCpu();
+                $t0 = hrtime(true);
+                usleep(2000000);
+                $cpu1 = $srv->dispatchCpu();
+                $el = (hrtime(true) - $t0) / 1e9;
+                $record('10.rest.master_pct', 100 * ($cpu1['master'] - $cpu0['master']) / $el);
+                $record('10.rest.manager_pct', 100 * ($cpu1['manager'] - $cpu0['manager']) / $el);
+            }
+        }
+    }
+    foreach ($servers as $srv) {
+        $srv->stop();
+    }
+};
+
+// ---------------------------------------------------------------------------
+// 11. Idle connections (issue 17 §6): K TCP connections opened by one
+//     client process and left idle (nothing sent), as PHP-FPM children keep
+//     persistent ones; the master's VmRSS and the tree's PSS idle, with the
+//     K open (1 s later), and 2 s and 10 s after they all closed. K is
+//     bounded by the fd limit (the master holds one fd per connection).
+// ---------------------------------------------------------------------------
+$s11 = function () use ($reps, $record, $say, &$notes) {
+    $reps = min($reps, (int) (getenv('BENCH_CONN_REPS') ?: 2));
+    $limit = (int) trim((string) shell_exec('ulimit -n'));
+    $counts = [];
+    foreach ([1000, 10000, 20000] as $k) {
+        $fit = min($k, $limit - 1000);
+        if ($fit < $k) {
+            $notes['11'][] = "fd limit $limit: $fit connections instead of $k";
+        }
+        $counts[$k] = $fit;
+    }
+    $say("11. idle connections: $reps x " . implode(', ', $counts) . ' connections');
+    $holder = 'stream_set_blocking(STDIN, true); $port = (int) $argv[1]; $k = (int) $argv[2]; $c = [];'
+        . 'for ($i = 0; $i < $k; $i++) { $s = @stream_socket_client("tcp://127.0.0.1:$port", $e, $es, 5); if (!$s) { break; } $c[] = $s; }'
+        . 'echo count($c), "\n"; fgets(STDIN); foreach ($c as $s) { fclose($s); } echo "closed\n"; fgets(STDIN);';
+    for ($r = 0; $r < $reps; $r++) {
+        foreach ($counts as $label => $k) {
+            $srv = new TaskqServer("s11-$label");
+            usleep(500000);
+            $idleRss = $srv->masterRss()[0];
+            $idlePss = $srv->pssByRole()['total'];
+            $client = Bench::spawn(array_merge(Bench::$php, ['-r', $holder, (string) $srv->port, (string) $k]), [],
+                Bench::$dir . '/s11-client.log', [0 => ['pipe', 'r'], 1 => ['pipe', 'w']]);
+            $opened = (int) fgets($client['pipes'][1]);
+            usleep(1000000);
+            $withRss = $srv->masterRss()[0];
+            $withPss = $srv->pssByRole()['total'];
+            fwrite($client['pipes'][0], "close\n");
+            fgets($client['pipes'][1]);
+            usleep(2000000);
+            $after2 = $srv->masterRss()[0];
+            usleep(8000000);
+            $after10 = $srv->masterRss()[0];
+            $record("11.$label.opened", $opened);
+            $record("11.$label.idle_rss", $idleRss);
+            $record("11.$label.with_rss", $withRss);
+            $record("11.$label.per_conn_rss", ($withRss - $idleRss) / max(1, $opened));
+            $record("11.$label.per_conn_pss", ($withPss - $idlePss) / max(1, $opened));
+            $record("11.$label.after2_pct", 100 * ($after2 - $idleRss) / $idleRss);
+            $record("11.$label.after10_pct", 100 * ($after10 - $idleRss) / $idleRss);
+            fwrite($client['pipes'][0], "exit\n");
+            Bench::stop($client);
+            $srv->stop();
+        }
+    }
+};
+
 $scenarios = [
     1 => $s1,
     2 => fn () => $persistent('2', false, true, true),
@@ -871,6 +1028,8 @@ $scenarios = [
     },
     8 => $s8,
     9 => $s9,
+    10 => $s10,
+    11 => $s11,
 ];
 foreach ($scenarios as $id => $run) {
     if (!in_array($id, $only, true)) {
@@ -1022,6 +1181,39 @@ if ($has('9.mem.cons.waiting')) {
     $row('9 Redis', "one server (8 task workers) ran the $count", $med('9.mem.drain_rate'), 'tasks/s');
 }
 
+if ($has('10.w8_1ms.rate')) {
+    $row('10 slow tasks', 'one usleep(1000) / usleep(10000), wall', $med('10.usleep_1ms'), 'µs', 'usleep(10000)', $med('10.usleep_10ms'));
+    $row('10 slow tasks', sprintf('one CPU-bound task (%s spin rounds), CPU', number_format((int) (getenv('BENCH_SPIN_ROUNDS') ?: 150000))), $med('10.spin'), 'µs');
+    foreach (['w8_1ms' => '8 task workers, usleep(1000)', 'w8_10ms' => '8 task workers, usleep(10000)',
+        'w32_1ms' => '32 task workers, usleep(1000)', 'w32_10ms' => '32 task workers, usleep(10000)',
+        'w8_cpu' => '8 task workers, CPU-bound'] as $k => $label) {
+        if (!$has("10.$k.rate")) {
+            continue;
+        }
+        $pct = $med("10.$k.pct");
+        $cpuBound = $k === 'w8_cpu';
+        $row('10 slow tasks', "$label: drained", $med("10.$k.rate"), 'tasks/s', $cpuBound ? 'cores / CPU per task' : 'workers / one sleep',
+            $med("10.$k.ideal"), $cpuBound ? '(comparison)' : '≥ 98 % of ideal', $cpuBound ? null : $pct >= 98, $pct / 100);
+        $row('10 slow tasks', '  master + manager CPU per task', $med("10.$k.master_us_per_task") + $med("10.$k.manager_us_per_task"), 'µs',
+            'of which manager', $med("10.$k.manager_us_per_task"));
+    }
+    $row('10 slow tasks', 'master + manager CPU at rest (2 s)', $med('10.rest.master_pct') + $med('10.rest.manager_pct'), '% of a core', null, null, '≈ 0', $med('10.rest.master_pct') + $med('10.rest.manager_pct') < 0.5);
+}
+
+foreach ([1000, 10000, 20000] as $k) {
+    if (!$has("11.$k.per_conn_rss")) {
+        continue;
+    }
+    $opened = number_format($med("11.$k.opened"));
+    $per = $med("11.$k.per_conn_rss") / 1024;
+    $row('11 idle connections', "$opened idle: master VmRSS per connection", $per, 'KiB', 'tree PSS per connection',
+        $med("11.$k.per_conn_pss") / 1024, '≤ 0.5 KiB', $per <= 0.5, null);
+    $row('11 idle connections', "  master VmRSS with them open", $med("11.$k.with_rss") / $MiB, 'MiB', 'idle', $med("11.$k.idle_rss") / $MiB);
+    $a10 = $med("11.$k.after10_pct");
+    $row('11 idle connections', '  10 s after they closed, over idle (2 s after)', $a10, '%', '2 s after', $med("11.$k.after2_pct"),
+        '≤ +5 %', $a10 <= 5, null);
+}
+
 $fmt = function ($v, string $unit = ''): string {
     if ($v === null || (is_float($v) && is_nan($v))) {
         return '–';
@@ -1075,8 +1267,8 @@ $cpu = preg_match('/^model name\s*:\s*(.+)$/m', file_get_contents('/proc/cpuinfo
 $machine = sprintf('%d cores, %s, Linux %s, PHP %s, taskq %s', (int) trim(shell_exec('nproc')), $cpu, php_uname('r'), PHP_VERSION,
     defined('TASKQ_VERSION') ? TASKQ_VERSION : '?');
 echo "\n$out\n";
-printf("medians of %d repetitions (memory: %d), BENCH_SCALE=%s; %s\nload average at start: %s; at end: %s; took %.0f s\n",
-    $reps, min($reps, (int) (getenv('BENCH_MEM_REPS') ?: 3)), $scale, $machine, $loadStart, $loadEnd, $wall);
+printf("medians of %d repetitions (memory: %d, slow tasks: %d), BENCH_SCALE=%s; %s\nload average at start: %s; at end: %s; took %.0f s\n",
+    $reps, min($reps, (int) (getenv('BENCH_MEM_REPS') ?: 3)), min($reps, (int) (getenv('BENCH_SLOW_REPS') ?: 3)), $scale, $machine, $loadStart, $loadEnd, $wall);
 printf("CPU during the run: bench %.0f s, everything else on the machine %.0f s (%.0f%% of %d cores), steal %.1f s%s\n",
     $ownCpu, $foreignCpu, 100 * $interference['other_cpu_share'], (int) trim(shell_exec('nproc')), $interference['steal_seconds'],
     $interference['other_cpu_share'] > 0.05 ? '  << other work ran meanwhile: numbers are disturbed' : '');

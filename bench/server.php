@@ -28,6 +28,8 @@
 //                              task_queue
 //   BENCH_TASK_SLEEP_US        onTask sleeps this long first (task workers
 //                              as the bottleneck, not the CPU)
+//   BENCH_TASK_SPIN            onTask first runs bench_spin() this many
+//                              rounds (a CPU-bound task; see lib.php)
 // A message starting with "\0" is a control message from the runner:
 //   "\0stats"         -> the server answers with json_encode(stats())
 //   "\0block:<path>"  -> (as a task) holds its task worker until <path> exists
@@ -67,6 +69,10 @@ if ($backend = $env('BENCH_BACKEND')) {
     $settings['task_queue'] = $env('BENCH_QUEUE', 'bench');
 }
 $taskSleepUs = (int) $env('BENCH_TASK_SLEEP_US', 0);
+$taskSpin = (int) $env('BENCH_TASK_SPIN', 0);
+if ($taskSpin > 0) {
+    require __DIR__ . '/spin.php';
+}
 $server->set($settings);
 
 // Per-process counters, mirrored into this process's slot.
@@ -103,7 +109,7 @@ $server->on('Receive', function (TaskServer $s, int $fd, int $reactorId, string 
     }
 });
 
-$server->on('Task', function (TaskServer $s, int $taskId, int $srcWorkerId, $data) use (&$lat, &$latSize, $shm, $countTasks, &$mySlot, &$count, &$failed, $mailDsn, &$mailer, $taskSleepUs) {
+$server->on('Task', function (TaskServer $s, int $taskId, int $srcWorkerId, $data) use (&$lat, &$latSize, $shm, $countTasks, &$mySlot, &$count, &$failed, $mailDsn, &$mailer, $taskSleepUs, $taskSpin) {
     if ($lat !== null && $taskId * 16 + 16 <= $latSize) {
         shmop_write($lat, pack('J', hrtime(true)), $taskId * 16 + 8);
     }
@@ -116,6 +122,9 @@ $server->on('Task', function (TaskServer $s, int $taskId, int $srcWorkerId, $dat
     }
     if ($taskSleepUs > 0) {
         usleep($taskSleepUs);
+    }
+    if ($taskSpin > 0) {
+        bench_spin($taskSpin);
     }
     $mail = json_decode($data, true);
     $result = true;

@@ -274,10 +274,16 @@ impl Hub {
 
     /// The client connection ended, by either side.
     pub fn client_closed(&mut self, fd: u64) {
-        if let Some(worker) = self.sessions.closed(fd) {
+        if let Some(closed) = self.sessions.closed(fd) {
             if self.cfg.events.close {
                 self.workers
-                    .push(worker, &ToWorker::Close { fd, reactor_id: 0 });
+                    .push(closed.worker, &ToWorker::Close { fd, reactor_id: 0 });
+            }
+            // Thousands of idle connections closing leave their buffers
+            // and tasks in the allocator's free lists: without a trim the
+            // master stayed at its high-water mark (issue 17 §6).
+            if closed.many_gone {
+                self.trim.notify_one();
             }
         }
     }

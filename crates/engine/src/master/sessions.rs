@@ -99,6 +99,15 @@ pub struct SessionRules {
 }
 
 /// The session table.
+/// A session that ended.
+pub struct Closed {
+    /// The event worker it was given.
+    pub worker: u32,
+    /// Most of the connections once open are gone (the table shrank, or
+    /// none is left): what they held is worth giving back to the system.
+    pub many_gone: bool,
+}
+
 pub struct Sessions {
     rules: SessionRules,
     table: HashMap<u64, Session>,
@@ -321,18 +330,21 @@ impl Sessions {
 
     /// The connection ended, by either side; returns the worker it was
     /// bound to.
-    pub fn closed(&mut self, fd: u64) -> Option<u32> {
+    pub fn closed(&mut self, fd: u64) -> Option<Closed> {
         let s = self.table.remove(&fd)?;
         if let Some(gate) = self.gate.as_mut() {
             gate.closed(fd, s.authenticated);
         }
-        if let Some(room) = crate::memory::shrunk_capacity(self.table.len(), self.table.capacity())
-        {
+        let shrunk = crate::memory::shrunk_capacity(self.table.len(), self.table.capacity());
+        if let Some(room) = shrunk {
             self.table.shrink_to(room);
         }
         self.counters.close_count += 1;
         s.outbox.close();
-        Some(s.worker)
+        Some(Closed {
+            worker: s.worker,
+            many_gone: shrunk.is_some() || self.table.is_empty(),
+        })
     }
 
     /// `$server->send()`: a worker's reply to session `fd`.
@@ -546,9 +558,28 @@ mod tests {
             )
             .is_none());
         assert_eq!(s.counters().abort_count, 1);
-        assert_eq!(s.closed(fd), Some(fd as u32 % 2));
+        let closed = s.closed(fd).unwrap();
+        assert_eq!(closed.worker, fd as u32 % 2);
+        assert!(closed.many_gone, "the last connection went");
         assert!(s.is_empty());
         assert_eq!(s.counters().close_count, 1);
+    }
+
+    #[test]
+    fn closing_most_of_many_connections_says_so_and_a_few_do_not() {
+        let w = workers(1, 1 << 20);
+        let mut s = Sessions::new(rules(1, 10_000, None));
+        let fds: Vec<u64> = (0..5000).map(|_| open(&mut s, &w).0).collect();
+        let many = fds
+            .iter()
+            .map(|&fd| s.closed(fd).unwrap().many_gone)
+            .collect::<Vec<_>>();
+        assert!(!many[0], "one of 5,000 closing is not worth a trim");
+        assert!(
+            many[..4000].iter().any(|&m| m),
+            "the table shrank on the way down"
+        );
+        assert!(many[4999], "none left");
     }
 
     #[test]

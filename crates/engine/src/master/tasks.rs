@@ -720,7 +720,7 @@ impl Tasks {
         let Some(ledger) = &self.remote else {
             return 0;
         };
-        let want = self.rules.task_worker_num as usize * self.dispatcher.window();
+        let want = self.rules.task_worker_num as usize * self.dispatcher.batch();
         want.saturating_sub(self.running() + ledger.borrow().waiting())
     }
 

@@ -50,6 +50,11 @@ impl Keys {
         format!("{}:delayed", self.prefix)
     }
 
+    /// The hash where delayed task `task_id` waits until it is due.
+    pub fn delayed_task(&self, task_id: u64) -> String {
+        format!("{}:delayed:{task_id}", self.prefix)
+    }
+
     /// Sorted set of failed task ids by failure time; each record (task
     /// fields plus error, attempts, time) is the hash `failed:<id>`.
     pub fn failed(&self) -> String {

@@ -5,7 +5,7 @@
 //! within that time, never a hang; the connection manager reconnects on the
 //! next call once Redis is back.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::time::Duration;
 
@@ -187,30 +187,72 @@ impl RedisQueue {
         Ok(ids[0])
     }
 
-    /// Queues a batch in one atomic script (one round trip for
-    /// `taskMulti()`): on Ok Redis holds all of them, on Err none was
-    /// confirmed. Keep batches to thousands, not millions: the script
-    /// holds Redis while it runs.
+    /// Queues a batch in one MULTI transaction (after a round trip that
+    /// reserves the ids): on Ok Redis holds all of them, on Err none was
+    /// confirmed. A transaction that cannot be queued whole (out of
+    /// memory) is aborted by Redis with nothing written. Keep batches to
+    /// thousands, not millions: the transaction holds Redis while it runs.
     pub async fn submit_many(&self, tasks: &[NewTask]) -> Result<Vec<u64>> {
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let mut inv = scripts::SUBMIT.prepare_invoke();
+        let priorities: BTreeSet<i32> = tasks.iter().map(|t| t.priority).collect();
+        let mut inv = scripts::RESERVE.prepare_invoke();
         inv.key(self.keys.ids())
             .key(self.keys.priorities())
-            .key(self.keys.delayed())
             .arg(self.keys.prefix())
             .arg(GROUP)
-            .arg(&self.consumer);
-        for t in tasks {
-            inv.arg(t.priority)
-                .arg(millis(t.delay))
-                .arg(t.max_attempts.max(1))
-                .arg(t.src_worker)
-                .arg(t.src_task_id)
-                .arg(&t.payload[..]);
+            .arg(tasks.len());
+        for p in &priorities {
+            inv.arg(*p);
         }
-        self.script("submit tasks", &inv).await
+        let (first, now): (u64, u64) = self.script("submit tasks", &inv).await?;
+        let streams: BTreeMap<i32, String> = priorities
+            .iter()
+            .map(|&p| (p, self.keys.stream(p)))
+            .collect();
+        let delayed = self.keys.delayed();
+        let mut tx = redis::pipe();
+        tx.atomic();
+        for (id, t) in (first..).zip(tasks) {
+            let delay = millis(t.delay);
+            let cmd = if delay > 0 {
+                tx.cmd("HSET").arg(self.keys.delayed_task(id))
+            } else {
+                tx.cmd("XADD").arg(&streams[&t.priority]).arg("*")
+            };
+            cmd.arg(field::ID)
+                .arg(id)
+                .arg(field::ORIGIN)
+                .arg(&self.consumer)
+                .arg(field::WORKER)
+                .arg(t.src_worker)
+                .arg(field::REF)
+                .arg(t.src_task_id)
+                .arg(field::PRIORITY)
+                .arg(t.priority)
+                .arg(field::TRIES)
+                .arg(0)
+                .arg(field::MAX)
+                .arg(t.max_attempts.max(1))
+                .arg(field::AT)
+                .arg(now)
+                .arg(field::PAYLOAD)
+                .arg(&t.payload[..])
+                .ignore();
+            if delay > 0 {
+                tx.cmd("ZADD")
+                    .arg(&delayed)
+                    .arg(now + delay)
+                    .arg(id)
+                    .ignore();
+            }
+        }
+        let mut conn = self.conn.clone();
+        let () = self
+            .bounded("submit tasks", tx.query_async(&mut conn))
+            .await?;
+        Ok((first..first + tasks.len() as u64).collect())
     }
 
     /// Hands out up to `max` tasks for this consumer: first the ones it

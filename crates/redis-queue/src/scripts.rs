@@ -25,33 +25,25 @@ fn with_clock(body: &str) -> Script {
     Script::new(&format!("{NOW}{body}"))
 }
 
-/// Queues a batch of tasks: KEYS ids counter, priorities, delayed;
-/// ARGV prefix, group, origin, then per task priority, delay_ms,
-/// max_attempts, src_worker, src_task_id, payload. A new priority level
-/// gets its stream and consumer group (read from id 0, so no entry added
-/// before the group existed is skipped). Returns the new task ids.
-pub static SUBMIT: LazyLock<Script> = LazyLock::new(|| {
+/// The first step of submitting a batch: reserves `n` task ids and makes
+/// sure each priority level of the batch has its stream and consumer group
+/// (read from id 0, so no entry added before the group existed is
+/// skipped). KEYS ids counter, priorities; ARGV prefix, group, n, then the
+/// batch's distinct priorities. Returns {the first id, Redis's clock}: the
+/// tasks are then written in one MULTI transaction, where Redis parses
+/// each XADD itself (1.2 µs a task here) instead of Lua building and
+/// passing it (5.7 µs a task when this script wrote the tasks too).
+pub static RESERVE: LazyLock<Script> = LazyLock::new(|| {
     with_clock(
-        "local ids = {}
-for a = 4, #ARGV, 6 do
+        "local n = tonumber(ARGV[3])
+local first = redis.call('INCRBY', KEYS[1], n) - n + 1
+for a = 4, #ARGV do
   local prio = ARGV[a]
-  local delay = tonumber(ARGV[a + 1])
-  local id = redis.call('INCR', KEYS[1])
-  local stream = ARGV[1] .. ':stream:' .. prio
   if redis.call('ZADD', KEYS[2], 'NX', prio, prio) == 1 then
-    redis.pcall('XGROUP', 'CREATE', stream, ARGV[2], '0', 'MKSTREAM')
+    redis.pcall('XGROUP', 'CREATE', ARGV[1] .. ':stream:' .. prio, ARGV[2], '0', 'MKSTREAM')
   end
-  local fields = {'id', id, 'origin', ARGV[3], 'worker', ARGV[a + 3], 'ref', ARGV[a + 4],
-    'prio', prio, 'tries', 0, 'max', ARGV[a + 2], 'at', now, 'payload', ARGV[a + 5]}
-  if delay > 0 then
-    redis.call('HSET', ARGV[1] .. ':delayed:' .. id, unpack(fields))
-    redis.call('ZADD', KEYS[3], now + delay, id)
-  else
-    redis.call('XADD', stream, '*', unpack(fields))
-  end
-  ids[#ids + 1] = id
 end
-return ids",
+return {first, now}",
     )
 });
 

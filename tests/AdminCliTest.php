@@ -1,4 +1,5 @@
 <?php
+use TaskQ\Tests\Support\AdminListener;
 use TaskQ\Tests\Support\TaskqTestCase;
 use TaskQ\Tests\Support\ProcessTree;
 use TaskQ\Tests\Support\RedisServer;
@@ -40,7 +41,8 @@ $server->on('Task', function ($s, $taskId, $src, $data) use ($dir) {
 $server->start();
 PHP;
 
-    private int $apiPort = 0;
+    use AdminListener;
+
     private ?RedisServer $redis = null;
 
     protected function tearDown(): void
@@ -52,34 +54,7 @@ PHP;
 
     private function server(array $settings = []): ServerProcess
     {
-        $this->apiPort = self::freePort();
-        $settings += ['metrics_listen' => "127.0.0.1:{$this->apiPort}"];
-        $server = $this->startServer(self::SERVER, ['TASKQ_SETTINGS' => json_encode($settings)]);
-        $this->waitEvents('workerstart', 3, 10, $server);
-        $this->waitUntil(fn () => self::listening($this->apiPort), 5, 'the admin port listening', $server);
-        return $server;
-    }
-
-    private static function binary(): string
-    {
-        $bin = dirname((string) getenv('TASKQ_EXT'), 2) . '/bin/taskq';
-        if (!is_executable($bin)) {
-            self::fail("$bin is missing: run make build");
-        }
-        return $bin;
-    }
-
-    /** The taskq command with `$args` (bounded by `$timeout`); returns [exit code, stdout, stderr]. */
-    private function taskq(array $args, float $timeout = 15, array $env = []): array
-    {
-        $cmd = array_merge(['timeout', '-k', '1', (string) $timeout, self::binary()], $args);
-        $env = array_merge(getenv(), ['TASKQ_URL' => "http://127.0.0.1:{$this->apiPort}"], $env);
-        $p = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes, $this->dir, $env);
-        $out = stream_get_contents($pipes[1]);
-        $err = stream_get_contents($pipes[2]);
-        fclose($pipes[1]);
-        fclose($pipes[2]);
-        return [proc_close($p), $out, $err];
+        return $this->startListening(self::SERVER, $settings, 3);
     }
 
     /**

@@ -1,4 +1,5 @@
 <?php
+use TaskQ\Tests\Support\AdminListener;
 use TaskQ\Tests\Support\ProcessTree;
 use TaskQ\Tests\Support\RedisServer;
 use TaskQ\Tests\Support\ServerProcess;
@@ -47,7 +48,8 @@ $server->on('Finish', function () {});
 $server->start();
 PHP;
 
-    private int $apiPort = 0;
+    use AdminListener;
+
     private ?RedisServer $redis = null;
 
     protected function tearDown(): void
@@ -59,12 +61,7 @@ PHP;
 
     private function server(array $settings = []): ServerProcess
     {
-        $this->apiPort = self::freePort();
-        $settings += ['metrics_listen' => "127.0.0.1:{$this->apiPort}"];
-        $server = $this->startServer(self::SERVER, ['TASKQ_SETTINGS' => json_encode($settings)]);
-        $this->waitEvents('workerstart', 2, 10, $server);
-        $this->waitUntil(fn () => self::listening($this->apiPort), 5, 'the admin port listening', $server);
-        return $server;
+        return $this->startListening(self::SERVER, $settings, 2);
     }
 
     /** Runs `$code` in the event worker; its result, or [class, code, message] of what it threw. */
@@ -100,21 +97,6 @@ PHP;
     {
         $this->assertIsInt($this->inWorker("\$s->task($data)"));
         $this->waitUntil(fn () => count($this->inWorker('$s->failedTasks()')) === $n, 10, "$n failed task(s)", $server);
-    }
-
-    /** The taskq command with `$args`; returns [exit code, stdout, stderr]. */
-    private function taskq(array $args, array $env = []): array
-    {
-        $bin = dirname((string) getenv('TASKQ_EXT'), 2) . '/bin/taskq';
-        $this->assertTrue(is_executable($bin), "$bin is missing: run make build");
-        $cmd = array_merge(['timeout', '-k', '1', '15', $bin], $args);
-        $env = array_merge(getenv(), ['TASKQ_URL' => "http://127.0.0.1:{$this->apiPort}"], $env);
-        $p = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes, $this->dir, $env);
-        $out = stream_get_contents($pipes[1]);
-        $err = stream_get_contents($pipes[2]);
-        fclose($pipes[1]);
-        fclose($pipes[2]);
-        return [proc_close($p), $out, $err];
     }
 
     public static function queues(): array
@@ -309,12 +291,12 @@ PHP, 10);
             $this->assertStringContainsString('refused the token: a valid auth_token is required', $err);
         }
         $this->assertCount(1, $this->inWorker('$s->failedTasks()'), 'nothing was retried or purged');
-        [$exit, $out, $err] = $this->taskq(['failed', 'list', '--json'], ['TASKQ_TOKEN' => 's3cret']);
+        [$exit, $out, $err] = $this->taskq(['failed', 'list', '--json'], 15, ['TASKQ_TOKEN' => 's3cret']);
         $this->assertSame(0, $exit, $err);
         $this->assertSame(['fail one'], array_map(fn ($r) => base64_decode($r['data']), json_decode($out, true)));
 
         foreach ([['failed', 'retry'], ['failed', 'purge', '1', '--all'], ['failed', 'list', '--limit', '0'], ['failed', 'show', 'x']] as $args) {
-            [$exit, $out, $err] = $this->taskq($args, ['TASKQ_TOKEN' => 's3cret']);
+            [$exit, $out, $err] = $this->taskq($args, 15, ['TASKQ_TOKEN' => 's3cret']);
             $this->assertSame([2, ''], [$exit, $out], implode(' ', $args));
             $this->assertStringContainsString('error:', $err);
         }

@@ -1,4 +1,5 @@
 <?php
+use TaskQ\Tests\Support\AdminListener;
 use TaskQ\Tests\Support\TaskqTestCase;
 use TaskQ\Tests\Support\ServerProcess;
 
@@ -47,16 +48,11 @@ try {
 }
 PHP;
 
-    private int $metricsPort = 0;
+    use AdminListener;
 
     private function server(array $settings = []): ServerProcess
     {
-        $this->metricsPort = self::freePort();
-        $settings += ['metrics_listen' => "127.0.0.1:{$this->metricsPort}"];
-        $server = $this->startServer(self::SERVER, ['TASKQ_SETTINGS' => json_encode($settings)]);
-        $this->waitEvents('workerstart', 3, 10, $server);
-        $this->waitUntil(fn () => self::listening($this->metricsPort), 5, 'the metrics port listening', $server);
-        return $server;
+        return $this->startListening(self::SERVER, $settings, 3);
     }
 
     /** Submits each [data, options] with TaskClient::task(); every one must be acknowledged. */
@@ -72,7 +68,7 @@ PHP;
      */
     private function http(string $path, ?string $authorization = null, string $method = 'GET'): array
     {
-        $s = stream_socket_client("tcp://127.0.0.1:{$this->metricsPort}", $errno, $errstr, 3);
+        $s = stream_socket_client("tcp://127.0.0.1:{$this->apiPort}", $errno, $errstr, 3);
         $this->assertNotFalse($s, "connect to the metrics port: $errno $errstr");
         stream_set_timeout($s, 5);
         fwrite($s, "$method $path HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
@@ -207,8 +203,8 @@ PHP;
         $this->assertSame('GET, HEAD', $headers['allow']);
 
         $this->stopServer($server);
-        $this->assertFalse(self::listening($this->metricsPort), 'the metrics listener closed with the server');
-        $this->assertStringContainsString("metrics served on http://127.0.0.1:{$this->metricsPort}/metrics", $this->log());
+        $this->assertFalse(self::listening($this->apiPort), 'the metrics listener closed with the server');
+        $this->assertStringContainsString("metrics served on http://127.0.0.1:{$this->apiPort}/metrics", $this->log());
     }
 
     public function testItAnswersWhileEveryWorkerIsBusy(): void

@@ -1,4 +1,5 @@
 <?php
+use TaskQ\Tests\Support\AdminListener;
 use TaskQ\Tests\Support\ProcessTree;
 use TaskQ\Tests\Support\ServerProcess;
 use TaskQ\Tests\Support\TaskqTestCase;
@@ -47,7 +48,8 @@ PHP;
     /** Where the screenshot goes (git-ignored). */
     private const OUTPUT = __DIR__ . '/output';
 
-    private int $apiPort = 0;
+    use AdminListener;
+
     private ?WebDriver $browser = null;
     private string $tag = '';
 
@@ -76,12 +78,7 @@ PHP;
 
     private function server(array $settings = []): ServerProcess
     {
-        $this->apiPort = self::freePort();
-        $settings += ['metrics_listen' => "127.0.0.1:{$this->apiPort}"];
-        $server = $this->startServer(self::SERVER, ['TASKQ_SETTINGS' => json_encode($settings)]);
-        $this->waitEvents('workerstart', 3, 10, $server);
-        $this->waitUntil(fn () => self::listening($this->apiPort), 5, 'the HTTP listener', $server);
-        return $server;
+        return $this->startListening(self::SERVER, $settings, 3);
     }
 
     private function browser(): WebDriver

@@ -89,6 +89,25 @@ PHP;
     }
 
     /**
+     * Runs `taskq watch $args` (as lines: not a terminal) until it printed
+     * two lines, then releases the blocked tasks; returns its lines once it
+     * exited 0.
+     */
+    private function watchReleased(array $args, ServerProcess $server): array
+    {
+        $out = "$this->dir/watch.out";
+        $started = $this->startTagged(array_merge([self::binary(), 'watch'], $args), $out);
+        try {
+            $this->waitUntil(fn () => substr_count((string) @file_get_contents($out), "\n") >= 2, 10, 'two progress lines', $server);
+        } finally {
+            touch("$this->dir/release");
+            $exit = $this->finishTagged($started, $server);
+        }
+        $this->assertSame(0, $exit, (string) file_get_contents("$out.err"));
+        return explode("\n", rtrim((string) file_get_contents($out)));
+    }
+
+    /**
      * One HTTP/1.1 request over a plain socket (bounded by 5 s); returns
      * [status, headers with lower-case names, decoded JSON body].
      */
@@ -431,16 +450,7 @@ PHP;
         [$status, , $json] = $this->http('POST', '/tasks', json_encode(['tasks' => $tasks]));
         $this->assertSame(200, $status, json_encode($json));
 
-        $out = "$this->dir/watch.out";
-        $started = $this->startTagged([self::binary(), 'watch', '--interval', '0.2'], $out);
-        try {
-            $this->waitUntil(fn () => substr_count((string) @file_get_contents($out), "\n") >= 2, 10, 'two progress lines', $server);
-        } finally {
-            touch("$this->dir/release");
-            $exit = $this->finishTagged($started, $server);
-        }
-        $this->assertSame(0, $exit, (string) file_get_contents("$out.err"));
-        $lines = explode("\n", rtrim((string) file_get_contents($out)));
+        $lines = $this->watchReleased(['--interval', '0.2'], $server);
         $this->assertMatchesRegularExpression('~^0/40 done, ~', $lines[0], 'nothing ran before the release');
         $this->assertMatchesRegularExpression('~^40/40 done, [\d.]+/s, ETA 0s$~', $lines[count($lines) - 2]);
         $this->assertMatchesRegularExpression('~^done: 40 task\(s\) in [\d.]+s$~', end($lines));
@@ -476,16 +486,7 @@ PHP;
         [$status, , $json] = $this->http('POST', '/tasks', json_encode(['data' => 1, 'batch' => str_repeat('b', 129)]));
         $this->assertSame([400, "the task: 'batch' must be a string of 1 to 128 bytes, no control characters"], [$status, $json['error']]);
 
-        $out = "$this->dir/watch.out";
-        $started = $this->startTagged([self::binary(), 'watch', '--batch', 'mail 12/2026', '--interval', '0.2'], $out);
-        try {
-            $this->waitUntil(fn () => substr_count((string) @file_get_contents($out), "\n") >= 2, 10, 'two progress lines', $server);
-        } finally {
-            touch("$this->dir/release");
-            $exit = $this->finishTagged($started, $server);
-        }
-        $this->assertSame(0, $exit, (string) file_get_contents("$out.err"));
-        $lines = explode("\n", rtrim((string) file_get_contents($out)));
+        $lines = $this->watchReleased(['--batch', 'mail 12/2026', '--interval', '0.2'], $server);
         $this->assertMatchesRegularExpression('~^0/6 ended, 0 failed, ~', $lines[0], 'nothing ran before the release');
         $summary = array_slice($lines, -2);
         $this->assertMatchesRegularExpression('~^batch mail 12/2026: 4 of 6 done, 2 failed \([\d.]+s\)$~', $summary[0]);

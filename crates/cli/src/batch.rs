@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::client::Client;
 use crate::error::CliError;
+use crate::watch::Progress;
 
 /// One reading of a batch, from `GET /api/batches?name=...`.
 #[derive(Debug, Clone, PartialEq)]
@@ -54,12 +55,8 @@ impl Reading {
     /// that ended since `first`, `secs` ago.
     pub fn status(&self, first: &Reading, secs: f64) -> String {
         let ended = self.ended().saturating_sub(first.ended());
-        let rate = (secs > 0.0).then(|| ended as f64 / secs);
-        let eta = rate.filter(|&r| r > 0.0).map_or("-".into(), |r| {
-            format!("{}s", (self.pending as f64 / r).ceil() as u64)
-        });
-        let rate = rate.map_or("-".into(), |r| format!("{r:.1}/s"));
-        format!("{} failed, {rate}, ETA {eta}", self.failed)
+        let progress = Progress::after(ended, self.pending, secs);
+        format!("{} failed, {}", self.failed, progress.rate_and_eta())
     }
 
     /// The final summary: counts, then each failure reason with its count.

@@ -28,12 +28,17 @@ impl Progress {
     /// Progress at `now`, counted from `first`.
     pub fn between(first: &Sample, now: &Sample) -> Self {
         let done = (now.done + now.failed).saturating_sub(first.done + first.failed);
-        let elapsed = now.time - first.time;
+        Progress::after(done, now.backlog(), now.time - first.time)
+    }
+
+    /// Progress when `done` tasks ended in `elapsed` seconds and `backlog`
+    /// are left.
+    pub fn after(done: u64, backlog: u64, elapsed: f64) -> Self {
         let rate = (elapsed > 0.0).then(|| done as f64 / elapsed);
-        let eta = rate.filter(|&r| r > 0.0).map(|r| now.backlog() as f64 / r);
+        let eta = rate.filter(|&r| r > 0.0).map(|r| backlog as f64 / r);
         Progress {
             done,
-            total: done + now.backlog(),
+            total: done + backlog,
             rate,
             eta,
         }

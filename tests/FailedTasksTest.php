@@ -315,6 +315,7 @@ PHP, 10);
             'task_allowed_classes' => ['Parcel'],
         ]);
         $this->failTask("['fail' => 'r', 'o' => new Parcel('r')]", 1, $server);
+        $this->waitBackendMetrics(['queued' => 0, 'pending' => 0, 'delayed' => 0, 'failed' => 1], $server);
         $row = $this->inWorker('$s->failedTasks()')[0];
         $this->assertSame(['id', 'worker', 'task_id', 'attempts', 'error', 'failed_at', 'data'], array_keys($row));
         $this->assertStringContainsString('broken r', $row['error']);
@@ -328,6 +329,7 @@ PHP, 10);
         $this->assertSame(1, $this->inWorker('$s->retryFailed(true)'));
         $this->assertSame(['fail' => 'r', 'o' => 'Parcel'], $this->waitEvents('task', 1, 10, $server)[0]['data']);
         $this->assertSame([], $this->inWorker('$s->failedTasks()'));
+        $this->waitBackendMetrics(['queued' => 0, 'pending' => 0, 'delayed' => 0, 'failed' => 0], $server);
 
         $this->redis->kill();
         foreach (['failedTasks()', 'retryFailed(true)', 'purgeFailed(1)'] as $call) {
@@ -336,5 +338,23 @@ PHP, 10);
             $this->assertStringStartsWith(strstr($call, '(', true) . '(): ', $message);
             $this->assertStringContainsString('redis', strtolower($message), $call);
         }
+    }
+
+    /**
+     * Waits (bounded) until /metrics shows the Redis-wide counts
+     * `taskq_backend_tasks{state}` as `$want` (Redis counts once a second).
+     */
+    private function waitBackendMetrics(array $want, ServerProcess $server): void
+    {
+        $this->waitUntil(function () use ($want) {
+            $context = stream_context_create(['http' => ['timeout' => 3, 'ignore_errors' => true]]);
+            $text = (string) @file_get_contents("http://127.0.0.1:{$this->apiPort}/metrics", false, $context);
+            foreach ($want as $state => $n) {
+                if (!str_contains($text, "\ntaskq_backend_tasks{state=\"$state\"} $n\n")) {
+                    return false;
+                }
+            }
+            return true;
+        }, 10, 'the metrics to show the Redis-wide queue as ' . json_encode($want), $server);
     }
 }

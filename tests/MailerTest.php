@@ -1,6 +1,7 @@
 <?php
 use TaskQ\Mailer;
 use TaskQ\MailException;
+use TaskQ\Tests\Support\SmtpSink;
 use TaskQ\Tests\Support\TaskqTestCase;
 
 /**
@@ -10,20 +11,12 @@ use TaskQ\Tests\Support\TaskqTestCase;
  */
 final class MailerTest extends TaskqTestCase
 {
-    private const SINK = __DIR__ . '/Support/smtp_sink.py';
     private const EXAMPLES = __DIR__ . '/../php/examples';
-    /** Debian's interpreter: the one that sees python3-aiosmtpd. */
-    private const PYTHON = '/usr/bin/python3';
-
-    /** @var array<int, array{proc: resource, dir: string}> sinks by port */
-    private array $sinks = [];
+    use SmtpSink;
 
     protected function tearDown(): void
     {
-        foreach ($this->sinks as $sink) {
-            $this->stopSink($sink['proc']);
-        }
-        $this->sinks = [];
+        $this->stopSinks();
         parent::tearDown();
     }
 
@@ -576,64 +569,6 @@ final class MailerTest extends TaskqTestCase
             return $e;
         }
         $this->fail("sent although it should fail: $reply");
-    }
-
-    /** Starts smtp_sink.py and returns its port once it accepts connections. */
-    private function startSink(array $args = []): int
-    {
-        $dir = "$this->dir/sink-" . count($this->sinks);
-        mkdir($dir);
-        $cmd = array_merge([self::PYTHON, self::SINK, '--dir', $dir, '--port-file', "$dir/port"], $args);
-        $proc = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['file', "$dir/stdout", 'w'], 2 => ['file', "$dir/stderr", 'w']], $pipes);
-        $this->assertIsResource($proc, 'cannot start the SMTP sink');
-        $deadline = microtime(true) + 10;
-        while (!is_file("$dir/port")) {
-            if (!proc_get_status($proc)['running'] || microtime(true) > $deadline) {
-                $this->stopSink($proc);
-                $this->fail("the SMTP sink did not start:\n" . @file_get_contents("$dir/stderr"));
-            }
-            usleep(10000);
-        }
-        $port = (int) file_get_contents("$dir/port");
-        $this->sinks[$port] = ['proc' => $proc, 'dir' => $dir];
-        return $port;
-    }
-
-    /** SIGTERM, then SIGKILL if it is still there after 2 s; never hangs. */
-    private function stopSink($proc): void
-    {
-        proc_terminate($proc, SIGTERM);
-        $deadline = microtime(true) + 2;
-        while (proc_get_status($proc)['running'] && microtime(true) < $deadline) {
-            usleep(10000);
-        }
-        if (proc_get_status($proc)['running']) {
-            proc_terminate($proc, SIGKILL);
-        }
-        proc_close($proc);
-    }
-
-    private function sinkDir(int $port): string
-    {
-        return $this->sinks[$port]['dir'];
-    }
-
-    /** Messages the sink stored, in arrival order, with the raw message under 'raw'. */
-    private function messages(int $port): array
-    {
-        $out = [];
-        foreach (glob($this->sinkDir($port) . '/msg-*.json') as $file) {
-            $m = json_decode(file_get_contents($file), true);
-            $m['raw'] = base64_decode($m['data']);
-            $out[] = $m;
-        }
-        return $out;
-    }
-
-    /** Connections the sink accepted so far. */
-    private function connections(int $port): int
-    {
-        return count(@file($this->sinkDir($port) . '/connections.log') ?: []);
     }
 
     /** Headers (lower-case name => unfolded values) and body of a message or part. */

@@ -1,5 +1,6 @@
 <?php
 use TaskQ\Tests\Support\AdminListener;
+use TaskQ\Tests\Support\SmtpSink;
 use TaskQ\Tests\Support\TaskqTestCase;
 use TaskQ\Tests\Support\ServerProcess;
 
@@ -17,8 +18,12 @@ final class MetricsTest extends TaskqTestCase
     /**
      * Settings come from TASKQ_SETTINGS (JSON). onTask records each run; an
      * array payload may carry 'block' (wait, bounded, for the file
-     * "release"), 'throw' and 'exit'. onReceive "block" waits the same way. A
-     * TaskQ\Exception from start() is recorded as 'refused'.
+     * "release"), 'throw', 'exit', 'mail' ([dsn, to] pairs, each sent with
+     * TaskQ\Mailer::send(), failures caught) and 'many' ([dsn, [to, ...]]
+     * for sendMany()). onReceive "block" waits the same way; "mail DSN"
+     * sends one message. With the file "mail-before-start" (a DSN), the
+     * script sends one message before start(). A TaskQ\Exception from
+     * start() is recorded as 'refused'.
      */
     private const SERVER = <<<'PHP'
 $settings = json_decode(getenv('TASKQ_SETTINGS'), true)
@@ -29,12 +34,25 @@ $release = function () use ($dir) {
     $deadline = microtime(true) + 20;
     while (!file_exists("$dir/release") && microtime(true) < $deadline) { usleep(5000); }
 };
+$mail = function (string $dsn, string $to) {
+    try {
+        (new TaskQ\Mailer($dsn))->send(['from' => 'shop@example.com', 'to' => $to, 'subject' => 'hi', 'text' => 'x']);
+    } catch (TaskQ\MailException $e) {
+    }
+};
+if (is_file("$dir/mail-before-start")) { $mail(file_get_contents("$dir/mail-before-start"), 'before@example.com'); }
 $server->on('WorkerStart', function ($s, $id) { record('workerstart', ['id' => $id]); });
-$server->on('Receive', function ($s, $fd, $rid, $data) use ($release) {
+$server->on('Receive', function ($s, $fd, $rid, $data) use ($release, $mail) {
     if ($data === 'block') { record('blocked'); $release(); }
+    if (str_starts_with($data, 'mail ')) { $mail(substr($data, 5), 'received@example.com'); }
     $s->send($fd, "ok:$data");
 });
-$server->on('Task', function ($s, $taskId, $src, $data) use ($release) {
+$server->on('Task', function ($s, $taskId, $src, $data) use ($release, $mail) {
+    foreach ($data['mail'] ?? [] as [$dsn, $to]) { $mail($dsn, $to); }
+    if (isset($data['many'])) {
+        [$dsn, $tos] = $data['many'];
+        (new TaskQ\Mailer($dsn))->sendMany(array_map(fn ($to) => ['from' => 'shop@example.com', 'to' => $to, 'subject' => 'hi', 'text' => 'x'], $tos));
+    }
     record('task', ['label' => $data['label'] ?? null]);
     if (!empty($data['block'])) { $release(); }
     if (!empty($data['throw'])) { throw new RuntimeException('boom'); }
@@ -49,6 +67,13 @@ try {
 PHP;
 
     use AdminListener;
+    use SmtpSink;
+
+    protected function tearDown(): void
+    {
+        $this->stopSinks();
+        parent::tearDown();
+    }
 
     private function server(array $settings = []): ServerProcess
     {
@@ -262,6 +287,42 @@ PHP;
             'taskq_worker_restarts_total{kind="task",reason="died"}' => 1.0,
         ], $restarts($samples), 'the exit, the timeout kill, and the reload of both task workers');
         $this->assertSame(2.0, $samples['taskq_tasks_failed_total']);
+    }
+
+    /**
+     * Mail sent with TaskQ\Mailer in task workers (send() and sendMany())
+     * and in an event worker reaches the master's counters by outcome, from
+     * a real SMTP server's answers; what the script sent before start() is
+     * not counted (workers are forked after it).
+     */
+    public function testMailIsCountedBySmtpClassAcrossWorkers(): void
+    {
+        $sink = $this->startSink();
+        $dsn = "smtp://127.0.0.1:$sink";
+        $closed = "smtp://127.0.0.1:" . self::freePort();
+        file_put_contents("$this->dir/mail-before-start", $dsn);
+        $server = $this->server();
+        $this->submit([
+            [['label' => 'm1', 'mail' => [[$dsn, 'ok1@example.com'], [$dsn, 'reject1@example.com'], [$dsn, 'busy1@example.com']]], []],
+            [['label' => 'm2', 'mail' => [[$dsn, 'ok2@example.com'], [$closed, 'ok3@example.com'], [$dsn, 'not an address']]], []],
+            [['label' => 'm3', 'many' => [$dsn, ['ok4@example.com', 'reject2@example.com']]], []],
+        ]);
+        $this->assertSame("ok:mail $dsn", $this->client("\$c->send('mail $dsn'); echo \$c->recv(5);"));
+        $this->waitEvents('task', 3, 15, $server);
+        $failed = fn (string $class) => "taskq_mail_failed_total{class=\"$class\"}";
+        $samples = $this->waitUntil(function () use ($failed) {
+            $s = $this->scrape();
+            return ($s['taskq_mail_sent_total'] ?? 0) >= 4 && ($s[$failed('5xx')] ?? 0) >= 2 ? $s : null;
+        }, 10, 'the metrics to count 4 sent messages and 2 rejected with 5xx', $server);
+        $this->assertSame(4.0, $samples['taskq_mail_sent_total'], 'ok1, ok2, ok4 and the event worker\'s');
+        $this->assertSame(2.0, $samples[$failed('5xx')], 'reject1 and reject2');
+        $this->assertSame(1.0, $samples[$failed('4xx')], 'busy1');
+        $this->assertSame(1.0, $samples[$failed('connection')], 'the closed port');
+        $this->assertSame(1.0, $samples[$failed('invalid')], 'not an address');
+        $this->assertSame(0.0, $samples[$failed('tls')]);
+        $this->assertSame(0.0, $samples[$failed('unsupported')]);
+        $this->assertCount(5, $this->messages($sink), 'the four counted, and the one sent before start()');
+        $this->assertArrayNotHasKey('taskq_backend_tasks{state="queued"}', $samples, 'no Redis, no Redis-wide counts');
     }
 
     public function testTheAuthTokenIsRequiredAsABearerToken(): void

@@ -14,3 +14,4 @@ require __DIR__ . '/Support/TaskqTestCase.php';
 require __DIR__ . '/Support/RedisServer.php';
 require __DIR__ . '/Support/ApiSurface.php';
 require __DIR__ . '/Support/AdminListener.php';
+require __DIR__ . '/Support/SmtpSink.php';

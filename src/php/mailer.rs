@@ -10,6 +10,7 @@ use ext_php_rs::types::ZendHashTable;
 
 use super::args::{Array, Opt, Str};
 use super::loose_value::{fields, key, type_name};
+use taskq_engine::mail_tally::{self, MailOutcome};
 use taskq_mailer::{Email, MailError, Mailer as Engine, MailerOptions, Reply};
 
 /// An SMTP client with a pool of open connections, reused across sends.
@@ -35,8 +36,9 @@ impl Mailer {
     /// Sends one message; returns the server's final reply, e.g.
     /// "250 OK queued as 4F1Z". Throws TaskQ\MailException.
     pub fn send(&self, message: Array) -> PhpResult<String> {
-        let email = Email::from_fields(&fields(message.0))?;
-        Ok(self.engine.send(&email)?.summary())
+        let result = Email::from_fields(&fields(message.0)).and_then(|e| self.engine.send(&e));
+        tally(&result);
+        Ok(result?.summary())
     }
 
     /// Sends a batch concurrently over the pool. Returns, under each input
@@ -59,10 +61,31 @@ impl Mailer {
         }
         let mut out = ZendHashTable::with_capacity(u32::try_from(keys.len()).unwrap_or(u32::MAX));
         for (k, result) in keys.into_iter().zip(self.engine.send_many(&batch)) {
+            tally(&result);
             let _ = out.insert(k, outcome(result));
         }
         out
     }
+}
+
+/// Counts a message's outcome for the server's metrics
+/// (`taskq_mail_sent_total`, `taskq_mail_failed_total{class}`).
+fn tally(result: &Result<Reply, MailError>) {
+    mail_tally::count(match result {
+        Ok(_) => MailOutcome::Sent,
+        Err(MailError::Smtp { code, .. }) if *code >= 500 => MailOutcome::Rejected5xx,
+        Err(MailError::Smtp { .. }) => MailOutcome::Rejected4xx,
+        Err(MailError::Connect { .. } | MailError::Io { .. } | MailError::Protocol { .. }) => {
+            MailOutcome::Connection
+        }
+        Err(MailError::Tls { .. } | MailError::StartTlsUnavailable { .. }) => MailOutcome::Tls,
+        Err(MailError::Unsupported { .. }) => MailOutcome::Unsupported,
+        Err(
+            MailError::InvalidMessage { .. }
+            | MailError::InvalidDsn { .. }
+            | MailError::InvalidOption { .. },
+        ) => MailOutcome::Invalid,
+    });
 }
 
 /// One entry of `sendMany()`'s result.

@@ -7,6 +7,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::error::WireError;
 use crate::frame::{Frame, FrameCodec};
+use crate::mail_tally::MailCounts;
 use crate::payload::{Encoding, Payload};
 use tokio_util::codec::Decoder;
 
@@ -125,6 +126,9 @@ pub enum FromWorker {
     /// The worker has handled `handled` events in total and is idle now;
     /// lets the master pick idle workers (dispatch_mode 3) and report busy ones.
     Idle { handled: u64 },
+    /// Mail this worker's `TaskQ\Mailer` sent or failed to send since its
+    /// last report, for the metrics.
+    Mailed(MailCounts),
 }
 
 const TW_RECEIVE: u8 = 1;
@@ -151,6 +155,7 @@ const FW_PIPE: u8 = 8;
 const FW_QUERY: u8 = 9;
 const FW_IDLE: u8 = 10;
 const FW_FAILED: u8 = 11;
+const FW_MAILED: u8 = 12;
 
 /// Largest IPC frame: payloads are bounded by the user's memory, not by a
 /// tmpfile threshold as in Swoole, so this only guards against corruption.
@@ -430,6 +435,13 @@ impl FromWorker {
                 FrameCodec::end(dst, s);
             }
             FromWorker::Idle { handled } => FrameCodec::put(dst, FW_IDLE, &handled.to_be_bytes()),
+            FromWorker::Mailed(counts) => {
+                let s = FrameCodec::begin(dst, FW_MAILED);
+                for n in counts.0 {
+                    dst.put_u64(n);
+                }
+                FrameCodec::end(dst, s);
+            }
         }
     }
 
@@ -508,6 +520,14 @@ impl FromWorker {
                 FromWorker::Idle {
                     handled: b.get_u64(),
                 }
+            }
+            FW_MAILED => {
+                let mut counts = MailCounts::default();
+                need(&b, 8 * counts.0.len(), "mailed")?;
+                for n in &mut counts.0 {
+                    *n = b.get_u64();
+                }
+                FromWorker::Mailed(counts)
             }
             other => return Err(WireError::UnknownKind(other)),
         })
@@ -634,6 +654,7 @@ mod tests {
                 id: 3,
                 error: "RuntimeException: nope".into(),
             },
+            FromWorker::Mailed(MailCounts([9, 1, 2, 3, 0, 0, 4])),
         ];
         let mut buf = BytesMut::new();
         for m in &msgs {

@@ -22,6 +22,7 @@ pub mod json_serial;
 pub mod launcher;
 pub mod listener;
 pub mod log;
+pub mod mail_tally;
 pub mod master;
 pub mod memory;
 pub mod one_way;

@@ -428,6 +428,8 @@ pub fn run(spec: WorkerSpec, master: &SocketAddr, handler: &mut dyn Handler) -> 
         max_tasks: if spec.is_task { max_request } else { 0 },
     };
     LINK.with(|l| *l.borrow_mut() = Some(Link::new(stream, inbox, spec)));
+    // Mail the forking process sent before start() is not this worker's.
+    let _ = crate::mail_tally::take();
     if let Err(e) = with_link(|link| Ok(link.send_now(&hello)?)) {
         crate::log!(Level::Error, "cannot greet the master: {e}");
         return 1;
@@ -508,6 +510,9 @@ fn event_loop(handler: &mut dyn Handler, max_request: u64) -> i32 {
         }
         let _ = with_link(|link| {
             link.in_event = false;
+            if let Some(counts) = crate::mail_tally::take() {
+                link.send(&FromWorker::Mailed(counts))?;
+            }
             Ok(())
         });
         if max_request > 0 && requests >= max_request {

@@ -475,6 +475,7 @@ impl Hub {
                 }
             }
             (FromWorker::Idle { handled }, _) => self.workers.idle(worker, generation, handled),
+            (FromWorker::Mailed(counts), _) => self.workers.mailed(&counts),
             (FromWorker::Hello { .. }, _) => {
                 crate::log!(Level::Warning, "worker #{worker} said hello twice; ignored");
             }

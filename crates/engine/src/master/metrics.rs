@@ -11,6 +11,9 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use taskq_redis::QueueStats;
+
+use crate::mail_tally::{MailCounts, MailOutcome};
 
 /// The media type of what [`render`] writes, for the `Content-Type` header.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -79,23 +82,26 @@ pub struct Snapshot {
     pub sent_bytes: u64,
     /// Worker processes replaced while the server ran: (kind, reason, count).
     pub worker_restarts: Vec<(&'static str, &'static str, u64)>,
+    /// Mail the workers' `TaskQ\Mailer`s sent or failed to send.
+    pub mail: MailCounts,
+    /// With `task_backend`: the whole queue (every server's tasks) as
+    /// Redis last counted it, once a second; None until Redis was reached.
+    pub backend: Option<QueueStats>,
 }
 
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut tasks = enc.encode_descriptor(
-            "taskq_tasks",
-            "Tasks in this server by state: waiting for a task worker, delayed (delay or retry backoff not over), running.",
-            None,
+        labelled(
+            &mut enc,
+            ("taskq_tasks", "Tasks in this server by state: waiting for a task worker, delayed (delay or retry backoff not over), running."),
             MetricType::Gauge,
+            "state",
+            &[
+                ("waiting", self.waiting),
+                ("delayed", self.delayed),
+                ("running", self.running),
+            ],
         )?;
-        for (state, n) in [
-            ("waiting", self.waiting),
-            ("delayed", self.delayed),
-            ("running", self.running),
-        ] {
-            ConstGauge::new(n).encode(tasks.encode_family(&[("state", state)])?)?;
-        }
         for (name, help, n) in [
             (
                 "taskq_tasks_submitted",
@@ -153,8 +159,59 @@ impl Collector for Snapshot {
             ConstCounter::new(n)
                 .encode(restarts.encode_family(&[("kind", kind), ("reason", reason)])?)?;
         }
+        counter(
+            &mut enc,
+            "taskq_mail_sent",
+            "Messages TaskQ's Mailer handed to the SMTP server (2xx after DATA), in every worker.",
+            self.mail.get(MailOutcome::Sent),
+        )?;
+        let failed: Vec<_> = MailOutcome::ALL[1..]
+            .iter()
+            .map(|o| (o.label(), self.mail.get(*o)))
+            .collect();
+        labelled(
+            &mut enc,
+            ("taskq_mail_failed", "Messages TaskQ's Mailer could not send, by class: 4xx (the server may take it later), 5xx (it will not), connection (no connection, broken, timed out or not SMTP), tls, unsupported (a needed SMTP extension is missing), invalid (refused before any I/O)."),
+            MetricType::Counter,
+            "class",
+            &failed,
+        )?;
+        if let Some(q) = self.backend {
+            labelled(
+                &mut enc,
+                ("taskq_backend_tasks", "With task_backend: the whole queue in Redis, every server's tasks, by state, as Redis counted it within the last second: queued (not yet taken), pending (taken by a server, running or to be reclaimed), delayed, failed (in the failed list)."),
+                MetricType::Gauge,
+                "state",
+                &[
+                    ("queued", q.queued),
+                    ("pending", q.pending),
+                    ("delayed", q.delayed),
+                    ("failed", q.failed),
+                ],
+            )?;
+        }
         Ok(())
     }
+}
+
+/// A family with one label, one sample per value of it.
+fn labelled(
+    enc: &mut DescriptorEncoder,
+    (name, help): (&str, &str),
+    kind: MetricType,
+    label: &str,
+    values: &[(&str, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut family = enc.encode_descriptor(name, help, None, kind)?;
+    for &(value, n) in values {
+        let labels = [(label, value)];
+        let sample = family.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(n).encode(sample)?,
+            _ => ConstGauge::new(n).encode(sample)?,
+        }
+    }
+    Ok(())
 }
 
 fn counter(
@@ -226,6 +283,13 @@ mod tests {
             received_bytes: 1000,
             sent_bytes: 2000,
             worker_restarts: vec![("task", "task_timeout", 2), ("event", "planned", 1)],
+            mail: MailCounts([9, 1, 2, 3, 0, 0, 4]),
+            backend: Some(QueueStats {
+                queued: 11,
+                pending: 12,
+                delayed: 13,
+                failed: 14,
+            }),
         };
         let text = render(snapshot, &Timings::default());
         assert!(text.ends_with("# EOF\n"), "{text}");
@@ -250,6 +314,14 @@ mod tests {
                 "taskq_worker_restarts_total{kind=\"event\",reason=\"planned\"}",
                 "1",
             ),
+            ("taskq_mail_sent_total", "9"),
+            ("taskq_mail_failed_total{class=\"4xx\"}", "1"),
+            ("taskq_mail_failed_total{class=\"5xx\"}", "2"),
+            ("taskq_mail_failed_total{class=\"connection\"}", "3"),
+            ("taskq_mail_failed_total{class=\"tls\"}", "0"),
+            ("taskq_mail_failed_total{class=\"invalid\"}", "4"),
+            ("taskq_backend_tasks{state=\"queued\"}", "11"),
+            ("taskq_backend_tasks{state=\"failed\"}", "14"),
         ] {
             assert_eq!(value(&text, key), v, "{key}");
         }
@@ -268,6 +340,7 @@ mod tests {
         t.waited(2_000);
         t.ran(300);
         let text = render(Snapshot::default(), &t);
+        assert!(!text.contains("taskq_backend_tasks"), "{text}");
         assert_eq!(
             value(&text, "taskq_task_queue_wait_seconds_bucket{le=\"0.01\"}"),
             "0"

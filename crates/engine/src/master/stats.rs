@@ -102,5 +102,10 @@ pub fn snapshot(sessions: &Sessions, workers: &Workers, tasks: &Tasks) -> Snapsh
         received_bytes: s.total_recv_bytes,
         sent_bytes: s.total_send_bytes,
         worker_restarts: workers.restarts(),
+        mail: workers.mail(),
+        backend: tasks
+            .ledger()
+            .and_then(|l| l.borrow().queue_stats())
+            .map(|(q, _)| q),
     }
 }

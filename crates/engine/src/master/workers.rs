@@ -12,6 +12,7 @@ use tokio::sync::Notify;
 use super::outbox::Outbox;
 use crate::ipc::{without_tasks, ToWorker};
 use crate::log::Level;
+use crate::mail_tally::MailCounts;
 
 /// One worker id: its outbox and the process (incarnation) now draining it.
 struct WorkerProcess {
@@ -73,6 +74,8 @@ pub struct Workers {
     /// Workers replaced while the server ran, by [event, task] and by
     /// `Departure::ALL` order.
     restarts: [[u64; 3]; 2],
+    /// Mail the workers' `TaskQ\Mailer`s sent or failed to send.
+    mail: MailCounts,
 }
 
 impl Workers {
@@ -94,6 +97,7 @@ impl Workers {
             trim,
             dispatched: 0,
             restarts: [[0; 3]; 2],
+            mail: MailCounts::default(),
         };
         workers.procs = (0..event_workers + task_workers)
             .map(|_| WorkerProcess {
@@ -312,6 +316,16 @@ impl Workers {
             }
         }
         out
+    }
+
+    /// A worker reported the mail it sent since its last report.
+    pub fn mailed(&mut self, counts: &MailCounts) {
+        self.mail.add(counts);
+    }
+
+    /// Mail sent or failed by every worker so far.
+    pub fn mail(&self) -> MailCounts {
+        self.mail
     }
 
     /// The incarnation has handled `handled` events in all: those are no

@@ -8,7 +8,9 @@
  * Point your tools at it instead (see "IDE stubs" in README.md).
  *
  * Signatures are the extension's own, as Reflection reports them, so PHP's
- * named arguments use these parameter names. Optional parameters are nullable
+ * named arguments use these parameter names: Swoole 5.1's for every method and
+ * function Swoole has (named arguments written for Swoole work), taskq's own
+ * for taskq-only methods and classes (TaskQ\Timer, TaskQ\Mailer). Optional parameters are nullable
  * with a default of null, as the extension declares them; null (or leaving
  * the argument out) means the default each doc line names. Return types that
  * the extension declares as `mixed` are given here as what the method really
@@ -126,30 +128,29 @@ namespace TaskQ {
 
         /**
          * Binds at once (throws TaskQ\Exception with the errno if it cannot). Defaults: port 0 (the kernel
-         * picks), mode TASKQ_PROCESS, sockType TASKQ_SOCK_TCP. Swoole's C arginfo names the last one $sock_type.
+         * picks), mode TASKQ_PROCESS, sock_type TASKQ_SOCK_TCP.
          */
-        public function __construct(string $host, ?int $port = null, ?int $mode = null, ?int $sockType = null) {}
+        public function __construct(string $host, ?int $port = null, ?int $mode = null, ?int $sock_type = null) {}
 
         /** Merges options before start(); unknown keys warn with a suggestion, bad values throw TaskQ\Exception. */
         public function set(array $settings): bool {}
 
-        /** Registers an event callback (case-insensitive, "on" prefix optional); unknown names warn and return false. Swoole: $event_name. */
-        public function on(string $event, callable $callback): bool {}
+        /** Registers an event callback (case-insensitive, "on" prefix optional); unknown names warn and return false. */
+        public function on(string $event_name, callable $callback): bool {}
 
         /** Forks the manager and workers and serves until stopped; then returns true. */
         public function start(): bool {}
 
         /**
-         * Queues $data for a task worker (dstWorkerId null: any idle one); the task id, or false with a warning.
-         * Swoole 4.8's arginfo: $task_worker_index, $finish_callback.
+         * Queues $data for a task worker (taskWorkerIndex null: any idle one); the task id, or false with a warning.
          */
-        public function task(mixed $data, ?int $dstWorkerId = null, ?callable $finishCallback = null): int|false {}
+        public function task(mixed $data, ?int $taskWorkerIndex = null, ?callable $finishCallback = null): int|false {}
 
         /** In onTask: sends $data to the dispatching worker's onFinish (or the task's finish callback). */
         public function finish(mixed $data): bool {}
 
-        /** Sends $data to session $fd (one recv() for a TaskClient). No $serverSocket argument, unlike Swoole; Swoole names $data $send_data. */
-        public function send(int $fd, string $data): bool {}
+        /** Sends $send_data to session $fd (one recv() for a TaskClient). No $serverSocket argument, unlike Swoole. */
+        public function send(int $fd, string $send_data): bool {}
 
         /** Closes session $fd; its onClose follows. No $reset argument, unlike Swoole. */
         public function close(int $fd): bool {}
@@ -163,11 +164,11 @@ namespace TaskQ {
         /** Id of this worker; -1 outside workers, where Swoole returns false. */
         public function getWorkerId(): int {}
 
-        /** Pid of worker $workerId (null: this worker); false when it has no process now. Swoole: $worker_id. */
-        public function getWorkerPid(?int $workerId = null): int|false {}
+        /** Pid of worker $worker_id (null: this worker); false when it has no process now. */
+        public function getWorkerPid(?int $worker_id = null): int|false {}
 
-        /** Status of worker $workerId (null: this one): 1 busy, 2 idle, 3 exited; false when unknown. Swoole: $worker_id. */
-        public function getWorkerStatus(?int $workerId = null): int|false {}
+        /** Status of worker $worker_id (null: this one): 1 busy, 2 idle, 3 exited; false when unknown. */
+        public function getWorkerStatus(?int $worker_id = null): int|false {}
 
         /** Swoole's stats() keys plus task_queue_num, task_running_num, task_requeued_count, task_failed_count; false before start(). */
         public function stats(): array|false {}
@@ -195,21 +196,20 @@ namespace TaskQ {
 
         /**
          * Swoole's getClientInfo() keys plus worker_id and taskq_protocol; false for an unknown session.
-         * $reactorId and $ignoreError are accepted and ignored. Swoole 4.8's arginfo: $reactor_id.
+         * $reactor_id and $ignoreError are accepted and ignored.
          */
-        public function getClientInfo(int $fd, ?int $reactorId = null, ?bool $ignoreError = null): array|false {}
+        public function getClientInfo(int $fd, ?int $reactor_id = null, ?bool $ignoreError = null): array|false {}
 
         /**
-         * Up to $pageSize (null: 10; 1 to 100) open session ids above $startFd (null: 0), ascending.
-         * Swoole 4.8's arginfo: $start_fd, $find_count.
+         * Up to $find_count (null: 10; 1 to 100) open session ids above $start_fd (null: 0), ascending.
          */
-        public function getClientList(?int $startFd = null, ?int $pageSize = null): array|false {}
+        public function getClientList(?int $start_fd = null, ?int $find_count = null): array|false {}
 
         /**
          * Blocks for the task's result for at most $timeout seconds (null: 0.5); false on timeout, a late result
-         * is discarded. Swoole 4.8's arginfo: $task_worker_index.
+         * is discarded.
          */
-        public function taskwait(mixed $data, ?float $timeout = null, ?int $dstWorkerId = null): mixed {}
+        public function taskwait(mixed $data, ?float $timeout = null, ?int $taskWorkerIndex = null): mixed {}
 
         /**
          * Runs the tasks in parallel, waits at most $timeout seconds (null: 0.5); results under the input keys
@@ -217,31 +217,31 @@ namespace TaskQ {
          */
         public function taskWaitMulti(array $tasks, ?float $timeout = null): array|false {}
 
-        /** Sends $message to worker $workerId's onPipeMessage. Swoole 4.8's arginfo: $dst_worker_id. */
-        public function sendMessage(mixed $message, int $workerId): bool {}
+        /** Sends $message to worker $dst_worker_id's onPipeMessage. */
+        public function sendMessage(mixed $message, int $dst_worker_id): bool {}
 
         /**
          * Restarts every worker (or only task workers) gracefully, as SIGUSR1/SIGUSR2 to the master; nothing queued
-         * is lost. Swoole's stub: $only_reload_taskworker.
+         * is lost.
          */
-        public function reload(?bool $onlyReloadTaskWorker = null): bool {}
+        public function reload(?bool $only_reload_taskworker = null): bool {}
 
         /** Stops the whole server, as SIGTERM to the master. */
         public function shutdown(): bool {}
 
         /**
          * Recycles this worker (null) or worker $workerId once it finishes its callback (Swoole sends SIGTERM);
-         * $waitEvent is ignored. Swoole 4.8's arginfo: $worker_id.
+         * $waitEvent is ignored.
          */
         public function stop(?int $workerId = null, ?bool $waitEvent = null): bool {}
 
-        /** Calls $callback($timerId) every $ms ms in this worker; false outside one. No ...$params, unlike Swoole 4.8. */
+        /** Calls $callback($timerId) every $ms ms in this worker; false outside one. Swoole 4.8 only (5.x removed it); no ...$params. */
         public function tick(int $ms, callable $callback): int|false {}
 
-        /** Calls $callback() once after $ms ms in this worker; false outside one. No ...$params, unlike Swoole 4.8. */
+        /** Calls $callback() once after $ms ms in this worker; false outside one. Swoole 4.8 only (5.x removed it); no ...$params. */
         public function after(int $ms, callable $callback): int|false {}
 
-        /** Cancels a tick() or after() timer; false when it does not exist. Swoole: $timer_id. */
+        /** Cancels a tick() or after() timer; false when it does not exist. Swoole 4.8 only (5.x removed it), where it is $timer_id. */
         public function clearTimer(int $timerId): bool {}
     }
 
@@ -264,19 +264,18 @@ namespace TaskQ {
         public int $type;
 
         /**
-         * sockType (null: TASKQ_SOCK_TCP) may be OR'ed with TASKQ_KEEP; $async must be false; $id is ignored
-         * (the pool key is type, host and port). Swoole names the first argument $type and requires it.
+         * $type (null: TASKQ_SOCK_TCP) may be OR'ed with TASKQ_KEEP; $async must be false; $id is ignored
+         * (the pool key is type, host and port). Swoole requires $type.
          */
-        public function __construct(?int $sockType = null, ?bool $async = null, ?string $id = null) {}
+        public function __construct(?int $type = null, ?bool $async = null, ?string $id = null) {}
 
         /** Framing, socket, auth_token and taskq_protocol options, applied at the next connect(). */
         public function set(array $settings): bool {}
 
         /**
-         * Connects; $timeout (null: 0.5 s) also bounds every later send and recv. $sockFlag is ignored.
-         * Swoole 4.8's arginfo: $sock_flag.
+         * Connects; $timeout (null: 0.5 s) also bounds every later send and recv. $sock_flag is ignored.
          */
-        public function connect(string $host, ?int $port = null, ?float $timeout = null, ?int $sockFlag = null): bool {}
+        public function connect(string $host, ?int $port = null, ?float $timeout = null, ?int $sock_flag = null): bool {}
 
         /** taskq: queues $data straight into the server's task queue; the id once the server holds it, or false. Options: delay, priority, max_attempts, batch. */
         public function task(mixed $data, ?array $options = null): int|false {}
@@ -328,7 +327,7 @@ namespace TaskQ {
         /** Calls $callback() once after $ms milliseconds in this worker; false outside a worker. */
         public static function after(int $ms, callable $callback): int|false {}
 
-        /** Cancels a timer; false when it already fired or was cleared. Swoole\Timer::clear() names it $timer_id. */
+        /** Cancels a timer; false when it already fired or was cleared. Taskq's class: Swoole\Timer::clear() has $timer_id. */
         public static function clear(int $timerId): bool {}
     }
 }

@@ -289,4 +289,172 @@ PHP;
         $default = new TaskQ\MailException();
         $this->assertSame(['', 0, true, false, null], [$default->getMessage(), $default->getCode(), $default->isPermanent(), $default->isTransient(), $default->getPrevious()]);
     }
+
+    /**
+     * Issue 16: every method and function Swoole 5.1 has takes Swoole 5.1's
+     * parameter names (ext-src/stubs/php_swoole_*.stub.php), so PHP 8 named
+     * arguments written for Swoole work; taskq-only methods keep taskq's
+     * names. Where Swoole has trailing parameters taskq does not take, the
+     * list is taskq's prefix of Swoole's (noted per row).
+     */
+    private const SWOOLE_NAMES = [
+        'Swoole\Server' => [
+            '__construct' => ['host', 'port', 'mode', 'sock_type'],
+            'set' => ['settings'],
+            'on' => ['event_name', 'callback'],
+            'start' => [],
+            'task' => ['data', 'taskWorkerIndex', 'finishCallback'],
+            'finish' => ['data'],
+            'send' => ['fd', 'send_data'],                              // Swoole: + serverSocket
+            'close' => ['fd'],                                          // Swoole: + reset
+            'getMasterPid' => [],
+            'getManagerPid' => [],
+            'getWorkerId' => [],
+            'getWorkerPid' => ['worker_id'],
+            'getWorkerStatus' => ['worker_id'],
+            'stats' => [],
+            'exists' => ['fd'],
+            'exist' => ['fd'],
+            'bind' => ['fd', 'uid'],
+            'getClientInfo' => ['fd', 'reactor_id', 'ignoreError'],
+            'getClientList' => ['start_fd', 'find_count'],
+            'taskwait' => ['data', 'timeout', 'taskWorkerIndex'],
+            'taskWaitMulti' => ['tasks', 'timeout'],
+            'sendMessage' => ['message', 'dst_worker_id'],
+            'reload' => ['only_reload_taskworker'],
+            'shutdown' => [],
+            'stop' => ['workerId', 'waitEvent'],
+        ],
+        'Swoole\Client' => [
+            '__construct' => ['type', 'async', 'id'],
+            'set' => ['settings'],
+            'connect' => ['host', 'port', 'timeout', 'sock_flag'],
+            'send' => ['data'],                                         // Swoole: + flag
+            'recv' => ['size', 'flag'],
+            'close' => ['force'],
+            'isConnected' => [],
+        ],
+        'Swoole\Timer' => [
+            'tick' => ['ms', 'callback', 'params'],
+            'after' => ['ms', 'callback', 'params'],
+            'clear' => ['timer_id'],
+        ],
+    ];
+
+    /** Swoole 5.1's functions taskq declares, with Swoole's parameter names. */
+    private const SWOOLE_FUNCTION_NAMES = [
+        'swoole_version' => [],
+        'swoole_set_process_name' => ['process_name'],
+        'swoole_timer_tick' => ['ms', 'callback', 'params'],
+        'swoole_timer_after' => ['ms', 'callback', 'params'],
+        'swoole_timer_clear' => ['timer_id'],
+    ];
+
+    /**
+     * taskq's own methods of the Swoole classes, with taskq's names: not in
+     * Swoole 5.1 (tick/after/clearTimer left Swoole\Server with 5.0).
+     */
+    private const TASKQ_ONLY_NAMES = [
+        'Swoole\Server' => [
+            'failedTasks' => ['offset', 'limit'],
+            'retryFailed' => ['ids'],
+            'purgeFailed' => ['ids'],
+            'tick' => ['ms', 'callback'],
+            'after' => ['ms', 'callback'],
+            'clearTimer' => ['timerId'],
+        ],
+        'Swoole\Client' => [
+            'task' => ['data', 'options'],
+            'taskMulti' => ['tasks', 'options'],
+            'batch' => ['name'],
+        ],
+        'Swoole\Timer' => [],
+    ];
+
+    /** Parameter names of a function or method, as Reflection reports them. */
+    private static function parameterNames(ReflectionFunctionAbstract $f): array
+    {
+        return array_map(fn (ReflectionParameter $p) => $p->getName(), $f->getParameters());
+    }
+
+    /**
+     * Reflection shows the names of the two tables above for every public
+     * method of the Swoole classes, and every method is in one table, so a
+     * renamed parameter or an unlisted new method fails here.
+     */
+    public function testParameterNamesAreSwoolesForSwoolesMethodsAndTaskqsForItsOwn(): void
+    {
+        foreach (self::SWOOLE_NAMES as $class => $methods) {
+            $expected = $methods + self::TASKQ_ONLY_NAMES[$class];
+            $actual = [];
+            foreach ((new ReflectionClass($class))->getMethods(ReflectionMethod::IS_PUBLIC) as $m) {
+                $actual[$m->getName()] = self::parameterNames($m);
+            }
+            ksort($expected);
+            ksort($actual);
+            $this->assertSame($expected, $actual, "$class: every public method and its parameter names");
+        }
+        foreach (self::SWOOLE_FUNCTION_NAMES as $function => $names) {
+            $this->assertSame($names, self::parameterNames(new ReflectionFunction($function)), "$function()");
+        }
+        // The aliases are the same classes, so they show the same names.
+        $this->assertSame(['data', 'taskWorkerIndex', 'finishCallback'], self::parameterNames(new ReflectionMethod('swoole_server', 'task')));
+        $this->assertSame(['host', 'port', 'timeout', 'sock_flag'], self::parameterNames(new ReflectionMethod('TaskClient', 'connect')));
+    }
+
+    /**
+     * A Swoole app's calls with named arguments against a started server:
+     * the server is built, configured and fed with Swoole's names, its
+     * worker calls task()/taskwait()/send()/getClientInfo()/getClientList()/
+     * getWorkerPid() with them, and the client connects, sends and receives
+     * with them. Each named task lands on the task worker it names.
+     */
+    public function testSwooleNamedArgumentsWorkAgainstARunningServer(): void
+    {
+        $server = $this->startServer(<<<'PHP'
+$s = new Swoole\Server(host: '127.0.0.1', port: $port, mode: SWOOLE_PROCESS, sock_type: SWOOLE_SOCK_TCP);
+$s->set(settings: ['worker_num' => 1, 'task_worker_num' => 2, 'log_file' => "$dir/taskq.log"]);
+$s->on(event_name: 'Receive', callback: function (Swoole\Server $s, int $fd, int $reactorId, string $data) {
+    $waited = $s->taskwait(data: "wait-$data", timeout: 5.0, taskWorkerIndex: 0);
+    $info = $s->getClientInfo(fd: $fd, reactor_id: -1, ignoreError: false);
+    record('receive', [
+        'waited' => $waited,
+        'info_port' => is_array($info) ? $info['remote_port'] : null,
+        'listed' => in_array($fd, $s->getClientList(start_fd: 0, find_count: 10) ?: [], true),
+        'task_worker_pid' => $s->getWorkerPid(worker_id: 2),
+        'task_worker_status' => $s->getWorkerStatus(worker_id: 2),
+    ]);
+    $s->task(data: $data, taskWorkerIndex: 1, finishCallback: function (Swoole\Server $s, int $taskId, mixed $result) use ($fd) {
+        $s->send(fd: $fd, send_data: "finished: $result");
+    });
+});
+$s->on(event_name: 'Task', callback: function (Swoole\Server $s, int $taskId, int $srcWorkerId, mixed $data) {
+    record('task', ['data' => $data, 'worker_id' => $s->worker_id]);
+    return "done $data";
+});
+$s->on(event_name: 'Finish', callback: fn () => null);
+$s->start();
+PHP);
+        [$exit, $out, $err] = $this->runPhp(<<<PHP
+<?php
+\$c = new Swoole\\Client(type: SWOOLE_SOCK_TCP, async: SWOOLE_SOCK_SYNC);
+\$connected = \$c->connect(host: '127.0.0.1', port: {$this->port}, timeout: 5.0, sock_flag: 0);
+\$sent = \$c->send(data: 'named');
+\$reply = \$c->recv(size: 65535, flag: 0);
+echo json_encode([\$connected, \$sent, \$reply, \$c->close(force: true)]);
+PHP, 15);
+        $this->assertSame([0, ''], [$exit, $err], $out);
+        $this->assertSame([true, 5, 'finished: done named', true], json_decode($out, true));
+
+        $receive = $this->waitEvents('receive', 1, 10, $server)[0];
+        $this->assertSame('done wait-named', $receive['waited'], 'taskwait(data:, timeout:, taskWorkerIndex:)');
+        $this->assertIsInt($receive['info_port'], 'getClientInfo(fd:, reactor_id:, ignoreError:)');
+        $this->assertTrue($receive['listed'], 'getClientList(start_fd:, find_count:)');
+        $this->assertGreaterThan(0, $receive['task_worker_pid'], 'getWorkerPid(worker_id:)');
+        $this->assertContains($receive['task_worker_status'], [1, 2], 'getWorkerStatus(worker_id:)');
+        $tasks = array_column($this->waitEvents('task', 2, 10, $server), 'worker_id', 'data');
+        ksort($tasks);
+        $this->assertSame(['named' => 2, 'wait-named' => 1], $tasks, 'taskWorkerIndex 1 and 0 are worker ids 2 and 1');
+        $this->stopServer($server);
+    }
 }

@@ -142,7 +142,7 @@ PHP;
                 new TaskServer('127.0.0.1', 0, TASKQ_PROCESS, $type);
                 $this->fail("sock type $type must be rejected");
             } catch (TaskQ\Exception $e) {
-                $this->assertStringStartsWith('invalid $sockType ' . $type . ' (allowed: ', $e->getMessage());
+                $this->assertStringStartsWith('invalid $sock_type ' . $type . ' (allowed: ', $e->getMessage());
             }
         }
     }

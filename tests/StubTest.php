@@ -78,7 +78,7 @@ final class StubTest extends TaskqTestCase
         $stub = file_get_contents(self::STUB);
         $edits = [
             '/\n\s*public function isConnected\(\): bool \{\}/' => '',
-            '/function task\(mixed \$data, \?int \$dstWorkerId/' => 'function task(mixed $data, ?int $taskWorkerIndex',
+            '/function task\(mixed \$data, \?int \$taskWorkerIndex/' => 'function task(mixed $data, ?int $dstWorkerId',
             "/bool \\\$permanent = true, \\?/" => 'bool $permanent = false, ?',
             '/\n\s*const TASKQ_LOG_NONE = 6;/' => '',
             '/const SWOOLE_VERSION_ID = 40813;/' => 'const SWOOLE_VERSION_ID = 50000;',
@@ -93,7 +93,7 @@ final class StubTest extends TaskqTestCase
 
         $this->assertEqualsCanonicalizing([
             'TaskQ\Client::isConnected(): in the extension, missing from the stub',
-            'TaskQ\Server::task(): parameter #1 ($dstWorkerId): name: the extension has "dstWorkerId", the stub "taskWorkerIndex"',
+            'TaskQ\Server::task(): parameter #1 ($taskWorkerIndex): name: the extension has "taskWorkerIndex", the stub "dstWorkerId"',
             'TaskQ\MailException::__construct(): parameter #2 ($permanent): default: the extension has {"value":true}, the stub {"value":false}',
             'constant TASKQ_LOG_NONE: in the extension, missing from the stub',
             'constant SWOOLE_VERSION_ID: the extension has 40813, the stub 50000',

@@ -121,7 +121,7 @@ $s->on('Receive', function ($s, $fd, $r, $data) {
         set_error_handler(fn () => true);
         $big = $s->getClientList(0, 101);
         restore_error_handler();
-        $s->send($fd, json_encode([$all, count($s->connections), $first, $rest, $s->getClientList(startFd: max($all)), $big]));
+        $s->send($fd, json_encode([$all, count($s->connections), $first, $rest, $s->getClientList(start_fd: max($all)), $big]));
     } elseif ($data === 'broadcast') {
         $start = 0;
         while ($page = $s->getClientList($start, 2)) {

@@ -1,7 +1,7 @@
 //! `TaskQ\Client` (aliases `TaskClient`, `swoole_client`, `Swoole\Client`): Swoole's
 //! synchronous client. Failures return false with `errCode`/`errMsg` set and
 //! an E_WARNING, as Swoole does; only misuse of types throws.
-// PHP parameter names are Swoole's, for named arguments (`sockType: ...`).
+// PHP parameter names are Swoole 5.1's, for named arguments (`type: ...`, `sock_flag: 0`).
 #![allow(non_snake_case)]
 
 use std::time::Duration;
@@ -66,12 +66,12 @@ fn pool_key(kind: SockType, host: &str, port: u16) -> String {
 
 #[php_impl]
 impl TaskClient {
-    /// `$sockType` is TASKQ_SOCK_TCP, TASKQ_SOCK_TCP6 or TASKQ_SOCK_UNIX_STREAM,
+    /// `$type` is TASKQ_SOCK_TCP, TASKQ_SOCK_TCP6 or TASKQ_SOCK_UNIX_STREAM,
     /// optionally OR'ed with TASKQ_KEEP. `$async` exists for Swoole scripts
     /// that pass SWOOLE_SOCK_SYNC; the client is always synchronous.
-    pub fn __construct(sockType: Opt<Int>, r#async: Opt<Bool>, id: Opt<Str>) -> PhpResult<Self> {
+    pub fn __construct(r#type: Opt<Int>, r#async: Opt<Bool>, id: Opt<Str>) -> PhpResult<Self> {
         let _ = id;
-        let sock_type = sockType.or(1);
+        let sock_type = r#type.or(1);
         if r#async.or(false) {
             return Err(PhpError::AsyncClient);
         }
@@ -108,9 +108,9 @@ impl TaskClient {
         host: Str,
         port: Opt<Int>,
         timeout: Opt<Float>,
-        sockFlag: Opt<Int>,
+        sock_flag: Opt<Int>,
     ) -> bool {
-        let _ = sockFlag;
+        let _ = sock_flag;
         let (host, port, timeout) = (host.0, port.or(0), timeout.or(0.5));
         if self.is_connected() {
             return self.fail(ClientError::AlreadyConnected);

@@ -1,7 +1,8 @@
 //! `TaskQ\Server` (aliases `TaskServer`, `swoole_server`, `Swoole\Server`): the PHP face of
 //! the launcher, master and workers. It converts arguments, keeps settings and
 //! callbacks until `start()`, and forwards worker-side calls to `worker.rs`.
-// PHP parameter names are Swoole's, for named arguments (`dstWorkerId: 0`).
+// PHP parameter names are Swoole 5.1's, for named arguments (`taskWorkerIndex: 0`,
+// `send_data: ...`); taskq-only methods keep taskq's names.
 #![allow(non_snake_case)]
 
 use std::time::Duration;
@@ -69,10 +70,10 @@ impl TaskServer {
         host: Str,
         port: Opt<Int>,
         mode: Opt<Int>,
-        sockType: Opt<Int>,
+        sock_type: Opt<Int>,
     ) -> PhpResult<Self> {
         let (host, port) = (host.0, port.or(0));
-        let (mode, sock_type) = (mode.or(MODE_PROCESS), sockType.or(1));
+        let (mode, sock_type) = (mode.or(MODE_PROCESS), sock_type.or(1));
         if mode != MODE_BASE && mode != MODE_PROCESS {
             return Err(ServerError::BadMode(mode).into());
         }
@@ -118,8 +119,8 @@ impl TaskServer {
     }
 
     /// Registers an event callback; unknown names warn and return false.
-    pub fn on(&mut self, event: Str, callback: Callable) -> PhpResult<bool> {
-        let event = event.0;
+    pub fn on(&mut self, event_name: Str, callback: Callable) -> PhpResult<bool> {
+        let event = event_name.0;
         let Some(ev) = Event::parse(&event) else {
             warn(&format!(
                 "unknown event types[{event}] (known events: {})",
@@ -178,10 +179,10 @@ impl TaskServer {
     pub fn task(
         &self,
         data: &Zval,
-        dstWorkerId: Opt<Int>,
+        taskWorkerIndex: Opt<Int>,
         finishCallback: Opt<Callable>,
     ) -> PhpResult<Zval> {
-        let dst_worker_id = dstWorkerId.or(-1);
+        let dst_worker_id = taskWorkerIndex.or(-1);
         let Some(id) = self.submit(data, dst_worker_id, "task")? else {
             return Ok(bool_zval(false));
         };
@@ -218,8 +219,8 @@ impl TaskServer {
     }
 
     /// Sends data to a client connection (one `recv()` for a TaskClient).
-    pub fn send(&self, fd: Int, data: Bin) -> PhpResult<bool> {
-        let (fd, bytes) = (fd.0, data.0);
+    pub fn send(&self, fd: Int, send_data: Bin) -> PhpResult<bool> {
+        let (fd, bytes) = (fd.0, send_data.0);
         if bytes.is_empty() {
             warn("the data sent must not be empty");
             return Ok(false);
@@ -270,10 +271,10 @@ impl TaskServer {
         ProcessState::with(|s| s.info()).worker_id
     }
 
-    /// Pid of worker `$workerId` (this worker's by default); false when it
+    /// Pid of worker `$worker_id` (this worker's by default); false when it
     /// has no process right now.
-    pub fn get_worker_pid(&self, workerId: Opt<Int>) -> PhpResult<Zval> {
-        let worker_id = workerId.or(-1);
+    pub fn get_worker_pid(&self, worker_id: Opt<Int>) -> PhpResult<Zval> {
+        let worker_id = worker_id.or(-1);
         if worker_id < 0 || worker_id == ProcessState::with(|s| s.info()).worker_id {
             return Ok(long_zval(ProcessState::with(|s| s.info()).worker_pid));
         }
@@ -288,8 +289,8 @@ impl TaskServer {
 
     /// TASKQ_WORKER_BUSY (1), _IDLE (2) or _EXIT (3) of a worker; this
     /// worker (running a callback) is busy.
-    pub fn get_worker_status(&self, workerId: Opt<Int>) -> PhpResult<Zval> {
-        let worker_id = workerId.or(-1);
+    pub fn get_worker_status(&self, worker_id: Opt<Int>) -> PhpResult<Zval> {
+        let worker_id = worker_id.or(-1);
         if worker_id < 0 || worker_id == ProcessState::with(|s| s.info()).worker_id {
             return Ok(if worker::current().is_some() {
                 long_zval(taskq_engine::query::WORKER_BUSY)
@@ -384,10 +385,10 @@ impl TaskServer {
     pub fn get_client_info(
         &self,
         fd: Int,
-        reactorId: Opt<Int>,
+        reactor_id: Opt<Int>,
         ignoreError: Opt<Bool>,
     ) -> PhpResult<Zval> {
-        let _ = (reactorId, ignoreError);
+        let _ = (reactor_id, ignoreError);
         let fd = fd.0;
         if fd <= 0 {
             return Ok(bool_zval(false));
@@ -398,13 +399,13 @@ impl TaskServer {
         })
     }
 
-    /// Swoole's `getClientList()`: up to `$pageSize` (1 to 100) session ids
-    /// above `$startFd`, ascending, to page through every connection from a
+    /// Swoole's `getClientList()`: up to `$find_count` (1 to 100) session ids
+    /// above `$start_fd`, ascending, to page through every connection from a
     /// worker (e.g. to broadcast); false outside a running server.
-    pub fn get_client_list(&self, startFd: Opt<Int>, pageSize: Opt<Int>) -> PhpResult<Zval> {
-        let (start, size) = (startFd.or(0), pageSize.or(10));
+    pub fn get_client_list(&self, start_fd: Opt<Int>, find_count: Opt<Int>) -> PhpResult<Zval> {
+        let (start, size) = (start_fd.or(0), find_count.or(10));
         if !(1..=100).contains(&size) {
-            warn(&format!("invalid pageSize {size} (allowed: 1 to 100)"));
+            warn(&format!("invalid find_count {size} (allowed: 1 to 100)"));
             return Ok(bool_zval(false));
         }
         self.client_list(start, size)
@@ -426,9 +427,9 @@ impl TaskServer {
         &self,
         data: &Zval,
         timeout: Opt<Float>,
-        dstWorkerId: Opt<Int>,
+        taskWorkerIndex: Opt<Int>,
     ) -> PhpResult<Zval> {
-        let (timeout, dst_worker_id) = (timeout.or(0.5), dstWorkerId.or(-1));
+        let (timeout, dst_worker_id) = (timeout.or(0.5), taskWorkerIndex.or(-1));
         let id = match self.submit(data, dst_worker_id, "taskwait")? {
             Some(id) => id,
             None => return Ok(bool_zval(false)),
@@ -505,9 +506,9 @@ impl TaskServer {
         Ok(z)
     }
 
-    /// Sends `$message` to worker `$workerId`'s onPipeMessage.
-    pub fn send_message(&self, message: &Zval, workerId: Int) -> PhpResult<bool> {
-        let worker_id = workerId.0;
+    /// Sends `$message` to worker `$dst_worker_id`'s onPipeMessage.
+    pub fn send_message(&self, message: &Zval, dst_worker_id: Int) -> PhpResult<bool> {
+        let worker_id = dst_worker_id.0;
         let Some((me, _)) = worker::current() else {
             warn("server is not running");
             return Ok(false);
@@ -535,8 +536,8 @@ impl TaskServer {
     /// Restarts all workers (or only task workers) gracefully; no queued
     /// task is lost. Asks the master, as SIGUSR1/SIGUSR2 to it does: the
     /// manager takes orders from the master only.
-    pub fn reload(&self, onlyReloadTaskWorker: Opt<Bool>) -> bool {
-        let only_task_workers = onlyReloadTaskWorker.or(false);
+    pub fn reload(&self, only_reload_taskworker: Opt<Bool>) -> bool {
+        let only_task_workers = only_reload_taskworker.or(false);
         let master = ProcessState::with(|s| s.info()).master_pid;
         if master <= 0 {
             warn("server is not running");

@@ -2,7 +2,8 @@
 //! `swoole_timer_*`): the per-process timers of a worker, the same ones as
 //! the server's `tick()`/`after()`/`clearTimer()`. They run in the worker's
 //! event loop, so they exist only inside workers after `start()`.
-// PHP parameter names are Swoole's, for named arguments (`dstWorkerId: 0`).
+// `TaskQ\Timer` is taskq's own class, so its parameter names are taskq's;
+// `Swoole\Timer` (swoole_functions.php) has Swoole's (`timer_id`).
 #![allow(non_snake_case)]
 
 use std::time::Duration;

@@ -34,7 +34,7 @@ pub enum ServerError {
     Listen { addr: String, source: io::Error },
     #[error("invalid $mode parameter {0} (allowed: TASKQ_BASE (1) or TASKQ_PROCESS (2))")]
     BadMode(i64),
-    #[error("invalid $sockType {0} (allowed: TASKQ_SOCK_TCP (1), TASKQ_SOCK_TCP6 (3), TASKQ_SOCK_UNIX_STREAM (5))")]
+    #[error("invalid $sock_type {0} (allowed: TASKQ_SOCK_TCP (1), TASKQ_SOCK_TCP6 (3), TASKQ_SOCK_UNIX_STREAM (5))")]
     BadSockType(i64),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),

@@ -16,6 +16,11 @@ use crate::queue::QueuedTask;
 /// (they are in the log), so a poison flood cannot grow the master.
 pub const MEMORY_KEEP: usize = 1000;
 
+/// Bytes of data and errors the memory queue's failed tasks may hold at
+/// most, so a flood of large poison payloads is bounded as well as a
+/// flood of small ones; the oldest are forgotten first, the newest is kept.
+pub const MEMORY_KEEP_BYTES: usize = 64 << 20;
+
 /// Most failed tasks one listing returns (`GET /api/failed`,
 /// `failedTasks()`), so one answer stays a bounded message.
 pub const PAGE_MAX: usize = 1000;
@@ -133,20 +138,35 @@ pub enum FailedOp {
     Purge(Which),
 }
 
-/// The memory queue's failed tasks: the most recent [`MEMORY_KEEP`].
+/// The memory queue's failed tasks: the most recent [`MEMORY_KEEP`], and
+/// no more than [`MEMORY_KEEP_BYTES`] of them.
 #[derive(Debug, Default)]
 pub struct RecentFailures {
     /// Oldest first: each task with its error and when it failed.
     list: VecDeque<(QueuedTask, String, u64)>,
+    /// Bytes of data and errors in `list`.
+    bytes: usize,
+}
+
+/// What one remembered failure counts against [`MEMORY_KEEP_BYTES`].
+fn weight((task, error, _): &(QueuedTask, String, u64)) -> usize {
+    task.payload.data.len() + error.len()
 }
 
 impl RecentFailures {
-    /// Remembers `task`, forgetting the oldest beyond [`MEMORY_KEEP`].
+    /// Remembers `task`, forgetting the oldest beyond [`MEMORY_KEEP`] or
+    /// [`MEMORY_KEEP_BYTES`].
     pub fn push(&mut self, task: QueuedTask, error: &str, at_ms: u64) {
-        if self.list.len() == MEMORY_KEEP {
-            self.list.pop_front();
+        let entry = (task, error.to_owned(), at_ms);
+        self.bytes += weight(&entry);
+        self.list.push_back(entry);
+        while self.list.len() > MEMORY_KEEP
+            || (self.bytes > MEMORY_KEEP_BYTES && self.list.len() > 1)
+        {
+            if let Some(old) = self.list.pop_front() {
+                self.bytes -= weight(&old);
+            }
         }
-        self.list.push_back((task, error.to_owned(), at_ms));
     }
 
     /// Newest first, `limit` from `offset`.
@@ -170,17 +190,26 @@ impl RecentFailures {
 
     /// Takes the selected ones out, ready to queue again.
     pub fn take(&mut self, which: &Which) -> Vec<QueuedTask> {
-        let (out, keep) = std::mem::take(&mut self.list)
+        let (out, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.list)
             .into_iter()
             .partition(|(t, _, _)| which.has(t.id));
         self.list = keep;
+        self.bytes -= out.iter().map(weight).sum::<usize>();
         out.into_iter().map(|(t, _, _)| again(t)).collect()
     }
 
     /// Forgets the selected ones; returns how many.
     pub fn purge(&mut self, which: &Which) -> usize {
         let before = self.list.len();
-        self.list.retain(|(t, _, _)| !which.has(t.id));
+        let mut freed = 0;
+        self.list.retain(|e| {
+            let gone = which.has(e.0.id);
+            if gone {
+                freed += weight(e);
+            }
+            !gone
+        });
+        self.bytes -= freed;
         before - self.list.len()
     }
 
@@ -264,5 +293,33 @@ mod tests {
         assert_eq!(r.purge(&Which::Ids(vec![newest - 1])), 1);
         assert_eq!(r.purge(&Which::All), MEMORY_KEEP - 2);
         assert!(r.is_empty());
+    }
+
+    fn big(id: u64, mib: usize) -> QueuedTask {
+        let mut t = task(id);
+        t.payload.data = Bytes::from(vec![b'x'; mib << 20]);
+        t
+    }
+
+    #[test]
+    fn recent_failures_are_bounded_in_bytes_oldest_forgotten_newest_kept() {
+        let mut r = RecentFailures::default();
+        for id in 1..=10 {
+            r.push(big(id, 10), "boom", id);
+        }
+        assert_eq!(r.len(), 6, "six of 10 MiB fit in 64 MiB");
+        assert_eq!(r.get(4), None);
+        assert!(r.get(5).is_some());
+        assert_eq!(r.take(&Which::Ids(vec![10])).len(), 1);
+        assert_eq!(r.purge(&Which::Ids(vec![9])), 1);
+        for id in 11..=13 {
+            r.push(big(id, 10), "boom", id);
+        }
+        assert_eq!(r.len(), 6, "what was taken and purged freed its bytes");
+        r.push(big(99, 100), "boom", 99);
+        assert_eq!(r.len(), 1, "one larger than the bound is still kept");
+        assert!(r.get(99).is_some());
+        r.push(task(100), "boom", 100);
+        assert_eq!(r.len(), 1, "and forgotten when the next one fails");
     }
 }

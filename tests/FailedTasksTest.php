@@ -340,6 +340,25 @@ PHP, 10);
         }
     }
 
+    public function testWithRedisUnreachableFromTheStartFailedTaskCallsThrowNamingRedis(): void
+    {
+        $server = $this->server([
+            'task_backend' => 'redis://127.0.0.1:' . self::freePort(),
+            'task_queue' => 'failed',
+            'task_backend_timeout' => 1,
+        ]);
+        foreach (['failedTasks()', 'retryFailed(true)', 'purgeFailed(1)'] as $call) {
+            [$class, $code, $message] = $this->thrown("\$s->$call");
+            $this->assertSame(['TaskQ\Exception', 0], [$class, $code], $call);
+            $this->assertStringStartsWith(strstr($call, '(', true) . '(): ', $message);
+            $this->assertStringContainsString('task backend', $message, $call);
+        }
+        [$exit, , $err] = $this->taskq(['failed', 'list']);
+        $this->assertNotSame(0, $exit, 'taskq failed list fails while Redis is unreachable');
+        $this->assertStringContainsString('task backend', $err);
+        $this->assertTrue($server->running(), 'the server keeps running');
+    }
+
     /**
      * Waits (bounded) until /metrics shows the Redis-wide counts
      * `taskq_backend_tasks{state}` as `$want` (Redis counts once a second).

@@ -158,9 +158,13 @@ async fn connect(
         }
         refuse_pending(&hub, &ledger, &why);
         let wake = ledger.borrow().wake.clone();
+        // A submission or a question tries again at once, so its answer
+        // (refused, or taken by the new connection) does not wait out the
+        // backoff.
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = wake.submit.notified() => {}
+            _ = wake.asks.notified() => {}
         }
         wait = (wait * 2).min(RECONNECT_MAX);
     };

@@ -387,18 +387,25 @@ impl RedisQueue {
         Ok(acked.iter().sum())
     }
 
-    /// The task ran and produced `payload`: posts it to the origin
-    /// server's results stream and acknowledges the entry in one MULTI, so
-    /// a crash cannot leave a result without its ack or the reverse.
-    pub async fn finish(&self, entry: &Entry, payload: &[u8]) -> Result<bool> {
-        let stream = self.keys.stream(entry.at.priority);
+    /// The tasks ran and each produced its payload: posts each to its
+    /// origin server's results stream and acknowledges its entry, all in
+    /// one MULTI, so a crash cannot leave a result without its ack or the
+    /// reverse, and a burst of results costs one round trip. Says for each
+    /// whether the entry was still this consumer's.
+    pub async fn finish(&self, done: &[(&Entry, &[u8])]) -> Result<Vec<bool>> {
+        if done.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         pipe.atomic();
-        self.add_result(&mut pipe, entry, payload);
-        pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&entry.at.id);
-        pipe.cmd("XDEL").arg(&stream).arg(&entry.at.id).ignore();
-        let (acked,): (u64,) = self.pipe("finish a task", &pipe).await?;
-        Ok(acked == 1)
+        for (entry, payload) in done {
+            let stream = self.keys.stream(entry.at.priority);
+            self.add_result(&mut pipe, entry, payload);
+            pipe.cmd("XACK").arg(&stream).arg(GROUP).arg(&entry.at.id);
+            pipe.cmd("XDEL").arg(&stream).arg(&entry.at.id).ignore();
+        }
+        let acked: Vec<u64> = self.pipe("finish tasks", &pipe).await?;
+        Ok(acked.into_iter().map(|n| n == 1).collect())
     }
 
     /// Posts a result to the origin server's results stream without

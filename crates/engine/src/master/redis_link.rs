@@ -36,6 +36,9 @@ pub struct Backend {
     pub timeouts: Timeouts,
 }
 
+/// Most results posted in one MULTI: a burst of finished tasks costs one
+/// round trip, and one transaction stays a bounded message.
+const SETTLE_BATCH: usize = 256;
 /// Most tasks submitted in one script call: one round trip for a burst,
 /// short enough not to hold Redis.
 const SUBMIT_BATCH: usize = 1000;
@@ -310,18 +313,23 @@ async fn settler(ledger: SharedLedger, queue: Rc<RedisQueue>, health: Rc<Health>
     }
 }
 
-/// Tells Redis how the tasks written down ended: acks in one MULTI, the
-/// others one by one. What Redis could not take goes back to the ledger
-/// for the next try; the entries stay pending in Redis meanwhile, so
-/// nothing is lost, at worst run again after a crash.
+/// Tells Redis how the tasks written down ended: acks in one MULTI, tasks
+/// with a result for their origin in MULTIs of up to [`SETTLE_BATCH`], the
+/// others (retries and failures, each a script) one by one. What Redis
+/// could not take goes back to the ledger for the next try; the entries
+/// stay pending in Redis meanwhile, so nothing is lost, at worst run again
+/// after a crash.
 async fn settle_pending(ledger: &SharedLedger, queue: &RedisQueue) -> Result<(), RedisQueueError> {
     let settles = ledger.borrow_mut().take_settles();
     if settles.is_empty() {
         return Ok(());
     }
-    let (acks, others): (Vec<_>, Vec<_>) = settles
+    let (acks, rest): (Vec<_>, Vec<_>) = settles
         .into_iter()
         .partition(|s| matches!(s, Settle::Ack(_)));
+    let (finishes, others): (Vec<_>, Vec<_>) = rest
+        .into_iter()
+        .partition(|s| matches!(s, Settle::Finish(..)));
     let ids: Vec<_> = acks.iter().map(|s| settle_entry(s).at.clone()).collect();
     let acked = if ids.is_empty() {
         Ok(0)
@@ -330,36 +338,61 @@ async fn settle_pending(ledger: &SharedLedger, queue: &RedisQueue) -> Result<(),
     };
     if let Err(e) = acked {
         let mut back = acks;
+        back.extend(finishes);
         back.extend(others);
         ledger.borrow_mut().return_settles(back);
         return Err(e);
     }
-    let mut rest = others.into_iter();
-    while let Some(settle) = rest.next() {
-        let done = match &settle {
-            Settle::Finish(entry, payload) => {
-                queue
-                    .finish(entry, &crate::remote_queue::encode(payload))
-                    .await
-            }
-            Settle::Retry(entry, delay) => queue.retry(entry, *delay).await,
-            Settle::Fail(entry, why) => queue.fail(entry, why).await,
-            Settle::Ack(_) => unreachable!("acknowledged above, in one MULTI"),
+    let mut pending: Vec<Settle> = finishes.into_iter().chain(others).collect();
+    while !pending.is_empty() {
+        let finishing = pending
+            .iter()
+            .take(SETTLE_BATCH)
+            .take_while(|s| matches!(s, Settle::Finish(..)))
+            .count();
+        let (n, done) = if finishing > 0 {
+            let encoded: Vec<_> = pending[..finishing]
+                .iter()
+                .map(|s| match s {
+                    Settle::Finish(entry, payload) => (entry, crate::remote_queue::encode(payload)),
+                    _ => unreachable!("counted as finishes above"),
+                })
+                .collect();
+            let batch: Vec<_> = encoded.iter().map(|(e, p)| (*e, &p[..])).collect();
+            (finishing, queue.finish(&batch).await)
+        } else {
+            let done = match &pending[0] {
+                Settle::Retry(entry, delay) => queue.retry(entry, *delay).await,
+                Settle::Fail(entry, why) => queue.fail(entry, why).await,
+                Settle::Ack(_) | Settle::Finish(..) => unreachable!("settled in MULTIs"),
+            };
+            (1, done.map(|ok| vec![ok]))
         };
         match done {
-            Ok(true) => {}
-            Ok(false) => crate::log!(
-                Level::Notice,
-                "task {} was taken over by another server before it was settled here",
-                settle_entry(&settle).task.id
-            ),
+            Ok(flags) => {
+                for (settle, ours) in pending.drain(..n).zip(flags) {
+                    if !ours {
+                        crate::log!(
+                            Level::Notice,
+                            "task {} was taken over by another server before it was settled here",
+                            settle_entry(&settle).task.id
+                        );
+                    }
+                }
+            }
             Err(e) if e.is_transient() => {
-                let mut back = vec![settle];
-                back.extend(rest);
-                ledger.borrow_mut().return_settles(back);
+                ledger.borrow_mut().return_settles(pending);
                 return Err(e);
             }
-            Err(e) => crate::log!(Level::Error, "task backend: {e}"),
+            Err(e) => {
+                for settle in pending.drain(..n) {
+                    crate::log!(
+                        Level::Error,
+                        "task backend: {e} (task {})",
+                        settle_entry(&settle).task.id
+                    );
+                }
+            }
         }
     }
     Ok(())

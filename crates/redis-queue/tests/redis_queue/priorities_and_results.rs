@@ -42,7 +42,7 @@ async fn a_result_reaches_the_origin_server_whoever_ran_the_task() {
 
     let entry = runner.take(1).await.unwrap().entries.remove(0);
     assert_eq!(entry.task.origin, "host-a:9501");
-    assert!(runner.finish(&entry, b"done").await.unwrap());
+    assert_eq!(runner.finish(&[(&entry, b"done")]).await.unwrap(), [true]);
 
     assert!(
         runner.results(10).await.unwrap().is_empty(),
@@ -67,5 +67,33 @@ async fn a_result_reaches_the_origin_server_whoever_ran_the_task() {
         origin.stats().await.unwrap().pending,
         0,
         "finish acknowledged it"
+    );
+    assert_eq!(
+        runner.finish(&[(&entry, b"again")]).await.unwrap(),
+        [false],
+        "no longer pending: said so"
+    );
+}
+
+#[tokio::test]
+async fn results_finished_together_reach_each_origin_and_ack_every_entry() {
+    let redis = RedisServer::start(false);
+    let a = redis.queue("many", "host-a:9501").await;
+    let b = redis.queue("many", "host-b:9501").await;
+    let mut runner = redis.queue("many", "host-c:9501").await;
+    a.submit(&with_priority("a1", 0)).await.unwrap();
+    b.submit(&with_priority("b1", 3)).await.unwrap();
+    a.submit(&with_priority("a2", 0)).await.unwrap();
+    let entries = runner.take(3).await.unwrap().entries;
+    let done: Vec<_> = entries.iter().map(|e| (e, &e.task.payload[..])).collect();
+    assert_eq!(runner.finish(&done).await.unwrap(), [true, true, true]);
+    let payloads =
+        |rs: Vec<TaskResult>| -> Vec<Bytes> { rs.into_iter().map(|r| r.payload).collect() };
+    assert_eq!(payloads(good(a.results(10).await.unwrap())), ["a1", "a2"]);
+    assert_eq!(payloads(good(b.results(10).await.unwrap())), ["b1"]);
+    assert_eq!(
+        a.stats().await.unwrap().pending,
+        0,
+        "every entry acknowledged"
     );
 }

@@ -1,6 +1,7 @@
 <?php
 use TaskQ\Tests\Support\AdminListener;
 use TaskQ\Tests\Support\ProcessTree;
+use TaskQ\Tests\Support\RedisServer;
 use TaskQ\Tests\Support\ServerProcess;
 use TaskQ\Tests\Support\TaskqTestCase;
 use TaskQ\Tests\Support\WebDriver;
@@ -15,8 +16,10 @@ require_once __DIR__ . '/Support/WebDriver.php';
  * before the page was opened; a failed task shows its error, and its Retry
  * button re-queues it (the task runs again). With an `auth_token` the page
  * asks for the token and shows nothing until it is right; without one,
- * another site's page cannot act on the API. A screenshot is saved under
- * tests/output/.
+ * another site's page cannot act on the API. Batches get a progress bar
+ * each (done green, failed red) with their failures grouped by error; a
+ * batch name or error is shown as text, never as markup. Screenshots are
+ * saved under tests/output/.
  */
 final class StatusPageTest extends TaskqTestCase
 {
@@ -51,6 +54,7 @@ PHP;
     use AdminListener;
 
     private ?WebDriver $browser = null;
+    private ?RedisServer $redis = null;
     private string $tag = '';
 
     protected function setUp(): void
@@ -69,6 +73,8 @@ PHP;
             $this->browser?->stop();
         } finally {
             $this->browser = null;
+            $this->redis?->kill();
+            $this->redis = null;
             if ($this->tag !== '') {
                 ProcessTree::killAll($this->tag);
             }
@@ -152,6 +158,8 @@ PHP;
         $pids = array_column($stats['workers'], 'pid', 'id');
         $this->assertCount(3, $pids);
         $this->waitPage(fn () => $page->text('#workers tbody') !== '', 10, 'the workers', $server);
+        $this->waitPage(fn () => $page->text('#batches-note') === 'No batches.', 10, 'no batches', $server);
+        $this->assertFalse($page->displayed('#batches'), 'and no empty table');
         foreach ($pids as $id => $pid) {
             $row = $page->text("#workers tr[data-worker=\"$id\"]");
             $this->assertStringContainsString((string) $pid, $row, "worker $id is listed with its pid");
@@ -188,6 +196,139 @@ PHP;
         $this->waitPage(fn () => $page->text('#failed-note') === 'No failed tasks kept.', 10, 'no failures left', $server);
         $this->waitPage(fn () => $page->text('#n-finished') === '6' && $page->text('#n-waiting') === '0', 10, 'the finished tasks counted', $server);
         $this->assertStringContainsString('idle', $page->text('#workers tbody'));
+    }
+
+    /** The row of batch `$name` as [classes, cells' text, bar widths in %], found by its name (data-batch is set as text). */
+    private function batchRow(WebDriver $page, string $name): ?array
+    {
+        return $page->script(
+            'const row = [...document.querySelectorAll("#batches tbody tr")].find(r => r.dataset.batch === arguments[0]);
+             if (!row) return null;
+             const bar = row.querySelector(".bar-track");
+             return [row.className, [...row.cells].map(c => c.textContent),
+                 [parseFloat(bar.querySelector(".done").style.width), parseFloat(bar.querySelector(".failed").style.width)]];',
+            [$name]
+        );
+    }
+
+    /**
+     * A batch partly done: two tasks done, three failed (two with the same
+     * error), two held running. Its bar, counts and grouped failures show
+     * on the page; once the held tasks are released it shows finished.
+     */
+    public function testABatchShowsItsProgressBarAndFailuresUntilItFinishes(): void
+    {
+        $server = $this->server();
+        $batch = 'newsletter 12';
+        $tasks = fn (array $data) => ['tasks' => array_map(fn ($d) => ['data' => $d, 'batch' => $batch, 'max_attempts' => 1], $data)];
+        [$status, $json] = $this->api('POST', '/tasks', $tasks([['fail' => 'x'], ['n' => 1], ['fail' => 'x'], ['n' => 2], ['fail' => 'y']]));
+        $this->assertSame(200, $status, json_encode($json));
+        $this->waitUntil(fn () => $this->api('GET', '/api/batches?name=' . urlencode($batch))[1]['pending'] === 0, 10, 'the first five tasks ended', $server);
+        // A finished batch newer than the open one is listed after it.
+        $this->submit(['data' => ['n' => 3], 'batch' => 'done already']);
+        $this->waitUntil(fn () => $this->api('GET', '/api/batches?name=done+already')[1]['finished_at'] !== null, 10, 'the small batch finished', $server);
+        [$status, $json] = $this->api('POST', '/tasks', $tasks([['block' => 1], ['block' => 2]]));
+        $this->assertSame(200, $status, json_encode($json));
+        $this->waitUntil(fn () => $this->api('GET', '/api/stats')[1]['tasks']['running'] === 2, 10, 'the two held tasks running', $server);
+
+        $page = $this->browser();
+        $page->open("http://127.0.0.1:{$this->apiPort}/");
+        $row = $this->waitPage(fn () => $this->batchRow($page, $batch), 10, 'the batch', $server);
+        [$class, $cells, $widths] = $row;
+        $this->assertSame('running', $class);
+        $this->assertSame($batch, $cells[0]);
+        $this->assertSame('2/7', $cells[2], 'done/total');
+        $this->assertSame('3', $cells[3], 'failed');
+        $this->assertStringStartsWith('started ', $cells[4]);
+        $this->assertStringContainsString('2× RuntimeException: mailbox unavailable for task x in ', $cells[5]);
+        $this->assertStringContainsString('1× RuntimeException: mailbox unavailable for task y in ', $cells[5]);
+        $this->assertEqualsWithDelta(200 / 7, $widths[0], 0.01, 'green: 2 of 7 done');
+        $this->assertEqualsWithDelta(300 / 7, $widths[1], 0.01, 'red: 3 of 7 failed');
+        $this->assertSame('2 done, 3 failed, 2 pending', $page->script('return document.querySelector("#batches tbody tr .bar-track").title;'));
+        $this->assertSame(
+            [$batch, 'done already'],
+            $page->script('return [...document.querySelectorAll("#batches tbody tr")].map(r => r.cells[0].textContent);'),
+            'the unfinished batch first'
+        );
+        $this->assertSame('', $page->text('#batches-note'));
+        $page->screenshot(self::OUTPUT . '/status-page-batches.png');
+
+        touch("$this->dir/release");
+        [$class, $cells, $widths] = $this->waitPage(function () use ($page, $batch) {
+            $row = $this->batchRow($page, $batch);
+            return $row !== null && $row[0] === 'finished' ? $row : null;
+        }, 10, 'the batch finished', $server);
+        $this->assertSame('4/7', $cells[2]);
+        $this->assertSame('3', $cells[3]);
+        $this->assertStringStartsWith('finished ', $cells[4]);
+        $this->assertEqualsWithDelta(400 / 7, $widths[0], 0.01);
+        $this->assertEqualsWithDelta(300 / 7, $widths[1], 0.01, 'the bar is full: nothing pending');
+    }
+
+    /**
+     * Batch names and errors are user data: a name or an error holding
+     * markup is shown literally and runs nothing. Beyond 20 batches the
+     * page says how many more there are.
+     */
+    public function testBatchNamesAndErrorsAreShownAsTextAndTheListIsCapped(): void
+    {
+        $server = $this->server();
+        $ended = function (int $n) {
+            $tasks = $this->api('GET', '/api/stats')[1]['tasks'];
+            return $tasks['finished'] + $tasks['failed'] === $n;
+        };
+        $tasks = [];
+        for ($i = 1; $i <= 21; $i++) {
+            $tasks[] = ['data' => ['n' => $i], 'batch' => sprintf('batch %02d', $i)];
+        }
+        [$status, $json] = $this->api('POST', '/tasks', ['tasks' => $tasks]);
+        $this->assertSame(200, $status, json_encode($json));
+        $this->waitUntil(fn () => $ended(21), 10, 'the 21 tasks ended', $server);
+        // Held open by its second task, so it is listed first.
+        $hostile = '<img src=x onerror="window.pwned=1">';
+        $this->submit(['data' => ['fail' => '<b id=bold>x</b>'], 'batch' => $hostile, 'max_attempts' => 1]);
+        $this->submit(['data' => ['block' => 1], 'batch' => $hostile]);
+        $this->waitUntil(fn () => $ended(22), 10, 'the hostile batch\'s failure', $server);
+
+        $page = $this->browser();
+        $page->open("http://127.0.0.1:{$this->apiPort}/");
+        $this->waitPage(fn () => $page->text('#batches-note') === '2 more not shown.', 10, 'the note on the two batches left out', $server);
+        $this->assertSame(20, $page->script('return document.querySelectorAll("#batches tbody tr").length;'));
+        [$status, $recent] = $this->api('GET', '/api/batches?recent=20');
+        $this->assertSame(200, $status);
+        $this->assertSame(22, $recent['total']);
+        $this->assertCount(20, $recent['batches']);
+        $shown = $page->script('return [...document.querySelectorAll("#batches tbody tr")].map(r => r.cells[0].textContent);');
+        $this->assertSame(array_column($recent['batches'], 'batch'), $shown, 'in the API\'s order');
+        $this->assertSame($hostile, $shown[0], json_encode($recent));
+        [, $cells] = $this->batchRow($page, $hostile);
+        $this->assertSame($hostile, $cells[0], 'the name is shown literally');
+        $this->assertStringContainsString('1× RuntimeException: mailbox unavailable for task <b id=bold>x</b> in ', $cells[5], 'and the error');
+        $this->assertSame(0, $page->script('return document.querySelectorAll("#batches img, #batches b").length;'), 'no markup was made');
+        $this->assertNull($page->script('return window.pwned === undefined ? null : window.pwned;'), 'no handler ran');
+    }
+
+    /** With task_backend (Redis) the master tracks no batches: the page says so instead of an error. */
+    public function testWithARedisBackendThePageSaysBatchesAreNotTracked(): void
+    {
+        $this->redis = new RedisServer("$this->dir/redis", self::freePort());
+        $this->redis->start();
+        $server = $this->server([
+            'task_backend' => $this->redis->dsn(),
+            'task_queue' => 'status',
+            'task_consumer' => 'status-a',
+            'task_backend_timeout' => 1,
+        ]);
+        $this->assertSame(501, $this->api('GET', '/api/batches?recent=20')[0]);
+        $page = $this->browser();
+        $page->open("http://127.0.0.1:{$this->apiPort}/");
+        $this->waitPage(
+            fn () => $page->text('#batches-note') === 'Batches are not tracked with task_backend (Redis): each server sees only the tasks it ran.',
+            10,
+            'the note on batches with task_backend',
+            $server
+        );
+        $this->assertFalse($page->displayed('#batches'));
     }
 
     /**

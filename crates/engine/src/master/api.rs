@@ -164,8 +164,9 @@ pub async fn answer(
             Ok(which) => failed(FailedOp::Purge(which), Some("purged"), hub).await,
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
         },
-        Endpoint::Batches => match batch_name(query) {
-            Ok(name) => batches(name.as_deref(), &mut hub.borrow_mut()),
+        Endpoint::Batches => match batch_query(query) {
+            Ok(BatchQuery::Recent(limit)) => recent_batches(limit, &mut hub.borrow_mut()),
+            Ok(BatchQuery::Named(name)) => batches(name.as_deref(), &mut hub.borrow_mut()),
             Err(e) => Reply::error(StatusCode::BAD_REQUEST, e.to_string()),
         },
     }
@@ -184,18 +185,45 @@ fn batches(name: Option<&str>, hub: &mut Hub) -> Reply {
     }
 }
 
-/// The `name` of `GET /api/batches`, percent-decoded; None when absent.
-pub fn batch_name(query: Option<&str>) -> Result<Option<String>, BadRequest> {
-    let mut name = None;
-    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match k.as_ref() {
-            "name" if name.is_none() && super::batches::check_name(&v).is_ok() => {
-                name = Some(v.into_owned())
-            }
-            _ => return Err(BadRequest::BadBatchQuery),
-        }
+/// `GET /api/batches?recent=N` (the status page): `{"batches": [...],
+/// "total": T}`, up to N batches, unfinished first, and how many are
+/// tracked in all.
+fn recent_batches(limit: usize, hub: &mut Hub) -> Reply {
+    match hub.recent_batches(limit) {
+        Ok((batches, total)) => Reply::ok(json!({"batches": batches, "total": total})),
+        Err(why) => Reply::error(StatusCode::NOT_IMPLEMENTED, why),
     }
-    Ok(name)
+}
+
+/// Most batches one `GET /api/batches?recent=N` lists.
+const MAX_RECENT: usize = 1000;
+
+/// What a `GET /api/batches` asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BatchQuery {
+    /// One batch by its name (percent-decoded), or None for every
+    /// unfinished batch.
+    Named(Option<String>),
+    /// The status page's list: up to this many batches.
+    Recent(usize),
+}
+
+/// Reads the query of `GET /api/batches`: `name=X`, `recent=N` or nothing.
+pub fn batch_query(query: Option<&str>) -> Result<BatchQuery, BadRequest> {
+    let mut asked = None;
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        asked = match (k.as_ref(), asked) {
+            ("name", None) if super::batches::check_name(&v).is_ok() => {
+                Some(BatchQuery::Named(Some(v.into_owned())))
+            }
+            ("recent", None) => match v.parse::<usize>() {
+                Ok(n) if (1..=MAX_RECENT).contains(&n) => Some(BatchQuery::Recent(n)),
+                _ => return Err(BadRequest::BadBatchQuery),
+            },
+            _ => return Err(BadRequest::BadBatchQuery),
+        };
+    }
+    Ok(asked.unwrap_or(BatchQuery::Named(None)))
 }
 
 /// Asks the queue that keeps the failed tasks (Redis's answer comes
@@ -368,7 +396,7 @@ pub enum BadRequest {
     BadBatch,
     #[error("task_only must be 1, 0, true or false")]
     BadTaskOnly,
-    #[error("the query may hold name=<batch name> (1 to 128 bytes, percent-encoded) only")]
+    #[error("the query may hold either name=<batch name> (1 to 128 bytes, percent-encoded) or recent=N (1 to 1000) only")]
     BadBatchQuery,
     #[error("the query may hold offset=N (0 or more) and limit=N (1 to 1000) only")]
     BadPage,
@@ -650,14 +678,27 @@ mod tests {
     }
 
     #[test]
-    fn batch_names_come_percent_decoded_from_the_query() {
-        assert_eq!(batch_name(None).unwrap(), None);
+    fn batch_queries_name_one_batch_or_ask_for_the_recent_ones() {
+        assert_eq!(batch_query(None).unwrap(), BatchQuery::Named(None));
         assert_eq!(
-            batch_name(Some("name=mail%202026%2F12+%E2%9C%89")).unwrap(),
-            Some("mail 2026/12 ✉".into())
+            batch_query(Some("name=mail%202026%2F12+%E2%9C%89")).unwrap(),
+            BatchQuery::Named(Some("mail 2026/12 ✉".into()))
         );
-        for bad in ["name=", "name=a&name=b", "id=3", "name=a%0Ab"] {
-            assert!(batch_name(Some(bad)).is_err(), "{bad}");
+        assert_eq!(
+            batch_query(Some("recent=20")).unwrap(),
+            BatchQuery::Recent(20)
+        );
+        for bad in [
+            "name=",
+            "name=a&name=b",
+            "id=3",
+            "name=a%0Ab",
+            "recent=0",
+            "recent=1001",
+            "recent=x",
+            "recent=5&name=a",
+        ] {
+            assert!(batch_query(Some(bad)).is_err(), "{bad}");
         }
     }
 

@@ -177,6 +177,25 @@ impl Batches {
             .filter_map(|(name, _)| self.report(name))
             .collect()
     }
+
+    /// Up to `limit` batches for the status page, the unfinished ones
+    /// newest first and then the finished ones most recently finished
+    /// first, and how many batches are tracked in all, so the page can say
+    /// how many it leaves out.
+    pub fn recent(&self, limit: usize) -> (Vec<Value>, usize) {
+        let mut all: Vec<_> = self.named.iter().collect();
+        all.sort_by_key(|(_, b)| {
+            let open = b.pending() > 0;
+            let when = if open { b.started_ms } else { b.touched_ms };
+            (!open, std::cmp::Reverse(when))
+        });
+        let shown = all
+            .into_iter()
+            .take(limit)
+            .filter_map(|(name, _)| self.report(name))
+            .collect();
+        (shown, self.named.len())
+    }
 }
 
 #[cfg(test)]
@@ -247,6 +266,27 @@ mod tests {
         assert!(b.report("b3").is_some());
         b.add("new", 1_000_002, 80_001);
         assert_eq!(b.report("new").unwrap()["total"], json!(2));
+    }
+
+    #[test]
+    fn recent_lists_unfinished_newest_first_then_finished_latest_first() {
+        let mut b = Batches::default();
+        for (id, name) in ["a", "b", "c", "d"].iter().enumerate() {
+            b.add(name, id as u64, id as u64 * 10);
+        }
+        b.done(0, 100);
+        b.failed(2, "boom", 90);
+        let names = |v: &[Value]| -> Vec<String> {
+            v.iter()
+                .map(|r| r["batch"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let (shown, total) = b.recent(10);
+        assert_eq!(names(&shown), ["d", "b", "a", "c"]);
+        assert_eq!(total, 4);
+        let (shown, total) = b.recent(3);
+        assert_eq!(names(&shown), ["d", "b", "a"]);
+        assert_eq!(total, 4);
     }
 
     #[test]

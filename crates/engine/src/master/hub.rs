@@ -310,6 +310,13 @@ impl Hub {
         self.tasks.batch(name)
     }
 
+    /// The status page's batches (see `Tasks::recent_batches`), with the
+    /// completions posted on the board counted first.
+    pub fn recent_batches(&mut self, limit: usize) -> Result<(Vec<Value>, usize), &'static str> {
+        self.tasks.settle(now_ms());
+        self.tasks.recent_batches(limit)
+    }
+
     /// Sends an ERROR answer to a taskq client.
     pub fn answer_error(&self, fd: u64, code: u32, message: &str) {
         self.sessions.answer_error(fd, code, message);

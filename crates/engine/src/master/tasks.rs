@@ -26,6 +26,9 @@ use crate::protocol::{code, TaskRequest};
 use crate::queue::{now_ms, QueuedTask, TaskQueue};
 use crate::remote_queue::{self, SharedLedger};
 
+/// Why batch questions fail with the Redis backend.
+const NOT_TRACKED: &str = "batch progress is not tracked with task_backend (Redis): each server sees only the tasks it ran";
+
 /// The options the task lifecycle follows.
 #[derive(Debug, Clone)]
 pub struct TaskRules {
@@ -761,12 +764,22 @@ impl Tasks {
     /// sees through.
     pub fn batch(&self, name: Option<&str>) -> Result<Option<Value>, &'static str> {
         if self.remote.is_some() {
-            return Err("batch progress is not tracked with task_backend (Redis): each server sees only the tasks it ran");
+            return Err(NOT_TRACKED);
         }
         Ok(match name {
             Some(name) => self.batches.report(name),
             None => Some(Value::Array(self.batches.unfinished())),
         })
+    }
+
+    /// The status page's batches: up to `limit` (unfinished first, see
+    /// `Batches::recent`) and how many are tracked in all; the same error
+    /// as [`Tasks::batch`] with the Redis backend.
+    pub fn recent_batches(&self, limit: usize) -> Result<(Vec<Value>, usize), &'static str> {
+        if self.remote.is_some() {
+            return Err(NOT_TRACKED);
+        }
+        Ok(self.batches.recent(limit))
     }
 
     /// Tasks accepted and not yet started.

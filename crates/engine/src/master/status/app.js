@@ -6,6 +6,8 @@
 const POLL_MS = 2000;
 const TOKEN_KEY = "taskq.token";
 const FAILED_SHOWN = 20;
+const BATCHES_SHOWN = 20;
+const REASONS_SHOWN = 3;
 const MIN_WINDOW_S = 60;
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -20,6 +22,14 @@ function token() {
 
 class Unauthorized extends Error {}
 
+// An error answer of the API, with its HTTP status.
+class ApiError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.status = status;
+  }
+}
+
 // One API call; the token (if any) goes as a bearer header, never in the URL.
 async function api(path, body) {
   const headers = {};
@@ -33,7 +43,7 @@ async function api(path, body) {
   const r = await fetch(path, init);
   if (r.status === 401) throw new Unauthorized();
   const json = await r.json();
-  if (!r.ok) throw new Error(json.error || path + " answered " + r.status);
+  if (!r.ok) throw new ApiError(json.error || path + " answered " + r.status, r.status);
   return json;
 }
 
@@ -232,6 +242,77 @@ function drawFailed(list) {
   }
 }
 
+// The batch's progress bar: done in green, failed in red, the rest (still
+// pending) the track. Widths are set through CSSOM, which the page's
+// Content-Security-Policy allows (a style attribute it would not).
+function progressBar(b) {
+  const track = document.createElement("div");
+  track.className = "bar-track";
+  track.setAttribute("role", "progressbar");
+  track.setAttribute("aria-valuemin", "0");
+  track.setAttribute("aria-valuemax", String(b.total));
+  track.setAttribute("aria-valuenow", String(b.done + b.failed));
+  track.title = b.done + " done, " + b.failed + " failed, " + b.pending + " pending";
+  for (const part of ["done", "failed"]) {
+    const span = document.createElement("span");
+    span.className = part;
+    span.style.width = (b.total ? (b[part] / b.total) * 100 : 0) + "%";
+    track.appendChild(span);
+  }
+  return track;
+}
+
+// The first few failure reasons of a batch with their counts.
+function reasons(b) {
+  const list = document.createElement("ul");
+  for (const f of b.failures.slice(0, REASONS_SHOWN)) {
+    const li = document.createElement("li");
+    const count = document.createElement("span");
+    count.className = "count";
+    count.textContent = f.count + "× ";
+    li.append(count, f.error);
+    li.title = f.error;
+    list.appendChild(li);
+  }
+  const rest = b.failures.length - REASONS_SHOWN;
+  if (rest > 0) {
+    const li = document.createElement("li");
+    li.className = "count";
+    li.textContent = "+ " + rest + " more reason" + (rest > 1 ? "s" : "");
+    list.appendChild(li);
+  }
+  return list;
+}
+
+function batchTime(b) {
+  if (b.finished_at !== null) {
+    return "finished " + clock(b.finished_at) + " (took " + duration(b.finished_at - b.started_at) + ")";
+  }
+  return "started " + clock(b.started_at) + " · " + duration((lastServerTime || b.started_at) - b.started_at) + " so far";
+}
+
+function drawBatches(r) {
+  const body = $("batches").tBodies[0];
+  body.replaceChildren();
+  $("batches").hidden = r.batches.length === 0;
+  const more = r.total - r.batches.length;
+  text("batches-note", r.batches.length === 0 ? "No batches." : more > 0 ? more + " more not shown." : "");
+  for (const b of r.batches) {
+    const row = body.insertRow();
+    row.dataset.batch = b.batch;
+    row.className = b.finished_at === null ? "running" : "finished";
+    cell(row, b.batch, "name");
+    row.insertCell().appendChild(progressBar(b));
+    row.cells[1].className = "bar";
+    cell(row, b.done + "/" + b.total, "num done");
+    cell(row, b.failed, "num failed");
+    cell(row, batchTime(b), "time");
+    const why = row.insertCell();
+    why.className = "reasons";
+    if (b.failures.length) why.appendChild(reasons(b));
+  }
+}
+
 async function refresh() {
   clearTimeout(timer);
   try {
@@ -252,6 +333,16 @@ async function refresh() {
       $("failed").tBodies[0].replaceChildren();
       $("retry-all").hidden = true;
       text("failed-note", e.message);
+    }
+    try {
+      drawBatches(await api("/api/batches?recent=" + BATCHES_SHOWN));
+    } catch (e) {
+      if (e instanceof Unauthorized) throw e;
+      $("batches").hidden = true;
+      text(
+        "batches-note",
+        e.status === 501 ? "Batches are not tracked with task_backend (Redis): each server sees only the tasks it ran." : e.message
+      );
     }
     $("live").textContent = ping.stopping ? "stopping" : "live";
     $("live").className = "badge " + (ping.stopping ? "down" : "up");

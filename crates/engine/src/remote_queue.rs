@@ -47,6 +47,15 @@ pub enum Settle {
     Fail(Entry, String),
 }
 
+impl Settle {
+    /// The Redis entry this settles.
+    pub fn entry(&self) -> &Entry {
+        match self {
+            Settle::Ack(e) | Settle::Finish(e, _) | Settle::Retry(e, _) | Settle::Fail(e, _) => e,
+        }
+    }
+}
+
 /// A task taken from Redis and not settled yet.
 #[derive(Debug)]
 struct Held {
@@ -181,9 +190,21 @@ impl Ledger {
     }
 
     /// The entries to keep alive in Redis: every task taken and not
-    /// settled, running or waiting here for a task worker.
+    /// settled, running or waiting here for a task worker, and every one
+    /// that ended here but whose settlement Redis has not taken yet (so
+    /// another server does not reclaim and rerun it meanwhile).
     pub fn alive(&self) -> Vec<EntryId> {
-        self.held.values().map(|h| h.entry.at.clone()).collect()
+        self.held
+            .values()
+            .map(|h| &h.entry.at)
+            .chain(self.settles.iter().map(|s| &s.entry().at))
+            .cloned()
+            .collect()
+    }
+
+    /// Settlements written down and not yet taken by Redis.
+    pub fn unsettled(&self) -> usize {
+        self.settles.len()
     }
 
     /// Another server reclaimed these entries (this one looked dead to
@@ -484,8 +505,15 @@ mod tests {
             "a task from Redis: not routed locally"
         );
         q.ack(t.id);
+        assert_eq!(
+            (ledger.borrow().unsettled(), ledger.borrow().alive().len()),
+            (1, 1),
+            "kept alive until Redis took its settlement"
+        );
         let settles = ledger.borrow_mut().take_settles();
         assert!(matches!(&settles[..], [Settle::Ack(e)] if e.task.id == 1));
+        assert_eq!(settles[0].entry().task.id, 1);
+        assert_eq!(ledger.borrow().alive().len(), 0);
     }
 
     #[test]

@@ -309,6 +309,8 @@ async fn settler(ledger: SharedLedger, queue: Rc<RedisQueue>, health: Rc<Health>
         }
         health.ok();
         wait = RECONNECT_MIN;
+        // The fetcher takes less while settlements pile up: room again.
+        wake.fetch.notify_one();
         wake.settle.notified().await;
     }
 }
@@ -330,7 +332,7 @@ async fn settle_pending(ledger: &SharedLedger, queue: &RedisQueue) -> Result<(),
     let (finishes, others): (Vec<_>, Vec<_>) = rest
         .into_iter()
         .partition(|s| matches!(s, Settle::Finish(..)));
-    let ids: Vec<_> = acks.iter().map(|s| settle_entry(s).at.clone()).collect();
+    let ids: Vec<_> = acks.iter().map(|s| s.entry().at.clone()).collect();
     let acked = if ids.is_empty() {
         Ok(0)
     } else {
@@ -375,7 +377,7 @@ async fn settle_pending(ledger: &SharedLedger, queue: &RedisQueue) -> Result<(),
                         crate::log!(
                             Level::Notice,
                             "task {} was taken over by another server before it was settled here",
-                            settle_entry(&settle).task.id
+                            settle.entry().task.id
                         );
                     }
                 }
@@ -389,19 +391,13 @@ async fn settle_pending(ledger: &SharedLedger, queue: &RedisQueue) -> Result<(),
                     crate::log!(
                         Level::Error,
                         "task backend: {e} (task {})",
-                        settle_entry(&settle).task.id
+                        settle.entry().task.id
                     );
                 }
             }
         }
     }
     Ok(())
-}
-
-fn settle_entry(settle: &Settle) -> &taskq_redis::Entry {
-    match settle {
-        Settle::Ack(e) | Settle::Finish(e, _) | Settle::Retry(e, _) | Settle::Fail(e, _) => e,
-    }
 }
 
 /// Takes tasks while this server has room for them: at once when woken

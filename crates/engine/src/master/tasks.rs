@@ -718,13 +718,18 @@ impl Tasks {
 
     /// How many more tasks this server may take from Redis now: enough to
     /// fill every task worker's window (one each while tasks are slow), no
-    /// more, so a task never waits here while another server idles.
+    /// more, so a task never waits here while another server idles; less
+    /// while settlements pile up, so that backlog stays bounded.
     pub fn remote_room(&self) -> usize {
         let Some(ledger) = &self.remote else {
             return 0;
         };
         let want = self.rules.task_worker_num as usize * self.dispatcher.batch();
-        want.saturating_sub(self.running() + ledger.borrow().waiting())
+        // Settlements Redis has not taken beyond one window's worth mean
+        // the task workers outrun the settler: take less until it caught up.
+        let ledger = ledger.borrow();
+        let behind = ledger.unsettled().saturating_sub(want);
+        want.saturating_sub(self.running() + ledger.waiting() + behind)
     }
 
     /// Runs due work: delayed tasks that became runnable, task timeouts.

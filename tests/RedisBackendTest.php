@@ -12,9 +12,10 @@ use TaskQ\Tests\Support\RedisServer;
  * every acknowledged task runs (exactly once while every server lives, at
  * most the dead server's in-flight ones twice after a SIGKILL), a task a
  * live server keeps running is not stolen, a Redis restart loses nothing
- * acknowledged and refuses submissions with errCode 9010 meanwhile,
- * delayed/priority/onFinish/taskwait work across servers, and given-up
- * tasks land in the Redis failed list with their error.
+ * acknowledged and refuses submissions with errCode 9010 meanwhile, a
+ * SIGTERM leaves no finished task pending and a SIGUSR1 reload loses and
+ * repeats none, delayed/priority/onFinish/taskwait work across servers,
+ * and given-up tasks land in the Redis failed list with their error.
  */
 final class RedisBackendTest extends TaskqTestCase
 {
@@ -358,6 +359,26 @@ PHP;
         return $out;
     }
 
+    /**
+     * The payloads of the entries `$consumer` holds pending in one priority
+     * stream (XPENDING, then XRANGE each); a client's string task is stored
+     * as the encoding byte 0 (raw, `crates/engine/src/payload.rs`) and the string.
+     */
+    private function pendingPayloads(RedisServer $redis, string $consumer, int $prio = 0): array
+    {
+        $stream = 'taskq:{' . self::QUEUE . "}:stream:$prio";
+        $lines = $redis->lines('XPENDING', $stream, 'taskq', '-', '+', '100000', $consumer);
+        $out = [];
+        for ($i = 0; $i + 3 < count($lines); $i += 4) {
+            $fields = $redis->lines('XRANGE', $stream, $lines[$i], $lines[$i]);
+            $k = array_search('payload', $fields, true);
+            $this->assertNotFalse($k, "pending entry {$lines[$i]} has a payload: " . implode(' ', $fields));
+            $this->assertStringStartsWith("\0", $fields[$k + 1], "pending entry {$lines[$i]} holds a raw string (encoding byte 0)");
+            $out[] = substr($fields[$k + 1], 1);
+        }
+        return $out;
+    }
+
     /** Events of `$kind` with label `$label`. */
     private function labelled(string $kind, string $label): array
     {
@@ -512,6 +533,73 @@ PHP;
             $this->assertSame(['srv-b', 'srv-b'], $consumers, "$payload ran twice only because B died after running it");
         }
         $this->assertLessThanOrEqual($held, count($dups), sprintf('%d duplicates, B held %d entries at the kill (%d runs by then)', count($dups), $held, $runsBefore));
+    }
+
+    /**
+     * SIGTERM to the master of a server draining a backlog: it stops within
+     * a bound, and its stop flush acknowledged every task it finished, so
+     * what it still holds in Redis under its consumer name is only tasks
+     * that never ran. Started again under that name it finishes the rest,
+     * and no task runs twice (a stop lets workers finish what they hold:
+     * nothing is cut off mid-run).
+     */
+    public function testSigtermStopsTheServerAndLeavesNoFinishedTaskPending(): void
+    {
+        $redis = $this->startRedis();
+        $settings = ['task_worker_num' => 2, 'task_claim_idle' => 60];
+        $env = ['TASKQ_TASK_US' => '3000'];
+        $a = $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), $settings, $env);
+        $portA = $this->port;
+        $p = $this->produce('127.0.0.2', $portA, 's', 2000, 'acked', 'multi');
+        $this->finishProducer($p, 60, 'producer');
+        [$acked] = $this->submissions('acked');
+        $this->assertCount(2000, $acked);
+
+        $this->poll(fn () => count($this->runs()) >= 300, 60, 'server A running tasks', 0.05);
+        posix_kill($a->pid(), SIGTERM);
+        $this->assertSame(0, $a->wait(10), "server A exited cleanly within 10 s of SIGTERM\nlog:\n" . $this->log('taskq-srv-a.log'));
+        $this->poll(fn () => $a->tree() === [], 5, 'every process of server A to exit');
+
+        $ranBefore = $this->runsByPayload();
+        $this->assertLessThan(2000, count($ranBefore), 'the stop came before the backlog was drained');
+        $stillHeld = $this->pendingPayloads($redis, 'srv-a');
+        $this->assertSame([], array_diff($stillHeld, array_keys($acked)), 'every entry A still holds is one of the acknowledged tasks');
+        $this->assertSame([], array_values(array_intersect($stillHeld, array_keys($ranBefore))), 'no task that ran is still pending under srv-a');
+        $counts = $this->queueCounts($redis);
+        $this->assertSame(2000 - count($ranBefore), $counts['entries'], 'Redis still holds exactly the tasks that did not run: ' . json_encode($counts));
+
+        $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), $settings, $env, [], $portA);
+        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0, 60, 'every acknowledged task to run after the restart', 0.5);
+        $this->waitQueueDrained($redis, 20);
+        $twice = array_filter($this->runsByPayload(), fn ($c) => count($c) > 1);
+        $this->assertSame([], $twice, 'no task ran twice across the stop');
+    }
+
+    /**
+     * SIGUSR1 to the master mid-drain replaces every worker while the
+     * backlog sits in Redis; every acknowledged task still runs exactly once.
+     */
+    public function testSigusr1ReloadDuringARedisBacklogLosesAndDuplicatesNothing(): void
+    {
+        $redis = $this->startRedis();
+        $settings = ['task_worker_num' => 2, 'task_claim_idle' => 60];
+        $a = $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), $settings, ['TASKQ_TASK_US' => '3000']);
+        $p = $this->produce('127.0.0.2', $this->port, 'u', 2000, 'acked', 'multi');
+        $this->finishProducer($p, 60, 'producer');
+        [$acked] = $this->submissions('acked');
+        $this->assertCount(2000, $acked);
+
+        $this->poll(fn () => count($this->runs()) >= 300, 60, 'server A running tasks', 0.05);
+        $starts = count($this->workerStarts('srv-a'));
+        posix_kill($a->pid(), SIGUSR1);
+        $this->poll(fn () => count($this->workerStarts('srv-a')) >= $starts + 3, 30, 'every worker of A to be replaced by the reload');
+        $this->assertLessThan(2000, count($this->runsByPayload()), 'the reload came before the backlog was drained');
+
+        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0, 60, 'every acknowledged task to run', 0.5);
+        $this->waitQueueDrained($redis, 20);
+        $this->assertTrue($a->running(), 'the reload did not stop the server');
+        $twice = array_filter($this->runsByPayload(), fn ($c) => count($c) > 1);
+        $this->assertSame([], $twice, 'no task ran twice across the reload');
     }
 
     /**

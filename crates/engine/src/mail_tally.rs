@@ -94,7 +94,9 @@ pub fn count(outcome: MailOutcome) {
 /// A worker calls it once at start to drop what the forking process
 /// counted before the fork (the master reports its own sends nowhere).
 pub fn take() -> Option<MailCounts> {
-    if !COUNTED.swap(false, Ordering::Acquire) {
+    // A plain load first: the event loop calls this after every event,
+    // and a worker that sends no mail should not pay a write each time.
+    if !COUNTED.load(Ordering::Relaxed) || !COUNTED.swap(false, Ordering::Acquire) {
         return None;
     }
     let mut out = MailCounts::default();

@@ -38,7 +38,7 @@ impl Counters {
 /// board first, so busy and idle counts are current.
 pub fn stats(start_time: u64, sessions: &Sessions, workers: &Workers, tasks: &Tasks) -> Value {
     let mut stats = local(start_time, sessions, workers, tasks);
-    let counted = tasks.ledger().and_then(|l| l.borrow().queue_stats());
+    let counted = tasks.backend_counted();
     if let (Some((q, at_ms)), Some(map)) = (counted, stats.as_object_mut()) {
         for (key, n) in [
             ("backend_queued_num", q.queued),
@@ -103,9 +103,6 @@ pub fn snapshot(sessions: &Sessions, workers: &Workers, tasks: &Tasks) -> Snapsh
         sent_bytes: s.total_send_bytes,
         worker_restarts: workers.restarts(),
         mail: workers.mail(),
-        backend: tasks
-            .ledger()
-            .and_then(|l| l.borrow().queue_stats())
-            .map(|(q, _)| q),
+        backend: tasks.backend_counted().map(|(q, _)| q),
     }
 }

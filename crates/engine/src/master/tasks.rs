@@ -172,6 +172,13 @@ impl Tasks {
         self.remote.clone()
     }
 
+    /// With the Redis backend: the whole queue as Redis last counted it,
+    /// and when (unix ms), for `stats()` and the metrics; None until Redis
+    /// was first reached, and always without the backend.
+    pub fn backend_counted(&self) -> Option<(taskq_redis::QueueStats, u64)> {
+        self.remote.as_ref().and_then(|l| l.borrow().queue_stats())
+    }
+
     /// What the committer waits on.
     pub fn commit_needed(&self) -> Rc<Notify> {
         self.commit_needed.clone()

@@ -863,7 +863,7 @@ PHP;
         $path = "$this->dir/pwned";
         $gadget = sprintf('O:6:"Gadget":1:{s:4:"path";s:%d:"%s";}', strlen($path), $path);
         foreach ([1 => 9001, 2 => 9002] as $encoding => $id) {
-            $redis->cli('XADD', "$p:stream:0", '*', 'id', (string) $id, 'origin', 'intruder', 'worker', '-1', 'ref', '0', 'prio', '0', 'tries', '0', 'max', '1', 'at', '0', 'payload', chr($encoding) . $gadget);
+            $redis->cli('XADD', "$p:stream:0", '*', 'meta', "$id 0 -1 0 1 0 intruder", 'payload', chr($encoding) . $gadget);
         }
         $redis->cli('XADD', "$p:stream:0", '*', 'hello', 'world');
         $this->assertIsInt($this->submitOne('127.0.0.2', $port, 'last')[0]);

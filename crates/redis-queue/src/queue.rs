@@ -7,7 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
-use std::time::Duration;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue, RedisResult, ScriptInvocation, Value};
@@ -19,7 +21,7 @@ use crate::keys::{check_name, Keys, GROUP};
 use crate::result::TaskResult;
 use crate::scripts;
 use crate::stats::QueueStats;
-use crate::task::{field, Entry, EntryId, Fields, NewTask};
+use crate::task::{field, Entry, EntryId, Fields, Meta, NewTask};
 use crate::timeouts::Timeouts;
 
 type Result<T> = std::result::Result<T, RedisQueueError>;
@@ -30,6 +32,28 @@ const PROMOTE_LIMIT: usize = 1000;
 
 /// Failed tasks retried or purged per script call by `Select::All`.
 const FAILED_PAGE: isize = 500;
+
+/// Task ids reserved per round trip ahead of need, so that a submission
+/// is one MULTI and several can be on their way at once. A stopped server
+/// skips the rest of its block: ids are unique, not contiguous.
+const ID_BLOCK: u64 = 4096;
+
+/// What a server reserved ahead: ids not yet handed out, and the priority
+/// levels whose stream and group it has set up.
+#[derive(Debug, Default)]
+struct Reserved {
+    ids: Range<u64>,
+    levels: BTreeSet<i32>,
+}
+
+/// A batch of tasks with its ids reserved and its transaction built,
+/// ready to send: preparing waits for Redis only now and then (a new id
+/// block, a new priority level, delayed tasks), so batches can be
+/// prepared in order and sent without waiting for each other.
+pub struct Prepared {
+    ids: Range<u64>,
+    tx: redis::Pipeline,
+}
 
 /// What a `take` or `reclaim` handed to this server.
 #[derive(Debug, Default)]
@@ -62,6 +86,8 @@ pub struct RedisQueue {
     /// it (re)connected, each with the last entry id read back so far.
     /// `take` hands these out before any new entry.
     recovering: VecDeque<(i32, String)>,
+    /// Shared by every handle of this connection.
+    reserved: Arc<Mutex<Reserved>>,
 }
 
 impl std::fmt::Debug for RedisQueue {
@@ -117,6 +143,7 @@ impl RedisQueue {
             at,
             timeouts,
             recovering: VecDeque::new(),
+            reserved: Arc::default(),
         };
         let priorities: Vec<i32> = this
             .call(
@@ -143,6 +170,7 @@ impl RedisQueue {
             at: self.at.clone(),
             timeouts: self.timeouts,
             recovering: VecDeque::new(),
+            reserved: self.reserved.clone(),
         }
     }
 
@@ -187,56 +215,74 @@ impl RedisQueue {
         Ok(ids[0])
     }
 
-    /// Queues a batch in one MULTI transaction (after a round trip that
-    /// reserves the ids): on Ok Redis holds all of them, on Err none was
-    /// confirmed. A transaction that cannot be queued whole (out of
-    /// memory) is aborted by Redis with nothing written. Keep batches to
-    /// thousands, not millions: the transaction holds Redis while it runs.
+    /// Queues a batch in one MULTI transaction: on Ok Redis holds all of
+    /// them, on Err none was confirmed. A transaction that cannot be
+    /// queued whole (out of memory) is aborted by Redis with nothing
+    /// written. Keep batches to thousands, not millions: the transaction
+    /// holds Redis while it runs.
     pub async fn submit_many(&self, tasks: &[NewTask]) -> Result<Vec<u64>> {
-        if tasks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let priorities: BTreeSet<i32> = tasks.iter().map(|t| t.priority).collect();
-        let mut inv = scripts::RESERVE.prepare_invoke();
-        inv.key(self.keys.ids())
-            .key(self.keys.priorities())
-            .arg(self.keys.prefix())
-            .arg(GROUP)
-            .arg(tasks.len());
-        for p in &priorities {
-            inv.arg(*p);
-        }
-        let (first, now): (u64, u64) = self.script("submit tasks", &inv).await?;
-        let streams: BTreeMap<i32, String> = priorities
-            .iter()
-            .map(|&p| (p, self.keys.stream(p)))
-            .collect();
+        let batch = self.prepare(tasks).await?;
+        self.send(batch).await
+    }
+
+    /// The first half of `submit_many`: reserves the batch's ids and builds
+    /// its transaction. Batches sent in the order they were prepared are
+    /// queued in that order.
+    pub async fn prepare(&self, tasks: &[NewTask]) -> Result<Prepared> {
+        let n = tasks.len() as u64;
+        let levels: BTreeSet<i32> = tasks.iter().map(|t| t.priority).collect();
+        // Due times are Redis's clock: a batch with delayed tasks asks for it.
+        let clock = tasks.iter().any(|t| !t.delay.is_zero());
+        let pooled = (!clock).then(|| self.pooled(n, &levels)).flatten();
+        let (ids, now) = match pooled {
+            Some(ids) => (ids, None),
+            None => {
+                let block = if clock { n } else { n.max(ID_BLOCK) };
+                let (first, now) = self.reserve(block, &levels).await?;
+                let mut reserved = self.reserved.lock().expect("not poisoned");
+                reserved.levels.extend(&levels);
+                if block > n {
+                    reserved.ids = first + n..first + block;
+                }
+                (first..first + n, Some(now))
+            }
+        };
+        let submitted_at_ms = wall_clock_ms();
+        let now = now.unwrap_or(submitted_at_ms);
+        let streams: BTreeMap<i32, String> =
+            levels.iter().map(|&p| (p, self.keys.stream(p))).collect();
         let delayed = self.keys.delayed();
         let mut tx = redis::pipe();
         tx.atomic();
-        for (id, t) in (first..).zip(tasks) {
+        // Cheap, and keeps the level readable if the keys were deleted
+        // since it was set up (TAKE creates a missing group).
+        let priorities = self.keys.priorities();
+        for p in &levels {
+            tx.cmd("ZADD")
+                .arg(&priorities)
+                .arg("NX")
+                .arg(*p)
+                .arg(*p)
+                .ignore();
+        }
+        for (id, t) in ids.clone().zip(tasks) {
             let delay = millis(t.delay);
             let cmd = if delay > 0 {
                 tx.cmd("HSET").arg(self.keys.delayed_task(id))
             } else {
                 tx.cmd("XADD").arg(&streams[&t.priority]).arg("*")
             };
-            cmd.arg(field::ID)
-                .arg(id)
-                .arg(field::ORIGIN)
-                .arg(&self.consumer)
-                .arg(field::WORKER)
-                .arg(t.src_worker)
-                .arg(field::REF)
-                .arg(t.src_task_id)
-                .arg(field::PRIORITY)
-                .arg(t.priority)
-                .arg(field::TRIES)
-                .arg(0)
-                .arg(field::MAX)
-                .arg(t.max_attempts.max(1))
-                .arg(field::AT)
-                .arg(now)
+            let meta = Meta {
+                id,
+                priority: t.priority,
+                src_worker: t.src_worker,
+                src_task_id: t.src_task_id,
+                max_attempts: t.max_attempts.max(1),
+                submitted_at_ms,
+                origin: &self.consumer,
+            };
+            cmd.arg(field::META)
+                .arg(meta.encode())
                 .arg(field::PAYLOAD)
                 .arg(&t.payload[..])
                 .ignore();
@@ -248,11 +294,45 @@ impl RedisQueue {
                     .ignore();
             }
         }
-        let mut conn = self.conn.clone();
-        let () = self
-            .bounded("submit tasks", tx.query_async(&mut conn))
-            .await?;
-        Ok((first..first + tasks.len() as u64).collect())
+        Ok(Prepared { ids, tx })
+    }
+
+    /// The second half of `submit_many`: sends a prepared batch and returns
+    /// its ids once Redis holds it. After any failed call the ids reserved
+    /// ahead are dropped (see `bounded`).
+    pub async fn send(&self, batch: Prepared) -> Result<Vec<u64>> {
+        if batch.ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.pipe::<()>("submit tasks", &batch.tx).await?;
+        Ok(batch.ids.collect())
+    }
+
+    /// Takes `n` ids from the block reserved ahead, if it holds enough and
+    /// every level is set up already.
+    fn pooled(&self, n: u64, levels: &BTreeSet<i32>) -> Option<Range<u64>> {
+        let mut reserved = self.reserved.lock().expect("not poisoned");
+        let start = reserved.ids.start;
+        if reserved.ids.end - start < n || !levels.is_subset(&reserved.levels) {
+            return None;
+        }
+        reserved.ids.start += n;
+        Some(start..start + n)
+    }
+
+    /// Reserves `n` ids and sets up the priority levels; returns the first
+    /// id and Redis's clock.
+    async fn reserve(&self, n: u64, levels: &BTreeSet<i32>) -> Result<(u64, u64)> {
+        let mut inv = scripts::RESERVE.prepare_invoke();
+        inv.key(self.keys.ids())
+            .key(self.keys.priorities())
+            .arg(self.keys.prefix())
+            .arg(GROUP)
+            .arg(n);
+        for p in levels {
+            inv.arg(*p);
+        }
+        self.script("submit tasks", &inv).await
     }
 
     /// Hands out up to `max` tasks for this consumer: first the ones it
@@ -723,7 +803,13 @@ impl RedisQueue {
         during: &'static str,
         fut: impl Future<Output = RedisResult<T>>,
     ) -> Result<T> {
-        bounded(&self.at, during, self.timeouts.command, fut).await
+        let done = bounded(&self.at, during, self.timeouts.command, fut).await;
+        if done.is_err() {
+            // Redis may be a new one that lost the ids counter (restarted
+            // without persistence) and would hand out these ids again.
+            *self.reserved.lock().expect("not poisoned") = Reserved::default();
+        }
+        done
     }
 }
 
@@ -741,6 +827,14 @@ fn result(key: &str, id: &str, fields: &Value) -> Result<TaskResult> {
             .then(|| fields.text(field::ERROR).map(str::to_owned))
             .transpose()?,
     })
+}
+
+/// This machine's clock in Unix ms: a task's submission time, kept for
+/// the operator's eye only (due times use Redis's clock).
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Runs one Redis exchange within `limit`, naming what it was doing in

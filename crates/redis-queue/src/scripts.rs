@@ -64,7 +64,7 @@ for _, id in ipairs(due) do
   if #fields > 0 then
     local prio = '0'
     for i = 1, #fields, 2 do
-      if fields[i] == 'prio' then prio = fields[i + 1] end
+      if fields[i] == 'meta' then prio = string.match(fields[i + 1], '^%d+ (%-?%d+)') or '0' end
     end
     redis.call('XADD', ARGV[1] .. ':stream:' .. prio, '*', unpack(fields))
   end
@@ -190,7 +190,7 @@ end
 local fields = entry[1][2]
 local id
 for i = 1, #fields, 2 do
-  if fields[i] == 'id' then id = fields[i + 1] end
+  if fields[i] == 'meta' then id = string.match(fields[i + 1], '^(%d+)') end
 end
 ";
 
@@ -200,8 +200,16 @@ end
 /// Returns 1, or 0 if the entry is no longer this consumer's.
 pub static RETRY: LazyLock<Script> = LazyLock::new(|| {
     with_clock(&format!(
-        "{OWNED_ENTRY}for i = 1, #fields, 2 do
-  if fields[i] == 'tries' then fields[i + 1] = ARGV[6] end
+        "{OWNED_ENTRY}local counted = false
+for i = 1, #fields, 2 do
+  if fields[i] == 'tries' then
+    fields[i + 1] = ARGV[6]
+    counted = true
+  end
+end
+if not counted then
+  fields[#fields + 1] = 'tries'
+  fields[#fields + 1] = ARGV[6]
 end
 redis.call('HSET', ARGV[1] .. ':delayed:' .. id, unpack(fields))
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), id)
@@ -226,9 +234,10 @@ redis.call('HSET', record, 'error', ARGV[5], 'attempts', ARGV[6], 'failed_at', n
 redis.call('ZADD', KEYS[2], now, id)
 local f = {{}}
 for i = 1, #fields, 2 do f[fields[i]] = fields[i + 1] end
-if f.origin ~= ARGV[3] and tonumber(f.worker) >= 0 then
-  redis.call('XADD', ARGV[1] .. ':results:' .. f.origin, '*', 'id', id, 'worker', f.worker,
-    'ref', f.ref, 'payload', f.payload, 'error', ARGV[5])
+local worker, ref, origin = string.match(f.meta, '^%d+ %-?%d+ (%-?%d+) (%-?%d+) %d+ %d+ (.+)$')
+if origin ~= ARGV[3] and tonumber(worker) >= 0 then
+  redis.call('XADD', ARGV[1] .. ':results:' .. origin, '*', 'id', id, 'worker', worker,
+    'ref', ref, 'payload', f.payload, 'error', ARGV[5])
 end
 redis.call('XACK', KEYS[1], ARGV[2], ARGV[4])
 redis.call('XDEL', KEYS[1], ARGV[4])
@@ -249,10 +258,12 @@ for i = 2, #ARGV do
     local fields, prio = {}, '0'
     for j = 1, #rec, 2 do
       local f, v = rec[j], rec[j + 1]
-      if f == 'prio' then prio = v end
-      if f == 'tries' then v = '0' end
-      if f == 'worker' then v = '-1' end
-      if f ~= 'error' and f ~= 'attempts' and f ~= 'failed_at' then
+      if f == 'meta' then
+        local head, p, ref, rest = string.match(v, '^(%d+) (%-?%d+) %-?%d+ (%-?%d+) (.+)$')
+        prio = p
+        v = head .. ' ' .. p .. ' -1 ' .. ref .. ' ' .. rest
+      end
+      if f ~= 'error' and f ~= 'attempts' and f ~= 'failed_at' and f ~= 'tries' then
         fields[#fields + 1] = f
         fields[#fields + 1] = v
       end

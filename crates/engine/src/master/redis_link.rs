@@ -8,7 +8,10 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use serde_json::{json, Value};
 /// Connect and call time limits of the Redis link.
@@ -39,9 +42,13 @@ pub struct Backend {
 /// Most results posted in one MULTI: a burst of finished tasks costs one
 /// round trip, and one transaction stays a bounded message.
 const SETTLE_BATCH: usize = 256;
-/// Most tasks submitted in one script call: one round trip for a burst,
-/// short enough not to hold Redis.
-const SUBMIT_BATCH: usize = 1000;
+/// Most tasks submitted in one MULTI: small enough that Redis runs one
+/// batch while the master builds the next, large enough that the
+/// transaction's own cost is shared by many tasks.
+const SUBMIT_BATCH: usize = 256;
+/// Submissions sent and not yet answered. One at a time left Redis and
+/// the master each idle half the time (every batch: build, then wait).
+const SUBMITS_IN_FLIGHT: u32 = 4;
 /// Most results read per call.
 const RESULTS_BATCH: usize = 512;
 /// Polling backs off from this to `POLL_MAX` while Redis has nothing.
@@ -62,6 +69,7 @@ pub struct RedisLink {
     me: Holder,
     /// How long the flush at the stop may take: twice the command timeout.
     flush_within: Duration,
+    in_flight: InFlight,
 }
 
 impl RedisLink {
@@ -71,12 +79,14 @@ impl RedisLink {
         let queue = Rc::new(RefCell::new(None));
         let flush_within = backend.timeouts.command * 2;
         let me = Holder::this_process();
+        let in_flight = InFlight::default();
         tokio::task::spawn_local(connect(
             hub.clone(),
             ledger.clone(),
             backend,
             me.clone(),
             queue.clone(),
+            in_flight.clone(),
         ));
         RedisLink {
             hub,
@@ -84,6 +94,7 @@ impl RedisLink {
             queue,
             me,
             flush_within,
+            in_flight,
         }
     }
 
@@ -96,7 +107,8 @@ impl RedisLink {
             return;
         };
         let flushed = tokio::time::timeout(self.flush_within, async {
-            submit_pending(&self.hub, &self.ledger, &queue).await;
+            submit_pending(&self.hub, &self.ledger, &queue, &self.in_flight, None).await;
+            self.in_flight.all_answered().await;
             settle_pending(&self.ledger, &queue).await?;
             queue.release_name(&self.me.to_string()).await.map(drop)
         })
@@ -110,6 +122,27 @@ impl RedisLink {
             Level::Warning,
             "task backend at the stop: {why}; finished tasks it was not told of will run again"
         );
+    }
+}
+
+/// The submissions on their way to Redis, bounded; the stop waits for
+/// their answers before it settles and leaves.
+#[derive(Clone)]
+struct InFlight(Arc<Semaphore>);
+
+impl Default for InFlight {
+    fn default() -> Self {
+        InFlight(Arc::new(Semaphore::new(SUBMITS_IN_FLIGHT as usize)))
+    }
+}
+
+impl InFlight {
+    async fn slot(&self) -> OwnedSemaphorePermit {
+        self.0.clone().acquire_owned().await.expect("never closed")
+    }
+
+    async fn all_answered(&self) {
+        drop(self.0.acquire_many(SUBMITS_IN_FLIGHT).await);
     }
 }
 
@@ -143,6 +176,7 @@ async fn connect(
     backend: Backend,
     me: Holder,
     slot: Rc<RefCell<Option<Rc<RedisQueue>>>>,
+    in_flight: InFlight,
 ) {
     let mut wait = RECONNECT_MIN;
     let mut said = String::new();
@@ -188,6 +222,7 @@ async fn connect(
         ledger.clone(),
         shared.clone(),
         health.clone(),
+        in_flight,
     ));
     tokio::task::spawn_local(settler(ledger.clone(), shared.clone(), health.clone()));
     tokio::task::spawn_local(results(hub.clone(), ledger.clone(), shared.clone()));
@@ -264,37 +299,62 @@ async fn submitter(
     ledger: SharedLedger,
     queue: Rc<RedisQueue>,
     health: Rc<Health>,
+    in_flight: InFlight,
 ) {
     let wake = ledger.borrow().wake.clone();
     // What was written down while connecting goes first: its wake-up may
     // have been spent on the connection loop.
     loop {
-        if submit_pending(&hub, &ledger, &queue).await {
-            health.ok();
-        }
+        submit_pending(&hub, &ledger, &queue, &in_flight, Some(&health)).await;
         wake.submit.notified().await;
     }
 }
 
-/// Submits everything written down, batch by batch; the hub acknowledges
-/// each client once Redis holds its task. Returns whether Redis took all.
-async fn submit_pending(hub: &Rc<RefCell<Hub>>, ledger: &SharedLedger, queue: &RedisQueue) -> bool {
-    let mut all = true;
+/// Submits everything written down, batch by batch, up to
+/// `SUBMITS_IN_FLIGHT` batches at once; the hub acknowledges each client
+/// once Redis holds its task. Batches are prepared here one after the
+/// other and each is sent by a task spawned in that order, which the
+/// LocalSet first runs in that order: Redis queues them in the order the
+/// tasks were submitted.
+async fn submit_pending(
+    hub: &Rc<RefCell<Hub>>,
+    ledger: &SharedLedger,
+    queue: &Rc<RedisQueue>,
+    in_flight: &InFlight,
+    health: Option<&Rc<Health>>,
+) {
     loop {
+        let slot = in_flight.slot().await;
         let batch = ledger.borrow_mut().take_submits(SUBMIT_BATCH);
         if batch.is_empty() {
-            return all;
+            return;
         }
         let tasks: Vec<_> = batch.iter().map(new_task).collect();
-        let outcome = queue.submit_many(&tasks).await.map_err(|e| e.to_string());
-        all &= outcome.is_ok();
-        hub.borrow_mut().submitted(&batch, outcome);
-        // This server may take its own tasks, and their results will come
-        // back: tell the fetcher and the results reader now rather than at
-        // their next poll.
-        let wake = ledger.borrow().wake.clone();
-        wake.fetch.notify_one();
-        wake.results.notify_one();
+        let prepared = match queue.prepare(&tasks).await {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                hub.borrow_mut().submitted(&batch, Err(e.to_string()));
+                continue;
+            }
+        };
+        let (hub, ledger, queue) = (hub.clone(), ledger.clone(), queue.clone());
+        let health = health.cloned();
+        tokio::task::spawn_local(async move {
+            let outcome = queue.send(prepared).await.map_err(|e| e.to_string());
+            if outcome.is_ok() {
+                if let Some(health) = health {
+                    health.ok();
+                }
+            }
+            drop(slot);
+            hub.borrow_mut().submitted(&batch, outcome);
+            // This server may take its own tasks, and their results will
+            // come back: tell the fetcher and the results reader now rather
+            // than at their next poll.
+            let wake = ledger.borrow().wake.clone();
+            wake.fetch.notify_one();
+            wake.results.notify_one();
+        });
     }
 }
 

@@ -10,5 +10,6 @@ mod priorities_and_results;
 mod recovery;
 mod redis_restart;
 mod sharing;
+mod submission;
 mod support;
 mod unreachable;

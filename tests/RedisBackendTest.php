@@ -794,7 +794,7 @@ PHP;
         $this->poll(fn () => count($this->runs()) >= 200, 60, 'the other task worker draining the backlog', 0.05);
         posix_kill($a->pid(), SIGTERM);
         // "straggler" blocks for 20 s unless the file "go" exists: only the kill ends it sooner
-        $this->assertNotNull($a->wait(10), "server A exited within 10 s of SIGTERM\nlog:\n" . $this->log('taskq-srv-a.log'));
+        $this->assertSame(0, $a->wait(10), "server A exited cleanly within 10 s of SIGTERM\nlog:\n" . $this->log('taskq-srv-a.log'));
         $this->poll(fn () => $a->tree() === [], 5, 'every process of server A to exit');
         $this->assertStringContainsString('forced termination', $this->log('taskq-srv-a.log'), 'the straggler was killed');
         $this->assertSame([[], 1], [$this->labelled('done', 'straggler'), count($this->labelled('run', 'straggler'))], 'cut off mid-run');

@@ -13,8 +13,10 @@ use TaskQ\Tests\Support\RedisServer;
  * most the dead server's in-flight ones twice after a SIGKILL), a task a
  * live server keeps running is not stolen, a Redis restart loses nothing
  * acknowledged and refuses submissions with errCode 9010 meanwhile, a
- * SIGTERM leaves no finished task pending and a SIGUSR1 reload loses and
- * repeats none, delayed/priority/onFinish/taskwait work across servers,
+ * SIGTERM/SIGINT/SIGQUIT to the master leaves no finished task pending, a
+ * SIGUSR1 reload or SIGHUP reopen loses and repeats none, stop signals to
+ * the manager are ignored, a SIGKILLed task worker's task and a task cut
+ * off at max_wait_time run again, delayed/priority/onFinish/taskwait work across servers,
  * and given-up tasks land in the Redis failed list with their error.
  */
 final class RedisBackendTest extends TaskqTestCase
@@ -46,7 +48,7 @@ $me = $settings['task_consumer'];
 $taskUs = (int) getenv('TASKQ_TASK_US');
 $server = new TaskServer((string) getenv('TASKQ_HOST'), $port);
 $server->set($settings);
-$server->on('WorkerStart', function ($s, $id) use ($me) { record('workerstart', ['server' => $me, 'id' => $id]); });
+$server->on('WorkerStart', function ($s, $id) use ($me) { record('workerstart', ['server' => $me, 'id' => $id, 'manager' => $s->manager_pid]); });
 $server->on('Receive', function ($s, $fd, $rid, $data) use ($me) {
     [$order, $arg] = explode(':', $data, 2) + [1 => ''];
     $echo = fn ($label) => ['kind' => 'echo', 'label' => $label];
@@ -363,14 +365,19 @@ PHP;
      * The payloads of the entries `$consumer` holds pending in one priority
      * stream (XPENDING, then XRANGE each); a client's string task is stored
      * as the encoding byte 0 (raw, `crates/engine/src/payload.rs`) and the string.
+     * Tasks with an id in `$except` are left out.
      */
-    private function pendingPayloads(RedisServer $redis, string $consumer, int $prio = 0): array
+    private function pendingPayloads(RedisServer $redis, string $consumer, int $prio = 0, array $except = []): array
     {
         $stream = 'taskq:{' . self::QUEUE . "}:stream:$prio";
         $lines = $redis->lines('XPENDING', $stream, 'taskq', '-', '+', '100000', $consumer);
         $out = [];
         for ($i = 0; $i + 3 < count($lines); $i += 4) {
             $fields = $redis->lines('XRANGE', $stream, $lines[$i], $lines[$i]);
+            $k = array_search('id', $fields, true);
+            if ($k !== false && in_array((int) $fields[$k + 1], $except, true)) {
+                continue;
+            }
             $k = array_search('payload', $fields, true);
             $this->assertNotFalse($k, "pending entry {$lines[$i]} has a payload: " . implode(' ', $fields));
             $this->assertStringStartsWith("\0", $fields[$k + 1], "pending entry {$lines[$i]} holds a raw string (encoding byte 0)");
@@ -535,15 +542,22 @@ PHP;
         $this->assertLessThanOrEqual($held, count($dups), sprintf('%d duplicates, B held %d entries at the kill (%d runs by then)', count($dups), $held, $runsBefore));
     }
 
+    public static function masterStopSignals(): array
+    {
+        return ['SIGTERM' => [SIGTERM, 'SIGTERM'], 'SIGINT' => [SIGINT, 'SIGINT'], 'SIGQUIT' => [SIGQUIT, 'SIGQUIT']];
+    }
+
     /**
-     * SIGTERM to the master of a server draining a backlog: it stops within
-     * a bound, and its stop flush acknowledged every task it finished, so
-     * what it still holds in Redis under its consumer name is only tasks
-     * that never ran. Started again under that name it finishes the rest,
-     * and no task runs twice (a stop lets workers finish what they hold:
-     * nothing is cut off mid-run).
+     * SIGTERM, SIGINT or SIGQUIT to the master of a server draining a
+     * backlog: it stops within a bound, and its stop flush acknowledged
+     * every task it finished, so what it still holds in Redis under its
+     * consumer name is only tasks that never ran. Started again under that
+     * name it finishes the rest, and no task runs twice (a stop lets
+     * workers finish what they hold: nothing is cut off mid-run).
+     *
+     * @dataProvider masterStopSignals
      */
-    public function testSigtermStopsTheServerAndLeavesNoFinishedTaskPending(): void
+    public function testStopSignalToTheMasterStopsTheServerAndLeavesNoFinishedTaskPending(int $signal, string $name): void
     {
         $redis = $this->startRedis();
         $settings = ['task_worker_num' => 2, 'task_claim_idle' => 60];
@@ -556,9 +570,10 @@ PHP;
         $this->assertCount(2000, $acked);
 
         $this->poll(fn () => count($this->runs()) >= 300, 60, 'server A running tasks', 0.05);
-        posix_kill($a->pid(), SIGTERM);
-        $this->assertSame(0, $a->wait(10), "server A exited cleanly within 10 s of SIGTERM\nlog:\n" . $this->log('taskq-srv-a.log'));
+        posix_kill($a->pid(), $signal);
+        $this->assertSame(0, $a->wait(10), "server A exited cleanly within 10 s of $name\nlog:\n" . $this->log('taskq-srv-a.log'));
         $this->poll(fn () => $a->tree() === [], 5, 'every process of server A to exit');
+        $this->assertStringContainsString("$name received; stopping", $this->log('taskq-srv-a.log'), 'the signal sent was the one that stopped it');
 
         $ranBefore = $this->runsByPayload();
         $this->assertLessThan(2000, count($ranBefore), 'the stop came before the backlog was drained');
@@ -600,6 +615,208 @@ PHP;
         $this->assertTrue($a->running(), 'the reload did not stop the server');
         $twice = array_filter($this->runsByPayload(), fn ($c) => count($c) > 1);
         $this->assertSame([], $twice, 'no task ran twice across the reload');
+    }
+
+    /**
+     * Where task `$id` (its queue-wide id) is in Redis: "pending:<consumer>"
+     * or "queued" for a stream entry holding it, "delayed", "failed".
+     */
+    private function placesOf(RedisServer $redis, int $id): array
+    {
+        $p = 'taskq:{' . self::QUEUE . '}';
+        $find = "local out = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do local f = e[2] "
+            . "for i = 1, #f, 2 do if f[i] == 'id' and f[i + 1] == ARGV[1] then table.insert(out, e[1]) end end end return out";
+        $places = [];
+        foreach ($redis->lines('ZRANGE', "$p:priorities", '0', '-1') as $prio) {
+            $stream = "$p:stream:$prio";
+            $owner = [];
+            $pending = $redis->lines('XPENDING', $stream, 'taskq', '-', '+', '100000');
+            for ($i = 0; $i + 3 < count($pending); $i += 4) {
+                $owner[$pending[$i]] = $pending[$i + 1];
+            }
+            foreach ($redis->lines('EVAL', $find, '1', $stream, (string) $id) as $entry) {
+                $places[] = isset($owner[$entry]) ? "pending:$owner[$entry]" : 'queued';
+            }
+        }
+        foreach (['delayed', 'failed'] as $set) {
+            if ($redis->lines('ZSCORE', "$p:$set", (string) $id) !== []) {
+                $places[] = $set;
+            }
+        }
+        return $places;
+    }
+
+    /**
+     * SIGKILL of a task worker while it runs a task: the manager respawns
+     * it, the run counts as failed and the task goes back to Redis, and a
+     * task worker of the server runs it again (README, *Process model*:
+     * a dead task worker's running task is requeued). The backlog the other
+     * worker drains meanwhile runs exactly once: only the cut-off run is
+     * repeated.
+     */
+    public function testSigkillOfATaskWorkerMidRunRunsItsTaskAgainAndLosesNothing(): void
+    {
+        $redis = $this->startRedis();
+        $settings = ['task_worker_num' => 2, 'task_claim_idle' => 60];
+        $a = $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), $settings, ['TASKQ_TASK_US' => '3000']);
+        $port = $this->port;
+        [$id, $code, $msg] = $this->submitOne('127.0.0.2', $port, ['kind' => 'block', 'label' => 'victim']);
+        $this->assertIsInt($id, "acknowledged (errCode $code: $msg)");
+        $victim = $this->waitEvents('run', 1, 15, $a)[0]['pid'];
+        $workerId = array_values(array_filter($this->workerStarts('srv-a'), fn ($e) => $e['pid'] === $victim))[0]['id'];
+        $p = $this->produce('127.0.0.2', $port, 'k', 1000, 'acked', 'multi');
+        $this->finishProducer($p, 60, 'producer');
+        [$acked] = $this->submissions('acked');
+        $this->assertCount(1000, $acked);
+
+        $this->poll(fn () => count($this->runs()) >= 200, 60, 'the other task worker draining the backlog', 0.05);
+        $this->assertTrue(posix_kill($victim, SIGKILL));
+        $this->poll(fn () => !in_array($victim, $a->tree(), true), 5, "task worker $victim to die");
+        $this->assertLessThan(1000, count($this->runs()), 'the kill came mid-drain');
+        touch("$this->dir/go"); // the second run of "victim" does not block
+
+        $this->poll(fn () => count(array_filter($this->workerStarts('srv-a'), fn ($e) => $e['id'] === $workerId)) >= 2, 10, "task worker $workerId to be respawned");
+        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0 && $this->labelled('done', 'victim') !== [], 60, 'every acknowledged task, "victim" included, to run', 0.2);
+        $this->waitQueueDrained($redis, 20);
+        $runs = $this->labelled('run', 'victim');
+        $this->assertCount(2, $runs, 'the cut-off task ran once more: ' . json_encode($runs));
+        $this->assertSame($victim, $runs[0]['pid']);
+        $this->assertNotSame($victim, $runs[1]['pid'], 'run again by a live task worker');
+        $this->assertCount(1, $this->labelled('done', 'victim'));
+        $this->assertSame([], $this->events('failed'), 'nothing was given up');
+        $this->assertSame([], array_filter($this->runsByPayload(), fn ($c) => count($c) > 1), 'no task of the backlog ran twice');
+        $this->assertContains($a->pid(), $a->tree(), 'the server kept running');
+        $this->assertCount(5, $a->tree(), 'master, manager and three workers');
+    }
+
+    /**
+     * SIGTERM, SIGINT or SIGQUIT sent to the manager alone is ignored
+     * (README, *Signals*: the master stops it): mid-drain, no process dies
+     * or is replaced, every acknowledged task runs exactly once, the server
+     * takes new tasks, and a SIGTERM to the master then stops it cleanly.
+     *
+     * @dataProvider masterStopSignals
+     */
+    public function testStopSignalToTheManagerAloneIsIgnoredAndTheBacklogRunsExactlyOnce(int $signal, string $name): void
+    {
+        $redis = $this->startRedis();
+        $settings = ['task_worker_num' => 2, 'task_claim_idle' => 60];
+        $a = $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), $settings, ['TASKQ_TASK_US' => '3000']);
+        $port = $this->port;
+        $managers = array_unique(array_column($this->workerStarts('srv-a'), 'manager'));
+        $this->assertCount(1, $managers);
+        $manager = reset($managers);
+        $before = $a->tree();
+        $this->assertContains($manager, $before);
+        $p = $this->produce('127.0.0.2', $port, 'm', 1500, 'acked', 'multi');
+        $this->finishProducer($p, 60, 'producer');
+        [$acked] = $this->submissions('acked');
+        $this->assertCount(1500, $acked);
+
+        $this->poll(fn () => count($this->runs()) >= 300, 60, 'server A running tasks', 0.05);
+        $this->assertTrue(posix_kill($manager, $signal));
+        $this->assertLessThan(1500, count($this->runs()), "the $name came mid-drain");
+        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0, 60, 'every acknowledged task to run', 0.5);
+        $this->waitQueueDrained($redis, 20);
+        $this->assertSame([], array_filter($this->runsByPayload(), fn ($c) => count($c) > 1), 'no task ran twice');
+        $this->assertSame($before, $a->tree(), "no process died or was replaced after the manager's $name");
+        $this->assertCount(3, $this->workerStarts('srv-a'), 'no worker was started again');
+        $this->assertStringNotContainsString('stopping', $this->log('taskq-srv-a.log'), 'no stop began');
+
+        $this->assertIsInt($this->submitOne('127.0.0.2', $port, 'after')[0], 'still acknowledging tasks');
+        $this->poll(fn () => isset($this->runsByPayload()['after']), 10, 'the task submitted after the signal to run');
+        posix_kill($a->pid(), SIGTERM);
+        $this->assertSame(0, $a->wait(10), "server A exited cleanly after a SIGTERM to its master\nlog:\n" . $this->log('taskq-srv-a.log'));
+        $this->poll(fn () => $a->tree() === [], 5, 'every process of server A to exit');
+        $this->assertSame(['entries' => 0, 'pending' => 0, 'delayed' => 0], $this->queueCounts($redis), 'nothing left in Redis');
+    }
+
+    /**
+     * SIGHUP to the master mid-drain reopens the log file in every process
+     * (taskq's choice; Swoole's master ignores SIGHUP, and neither stops on
+     * it): after `mv` of the log a new one appears and takes the server's
+     * later lines, no process dies or is replaced, and every acknowledged
+     * task runs exactly once.
+     */
+    public function testSighupToTheMasterMidDrainReopensTheLogAndLosesAndDuplicatesNothing(): void
+    {
+        $redis = $this->startRedis();
+        $settings = ['task_worker_num' => 2, 'task_claim_idle' => 60];
+        $a = $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), $settings, ['TASKQ_TASK_US' => '3000']);
+        $log = "$this->dir/taskq-srv-a.log";
+        $before = $a->tree();
+        $p = $this->produce('127.0.0.2', $this->port, 'h', 2000, 'acked', 'multi');
+        $this->finishProducer($p, 60, 'producer');
+        [$acked] = $this->submissions('acked');
+        $this->assertCount(2000, $acked);
+
+        $this->poll(fn () => count($this->runs()) >= 300, 60, 'server A running tasks', 0.05);
+        $this->assertTrue(rename($log, "$log.1"));
+        $this->assertTrue(posix_kill($a->pid(), SIGHUP));
+        $this->poll(fn () => is_file($log), 5, 'the master to open a new log file');
+        $this->assertLessThan(2000, count($this->runs()), 'the SIGHUP came mid-drain');
+
+        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0, 60, 'every acknowledged task to run', 0.5);
+        $this->waitQueueDrained($redis, 20);
+        $this->assertSame([], array_filter($this->runsByPayload(), fn ($c) => count($c) > 1), 'no task ran twice');
+        $this->assertSame($before, $a->tree(), 'no process died or was replaced');
+        $this->assertCount(3, $this->workerStarts('srv-a'), 'no worker was started again');
+
+        posix_kill($a->pid(), SIGTERM);
+        $this->assertSame(0, $a->wait(10), "server A exited cleanly\nlog:\n" . $this->log('taskq-srv-a.log'));
+        $this->assertStringContainsString('SIGTERM received; stopping', $this->log('taskq-srv-a.log'), 'the master writes to the new file');
+        $this->assertStringNotContainsString('SIGTERM received', $this->log('taskq-srv-a.log.1'));
+    }
+
+    /**
+     * SIGTERM while a task runs longer than `max_wait_time` (1 s): the
+     * straggler is SIGKILLed, the server exits well before the task would
+     * have ended, the tasks it finished are acknowledged, and the cut-off
+     * task is still in Redis, so the server started again under its name
+     * runs it again: at least once for that task (its first run was cut
+     * off, possibly after side effects). The rest runs exactly once.
+     */
+    public function testSigtermWithATaskOutlastingMaxWaitTimeKillsItAndARestartRunsItAgain(): void
+    {
+        $redis = $this->startRedis();
+        $settings = ['task_worker_num' => 2, 'task_claim_idle' => 60, 'max_wait_time' => 1];
+        $env = ['TASKQ_TASK_US' => '3000'];
+        $a = $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), $settings, $env);
+        $portA = $this->port;
+        [$id, $code, $msg] = $this->submitOne('127.0.0.2', $portA, ['kind' => 'block', 'label' => 'straggler']);
+        $this->assertIsInt($id, "acknowledged (errCode $code: $msg)");
+        $this->waitEvents('run', 1, 15, $a);
+        $p = $this->produce('127.0.0.2', $portA, 'w', 1000, 'acked', 'multi');
+        $this->finishProducer($p, 60, 'producer');
+        [$acked] = $this->submissions('acked');
+        $this->assertCount(1000, $acked);
+
+        $this->poll(fn () => count($this->runs()) >= 200, 60, 'the other task worker draining the backlog', 0.05);
+        posix_kill($a->pid(), SIGTERM);
+        // "straggler" blocks for 20 s unless the file "go" exists: only the kill ends it sooner
+        $this->assertSame(0, $a->wait(10), "server A exited cleanly within 10 s of SIGTERM\nlog:\n" . $this->log('taskq-srv-a.log'));
+        $this->poll(fn () => $a->tree() === [], 5, 'every process of server A to exit');
+        $this->assertStringContainsString('forced termination', $this->log('taskq-srv-a.log'), 'the straggler was killed');
+        $this->assertSame([[], 1], [$this->labelled('done', 'straggler'), count($this->labelled('run', 'straggler'))], 'cut off mid-run');
+
+        $ranBefore = $this->runsByPayload();
+        $this->assertLessThan(1000, count($ranBefore), 'the stop came before the backlog was drained');
+        // the kill ended a run: a failed attempt, settled like any failed run (a retry through the delayed set, due at once)
+        $this->assertSame(['delayed'], $this->placesOf($redis, $id), 'the cut-off task is back in Redis once, as a retry');
+        $this->assertSame(['1'], $redis->lines('HGET', 'taskq:{' . self::QUEUE . "}:delayed:$id", 'tries'), 'its cut-off run counted as one attempt');
+        $stillHeld = $this->pendingPayloads($redis, 'srv-a', 0, [$id]);
+        $this->assertSame([], array_diff($stillHeld, array_keys($acked)), 'every other entry srv-a still holds is one of the acknowledged tasks');
+        $this->assertSame([], array_values(array_intersect($stillHeld, array_keys($ranBefore))), 'no task that ran is still pending under srv-a');
+        $counts = $this->queueCounts($redis);
+        $this->assertSame(1000 - count($ranBefore), $counts['entries'] + $counts['delayed'] - 1, 'Redis holds the cut-off task and exactly the others that did not run: ' . json_encode($counts));
+
+        touch("$this->dir/go");
+        $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), $settings, $env, [], $portA);
+        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0 && $this->labelled('done', 'straggler') !== [], 60, 'every acknowledged task, the cut-off one included, to run after the restart', 0.5);
+        $this->waitQueueDrained($redis, 20);
+        $this->assertCount(2, $this->labelled('run', 'straggler'), 'the cut-off task ran again, once');
+        $this->assertSame([], array_filter($this->runsByPayload(), fn ($c) => count($c) > 1), 'no task of the backlog ran twice');
+        $this->assertSame([], $this->events('failed'), 'nothing was given up');
     }
 
     /**

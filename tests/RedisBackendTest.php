@@ -374,8 +374,8 @@ PHP;
         $out = [];
         for ($i = 0; $i + 3 < count($lines); $i += 4) {
             $fields = $redis->lines('XRANGE', $stream, $lines[$i], $lines[$i]);
-            $k = array_search('id', $fields, true);
-            if ($k !== false && in_array((int) $fields[$k + 1], $except, true)) {
+            $k = array_search('meta', $fields, true);
+            if ($k !== false && in_array((int) explode(' ', $fields[$k + 1])[0], $except, true)) {
                 continue;
             }
             $k = array_search('payload', $fields, true);
@@ -625,7 +625,7 @@ PHP;
     {
         $p = 'taskq:{' . self::QUEUE . '}';
         $find = "local out = {} for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do local f = e[2] "
-            . "for i = 1, #f, 2 do if f[i] == 'id' and f[i + 1] == ARGV[1] then table.insert(out, e[1]) end end end return out";
+            . "for i = 1, #f, 2 do if f[i] == 'meta' and string.match(f[i + 1], '^%d+') == ARGV[1] then table.insert(out, e[1]) end end end return out";
         $places = [];
         foreach ($redis->lines('ZRANGE', "$p:priorities", '0', '-1') as $prio) {
             $stream = "$p:stream:$prio";
@@ -1012,7 +1012,8 @@ PHP;
         $p = 'taskq:{' . self::QUEUE . '}';
         $ids = $redis->lines('ZRANGE', "$p:failed", '0', '-1');
         $this->assertCount(1, $ids, 'the failed list keeps it too');
-        $this->assertSame([(string) $id], $redis->lines('HGET', "$p:failed:{$ids[0]}", 'ref'));
+        $meta = explode(' ', $redis->lines('HGET', "$p:failed:{$ids[0]}", 'meta')[0] ?? '');
+        $this->assertSame((string) $id, $meta[3] ?? null, 'its meta (id prio worker ref max at origin) keeps the task() id as ref: ' . implode(' ', $meta));
     }
 
     public function testStatsShowTheWholeQueueAsRedisCountedItBesideThisServersSide(): void
@@ -1054,7 +1055,7 @@ PHP;
         }
         $this->assertStringContainsString('boom doomed', $fields['error'] ?? '', 'the failed record holds the exception: ' . json_encode($fields));
         $this->assertSame('2', $fields['attempts'] ?? null);
-        $this->assertSame((string) $id, $fields['id'] ?? null);
+        $this->assertSame((string) $id, explode(' ', $fields['meta'] ?? '')[0], 'its meta field starts with the id: ' . json_encode($fields));
         usleep(1500000);
         $this->assertCount(2, $this->labelled('run', 'doomed'), 'ran exactly twice: ' . json_encode($this->labelled('run', 'doomed')));
         $failed = $this->waitEvents('failed', 1, 5);

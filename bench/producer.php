@@ -3,7 +3,9 @@
 // bench/run.php. It connects, prints "ready", waits for a line on stdin (so
 // all producers start together), submits its share and prints one JSON line.
 //
-//   php bench/producer.php <task|send|redis> <host:port | unix path> <count> <first id>
+//   php bench/producer.php <task|send|multi|redis> <host:port | unix path> <count> <first id>
+//
+// multi: taskMulti() calls of 1,000, counting the tasks acknowledged.
 
 require __DIR__ . '/lib.php';
 
@@ -36,13 +38,20 @@ if ($mode === 'redis') {
         ? fn (string $p) => $c->task($p) !== false
         : fn (string $p) => $c->send($p) !== false;
 }
+$batches = $mode === 'multi' ? array_chunk($payloads, 1000) : null;
 
 echo "ready\n";
 fgets(STDIN);
 $ok = 0;
 $t0 = hrtime(true);
-foreach ($payloads as $p) {
-    $ok += $submit($p) ? 1 : 0;
+if ($batches !== null) {
+    foreach ($batches as $chunk) {
+        $ok += count(array_filter($c->taskMulti($chunk) ?: [], 'is_int'));
+    }
+} else {
+    foreach ($payloads as $p) {
+        $ok += $submit($p) ? 1 : 0;
+    }
 }
 $elapsed = hrtime(true) - $t0;
 if (isset($c)) {

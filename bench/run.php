@@ -758,6 +758,13 @@ $s9 = function () use ($n, $reps, $record, $say, &$notes) {
         $record('9.multi.rate', $acked / ($el / 1e9));
         $record('9.multi.failed', $multiCount - $acked);
         $record('9.multi.in_redis', (int) redis_cli($port, 'XLEN', 'taskq:{submit}:stream:0'));
+        // The same tasks from four producers at once, as redis-benchmark's
+        // own rate comes from many connections.
+        redis_cli($port, 'FLUSHALL');
+        [$t0, $out] = run_producers('multi', "127.0.0.1:$sub->port", 4, intdiv($multiCount, 4), 0);
+        $ok = array_sum(array_column($out, 'ok'));
+        $record('9.multi4.rate', $ok / ((max(array_column($out, 'end_ns')) - $t0) / 1e9));
+        $record('9.multi4.failed', 4 * intdiv($multiCount, 4) - $ok);
     }
     $sub->stop();
     redis_cli($port, 'FLUSHALL');
@@ -1149,8 +1156,10 @@ if ($has('9.multi.rate')) {
     $row('9 Redis', 'task() one at a time, acked', $med('9.one.rate'), 'tasks/s', 'in-memory (2)', $has('2.taskq.rate') ? $med('2.taskq.rate') : null);
     $row('9 Redis', 'task() p50', $med('9.one.p50'), 'µs', 'in-memory (2)', $has('2.taskq.p50') ? $med('2.taskq.p50') : null);
     $row('9 Redis', 'task() p99', $med('9.one.p99'), 'µs', 'in-memory (2)', $has('2.taskq.p99') ? $med('2.taskq.p99') : null);
-    $row('9 Redis', 'taskMulti(), 1,000 per call', $multi, 'tasks/s', 'redis-benchmark XADD -P 64', $xadd, '≥ 0.5× XADD', is_nan($xadd) ? null : $multi >= 0.5 * $xadd);
-    $failed = array_sum($reps_['9.one.failed']) + array_sum($reps_['9.multi.failed']);
+    $row('9 Redis', 'taskMulti(), 1,000 per call, 1 producer', $multi, 'tasks/s', 'redis-benchmark XADD -P 64 -c 50', $xadd);
+    $multi4 = $med('9.multi4.rate');
+    $row('9 Redis', 'taskMulti(), 1,000 per call, 4 producers', $multi4, 'tasks/s', 'redis-benchmark XADD -P 64 -c 50', $xadd, '≥ 0.5× XADD', is_nan($xadd) ? null : $multi4 >= 0.5 * $xadd);
+    $failed = array_sum($reps_['9.one.failed']) + array_sum($reps_['9.multi.failed']) + array_sum($reps_['9.multi4.failed']);
     $row('9 Redis', 'refused submissions (all reps)', $failed, '', null, null, '0', $failed == 0);
 }
 if ($has('9.e2e_two.rate')) {

@@ -12,16 +12,14 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::{
-    Client, Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, ScriptInvocation, Value,
-};
+use redis::{Client, Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
 
 use crate::dsn::{Dsn, Target};
 use crate::error::RedisQueueError;
 use crate::failed::{FailedTask, Select};
 use crate::keys::{check_name, Keys, GROUP};
 use crate::result::TaskResult;
-use crate::scripts;
+use crate::scripts::{self, Invocation};
 use crate::stats::QueueStats;
 use crate::task::{field, Entry, EntryId, Fields, NewTask};
 use crate::timeouts::Timeouts;
@@ -617,7 +615,7 @@ impl RedisQueue {
     async fn on_failed(
         &self,
         which: Select<'_>,
-        script: &redis::Script,
+        script: &scripts::Script,
         during: &'static str,
     ) -> Result<u64> {
         let run = |ids: Vec<u64>| {
@@ -740,10 +738,10 @@ impl RedisQueue {
     async fn script<T: FromRedisValue>(
         &self,
         during: &'static str,
-        inv: &ScriptInvocation<'_>,
+        inv: &Invocation<'_>,
     ) -> Result<T> {
         let mut conn = self.conn.clone();
-        self.bounded(during, inv.invoke_async(&mut conn)).await
+        self.bounded(during, inv.invoke(&mut conn)).await
     }
 
     async fn bounded<T>(

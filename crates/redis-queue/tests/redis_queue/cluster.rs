@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use taskq_redis::{QueueStats, RedisQueue, Select};
 
-use crate::support::{eventually, good, task, RedisCluster};
+use crate::support::{eventually, good, task, RedisCluster, TIMEOUTS};
 
 const PLAIN: u64 = 2_000;
 const URGENT: u64 = 200;
@@ -254,4 +254,48 @@ async fn two_queues_on_two_nodes_each_go_through_their_whole_life() {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_node_down_fails_its_queue_fast_and_the_same_handle_recovers_once_it_is_back() {
+    let mut cluster = RedisCluster::start();
+    let [(queue, node), (other, _)] = queues_on_two_nodes(&cluster);
+    let mut q = cluster.queue(&queue, "a").await;
+    let elsewhere = cluster.queue(&other, "a").await;
+    q.submit(&task("before")).await.unwrap();
+
+    cluster.kill(node);
+    let started = Instant::now();
+    let err = q.submit(&task("while down")).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    let err = q.take(10).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(started.elapsed() < 2 * TIMEOUTS.command + Duration::from_secs(1));
+
+    // Back on its port and node file (its keys are gone: no AOF); the same
+    // handles reconnect by themselves, no new connect.
+    cluster.restart(node);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let id = loop {
+        match q.submit(&task("after")).await {
+            Ok(id) => break id,
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "no submission after the restart: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let taken = q.take(10).await.unwrap();
+    assert_eq!(taken.entries.len(), 1);
+    assert_eq!(
+        (taken.entries[0].task.id, &taken.entries[0].task.payload[..]),
+        (id, &b"after"[..])
+    );
+    assert_eq!(q.ack(&[taken.entries[0].at.clone()]).await.unwrap(), 1);
+    elsewhere.submit(&task("other node")).await.unwrap();
+    assert_eq!(elsewhere.stats().await.unwrap().queued, 1);
 }

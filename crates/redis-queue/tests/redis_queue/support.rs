@@ -8,6 +8,8 @@ use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use taskq_redis::{NewTask, RedisQueue, Timeouts};
@@ -92,9 +94,42 @@ pub struct RedisCluster {
 }
 
 struct Node {
-    child: Child,
+    child: Option<Child>,
     port: u16,
+    bus: u16,
     dir: tempfile::TempDir,
+}
+
+impl Node {
+    /// Starts (or starts again, with the node file it wrote) this node and
+    /// waits until it answers PING.
+    fn spawn(&mut self) {
+        let dir = self.dir.path();
+        let child = self.child.insert(spawn_redis(
+            dir,
+            self.port,
+            &[
+                "--appendonly",
+                "no",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &dir.join("nodes.conf").to_string_lossy(),
+                "--cluster-port",
+                &self.bus.to_string(),
+                "--cluster-node-timeout",
+                "5000",
+            ],
+        ));
+        wait_ping(child, dir, self.port);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl RedisCluster {
@@ -104,36 +139,40 @@ impl RedisCluster {
         let mut cluster = Self { nodes: Vec::new() };
         let mut ports = BTreeSet::new();
         while ports.len() < 6 {
-            ports.insert(free_port());
+            ports.insert(port_outside_the_ephemeral_range());
         }
         let ports: Vec<u16> = ports.into_iter().collect();
         for pair in ports.chunks(2) {
-            let (port, bus) = (pair[0], pair[1]);
-            let dir = tempfile::tempdir().expect("temp dir");
-            let child = spawn_redis(
-                dir.path(),
-                port,
-                &[
-                    "--appendonly",
-                    "no",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    &dir.path().join("nodes.conf").to_string_lossy(),
-                    "--cluster-port",
-                    &bus.to_string(),
-                    "--cluster-node-timeout",
-                    "5000",
-                ],
-            );
-            cluster.nodes.push(Node { child, port, dir });
-        }
-        for node in &mut cluster.nodes {
-            wait_ping(&mut node.child, node.dir.path(), node.port);
+            cluster.nodes.push(Node {
+                child: None,
+                port: pair[0],
+                bus: pair[1],
+                dir: tempfile::tempdir().expect("temp dir"),
+            });
+            cluster.nodes.last_mut().expect("pushed").spawn();
         }
         cluster.create();
         cluster.wait_ok();
         cluster
+    }
+
+    /// SIGKILLs the node at `port` (its slots' keys go with it: no AOF).
+    pub fn kill(&mut self, port: u16) {
+        self.node(port).kill();
+    }
+
+    /// Starts the node at `port` again on its port and node file, and
+    /// waits until every node reports `cluster_state:ok`.
+    pub fn restart(&mut self, port: u16) {
+        self.node(port).spawn();
+        self.wait_ok();
+    }
+
+    fn node(&mut self, port: u16) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.port == port)
+            .expect("a node of this cluster")
     }
 
     /// `redis-cli --cluster create`, killed if it takes over 30 s.
@@ -265,8 +304,7 @@ impl RedisCluster {
 impl Drop for RedisCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            let _ = node.child.kill();
-            let _ = node.child.wait();
+            node.kill();
         }
     }
 }
@@ -326,6 +364,27 @@ fn wait_ping(child: &mut Child, dir: &Path, port: u16) {
         assert!(Instant::now() < deadline, "redis-server not ready in 10 s");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A free port above Linux's ephemeral range (32768-60999), so a node
+/// killed and started again finds its port (and bus port) still free: a
+/// port from the ephemeral range may meanwhile be some connection's local
+/// port, even the port of another node's own connection attempt to it.
+fn port_outside_the_ephemeral_range() -> u16 {
+    // Each call of this test process tries ports no earlier call tried,
+    // from a start that differs between runs.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    static START: OnceLock<u32> = OnceLock::new();
+    let start = *START.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos())
+            ^ std::process::id()
+    });
+    (0..4000)
+        .map(|_| 61_000 + (start.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 4000) as u16)
+        .find(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port from 61000 to 64999")
 }
 
 fn free_port() -> u16 {

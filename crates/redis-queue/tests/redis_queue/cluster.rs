@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use taskq_redis::{QueueStats, RedisQueue, Select};
 
-use crate::support::{eventually, good, task, RedisCluster, TIMEOUTS};
+use crate::support::{entry_ids, eventually, good, task, RedisCluster, TIMEOUTS};
 
 const PLAIN: u64 = 2_000;
 const URGENT: u64 = 200;
@@ -298,4 +298,48 @@ async fn a_node_down_fails_its_queue_fast_and_the_same_handle_recovers_once_it_i
     assert_eq!(q.ack(&[taken.entries[0].at.clone()]).await.unwrap(), 1);
     elsewhere.submit(&task("other node")).await.unwrap();
     assert_eq!(elsewhere.stats().await.unwrap().queued, 1);
+}
+
+#[tokio::test]
+async fn after_a_failover_the_same_handle_goes_on_with_every_replicated_task() {
+    let mut cluster = RedisCluster::start_with_replicas();
+    let [(queue, master), _] = queues_on_two_nodes(&cluster);
+    let mut a = cluster.queue(&queue, "a").await;
+    let tasks: Vec<_> = (0..500).map(|i| task(&i.to_string())).collect();
+    let ids = a.submit_many(&tasks).await.unwrap();
+    let held = a.take(100).await.unwrap().entries;
+    assert_eq!(held.len(), 100);
+    cluster.wait_replicated(master);
+
+    cluster.kill(master);
+    // Calls fail as transient until the replica is promoted and the
+    // client has the new slot map; then the same handle goes on.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stats = loop {
+        match a.stats().await {
+            Ok(stats) => break stats,
+            Err(e) => {
+                assert!(e.is_transient(), "{e}");
+                assert!(Instant::now() < deadline, "no failover in 30 s: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert_eq!((stats.queued, stats.pending), (400, 100));
+    assert_eq!(a.ack(&entry_ids(&held)).await.unwrap(), 100);
+    let mut seen: HashMap<u64, u32> = held.iter().map(|e| (e.task.id, 1)).collect();
+    while seen.len() < ids.len() {
+        assert!(Instant::now() < deadline, "not drained after the failover");
+        let taken = a.take(100).await.unwrap().entries;
+        assert!(!taken.is_empty(), "{} of {} seen", seen.len(), ids.len());
+        for e in &taken {
+            *seen.entry(e.task.id).or_default() += 1;
+        }
+        assert_eq!(a.ack(&entry_ids(&taken)).await.unwrap(), taken.len() as u64);
+    }
+    assert!(seen.values().all(|&n| n == 1), "a task ran twice");
+    assert!(ids.iter().all(|id| seen.contains_key(id)));
+    let next = a.submit(&task("after the failover")).await.unwrap();
+    assert!(next > *ids.last().unwrap());
+    assert_eq!(a.stats().await.unwrap().queued, 1);
 }

@@ -85,18 +85,22 @@ impl Drop for RedisServer {
     }
 }
 
-/// A real Redis Cluster of three masters (no replicas) on 127.0.0.1, each
-/// node with its own free port, bus port and temporary directory, the
-/// slots assigned by `redis-cli --cluster create`. Every node is killed in
-/// Drop, also when the test or the start panics.
+/// A real Redis Cluster of three masters (and, if asked, one replica
+/// each) on 127.0.0.1, each node with its own free port, bus port and
+/// temporary directory, the slots assigned by `redis-cli --cluster
+/// create`. Every node is killed in Drop, also when the test or the start
+/// panics.
 pub struct RedisCluster {
     nodes: Vec<Node>,
+    replicas: usize,
 }
 
 struct Node {
     child: Option<Child>,
     port: u16,
     bus: u16,
+    /// `cluster-node-timeout` (ms): how long until a silent node is failed.
+    timeout_ms: u32,
     dir: tempfile::TempDir,
 }
 
@@ -118,7 +122,7 @@ impl Node {
                 "--cluster-port",
                 &self.bus.to_string(),
                 "--cluster-node-timeout",
-                "5000",
+                &self.timeout_ms.to_string(),
             ],
         ));
         wait_ping(child, dir, self.port);
@@ -133,12 +137,27 @@ impl Node {
 }
 
 impl RedisCluster {
+    /// Three masters, no replicas (a node is failed after 5 s of silence).
+    pub fn start() -> Self {
+        Self::start_with(0, 5000)
+    }
+
+    /// Three masters with one replica each; a silent master is failed
+    /// over after `cluster-node-timeout` 1000 ms.
+    pub fn start_with_replicas() -> Self {
+        Self::start_with(1, 1000)
+    }
+
     /// Starts the nodes, creates the cluster and waits (bounded) until
     /// every node reports `cluster_state:ok`.
-    pub fn start() -> Self {
-        let mut cluster = Self { nodes: Vec::new() };
+    fn start_with(replicas: usize, timeout_ms: u32) -> Self {
+        let count = 3 * (1 + replicas);
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            replicas,
+        };
         let mut ports = BTreeSet::new();
-        while ports.len() < 6 {
+        while ports.len() < 2 * count {
             ports.insert(port_outside_the_ephemeral_range());
         }
         let ports: Vec<u16> = ports.into_iter().collect();
@@ -147,6 +166,7 @@ impl RedisCluster {
                 child: None,
                 port: pair[0],
                 bus: pair[1],
+                timeout_ms,
                 dir: tempfile::tempdir().expect("temp dir"),
             });
             cluster.nodes.last_mut().expect("pushed").spawn();
@@ -182,7 +202,11 @@ impl RedisCluster {
         let mut cmd = Command::new("redis-cli");
         cmd.args(["--cluster", "create"])
             .args(self.nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)))
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args([
+                "--cluster-replicas",
+                &self.replicas.to_string(),
+                "--cluster-yes",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log);
@@ -289,6 +313,27 @@ impl RedisCluster {
             }
         }
         panic!("no node serves slot {slot}: {nodes}");
+    }
+
+    /// Waits (15 s at most) until the master at `port` has every write so
+    /// far on its replica (WAIT), so a failover loses none of them.
+    pub fn wait_replicated(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut conn = node_connection(port);
+        loop {
+            let acked: u32 = redis::cmd("WAIT")
+                .arg(1)
+                .arg(500)
+                .query(&mut conn)
+                .expect("WAIT");
+            if acked >= 1 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master {port}: no replica caught up in 15 s"
+            );
+        }
     }
 
     /// The keys matching `pattern` stored on the node at `port`, asked of

@@ -509,8 +509,10 @@ PHP;
      * must learn the slot map and route every script and MULTI to the third.
      * Two TaskServers share 3,000 acknowledged tasks (task() through A,
      * taskMulti() through B): each runs exactly once and both run some.
-     * Then each server dispatches tasks from its worker, and every onFinish
-     * runs once, on the server that dispatched, with the runner's result.
+     * Then each server, and a third one without task workers (so its tasks
+     * surely run on A or B), dispatches tasks from its worker, and every
+     * onFinish runs once, on the server that dispatched, with the runner's
+     * result.
      */
     public function testTwoServersShareAQueueOnARealRedisClusterEachTaskOnceAndOnFinishReachesTheDispatcher(): void
     {
@@ -543,26 +545,28 @@ PHP;
         $this->assertGreaterThan(0, $perServer['srv-a'] ?? 0, 'server A ran some: ' . json_encode($perServer));
         $this->assertGreaterThan(0, $perServer['srv-b'] ?? 0, 'server B ran some: ' . json_encode($perServer));
 
+        $this->taskServer('srv-c', '127.0.0.4', $dsn, ['task_worker_num' => 0]);
+        $portC = $this->port;
         $dispatched = [];
-        foreach ([['srv-a', '127.0.0.2', $portA], ['srv-b', '127.0.0.3', $portB]] as [$name, $host, $port]) {
+        foreach ([['srv-a', '127.0.0.2', $portA], ['srv-b', '127.0.0.3', $portB], ['srv-c', '127.0.0.4', $portC]] as [$name, $host, $port]) {
             for ($i = 0; $i < 20; $i++) {
                 $dispatched["$name-f$i"] = [$name, $this->order($host, $port, "dispatch:$name-f$i")['id']];
             }
         }
-        $finishes = $this->waitEvents('finish', 40, 30);
+        $finishes = $this->waitEvents('finish', 60, 30);
         $runners = [];
         foreach ($finishes as $f) {
-            $this->assertMatchesRegularExpression('/^result:(srv-[ab]-f\d+):(srv-[ab])$/', (string) $f['data']);
+            $this->assertMatchesRegularExpression('/^result:(srv-[abc]-f\d+):(srv-[ab])$/', (string) $f['data']);
             [, $label, $runner] = explode(':', $f['data']);
             $this->assertSame($dispatched[$label], [$f['server'], $f['task_id']], "onFinish of $label ran on the server that dispatched it, with the id task() returned");
             $runners[$label] = $runner;
         }
-        $this->assertCount(40, $runners, 'one onFinish per dispatched task');
+        $this->assertCount(60, $runners, 'one onFinish per dispatched task');
         foreach (array_keys($dispatched) as $label) {
             $this->assertCount(1, $this->labelled('run', $label), "$label ran once");
         }
         usleep(300000);
-        $this->assertCount(40, $this->events('finish'), 'no onFinish twice');
+        $this->assertCount(60, $this->events('finish'), 'no onFinish twice');
 
         // Everything lived on the node serving the queue's slot, none on the seeds.
         $this->assertNotSame([], $home->lines('KEYS', 'taskq:{' . self::QUEUE . '}:*'));

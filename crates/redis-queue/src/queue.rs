@@ -775,8 +775,8 @@ async fn open(at: &str, target: &Target, timeouts: Timeouts) -> Result<Conn> {
         Target::Cluster(nodes) => {
             // No retries: a call that failed is reported, not sent again
             // (a MULTI of submissions sent twice would queue its tasks
-            // twice). A MOVED or ASK still refreshes the slot map for the
-            // next call, and is reported as transient.
+            // twice). A MOVED still makes the client rebuild its slot map
+            // for the next call; the error is reported as transient.
             let client = ClusterClientBuilder::new(nodes.clone())
                 .connection_timeout(timeouts.connect)
                 .response_timeout(timeouts.command)

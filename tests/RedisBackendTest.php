@@ -421,6 +421,61 @@ PHP;
         return json_decode($out, true);
     }
 
+    /**
+     * A real Redis Cluster: three masters on 127.0.0.1 (cluster-enabled,
+     * their own ports, bus ports and node files), the slots assigned by
+     * `redis-cli --cluster create` (bounded), each node waited for until
+     * it reports cluster_state:ok. The nodes are killed in tearDown.
+     *
+     * @return RedisServer[]
+     */
+    private function startRedisCluster(): array
+    {
+        $nodes = [];
+        for ($i = 0; $i < 3; $i++) {
+            $dir = "$this->dir/redis-cluster-$i";
+            $node = new RedisServer($dir, self::freePort(), extra: [
+                '--cluster-enabled', 'yes',
+                '--cluster-config-file', "$dir/nodes.conf",
+                '--cluster-port', (string) self::freePort(),
+                '--cluster-node-timeout', '5000',
+            ]);
+            $this->redis[] = $node;
+            $node->start();
+            $nodes[] = $node;
+        }
+        $cmd = array_merge(['timeout', '-k', '1', '30', RedisServer::CLI, '--cluster', 'create'], array_map(fn ($n) => "127.0.0.1:$n->port", $nodes), ['--cluster-replicas', '0', '--cluster-yes']);
+        $p = proc_open($cmd, [0 => ['file', '/dev/null', 'r'], 1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes);
+        $out = stream_get_contents($pipes[1]);
+        fclose($pipes[1]);
+        $this->assertSame(0, proc_close($p), "redis-cli --cluster create:\n$out");
+        foreach ($nodes as $node) {
+            $this->poll(fn () => str_contains($node->cli('CLUSTER', 'INFO'), 'cluster_state:ok'), 20, "node $node->port to report cluster_state:ok", 0.05);
+        }
+        return $nodes;
+    }
+
+    /** The node of `$nodes` serving `$key`'s slot (CLUSTER KEYSLOT, then the slot ranges of CLUSTER NODES). */
+    private function clusterNodeOf(array $nodes, string $key): RedisServer
+    {
+        $slot = (int) trim($nodes[0]->cli('CLUSTER', 'KEYSLOT', $key));
+        foreach ($nodes[0]->lines('CLUSTER', 'NODES') as $line) {
+            $f = explode(' ', $line);
+            $port = (int) substr(strstr($f[1], '@', true), strrpos(strstr($f[1], '@', true), ':') + 1);
+            foreach (array_slice($f, 8) as $range) {
+                [$lo, $hi] = explode('-', $range) + [1 => $range];
+                if (ctype_digit($lo) && ctype_digit($hi) && $slot >= (int) $lo && $slot <= (int) $hi) {
+                    foreach ($nodes as $node) {
+                        if ($node->port === $port) {
+                            return $node;
+                        }
+                    }
+                }
+            }
+        }
+        $this->fail("no node serves slot $slot of $key");
+    }
+
     // ---------------------------------------------------------------- sharing
 
     public function testTwoServersShare20000AcknowledgedTasksEachRunsExactlyOnce(): void
@@ -453,6 +508,80 @@ PHP;
         $this->assertGreaterThan(0, $perServer['srv-b'] ?? 0, 'server B ran some: ' . json_encode($perServer));
         $this->assertNotSame([], $a->tree(), 'server A still runs');
         $this->assertNotSame([], $b->tree(), 'server B still runs');
+    }
+
+    /**
+     * The backend on a real Redis Cluster (three masters). The DSN names
+     * only the two nodes that do not serve the queue's slot, so the client
+     * must learn the slot map and route every script and MULTI to the third.
+     * Two TaskServers share 3,000 acknowledged tasks (task() through A,
+     * taskMulti() through B): each runs exactly once and both run some.
+     * Then each server, and a third one without task workers (so its tasks
+     * surely run on A or B), dispatches tasks from its worker, and every
+     * onFinish runs once, on the server that dispatched, with the runner's
+     * result.
+     */
+    public function testTwoServersShareAQueueOnARealRedisClusterEachTaskOnceAndOnFinishReachesTheDispatcher(): void
+    {
+        $nodes = $this->startRedisCluster();
+        $home = $this->clusterNodeOf($nodes, 'taskq:{' . self::QUEUE . '}:ids');
+        $seeds = array_map(fn ($n) => "127.0.0.1:$n->port", array_values(array_filter($nodes, fn ($n) => $n !== $home)));
+        $this->assertCount(2, $seeds);
+        $dsn = 'redis+cluster://' . implode(',', $seeds);
+        $this->taskServer('srv-a', '127.0.0.2', $dsn, ['task_worker_num' => 2]);
+        $portA = $this->port;
+        $this->taskServer('srv-b', '127.0.0.3', $dsn, ['task_worker_num' => 2]);
+        $portB = $this->port;
+
+        $p1 = $this->produce('127.0.0.2', $portA, 'a', 1500, 'acked-a');
+        $p2 = $this->produce('127.0.0.3', $portB, 'b', 1500, 'acked-b', 'multi');
+        $this->finishProducer($p1, 120, 'producer through A');
+        $this->finishProducer($p2, 120, 'producer through B');
+        [$acked, $refused] = $this->submissions('acked-a', 'acked-b');
+        $this->assertSame([], $refused, 'no submission was refused');
+        $this->assertCount(3000, $acked, 'every submission was acknowledged');
+        $this->assertCount(3000, array_unique($acked), 'queue-wide ids are distinct across the two servers');
+
+        $this->poll(fn () => count($this->runs()) >= 3000, 120, '3,000 runs (' . count($this->runs()) . ' so far)', 0.5);
+        $this->waitQueueDrained($home, 30);
+        $by = $this->runsByPayload();
+        $twice = array_filter($by, fn ($c) => count($c) > 1);
+        $this->assertSame([], array_slice($twice, 0, 10, true), count($twice) . ' tasks ran more than once');
+        $this->assertEqualsCanonicalizing(array_keys($acked), array_keys($by), 'exactly the acknowledged tasks ran');
+        $perServer = array_count_values(array_merge(...array_values($by)));
+        $this->assertGreaterThan(0, $perServer['srv-a'] ?? 0, 'server A ran some: ' . json_encode($perServer));
+        $this->assertGreaterThan(0, $perServer['srv-b'] ?? 0, 'server B ran some: ' . json_encode($perServer));
+
+        $this->taskServer('srv-c', '127.0.0.4', $dsn, ['task_worker_num' => 0]);
+        $portC = $this->port;
+        $dispatched = [];
+        foreach ([['srv-a', '127.0.0.2', $portA], ['srv-b', '127.0.0.3', $portB], ['srv-c', '127.0.0.4', $portC]] as [$name, $host, $port]) {
+            for ($i = 0; $i < 20; $i++) {
+                $dispatched["$name-f$i"] = [$name, $this->order($host, $port, "dispatch:$name-f$i")['id']];
+            }
+        }
+        $finishes = $this->waitEvents('finish', 60, 30);
+        $runners = [];
+        foreach ($finishes as $f) {
+            $this->assertMatchesRegularExpression('/^result:(srv-[abc]-f\d+):(srv-[ab])$/', (string) $f['data']);
+            [, $label, $runner] = explode(':', $f['data']);
+            $this->assertSame($dispatched[$label], [$f['server'], $f['task_id']], "onFinish of $label ran on the server that dispatched it, with the id task() returned");
+            $runners[$label] = $runner;
+        }
+        $this->assertCount(60, $runners, 'one onFinish per dispatched task');
+        foreach (array_keys($dispatched) as $label) {
+            $this->assertCount(1, $this->labelled('run', $label), "$label ran once");
+        }
+        usleep(300000);
+        $this->assertCount(60, $this->events('finish'), 'no onFinish twice');
+
+        // Everything lived on the node serving the queue's slot, none on the seeds.
+        $this->assertNotSame([], $home->lines('KEYS', 'taskq:{' . self::QUEUE . '}:*'));
+        foreach ($nodes as $node) {
+            if ($node !== $home) {
+                $this->assertSame([], $node->lines('KEYS', 'taskq:*'), "no queue key on seed node $node->port");
+            }
+        }
     }
 
     /**
@@ -1126,6 +1255,9 @@ PHP;
             'redis://127.0.0.1:6379/first' => 'database',
             'unix://host/tmp/redis.sock' => 'host',
             'redis://:s3cret@127.0.0.1:6379/x' => 'database',
+            'redis+cluster://:s3cret@127.0.0.1:7000,127.0.0.1:7001/1' => 'database',
+            'redis+cluster://:s3cret@127.0.0.1:7000,,127.0.0.1:7001' => 'host',
+            'rediss+cluster://:s3cret@127.0.0.1:7000,127.0.0.1:x' => 'port',
             '' => '',
         ];
         foreach ($cases as $dsn => $part) {

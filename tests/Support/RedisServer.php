@@ -28,6 +28,7 @@ final class RedisServer
      * @param bool   $durable appendonly yes + appendfsync always
      * @param string $host    address to bind
      * @param array  $wrapper command prefix, e.g. ['ip', 'netns', 'exec', 'ns1']
+     * @param array  $extra   more redis-server settings, e.g. ['--cluster-enabled', 'yes']
      */
     public function __construct(
         public readonly string $dir,
@@ -35,6 +36,7 @@ final class RedisServer
         public readonly bool $durable = false,
         public readonly string $host = '127.0.0.1',
         public readonly array $wrapper = [],
+        public readonly array $extra = [],
     ) {
         if (!is_dir($dir)) {
             mkdir($dir, 0777, true);
@@ -65,7 +67,7 @@ final class RedisServer
             '--daemonize', 'no',
             '--protected-mode', 'no',
             '--logfile', $this->logFile,
-        ]);
+        ], $this->extra);
         $this->proc = proc_open(
             $cmd,
             [0 => ['file', '/dev/null', 'r'], 1 => ['file', "$this->dir/redis.stdout", 'a'], 2 => ['file', "$this->dir/redis.stderr", 'a']],

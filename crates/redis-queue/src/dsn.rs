@@ -8,8 +8,13 @@ use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectionI
 /// Redis's own default port, used when a TCP DSN names none.
 pub const DEFAULT_PORT: u16 = 6379;
 
-const FORMS: &str = "redis://[user:pass@]host[:port][/db], rediss://[user:pass@]host[:port][/db] \
-                     or unix:///path/redis.sock[?db=N&user=U&password=P]";
+const FORMS: &str = "redis://[user:pass@]host[:port][/db], rediss://[user:pass@]host[:port][/db], \
+                     unix:///path/redis.sock[?db=N&user=U&password=P] \
+                     or redis+cluster://[user:pass@]host[:port][,host[:port]...] (rediss+cluster:// with TLS)";
+
+/// The schemes of a Redis Cluster DSN: plain and TLS.
+const CLUSTER: &str = "redis+cluster";
+const CLUSTER_TLS: &str = "rediss+cluster";
 
 /// A DSN that cannot be used, with the part that is wrong and why. Its
 /// message shows the DSN with the password replaced by `***`.
@@ -27,8 +32,16 @@ pub struct DsnError {
 /// A parsed DSN: what redis-rs needs to connect, plus a printable form.
 #[derive(Clone)]
 pub struct Dsn {
-    info: ConnectionInfo,
+    target: Target,
     shown: String,
+}
+
+/// Where the queue's Redis is: one server, or the seed nodes of a Redis
+/// Cluster (the client learns the others and the slots from them).
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    One(Box<ConnectionInfo>),
+    Cluster(Vec<ConnectionInfo>),
 }
 
 impl std::fmt::Debug for Dsn {
@@ -38,7 +51,8 @@ impl std::fmt::Debug for Dsn {
 }
 
 impl Dsn {
-    /// Parses `redis://`, `rediss://` (TLS) and `unix://` DSNs.
+    /// Parses `redis://`, `rediss://` (TLS), `unix://` and the Redis
+    /// Cluster forms `redis+cluster://` and `rediss+cluster://` (TLS).
     pub fn parse(dsn: &str) -> Result<Self, DsnError> {
         let shown = redact(dsn);
         let fail = |part: &'static str, reason: String| DsnError {
@@ -46,18 +60,19 @@ impl Dsn {
             part,
             reason,
         };
-        let url = url::Url::parse(dsn).map_err(|e| match e {
-            url::ParseError::InvalidPort => fail("port", "not a number from 1 to 65535".into()),
-            url::ParseError::RelativeUrlWithoutBase => fail(
-                "scheme",
-                "missing (the DSN must start with redis://, rediss:// or unix://)".into(),
-            ),
-            url::ParseError::EmptyHost => fail("host", "empty".into()),
-            url::ParseError::InvalidIpv6Address | url::ParseError::InvalidIpv4Address => {
-                fail("host", e.to_string())
+        // A list of nodes is no URL (the url crate reads `a:1,b:2` as one
+        // host with a bad port), so the cluster forms are split first.
+        if let Some((scheme, rest)) = dsn.split_once("://") {
+            let scheme = scheme.to_ascii_lowercase();
+            if scheme == CLUSTER || scheme == CLUSTER_TLS {
+                let nodes = cluster(&scheme, rest, &fail)?;
+                return Ok(Self {
+                    target: Target::Cluster(nodes),
+                    shown,
+                });
             }
-            other => fail("syntax", other.to_string()),
-        })?;
+        }
+        let url = parse_url(dsn, &fail)?;
         if url.fragment().is_some() {
             return Err(fail("fragment", "a `#...` part is not allowed".into()));
         }
@@ -67,11 +82,16 @@ impl Dsn {
             other => {
                 return Err(fail(
                     "scheme",
-                    format!("`{other}` is not one of redis, rediss, unix"),
+                    format!(
+                        "`{other}` is not one of redis, rediss, unix, {CLUSTER}, {CLUSTER_TLS}"
+                    ),
                 ))
             }
         };
-        Ok(Self { info, shown })
+        Ok(Self {
+            target: Target::One(Box::new(info)),
+            shown,
+        })
     }
 
     /// The DSN with its password masked, for logs and error messages.
@@ -79,14 +99,101 @@ impl Dsn {
         &self.shown
     }
 
-    /// Whether the connection is encrypted (`rediss://`).
+    /// Whether the connection is encrypted (`rediss://`,
+    /// `rediss+cluster://`).
     pub fn is_tls(&self) -> bool {
-        matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
+        let first = match &self.target {
+            Target::One(info) => Some(&**info),
+            Target::Cluster(nodes) => nodes.first(),
+        };
+        first.is_some_and(|info| matches!(info.addr(), ConnectionAddr::TcpTls { .. }))
     }
 
-    pub(crate) fn connection_info(&self) -> ConnectionInfo {
-        self.info.clone()
+    /// Whether the DSN names a Redis Cluster (`redis+cluster://`,
+    /// `rediss+cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
     }
+
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+}
+
+/// Parses a one-server DSN (or one node of a cluster DSN, rewritten as
+/// one) with each url error turned into the part it concerns.
+fn parse_url(
+    dsn: &str,
+    fail: &dyn Fn(&'static str, String) -> DsnError,
+) -> Result<url::Url, DsnError> {
+    url::Url::parse(dsn).map_err(|e| match e {
+        url::ParseError::InvalidPort => fail("port", "not a number from 1 to 65535".into()),
+        url::ParseError::RelativeUrlWithoutBase => fail(
+            "scheme",
+            format!(
+                "missing (the DSN must start with redis://, rediss://, unix://, {CLUSTER}:// or {CLUSTER_TLS}://)"
+            ),
+        ),
+        url::ParseError::EmptyHost => fail("host", "empty".into()),
+        url::ParseError::InvalidIpv6Address | url::ParseError::InvalidIpv4Address => {
+            fail("host", e.to_string())
+        }
+        other => fail("syntax", other.to_string()),
+    })
+}
+
+/// The seed nodes of a cluster DSN (`rest` is what follows `://`): each
+/// `host[:port]` of the comma-separated list is read as the one-server
+/// form with the shared login, so it fails with the same messages. A
+/// cluster has database 0 only, and nothing is read from a query.
+fn cluster(
+    scheme: &str,
+    rest: &str,
+    fail: &dyn Fn(&'static str, String) -> DsnError,
+) -> Result<Vec<ConnectionInfo>, DsnError> {
+    if rest.contains('#') {
+        return Err(fail("fragment", "a `#...` part is not allowed".into()));
+    }
+    if rest.contains('?') {
+        return Err(fail(
+            "query",
+            "a `?...` part is only read for unix:// DSNs".into(),
+        ));
+    }
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if !matches!(path, "" | "/" | "/0") {
+        return Err(fail(
+            "database",
+            format!(
+                "`{}` is not 0: a Redis Cluster has database 0 only",
+                path.trim_start_matches('/')
+            ),
+        ));
+    }
+    let (login, hosts) = match authority.rsplit_once('@') {
+        Some((login, hosts)) => (format!("{login}@"), hosts),
+        None => (String::new(), authority),
+    };
+    if hosts.is_empty() {
+        return Err(fail("host", "missing".into()));
+    }
+    let one = if scheme == CLUSTER_TLS {
+        "rediss"
+    } else {
+        "redis"
+    };
+    hosts
+        .split(',')
+        .map(|host| {
+            if host.is_empty() {
+                return Err(fail(
+                    "host",
+                    "empty entry in the node list (write host:port,host:port)".into(),
+                ));
+            }
+            tcp(&parse_url(&format!("{one}://{login}{host}"), fail)?, fail)
+        })
+        .collect()
 }
 
 fn decoded(
@@ -256,6 +363,22 @@ mod tests {
         Dsn::parse(dsn).expect_err(dsn)
     }
 
+    impl Dsn {
+        fn connection_info(&self) -> ConnectionInfo {
+            match &self.target {
+                Target::One(info) => (**info).clone(),
+                Target::Cluster(_) => panic!("{self:?} is a cluster DSN"),
+            }
+        }
+
+        fn nodes(&self) -> Vec<ConnectionInfo> {
+            match &self.target {
+                Target::Cluster(nodes) => nodes.clone(),
+                Target::One(_) => panic!("{self:?} is not a cluster DSN"),
+            }
+        }
+    }
+
     #[test]
     fn tcp_forms_with_defaults() {
         let d = Dsn::parse("redis://10.0.0.5").unwrap();
@@ -307,6 +430,40 @@ mod tests {
     }
 
     #[test]
+    fn cluster_forms_list_seed_nodes_with_one_login() {
+        let d =
+            Dsn::parse("redis+cluster://app:s%40cret@10.0.0.5:7000,10.0.0.6,[::1]:7002").unwrap();
+        assert!(d.is_cluster() && !d.is_tls());
+        assert_eq!(
+            d.shown(),
+            "redis+cluster://app:***@10.0.0.5:7000,10.0.0.6,[::1]:7002"
+        );
+        let nodes = d.nodes();
+        let addrs: Vec<_> = nodes.iter().map(|n| n.addr().clone()).collect();
+        assert_eq!(
+            addrs,
+            [
+                ConnectionAddr::Tcp("10.0.0.5".into(), 7000),
+                ConnectionAddr::Tcp("10.0.0.6".into(), DEFAULT_PORT),
+                ConnectionAddr::Tcp("::1".into(), 7002),
+            ]
+        );
+        for n in &nodes {
+            assert_eq!(n.redis_settings().username(), Some("app"));
+            assert_eq!(n.redis_settings().password(), Some("s@cret"));
+            assert_eq!(n.redis_settings().db(), 0);
+        }
+
+        let d = Dsn::parse("REDISS+CLUSTER://:pw@cache.example:6390/0").unwrap();
+        assert!(d.is_cluster() && d.is_tls());
+        assert!(matches!(
+            d.nodes()[0].addr(),
+            ConnectionAddr::TcpTls { host, port: 6390, insecure: false, .. } if host == "cache.example"
+        ));
+        assert!(!Dsn::parse("redis://h").unwrap().is_cluster());
+    }
+
+    #[test]
     fn each_mistake_names_its_part_and_never_the_password() {
         let cases = [
             ("http://:hunter2@host:6379", "scheme"),
@@ -323,6 +480,18 @@ mod tests {
             ("unix://", "path"),
             ("unix:///run/redis.sock?db=z&password=hunter2", "database"),
             ("unix:///run/redis.sock?pass=hunter2", "query"),
+            ("redis+cluster://:hunter2@", "host"),
+            ("redis+cluster://:hunter2@h1:7000,,h2:7001", "host"),
+            ("redis+cluster://:hunter2@h1:7000,", "host"),
+            ("redis+cluster://:hunter2@h1:7000,h2:x", "port"),
+            ("redis+cluster://:hunter2@h1:7000,h2:70000", "port"),
+            ("rediss+cluster://:hunter2@h1:0", "port"),
+            ("redis+cluster://:hunter2@h1:7000/1", "database"),
+            ("redis+cluster://:hunter2@h1:7000,h2:7001/x", "database"),
+            ("redis+cluster://:hunter2@h1:7000?db=0", "query"),
+            ("redis+cluster://:hunter2@h1:7000#x", "fragment"),
+            ("redis+cluster://:hunter2@[::1:7000", "host"),
+            ("redis+sentinel://:hunter2@h1:7000", "scheme"),
         ];
         for (dsn, part) in cases {
             let e = err(dsn);

@@ -61,10 +61,20 @@ impl RedisQueueError {
     }
 
     /// Sorts a client error into unreachable (connection level) or refused
-    /// (Redis answered with an error).
-    pub(crate) fn from_redis(at: &str, during: &'static str, source: redis::RedisError) -> Self {
+    /// (Redis answered with an error). On a Redis Cluster (`cluster`),
+    /// MOVED, ASK, TRYAGAIN and CLUSTERDOWN count as unreachable: the
+    /// command did not run, and it will once the client has the new slot
+    /// map or the cluster is whole again. From a single server they are
+    /// refusals: its DSN names one node of a cluster.
+    pub(crate) fn from_redis(
+        at: &str,
+        during: &'static str,
+        cluster: bool,
+        source: redis::RedisError,
+    ) -> Self {
         let at = at.to_owned();
         if source.is_io_error()
+            || (cluster && source.is_cluster_error())
             || source.is_connection_refusal()
             || source.is_connection_dropped()
             || source.is_timeout()

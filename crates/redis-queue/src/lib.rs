@@ -1,6 +1,6 @@
 //! taskq's Redis Streams queue: many TaskServers on many hosts share one
-//! queue in a Redis they already run, and no task is lost when a server or
-//! Redis restarts.
+//! queue in a Redis they already run (one server or a Redis Cluster), and
+//! no task is lost when a server or Redis restarts.
 //!
 //! Each queue is a set of streams (one per priority level) with one
 //! consumer group; each server is a consumer with a stable name. A task is

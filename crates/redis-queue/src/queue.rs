@@ -11,15 +11,17 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, FromRedisValue, RedisResult, ScriptInvocation, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, Cmd, FromRedisValue, Pipeline, RedisFuture, RedisResult, Value};
 
-use crate::dsn::Dsn;
+use crate::dsn::{Dsn, Target};
 use crate::error::RedisQueueError;
 use crate::failed::{FailedTask, Select};
 use crate::keys::{check_name, Keys, GROUP};
 use crate::result::TaskResult;
-use crate::scripts;
+use crate::scripts::{self, Invocation};
 use crate::stats::QueueStats;
 use crate::task::{field, Entry, EntryId, Fields, Meta, NewTask};
 use crate::timeouts::Timeouts;
@@ -74,9 +76,47 @@ pub struct Taken {
     pub next_due_in: Option<Duration>,
 }
 
+/// The connection to one Redis server or to a Redis Cluster. Both send
+/// each call once (no retry of a write Redis may have run) and reconnect
+/// on the next call after a failure; the cluster one routes each command,
+/// script and MULTI by the slot of its keys, all in the queue's one slot.
+#[derive(Clone)]
+enum Conn {
+    One(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::One(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::One(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::One(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 /// A server's connection to one queue, as one consumer of its group.
 pub struct RedisQueue {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     consumer: String,
     /// The DSN with the password masked, for errors.
@@ -121,21 +161,7 @@ impl RedisQueue {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let at = dsn.shown().to_owned();
-        let client = Client::open(dsn.connection_info())
-            .map_err(|e| RedisQueueError::from_redis(&at, "connect", e))?;
-        // One connection attempt per call: while Redis is away each call
-        // fails at once with the reason; the caller decides when to retry.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeouts.connect))
-            .set_response_timeout(Some(timeouts.command))
-            .set_number_of_retries(0);
-        let conn = bounded(
-            &at,
-            "connect",
-            timeouts.connect + timeouts.command,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await?;
+        let conn = open(&at, dsn.target(), timeouts).await?;
         let mut this = Self {
             conn,
             keys,
@@ -669,7 +695,7 @@ impl RedisQueue {
     async fn on_failed(
         &self,
         which: Select<'_>,
-        script: &redis::Script,
+        script: &scripts::Script,
         during: &'static str,
     ) -> Result<u64> {
         let run = |ids: Vec<u64>| {
@@ -792,10 +818,10 @@ impl RedisQueue {
     async fn script<T: FromRedisValue>(
         &self,
         during: &'static str,
-        inv: &ScriptInvocation<'_>,
+        inv: &Invocation<'_>,
     ) -> Result<T> {
         let mut conn = self.conn.clone();
-        self.bounded(during, inv.invoke_async(&mut conn)).await
+        self.bounded(during, inv.invoke(&mut conn)).await
     }
 
     async fn bounded<T>(
@@ -803,13 +829,51 @@ impl RedisQueue {
         during: &'static str,
         fut: impl Future<Output = RedisResult<T>>,
     ) -> Result<T> {
-        let done = bounded(&self.at, during, self.timeouts.command, fut).await;
+        let cluster = matches!(self.conn, Conn::Cluster(_));
+        let done = bounded(&self.at, during, cluster, self.timeouts.command, fut).await;
         if done.is_err() {
             // Redis may be a new one that lost the ids counter (restarted
             // without persistence) and would hand out these ids again.
             *self.reserved.lock().expect("not poisoned") = Reserved::default();
         }
         done
+    }
+}
+
+/// Opens the connection `target` names. One connection attempt per call:
+/// while Redis is away each call fails at once with the reason; the caller
+/// decides when to retry.
+async fn open(at: &str, target: &Target, timeouts: Timeouts) -> Result<Conn> {
+    let limit = timeouts.connect + timeouts.command;
+    match target {
+        Target::One(info) => {
+            let client = Client::open((**info).clone())
+                .map_err(|e| RedisQueueError::from_redis(at, "connect", false, e))?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeouts.connect))
+                .set_response_timeout(Some(timeouts.command))
+                .set_number_of_retries(0);
+            let manager = ConnectionManager::new_with_config(client, config);
+            Ok(Conn::One(
+                bounded(at, "connect", false, limit, manager).await?,
+            ))
+        }
+        Target::Cluster(nodes) => {
+            // No retries: a call that failed is reported, not sent again
+            // (a MULTI of submissions sent twice would queue its tasks
+            // twice). A MOVED still makes the client rebuild its slot map
+            // for the next call; the error is reported as transient.
+            let client = ClusterClientBuilder::new(nodes.clone())
+                .connection_timeout(timeouts.connect)
+                .response_timeout(timeouts.command)
+                .retries(0)
+                .build()
+                .map_err(|e| RedisQueueError::from_redis(at, "connect", true, e))?;
+            let conn = client.get_async_connection();
+            Ok(Conn::Cluster(
+                bounded(at, "connect", true, limit, conn).await?,
+            ))
+        }
     }
 }
 
@@ -838,16 +902,17 @@ fn wall_clock_ms() -> u64 {
 }
 
 /// Runs one Redis exchange within `limit`, naming what it was doing in
-/// the error.
+/// the error (`cluster`: through a Redis Cluster connection).
 async fn bounded<T>(
     at: &str,
     during: &'static str,
+    cluster: bool,
     limit: Duration,
     fut: impl Future<Output = RedisResult<T>>,
 ) -> Result<T> {
     match tokio::time::timeout(limit, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(RedisQueueError::from_redis(at, during, e)),
+        Ok(Err(e)) => Err(RedisQueueError::from_redis(at, during, cluster, e)),
         Err(_) => Err(RedisQueueError::Timeout {
             at: at.to_owned(),
             during,

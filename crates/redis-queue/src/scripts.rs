@@ -14,7 +14,85 @@
 
 use std::sync::LazyLock;
 
-use redis::Script;
+use redis::aio::ConnectionLike;
+use redis::{ErrorKind, FromRedisValue, RedisResult, ServerErrorKind, ToRedisArgs};
+
+/// A Lua script, run by its SHA1 (EVALSHA) and, when the node does not
+/// have it cached, by its body (EVAL, which caches it there too). Not
+/// redis-rs's `Script`: that one loads a missing script with SCRIPT LOAD,
+/// which a cluster client sends to every master, so one unreachable master
+/// would fail a call whose keys live on a healthy one. EVAL goes where the
+/// keys live, like EVALSHA.
+pub struct Script {
+    code: String,
+    hash: String,
+}
+
+impl Script {
+    fn new(code: &str) -> Self {
+        Self {
+            code: code.to_owned(),
+            hash: redis::Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    /// A call of this script, to give keys and arguments.
+    pub fn prepare_invoke(&self) -> Invocation<'_> {
+        Invocation {
+            script: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One call of a [`Script`] with its keys and arguments.
+pub struct Invocation<'a> {
+    script: &'a Script,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Invocation<'_> {
+    /// Adds a key (KEYS[n]).
+    pub fn key(&mut self, key: impl ToRedisArgs) -> &mut Self {
+        self.keys.extend(key.to_redis_args());
+        self
+    }
+
+    /// Adds an argument (ARGV[n]); a list adds each item.
+    pub fn arg(&mut self, arg: impl ToRedisArgs) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    /// Runs it by SHA1, and by body if the node answers NOSCRIPT (a new or
+    /// restarted node): at most two round trips, both to the keys' node.
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        conn: &mut impl ConnectionLike,
+    ) -> RedisResult<T> {
+        match self
+            .cmd("EVALSHA", &self.script.hash)
+            .query_async(conn)
+            .await
+        {
+            Err(e) if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.cmd("EVAL", &self.script.code).query_async(conn).await
+            }
+            other => other,
+        }
+    }
+
+    fn cmd(&self, name: &str, script: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(name);
+        cmd.arg(script)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+}
 
 /// `local now`: Redis's clock in ms.
 const NOW: &str = "local t = redis.call('TIME')

@@ -1129,6 +1129,21 @@ fn the_redis_backend_options_are_checked_and_a_bad_dsn_never_shows_its_password(
         "{err}"
     );
     assert!(!err.contains("secret"), "{err}");
+    let cluster = "redis+cluster://:pw@10.0.0.5:7000,10.0.0.6:7000";
+    c.apply(&entries(&[("task_backend", s(cluster))])).unwrap();
+    assert_eq!(c.task_backend.as_deref(), Some(cluster));
+    let err = c
+        .apply(&entries(&[(
+            "task_backend",
+            s("rediss+cluster://:secret@10.0.0.5:7000/2"),
+        )]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("'task_backend'") && err.contains("database 0 only"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "{err}");
     for (option, bad) in [
         ("task_queue", "a{b}"),
         ("task_consumer", "two words"),

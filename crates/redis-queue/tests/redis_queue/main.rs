@@ -2,6 +2,7 @@
 //! one server per test on 127.0.0.1, each check a way stream queues are
 //! known to lose or duplicate work.
 
+mod cluster;
 mod consumer_name;
 mod delayed;
 mod failures;

@@ -45,3 +45,28 @@ async fn refused_name(queue: &str, consumer: &str) -> &'static str {
         other => panic!("{queue:?}/{consumer:?}: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn no_cluster_node_listening_is_a_fast_clear_error() {
+    let mut one = RedisServer::start(false);
+    let mut two = RedisServer::start(false);
+    one.kill();
+    two.kill();
+    let dsn = format!(
+        "redis+cluster://:hunter2@127.0.0.1:{},127.0.0.1:{}",
+        one.port, two.port
+    );
+    let started = Instant::now();
+    let err = RedisQueue::connect(&dsn, "q", "web", TIMEOUTS)
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < TIMEOUTS.connect + TIMEOUTS.command + Duration::from_secs(1));
+    assert!(err.is_transient(), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("unavailable (connect)"), "{message}");
+    assert!(
+        message.contains("redis+cluster://:***@127.0.0.1"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"), "{message}");
+}

@@ -478,26 +478,27 @@ PHP;
 
     // ---------------------------------------------------------------- sharing
 
-    public function testTwoServersShare20000AcknowledgedTasksEachRunsExactlyOnce(): void
+    /**
+     * Half of `$count` acknowledged tasks one task() at a time through A,
+     * half as taskMulti() through B: every one acknowledged with a distinct
+     * id, each run exactly once, both servers ran some, and the queue on
+     * `$redis` (the node holding it) drained.
+     */
+    private function shareBetweenAAndB(RedisServer $redis, int $portA, int $portB, int $count): void
     {
-        $redis = $this->startRedis();
-        $a = $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), ['task_worker_num' => 3]);
-        $portA = $this->port;
-        $b = $this->taskServer('srv-b', '127.0.0.3', $redis->dsn(), ['task_worker_num' => 3]);
-        $portB = $this->port;
-
-        // half one acknowledged task() at a time through A, half taskMulti() through B
-        $p1 = $this->produce('127.0.0.2', $portA, 'a', 10000, 'acked-a');
-        $p2 = $this->produce('127.0.0.3', $portB, 'b', 10000, 'acked-b', 'multi');
+        $half = intdiv($count, 2);
+        $n = number_format($count);
+        $p1 = $this->produce('127.0.0.2', $portA, 'a', $half, 'acked-a');
+        $p2 = $this->produce('127.0.0.3', $portB, 'b', $half, 'acked-b', 'multi');
         $this->finishProducer($p1, 120, 'producer through A');
         $this->finishProducer($p2, 120, 'producer through B');
         [$acked, $refused] = $this->submissions('acked-a', 'acked-b');
         $this->assertSame([], $refused, 'no submission was refused');
-        $this->assertCount(20000, $acked, 'every submission was acknowledged');
-        $this->assertCount(20000, array_unique($acked), 'queue-wide ids are distinct across the two servers');
+        $this->assertCount($count, $acked, 'every submission was acknowledged');
+        $this->assertCount($count, array_unique($acked), 'queue-wide ids are distinct across the two servers');
         $this->assertGreaterThan(0, min($acked), 'ids are positive');
 
-        $this->poll(fn () => count($this->runs()) >= 20000, 120, '20,000 runs (' . count($this->runs()) . ' so far)', 0.5);
+        $this->poll(fn () => count($this->runs()) >= $count, 120, "$n runs (" . count($this->runs()) . ' so far)', 0.5);
         $this->waitQueueDrained($redis, 30);
         $by = $this->runsByPayload();
         $twice = array_filter($by, fn ($c) => count($c) > 1);
@@ -506,6 +507,17 @@ PHP;
         $perServer = array_count_values(array_merge(...array_values($by)));
         $this->assertGreaterThan(0, $perServer['srv-a'] ?? 0, 'server A ran some: ' . json_encode($perServer));
         $this->assertGreaterThan(0, $perServer['srv-b'] ?? 0, 'server B ran some: ' . json_encode($perServer));
+    }
+
+    public function testTwoServersShare20000AcknowledgedTasksEachRunsExactlyOnce(): void
+    {
+        $redis = $this->startRedis();
+        $a = $this->taskServer('srv-a', '127.0.0.2', $redis->dsn(), ['task_worker_num' => 3]);
+        $portA = $this->port;
+        $b = $this->taskServer('srv-b', '127.0.0.3', $redis->dsn(), ['task_worker_num' => 3]);
+        $portB = $this->port;
+
+        $this->shareBetweenAAndB($redis, $portA, $portB, 20000);
         $this->assertNotSame([], $a->tree(), 'server A still runs');
         $this->assertNotSame([], $b->tree(), 'server B still runs');
     }
@@ -533,24 +545,7 @@ PHP;
         $this->taskServer('srv-b', '127.0.0.3', $dsn, ['task_worker_num' => 2]);
         $portB = $this->port;
 
-        $p1 = $this->produce('127.0.0.2', $portA, 'a', 1500, 'acked-a');
-        $p2 = $this->produce('127.0.0.3', $portB, 'b', 1500, 'acked-b', 'multi');
-        $this->finishProducer($p1, 120, 'producer through A');
-        $this->finishProducer($p2, 120, 'producer through B');
-        [$acked, $refused] = $this->submissions('acked-a', 'acked-b');
-        $this->assertSame([], $refused, 'no submission was refused');
-        $this->assertCount(3000, $acked, 'every submission was acknowledged');
-        $this->assertCount(3000, array_unique($acked), 'queue-wide ids are distinct across the two servers');
-
-        $this->poll(fn () => count($this->runs()) >= 3000, 120, '3,000 runs (' . count($this->runs()) . ' so far)', 0.5);
-        $this->waitQueueDrained($home, 30);
-        $by = $this->runsByPayload();
-        $twice = array_filter($by, fn ($c) => count($c) > 1);
-        $this->assertSame([], array_slice($twice, 0, 10, true), count($twice) . ' tasks ran more than once');
-        $this->assertEqualsCanonicalizing(array_keys($acked), array_keys($by), 'exactly the acknowledged tasks ran');
-        $perServer = array_count_values(array_merge(...array_values($by)));
-        $this->assertGreaterThan(0, $perServer['srv-a'] ?? 0, 'server A ran some: ' . json_encode($perServer));
-        $this->assertGreaterThan(0, $perServer['srv-b'] ?? 0, 'server B ran some: ' . json_encode($perServer));
+        $this->shareBetweenAAndB($home, $portA, $portB, 3000);
 
         $this->taskServer('srv-c', '127.0.0.4', $dsn, ['task_worker_num' => 0]);
         $portC = $this->port;

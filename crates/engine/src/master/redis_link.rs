@@ -355,6 +355,9 @@ async fn submit_pending(
             wake.fetch.notify_one();
             wake.results.notify_one();
         });
+        // Let the send go out now, so Redis runs this batch while the next
+        // one is prepared.
+        tokio::task::yield_now().await;
     }
 }
 

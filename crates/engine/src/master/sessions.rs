@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use super::auth_gate::AuthGate;
 use super::outbox::Outbox;
+use super::parking::{Lot, Parked, Resumed};
 use super::workers::Workers;
 use crate::frame::FrameCodec;
 use crate::log::Level;
@@ -33,10 +34,20 @@ enum ReplyFraming {
     Taskq,
 }
 
+/// How the master holds a client's socket.
+enum Link {
+    /// A task serves it: replies go to the outbox, the closer ends it.
+    Live {
+        outbox: Rc<Outbox>,
+        closer: Rc<Notify>,
+    },
+    /// Idle, without a task (see `parking`).
+    Parked(Parked),
+}
+
 /// One client connection.
 struct Session {
-    outbox: Rc<Outbox>,
-    closer: Rc<Notify>,
+    link: Link,
     framing: ReplyFraming,
     /// The event worker it was given at accept.
     worker: u32,
@@ -54,14 +65,29 @@ struct Session {
 }
 
 impl Session {
-    /// Queues one reply in the client's protocol.
+    /// Queues one reply in the client's protocol (a live session's).
     fn write(&self, data: &[u8]) {
+        let Link::Live { outbox, .. } = &self.link else {
+            return;
+        };
         if matches!(self.framing, ReplyFraming::Taskq) {
-            self.outbox
-                .push_with(|b| FrameCodec::put(b, KIND_MESSAGE, data));
+            outbox.push_with(|b| FrameCodec::put(b, KIND_MESSAGE, data));
         } else {
-            self.outbox
-                .push_with(|b: &mut BytesMut| b.extend_from_slice(data));
+            outbox.push_with(|b: &mut BytesMut| b.extend_from_slice(data));
+        }
+    }
+
+    /// Queues bytes built by `fill` (a live session's).
+    fn push_with(&self, fill: impl FnOnce(&mut BytesMut)) {
+        if let Link::Live { outbox, .. } = &self.link {
+            outbox.push_with(fill);
+        }
+    }
+
+    /// Tells a live session's task to close the connection.
+    fn close(&self) {
+        if let Link::Live { closer, .. } = &self.link {
+            closer.notify_one();
         }
     }
 }
@@ -117,6 +143,9 @@ pub struct Sessions {
     /// With an auth_token: pending and authenticated connections.
     gate: Option<AuthGate>,
     counters: SessionCounters,
+    /// Where idle connections wait without a task; `None` when the master
+    /// could not make its epoll set (connections then stay live).
+    lot: Option<Lot>,
 }
 
 impl Sessions {
@@ -132,7 +161,79 @@ impl Sessions {
             next_fd: 1,
             round_robin: 0,
             counters: SessionCounters::default(),
+            lot: None,
         }
+    }
+
+    /// Lets idle connections be parked in `lot`.
+    pub fn with_lot(mut self, lot: Lot) -> Self {
+        self.lot = Some(lot);
+        self
+    }
+
+    /// Whether idle connections can be parked.
+    pub fn can_park(&self) -> bool {
+        self.lot.is_some()
+    }
+
+    /// The lot's epoll descriptor and wake-up, for its task.
+    pub fn lot_handles(&self) -> Option<std::io::Result<(std::os::fd::OwnedFd, Rc<Notify>)>> {
+        self.lot.as_ref().map(Lot::handles)
+    }
+
+    /// Parks session `fd`'s connection. Refused (the connection handed
+    /// back) when there is no lot, the session is gone or has replies
+    /// waiting, or the socket cannot be watched.
+    pub fn park(&mut self, fd: u64, parked: Parked) -> Result<(), Parked> {
+        let (Some(lot), Some(s)) = (self.lot.as_mut(), self.table.get_mut(&fd)) else {
+            return Err(parked);
+        };
+        match &s.link {
+            Link::Live { outbox, .. } if outbox.pending() == 0 && !outbox.is_closed() => {}
+            _ => return Err(parked),
+        }
+        if let Err(e) = lot.watch(fd, &parked.socket) {
+            crate::log!(
+                Level::Warning,
+                "session #{fd}: cannot park the idle connection: {e}"
+            );
+            return Err(parked);
+        }
+        s.link = Link::Parked(parked);
+        Ok(())
+    }
+
+    /// Session `fd`, brought back first if it is parked (its new task is
+    /// started by the lot's task, see `take_resumed`).
+    fn live(&mut self, fd: u64) -> Option<&mut Session> {
+        let s = self.table.get_mut(&fd)?;
+        if let (Link::Parked(_), Some(lot)) = (&s.link, self.lot.as_mut()) {
+            let (outbox, closer) = lot.fresh_link();
+            let live = Link::Live {
+                outbox: outbox.clone(),
+                closer: closer.clone(),
+            };
+            if let Link::Parked(parked) = std::mem::replace(&mut s.link, live) {
+                lot.resume(Resumed {
+                    fd,
+                    parked,
+                    outbox,
+                    closer,
+                });
+            }
+        }
+        Some(s)
+    }
+
+    /// A parked connection's socket became readable (input, end or error):
+    /// brings it back.
+    pub fn wake_parked(&mut self, fd: u64) {
+        self.live(fd);
+    }
+
+    /// The connections brought back since the last call, for their tasks.
+    pub fn take_resumed(&mut self) -> Vec<Resumed> {
+        self.lot.as_mut().map(Lot::take_resumed).unwrap_or_default()
     }
 
     /// Registers a new client and returns its session id and the event
@@ -161,7 +262,7 @@ impl Sessions {
                     self.rules.auth_max_pending
                 );
                 self.counters.abort_count += 1;
-                s.closer.notify_one();
+                s.close();
             }
         }
         self.counters.accept_count += 1;
@@ -170,8 +271,7 @@ impl Sessions {
         self.table.insert(
             fd,
             Session {
-                outbox,
-                closer,
+                link: Link::Live { outbox, closer },
                 framing: ReplyFraming::Undecided(Vec::new()),
                 worker,
                 peer,
@@ -217,7 +317,7 @@ impl Sessions {
     }
 
     fn decide(&mut self, fd: u64, framing: ReplyFraming) {
-        let Some(s) = self.table.get_mut(&fd) else {
+        let Some(s) = self.live(fd) else {
             return;
         };
         if let ReplyFraming::Undecided(held) = std::mem::replace(&mut s.framing, framing) {
@@ -323,7 +423,7 @@ impl Sessions {
     /// connection is closed.
     pub fn refuse_foreign(&mut self, fd: u64, why: &str) {
         self.decide(fd, ReplyFraming::Raw);
-        if let Some(s) = self.table.get(&fd) {
+        if let Some(s) = self.live(fd) {
             s.write(why.as_bytes());
         }
     }
@@ -340,7 +440,9 @@ impl Sessions {
             self.table.shrink_to(room);
         }
         self.counters.close_count += 1;
-        s.outbox.close();
+        if let Link::Live { outbox, .. } = &s.link {
+            outbox.close();
+        }
         Some(Closed {
             worker: s.worker,
             many_gone: shrunk.is_some() || self.table.is_empty(),
@@ -349,17 +451,17 @@ impl Sessions {
 
     /// `$server->send()`: a worker's reply to session `fd`.
     pub fn send(&mut self, fd: u64, data: &[u8]) {
-        let Some(s) = self.table.get_mut(&fd) else {
+        let Some(s) = self.live(fd) else {
             crate::log!(Level::Notice, "send to session #{fd} failed: it is closed");
             return;
         };
         s.last_send = now();
-        self.counters.response_count += 1;
-        self.counters.total_send_bytes += data.len() as u64;
         match &mut s.framing {
             ReplyFraming::Undecided(held) => held.push(Bytes::copy_from_slice(data)),
             _ => s.write(data),
         }
+        self.counters.response_count += 1;
+        self.counters.total_send_bytes += data.len() as u64;
     }
 
     /// A message or task that arrived after the stop began: counted, and
@@ -367,36 +469,36 @@ impl Sessions {
     /// closing the connection (a raw client has no error to read), so no
     /// producer takes it for accepted.
     pub fn refuse_stopping(&mut self, fd: u64) {
-        let Some(s) = self.table.get(&fd) else {
+        let Some(s) = self.live(fd) else {
             return;
         };
-        self.counters.refused_stopping += 1;
         if matches!(s.framing, ReplyFraming::Taskq) {
             self.answer_error(fd, code::STOPPING, "the server is stopping");
         } else {
-            s.closer.notify_one();
+            s.close();
         }
+        self.counters.refused_stopping += 1;
     }
 
     /// Sends an ERROR answer to a taskq client.
-    pub fn answer_error(&self, fd: u64, code: u32, message: &str) {
-        if let Some(s) = self.table.get(&fd) {
-            s.outbox.push_with(|b| put_error(b, code, message));
+    pub fn answer_error(&mut self, fd: u64, code: u32, message: &str) {
+        if let Some(s) = self.live(fd) {
+            s.push_with(|b| put_error(b, code, message));
         }
     }
 
     /// Acknowledges a request to a taskq client (`id` 0, or the task id).
-    pub fn answer_ack(&self, fd: u64, id: u64) {
-        if let Some(s) = self.table.get(&fd) {
-            s.outbox.push_with(|b| put_ack(b, id));
+    pub fn answer_ack(&mut self, fd: u64, id: u64) {
+        if let Some(s) = self.live(fd) {
+            s.push_with(|b| put_ack(b, id));
         }
     }
 
     /// Answers a taskq client's question with a JSON document.
-    pub fn answer_reply(&self, fd: u64, json: &serde_json::Value) {
-        if let Some(s) = self.table.get(&fd) {
+    pub fn answer_reply(&mut self, fd: u64, json: &serde_json::Value) {
+        if let Some(s) = self.live(fd) {
             let body = json.to_string();
-            s.outbox.push_with(|b| put_reply(b, body.as_bytes()));
+            s.push_with(|b| put_reply(b, body.as_bytes()));
         }
     }
 
@@ -472,9 +574,9 @@ impl Sessions {
     }
 
     /// Closes session `fd` (heartbeat, `close()`).
-    pub fn close(&self, fd: u64) {
-        if let Some(s) = self.table.get(&fd) {
-            s.closer.notify_one();
+    pub fn close(&mut self, fd: u64) {
+        if let Some(s) = self.live(fd) {
+            s.close();
         }
     }
 

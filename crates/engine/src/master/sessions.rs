@@ -799,4 +799,58 @@ mod tests {
         assert_eq!(s.client_info(999), Value::Null);
         assert_eq!(s.opened(), 3);
     }
+
+    fn parked(socket: std::os::fd::OwnedFd) -> Parked {
+        Parked {
+            socket,
+            unix: true,
+            inbound: crate::master::parking::Inbound::Taskq,
+            authenticated: true,
+        }
+    }
+
+    #[test]
+    fn a_reply_or_a_close_brings_a_parked_connection_back_with_it() {
+        let w = workers(1, 1 << 20);
+        let lot = Lot::new(Rc::new(Notify::new())).unwrap();
+        let mut s = Sessions::new(rules(2, 10, None)).with_lot(lot);
+        let (a, outbox, _) = open(&mut s, &w);
+        let (b, _, _) = open(&mut s, &w);
+        s.speaks_taskq(a);
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        outbox.push_with(|buf| buf.extend_from_slice(b"unwritten"));
+        let refused = s.park(a, parked(ours.into())).unwrap_err();
+        assert!(
+            s.take_resumed().is_empty(),
+            "replies still to write: not parked"
+        );
+        outbox.take();
+        s.park(a, refused).unwrap();
+        let (ours, _theirs2) = std::os::unix::net::UnixStream::pair().unwrap();
+        s.park(b, parked(ours.into())).unwrap();
+        assert!(s.exists(a) && s.exists(b));
+        assert!(s.take_resumed().is_empty());
+
+        s.answer_ack(a, 7);
+        s.close(b);
+        let resumed = s.take_resumed();
+        assert_eq!(resumed.iter().map(|r| r.fd).collect::<Vec<_>>(), vec![a, b]);
+        assert_eq!(
+            resumed[0].parked.inbound,
+            crate::master::parking::Inbound::Taskq
+        );
+        let frames = take_frames(&resumed[0].outbox);
+        let f = frames[0].clone();
+        assert_eq!(Answer::decode(f.kind, f.body).unwrap(), Answer::Ack(7));
+        assert!(!futures_ready(&resumed[0].closer));
+        assert!(
+            futures_ready(&resumed[1].closer),
+            "the close waits for the new task"
+        );
+        s.answer_ack(a, 8);
+        assert!(
+            s.take_resumed().is_empty(),
+            "live again: written to, not resumed twice"
+        );
+    }
 }

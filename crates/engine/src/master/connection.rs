@@ -244,7 +244,9 @@ fn open<S: Socket>(
 
 /// Brings parked connections back: waits on the lot's epoll set (one tokio
 /// registration for all of them) and for sessions that have a reply or a
-/// close for one, and starts a task for each connection brought back.
+/// close for one, and starts a task for each connection brought back. Also
+/// has the memory of parked connections' tasks given back once parking
+/// went quiet.
 pub fn spawn_lot(hub: Rc<RefCell<Hub>>, cfg: Rc<MasterConfig>) -> io::Result<()> {
     let Some(handles) = hub.borrow().lot_handles() else {
         return Ok(());
@@ -256,8 +258,17 @@ pub fn spawn_lot(hub: Rc<RefCell<Hub>>, cfg: Rc<MasterConfig>) -> io::Result<()>
         .map_err(io::Error::from)?;
     tokio::task::spawn_local(async move {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        // Armed while connections parked since the last trim wait for it.
+        let mut settle: Option<Pin<Box<Sleep>>> = None;
         loop {
+            if settle.is_none() && hub.borrow().parking_unsettled() {
+                settle = Some(Box::pin(tokio::time::sleep(parking::SETTLE)));
+            }
             tokio::select! {
+                () = tick(&mut settle) => {
+                    settle = None;
+                    hub.borrow_mut().settle_parking();
+                }
                 ready = epoll.readable() => match ready {
                     Ok(mut guard) => match parking::ready(guard.get_inner(), &mut events) {
                         Ok(0) => guard.clear_ready(),
@@ -595,7 +606,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     Leave::Closed
 }
 
-/// Waits for the park timer to fire, or forever without one.
+/// Waits for `timer` to fire, or forever without one.
 async fn tick(timer: &mut Option<Pin<Box<Sleep>>>) {
     match timer {
         Some(t) => t.as_mut().await,

@@ -355,6 +355,16 @@ impl Hub {
         self.sessions.take_resumed()
     }
 
+    /// Whether connections were parked since the last trim.
+    pub fn parking_unsettled(&self) -> bool {
+        self.sessions.parking_unsettled()
+    }
+
+    /// Gives back what the connections parked since the last trim held.
+    pub fn settle_parking(&mut self) {
+        self.sessions.settle_parking();
+    }
+
     /// Whether idle connections can be parked.
     pub fn can_park(&self) -> bool {
         self.sessions.can_park()

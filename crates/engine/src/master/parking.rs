@@ -23,8 +23,13 @@ use super::outbox::Outbox;
 pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
 /// After this many connections were parked, the memory their tasks held
-/// is worth giving back to the system (see `master::trimmer`).
+/// is worth giving back to the system at once (see `master::trimmer`);
+/// fewer are trimmed for once parking has been quiet for [`SETTLE`].
 const TRIM_AFTER_PARKED: usize = 256;
+
+/// How long after a connection was parked the memory of those parked since
+/// the last trim is given back (unless more were parked by then).
+pub const SETTLE: Duration = PARK_AFTER;
 
 /// What a connection's reader had learnt of its client, kept while it is
 /// parked (it is parked only with nothing buffered, so nothing else).
@@ -114,11 +119,28 @@ impl Lot {
             return Err(io::Error::last_os_error());
         }
         self.parked_since_trim += 1;
+        if self.parked_since_trim == 1 {
+            // The lot's task times the trim for these.
+            self.wake.notify_one();
+        }
         if self.parked_since_trim >= TRIM_AFTER_PARKED {
+            self.settle();
+        }
+        Ok(())
+    }
+
+    /// Whether connections were parked since the last trim.
+    pub fn unsettled(&self) -> bool {
+        self.parked_since_trim > 0
+    }
+
+    /// Gives back what the tasks of the connections parked since the last
+    /// trim held.
+    pub fn settle(&mut self) {
+        if self.parked_since_trim > 0 {
             self.parked_since_trim = 0;
             self.trim.notify_one();
         }
-        Ok(())
     }
 
     /// A fresh outbox and closer for a connection brought back.

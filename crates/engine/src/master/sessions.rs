@@ -231,6 +231,18 @@ impl Sessions {
         self.live(fd);
     }
 
+    /// Whether connections were parked since the last trim.
+    pub fn parking_unsettled(&self) -> bool {
+        self.lot.as_ref().is_some_and(Lot::unsettled)
+    }
+
+    /// Gives back what the connections parked since the last trim held.
+    pub fn settle_parking(&mut self) {
+        if let Some(lot) = self.lot.as_mut() {
+            lot.settle();
+        }
+    }
+
     /// The connections brought back since the last call, for their tasks.
     pub fn take_resumed(&mut self) -> Vec<Resumed> {
         self.lot.as_mut().map(Lot::take_resumed).unwrap_or_default()

@@ -16,9 +16,7 @@ use bytes::BytesMut;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::{ReadHalf as TcpRead, WriteHalf as TcpWrite};
-use tokio::net::unix::{ReadHalf as UnixRead, WriteHalf as UnixWrite};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{tcp, unix, TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Sleep;
@@ -124,18 +122,15 @@ pub(super) async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// A client socket: one task reads and writes it through borrowed halves,
-/// and an idle one is parked as a bare descriptor (see `parking`).
+/// A client socket: split into the halves the reader and the writer own,
+/// put back together to be parked as a bare descriptor (see `parking`).
 trait Socket: Sized + 'static {
-    type Read<'a>: AsyncRead + Unpin
-    where
-        Self: 'a;
-    type Write<'a>: AsyncWrite + Unpin
-    where
-        Self: 'a;
+    type Read: AsyncRead + Unpin + 'static;
+    type Write: AsyncWrite + Unpin + 'static;
     /// A unix socket, not TCP.
     const UNIX: bool;
-    fn halves(&mut self) -> (Self::Read<'_>, Self::Write<'_>);
+    fn into_halves(self) -> (Self::Read, Self::Write);
+    fn reunite(rd: Self::Read, wr: Self::Write) -> io::Result<Self>;
     /// Takes the socket out of tokio's reactor.
     fn into_fd(self) -> io::Result<OwnedFd>;
     /// Puts a parked socket back into tokio's reactor.
@@ -143,13 +138,17 @@ trait Socket: Sized + 'static {
 }
 
 macro_rules! socket {
-    ($stream:ty, $std:ty, $read:ident, $write:ident, $unix:expr) => {
+    ($stream:ty, $std:ty, $read:ty, $write:ty, $unix:expr) => {
         impl Socket for $stream {
-            type Read<'a> = $read<'a>;
-            type Write<'a> = $write<'a>;
+            type Read = $read;
+            type Write = $write;
             const UNIX: bool = $unix;
-            fn halves(&mut self) -> ($read<'_>, $write<'_>) {
-                self.split()
+            fn into_halves(self) -> ($read, $write) {
+                self.into_split()
+            }
+            fn reunite(rd: $read, wr: $write) -> io::Result<Self> {
+                rd.reunite(wr)
+                    .map_err(|_| io::Error::other("halves of two different sockets"))
             }
             fn into_fd(self) -> io::Result<OwnedFd> {
                 Ok(self.into_std()?.into())
@@ -160,12 +159,18 @@ macro_rules! socket {
         }
     };
 }
-socket!(TcpStream, std::net::TcpStream, TcpRead, TcpWrite, false);
+socket!(
+    TcpStream,
+    std::net::TcpStream,
+    tcp::OwnedReadHalf,
+    tcp::OwnedWriteHalf,
+    false
+);
 socket!(
     UnixStream,
     std::os::unix::net::UnixStream,
-    UnixRead,
-    UnixWrite,
+    unix::OwnedReadHalf,
+    unix::OwnedWriteHalf,
     true
 );
 
@@ -322,14 +327,7 @@ fn restart<S: Socket>(stream: io::Result<S>, link: Link, reader: Reader) {
         Ok(stream) => {
             tokio::task::spawn_local(serve(stream, link, reader));
         }
-        Err(e) => {
-            crate::log!(
-                Level::Warning,
-                "session #{}: cannot resume the parked connection: {e}; connection closed",
-                link.fd
-            );
-            link.hub.borrow_mut().client_closed(link.fd);
-        }
+        Err(e) => link.lost(&e),
     }
 }
 
@@ -409,64 +407,80 @@ enum Leave {
     Park,
 }
 
-/// One connection's task: reads and writes the socket until the session
-/// closes (then writes what is left), or until it has been idle long
-/// enough to be parked.
-async fn serve<S: Socket>(mut stream: S, link: Link, mut reader: Reader) {
-    let can_park = link.hub.borrow().can_park();
+/// One connection's reader task, with its writer task beside it: reads
+/// until the session closes (the writer then writes what is left), or until
+/// the connection has been idle long enough to be parked. Reader and writer
+/// stay two tasks: one task doing both cost the persistent `task()` path
+/// about a third of its rate (bench scenario 2).
+async fn serve<S: Socket>(stream: S, link: Link, mut reader: Reader) {
+    let mut can_park = link.hub.borrow().can_park();
+    let (mut rd, wr) = stream.into_halves();
+    let mut writer = tokio::task::spawn_local(write_loop(link.outbox.clone(), wr));
     loop {
-        let leave = {
-            let (rd, wr) = stream.halves();
-            let mut writer = pin!(write_loop(link.outbox.clone(), wr));
-            let mut reading = pin!(read_loop(rd, &link, &mut reader, can_park));
-            let mut writing = true;
-            let leave = loop {
-                tokio::select! {
-                    leave = &mut reading => break leave,
-                    () = &mut writer, if writing => writing = false,
-                }
-            };
-            if writing && matches!(leave, Leave::Closed) {
-                writer.await;
-            }
-            leave
-        };
-        if let Leave::Closed = leave {
+        if let Leave::Closed = read_loop(&mut rd, &link, &mut reader, can_park).await {
             return;
         }
-        let parked = match stream.into_fd() {
-            Ok(socket) => Parked {
-                socket,
-                unix: S::UNIX,
-                inbound: reader.inbound(),
-                authenticated: reader.authenticated,
-            },
-            Err(e) => {
-                crate::log!(
-                    Level::Warning,
-                    "session #{}: cannot park the idle connection: {e}; connection closed",
-                    link.fd
-                );
-                link.hub.borrow_mut().client_closed(link.fd);
-                return;
-            }
+        link.outbox.stop_writer();
+        let Ok(Some(wr)) = (&mut writer).await else {
+            // The writer failed (the peer is gone): read on, unparked.
+            can_park = false;
+            continue;
         };
-        let refused = link.hub.borrow_mut().park(link.fd, parked);
-        let Err(parked) = refused else {
+        let stream = match S::reunite(rd, wr) {
+            Ok(stream) => stream,
+            Err(e) => return link.lost(&e),
+        };
+        let Some(stream) = park(stream, &link, &reader) else {
             return;
         };
-        match S::from_fd(parked.socket) {
-            Ok(s) => stream = s,
-            Err(e) => {
-                crate::log!(
-                    Level::Warning,
-                    "session #{}: cannot take the connection back: {e}; connection closed",
-                    link.fd
-                );
-                link.hub.borrow_mut().client_closed(link.fd);
-                return;
-            }
+        let (r, w) = stream.into_halves();
+        rd = r;
+        writer = tokio::task::spawn_local(write_loop(link.outbox.clone(), w));
+    }
+}
+
+/// Parks an idle connection, or hands it back when it cannot be parked
+/// (replies arrived, or a close was asked for, while its writer stopped).
+fn park<S: Socket>(stream: S, link: &Link, reader: &Reader) -> Option<S> {
+    let closing = pin!(link.closer.notified()).enable();
+    if closing {
+        // Put back for the reader, which closes the session.
+        link.closer.notify_one();
+        return Some(stream);
+    }
+    let socket = match stream.into_fd() {
+        Ok(socket) => socket,
+        Err(e) => {
+            link.lost(&e);
+            return None;
         }
+    };
+    let parked = Parked {
+        socket,
+        unix: S::UNIX,
+        inbound: reader.inbound(),
+        authenticated: reader.authenticated,
+    };
+    let refused = link.hub.borrow_mut().park(link.fd, parked);
+    match refused.map_err(|parked| S::from_fd(parked.socket)) {
+        Ok(()) => None,
+        Err(Ok(stream)) => Some(stream),
+        Err(Err(e)) => {
+            link.lost(&e);
+            None
+        }
+    }
+}
+
+impl Link {
+    /// Parking or resuming the socket failed: the connection is lost.
+    fn lost(&self, e: &io::Error) {
+        crate::log!(
+            Level::Warning,
+            "session #{}: cannot park or resume the idle connection: {e}; connection closed",
+            self.fd
+        );
+        self.hub.borrow_mut().client_closed(self.fd);
     }
 }
 
@@ -487,7 +501,7 @@ const FOREIGN_REFUSED: &str = "taskq: this server requires an auth_token, which 
 pub const GREETING_HOLD: Duration = Duration::from_millis(20);
 
 async fn read_loop<R: AsyncRead + Unpin>(
-    mut rd: R,
+    rd: &mut R,
     link: &Link,
     reader: &mut Reader,
     can_park: bool,
@@ -557,7 +571,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         let deadline = partial_since.map(|t| t + cfg.package_timeout);
         tokio::select! {
-            r = read_available(&mut rd, &mut buf) => match r {
+            r = read_available(rd, &mut buf) => match r {
                 Ok(0) => break finish_eof(&mut reader.framing, &mut buf, fd, hub, &mut reader.authenticated).map(|()| Leave::Closed),
                 Ok(_) => active = true,
                 Err(e) => break Err(e.to_string()),
@@ -586,9 +600,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
             () = tick(&mut quiet) => {
                 if !active && buf.is_empty() && reader.settled() && outbox.pending() == 0 {
-                    // A close asked for meanwhile goes first.
-                    let asked = pin!(closer.notified());
-                    break Ok(if asked.enable() { Leave::Closed } else { Leave::Park });
+                    break Ok(Leave::Park);
                 }
                 active = false;
                 if let Some(t) = quiet.as_mut() {

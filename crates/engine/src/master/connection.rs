@@ -266,8 +266,9 @@ pub fn spawn_lot(hub: Rc<RefCell<Hub>>, cfg: Rc<MasterConfig>) -> io::Result<()>
         // Armed while connections parked since the last trim wait for it.
         let mut settle: Option<Pin<Box<Sleep>>> = None;
         loop {
-            if settle.is_none() && hub.borrow().parking_unsettled() {
-                settle = Some(Box::pin(tokio::time::sleep(parking::SETTLE)));
+            if settle.is_none() {
+                let next = hub.borrow().next_settle();
+                settle = next.map(|after| Box::pin(tokio::time::sleep(after)));
             }
             tokio::select! {
                 () = tick(&mut settle) => {

@@ -355,9 +355,9 @@ impl Hub {
         self.sessions.take_resumed()
     }
 
-    /// Whether connections were parked since the last trim.
-    pub fn parking_unsettled(&self) -> bool {
-        self.sessions.parking_unsettled()
+    /// When the lot's memory is next to be given back (see `Lot::next_settle`).
+    pub fn next_settle(&self) -> Option<std::time::Duration> {
+        self.sessions.next_settle()
     }
 
     /// Gives back what the connections parked since the last trim held.

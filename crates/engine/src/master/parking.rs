@@ -1,11 +1,11 @@
-//! Idle client connections without a task. PHP-FPM keeps one persistent
+//! Idle client connections without tasks. PHP-FPM keeps one persistent
 //! connection per child, so a busy server holds thousands that send nothing
 //! for minutes (issue 17 §6). A connection idle for [`PARK_AFTER`] gives up
-//! its task, timers, outbox and tokio registration, about 1.5 KiB: its
+//! its two tasks, timers, outbox and tokio registration, about 1.5 KiB: its
 //! socket waits in one epoll set of the master's own (the kernel keeps what
 //! it needs there), and the session keeps only the descriptor. Anything for
 //! it (bytes or an end from the client, a reply, a close) brings it back
-//! with a fresh task that carries on where the old one stopped.
+//! with fresh tasks that carry on where the old ones stopped.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -22,14 +22,20 @@ use super::outbox::Outbox;
 /// parked and brought back between them.
 pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
-/// After this many connections were parked, the memory their tasks held
-/// is worth giving back to the system at once (see `master::trimmer`);
-/// fewer are trimmed for once parking has been quiet for [`SETTLE`].
-const TRIM_AFTER_PARKED: usize = 256;
+/// After this many connections were parked, brought back or closed after
+/// being parked (thousands close together when a PHP-FPM pool stops), the
+/// memory their tasks held is worth giving back to the system at once (see
+/// `master::trimmer`); fewer are trimmed for [`SETTLE`] later.
+const TRIM_AFTER_MOVED: usize = 256;
 
-/// How long after a connection was parked the memory of those parked since
-/// the last trim is given back (unless more were parked by then).
-pub const SETTLE: Duration = PARK_AFTER;
+/// How long after a connection was moved (see [`Lot::moved`]) the memory of
+/// those moved since the last trim is given back.
+const SETTLE: Duration = PARK_AFTER;
+
+/// How long after the last of those trims one more is made: after
+/// thousands of parked connections closed at once, what their tasks held
+/// was at times freed only after the trims that the closes asked for.
+const FOLLOW_UP: Duration = Duration::from_secs(1);
 
 /// What a connection's reader had learnt of its client, kept while it is
 /// parked (it is parked only with nothing buffered, so nothing else).
@@ -71,7 +77,9 @@ pub struct Lot {
     /// Handed to the outboxes of resumed connections; told after many
     /// connections were parked.
     trim: Rc<Notify>,
-    parked_since_trim: usize,
+    moved_since_trim: usize,
+    /// A trim for moved connections was asked for, and its follow-up not yet.
+    follow_up: bool,
 }
 
 impl Lot {
@@ -89,7 +97,8 @@ impl Lot {
             resumed: Vec::new(),
             wake: Rc::new(Notify::new()),
             trim,
-            parked_since_trim: 0,
+            moved_since_trim: 0,
+            follow_up: false,
         })
     }
 
@@ -118,29 +127,48 @@ impl Lot {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        self.parked_since_trim += 1;
-        if self.parked_since_trim == 1 {
-            // The lot's task times the trim for these.
-            self.wake.notify_one();
-        }
-        if self.parked_since_trim >= TRIM_AFTER_PARKED {
-            self.settle();
-        }
+        self.moved();
         Ok(())
     }
 
-    /// Whether connections were parked since the last trim.
-    pub fn unsettled(&self) -> bool {
-        self.parked_since_trim > 0
+    /// Counts a connection parked, brought back, or closed after it was
+    /// parked: each frees tasks' worth of memory, given back to the system
+    /// once [`TRIM_AFTER_MOVED`] were counted, or [`SETTLE`] after the
+    /// first (so a trim follows the last of a burst).
+    pub fn moved(&mut self) {
+        self.moved_since_trim += 1;
+        if self.moved_since_trim == 1 {
+            // The lot's task times the trim for these.
+            self.wake.notify_one();
+        }
+        if self.moved_since_trim >= TRIM_AFTER_MOVED {
+            self.settle();
+        }
     }
 
-    /// Gives back what the tasks of the connections parked since the last
-    /// trim held.
-    pub fn settle(&mut self) {
-        if self.parked_since_trim > 0 {
-            self.parked_since_trim = 0;
-            self.trim.notify_one();
+    /// When the lot's task should call [`Lot::settle`]: [`SETTLE`] after
+    /// connections were moved, [`FOLLOW_UP`] after the trim that gave their
+    /// memory back; `None` when neither is due.
+    pub fn next_settle(&self) -> Option<Duration> {
+        if self.moved_since_trim > 0 {
+            Some(SETTLE)
+        } else {
+            self.follow_up.then_some(FOLLOW_UP)
         }
+    }
+
+    /// Gives back what the tasks of the connections moved since the last
+    /// trim held, or makes the follow-up trim.
+    pub fn settle(&mut self) {
+        if self.moved_since_trim > 0 {
+            self.moved_since_trim = 0;
+            self.follow_up = true;
+        } else if self.follow_up {
+            self.follow_up = false;
+        } else {
+            return;
+        }
+        self.trim.notify_one();
     }
 
     /// A fresh outbox and closer for a connection brought back.

@@ -41,7 +41,7 @@ enum Link {
         outbox: Rc<Outbox>,
         closer: Rc<Notify>,
     },
-    /// Idle, without a task (see `parking`).
+    /// Idle, without tasks (see `parking`).
     Parked(Parked),
 }
 
@@ -60,6 +60,9 @@ struct Session {
     /// Has sent messages for event workers (not only tasks), so its reads
     /// pause while the worker its next message goes to is backed up.
     feeds_workers: bool,
+    /// Has been parked: its close frees a resumed connection's tasks, which
+    /// the lot has given back to the system (see `Lot::moved`).
+    was_parked: bool,
     /// Presented the auth_token (always true on a server without one).
     authenticated: bool,
 }
@@ -143,7 +146,7 @@ pub struct Sessions {
     /// With an auth_token: pending and authenticated connections.
     gate: Option<AuthGate>,
     counters: SessionCounters,
-    /// Where idle connections wait without a task; `None` when the master
+    /// Where idle connections wait without tasks; `None` when the master
     /// could not make its epoll set (connections then stay live).
     lot: Option<Lot>,
 }
@@ -200,6 +203,7 @@ impl Sessions {
             return Err(parked);
         }
         s.link = Link::Parked(parked);
+        s.was_parked = true;
         Ok(())
     }
 
@@ -231,9 +235,9 @@ impl Sessions {
         self.live(fd);
     }
 
-    /// Whether connections were parked since the last trim.
-    pub fn parking_unsettled(&self) -> bool {
-        self.lot.as_ref().is_some_and(Lot::unsettled)
+    /// When the lot's memory is next to be given back (see `Lot::next_settle`).
+    pub fn next_settle(&self) -> Option<std::time::Duration> {
+        self.lot.as_ref().and_then(Lot::next_settle)
     }
 
     /// Gives back what the connections parked since the last trim held.
@@ -292,6 +296,7 @@ impl Sessions {
                 last_recv: 0.0,
                 last_send: 0.0,
                 feeds_workers: false,
+                was_parked: false,
                 authenticated: self.gate.is_none(),
             },
         );
@@ -454,6 +459,9 @@ impl Sessions {
         self.counters.close_count += 1;
         if let Link::Live { outbox, .. } = &s.link {
             outbox.close();
+        }
+        if let (true, Some(lot)) = (s.was_parked, self.lot.as_mut()) {
+            lot.moved();
         }
         Some(Closed {
             worker: s.worker,

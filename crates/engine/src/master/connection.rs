@@ -263,7 +263,7 @@ pub fn spawn_lot(hub: Rc<RefCell<Hub>>, cfg: Rc<MasterConfig>) -> io::Result<()>
         .map_err(io::Error::from)?;
     tokio::task::spawn_local(async move {
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-        // Armed while connections parked since the last trim wait for it.
+        // Armed while a trim for moved connections is due (Lot::next_settle).
         let mut settle: Option<Pin<Box<Sleep>>> = None;
         loop {
             if settle.is_none() {

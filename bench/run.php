@@ -1013,6 +1013,7 @@ $s11 = function () use ($reps, $record, $say, &$notes) {
             $record("11.$label.with_rss", $withRss);
             $record("11.$label.per_conn_rss", ($withRss - $idleRss) / max(1, $opened));
             $record("11.$label.per_conn_pss", ($withPss - $idlePss) / max(1, $opened));
+            $record("11.$label.after10_rss", $after10);
             $record("11.$label.after2_pct", 100 * ($after2 - $idleRss) / $idleRss);
             $record("11.$label.after10_pct", 100 * ($after10 - $idleRss) / $idleRss);
             fwrite($client['pipes'][0], "exit\n");
@@ -1215,12 +1216,12 @@ foreach ([1000, 10000, 20000] as $k) {
     }
     $opened = number_format($med("11.$k.opened"));
     $per = $med("11.$k.per_conn_rss") / 1024;
-    $row('11 idle connections', "$opened idle: master VmRSS per connection", $per, 'KiB', 'tree PSS per connection',
-        $med("11.$k.per_conn_pss") / 1024, '≤ 0.5 KiB', $per <= 0.5, null);
-    $row('11 idle connections', "  master VmRSS with them open", $med("11.$k.with_rss") / $MiB, 'MiB', 'idle', $med("11.$k.idle_rss") / $MiB);
+    $row('11 idle connections', "$opened idle: master VmRSS per connection", $per, 'KiB', 'target', 0.5, '≤ 0.5 KiB', $per <= 0.5);
+    $row('11 idle connections', '  tree PSS per connection', $med("11.$k.per_conn_pss") / 1024, 'KiB');
+    $row('11 idle connections', '  master VmRSS with them open', $med("11.$k.with_rss") / $MiB, 'MiB', 'idle', $med("11.$k.idle_rss") / $MiB);
     $a10 = $med("11.$k.after10_pct");
-    $row('11 idle connections', '  10 s after they closed, over idle (2 s after)', $a10, '%', '2 s after', $med("11.$k.after2_pct"),
-        '≤ +5 %', $a10 <= 5, null);
+    $row('11 idle connections', sprintf('  … 10 s after they closed (%+.1f %%; 2 s after: %+.1f %%)', $a10, $med("11.$k.after2_pct")),
+        $med("11.$k.after10_rss") / $MiB, 'MiB', 'idle', $med("11.$k.idle_rss") / $MiB, '≤ +5 %', $a10 <= 5);
 }
 
 $fmt = function ($v, string $unit = ''): string {
@@ -1229,6 +1230,9 @@ $fmt = function ($v, string $unit = ''): string {
     }
     if ($unit === 'MiB') {
         return sprintf('%.1f', $v);
+    }
+    if ($unit === 'KiB' && abs($v) < 10) {
+        return sprintf('%.2f', $v);
     }
     if (abs($v) >= 1000) {
         return number_format($v, 0, '.', ',');
@@ -1276,8 +1280,9 @@ $cpu = preg_match('/^model name\s*:\s*(.+)$/m', file_get_contents('/proc/cpuinfo
 $machine = sprintf('%d cores, %s, Linux %s, PHP %s, taskq %s', (int) trim(shell_exec('nproc')), $cpu, php_uname('r'), PHP_VERSION,
     defined('TASKQ_VERSION') ? TASKQ_VERSION : '?');
 echo "\n$out\n";
-printf("medians of %d repetitions (memory: %d, slow tasks: %d), BENCH_SCALE=%s; %s\nload average at start: %s; at end: %s; took %.0f s\n",
-    $reps, min($reps, (int) (getenv('BENCH_MEM_REPS') ?: 3)), min($reps, (int) (getenv('BENCH_SLOW_REPS') ?: 3)), $scale, $machine, $loadStart, $loadEnd, $wall);
+printf("medians of %d repetitions (memory: %d, slow tasks: %d, idle connections: %d), BENCH_SCALE=%s; %s\nload average at start: %s; at end: %s; took %.0f s\n",
+    $reps, min($reps, (int) (getenv('BENCH_MEM_REPS') ?: 3)), min($reps, (int) (getenv('BENCH_SLOW_REPS') ?: 3)),
+    min($reps, (int) (getenv('BENCH_CONN_REPS') ?: 2)), $scale, $machine, $loadStart, $loadEnd, $wall);
 printf("CPU during the run: bench %.0f s, everything else on the machine %.0f s (%.0f%% of %d cores), steal %.1f s%s\n",
     $ownCpu, $foreignCpu, 100 * $interference['other_cpu_share'], (int) trim(shell_exec('nproc')), $interference['steal_seconds'],
     $interference['other_cpu_share'] > 0.05 ? '  << other work ran meanwhile: numbers are disturbed' : '');

@@ -15,7 +15,7 @@ pub async fn heartbeat(hub: Rc<RefCell<Hub>>, interval: u64, idle: u64) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        let hub = hub.borrow();
+        let mut hub = hub.borrow_mut();
         for fd in hub.idle_sessions(idle as f64) {
             crate::log!(
                 Level::Notice,

@@ -6,20 +6,25 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::os::fd::OwnedFd;
+use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{tcp, unix, TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Sleep;
 use tokio_util::codec::Decoder;
 
 use super::hub::Hub;
-use super::outbox::write_loop;
+use super::outbox::{write_loop, Outbox};
+use super::parking::{self, Inbound, Parked, Resumed, PARK_AFTER};
 use super::MasterConfig;
 use crate::chunk_reader::ChunkReader;
 use crate::error::WireError;
@@ -117,26 +122,57 @@ pub(super) async fn accept_failed(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// A client socket split into the halves the reader and the writer own.
-trait Socket {
+/// A client socket: split into the halves the reader and the writer own,
+/// put back together to be parked as a bare descriptor (see `parking`).
+trait Socket: Sized + 'static {
     type Read: AsyncRead + Unpin + 'static;
     type Write: AsyncWrite + Unpin + 'static;
+    /// A unix socket, not TCP.
+    const UNIX: bool;
     fn into_halves(self) -> (Self::Read, Self::Write);
+    fn reunite(rd: Self::Read, wr: Self::Write) -> io::Result<Self>;
+    /// Takes the socket out of tokio's reactor.
+    fn into_fd(self) -> io::Result<OwnedFd>;
+    /// Puts a parked socket back into tokio's reactor.
+    fn from_fd(fd: OwnedFd) -> io::Result<Self>;
 }
 
 macro_rules! socket {
-    ($stream:ty, $read:ty, $write:ty) => {
+    ($stream:ty, $std:ty, $read:ty, $write:ty, $unix:expr) => {
         impl Socket for $stream {
             type Read = $read;
             type Write = $write;
+            const UNIX: bool = $unix;
             fn into_halves(self) -> ($read, $write) {
                 self.into_split()
+            }
+            fn reunite(rd: $read, wr: $write) -> io::Result<Self> {
+                rd.reunite(wr)
+                    .map_err(|_| io::Error::other("halves of two different sockets"))
+            }
+            fn into_fd(self) -> io::Result<OwnedFd> {
+                Ok(self.into_std()?.into())
+            }
+            fn from_fd(fd: OwnedFd) -> io::Result<Self> {
+                Self::from_std(<$std>::from(fd))
             }
         }
     };
 }
-socket!(TcpStream, tcp::OwnedReadHalf, tcp::OwnedWriteHalf);
-socket!(UnixStream, unix::OwnedReadHalf, unix::OwnedWriteHalf);
+socket!(
+    TcpStream,
+    std::net::TcpStream,
+    tcp::OwnedReadHalf,
+    tcp::OwnedWriteHalf,
+    false
+);
+socket!(
+    UnixStream,
+    std::os::unix::net::UnixStream,
+    unix::OwnedReadHalf,
+    unix::OwnedWriteHalf,
+    true
+);
 
 thread_local! {
     /// The master reads every socket through this one chunk (it is single
@@ -201,9 +237,252 @@ fn open<S: Socket>(
         );
         return;
     };
-    let (rd, wr) = stream.into_halves();
-    tokio::task::spawn_local(write_loop(outbox, wr));
-    tokio::task::spawn_local(read_loop(rd, fd, hub.clone(), cfg.clone(), closer));
+    let link = Link {
+        fd,
+        hub: hub.clone(),
+        cfg: cfg.clone(),
+        outbox,
+        closer,
+    };
+    tokio::task::spawn_local(serve(stream, link, Reader::fresh(cfg)));
+}
+
+/// Brings parked connections back: waits on the lot's epoll set (one tokio
+/// registration for all of them) and for sessions that have a reply or a
+/// close for one, and starts a task for each connection brought back. Also
+/// has the memory of parked connections' tasks given back once parking
+/// went quiet.
+pub fn spawn_lot(hub: Rc<RefCell<Hub>>, cfg: Rc<MasterConfig>) -> io::Result<()> {
+    let Some(handles) = hub.borrow().lot_handles() else {
+        return Ok(());
+    };
+    let (epoll, wake) = handles?;
+    // SAFETY: the lot's task owns this descriptor of the epoll set and
+    // neither closes nor replaces it while registered.
+    let epoll = unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE) }
+        .map_err(io::Error::from)?;
+    tokio::task::spawn_local(async move {
+        let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+        // Armed while a trim for moved connections is due (Lot::next_settle).
+        let mut settle: Option<Pin<Box<Sleep>>> = None;
+        loop {
+            if settle.is_none() {
+                let next = hub.borrow().next_settle();
+                settle = next.map(|after| Box::pin(tokio::time::sleep(after)));
+            }
+            tokio::select! {
+                () = tick(&mut settle) => {
+                    settle = None;
+                    hub.borrow_mut().settle_parking();
+                }
+                ready = epoll.readable() => match ready {
+                    Ok(mut guard) => match parking::ready(guard.get_inner(), &mut events) {
+                        Ok(0) => guard.clear_ready(),
+                        Ok(n) => {
+                            let mut hub = hub.borrow_mut();
+                            for event in &events[..n] {
+                                let fd = event.u64;
+                                hub.wake_parked(fd);
+                            }
+                        }
+                        Err(e) => {
+                            crate::log!(Level::Warning, "idle connections: epoll_wait failed: {e}");
+                            guard.clear_ready();
+                        }
+                    },
+                    Err(e) => {
+                        crate::log!(Level::Error, "idle connections: cannot wait on the epoll set: {e}");
+                        return;
+                    }
+                },
+                _ = wake.notified() => {}
+            }
+            let resumed = hub.borrow_mut().take_resumed();
+            for r in resumed {
+                resume(r, &hub, &cfg);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Starts the task of a connection brought back from the lot.
+fn resume(r: Resumed, hub: &Rc<RefCell<Hub>>, cfg: &Rc<MasterConfig>) {
+    let reader = Reader::resumed(cfg, &r.parked);
+    let link = Link {
+        fd: r.fd,
+        hub: hub.clone(),
+        cfg: cfg.clone(),
+        outbox: r.outbox,
+        closer: r.closer,
+    };
+    if r.parked.unix {
+        restart(UnixStream::from_fd(r.parked.socket), link, reader);
+    } else {
+        restart(TcpStream::from_fd(r.parked.socket), link, reader);
+    }
+}
+
+fn restart<S: Socket>(stream: io::Result<S>, link: Link, reader: Reader) {
+    match stream {
+        Ok(stream) => {
+            tokio::task::spawn_local(serve(stream, link, reader));
+        }
+        Err(e) => link.lost(&e),
+    }
+}
+
+/// What one connection's task works with.
+struct Link {
+    fd: u64,
+    hub: Rc<RefCell<Hub>>,
+    cfg: Rc<MasterConfig>,
+    outbox: Rc<Outbox>,
+    closer: Rc<Notify>,
+}
+
+/// What the reader knows of its client between reads.
+struct Reader {
+    framing: Option<InboundCodec>,
+    authenticated: bool,
+    /// Replies are held back until then, or until the client shows its
+    /// protocol (see `GREETING_HOLD`).
+    hold_until: Option<Instant>,
+    auth_deadline: Option<Instant>,
+}
+
+impl Reader {
+    fn fresh(cfg: &MasterConfig) -> Self {
+        let authenticated = cfg.auth_token.is_none();
+        Reader {
+            framing: None,
+            authenticated,
+            hold_until: Some(Instant::now() + GREETING_HOLD),
+            auth_deadline: (!authenticated).then(|| Instant::now() + cfg.auth_timeout),
+        }
+    }
+
+    /// Where a parked connection's reader stood (with nothing buffered, its
+    /// greeting hold over and no auth deadline pending).
+    fn resumed(cfg: &MasterConfig, parked: &Parked) -> Self {
+        Reader {
+            framing: match parked.inbound {
+                Inbound::Undecided => None,
+                Inbound::Taskq => Some(taskq_codec(cfg)),
+                Inbound::Foreign => Some(foreign_codec(cfg)),
+            },
+            authenticated: parked.authenticated,
+            hold_until: None,
+            auth_deadline: None,
+        }
+    }
+
+    fn inbound(&self) -> Inbound {
+        match self.framing {
+            None => Inbound::Undecided,
+            Some(InboundCodec::Taskq(_)) => Inbound::Taskq,
+            Some(InboundCodec::Foreign(_)) => Inbound::Foreign,
+        }
+    }
+
+    /// Whether nothing but the socket needs watching: the greeting hold is
+    /// over and no auth deadline runs.
+    fn settled(&self) -> bool {
+        self.hold_until.is_none() && self.authenticated
+    }
+}
+
+fn taskq_codec(cfg: &MasterConfig) -> InboundCodec {
+    InboundCodec::Taskq(FrameCodec::new(cfg.package_max_length + 1))
+}
+
+fn foreign_codec(cfg: &MasterConfig) -> InboundCodec {
+    InboundCodec::Foreign(Box::new(PacketDecoder::new(cfg.packet.clone())))
+}
+
+/// How a connection's reader stopped.
+enum Leave {
+    /// The session is closed.
+    Closed,
+    /// Idle: the connection is to be parked.
+    Park,
+}
+
+/// One connection's reader task, with its writer task beside it: reads
+/// until the session closes (the writer then writes what is left), or until
+/// the connection has been idle long enough to be parked. Reader and writer
+/// stay two tasks: one task doing both cost the persistent `task()` path
+/// about a third of its rate (bench scenario 2).
+async fn serve<S: Socket>(stream: S, link: Link, mut reader: Reader) {
+    let mut can_park = link.hub.borrow().can_park();
+    let (mut rd, wr) = stream.into_halves();
+    let mut writer = tokio::task::spawn_local(write_loop(link.outbox.clone(), wr));
+    loop {
+        if let Leave::Closed = read_loop(&mut rd, &link, &mut reader, can_park).await {
+            return;
+        }
+        link.outbox.stop_writer();
+        let Ok(Some(wr)) = (&mut writer).await else {
+            // The writer failed (the peer is gone): read on, unparked.
+            can_park = false;
+            continue;
+        };
+        let stream = match S::reunite(rd, wr) {
+            Ok(stream) => stream,
+            Err(e) => return link.lost(&e),
+        };
+        let Some(stream) = park(stream, &link, &reader) else {
+            return;
+        };
+        let (r, w) = stream.into_halves();
+        rd = r;
+        writer = tokio::task::spawn_local(write_loop(link.outbox.clone(), w));
+    }
+}
+
+/// Parks an idle connection, or hands it back when it cannot be parked
+/// (replies arrived, or a close was asked for, while its writer stopped).
+fn park<S: Socket>(stream: S, link: &Link, reader: &Reader) -> Option<S> {
+    let closing = pin!(link.closer.notified()).enable();
+    if closing {
+        // Put back for the reader, which closes the session.
+        link.closer.notify_one();
+        return Some(stream);
+    }
+    let socket = match stream.into_fd() {
+        Ok(socket) => socket,
+        Err(e) => {
+            link.lost(&e);
+            return None;
+        }
+    };
+    let parked = Parked {
+        socket,
+        unix: S::UNIX,
+        inbound: reader.inbound(),
+        authenticated: reader.authenticated,
+    };
+    let refused = link.hub.borrow_mut().park(link.fd, parked);
+    match refused.map_err(|parked| S::from_fd(parked.socket)) {
+        Ok(()) => None,
+        Err(Ok(stream)) => Some(stream),
+        Err(Err(e)) => {
+            link.lost(&e);
+            None
+        }
+    }
+}
+
+impl Link {
+    /// Parking or resuming the socket failed: the connection is lost.
+    fn lost(&self, e: &io::Error) {
+        crate::log!(
+            Level::Warning,
+            "session #{}: cannot park or resume the idle connection: {e}; connection closed",
+            self.fd
+        );
+        self.hub.borrow_mut().client_closed(self.fd);
+    }
 }
 
 /// How the bytes a client sends are cut into messages: taskq's frames, or
@@ -223,31 +502,36 @@ const FOREIGN_REFUSED: &str = "taskq: this server requires an auth_token, which 
 pub const GREETING_HOLD: Duration = Duration::from_millis(20);
 
 async fn read_loop<R: AsyncRead + Unpin>(
-    mut rd: R,
-    fd: u64,
-    hub: Rc<RefCell<Hub>>,
-    cfg: Rc<MasterConfig>,
-    closer: Rc<Notify>,
-) {
+    rd: &mut R,
+    link: &Link,
+    reader: &mut Reader,
+    can_park: bool,
+) -> Leave {
+    let Link {
+        fd,
+        hub,
+        cfg,
+        outbox,
+        closer,
+    } = link;
+    let fd = *fd;
     let mut buf = BytesMut::new();
-    let mut framing: Option<InboundCodec> = None;
-    let mut authenticated = cfg.auth_token.is_none();
     let mut partial_since: Option<Instant> = None;
-    let mut hold_until = Some(Instant::now() + GREETING_HOLD);
-    let auth_deadline = (!authenticated).then(|| Instant::now() + cfg.auth_timeout);
-    let result: Result<(), String> = loop {
-        if framing.is_none() {
+    // Wakes every PARK_AFTER; parks when nothing was read since the last
+    // time (made once per task, not per read).
+    let mut quiet = can_park.then(|| Box::pin(tokio::time::sleep(PARK_AFTER)));
+    let mut active = false;
+    let result: Result<Leave, String> = loop {
+        if reader.framing.is_none() {
             match detect(&buf) {
                 Detected::NeedMore => {}
                 Detected::Taskq => {
                     let _ = buf.split_to(MAGIC.len());
                     hub.borrow_mut().client_is_taskq(fd);
-                    hold_until = None;
-                    framing = Some(InboundCodec::Taskq(FrameCodec::new(
-                        cfg.package_max_length + 1,
-                    )));
+                    reader.hold_until = None;
+                    reader.framing = Some(taskq_codec(cfg));
                 }
-                Detected::Foreign if !authenticated => {
+                Detected::Foreign if !reader.authenticated => {
                     hub.borrow_mut().refuse_foreign(fd, FOREIGN_REFUSED);
                     break Err(
                         "a client without taskq's protocol cannot present the auth_token; refused"
@@ -256,14 +540,18 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 Detected::Foreign => {
                     hub.borrow_mut().client_speaks_raw(fd);
-                    hold_until = None;
-                    framing = Some(InboundCodec::Foreign(Box::new(PacketDecoder::new(
-                        cfg.packet.clone(),
-                    ))))
+                    reader.hold_until = None;
+                    reader.framing = Some(foreign_codec(cfg));
                 }
             }
         }
-        if let Err(e) = drain(&mut framing, &mut buf, fd, &hub, &mut authenticated) {
+        if let Err(e) = drain(
+            &mut reader.framing,
+            &mut buf,
+            fd,
+            hub,
+            &mut reader.authenticated,
+        ) {
             break Err(e);
         }
         partial_since = match (buf.is_empty(), partial_since) {
@@ -275,7 +563,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         if let Some(space) = held_back {
             tokio::select! {
                 _ = space.notified() => {}
-                _ = closer.notified() => break Ok(()),
+                _ = closer.notified() => break Ok(Leave::Closed),
             }
             // The wait was ours, not the client's: a partial message gets
             // its full package_timeout from now.
@@ -284,23 +572,23 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
         let deadline = partial_since.map(|t| t + cfg.package_timeout);
         tokio::select! {
-            r = read_available(&mut rd, &mut buf) => match r {
-                Ok(0) => break finish_eof(&mut framing, &mut buf, fd, &hub, &mut authenticated),
-                Ok(_) => {}
+            r = read_available(rd, &mut buf) => match r {
+                Ok(0) => break finish_eof(&mut reader.framing, &mut buf, fd, hub, &mut reader.authenticated).map(|()| Leave::Closed),
+                Ok(_) => active = true,
                 Err(e) => break Err(e.to_string()),
             },
-            _ = closer.notified() => break Ok(()),
-            _ = sleep_until(hold_until) => {
-                hold_until = None;
+            _ = closer.notified() => break Ok(Leave::Closed),
+            _ = sleep_until(reader.hold_until) => {
+                reader.hold_until = None;
                 hub.borrow_mut().client_speaks_raw(fd);
             }
-            _ = sleep_until(auth_deadline.filter(|_| !authenticated)) => {
+            _ = sleep_until(reader.auth_deadline.filter(|_| !reader.authenticated)) => {
                 let why = format!(
                     "the auth_token was not presented within auth_timeout ({:?})",
                     cfg.auth_timeout
                 );
-                if matches!(framing, Some(InboundCodec::Taskq(_))) {
-                    hub.borrow().answer_error(fd, code::AUTH, &format!("{why}; connection closed"));
+                if matches!(reader.framing, Some(InboundCodec::Taskq(_))) {
+                    hub.borrow_mut().answer_error(fd, code::AUTH, &format!("{why}; connection closed"));
                 }
                 break Err(why);
             }
@@ -311,12 +599,32 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     cfg.package_timeout
                 ));
             }
+            () = tick(&mut quiet) => {
+                if !active && buf.is_empty() && reader.settled() && outbox.pending() == 0 {
+                    break Ok(Leave::Park);
+                }
+                active = false;
+                if let Some(t) = quiet.as_mut() {
+                    t.as_mut().reset((Instant::now() + PARK_AFTER).into());
+                }
+            }
         }
     };
-    if let Err(e) = result {
-        crate::log!(Level::Warning, "session #{fd}: {e}; connection closed");
+    match result {
+        Ok(Leave::Park) => return Leave::Park,
+        Ok(Leave::Closed) => {}
+        Err(e) => crate::log!(Level::Warning, "session #{fd}: {e}; connection closed"),
     }
     hub.borrow_mut().client_closed(fd);
+    Leave::Closed
+}
+
+/// Waits for `timer` to fire, or forever without one.
+async fn tick(timer: &mut Option<Pin<Box<Sleep>>>) {
+    match timer {
+        Some(t) => t.as_mut().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one. The timer is boxed,
@@ -351,7 +659,7 @@ fn drain(
                             length - 1,
                             max - 1
                         );
-                        hub.borrow().answer_error(fd, code::TOO_LARGE, &message);
+                        hub.borrow_mut().answer_error(fd, code::TOO_LARGE, &message);
                     }
                     break Err(format!("{e} (package_max_length)"));
                 }
@@ -372,7 +680,7 @@ fn drain(
                 continue;
             }
             if !*authenticated {
-                hub.borrow()
+                hub.borrow_mut()
                     .answer_error(fd, code::AUTH, "this server requires an auth_token");
                 break Err("sent a request before presenting the auth_token".into());
             }
@@ -383,7 +691,7 @@ fn drain(
                 KIND_TASK => match TaskRequest::decode(frame.body) {
                     Ok(req) => hub.borrow_mut().client_task(fd, req),
                     Err(e) => {
-                        hub.borrow().answer_error(
+                        hub.borrow_mut().answer_error(
                             fd,
                             code::BAD_REQUEST,
                             &format!("malformed task: {e}"),
@@ -392,7 +700,7 @@ fn drain(
                     }
                 },
                 other => {
-                    hub.borrow().answer_error(
+                    hub.borrow_mut().answer_error(
                         fd,
                         code::BAD_REQUEST,
                         &format!("unknown message kind {other}"),

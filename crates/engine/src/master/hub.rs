@@ -18,6 +18,7 @@ use super::asks::{Asker, Asks};
 use super::drain_watch::DrainWatch;
 use super::history::{History, Sample};
 use super::outbox::Outbox;
+use super::parking::{Lot, Parked, Resumed};
 use super::sessions::{SessionRules, Sessions};
 use super::stats::{self, Counters};
 use super::tasks::{Accepted, Committed, TaskRules, Tasks};
@@ -68,15 +69,26 @@ impl Hub {
         remote: Option<SharedLedger>,
     ) -> Self {
         let trim = Rc::new(Notify::new());
+        let sessions = Sessions::new(SessionRules {
+            dispatch_mode: cfg.dispatch_mode,
+            max_conn: cfg.max_conn,
+            auth_token: cfg.auth_token.clone(),
+            auth_max_pending: cfg.auth_max_pending,
+            server_port: cfg.server_port,
+            sock_type: cfg.sock_type,
+        });
+        let sessions = match Lot::new(trim.clone()) {
+            Ok(lot) => sessions.with_lot(lot),
+            Err(e) => {
+                crate::log!(
+                    Level::Warning,
+                    "cannot make the epoll set for idle connections ({e}); they keep their tasks"
+                );
+                sessions
+            }
+        };
         Hub {
-            sessions: Sessions::new(SessionRules {
-                dispatch_mode: cfg.dispatch_mode,
-                max_conn: cfg.max_conn,
-                auth_token: cfg.auth_token.clone(),
-                auth_max_pending: cfg.auth_max_pending,
-                server_port: cfg.server_port,
-                sock_type: cfg.sock_type,
-            }),
+            sessions,
             workers: Workers::new(
                 cfg.worker_num,
                 cfg.task_worker_num,
@@ -318,13 +330,50 @@ impl Hub {
     }
 
     /// Sends an ERROR answer to a taskq client.
-    pub fn answer_error(&self, fd: u64, code: u32, message: &str) {
+    pub fn answer_error(&mut self, fd: u64, code: u32, message: &str) {
         self.sessions.answer_error(fd, code, message);
     }
 
     /// Acknowledges an `auth_token` frame.
-    pub fn answer_ack(&self, fd: u64) {
+    pub fn answer_ack(&mut self, fd: u64) {
         self.sessions.answer_ack(fd, 0);
+    }
+
+    /// Parks session `fd`'s idle connection (see `parking`); hands it back
+    /// when it cannot be parked.
+    pub fn park(&mut self, fd: u64, parked: Parked) -> Result<(), Parked> {
+        self.sessions.park(fd, parked)
+    }
+
+    /// A parked connection's socket became readable: brings it back.
+    pub fn wake_parked(&mut self, fd: u64) {
+        self.sessions.wake_parked(fd);
+    }
+
+    /// Parked connections brought back since the last call, for their tasks.
+    pub fn take_resumed(&mut self) -> Vec<Resumed> {
+        self.sessions.take_resumed()
+    }
+
+    /// When the lot's memory is next to be given back (see `Lot::next_settle`).
+    pub fn next_settle(&self) -> Option<std::time::Duration> {
+        self.sessions.next_settle()
+    }
+
+    /// Gives back what the connections parked since the last trim held.
+    pub fn settle_parking(&mut self) {
+        self.sessions.settle_parking();
+    }
+
+    /// Whether idle connections can be parked.
+    pub fn can_park(&self) -> bool {
+        self.sessions.can_park()
+    }
+
+    /// The lot's epoll descriptor and wake-up, when idle connections can be
+    /// parked.
+    pub fn lot_handles(&self) -> Option<std::io::Result<(std::os::fd::OwnedFd, Rc<Notify>)>> {
+        self.sessions.lot_handles()
     }
 
     /// The refusal for a connection over `max_conn`.
@@ -666,7 +715,7 @@ impl Hub {
     }
 
     /// Closes session `fd` (heartbeat, `close()`).
-    pub fn close_session(&self, fd: u64) {
+    pub fn close_session(&mut self, fd: u64) {
         self.sessions.close(fd);
     }
 

@@ -17,6 +17,7 @@ mod link;
 mod metrics;
 mod name_holder;
 mod outbox;
+mod parking;
 mod redis_link;
 mod sessions;
 mod stats;
@@ -175,6 +176,7 @@ async fn serve(
     }
     tokio::task::spawn_local(trimmer(hub.borrow().trim()));
     tokio::task::spawn_local(scheduler(hub.clone()));
+    connection::spawn_lot(hub.clone(), cfg.clone())?;
     let door = Door {
         listener,
         acceptor: connection::spawn_acceptor(listener, hub.clone(), cfg.clone())?,

@@ -25,6 +25,9 @@ pub struct Outbox {
     buf: RefCell<BytesMut>,
     notify: Notify,
     closed: Cell<bool>,
+    /// The writer is to stop once everything is written and hand its half
+    /// of the socket back (the connection is being parked).
+    stop: Cell<bool>,
     /// Bytes taken by the writer and not yet written.
     in_flight: Cell<usize>,
     /// Pending bytes above which readers should pause (0 = no mark).
@@ -78,6 +81,13 @@ impl Outbox {
         self.tell_space();
     }
 
+    /// Stops the writer once everything buffered is written; it returns its
+    /// half of the socket.
+    pub fn stop_writer(&self) {
+        self.stop.set(true);
+        self.notify.notify_one();
+    }
+
     /// Whether `close` was called.
     pub fn is_closed(&self) -> bool {
         self.closed.get()
@@ -124,8 +134,10 @@ impl Outbox {
     }
 }
 
-/// Drains `outbox` into `w` until it is closed and empty or the peer fails.
-pub async fn write_loop<W: AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut w: W) {
+/// Drains `outbox` into `w` until it is closed and empty or the peer fails
+/// (`None`), or until `stop_writer` was called and everything is written:
+/// then `w` is handed back.
+pub async fn write_loop<W: AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut w: W) -> Option<W> {
     loop {
         let chunk = outbox.take();
         if !chunk.is_empty() {
@@ -135,13 +147,16 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut w: W) {
             drop(chunk);
             outbox.written(capacity);
             if result.is_err() {
-                return;
+                return None;
             }
             continue;
         }
         if outbox.is_closed() {
             let _ = w.shutdown().await;
-            return;
+            return None;
+        }
+        if outbox.stop.replace(false) {
+            return Some(w);
         }
         outbox.notify.notified().await;
     }
@@ -262,6 +277,33 @@ mod tests {
             tokio::time::timeout(std::time::Duration::from_secs(10), trim.notified())
                 .await
                 .expect("a large drain is reported");
+        }));
+    }
+
+    #[test]
+    fn a_stopped_writer_writes_everything_first_then_hands_its_half_back() {
+        let outbox = Rc::new(Outbox::for_client(Rc::new(Notify::new())));
+        runtime().block_on(tokio::task::LocalSet::new().run_until(async {
+            let (mut rd, wr) = tokio::io::duplex(16);
+            let writer = tokio::task::spawn_local(write_loop(outbox.clone(), wr));
+            tokio::task::yield_now().await;
+            outbox.push_with(|b| b.extend_from_slice(&[4u8; 100]));
+            outbox.stop_writer();
+            let mut got = vec![0u8; 100];
+            rd.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, vec![4u8; 100]);
+            let mut wr = writer.await.unwrap().expect("the half comes back");
+            assert_eq!(outbox.pending(), 0);
+            // The half still writes, and a new writer is not stopped at once.
+            tokio::io::AsyncWriteExt::write_all(&mut wr, b"x")
+                .await
+                .unwrap();
+            let again = tokio::task::spawn_local(write_loop(outbox.clone(), wr));
+            outbox.close();
+            assert!(again.await.unwrap().is_none(), "closed, not stopped");
+            let mut rest = Vec::new();
+            rd.read_to_end(&mut rest).await.unwrap();
+            assert_eq!(rest, b"x");
         }));
     }
 }

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use super::auth_gate::AuthGate;
 use super::outbox::Outbox;
+use super::parking::{Lot, Parked, Resumed};
 use super::workers::Workers;
 use crate::frame::FrameCodec;
 use crate::log::Level;
@@ -33,10 +34,20 @@ enum ReplyFraming {
     Taskq,
 }
 
+/// How the master holds a client's socket.
+enum Link {
+    /// A task serves it: replies go to the outbox, the closer ends it.
+    Live {
+        outbox: Rc<Outbox>,
+        closer: Rc<Notify>,
+    },
+    /// Idle, without tasks (see `parking`).
+    Parked(Parked),
+}
+
 /// One client connection.
 struct Session {
-    outbox: Rc<Outbox>,
-    closer: Rc<Notify>,
+    link: Link,
     framing: ReplyFraming,
     /// The event worker it was given at accept.
     worker: u32,
@@ -49,19 +60,37 @@ struct Session {
     /// Has sent messages for event workers (not only tasks), so its reads
     /// pause while the worker its next message goes to is backed up.
     feeds_workers: bool,
+    /// Has been parked: its close frees a resumed connection's tasks, which
+    /// the lot has given back to the system (see `Lot::moved`).
+    was_parked: bool,
     /// Presented the auth_token (always true on a server without one).
     authenticated: bool,
 }
 
 impl Session {
-    /// Queues one reply in the client's protocol.
+    /// Queues one reply in the client's protocol (a live session's).
     fn write(&self, data: &[u8]) {
+        let Link::Live { outbox, .. } = &self.link else {
+            return;
+        };
         if matches!(self.framing, ReplyFraming::Taskq) {
-            self.outbox
-                .push_with(|b| FrameCodec::put(b, KIND_MESSAGE, data));
+            outbox.push_with(|b| FrameCodec::put(b, KIND_MESSAGE, data));
         } else {
-            self.outbox
-                .push_with(|b: &mut BytesMut| b.extend_from_slice(data));
+            outbox.push_with(|b: &mut BytesMut| b.extend_from_slice(data));
+        }
+    }
+
+    /// Queues bytes built by `fill` (a live session's).
+    fn push_with(&self, fill: impl FnOnce(&mut BytesMut)) {
+        if let Link::Live { outbox, .. } = &self.link {
+            outbox.push_with(fill);
+        }
+    }
+
+    /// Tells a live session's task to close the connection.
+    fn close(&self) {
+        if let Link::Live { closer, .. } = &self.link {
+            closer.notify_one();
         }
     }
 }
@@ -117,6 +146,9 @@ pub struct Sessions {
     /// With an auth_token: pending and authenticated connections.
     gate: Option<AuthGate>,
     counters: SessionCounters,
+    /// Where idle connections wait without tasks; `None` when the master
+    /// could not make its epoll set (connections then stay live).
+    lot: Option<Lot>,
 }
 
 impl Sessions {
@@ -132,7 +164,92 @@ impl Sessions {
             next_fd: 1,
             round_robin: 0,
             counters: SessionCounters::default(),
+            lot: None,
         }
+    }
+
+    /// Lets idle connections be parked in `lot`.
+    pub fn with_lot(mut self, lot: Lot) -> Self {
+        self.lot = Some(lot);
+        self
+    }
+
+    /// Whether idle connections can be parked.
+    pub fn can_park(&self) -> bool {
+        self.lot.is_some()
+    }
+
+    /// The lot's epoll descriptor and wake-up, for its task.
+    pub fn lot_handles(&self) -> Option<std::io::Result<(std::os::fd::OwnedFd, Rc<Notify>)>> {
+        self.lot.as_ref().map(Lot::handles)
+    }
+
+    /// Parks session `fd`'s connection. Refused (the connection handed
+    /// back) when there is no lot, the session is gone or has replies
+    /// waiting, or the socket cannot be watched.
+    pub fn park(&mut self, fd: u64, parked: Parked) -> Result<(), Parked> {
+        let (Some(lot), Some(s)) = (self.lot.as_mut(), self.table.get_mut(&fd)) else {
+            return Err(parked);
+        };
+        match &s.link {
+            Link::Live { outbox, .. } if outbox.pending() == 0 && !outbox.is_closed() => {}
+            _ => return Err(parked),
+        }
+        if let Err(e) = lot.watch(fd, &parked.socket) {
+            crate::log!(
+                Level::Warning,
+                "session #{fd}: cannot park the idle connection: {e}"
+            );
+            return Err(parked);
+        }
+        s.link = Link::Parked(parked);
+        s.was_parked = true;
+        Ok(())
+    }
+
+    /// Session `fd`, brought back first if it is parked (its new task is
+    /// started by the lot's task, see `take_resumed`).
+    fn live(&mut self, fd: u64) -> Option<&mut Session> {
+        let s = self.table.get_mut(&fd)?;
+        if let (Link::Parked(_), Some(lot)) = (&s.link, self.lot.as_mut()) {
+            let (outbox, closer) = lot.fresh_link();
+            let live = Link::Live {
+                outbox: outbox.clone(),
+                closer: closer.clone(),
+            };
+            if let Link::Parked(parked) = std::mem::replace(&mut s.link, live) {
+                lot.resume(Resumed {
+                    fd,
+                    parked,
+                    outbox,
+                    closer,
+                });
+            }
+        }
+        Some(s)
+    }
+
+    /// A parked connection's socket became readable (input, end or error):
+    /// brings it back.
+    pub fn wake_parked(&mut self, fd: u64) {
+        self.live(fd);
+    }
+
+    /// When the lot's memory is next to be given back (see `Lot::next_settle`).
+    pub fn next_settle(&self) -> Option<std::time::Duration> {
+        self.lot.as_ref().and_then(Lot::next_settle)
+    }
+
+    /// Gives back what the connections parked since the last trim held.
+    pub fn settle_parking(&mut self) {
+        if let Some(lot) = self.lot.as_mut() {
+            lot.settle();
+        }
+    }
+
+    /// The connections brought back since the last call, for their tasks.
+    pub fn take_resumed(&mut self) -> Vec<Resumed> {
+        self.lot.as_mut().map(Lot::take_resumed).unwrap_or_default()
     }
 
     /// Registers a new client and returns its session id and the event
@@ -161,7 +278,7 @@ impl Sessions {
                     self.rules.auth_max_pending
                 );
                 self.counters.abort_count += 1;
-                s.closer.notify_one();
+                s.close();
             }
         }
         self.counters.accept_count += 1;
@@ -170,8 +287,7 @@ impl Sessions {
         self.table.insert(
             fd,
             Session {
-                outbox,
-                closer,
+                link: Link::Live { outbox, closer },
                 framing: ReplyFraming::Undecided(Vec::new()),
                 worker,
                 peer,
@@ -180,6 +296,7 @@ impl Sessions {
                 last_recv: 0.0,
                 last_send: 0.0,
                 feeds_workers: false,
+                was_parked: false,
                 authenticated: self.gate.is_none(),
             },
         );
@@ -217,7 +334,7 @@ impl Sessions {
     }
 
     fn decide(&mut self, fd: u64, framing: ReplyFraming) {
-        let Some(s) = self.table.get_mut(&fd) else {
+        let Some(s) = self.live(fd) else {
             return;
         };
         if let ReplyFraming::Undecided(held) = std::mem::replace(&mut s.framing, framing) {
@@ -323,7 +440,7 @@ impl Sessions {
     /// connection is closed.
     pub fn refuse_foreign(&mut self, fd: u64, why: &str) {
         self.decide(fd, ReplyFraming::Raw);
-        if let Some(s) = self.table.get(&fd) {
+        if let Some(s) = self.live(fd) {
             s.write(why.as_bytes());
         }
     }
@@ -340,7 +457,12 @@ impl Sessions {
             self.table.shrink_to(room);
         }
         self.counters.close_count += 1;
-        s.outbox.close();
+        if let Link::Live { outbox, .. } = &s.link {
+            outbox.close();
+        }
+        if let (true, Some(lot)) = (s.was_parked, self.lot.as_mut()) {
+            lot.moved();
+        }
         Some(Closed {
             worker: s.worker,
             many_gone: shrunk.is_some() || self.table.is_empty(),
@@ -349,17 +471,17 @@ impl Sessions {
 
     /// `$server->send()`: a worker's reply to session `fd`.
     pub fn send(&mut self, fd: u64, data: &[u8]) {
-        let Some(s) = self.table.get_mut(&fd) else {
+        let Some(s) = self.live(fd) else {
             crate::log!(Level::Notice, "send to session #{fd} failed: it is closed");
             return;
         };
         s.last_send = now();
-        self.counters.response_count += 1;
-        self.counters.total_send_bytes += data.len() as u64;
         match &mut s.framing {
             ReplyFraming::Undecided(held) => held.push(Bytes::copy_from_slice(data)),
             _ => s.write(data),
         }
+        self.counters.response_count += 1;
+        self.counters.total_send_bytes += data.len() as u64;
     }
 
     /// A message or task that arrived after the stop began: counted, and
@@ -367,36 +489,36 @@ impl Sessions {
     /// closing the connection (a raw client has no error to read), so no
     /// producer takes it for accepted.
     pub fn refuse_stopping(&mut self, fd: u64) {
-        let Some(s) = self.table.get(&fd) else {
+        let Some(s) = self.live(fd) else {
             return;
         };
-        self.counters.refused_stopping += 1;
         if matches!(s.framing, ReplyFraming::Taskq) {
             self.answer_error(fd, code::STOPPING, "the server is stopping");
         } else {
-            s.closer.notify_one();
+            s.close();
         }
+        self.counters.refused_stopping += 1;
     }
 
     /// Sends an ERROR answer to a taskq client.
-    pub fn answer_error(&self, fd: u64, code: u32, message: &str) {
-        if let Some(s) = self.table.get(&fd) {
-            s.outbox.push_with(|b| put_error(b, code, message));
+    pub fn answer_error(&mut self, fd: u64, code: u32, message: &str) {
+        if let Some(s) = self.live(fd) {
+            s.push_with(|b| put_error(b, code, message));
         }
     }
 
     /// Acknowledges a request to a taskq client (`id` 0, or the task id).
-    pub fn answer_ack(&self, fd: u64, id: u64) {
-        if let Some(s) = self.table.get(&fd) {
-            s.outbox.push_with(|b| put_ack(b, id));
+    pub fn answer_ack(&mut self, fd: u64, id: u64) {
+        if let Some(s) = self.live(fd) {
+            s.push_with(|b| put_ack(b, id));
         }
     }
 
     /// Answers a taskq client's question with a JSON document.
-    pub fn answer_reply(&self, fd: u64, json: &serde_json::Value) {
-        if let Some(s) = self.table.get(&fd) {
+    pub fn answer_reply(&mut self, fd: u64, json: &serde_json::Value) {
+        if let Some(s) = self.live(fd) {
             let body = json.to_string();
-            s.outbox.push_with(|b| put_reply(b, body.as_bytes()));
+            s.push_with(|b| put_reply(b, body.as_bytes()));
         }
     }
 
@@ -472,9 +594,9 @@ impl Sessions {
     }
 
     /// Closes session `fd` (heartbeat, `close()`).
-    pub fn close(&self, fd: u64) {
-        if let Some(s) = self.table.get(&fd) {
-            s.closer.notify_one();
+    pub fn close(&mut self, fd: u64) {
+        if let Some(s) = self.live(fd) {
+            s.close();
         }
     }
 
@@ -696,5 +818,59 @@ mod tests {
         assert_eq!(info["server_port"], 9501);
         assert_eq!(s.client_info(999), Value::Null);
         assert_eq!(s.opened(), 3);
+    }
+
+    fn parked(socket: std::os::fd::OwnedFd) -> Parked {
+        Parked {
+            socket,
+            unix: true,
+            inbound: crate::master::parking::Inbound::Taskq,
+            authenticated: true,
+        }
+    }
+
+    #[test]
+    fn a_reply_or_a_close_brings_a_parked_connection_back_with_it() {
+        let w = workers(1, 1 << 20);
+        let lot = Lot::new(Rc::new(Notify::new())).unwrap();
+        let mut s = Sessions::new(rules(2, 10, None)).with_lot(lot);
+        let (a, outbox, _) = open(&mut s, &w);
+        let (b, _, _) = open(&mut s, &w);
+        s.speaks_taskq(a);
+        let (ours, _theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        outbox.push_with(|buf| buf.extend_from_slice(b"unwritten"));
+        let refused = s.park(a, parked(ours.into())).unwrap_err();
+        assert!(
+            s.take_resumed().is_empty(),
+            "replies still to write: not parked"
+        );
+        outbox.take();
+        s.park(a, refused).unwrap();
+        let (ours, _theirs2) = std::os::unix::net::UnixStream::pair().unwrap();
+        s.park(b, parked(ours.into())).unwrap();
+        assert!(s.exists(a) && s.exists(b));
+        assert!(s.take_resumed().is_empty());
+
+        s.answer_ack(a, 7);
+        s.close(b);
+        let resumed = s.take_resumed();
+        assert_eq!(resumed.iter().map(|r| r.fd).collect::<Vec<_>>(), vec![a, b]);
+        assert_eq!(
+            resumed[0].parked.inbound,
+            crate::master::parking::Inbound::Taskq
+        );
+        let frames = take_frames(&resumed[0].outbox);
+        let f = frames[0].clone();
+        assert_eq!(Answer::decode(f.kind, f.body).unwrap(), Answer::Ack(7));
+        assert!(!futures_ready(&resumed[0].closer));
+        assert!(
+            futures_ready(&resumed[1].closer),
+            "the close waits for the new task"
+        );
+        s.answer_ack(a, 8);
+        assert!(
+            s.take_resumed().is_empty(),
+            "live again: written to, not resumed twice"
+        );
     }
 }

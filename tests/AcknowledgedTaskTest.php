@@ -682,7 +682,7 @@ fwrite($c, pack('NCJ', 9, 3, 1001) . pack('NCN', 1 + 4 + 4, 4, 9001) . 'full' . 
 fclose($c);
 echo 'served';
 PHP, 15);
-        $this->waitUntil(fn () => file_exists($sock), 5, 'the stand-in server to listen');
+        $this->waitUntil(fn () => self::unixListening($sock), 5, 'the stand-in server to listen');
         $r = $this->clientJson(<<<PHP
 \$c = new TaskClient(TASKQ_SOCK_UNIX_STREAM);
 \$c->connect('$sock', 0, 3);

@@ -380,7 +380,7 @@ PHP);
     {
         $path = "$this->dir/taskq.sock";
         $server = $this->echoServer(var_export($path, true) . ', 0, TASKQ_PROCESS, TASKQ_SOCK_UNIX_STREAM', false);
-        $this->waitUntil(fn () => file_exists($path), 10, 'the unix socket file', $server);
+        $this->waitUntil(fn () => self::unixListening($path), 10, 'the unix socket to listen', $server);
 
         $client = new TaskClient(TASKQ_SOCK_UNIX_STREAM);
         $this->assertTrue($client->connect($path, 0, 2));

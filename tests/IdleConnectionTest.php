@@ -114,7 +114,7 @@ PHP, [], !str_contains($listen, 'TASKQ_SOCK_UNIX_STREAM'));
     {
         $path = "$this->dir/idle.sock";
         $this->commandServer(var_export($path, true) . ', 0, TASKQ_PROCESS, TASKQ_SOCK_UNIX_STREAM');
-        $this->waitUntil(fn () => file_exists($path), 10, 'the unix socket', $this->servers[0]);
+        $this->waitUntil(fn () => self::unixListening($path), 10, 'the unix socket to listen', $this->servers[0]);
         [$sock] = $this->rawConnect("unix://$path");
         $this->assertSame('got:one', $this->ask($sock, 'one'));
         usleep(self::IDLE_US);

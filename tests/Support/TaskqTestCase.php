@@ -60,6 +60,23 @@ abstract class TaskqTestCase extends TestCase
     /** Port of the most recently started server. */
     protected int $port = 0;
 
+    /**
+     * Whether a unix socket listens at `$path` (read from /proc/net/unix, no
+     * connection made). The file alone is not enough: bind() creates it a
+     * moment before listen(), and a connect in between is refused.
+     */
+    protected static function unixListening(string $path): bool
+    {
+        foreach (file('/proc/net/unix') ?: [] as $line) {
+            $cols = preg_split('/\s+/', trim($line));
+            // Flags 00010000 (__SO_ACCEPTCON): a listening socket.
+            if (isset($cols[7], $cols[3]) && $cols[7] === $path && $cols[3] === '00010000') {
+                return true;
+            }
+        }
+        return false;
+    }
+
     /** Whether something listens on 127.0.0.1:$port (read from /proc, no connection made). */
     protected static function listening(int $port): bool
     {

@@ -1147,7 +1147,8 @@ if ($has('8.taskq.rate')) {
     $v = $med('8.taskq.rate');
     $exact = count(array_filter($reps_['8.sink_count'], fn ($x) => $x != $n(10000))) === 0
         && array_sum($reps_['8.failed']) == 0;
-    $row('8 email', 'Mailer → smtp-sink', $v, 'msgs/s', 'smtp-source 8 sessions', $med('8.source.rate'), '≥ 13,500/s', $v >= 13500);
+    $source = $med('8.source.rate');
+    $row('8 email', 'Mailer → smtp-sink', $v, 'msgs/s', 'smtp-source 8 sessions', $source, '≥ 0.8× smtp-source', $v >= 0.8 * $source);
     $row('8 email', 'sink counted (each rep)', (float) min($reps_['8.sink_count']), 'msgs', null, null, 'exactly ' . $n(10000), $exact);
 }
 

@@ -479,6 +479,28 @@ PHP;
     // ---------------------------------------------------------------- sharing
 
     /**
+     * Waits until every acknowledged task (payload => id) has run, up to
+     * `$within` s, then until Redis holds nothing of the queue.
+     */
+    private function waitEveryAckedRan(RedisServer $redis, array $acked, int $within, int $drainWithin): void
+    {
+        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0, $within, 'every acknowledged task to run', 0.5);
+        $this->waitQueueDrained($redis, $drainWithin);
+    }
+
+    /**
+     * No task ran twice, and server A (two task workers and one worker, as
+     * `$before` listed its processes) still runs with the same processes,
+     * none started again.
+     */
+    private function assertRanOnceAndNothingReplaced(ServerProcess $a, array $before, string $when): void
+    {
+        $this->assertSame([], array_filter($this->runsByPayload(), fn ($c) => count($c) > 1), "no task ran twice $when");
+        $this->assertSame($before, $a->tree(), "no process died or was replaced $when");
+        $this->assertCount(3, $this->workerStarts('srv-a'), "no worker was started again $when");
+    }
+
+    /**
      * Half of `$count` acknowledged tasks one task() at a time through A,
      * half as taskMulti() through B: every one acknowledged with a distinct
      * id, each run exactly once, both servers ran some, and the queue on
@@ -612,8 +634,7 @@ PHP;
         $ranByB = count(array_filter($this->runs(), fn ($r) => $r[0] === 'srv-b'));
         $this->assertLessThan(3000, $killedAt, 'the kill came while tasks were left');
 
-        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0, 90, 'every acknowledged task to run', 0.5);
-        $this->waitQueueDrained($redis, 30);
+        $this->waitEveryAckedRan($redis, $acked, 90, 30);
         $by = $this->runsByPayload();
         $this->assertSame([], array_keys(array_diff_key($acked, $by)), 'no acknowledged task is lost');
         $dups = array_filter($by, fn ($c) => count($c) > 1);
@@ -734,8 +755,7 @@ PHP;
         $this->poll(fn () => count($this->workerStarts('srv-a')) >= $starts + 3, 30, 'every worker of A to be replaced by the reload');
         $this->assertLessThan(2000, count($this->runsByPayload()), 'the reload came before the backlog was drained');
 
-        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0, 60, 'every acknowledged task to run', 0.5);
-        $this->waitQueueDrained($redis, 20);
+        $this->waitEveryAckedRan($redis, $acked, 60, 20);
         $this->assertTrue($a->running(), 'the reload did not stop the server');
         $twice = array_filter($this->runsByPayload(), fn ($c) => count($c) > 1);
         $this->assertSame([], $twice, 'no task ran twice across the reload');
@@ -840,11 +860,8 @@ PHP;
         $this->poll(fn () => count($this->runs()) >= 300, 60, 'server A running tasks', 0.05);
         $this->assertTrue(posix_kill($manager, $signal));
         $this->assertLessThan(1500, count($this->runs()), "the $name came mid-drain");
-        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0, 60, 'every acknowledged task to run', 0.5);
-        $this->waitQueueDrained($redis, 20);
-        $this->assertSame([], array_filter($this->runsByPayload(), fn ($c) => count($c) > 1), 'no task ran twice');
-        $this->assertSame($before, $a->tree(), "no process died or was replaced after the manager's $name");
-        $this->assertCount(3, $this->workerStarts('srv-a'), 'no worker was started again');
+        $this->waitEveryAckedRan($redis, $acked, 60, 20);
+        $this->assertRanOnceAndNothingReplaced($a, $before, "after the manager's $name");
         $this->assertStringNotContainsString('stopping', $this->log('taskq-srv-a.log'), 'no stop began');
 
         $this->assertIsInt($this->submitOne('127.0.0.2', $port, 'after')[0], 'still acknowledging tasks');
@@ -880,11 +897,8 @@ PHP;
         $this->poll(fn () => is_file($log), 5, 'the master to open a new log file');
         $this->assertLessThan(2000, count($this->runs()), 'the SIGHUP came mid-drain');
 
-        $this->poll(fn () => count(array_diff_key($acked, $this->runsByPayload())) === 0, 60, 'every acknowledged task to run', 0.5);
-        $this->waitQueueDrained($redis, 20);
-        $this->assertSame([], array_filter($this->runsByPayload(), fn ($c) => count($c) > 1), 'no task ran twice');
-        $this->assertSame($before, $a->tree(), 'no process died or was replaced');
-        $this->assertCount(3, $this->workerStarts('srv-a'), 'no worker was started again');
+        $this->waitEveryAckedRan($redis, $acked, 60, 20);
+        $this->assertRanOnceAndNothingReplaced($a, $before, 'after the SIGHUP');
 
         posix_kill($a->pid(), SIGTERM);
         $this->assertSame(0, $a->wait(10), "server A exited cleanly\nlog:\n" . $this->log('taskq-srv-a.log'));

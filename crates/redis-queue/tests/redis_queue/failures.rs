@@ -146,8 +146,7 @@ async fn entries_taskq_did_not_write_are_dropped_not_blocking_the_tasks_behind_t
     let redis = RedisServer::start(false);
     let mut q = redis.queue("junk", "web").await;
     q.submit(&task("before")).await.unwrap();
-    let client = redis::Client::open(redis.dsn()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut raw = redis.raw().await;
     let stream = "taskq:{junk}:stream:0";
     let _: String = redis::cmd("XADD")
         .arg(stream)

@@ -94,8 +94,7 @@ async fn a_level_whose_keys_were_deleted_is_set_up_again_and_its_tasks_are_taken
     q.submit(&task("before")).await.unwrap();
     let taken = q.take(10).await.unwrap();
     q.ack(&entry_ids(&taken.entries)).await.unwrap();
-    let client = redis::Client::open(redis.dsn()).unwrap();
-    let mut raw = client.get_multiplexed_async_connection().await.unwrap();
+    let mut raw = redis.raw().await;
     let () = redis::cmd("FLUSHALL").query_async(&mut raw).await.unwrap();
 
     q.submit(&task("after")).await.unwrap();

@@ -53,6 +53,15 @@ impl RedisServer {
             .expect("connect")
     }
 
+    /// A plain connection, for writing into Redis behind the queue's back.
+    pub async fn raw(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.dsn())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
     fn spawn(&mut self) {
         let appendonly = if self.appendonly { "yes" } else { "no" };
         self.child = Some(spawn_redis(

@@ -24,7 +24,7 @@ Bench::init();
 
 $scale = (float) (getenv('BENCH_SCALE') ?: 1);
 $reps = max(1, (int) (getenv('BENCH_REPS') ?: 5));
-$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 11);
+$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 12);
 $resultsFile = getenv('BENCH_RESULTS') ?: __DIR__ . '/results.json';
 $n = fn (int $count): int => max(10, (int) round($count * $scale));
 
@@ -1023,6 +1023,65 @@ $s11 = function () use ($reps, $record, $say, &$notes) {
     }
 };
 
+// ---------------------------------------------------------------------------
+// 12. A durable backlog (issue 17 §3): all 8 task workers held, N tasks
+//     handed over with taskMulti() (1,000 per call, acknowledged once on
+//     disk) to a server with a task_store; the master's VmRSS held and idle,
+//     with the N waiting, and after they ran; then the drain rate (release
+//     -> the last onTask). Baseline: the same N without a store, in memory.
+// ---------------------------------------------------------------------------
+$s12 = function () use ($n, $reps, $record, $say) {
+    $count = $n(5000000);
+    $reps = min($reps, (int) (getenv('BENCH_BACKLOG_REPS') ?: 2));
+    $say("12. durable backlog: $reps x $count tasks queued behind 8 held task workers, with task_store and in memory");
+    $payloads = payloads(0, 1000);
+    $chunks = array_chunk($payloads, 1000);
+    for ($r = 0; $r < $reps; $r++) {
+        foreach (['store' => true, 'memory' => false] as $path => $store) {
+            $srv = new TaskqServer("s12-$path", ['count_tasks' => true, 'store' => $store]);
+            $release = Bench::$dir . "/release-12-$path-$r";
+            @unlink($release);
+            $c = $srv->client(0, 30.0);
+            $ctl = $srv->client();
+            for ($i = 0; $i < TASK_WORKERS; $i++) {
+                $c->send("\0block:$release");
+            }
+            Bench::waitFor(fn () => ($srv->stats($ctl)['task_running_num'] ?? 0) >= TASK_WORKERS, 20, 'the task workers to block', 20000);
+            usleep(500000);
+            $record("12.$path.rss_held", $srv->masterRss()[0]);
+            $t0 = hrtime(true);
+            for ($done = 0; $done < $count; $done += 1000) {
+                $ids = $c->taskMulti($chunks[0]);
+                if (!is_array($ids) || count(array_filter($ids, 'is_int')) !== 1000) {
+                    throw new RuntimeException("taskMulti() refused tasks after $done: " . json_encode($c->errCode));
+                }
+            }
+            $record("12.$path.submit_rate", $count / ((hrtime(true) - $t0) / 1e9));
+            Bench::waitFor(fn () => ($srv->stats($ctl)['task_queue_num'] ?? 0) >= $count, 60, "$count queued tasks", 50000);
+            usleep(500000);
+            [$rss, $hwm] = $srv->masterRss();
+            $record("12.$path.rss_waiting", $rss);
+            $record("12.$path.hwm_waiting", $hwm);
+            $base = $srv->counted($srv->taskSlots());
+            $t0 = hrtime(true);
+            touch($release);
+            [$last] = $srv->waitCount($srv->taskSlots(), $base + $count, 300); // blockers are not counted
+            $record("12.$path.drain_rate", $count / (($last - $t0) / 1e9));
+            Bench::waitFor(fn () => ($srv->stats($ctl)['tasking_num'] ?? 1) === 0, 60, 'the drain', 20000);
+            usleep(1500000);
+            [$rss, $hwm] = $srv->masterRss();
+            $record("12.$path.rss_after", $rss);
+            $record("12.$path.hwm_after", $hwm);
+            $c->close();
+            $ctl->close();
+            $srv->stop();
+            if ($srv->store !== null) {
+                exec('rm -rf ' . escapeshellarg($srv->store));
+            }
+        }
+    }
+};
+
 $scenarios = [
     1 => $s1,
     2 => fn () => $persistent('2', false, true, true),
@@ -1038,6 +1097,7 @@ $scenarios = [
     9 => $s9,
     10 => $s10,
     11 => $s11,
+    12 => $s12,
 ];
 foreach ($scenarios as $id => $run) {
     if (!in_array($id, $only, true)) {
@@ -1223,6 +1283,21 @@ foreach ([1000, 10000, 20000] as $k) {
     $a10 = $med("11.$k.after10_pct");
     $row('11 idle connections', sprintf('  … 10 s after they closed (%+.1f %%; 2 s after: %+.1f %%)', $a10, $med("11.$k.after2_pct")),
         $med("11.$k.after10_rss") / $MiB, 'MiB', 'idle', $med("11.$k.idle_rss") / $MiB, '≤ +5 %', $a10 <= 5);
+}
+
+if ($has('12.store.rss_waiting')) {
+    $count = number_format($n(5000000));
+    $held = $med('12.store.rss_held');
+    $waiting = $med('12.store.rss_waiting');
+    $row('12 durable backlog', 'master VmRSS, task workers held, 0 queued', $held / $MiB, 'MiB', 'in memory', $med('12.memory.rss_held') / $MiB);
+    $row('12 durable backlog', "  … with $count waiting", $waiting / $MiB, 'MiB', 'in memory', $med('12.memory.rss_waiting') / $MiB,
+        '< 64 MiB', $waiting < 64 * $MiB);
+    $row('12 durable backlog', '  … peak (VmHWM)', $med('12.store.hwm_after') / $MiB, 'MiB', 'in memory', $med('12.memory.hwm_after') / $MiB);
+    $row('12 durable backlog', '  … after they ran', $med('12.store.rss_after') / $MiB, 'MiB', 'in memory', $med('12.memory.rss_after') / $MiB);
+    $row('12 durable backlog', "taskMulti() of $count, acknowledged", $med('12.store.submit_rate'), 'tasks/s', 'in memory', $med('12.memory.submit_rate'));
+    $drain = $med('12.store.drain_rate');
+    $memDrain = $med('12.memory.drain_rate');
+    $row('12 durable backlog', "8 task workers ran the $count", $drain, 'tasks/s', 'in memory', $memDrain, '≥ 0.8× in memory', $drain >= 0.8 * $memDrain);
 }
 
 $fmt = function ($v, string $unit = ''): string {

@@ -27,6 +27,7 @@ pub mod master;
 pub mod memory;
 pub mod one_way;
 pub mod packet;
+pub mod paging;
 pub mod payload;
 pub mod php_serial;
 pub mod process;

@@ -137,6 +137,12 @@ pub struct MemoryQueue {
 }
 
 impl MemoryQueue {
+    /// Runnable tasks of one priority, for deciding when to read more of
+    /// that level back from disk.
+    pub fn ready_at(&self, priority: i32) -> usize {
+        self.ready.get(&Reverse(priority)).map_or(0, VecDeque::len)
+    }
+
     fn insert(&mut self, task: QueuedTask) {
         if task.not_before > 0 {
             self.delayed.insert((task.not_before, task.id), task);

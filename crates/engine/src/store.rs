@@ -29,8 +29,10 @@ const NEXT_ID: &str = "next_id";
 /// The file inside the `task_store` directory.
 const FILE_NAME: &str = "tasks.redb";
 /// redb's page cache. Its default (1 GiB) would let the master grow far past
-/// what a task queue needs; the hot pages of a queue are few.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// what a task queue needs; the hot pages of a queue are few (its newest
+/// and oldest records and the tree above them), and the master's memory
+/// should stay flat under any backlog (issue 17 §3).
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Why the store could not be opened, read or written. Every message names the
 /// `task_store` directory, since that is what the operator configured.
@@ -75,13 +77,25 @@ pub enum StoreError {
 /// What survived a restart, for the master to queue again.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Recovered {
-    /// Tasks not completed before the stop, ordered by id (= submission order).
+    /// Tasks not completed before the stop that the caller chose to keep in
+    /// memory, ordered by id (= submission order).
     pub tasks: Vec<QueuedTask>,
     /// Greater than every id ever stored, also deleted ones, so ids stay
     /// unique across restarts.
     pub next_id: u64,
     /// How many failed tasks the store keeps (for `stats()`).
     pub failed: u64,
+}
+
+/// Stored tasks read back by [`TaskStore::scan`].
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// The records chosen, in id order.
+    pub tasks: Vec<QueuedTask>,
+    /// Where the next scan goes on.
+    pub next: u64,
+    /// Whether the table has no record from `next` on.
+    pub exhausted: bool,
 }
 
 /// A failed task as the `failed` table keeps it.
@@ -183,7 +197,13 @@ impl TaskStore {
     /// Open it in the master after forking the manager: the lock is an
     /// open-file-description lock, so a forked child would inherit it and keep
     /// the store locked after the master died (and must never drop a copy).
-    pub fn open(dir: &Path) -> Result<(TaskStore, Recovered), StoreError> {
+    /// `keep` sees every unfinished task in id order and says whether it
+    /// goes into [`Recovered::tasks`]; a backlog larger than memory stays on
+    /// disk (see [`crate::paging`]).
+    pub fn open(
+        dir: &Path,
+        keep: impl FnMut(&QueuedTask) -> bool,
+    ) -> Result<(TaskStore, Recovered), StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
             path: dir.to_path_buf(),
             source,
@@ -205,14 +225,14 @@ impl TaskStore {
             next_id: 0,
             buf: Vec::new(),
         };
-        let recovered = store.recover()?;
+        let recovered = store.recover(keep)?;
         store.next_id = recovered.next_id;
         Ok((store, recovered))
     }
 
     /// Reads every queued task, in one write transaction that also creates
     /// the tables of a new store.
-    fn recover(&self) -> Result<Recovered, StoreError> {
+    fn recover(&self, mut keep: impl FnMut(&QueuedTask) -> bool) -> Result<Recovered, StoreError> {
         let what = "cannot read tasks";
         let txn = self.db.begin_write().map_err(|e| self.err(what, e))?;
         let recovered = {
@@ -223,20 +243,14 @@ impl TaskStore {
                 .get(NEXT_ID)
                 .map_err(|e| self.err(what, e))?
                 .map_or(0, |v| v.value());
-            let mut queued =
-                Vec::with_capacity(usize::try_from(tasks.len().unwrap_or(0)).unwrap_or(0));
+            let mut queued = Vec::new();
             for entry in tasks.iter().map_err(|e| self.err(what, e))? {
                 let (key, value) = entry.map_err(|e| self.err(what, e))?;
-                let task: QueuedTask = self.decode("tasks", key.value(), value.value())?;
-                if task.id != key.value() {
-                    return Err(self.corrupt(
-                        "tasks",
-                        key.value(),
-                        format!("holds task {}", task.id),
-                    ));
-                }
+                let task = self.decode_task(key.value(), value.value())?;
                 next_id = next_id.max(task.id.saturating_add(1));
-                queued.push(task);
+                if keep(&task) {
+                    queued.push(task);
+                }
             }
             if let Some(last) = failed.last().map_err(|e| self.err(what, e))? {
                 next_id = next_id.max(last.0.value().saturating_add(1));
@@ -411,6 +425,51 @@ impl TaskStore {
         Ok(removed)
     }
 
+    /// Reads back up to `limit` stored tasks in id order from `from` on and
+    /// returns those `want` chooses: how a backlog kept on disk comes back
+    /// into memory. Sees committed changes only.
+    pub fn scan(
+        &self,
+        from: u64,
+        limit: usize,
+        mut want: impl FnMut(&QueuedTask) -> bool,
+    ) -> Result<Scan, StoreError> {
+        let what = "cannot read tasks back";
+        let txn = self.db.begin_read().map_err(|e| self.err(what, e))?;
+        let table = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
+        let mut scan = Scan {
+            tasks: Vec::new(),
+            next: from,
+            exhausted: true,
+        };
+        for (n, entry) in table
+            .range(from..)
+            .map_err(|e| self.err(what, e))?
+            .enumerate()
+        {
+            if n == limit {
+                scan.exhausted = false;
+                break;
+            }
+            let (key, value) = entry.map_err(|e| self.err(what, e))?;
+            let task = self.decode_task(key.value(), value.value())?;
+            scan.next = task.id.saturating_add(1);
+            if want(&task) {
+                scan.tasks.push(task);
+            }
+        }
+        Ok(scan)
+    }
+
+    /// A record of the tasks table, which must hold the task of its key.
+    fn decode_task(&self, id: u64, bytes: &[u8]) -> Result<QueuedTask, StoreError> {
+        let task: QueuedTask = self.decode("tasks", id, bytes)?;
+        if task.id != id {
+            return Err(self.corrupt("tasks", id, format!("holds task {}", task.id)));
+        }
+        Ok(task)
+    }
+
     /// Encodes into the reused buffer.
     fn encode<T: Serialize>(&mut self, id: u64, value: &T) -> Result<(), StoreError> {
         let mut buf = std::mem::take(&mut self.buf);
@@ -519,7 +578,7 @@ mod tests {
     }
 
     fn open(dir: &TempDir) -> (TaskStore, Recovered) {
-        TaskStore::open(&dir.0).unwrap()
+        TaskStore::open(&dir.0, |_| true).unwrap()
     }
 
     fn ids(tasks: &[QueuedTask]) -> Vec<u64> {
@@ -720,7 +779,7 @@ mod tests {
         // A file in the way (chmod would not stop root, which runs CI).
         let file = dir.0.join("plain-file");
         std::fs::write(&file, b"x").unwrap();
-        let err = TaskStore::open(&file.join("store")).unwrap_err();
+        let err = TaskStore::open(&file.join("store"), |_| true).unwrap_err();
         assert!(matches!(err, StoreError::CreateDir { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(
@@ -734,7 +793,9 @@ mod tests {
         // The directory is fine but tasks.redb cannot be a database.
         let store_dir = dir.0.join("store2");
         std::fs::create_dir_all(store_dir.join(FILE_NAME)).unwrap();
-        let msg = TaskStore::open(&store_dir).unwrap_err().to_string();
+        let msg = TaskStore::open(&store_dir, |_| true)
+            .unwrap_err()
+            .to_string();
         assert!(
             msg.starts_with(&format!(
                 "task_store '{}': cannot open tasks.redb: ",
@@ -748,7 +809,7 @@ mod tests {
     fn a_second_open_while_the_first_runs_is_locked() {
         let dir = TempDir::new("locked");
         let (store, _) = open(&dir);
-        let err = TaskStore::open(&dir.0).unwrap_err();
+        let err = TaskStore::open(&dir.0, |_| true).unwrap_err();
         assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
         assert_eq!(
             err.to_string(),
@@ -776,7 +837,7 @@ mod tests {
         write(17, &[0xff, 0xff, 0xff]);
         write(18, &other);
         drop(store);
-        let err = TaskStore::open(&dir.0).unwrap_err();
+        let err = TaskStore::open(&dir.0, |_| true).unwrap_err();
         assert!(
             err.to_string().starts_with(&format!(
                 "task_store '{}': corrupt record 17 in table 'tasks': ",
@@ -786,7 +847,7 @@ mod tests {
         );
 
         drop(store_without(&dir, 17));
-        let err = TaskStore::open(&dir.0).unwrap_err().to_string();
+        let err = TaskStore::open(&dir.0, |_| true).unwrap_err().to_string();
         assert!(
             err.ends_with("corrupt record 18 in table 'tasks': holds task 5"),
             "{err}"
@@ -800,7 +861,7 @@ mod tests {
             .unwrap();
         txn.commit().unwrap();
         drop(db);
-        let err = TaskStore::open(&dir.0).unwrap_err().to_string();
+        let err = TaskStore::open(&dir.0, |_| true).unwrap_err().to_string();
         assert!(
             err.ends_with("corrupt record 19 in table 'tasks': 1 trailing bytes"),
             "{err}"
@@ -832,7 +893,7 @@ mod tests {
         f.seek(SeekFrom::Start(len / 2)).unwrap();
         f.write_all(&[0xa5; 4096]).unwrap();
         drop(f);
-        let err = TaskStore::open(&dir.0).unwrap_err();
+        let err = TaskStore::open(&dir.0, |_| true).unwrap_err();
         assert!(matches!(err, StoreError::Db { .. }), "{err:?}");
         assert!(err.to_string().starts_with("task_store '"), "{err}");
     }
@@ -905,7 +966,7 @@ mod tests {
         let Some(dir) = std::env::var_os(CRASH_ENV) else {
             return;
         };
-        let (mut store, _) = TaskStore::open(Path::new(&dir)).unwrap();
+        let (mut store, _) = TaskStore::open(Path::new(&dir), |_| true).unwrap();
         let mut batch = Batch::default();
         let started = Instant::now();
         let mut out = std::io::stdout();
@@ -962,7 +1023,7 @@ mod tests {
             // Let it get going: meanwhile the store is locked to everyone else.
             read_until(&mut last, Some(2));
             assert!(matches!(
-                TaskStore::open(&dir.0),
+                TaskStore::open(&dir.0, |_| true),
                 Err(StoreError::Locked { .. })
             ));
             // Then SIGKILL it at a random moment.
@@ -972,7 +1033,7 @@ mod tests {
             read_until(&mut last, None);
             let last = last.expect("the child reported no commit");
 
-            let (mut store, rec) = TaskStore::open(&dir.0).unwrap();
+            let (mut store, rec) = TaskStore::open(&dir.0, |_| true).unwrap();
             let reported = model_after(Some(last));
             let one_more = model_after(Some(last + 1));
             assert!(

@@ -244,6 +244,82 @@ PHP);
         $this->waitUntil(fn () => in_array("$next after-recovery", $this->executed(), true), 5, 'the new task', $second);
     }
 
+    // ---------------------------------------------------------------- a backlog larger than memory
+
+    /**
+     * Holds the only task worker 1.5 s, then queues 20,000 acknowledged
+     * tasks of 1,500 bytes (30 MB: beyond the 16 MiB the master keeps in
+     * memory, so most wait on disk only) and 5 of priority 5 after them.
+     * Returns the acknowledged ids by data.
+     */
+    private function queueABacklogBeyondMemory(ServerProcess $server): array
+    {
+        $this->submit([['label' => 'blocker', 'ms' => 1500]]);
+        $this->waitUntil(fn () => $this->of('run', 'blocker'), 5, 'the blocker to start', $server);
+        $code = "<?php\n\$c = new TaskClient(TASKQ_SOCK_TCP);\n"
+            . "if (!\$c->connect('127.0.0.1', {$this->port}, 3)) { exit(3); }\n"
+            . '$acked = [];' . "\n"
+            . 'for ($b = 0; $b < 20; $b++) {' . "\n"
+            . '    $tasks = [];' . "\n"
+            . '    for ($i = $b * 1000; $i < ($b + 1) * 1000; $i++) { $tasks[] = sprintf("b%05d ", $i) . str_repeat("x", 1493); }' . "\n"
+            . '    foreach ($c->taskMulti($tasks) as $k => $id) { if (is_int($id)) { $acked[substr($tasks[$k], 0, 6)] = $id; } }' . "\n"
+            . "}\n"
+            . 'foreach (range(0, 4) as $i) { $id = $c->task("hi$i", ["priority" => 5]); if (is_int($id)) { $acked["hi$i"] = $id; } }' . "\n"
+            . '$c->send("stats"); $stats = json_decode($c->recv(), true);' . "\n"
+            . 'echo json_encode([$acked, $stats]);';
+        [$exit, $out, $err] = $this->runPhp($code, 20);
+        $this->assertSame([0, ''], [$exit, $err], "client failed\nstdout: $out");
+        [$acked, $stats] = json_decode($out, true);
+        $this->assertCount(20005, $acked, 'every task was acknowledged');
+        $this->assertSame(20005, $stats['task_queue_num'], 'stats() counts the tasks waiting on disk too');
+        return $acked;
+    }
+
+    /** The executed task lines' labels in the order the one task worker ran them. */
+    private function ranInOrder(): array
+    {
+        return array_map(fn ($line) => substr(explode(' ', $line, 3)[1], 0, 6), $this->executed());
+    }
+
+    /** The backlog ran exactly once each, the priority-5 tasks first, the rest in submission order. */
+    private function assertBacklogRanInOrder(array $acked, ServerProcess $server): void
+    {
+        $this->waitUntil(fn () => count($this->executed()) >= count($acked), 30, 'the backlog to run', $server);
+        $ran = $this->ranInOrder();
+        $this->assertCount(count($acked), $ran, 'each task ran once');
+        $expected = ['hi0', 'hi1', 'hi2', 'hi3', 'hi4'];
+        for ($i = 0; $i < 20000; $i++) {
+            $expected[] = sprintf('b%05d', $i);
+        }
+        $this->assertTrue($ran === $expected, 'priority first, then submission order; first differences: '
+            . json_encode(array_slice(array_diff_assoc($ran, $expected), 0, 5, true)));
+        foreach ($this->executed() as $line) {
+            [$id, $data] = explode(' ', $line, 2);
+            $label = substr($data, 0, 6);
+            $this->assertSame($acked[$label], (int) $id, "$label keeps its acknowledged id");
+        }
+    }
+
+    public function testABacklogBeyondTheMemoryWindowWaitsOnDiskAndRunsInOrder(): void
+    {
+        $server = $this->server($this->settings(['worker_num' => 1, 'task_worker_num' => 1]));
+        $acked = $this->queueABacklogBeyondMemory($server);
+        $this->assertBacklogRanInOrder($acked, $server);
+        $this->assertStringNotContainsString('were not found', $this->log());
+    }
+
+    public function testABacklogOnDiskSurvivesAKill9AndRunsInOrderAfterTheRestart(): void
+    {
+        $settings = $this->settings(['worker_num' => 1, 'task_worker_num' => 1]);
+        $first = $this->server($settings);
+        $acked = $this->queueABacklogBeyondMemory($first);
+        $this->killEverything($first);
+        $this->assertSame([], $this->executed(), 'nothing ran before the kill: the blocker held the task worker');
+        $second = $this->restart($first, $settings);
+        $this->assertBacklogRanInOrder($acked, $second);
+        $this->assertMatchesRegularExpression('/task_store [^:]+: 20006 unfinished task\(s\) recovered/', $this->log());
+    }
+
     // ---------------------------------------------------------------- start() failures
 
     private function startFailureScript(string $store): string

@@ -503,6 +503,16 @@ impl Dispatcher {
         self.queue.commit()
     }
 
+    /// The end-of-turn commit ([`TaskQueue::commit_turn`]).
+    pub fn commit_turn(&mut self) -> Result<(), QueueError> {
+        self.queue.commit_turn()
+    }
+
+    /// Whether a commit waits for its sync ([`TaskQueue::unsynced`]).
+    pub fn unsynced(&self) -> bool {
+        self.queue.unsynced()
+    }
+
     /// Tasks accepted and not yet started: in the queue, or in a worker's
     /// window behind the task it runs.
     pub fn queued(&self) -> usize {

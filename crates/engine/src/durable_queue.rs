@@ -7,12 +7,21 @@
 
 use std::collections::HashSet;
 use std::path::Path;
+use std::time::Duration;
 
 use crate::failed::{FailedTask, Which};
 use crate::log::Level;
 use crate::paging::{self, Paging};
 use crate::queue::{now_ms, FailedStore, MemoryQueue, QueueError, QueuedTask, TaskQueue};
 use crate::store::{Batch, StoreError, TaskStore};
+
+/// How long the removal of finished tasks may wait for its sync. A drain
+/// then costs one fsync per this interval instead of one per turn (the
+/// sync was most of a durable drain's time); a crash of the master within
+/// it runs those tasks again, at least once, as it does a task that was
+/// running. Submissions, retries and failures are synced before anything
+/// is acknowledged, as ever.
+pub const SYNC_WITHIN: Duration = Duration::from_millis(100);
 
 /// [`MemoryQueue`] backed by a [`TaskStore`].
 pub struct DurableQueue {
@@ -74,21 +83,25 @@ impl DurableQueue {
     }
 
     /// Reads tasks of the level [`Paging::to_refill`] names back from disk.
-    /// The records read must be committed, so this turn's batch is first.
+    /// The records read must be committed (visible, not yet synced), so
+    /// this turn's batch is first.
     /// A failure is logged and leaves the tasks on disk: the next take
     /// tries again, and a restart would recover them.
     fn refill(&mut self) {
         let Some((priority, level)) = self.paging.to_refill(|p| self.mem.ready_at(p)) else {
             return;
         };
-        let read = self.commit().map_err(|e| e.to_string()).and_then(|()| {
-            let held = &self.held;
-            self.store
-                .scan(level.from, paging::PAGE_RECORDS, |t| {
-                    t.priority == priority && t.not_before == 0 && !held.contains(&t.id)
-                })
-                .map_err(|e| e.to_string())
-        });
+        let read = self
+            .commit_turn()
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                let held = &self.held;
+                self.store
+                    .scan(level.from, paging::PAGE_RECORDS, |t| {
+                        t.priority == priority && t.not_before == 0 && !held.contains(&t.id)
+                    })
+                    .map_err(|e| e.to_string())
+            });
         let scan = match read {
             Ok(scan) => scan,
             Err(e) => {
@@ -169,8 +182,21 @@ impl TaskQueue for DurableQueue {
 
     fn commit(&mut self) -> Result<(), QueueError> {
         self.store
-            .commit(&mut self.batch)
+            .commit(&mut self.batch, true)
             .map_err(|e| QueueError::Store(e.to_string()))
+    }
+
+    fn commit_turn(&mut self) -> Result<(), QueueError> {
+        let lazy = !self.batch.is_empty()
+            && self.batch.only_deletes()
+            && self.store.unsynced_for().is_none_or(|d| d < SYNC_WITHIN);
+        self.store
+            .commit(&mut self.batch, !lazy)
+            .map_err(|e| QueueError::Store(e.to_string()))
+    }
+
+    fn unsynced(&self) -> bool {
+        self.store.unsynced_for().is_some()
     }
 
     fn failures(&mut self) -> Option<&mut dyn FailedStore> {
@@ -547,14 +573,14 @@ mod timing {
                 n += 1;
                 if n % 64 == 0 {
                     let at = Instant::now();
-                    q.commit().unwrap();
+                    q.commit_turn().unwrap();
                     committing += at.elapsed();
                 }
             }
             q.commit().unwrap();
             println!(
                 "window {window}: 500,000 pushed (commit per 1,000) in {pushed:.2?}; \
-                 take {taking:.2?}, ack and commit per 64 {committing:.2?}"
+                 take {taking:.2?}, ack and end-of-turn commit per 64 {committing:.2?}"
             );
             drop(q);
             std::fs::remove_dir_all(&d).unwrap();

@@ -101,6 +101,19 @@ pub trait TaskQueue {
     fn commit(&mut self) -> Result<(), QueueError> {
         Ok(())
     }
+    /// The commit at the end of an event-loop turn: everything an
+    /// acknowledgement waits for is durable when it returns, as with
+    /// [`TaskQueue::commit`], but a queue may leave the forgetting of
+    /// finished tasks unsynced for a short while ([`TaskQueue::unsynced`]).
+    fn commit_turn(&mut self) -> Result<(), QueueError> {
+        self.commit()
+    }
+    /// Whether a commit waits for its sync: the committer then comes back
+    /// within [`crate::durable_queue::SYNC_WITHIN`] even if nothing else
+    /// happens.
+    fn unsynced(&self) -> bool {
+        false
+    }
     /// The failed tasks this queue keeps, for operators; None where they
     /// live elsewhere (Redis, reached by the master's link).
     fn failures(&mut self) -> Option<&mut dyn FailedStore> {

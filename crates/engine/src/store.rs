@@ -152,6 +152,13 @@ impl Batch {
         self.reserved = Some(self.reserved.map_or(next_id, |r| r.max(next_id)));
     }
 
+    /// Whether the batch only forgets finished tasks: nothing in it needs
+    /// to be on disk before an acknowledgement, so it may be committed
+    /// without a sync (see [`TaskStore::commit`]).
+    pub fn only_deletes(&self) -> bool {
+        self.reserved.is_none() && self.ops.values().all(|op| matches!(op, Op::Delete))
+    }
+
     /// Whether a commit would have nothing to write (the master skips it).
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty() && self.reserved.is_none()
@@ -177,6 +184,8 @@ pub struct TaskStore {
     next_id: u64,
     /// Reused encoding buffer.
     buf: Vec<u8>,
+    /// Since when commits made without a sync wait for one (None: all synced).
+    unsynced: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for TaskStore {
@@ -224,6 +233,7 @@ impl TaskStore {
             dir: dir.to_path_buf(),
             next_id: 0,
             buf: Vec::new(),
+            unsynced: None,
         };
         let recovered = store.recover(keep)?;
         store.next_id = recovered.next_id;
@@ -265,17 +275,25 @@ impl TaskStore {
         Ok(recovered)
     }
 
-    /// Writes the batch in one write transaction, durable (fsync'd) when this
-    /// returns Ok; the batch is then empty. An empty batch costs nothing. On
-    /// error nothing of it is on disk and the batch is left as it was; after
-    /// an I/O error redb refuses further writes until the store is reopened.
-    pub fn commit(&mut self, batch: &mut Batch) -> Result<(), StoreError> {
-        if batch.is_empty() {
+    /// Writes the batch in one write transaction; the batch is then empty.
+    /// With `sync` the transaction, and every one committed without a sync
+    /// before it, is durable (fsync'd) when this returns Ok; without, it is
+    /// visible to reads at once but a crash may undo it, back to the last
+    /// synced commit. An empty batch costs nothing unless it has a sync to
+    /// give. On error nothing of it is on disk and the batch is left as it
+    /// was; after an I/O error redb refuses further writes until the store
+    /// is reopened.
+    pub fn commit(&mut self, batch: &mut Batch, sync: bool) -> Result<(), StoreError> {
+        if batch.is_empty() && !(sync && self.unsynced.is_some()) {
             return Ok(());
         }
         let what = "cannot commit";
         let mut next_id = self.next_id.max(batch.reserved.unwrap_or(0));
-        let txn = self.db.begin_write().map_err(|e| self.err(what, e))?;
+        let mut txn = self.db.begin_write().map_err(|e| self.err(what, e))?;
+        if !sync {
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| self.err(what, redb::Error::from(e)))?;
+        }
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
             let mut failed = txn.open_table(FAILED).map_err(|e| self.err(what, e))?;
@@ -310,7 +328,16 @@ impl TaskStore {
         txn.commit().map_err(|e| self.err(what, e))?;
         self.next_id = next_id;
         batch.clear();
+        self.unsynced = match sync {
+            true => None,
+            false => self.unsynced.or_else(|| Some(std::time::Instant::now())),
+        };
         Ok(())
+    }
+
+    /// How long the oldest commit made without a sync has waited for one.
+    pub fn unsynced_for(&self) -> Option<std::time::Duration> {
+        self.unsynced.map(|since| since.elapsed())
     }
 
     /// Failed tasks, newest first (by failure time, then id), at most
@@ -595,7 +622,7 @@ mod tests {
             batch.put(&task(id, b"x"));
         }
         assert_eq!(batch.len(), 5);
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         assert!(batch.is_empty());
         batch.delete(1);
         batch.delete(3);
@@ -603,7 +630,7 @@ mod tests {
         retried.attempts = 1;
         retried.not_before = 1_700_000_000_000;
         batch.put(&retried);
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         drop(store);
 
         let (_, rec) = open(&dir);
@@ -620,9 +647,9 @@ mod tests {
         let (mut store, _) = open(&dir);
         let mut batch = Batch::default();
         batch.put(&task(41, b"a"));
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         batch.delete(41);
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         drop(store);
         let (mut store, rec) = open(&dir);
         assert!(rec.tasks.is_empty());
@@ -633,9 +660,9 @@ mod tests {
         batch.reserve_ids(900);
         assert!(!batch.is_empty());
         assert_eq!(batch.len(), 0);
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         batch.reserve_ids(10);
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         drop(store);
         assert_eq!(open(&dir).1.next_id, 1000);
     }
@@ -648,12 +675,12 @@ mod tests {
         for id in 0..4 {
             batch.put(&task(id, b"job"));
         }
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         let mut t1 = task(1, b"job");
         t1.attempts = 3;
         batch.fail(&t1, "worker 2 died: SIGSEGV", 5_000);
         batch.fail(&task(3, b"job"), "Exception: nope", 7_000);
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         assert!(store.failed(0).unwrap().is_empty());
         drop(store);
 
@@ -681,7 +708,7 @@ mod tests {
         for id in 0..500 {
             batch.fail(&task(id, b"f"), "e", 10_000 - id);
         }
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         let newest: Vec<u64> = store.failed(3).unwrap().iter().map(|f| f.0.id).collect();
         assert_eq!(newest, vec![0, 1, 2]);
         assert_eq!(store.failed(1000).unwrap().len(), 500);
@@ -695,7 +722,7 @@ mod tests {
         for id in 0..5 {
             batch.fail(&task(id, b"p"), "e", id);
         }
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         assert_eq!(store.purge_failed(Some(&[1, 3, 99])).unwrap(), 2);
         drop(store);
         let (mut store, rec) = open(&dir);
@@ -717,7 +744,7 @@ mod tests {
         let (mut store, _) = open(&dir);
         let mut batch = Batch::default();
         batch.put(&task(7, b"old"));
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         batch.put(&task(7, b"new"));
         batch.delete(7);
         batch.put(&task(8, b"short-lived"));
@@ -725,7 +752,7 @@ mod tests {
         batch.delete(9);
         batch.put(&task(9, b"back"));
         assert_eq!(batch.len(), 3);
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         drop(store);
         let rec = open(&dir).1;
         assert_eq!(rec.tasks, vec![task(9, b"back")]);
@@ -741,7 +768,7 @@ mod tests {
             for id in chunk {
                 batch.put(&task(id, b"o"));
             }
-            store.commit(&mut batch).unwrap();
+            store.commit(&mut batch, true).unwrap();
         }
         drop(store);
         let rec = open(&dir).1;
@@ -765,7 +792,7 @@ mod tests {
         for (id, p) in payloads.iter().enumerate() {
             batch.put(&task(id as u64, p));
         }
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         drop(store);
         let rec = open(&dir).1;
         let back: Vec<Vec<u8>> = rec.tasks.iter().map(|t| t.payload.data.to_vec()).collect();
@@ -868,6 +895,76 @@ mod tests {
         );
     }
 
+    /// Forks a child that runs `work` on a store in `dir` and dies without
+    /// closing it (as a `kill -9` would leave it); returns whether `work`
+    /// held.
+    fn crashing_child(dir: &TempDir, work: fn(&mut TaskStore) -> bool) -> bool {
+        // SAFETY: the child opens its own store, runs `work` on this thread
+        // and exits at once, without unwinding or running destructors.
+        match unsafe { libc::fork() } {
+            0 => {
+                let (mut store, _) = open(dir);
+                let held = work(&mut store);
+                crate::process::exit::now(if held { 0 } else { 1 })
+            }
+            pid if pid > 0 => {
+                let mut status = 0;
+                // SAFETY: waits for the child just forked.
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+            }
+            _ => panic!("fork failed"),
+        }
+    }
+
+    /// Ten tasks synced, then the first five deleted without a sync.
+    fn ten_then_five_deleted_unsynced(store: &mut TaskStore) -> bool {
+        let mut batch = Batch::default();
+        (0..10).for_each(|id| batch.put(&task(id, b"x")));
+        store.commit(&mut batch, true).unwrap();
+        (0..5).for_each(|id| batch.delete(id));
+        assert!(batch.only_deletes());
+        store.commit(&mut batch, false).unwrap();
+        store.unsynced_for().is_some()
+    }
+
+    #[test]
+    fn a_commit_without_sync_is_undone_by_a_crash_until_a_synced_one_follows() {
+        let dir = TempDir::new("unsynced");
+        assert!(crashing_child(&dir, ten_then_five_deleted_unsynced));
+        let (store, rec) = open(&dir);
+        assert_eq!(rec.tasks.len(), 10, "the deletions were never synced");
+        drop(store);
+        let dir = TempDir::new("synced-later");
+        assert!(crashing_child(&dir, |store| {
+            ten_then_five_deleted_unsynced(store)
+                && store.commit(&mut Batch::default(), true).is_ok()
+                && store.unsynced_for().is_none()
+        }));
+        let (_, rec) = open(&dir);
+        assert_eq!(
+            ids(&rec.tasks),
+            (5..10).collect::<Vec<_>>(),
+            "an empty synced commit gave the sync"
+        );
+    }
+
+    #[test]
+    fn a_batch_with_anything_but_deletions_is_not_only_deletes() {
+        let mut batch = Batch::default();
+        assert!(batch.only_deletes());
+        batch.delete(1);
+        assert!(batch.only_deletes());
+        batch.reserve_ids(9);
+        assert!(!batch.only_deletes());
+        let mut batch = Batch::default();
+        batch.fail(&task(2, b"f"), "boom", 1);
+        assert!(!batch.only_deletes());
+        let mut batch = Batch::default();
+        batch.put(&task(3, b"p"));
+        assert!(!batch.only_deletes());
+    }
+
     /// Opens the raw database and removes one record, to reach the next.
     fn store_without(dir: &TempDir, id: u64) -> Database {
         let db = Database::create(dir.0.join(FILE_NAME)).unwrap();
@@ -885,7 +982,7 @@ mod tests {
         for id in 0..2_000 {
             batch.put(&task(id, &[b'd'; 200]));
         }
-        store.commit(&mut batch).unwrap();
+        store.commit(&mut batch, true).unwrap();
         drop(store);
         let path = dir.0.join(FILE_NAME);
         let len = std::fs::metadata(&path).unwrap().len();
@@ -983,7 +1080,7 @@ mod tests {
                     Step::Reserve(n) => batch.reserve_ids(n),
                 }
             }
-            store.commit(&mut batch).unwrap();
+            store.commit(&mut batch, true).unwrap();
             writeln!(out, "{CRASH_MARK}{i}").unwrap();
             out.flush().unwrap();
         }
@@ -1049,7 +1146,7 @@ mod tests {
             // And the store goes on working.
             let mut batch = Batch::default();
             batch.put(&task(rec.next_id, b"after"));
-            store.commit(&mut batch).unwrap();
+            store.commit(&mut batch, true).unwrap();
             eprintln!(
                 "round {round}: killed after batch {last}, recovered {} tasks",
                 rec.tasks.len()
@@ -1074,7 +1171,7 @@ mod tests {
                 for id in base + chunk * per_batch..base + (chunk + 1) * per_batch {
                     batch.put(&task(id, &payload));
                 }
-                store.commit(&mut batch).unwrap();
+                store.commit(&mut batch, true).unwrap();
             }
             let puts = started.elapsed();
             let started = Instant::now();
@@ -1082,7 +1179,7 @@ mod tests {
                 for id in base + chunk * per_batch..base + (chunk + 1) * per_batch {
                     batch.delete(id);
                 }
-                store.commit(&mut batch).unwrap();
+                store.commit(&mut batch, true).unwrap();
             }
             let deletes = started.elapsed();
             let commits = 10_000 / per_batch;

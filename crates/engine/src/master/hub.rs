@@ -388,6 +388,17 @@ impl Hub {
         self.answer_committed(committed, code::STORE);
     }
 
+    /// [`Hub::commit`] leaving nothing unsynced, for the stop.
+    pub fn commit_all(&mut self) {
+        let committed = self.tasks.commit_all();
+        self.answer_committed(committed, code::STORE);
+    }
+
+    /// Whether a commit waits for its sync (see [`Tasks::unsynced`]).
+    pub fn unsynced(&self) -> bool {
+        self.tasks.unsynced()
+    }
+
     /// Answers the clients whose submissions a commit (to the store or to
     /// Redis) covered; a failure is answered with `error_code`.
     fn answer_committed(&mut self, committed: Committed, error_code: u32) {

@@ -243,7 +243,7 @@ async fn serve(
     // restart.
     links.all_ended(LAST_WORDS).await;
     if cfg.durable {
-        hub.borrow_mut().commit();
+        hub.borrow_mut().commit_all();
     }
     if let Some(redis) = &redis {
         redis.flush().await;

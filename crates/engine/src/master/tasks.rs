@@ -757,11 +757,29 @@ impl Tasks {
         next
     }
 
-    /// Group commit: makes every queue change since the last call durable;
-    /// says which client submissions that acknowledges (or that it failed).
+    /// Group commit at the end of a turn: makes every submission since the
+    /// last call durable (finished tasks may wait up to
+    /// [`crate::durable_queue::SYNC_WITHIN`] for their sync); says which
+    /// client submissions that acknowledges (or that it failed).
     pub fn commit(&mut self) -> Committed {
+        let result = self.dispatcher.commit_turn();
+        self.committed(result)
+    }
+
+    /// [`Tasks::commit`] leaving nothing unsynced, for the stop.
+    pub fn commit_all(&mut self) -> Committed {
+        let result = self.dispatcher.commit();
+        self.committed(result)
+    }
+
+    /// Whether a commit waits for its sync (the committer comes back for it).
+    pub fn unsynced(&self) -> bool {
+        self.dispatcher.unsynced()
+    }
+
+    fn committed(&mut self, result: Result<(), crate::queue::QueueError>) -> Committed {
         let acks = std::mem::take(&mut self.pending_acks);
-        match self.dispatcher.commit() {
+        match result {
             Ok(()) => Committed::Acks(acks),
             Err(e) => {
                 crate::log!(Level::Error, "task store commit failed: {e}");

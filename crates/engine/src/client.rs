@@ -4,6 +4,7 @@
 //! protocol, so one `send()` is one `onReceive` and one `recv()` is one
 //! server `send()`; with Swoole framing options it speaks those instead.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
@@ -71,6 +72,10 @@ impl Stream {
 /// to write, several process wakeups. The seed pattern's send() comes
 /// sooner, so it pays no check.
 const GREETING_FLOOR: Duration = Duration::from_micros(10);
+
+/// How long a liveness poll that found nothing to read stands for "no
+/// greeting has arrived": the request that made it writes right after.
+const QUIET_TRUSTED: Duration = Duration::from_millis(1);
 
 /// Most unframed bytes kept from before the magic: a greeting, not a stream.
 const MAX_UNFRAMED: usize = 1 << 20;
@@ -155,6 +160,11 @@ pub struct Connection {
     /// When connect() returned, to tell whether the server may have sent
     /// something before it knew this client's protocol.
     connected_at: Instant,
+    /// When the liveness check a request makes first
+    /// ([`Connection::is_alive`]) last found nothing to read: looking for a
+    /// greeting right after it would only cost a `recvfrom` that fails (a
+    /// tenth of a seed-pattern enqueue).
+    quiet_at: Cell<Option<Instant>>,
     /// Whether waiting for acks by polling has been paying off.
     ack_wait: AckWait,
 }
@@ -246,6 +256,7 @@ impl Connection {
             ack_wait: AckWait::default(),
             hello_pending: false,
             connected_at: Instant::now(),
+            quiet_at: Cell::new(None),
         };
         if !matches!(conn.wire, Decoding::Taskq(_)) {
             if config.ack || config.auth_token.is_some() {
@@ -293,7 +304,11 @@ impl Connection {
     /// (`master::connection::GREETING_HOLD`) and frames it once the magic
     /// arrives, so this finds one only when the first call comes later.
     fn keep_unframed(&mut self) -> Result<(), ClientError> {
-        if self.connected_at.elapsed() < GREETING_FLOOR {
+        let just_polled_quiet = self
+            .quiet_at
+            .take()
+            .is_some_and(|at| at.elapsed() < QUIET_TRUSTED);
+        if self.connected_at.elapsed() < GREETING_FLOOR || just_polled_quiet {
             return Ok(());
         }
         let mut raw = BytesMut::new();
@@ -327,6 +342,7 @@ impl Connection {
         if n < 0 {
             return false;
         }
+        self.quiet_at.set((n == 0).then(Instant::now));
         if n == 0 {
             return true;
         }
@@ -761,6 +777,27 @@ mod tests {
             }
             assert_eq!(read_all(&mut peer), expected);
         }
+    }
+
+    /// A liveness check that found nothing spares the first send its look
+    /// for a greeting only while it is fresh: a greeting that came after an
+    /// older check is still kept as the first message.
+    #[test]
+    fn a_greeting_after_a_stale_quiet_check_is_still_kept() {
+        let (listener, path, _dir) = listen("greet-late");
+        let mut conn = connect(&path, &ClientConfig::new());
+        let (mut peer, _) = listener.accept().unwrap();
+        assert!(conn.is_alive());
+        assert!(conn.quiet_at.get().is_some(), "nothing to read yet");
+        std::thread::sleep(QUIET_TRUSTED);
+        peer.write_all(b"welcome").unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+        conn.send(b"hi").unwrap();
+        assert_eq!(conn.recv(65535, false).unwrap().unwrap(), "welcome");
+        drop(conn);
+        let mut expected = MAGIC.to_vec();
+        expected.extend(frame(KIND_MESSAGE, b"hi"));
+        assert_eq!(read_all(&mut peer), expected);
     }
 
     /// A connection the server reset before the client's first call fails

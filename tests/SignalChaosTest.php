@@ -81,12 +81,12 @@ PHP;
         return $server;
     }
 
-    /** Pids of the current incarnation's master, manager, worker and a task worker, once all are up. */
+    /** Pids of the current incarnation's master, manager, worker and a task worker, while all are up. */
     private function incarnation(ServerProcess $server): ?array
     {
         $tree = $server->tree();
         $starts = $this->events('start');
-        if (!$starts || !in_array(end($starts)['pid'], $tree, true)) {
+        if (!$starts || !in_array(end($starts)['pid'], $tree, true) || !in_array(end($starts)['manager_pid'], $tree, true)) {
             return null;
         }
         $roles = ['master' => end($starts)['pid'], 'manager' => end($starts)['manager_pid']];
@@ -115,6 +115,16 @@ PHP;
             }
         }
         return array_values(array_diff(@file("$this->dir/acked", FILE_IGNORE_NEW_LINES) ?: [], array_keys($runs)));
+    }
+
+    /**
+     * Whether the master logged, past byte `$from` of the log, that it began
+     * a stop (a stop took 320 ms beside six CPU burners: still running after
+     * a signal does not mean serving on).
+     */
+    private function stopBegun(int $from): bool
+    {
+        return str_contains((string) @file_get_contents("$this->dir/taskq.log", false, null, $from), '; stopping');
     }
 
     /**
@@ -156,12 +166,22 @@ PHP;
         $outcomes = [];
         foreach (self::SIGNALS as $name => $signal) {
             $pid = $this->incarnation($server)[$target];
+            clearstatcache();
+            $logFrom = (int) @filesize("$this->dir/taskq.log");
             $this->assertTrue(posix_kill($pid, $signal), "$name to the $target");
             usleep(300000);
-            if ($server->running()) {
+            // Ending: the master is gone or began a stop, which on a busy
+            // machine may be long after 300 ms (the manager's death is seen
+            // late, a stop takes time). Serving: 5 more tasks acknowledged
+            // by a whole incarnation (the manager not dead either).
+            $acked = $this->ackedCount();
+            $outcome = $this->waitUntil(fn () => match (true) {
+                !$server->running() || $this->stopBegun($logFrom) => 'ended',
+                $this->ackedCount() >= $acked + 5 && $this->incarnation($server) !== null => 'serving',
+                default => null,
+            }, 8, "the service to keep serving or to end after $name to the $target", $server);
+            if ($outcome === 'serving') {
                 $outcomes[$name] = 'serving';
-                $acked = $this->ackedCount();
-                $this->waitUntil(fn () => $this->ackedCount() >= $acked + 5 && $this->incarnation($server) !== null, 8, "the service to keep serving after $name to the $target", $server);
                 $this->waitUntil(fn () => ProcessTree::unreaped($server->tag) === [], 3, "no zombie after $name to the $target", $server);
                 continue;
             }

@@ -14,6 +14,8 @@ abstract class TaskqTestCase extends TestCase
     protected string $dir;
     /** @var ServerProcess[] */
     protected array $servers = [];
+    /** startPhp() processes not yet finished, stopped in tearDown(). */
+    private array $background = [];
 
     protected function setUp(): void
     {
@@ -23,6 +25,9 @@ abstract class TaskqTestCase extends TestCase
 
     protected function tearDown(): void
     {
+        foreach ($this->background as $h) {
+            $this->finishPhp($h, 0);
+        }
         foreach ($this->servers as $server) {
             $server->destroy();
         }
@@ -251,6 +256,7 @@ abstract class TaskqTestCase extends TestCase
         $out = "$script." . bin2hex(random_bytes(3)) . '.out';
         $err = substr($out, 0, -4) . '.err';
         $p = proc_open(self::phpCommand($script, $timeout, $args), [0 => ['file', '/dev/null', 'r'], 1 => ['file', $out, 'w'], 2 => ['file', $err, 'w']], $pipes, $this->dir);
+        $this->background[(int) $p] = [$p, $out, $err];
         return [$p, $out, $err];
     }
 
@@ -258,18 +264,27 @@ abstract class TaskqTestCase extends TestCase
     protected function finishPhp(array $h, float $timeout = 10): array
     {
         [$p, $out, $err] = $h;
-        $deadline = microtime(true) + $timeout;
-        $code = null;
-        while (microtime(true) < $deadline) {
-            $st = proc_get_status($p);
-            if (!$st['running']) {
-                $code = $st['exitcode'];
-                break;
-            }
-            usleep(10000);
-        }
+        unset($this->background[(int) $p]);
+        $exited = function (float $within) use ($p): ?int {
+            $deadline = microtime(true) + $within;
+            do {
+                $st = proc_get_status($p);
+                if (!$st['running']) {
+                    return $st['exitcode'];
+                }
+                usleep(10000);
+            } while (microtime(true) < $deadline);
+            return null;
+        };
+        $code = $exited($timeout);
         if ($code === null) {
-            proc_terminate($p, SIGKILL);
+            // `timeout` passes a TERM on to PHP; a KILL would end only
+            // `timeout` and leave PHP running.
+            proc_terminate($p, SIGTERM);
+            if ($exited(2) === null) {
+                exec('pkill -KILL -P ' . (int) proc_get_status($p)['pid']);
+                proc_terminate($p, SIGKILL);
+            }
         }
         proc_close($p);
         return [$code, (string) @file_get_contents($out), (string) @file_get_contents($err)];

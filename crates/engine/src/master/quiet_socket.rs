@@ -138,6 +138,66 @@ mod tests {
         (rd, wr, theirs)
     }
 
+    /// The event masks epoll holds for descriptor `fd`, in any epoll set of
+    /// this process (from `/proc/self/fdinfo`).
+    fn epoll_masks(fd: RawFd) -> Vec<u32> {
+        let mut masks = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/fdinfo").unwrap().flatten() {
+            let Ok(info) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            for line in info.lines().filter(|l| l.starts_with("tfd:")) {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                if words.get(1) == Some(&fd.to_string().as_str()) && words[2] == "events:" {
+                    masks.push(u32::from_str_radix(words[3], 16).unwrap());
+                }
+            }
+        }
+        masks
+    }
+
+    #[test]
+    fn the_reading_half_is_registered_for_reading_only_and_the_writing_half_only_while_blocked() {
+        run(async {
+            let (rd, mut wr, theirs) = pair();
+            // The runtime's epoll set may show under more than one
+            // descriptor, so each registration may be listed more than once.
+            let read_masks = epoll_masks(rd.0.as_raw_fd());
+            assert!(!read_masks.is_empty(), "registered");
+            for mask in read_masks {
+                assert_eq!(mask & libc::EPOLLOUT as u32, 0, "not for writing");
+                assert_ne!(mask & libc::EPOLLIN as u32, 0, "for reading");
+            }
+            let fd = wr.stream.as_raw_fd();
+            assert!(epoll_masks(fd).is_empty(), "idle writer: not registered");
+            let data = vec![5u8; 4 << 20];
+            let mut write = std::pin::pin!(wr.write_all(&data));
+            assert!(
+                futures_poll(&mut write).is_pending(),
+                "the socket cannot hold 4 MiB"
+            );
+            let masks = epoll_masks(fd);
+            assert!(!masks.is_empty(), "blocked writer: registered");
+            assert!(masks.iter().all(|m| m & libc::EPOLLOUT as u32 != 0));
+            let peer = std::thread::spawn(move || {
+                let mut got = vec![0u8; 4 << 20];
+                (&theirs).read_exact(&mut got).unwrap();
+            });
+            tokio::time::timeout(std::time::Duration::from_secs(30), write)
+                .await
+                .expect("the peer reads everything")
+                .unwrap();
+            peer.join().unwrap();
+            assert!(epoll_masks(fd).is_empty(), "written: no longer registered");
+        });
+    }
+
+    /// Polls `f` once.
+    fn futures_poll<F: std::future::Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        let waker = std::task::Waker::noop();
+        Pin::new(f).poll(&mut Context::from_waker(waker))
+    }
+
     #[test]
     fn a_write_larger_than_the_socket_waits_for_room_and_arrives_whole() {
         run(async {

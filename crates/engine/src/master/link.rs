@@ -15,6 +15,7 @@ use tokio_util::codec::Decoder;
 use super::connection::read_available;
 use super::hub::Hub;
 use super::outbox::write_loop;
+use super::quiet_socket;
 use crate::frame::FrameCodec;
 use crate::ipc::{FromWorker, MAX_IPC_FRAME};
 use crate::log::Level;
@@ -99,7 +100,14 @@ async fn serve(stream: UnixStream, hub: Rc<RefCell<Hub>>) {
             return;
         }
     }
-    let (mut rd, wr) = stream.into_split();
+    // Read-only in epoll: see `quiet_socket`.
+    let (mut rd, wr) = match stream.into_std().and_then(quiet_socket::split) {
+        Ok(halves) => halves,
+        Err(e) => {
+            crate::log!(Level::Warning, "cannot set up an IPC connection: {e}");
+            return;
+        }
+    };
     let mut codec = FrameCodec::new(MAX_IPC_FRAME);
     let mut buf = BytesMut::new();
     let mut joined: Option<(u32, u64)> = None;

@@ -18,6 +18,7 @@ mod metrics;
 mod name_holder;
 mod outbox;
 mod parking;
+mod quiet_socket;
 mod redis_link;
 mod sessions;
 mod stats;

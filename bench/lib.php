@@ -293,7 +293,8 @@ final class TaskqServer
      * @param array $opts unix (bool), count_tasks, store (bool), mail_dsn, lat_slots,
      *                    host (listen address), task_workers (count), backend (Redis DSN),
      *                    queue (task_queue), task_sleep_us (onTask sleeps first),
-     *                    task_spin (onTask runs bench_spin() this many rounds)
+     *                    task_spin (onTask runs bench_spin() this many rounds),
+     *                    queue_max (task_queue_max)
      */
     public function __construct(string $name, array $opts = [])
     {
@@ -328,6 +329,9 @@ final class TaskqServer
             $this->store = (getenv('BENCH_STORE_DIR') ?: '/var/tmp') . '/taskq-bench-store-' . Bench::$tag . "-$name";
             exec('rm -rf ' . escapeshellarg($this->store));
             $env['BENCH_STORE'] = $this->store;
+        }
+        if (isset($opts['queue_max'])) {
+            $env['BENCH_QUEUE_MAX'] = (string) $opts['queue_max'];
         }
         if (!empty($opts['mail_dsn'])) {
             $env['BENCH_MAIL_DSN'] = $opts['mail_dsn'];

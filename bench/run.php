@@ -1061,7 +1061,7 @@ $s12 = function () use ($n, $reps, $record, $say) {
     $chunks = array_chunk($payloads, 1000);
     for ($r = 0; $r < $reps; $r++) {
         foreach (['store' => true, 'memory' => false] as $path => $store) {
-            $srv = new TaskqServer("s12-$path", ['count_tasks' => true, 'store' => $store]);
+            $srv = new TaskqServer("s12-$path", ['count_tasks' => true, 'store' => $store, 'queue_max' => 0]);
             $release = Bench::$dir . "/release-12-$path-$r";
             @unlink($release);
             $c = $srv->client(0, 30.0);

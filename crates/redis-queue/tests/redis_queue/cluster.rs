@@ -19,6 +19,25 @@ const URGENT: u64 = 200;
 const DELAYED: u64 = 100;
 const DELAY: Duration = Duration::from_secs(1);
 
+/// Runs a queue call until it does not fail as transient, as the master's
+/// loop retries one: right after a failover the cluster's view may still
+/// settle, and a call can meet a `MOVED` after an earlier one went
+/// through. Gives up at `deadline`.
+macro_rules! settled {
+    ($deadline:expr, $call:expr) => {
+        loop {
+            match $call.await {
+                Ok(v) => break v,
+                Err(e) => {
+                    assert!(e.is_transient(), "{e}");
+                    assert!(Instant::now() < $deadline, "still failing: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    };
+}
+
 /// The first queue name (`q0`, `q1`, ...) and the first after it whose
 /// keys' slot is served by another node, each with its node's port.
 fn queues_on_two_nodes(cluster: &RedisCluster) -> [(String, u16); 2] {
@@ -277,19 +296,7 @@ async fn a_node_down_fails_its_queue_fast_and_the_same_handle_recovers_once_it_i
     // handles reconnect by themselves, no new connect.
     cluster.restart(node);
     let deadline = Instant::now() + Duration::from_secs(15);
-    let id = loop {
-        match q.submit(&task("after")).await {
-            Ok(id) => break id,
-            Err(e) => {
-                assert!(e.is_transient(), "{e}");
-                assert!(
-                    Instant::now() < deadline,
-                    "no submission after the restart: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    };
+    let id = settled!(deadline, q.submit(&task("after")));
     let taken = q.take(10).await.unwrap();
     assert_eq!(taken.entries.len(), 1);
     assert_eq!(
@@ -316,31 +323,23 @@ async fn after_a_failover_the_same_handle_goes_on_with_every_replicated_task() {
     // Calls fail as transient until the replica is promoted and the
     // client has the new slot map; then the same handle goes on.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let stats = loop {
-        match a.stats().await {
-            Ok(stats) => break stats,
-            Err(e) => {
-                assert!(e.is_transient(), "{e}");
-                assert!(Instant::now() < deadline, "no failover in 30 s: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    };
+    let stats = settled!(deadline, a.stats());
     assert_eq!((stats.queued, stats.pending), (400, 100));
-    assert_eq!(a.ack(&entry_ids(&held)).await.unwrap(), 100);
+    assert_eq!(settled!(deadline, a.ack(&entry_ids(&held))), 100);
     let mut seen: HashMap<u64, u32> = held.iter().map(|e| (e.task.id, 1)).collect();
     while seen.len() < ids.len() {
         assert!(Instant::now() < deadline, "not drained after the failover");
-        let taken = a.take(100).await.unwrap().entries;
+        let taken = settled!(deadline, a.take(100)).entries;
         assert!(!taken.is_empty(), "{} of {} seen", seen.len(), ids.len());
         for e in &taken {
             *seen.entry(e.task.id).or_default() += 1;
         }
-        assert_eq!(a.ack(&entry_ids(&taken)).await.unwrap(), taken.len() as u64);
+        let acked = settled!(deadline, a.ack(&entry_ids(&taken)));
+        assert_eq!(acked, taken.len() as u64);
     }
     assert!(seen.values().all(|&n| n == 1), "a task ran twice");
     assert!(ids.iter().all(|id| seen.contains_key(id)));
-    let next = a.submit(&task("after the failover")).await.unwrap();
+    let next = settled!(deadline, a.submit(&task("after the failover")));
     assert!(next > *ids.last().unwrap());
-    assert_eq!(a.stats().await.unwrap().queued, 1);
+    assert_eq!(settled!(deadline, a.stats()).queued, 1);
 }

@@ -503,14 +503,24 @@ impl Dispatcher {
         self.queue.commit()
     }
 
-    /// The end-of-turn commit ([`TaskQueue::commit_turn`]).
-    pub fn commit_turn(&mut self) -> Result<(), QueueError> {
-        self.queue.commit_turn()
+    /// Starts the end-of-turn commit ([`TaskQueue::commit_turn`]).
+    pub fn commit_turn(&mut self, waiting: usize) {
+        self.queue.commit_turn(waiting)
     }
 
     /// Whether a commit waits for its sync ([`TaskQueue::unsynced`]).
     pub fn unsynced(&self) -> bool {
         self.queue.unsynced()
+    }
+
+    /// The commit a change made now belongs to ([`TaskQueue::generation`]).
+    pub fn generation(&self) -> u64 {
+        self.queue.generation()
+    }
+
+    /// Commits ended since the last call ([`TaskQueue::settled`]).
+    pub fn settled(&mut self) -> Vec<(u64, Result<(), QueueError>)> {
+        self.queue.settled()
     }
 
     /// Tasks accepted and not yet started: in the queue, or in a worker's

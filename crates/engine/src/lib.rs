@@ -10,6 +10,7 @@ pub mod ack_wait;
 pub mod board;
 pub mod chunk_reader;
 pub mod client;
+pub mod committer;
 pub mod config;
 pub mod dispatcher;
 pub mod durable_queue;

@@ -96,24 +96,37 @@ pub trait TaskQueue {
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Makes every change since the last commit durable (group commit); the
-    /// master acknowledges submissions only after this returns Ok.
+    /// Makes every change so far durable before it returns (the stop, and
+    /// operations that read what they wrote); the commit is also reported
+    /// by [`TaskQueue::settled`].
     fn commit(&mut self) -> Result<(), QueueError> {
         Ok(())
     }
-    /// The commit at the end of an event-loop turn: everything an
-    /// acknowledgement waits for is durable when it returns, as with
-    /// [`TaskQueue::commit`], but a queue may leave the forgetting of
-    /// finished tasks unsynced for a short while ([`TaskQueue::unsynced`]).
-    fn commit_turn(&mut self) -> Result<(), QueueError> {
-        self.commit()
-    }
+    /// The group commit at the end of an event-loop turn: starts making
+    /// every change so far durable without waiting for it (a durable store
+    /// commits on its own thread, [`crate::committer`]), and calls the
+    /// [`TaskQueue::wake_on_commit`] function when it is done. `waiting`:
+    /// how many clients wait for it (counted up to 2).
+    fn commit_turn(&mut self, _waiting: usize) {}
     /// Whether a commit waits for its sync: the committer then comes back
-    /// within [`crate::durable_queue::SYNC_WITHIN`] even if nothing else
-    /// happens.
+    /// within [`crate::store::SYNC_WITHIN`] even if nothing else happens.
     fn unsynced(&self) -> bool {
         false
     }
+    /// The commit a change made now belongs to, to match the master's
+    /// acknowledgements against [`TaskQueue::settled`].
+    fn generation(&self) -> u64 {
+        0
+    }
+    /// The commits that ended since the last call, oldest first: each one
+    /// covers the changes of its generation and of every earlier one. A
+    /// queue with nothing to make durable has always settled everything.
+    fn settled(&mut self) -> Vec<(u64, Result<(), QueueError>)> {
+        vec![(self.generation(), Ok(()))]
+    }
+    /// What a commit finished on another thread calls, to wake the loop
+    /// that reports it.
+    fn wake_on_commit(&mut self, _wake: crate::committer::Wake) {}
     /// The failed tasks this queue keeps, for operators; None where they
     /// live elsewhere (Redis, reached by the master's link).
     fn failures(&mut self) -> Option<&mut dyn FailedStore> {

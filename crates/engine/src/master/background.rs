@@ -41,17 +41,18 @@ pub async fn sampler(hub: Rc<RefCell<Hub>>) {
 }
 
 /// Group commit: runs after the tasks that queued work in this turn of the
-/// event loop, so one durable write covers every submission they made.
+/// event loop, so one durable write covers every submission they made; the
+/// store's writer thread ([`crate::committer`]) wakes it again when such a
+/// write is done, to acknowledge it and send what gathered meanwhile.
 /// While a commit waits for its sync (finished tasks only), it comes back
-/// within [`crate::durable_queue::SYNC_WITHIN`] to give it, work or not.
+/// within [`crate::store::SYNC_WITHIN`] to give it, work or not.
 /// Only with a task_store: in memory there is nothing to make durable, and
 /// submissions are acknowledged at once.
 pub async fn committer(hub: Rc<RefCell<Hub>>) {
     let notify = hub.borrow().commit_needed();
     loop {
         if hub.borrow().unsynced() {
-            let wait = crate::durable_queue::SYNC_WITHIN;
-            let _ = tokio::time::timeout(wait, notify.notified()).await;
+            let _ = tokio::time::timeout(crate::store::SYNC_WITHIN, notify.notified()).await;
         } else {
             notify.notified().await;
         }

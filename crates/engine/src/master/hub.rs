@@ -136,7 +136,7 @@ impl Hub {
     }
 
     /// What the committer waits on.
-    pub fn commit_needed(&self) -> Rc<Notify> {
+    pub fn commit_needed(&self) -> Arc<Notify> {
         self.tasks.commit_needed()
     }
 
@@ -381,17 +381,20 @@ impl Hub {
         self.sessions.max_conn()
     }
 
-    /// Group commit: makes every queue change since the last call durable,
-    /// then acknowledges the submissions it covers (or reports the failure).
+    /// Group commit: starts making every queue change since the last call
+    /// durable, and acknowledges the submissions of the commits that ended
+    /// (or reports their failure).
     pub fn commit(&mut self) {
-        let committed = self.tasks.commit();
-        self.answer_committed(committed, code::STORE);
+        for committed in self.tasks.commit() {
+            self.answer_committed(committed, code::STORE);
+        }
     }
 
-    /// [`Hub::commit`] leaving nothing unsynced, for the stop.
+    /// [`Hub::commit`] waiting until everything is durable, for the stop.
     pub fn commit_all(&mut self) {
-        let committed = self.tasks.commit_all();
-        self.answer_committed(committed, code::STORE);
+        for committed in self.tasks.commit_all() {
+            self.answer_committed(committed, code::STORE);
+        }
     }
 
     /// Whether a commit waits for its sync (see [`Tasks::unsynced`]).

@@ -6,7 +6,7 @@
 //! commit that acknowledges durable submissions. A second queue backend
 //! plugs in here, behind `TaskQueue`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -96,16 +96,18 @@ pub struct Tasks {
     rules: TaskRules,
     dispatcher: Dispatcher,
     next_task: u64,
-    /// Client submissions waiting for the next group commit to be acked.
-    pending_acks: Vec<(u64, u64)>,
+    /// Client submissions waiting for their group commit to be acked:
+    /// (the queue's generation, session, task id), in generation order.
+    pending_acks: VecDeque<(u64, u64, u64)>,
     /// taskwait tasks, by master id: the incarnation blocked on the result.
     awaited: HashMap<u64, u64>,
     /// Where task workers post completions nobody awaits (`crate::board`).
     board: Arc<Board>,
     /// Whether the board's flag asks workers to report every completion.
     listening: bool,
-    /// Wakes the committer when acks are pending.
-    commit_needed: Rc<Notify>,
+    /// Wakes the committer when acks are pending, or when the store's
+    /// writer thread finished a commit.
+    commit_needed: Arc<Notify>,
     /// Wakes the scheduler when the next timer may have changed.
     reschedule: Rc<Notify>,
     counters: TaskCounters,
@@ -129,11 +131,14 @@ impl Tasks {
     /// writes to when tasks live in Redis.
     pub fn new(
         rules: TaskRules,
-        queue: Box<dyn TaskQueue>,
+        mut queue: Box<dyn TaskQueue>,
         next_task: u64,
         board: Arc<Board>,
         remote: Option<SharedLedger>,
     ) -> Self {
+        let commit_needed = Arc::new(Notify::new());
+        let wake = commit_needed.clone();
+        queue.wake_on_commit(Arc::new(move || wake.notify_one()));
         let dispatcher = Dispatcher::new(
             queue,
             rules.task_worker_num as usize,
@@ -152,11 +157,11 @@ impl Tasks {
             },
             rules,
             next_task,
-            pending_acks: Vec::new(),
+            pending_acks: VecDeque::new(),
             awaited: HashMap::new(),
             board,
             listening: false,
-            commit_needed: Rc::new(Notify::new()),
+            commit_needed,
             reschedule: Rc::new(Notify::new()),
             counters: TaskCounters::default(),
             timings: Timings::default(),
@@ -180,7 +185,7 @@ impl Tasks {
     }
 
     /// What the committer waits on.
-    pub fn commit_needed(&self) -> Rc<Notify> {
+    pub fn commit_needed(&self) -> Arc<Notify> {
         self.commit_needed.clone()
     }
 
@@ -390,7 +395,8 @@ impl Tasks {
                     self.remote_acks.insert(id, fd);
                     Accepted::AtCommit
                 } else if self.rules.durable {
-                    self.pending_acks.push((fd, id));
+                    let generation = self.dispatcher.generation();
+                    self.pending_acks.push_back((generation, fd, id));
                     self.commit_needed.notify_one();
                     Accepted::AtCommit
                 } else {
@@ -757,19 +763,31 @@ impl Tasks {
         next
     }
 
-    /// Group commit at the end of a turn: makes every submission since the
-    /// last call durable (finished tasks may wait up to
-    /// [`crate::durable_queue::SYNC_WITHIN`] for their sync); says which
-    /// client submissions that acknowledges (or that it failed).
-    pub fn commit(&mut self) -> Committed {
-        let result = self.dispatcher.commit_turn();
-        self.committed(result)
+    /// Group commit at the end of a turn: starts making every submission
+    /// since the last one durable (finished tasks may wait up to
+    /// [`crate::store::SYNC_WITHIN`] for their sync) and says which client
+    /// submissions the commits that ended since acknowledge, or that they
+    /// failed.
+    pub fn commit(&mut self) -> Vec<Committed> {
+        let open = self.dispatcher.generation();
+        let mut sessions = self
+            .pending_acks
+            .iter()
+            .rev()
+            .take_while(|(g, _, _)| *g == open)
+            .map(|(_, fd, _)| *fd);
+        let waiting = match sessions.next() {
+            None => 0,
+            Some(first) => 1 + usize::from(sessions.any(|fd| fd != first)),
+        };
+        self.dispatcher.commit_turn(waiting);
+        self.answers()
     }
 
-    /// [`Tasks::commit`] leaving nothing unsynced, for the stop.
-    pub fn commit_all(&mut self) -> Committed {
-        let result = self.dispatcher.commit();
-        self.committed(result)
+    /// Every change durable before it returns, for the stop.
+    pub fn commit_all(&mut self) -> Vec<Committed> {
+        let _ = self.dispatcher.commit();
+        self.answers()
     }
 
     /// Whether a commit waits for its sync (the committer comes back for it).
@@ -777,15 +795,28 @@ impl Tasks {
         self.dispatcher.unsynced()
     }
 
-    fn committed(&mut self, result: Result<(), crate::queue::QueueError>) -> Committed {
-        let acks = std::mem::take(&mut self.pending_acks);
-        match result {
-            Ok(()) => Committed::Acks(acks),
-            Err(e) => {
+    /// The acknowledgements of the commits that ended.
+    fn answers(&mut self) -> Vec<Committed> {
+        let mut out = Vec::new();
+        for (generation, result) in self.dispatcher.settled() {
+            let covered = self
+                .pending_acks
+                .iter()
+                .take_while(|(g, _, _)| *g <= generation)
+                .count();
+            if let Err(e) = &result {
                 crate::log!(Level::Error, "task store commit failed: {e}");
-                Committed::Failed(acks.into_iter().map(|(fd, _)| fd).collect(), e.to_string())
             }
+            if covered == 0 {
+                continue;
+            }
+            let acks = self.pending_acks.drain(..covered);
+            out.push(match result {
+                Ok(()) => Committed::Acks(acks.map(|(_, fd, id)| (fd, id)).collect()),
+                Err(e) => Committed::Failed(acks.map(|(_, fd, _)| fd).collect(), e.to_string()),
+            });
         }
+        out
     }
 
     /// `TaskClient::batch()`, `taskq watch --batch` and the admin API: the
@@ -962,8 +993,8 @@ mod tests {
             durable.client_task(5, request(b"a")),
             Ok(Accepted::AtCommit)
         );
-        assert_eq!(durable.commit(), Committed::Acks(vec![(5, 1)]));
-        assert_eq!(durable.commit(), Committed::Acks(vec![]));
+        assert_eq!(durable.commit(), [Committed::Acks(vec![(5, 1)])]);
+        assert_eq!(durable.commit(), []);
     }
 
     #[test]

@@ -2,10 +2,11 @@
 //! delayed and failed tasks kept on disk in one redb file, so that a restart
 //! after a `kill -9` runs every acknowledged task that had not finished.
 //!
-//! The master owns the store and talks to it from its event-loop thread only:
-//! it gathers the changes of one turn in a [`Batch`] and commits them in one
-//! fsync'd write transaction (group commit), so the cost of durability is paid
-//! once per turn rather than once per task. Records are postcard-encoded
+//! The master owns the store: it gathers the changes of one turn in a
+//! [`Batch`] and commits them in one fsync'd write transaction (group commit),
+//! on its event loop or on the store's writer thread ([`crate::committer`]),
+//! one at a time and in order, so the cost of durability is paid once per
+//! commit rather than once per task. Records are postcard-encoded
 //! [`QueuedTask`]s; nothing read from disk is trusted (a record that does not
 //! decode, or decodes to another id, is reported with its id).
 

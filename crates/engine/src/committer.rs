@@ -9,7 +9,6 @@
 //! order they were made. Every commit here is synced: it is what clients
 //! wait for.
 
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -48,8 +47,8 @@ struct Job {
 /// The handle of the writer thread; dropping it joins the thread, so the
 /// store is closed when the queue is.
 pub struct Committer {
-    jobs: Option<mpsc::Sender<Job>>,
-    done: mpsc::Receiver<Done>,
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    done: crossbeam_channel::Receiver<Done>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -57,8 +56,8 @@ impl Committer {
     /// Starts the thread. Start it in the master only, after the manager was
     /// forked (a process with threads must not fork).
     pub fn start(store: SharedStore, wake: Wake) -> std::io::Result<Committer> {
-        let (jobs, inbox) = mpsc::channel();
-        let (outbox, done) = mpsc::channel();
+        let (jobs, inbox) = crossbeam_channel::unbounded();
+        let (outbox, done) = crossbeam_channel::unbounded();
         let thread = std::thread::Builder::new()
             .name("taskq-commit".into())
             .spawn(move || run(&store, &inbox, &outbox, &*wake))?;
@@ -75,7 +74,7 @@ impl Committer {
             return Err(batch);
         };
         jobs.send(Job { generation, batch })
-            .map_err(|mpsc::SendError(job)| job.batch)
+            .map_err(|crossbeam_channel::SendError(job)| job.batch)
     }
 
     /// The commit that finished, if one did.
@@ -100,8 +99,8 @@ impl Drop for Committer {
 
 fn run(
     store: &SharedStore,
-    jobs: &mpsc::Receiver<Job>,
-    done: &mpsc::Sender<Done>,
+    jobs: &crossbeam_channel::Receiver<Job>,
+    done: &crossbeam_channel::Sender<Done>,
     wake: &dyn Fn(),
 ) {
     while let Ok(job) = jobs.recv() {

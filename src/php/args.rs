@@ -84,7 +84,7 @@ impl<T: Scalar> Opt<T> {
 /// Runs the engine's parser for values that are not already of the type:
 /// it refuses them under strict_types and converts them otherwise. `name`
 /// is the `zend_parse_arg_*_slow` whose destination type is `T`.
-fn slow<T>(name: &CStr, zval: &mut Zval, dest: T) -> Option<T> {
+fn slow<T>(name: &'static CStr, zval: &mut Zval, dest: T) -> Option<T> {
     let num = arg_num(zval);
     // SAFETY: the callers pair each parser with its destination type, and
     // `zval` is one of the current call's arguments.

@@ -5,15 +5,32 @@
 //! where ext-php-rs exports the function, its binding is used instead.
 
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::Mutex;
 
 use ext_php_rs::types::Zval;
 use ext_php_rs::zend::ClassEntry;
 
+/// Symbols looked up so far (address 0: not exported). A `dlsym` walks
+/// every loaded object (about a microsecond), and the argument parsers
+/// and exception checks ask on every call that needs them: the seed
+/// pattern's `connect()` paid one for its int timeout.
+static SYMBOLS: Mutex<Vec<(&'static CStr, usize)>> = Mutex::new(Vec::new());
+
 /// Looks up a symbol exported by the PHP binary.
-fn symbol(name: &CStr) -> Option<*mut c_void> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-    (!p.is_null()).then_some(p)
+fn symbol(name: &'static CStr) -> Option<*mut c_void> {
+    let mut known = SYMBOLS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let address = match known.iter().find(|(n, _)| *n == name) {
+        Some(&(_, address)) => address,
+        None => {
+            // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name.
+            let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            known.push((name, p as usize));
+            p as usize
+        }
+    };
+    (address != 0).then_some(address as *mut c_void)
 }
 
 /// The function `name` as the function-pointer type `F`.
@@ -21,7 +38,7 @@ fn symbol(name: &CStr) -> Option<*mut c_void> {
 /// # Safety
 /// `F` must be an `unsafe extern "C" fn` type matching the C declaration of
 /// `name` in the PHP versions taskq supports.
-unsafe fn function<F: Copy>(name: &CStr) -> Option<F> {
+unsafe fn function<F: Copy>(name: &'static CStr) -> Option<F> {
     let p = symbol(name)?;
     // SAFETY: `F` is a function pointer (the caller's promise), which has
     // the size and representation of the data pointer dlsym returned.
@@ -88,7 +105,7 @@ pub unsafe fn display_ini_entries(module: *mut c_void) {
 /// `name` must be a `zend_parse_arg_*_slow` whose `dest` type is `T`, and
 /// `arg` an argument of the running call.
 pub unsafe fn parse_arg_slow<T>(
-    name: &CStr,
+    name: &'static CStr,
     arg: *mut Zval,
     mut dest: T,
     arg_num: u32,
@@ -179,4 +196,24 @@ pub unsafe fn is_unwind_exit(exception: *const c_void) -> bool {
     // SAFETY: zend_is_unwind_exit(const zend_object *ex) -> bool, on the
     // object the caller vouches for.
     unsafe { function::<IsUnwindExit>(c"zend_is_unwind_exit").is_some_and(|f| f(exception)) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symbol_is_looked_up_once_and_a_missing_one_stays_missing() {
+        let first = symbol(c"malloc");
+        assert!(first.is_some());
+        assert_eq!(symbol(c"malloc"), first);
+        assert_eq!(symbol(c"taskq_no_such_symbol"), None);
+        assert_eq!(symbol(c"taskq_no_such_symbol"), None);
+        let known = SYMBOLS.lock().unwrap();
+        let entries = |name: &CStr| known.iter().filter(|(n, _)| *n == name).count();
+        assert_eq!(
+            (entries(c"malloc"), entries(c"taskq_no_such_symbol")),
+            (1, 1)
+        );
+    }
 }

@@ -244,6 +244,88 @@ PHP);
         $this->waitUntil(fn () => in_array("$next after-recovery", $this->executed(), true), 5, 'the new task', $second);
     }
 
+    // ---------------------------------------------------------------- commits on the writer thread
+
+    public static function stops(): array
+    {
+        return ['kill -9 of every process' => ['kill'], 'SIGTERM to the master' => ['term']];
+    }
+
+    /**
+     * Six producers calling task() at once share commits, which the
+     * master hands to the store's writer thread (issue 17 §4) and keeps
+     * reading. The server is stopped while they submit, with commits in
+     * flight: every task a producer saw acknowledged runs after a restart,
+     * with its id.
+     *
+     * @dataProvider stops
+     */
+    public function testAStopWhileProducersShareCommitsLosesNoAcknowledgedTask(string $stop): void
+    {
+        $settings = $this->settings(['worker_num' => 1, 'task_worker_num' => 2]);
+        $env = ['TASKQ_SLOW_US' => '2000'];
+        touch("$this->dir/slow");
+        $first = $this->server($settings, $env);
+        $producers = [];
+        for ($k = 0; $k < 6; $k++) {
+            $producers[] = $this->startPhp(<<<PHP
+<?php
+\$c = new TaskClient(TASKQ_SOCK_TCP);
+if (!\$c->connect('127.0.0.1', {$this->port}, 3)) { exit(3); }
+\$out = fopen('{$this->dir}/acked-$k', 'a');
+stream_set_write_buffer(\$out, 0);
+for (\$i = 0; \$i < 100000; \$i++) {
+    \$id = @\$c->task("q$k:\$i");
+    if (\$id === false) { break; }
+    fwrite(\$out, "\$id q$k:\$i\n");
+}
+PHP, 30);
+        }
+        $acked = function (): array {
+            $all = [];
+            foreach (glob("$this->dir/acked-*") ?: [] as $file) {
+                foreach (file($file, FILE_IGNORE_NEW_LINES) ?: [] as $line) {
+                    [$id, $data] = explode(' ', $line, 2);
+                    $all[$data] = (int) $id;
+                }
+            }
+            return $all;
+        };
+        $this->waitUntil(fn () => count($acked()) >= 3000, 20, '3,000 acknowledged tasks', $first);
+        if ($stop === 'kill') {
+            $this->killEverything($first);
+        } else {
+            posix_kill($first->pid(), SIGTERM);
+            $this->assertSame(0, $first->wait(15), 'the master stopped cleanly');
+        }
+        foreach ($producers as $h) {
+            [$code, , $err] = $this->finishPhp($h, 10);
+            $this->assertSame(0, $code, "a producer ended on the stop, not otherwise: $err");
+        }
+        $before = $acked();
+        $this->assertGreaterThanOrEqual(3000, count($before));
+        $this->assertCount(count($before), array_unique($before), 'acknowledged ids are distinct');
+
+        unlink("$this->dir/slow");
+        $second = $this->restart($first, $settings, $env);
+        $ran = [];
+        $this->waitUntil(function () use ($before, &$ran) {
+            $ran = [];
+            foreach ($this->executed() as $line) {
+                [$id, $data] = explode(' ', $line, 2);
+                $ran[$data][] = (int) $id;
+            }
+            return !array_diff_key($before, $ran);
+        }, 30, 'every acknowledged task to run', $second);
+        $wrongId = [];
+        foreach ($before as $data => $id) {
+            if (!in_array($id, $ran[$data], true)) {
+                $wrongId[] = "$data acknowledged as $id ran as " . implode(',', $ran[$data]);
+            }
+        }
+        $this->assertSame([], array_slice($wrongId, 0, 10), 'each task ran with its acknowledged id');
+    }
+
     // ---------------------------------------------------------------- a backlog larger than memory
 
     /**

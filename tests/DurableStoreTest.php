@@ -114,6 +114,19 @@ PHP;
         return $lines;
     }
 
+    /** The producers' acknowledged ids by task data, from their "<id> <data>" lines in acked-*. */
+    private function acked(): array
+    {
+        $acked = [];
+        foreach (glob("$this->dir/acked-*") ?: [] as $file) {
+            foreach (file($file, FILE_IGNORE_NEW_LINES) ?: [] as $line) {
+                [$id, $data] = explode(' ', $line, 2);
+                $acked[$data] = (int) $id;
+            }
+        }
+        return $acked;
+    }
+
     /** SIGKILLs every process of the server at once (master, manager, workers). */
     private function killEverything(ServerProcess $server): int
     {
@@ -187,13 +200,7 @@ PHP);
         $killed = $this->killEverything($first);
         $this->assertLessThan(9000, $executedBeforeKill, 'at least 1,000 tasks were still queued or running at the kill');
 
-        $acked = [];
-        foreach (glob("$this->dir/acked-*") as $file) {
-            foreach (file($file, FILE_IGNORE_NEW_LINES) as $line) {
-                [$id, $data] = explode(' ', $line, 2);
-                $acked[$data] = (int) $id;
-            }
-        }
+        $acked = $this->acked();
         $this->assertCount(10000, $acked, 'every submission was acknowledged');
         $this->assertCount(10000, array_unique($acked), 'acknowledged ids are distinct');
 
@@ -281,17 +288,7 @@ for (\$i = 0; \$i < 100000; \$i++) {
 }
 PHP, 30);
         }
-        $acked = function (): array {
-            $all = [];
-            foreach (glob("$this->dir/acked-*") ?: [] as $file) {
-                foreach (file($file, FILE_IGNORE_NEW_LINES) ?: [] as $line) {
-                    [$id, $data] = explode(' ', $line, 2);
-                    $all[$data] = (int) $id;
-                }
-            }
-            return $all;
-        };
-        $this->waitUntil(fn () => count($acked()) >= 3000, 20, '3,000 acknowledged tasks', $first);
+        $this->waitUntil(fn () => count($this->acked()) >= 3000, 20, '3,000 acknowledged tasks', $first);
         if ($stop === 'kill') {
             $this->killEverything($first);
         } else {
@@ -302,7 +299,7 @@ PHP, 30);
             [$code, , $err] = $this->finishPhp($h, 10);
             $this->assertSame(0, $code, "a producer ended on the stop, not otherwise: $err");
         }
-        $before = $acked();
+        $before = $this->acked();
         $this->assertGreaterThanOrEqual(3000, count($before));
         $this->assertCount(count($before), array_unique($before), 'acknowledged ids are distinct');
 

@@ -1,8 +1,8 @@
 //! The embedded queue with durability: the in-memory queue decides what runs
-//! next, and every change is mirrored into the on-disk store, committed on
-//! the store's writer thread ([`crate::committer`]) once per event-loop turn
-//! or per sync, whichever is longer (group commit), before submissions are
-//! acknowledged.
+//! next, and every change is mirrored into the on-disk store, committed once
+//! per event-loop turn (group commit) before submissions are acknowledged:
+//! on the loop, or on the store's writer thread ([`crate::committer`]) when
+//! several clients wait, so that the next turns gather behind its sync.
 //! After a crash, the store gives back every task that had not finished.
 //! A backlog beyond [`paging::WINDOW_BYTES`] waits on disk only and is read
 //! back as workers free up ([`crate::paging`]).
@@ -23,8 +23,7 @@ use crate::store::{Batch, StoreError, TaskStore, SYNC_WITHIN};
 pub struct DurableQueue {
     mem: MemoryQueue,
     store: SharedStore,
-    /// The writer thread, started by the first commit of a turn (never in
-    /// the check `start()` makes before it forks).
+    /// The writer thread ([`DurableQueue::writer`]).
     committer: Option<Committer>,
     wake: Option<Wake>,
     /// The changes since the last commit; their generation is `generation`.
@@ -115,6 +114,18 @@ impl DurableQueue {
         self.settled.push((done.generation, result));
     }
 
+    /// The writer thread, started on first use (never in the check
+    /// `start()` makes before it forks).
+    fn writer(&mut self) -> std::io::Result<&Committer> {
+        match &mut self.committer {
+            Some(writer) => Ok(writer),
+            slot @ None => {
+                let wake = self.wake.clone().unwrap_or_else(|| Arc::new(|| {}));
+                Ok(slot.insert(Committer::start(self.store.clone(), wake)?))
+            }
+        }
+    }
+
     /// Picks up the writer's commit if it ended.
     fn poll(&mut self) {
         if let Some(done) = self.committer.as_ref().and_then(Committer::try_done) {
@@ -161,11 +172,7 @@ impl DurableQueue {
             self.batch = batch;
             QueueError::Store(e.to_string())
         });
-        let reported = result
-            .as_ref()
-            .map(|_| ())
-            .map_err(|e| QueueError::Store(e.to_string()));
-        self.settled.push((self.generation, reported));
+        self.settled.push((self.generation, result.clone()));
         self.generation += 1;
         result
     }
@@ -295,32 +302,26 @@ impl TaskQueue for DurableQueue {
             let _ = self.flush(true);
             return;
         }
-        if self.committer.is_none() {
-            let wake = self.wake.clone().unwrap_or_else(|| Arc::new(|| {}));
-            match Committer::start(self.store.clone(), wake) {
-                Ok(committer) => self.committer = Some(committer),
-                Err(e) => {
-                    crate::log!(Level::Error, "task store: cannot start its writer thread ({e}); committing on the event loop");
-                    let _ = self.flush(true);
-                    return;
-                }
-            }
-        }
-        let Some(committer) = &self.committer else {
-            return;
+        let generation = self.generation;
+        let batch = std::mem::take(&mut self.batch);
+        let sent = match self.writer() {
+            Ok(writer) => writer
+                .send(generation, batch)
+                .map_err(|batch| (batch, "its writer thread ended".to_owned())),
+            Err(e) => Err((batch, format!("cannot start its writer thread ({e})"))),
         };
-        match committer.send(self.generation, std::mem::take(&mut self.batch)) {
+        match sent {
             Ok(()) => {
                 self.in_flight = true;
                 self.generation += 1;
             }
-            Err(batch) => {
+            Err((batch, why)) => {
                 self.batch = batch;
+                self.committer = None;
                 crate::log!(
                     Level::Error,
-                    "task store: its writer thread ended; this commit runs on the event loop"
+                    "task store: {why}; this commit runs on the event loop"
                 );
-                self.committer = None;
                 let _ = self.flush(true);
             }
         }

@@ -58,7 +58,7 @@ pub fn now_ms() -> u64 {
 }
 
 /// Why a queue refused or could not keep a task.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueueError {
     #[error("task queue is full (task_queue_max = {0})")]
     Full(usize),
@@ -102,10 +102,11 @@ pub trait TaskQueue {
     fn commit(&mut self) -> Result<(), QueueError> {
         Ok(())
     }
-    /// The group commit at the end of an event-loop turn: starts making
-    /// every change so far durable without waiting for it (a durable store
-    /// commits on its own thread, [`crate::committer`]), and calls the
-    /// [`TaskQueue::wake_on_commit`] function when it is done. `waiting`:
+    /// The group commit at the end of an event-loop turn: makes every
+    /// change so far durable, or starts to without waiting for it (a
+    /// durable store hands a commit several clients wait for to its writer
+    /// thread, [`crate::committer`], and calls the
+    /// [`TaskQueue::wake_on_commit`] function when it is done). `waiting`:
     /// how many clients wait for it (counted up to 2).
     fn commit_turn(&mut self, _waiting: usize) {}
     /// Whether a commit waits for its sync: the committer then comes back

@@ -105,10 +105,22 @@ PHP;
     /** Every "<taskId> <data>" line the task workers appended, in no particular order. */
     private function executed(): array
     {
+        return $this->lines("$this->dir/exec/*");
+    }
+
+    /**
+     * The finished lines of the files matching $glob: a line another
+     * process is appending right now (no newline yet) is left for the next
+     * read.
+     */
+    private function lines(string $glob): array
+    {
         $lines = [];
-        foreach (glob("$this->dir/exec/*") ?: [] as $file) {
-            foreach (file($file, FILE_IGNORE_NEW_LINES) ?: [] as $line) {
-                $lines[] = $line;
+        foreach (glob($glob) ?: [] as $file) {
+            $text = (string) @file_get_contents($file);
+            $end = strrpos($text, "\n");
+            if ($end !== false) {
+                array_push($lines, ...explode("\n", substr($text, 0, $end)));
             }
         }
         return $lines;
@@ -118,11 +130,9 @@ PHP;
     private function acked(): array
     {
         $acked = [];
-        foreach (glob("$this->dir/acked-*") ?: [] as $file) {
-            foreach (file($file, FILE_IGNORE_NEW_LINES) ?: [] as $line) {
-                [$id, $data] = explode(' ', $line, 2);
-                $acked[$data] = (int) $id;
-            }
+        foreach ($this->lines("$this->dir/acked-*") as $line) {
+            [$id, $data] = explode(' ', $line, 2);
+            $acked[$data] = (int) $id;
         }
         return $acked;
     }

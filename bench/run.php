@@ -1244,7 +1244,7 @@ if ($has('6.idle')) {
         $held = $med("6.held_$path");
         $row('6 memory', sprintf('%s queued via %s', number_format($n(100000)), $label), $med("6.queued_$path") / $MiB, 'MiB', 'workers held, 0 queued', $held / $MiB);
         $over = $med("6.per_task_over_payload_$path");
-        $row('6 memory', "  bytes/task beyond payload ($path)", $over, 'B', sprintf('payload %.0f B', $med('6.payload_bytes')), null, '≤ 200 B', $over <= 200);
+        $row('6 memory', "  bytes/task beyond payload ($path)", $over, 'B', sprintf('payload %.0f B', $med('6.payload_bytes')), null, '≤ 64 B', $over <= 64);
         $d = $med("6.drained_vs_held_$path");
         $row('6 memory', "  after the drain ($path)", $med("6.drained_$path") / $MiB, 'MiB', 'workers held, 0 queued', $held / $MiB, 'back to idle (≤ +5%)', $d <= 0.05 * $held);
     }

@@ -27,6 +27,7 @@ pub mod mail_tally;
 pub mod master;
 pub mod memory;
 pub mod one_way;
+pub mod packed_fifo;
 pub mod packet;
 pub mod paging;
 pub mod payload;

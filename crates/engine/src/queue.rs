@@ -4,11 +4,12 @@
 //! durable queues and Redis Streams consumer groups need.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use crate::failed::{FailedTask, RecentFailures, Which};
+use crate::packed_fifo::PackedFifo;
 use crate::payload::Payload;
 
 /// Payloads up to this size are copied when queued. A payload decoded from
@@ -153,10 +154,10 @@ pub trait FailedStore {
 /// itself dies, which the README states plainly.
 #[derive(Debug, Default)]
 pub struct MemoryQueue {
-    /// Runnable tasks by priority (highest first), each deque in id order.
-    /// A priority's deque is dropped when it empties, so a drained queue
-    /// holds no memory.
-    ready: BTreeMap<Reverse<i32>, VecDeque<QueuedTask>>,
+    /// Runnable tasks by priority (highest first), each level in id order.
+    /// A level is dropped when it empties, so a drained queue holds no
+    /// memory.
+    ready: BTreeMap<Reverse<i32>, PackedFifo>,
     ready_len: usize,
     delayed: BTreeMap<(u64, u64), QueuedTask>,
     /// The most recent given-up tasks, for operators.
@@ -167,43 +168,41 @@ impl MemoryQueue {
     /// Runnable tasks of one priority, for deciding when to read more of
     /// that level back from disk.
     pub fn ready_at(&self, priority: i32) -> usize {
-        self.ready.get(&Reverse(priority)).map_or(0, VecDeque::len)
+        self.ready
+            .get(&Reverse(priority))
+            .map_or(0, PackedFifo::len)
     }
 
-    fn insert(&mut self, task: QueuedTask) {
+    fn insert(&mut self, mut task: QueuedTask) {
         if task.not_before > 0 {
+            own_payload(&mut task.payload);
             self.delayed.insert((task.not_before, task.id), task);
         } else {
             self.insert_ready(task);
         }
     }
 
-    /// Appends in the common case (ids grow); a requeued or formerly delayed
-    /// task goes back to its place by id, which is near the front.
+    /// A requeued or formerly delayed task goes back to its place by id
+    /// (see [`PackedFifo`]).
     fn insert_ready(&mut self, task: QueuedTask) {
-        let q = self.ready.entry(Reverse(task.priority)).or_default();
-        match q.back() {
-            Some(last) if last.id > task.id => {
-                let at = q.partition_point(|t| t.id < task.id);
-                q.insert(at, task);
-            }
-            _ => q.push_back(task),
-        }
+        self.ready
+            .entry(Reverse(task.priority))
+            .or_default()
+            .push(task);
         self.ready_len += 1;
     }
 }
 
 /// Gives `payload` its own allocation when it is small (see
-/// [`COPY_PAYLOAD_MAX`]).
-fn own_payload(payload: &mut Payload) {
+/// [`COPY_PAYLOAD_MAX`]), for a task kept whole.
+pub(crate) fn own_payload(payload: &mut Payload) {
     if !payload.data.is_empty() && payload.data.len() <= COPY_PAYLOAD_MAX {
         payload.data = Bytes::copy_from_slice(&payload.data);
     }
 }
 
 impl TaskQueue for MemoryQueue {
-    fn push(&mut self, mut task: QueuedTask) {
-        own_payload(&mut task.payload);
+    fn push(&mut self, task: QueuedTask) {
         self.insert(task);
     }
 
@@ -216,12 +215,10 @@ impl TaskQueue for MemoryQueue {
             self.insert_ready(task);
         }
         let mut entry = self.ready.first_entry()?;
-        let q = entry.get_mut();
-        let task = q.pop_front();
-        if q.is_empty() {
+        let Reverse(priority) = *entry.key();
+        let task = entry.get_mut().pop(priority);
+        if entry.get().is_empty() {
             entry.remove();
-        } else {
-            crate::memory::give_back_room(q);
         }
         self.ready_len -= task.is_some() as usize;
         task
@@ -393,8 +390,8 @@ pub(crate) mod tests {
         for _ in 0..99_000 {
             q.take(0).unwrap();
         }
-        let cap = q.ready.values().map(VecDeque::capacity).sum::<usize>();
-        assert!(cap <= 4 * 1000, "{cap} slots kept for 1000 tasks");
+        let kept = q.ready.values().map(PackedFifo::chunk_bytes).sum::<usize>();
+        assert!(kept <= 128 * 1024, "{kept} bytes kept for 1000 tasks");
         assert_eq!(q.len(), 1000);
         while q.take(0).is_some() {}
         assert!(q.ready.is_empty());

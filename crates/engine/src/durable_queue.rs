@@ -492,7 +492,7 @@ mod tests {
 
     /// Room for `n` of the tests' tasks in memory.
     fn window_of(n: usize) -> usize {
-        n * (task(0).payload.data.len() + 128)
+        n * (task(0).payload.data.len() + paging::TASK_OVERHEAD)
     }
 
     fn prio(id: u64, priority: i32) -> QueuedTask {

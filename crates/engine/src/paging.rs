@@ -29,9 +29,10 @@ pub const REFILL_BELOW: usize = 1024;
 /// millisecond of decoding.
 pub const PAGE_RECORDS: usize = 4096;
 
-/// What one waiting task costs in memory beyond its payload (the task
-/// record, its slot in a queue, the allocator's header), for the budget.
-const TASK_OVERHEAD: usize = 128;
+/// What one waiting task costs in memory beyond its payload, for the
+/// budget: its packed record ([`crate::packed_fifo`], 41 bytes) and its
+/// share of a chunk's unused tail, rounded up.
+pub const TASK_OVERHEAD: usize = 64;
 
 /// Tasks of one priority that are on disk only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

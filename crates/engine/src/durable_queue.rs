@@ -19,6 +19,11 @@ use crate::paging::{self, Paging};
 use crate::queue::{now_ms, FailedStore, MemoryQueue, QueueError, QueuedTask, TaskQueue};
 use crate::store::{Batch, StoreError, TaskStore, SYNC_WITHIN};
 
+/// Finished tasks removed from the store per commit while a drain runs
+/// (see [`TaskQueue::commit_turn`]): each commit has a fixed cost, and
+/// removing a run of ids rewrites each page once.
+pub const DELETE_BATCH: usize = 2048;
+
 /// [`MemoryQueue`] backed by a [`TaskStore`].
 pub struct DurableQueue {
     mem: MemoryQueue,
@@ -104,7 +109,7 @@ impl DurableQueue {
     /// out again with the next one.
     fn finished(&mut self, done: Done) {
         self.in_flight = false;
-        if done.result.is_ok() {
+        if done.result.is_ok() && self.batch.is_empty() {
             self.unsynced_since = None;
         }
         let result = done.result.map_err(|(e, batch)| {
@@ -165,7 +170,13 @@ impl DurableQueue {
                 true => store.commit_turn(&mut batch),
                 false => store.commit(&mut batch, true),
             };
-            self.unsynced_since = store.unsynced_for().map(|age| Instant::now() - age);
+            // Finished tasks that waited in the batch owe their sync from
+            // when they were recorded, not from this commit.
+            if result.is_ok() {
+                let stored = store.unsynced_for().map(|age| Instant::now() - age);
+                self.unsynced_since =
+                    stored.map(|at| self.unsynced_since.map_or(at, |old| old.min(at)));
+            }
             result
         };
         let result = result.map_err(|e| {
@@ -281,9 +292,12 @@ impl TaskQueue for DurableQueue {
     /// it syncs. Others run here on the loop, as they cost less than the
     /// two thread hops: one client's commit (nothing would gather behind
     /// it; the hops cost it about a fifth of its rate, one `task()` at a
-    /// time), and the removal of finished tasks, committed without a sync
-    /// (about 25 µs). The sync that removal owes is given within
-    /// [`SYNC_WITHIN`] by the next commit or by the master's committer.
+    /// time), and the removal of finished tasks. Those gather over turns
+    /// (nobody waits for them) and are committed [`DELETE_BATCH`] at a
+    /// time without a sync, or with one once the oldest has waited
+    /// [`SYNC_WITHIN`]: a drain pays a commit per 2,048 tasks instead of
+    /// one per turn, and a crash still reruns at most what finished in the
+    /// last [`SYNC_WITHIN`]. The master's committer comes back for them.
     fn commit_turn(&mut self, waiting: usize) {
         self.poll();
         if self.in_flight {
@@ -298,7 +312,16 @@ impl TaskQueue for DurableQueue {
             }
             return;
         }
-        if waiting < 2 || self.batch.only_deletes() {
+        if self.batch.only_deletes() {
+            let since = *self.unsynced_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SYNC_WITHIN {
+                let _ = self.flush(false);
+            } else if self.batch.len() >= DELETE_BATCH {
+                let _ = self.flush(true);
+            }
+            return;
+        }
+        if waiting < 2 {
             let _ = self.flush(true);
             return;
         }
@@ -595,6 +618,63 @@ mod tests {
         std::thread::sleep(SYNC_WITHIN);
         q.commit_turn(0);
         assert!(!q.unsynced(), "and is given after it");
+        assert_eq!(q.store().unsynced_for(), None);
+        drop(q);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn finished_tasks_gather_over_turns_and_owe_their_sync_from_the_first() {
+        let d = dir("deletes");
+        let (mut q, _) = DurableQueue::open(&d).unwrap();
+        let n = DELETE_BATCH as u64 + 1;
+        for id in 0..n {
+            q.push(task(id));
+        }
+        q.commit().unwrap();
+        let stored = |q: &DurableQueue| {
+            q.store()
+                .scan(0, 2 * n as usize, |_| true)
+                .unwrap()
+                .tasks
+                .len()
+        };
+        let first = Instant::now();
+        let mut after_first = None;
+        for _ in 1..DELETE_BATCH {
+            let t = q.take(0).unwrap();
+            q.ack(t.id);
+            q.commit_turn(0);
+            after_first.get_or_insert_with(Instant::now);
+        }
+        assert_eq!(
+            stored(&q),
+            n as usize,
+            "nothing removed before a full batch"
+        );
+        assert!(q.unsynced(), "the master's committer comes back for them");
+        let t = q.take(0).unwrap();
+        q.ack(t.id);
+        q.commit_turn(0);
+        assert_eq!(stored(&q), 1, "a full batch is removed at once");
+        assert!(
+            q.unsynced_since
+                .zip(after_first)
+                .is_some_and(|(since, after)| since <= after),
+            "the sync is owed from the first of them"
+        );
+        let t = q.take(0).unwrap();
+        q.ack(t.id);
+        q.commit_turn(0);
+        assert_eq!(stored(&q), 1);
+        std::thread::sleep(SYNC_WITHIN.saturating_sub(first.elapsed()));
+        q.commit_turn(0);
+        assert_eq!(
+            stored(&q),
+            0,
+            "removed, with the sync, once the oldest waited long enough"
+        );
+        assert!(!q.unsynced());
         assert_eq!(q.store().unsynced_for(), None);
         drop(q);
         std::fs::remove_dir_all(&d).unwrap();

@@ -130,18 +130,21 @@ enum Op {
 pub struct Batch {
     ops: BTreeMap<u64, Op>,
     reserved: Option<u64>,
+    /// How many of `ops` are deletions, so [`Batch::only_deletes`] costs
+    /// nothing while finished tasks gather over many turns.
+    deletes: usize,
 }
 
 impl Batch {
     /// Inserts or replaces a task (a new task, or a retry whose attempts and
     /// `not_before` changed).
     pub fn put(&mut self, task: &QueuedTask) {
-        self.ops.insert(task.id, Op::Put(task.clone()));
+        self.set(task.id, Op::Put(task.clone()));
     }
 
     /// Forgets a task that ran to completion.
     pub fn delete(&mut self, id: u64) {
-        self.ops.insert(id, Op::Delete);
+        self.set(id, Op::Delete);
     }
 
     /// Moves a task that used up its attempts from the queue to the failed
@@ -152,7 +155,14 @@ impl Batch {
             error: error.to_owned(),
             at_ms,
         };
-        self.ops.insert(task.id, Op::Fail(Box::new(record)));
+        self.set(task.id, Op::Fail(Box::new(record)));
+    }
+
+    fn set(&mut self, id: u64, op: Op) {
+        self.deletes += usize::from(matches!(op, Op::Delete));
+        if let Some(Op::Delete) = self.ops.insert(id, op) {
+            self.deletes -= 1;
+        }
     }
 
     /// Persists the id high-water mark: ids below `next_id` are never handed
@@ -165,7 +175,7 @@ impl Batch {
     /// to be on disk before an acknowledgement, so it may be committed
     /// without a sync (see [`TaskStore::commit`]).
     pub fn only_deletes(&self) -> bool {
-        self.reserved.is_none() && self.ops.values().all(|op| matches!(op, Op::Delete))
+        self.reserved.is_none() && self.deletes == self.ops.len()
     }
 
     /// Whether a commit would have nothing to write (the master skips it).
@@ -183,7 +193,10 @@ impl Batch {
     /// change is the later one and wins.
     pub fn merge_older(&mut self, older: Batch) {
         for (id, op) in older.ops {
-            self.ops.entry(id).or_insert(op);
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.ops.entry(id) {
+                self.deletes += usize::from(matches!(op, Op::Delete));
+                slot.insert(op);
+            }
         }
         if let Some(reserved) = older.reserved {
             self.reserve_ids(reserved);
@@ -193,6 +206,7 @@ impl Batch {
     fn clear(&mut self) {
         self.ops.clear();
         self.reserved = None;
+        self.deletes = 0;
     }
 }
 

@@ -62,9 +62,10 @@ impl RedisQueueError {
 
     /// Sorts a client error into unreachable (connection level) or refused
     /// (Redis answered with an error). On a Redis Cluster (`cluster`),
-    /// MOVED, ASK, TRYAGAIN and CLUSTERDOWN count as unreachable: the
-    /// command did not run, and it will once the client has the new slot
-    /// map or the cluster is whole again. From a single server they are
+    /// MOVED, ASK, TRYAGAIN and CLUSTERDOWN count as unreachable, also as
+    /// the reasons of an aborted transaction: the command did not run, and
+    /// it will once the client has the new slot map or the cluster is whole
+    /// again. From a single server they are
     /// refusals: its DSN names one node of a cluster.
     pub(crate) fn from_redis(
         at: &str,
@@ -74,7 +75,7 @@ impl RedisQueueError {
     ) -> Self {
         let at = at.to_owned();
         if source.is_io_error()
-            || (cluster && source.is_cluster_error())
+            || (cluster && cluster_error(&source))
             || source.is_connection_refusal()
             || source.is_connection_dropped()
             || source.is_timeout()
@@ -85,4 +86,21 @@ impl RedisQueueError {
             Self::Refused { at, during, source }
         }
     }
+}
+
+/// MOVED, ASK, TRYAGAIN or CLUSTERDOWN, or a transaction Redis aborted
+/// (EXECABORT: none of it ran) for those reasons only, as during a
+/// failover while the replica is promoted.
+fn cluster_error(e: &redis::RedisError) -> bool {
+    use redis::ServerErrorKind::{Ask, ClusterDown, ExecAbort, Moved, TryAgain};
+    if e.is_cluster_error() {
+        return true;
+    }
+    e.kind() == redis::ErrorKind::Server(ExecAbort)
+        && e.clone().into_server_errors().is_some_and(|reasons| {
+            !reasons.is_empty()
+                && reasons.iter().all(|(_, reason)| {
+                    matches!(reason.kind(), Some(Moved | Ask | TryAgain | ClusterDown))
+                })
+        })
 }

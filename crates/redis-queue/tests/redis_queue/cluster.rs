@@ -308,6 +308,28 @@ async fn a_node_down_fails_its_queue_fast_and_the_same_handle_recovers_once_it_i
     assert_eq!(elsewhere.stats().await.unwrap().queued, 1);
 }
 
+/// While the cluster is down (a master without a replica failed), the
+/// nodes still up answer CLUSTERDOWN, and a transaction aborts for it
+/// (EXECABORT): both are transient, like the node being away, never a
+/// refusal the master would give up on.
+#[tokio::test]
+async fn a_cluster_down_is_transient_also_for_a_transaction() {
+    let mut cluster = RedisCluster::start();
+    let [(_, node), (other, alive)] = queues_on_two_nodes(&cluster);
+    let mut q = cluster.queue(&other, "a").await;
+    q.submit(&task("before")).await.unwrap();
+    let held = q.take(10).await.unwrap().entries;
+    assert_eq!(held.len(), 1);
+
+    cluster.kill(node);
+    cluster.wait_down(alive);
+    let err = q.ack(&entry_ids(&held)).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    assert!(err.to_string().contains("ClusterDown"), "{err}");
+    let err = q.submit(&task("while down")).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+}
+
 #[tokio::test]
 async fn after_a_failover_the_same_handle_goes_on_with_every_replicated_task() {
     let mut cluster = RedisCluster::start_with_replicas();

@@ -270,6 +270,26 @@ impl RedisCluster {
         }
     }
 
+    /// Waits (bounded) until the node at `port` reports the cluster down,
+    /// as every node does once a master without a replica is failed.
+    pub fn wait_down(&self, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut node_connection(port))
+                .expect("CLUSTER INFO");
+            if info.contains("cluster_state:fail") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {port} not cluster_state:fail in 30 s: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The cluster DSN naming every node as a seed.
     pub fn dsn(&self) -> String {
         let nodes: Vec<String> = self

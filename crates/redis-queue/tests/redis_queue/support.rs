@@ -252,42 +252,18 @@ impl RedisCluster {
     fn wait_ok(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         for node in &self.nodes {
-            loop {
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query(&mut node_connection(node.port))
-                    .expect("CLUSTER INFO");
-                if info.contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "node {} not cluster_state:ok in 20 s: {info}",
-                    node.port
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            wait_state(node.port, "cluster_state:ok", deadline);
         }
     }
 
     /// Waits (bounded) until the node at `port` reports the cluster down,
     /// as every node does once a master without a replica is failed.
     pub fn wait_down(&self, port: u16) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let info: String = redis::cmd("CLUSTER")
-                .arg("INFO")
-                .query(&mut node_connection(port))
-                .expect("CLUSTER INFO");
-            if info.contains("cluster_state:fail") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node {port} not cluster_state:fail in 30 s: {info}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_state(
+            port,
+            "cluster_state:fail",
+            Instant::now() + Duration::from_secs(30),
+        );
     }
 
     /// The cluster DSN naming every node as a seed.
@@ -421,6 +397,25 @@ fn spawn_redis(dir: &Path, port: u16, extra: &[&str]) -> Child {
 
 /// Waits (10 s at most) until the server on `port` answers PING; panics
 /// with its log if it exited.
+/// Polls the node at `port` until its `CLUSTER INFO` reports `state`,
+/// failing the test at `deadline`.
+fn wait_state(port: u16, state: &str, deadline: Instant) {
+    loop {
+        let info: String = redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query(&mut node_connection(port))
+            .expect("CLUSTER INFO");
+        if info.contains(state) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {port} not {state} in time: {info}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn wait_ping(child: &mut Child, dir: &Path, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("dsn");

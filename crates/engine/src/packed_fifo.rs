@@ -12,10 +12,12 @@ use bytes::{Buf, BufMut, Bytes};
 use crate::payload::{Encoding, Payload};
 use crate::queue::{own_payload, QueuedTask, COPY_PAYLOAD_MAX};
 
-/// A level's first chunk holds a few records: most levels hold a task or
-/// two between a push and the take that follows, and a large first chunk
-/// would be allocated and freed each time the level empties.
-const FIRST_CHUNK: usize = 1024;
+/// A level's first chunk holds one ordinary record: most levels hold a
+/// task or two between a push and the take that follows, and a large first
+/// chunk would be allocated and freed each time the level empties. Levels
+/// are the clients' priorities, so a client spreading tasks over many of
+/// them must not cost more per task than a whole `QueuedTask` did.
+const FIRST_CHUNK: usize = 256;
 /// Chunks grow by doubling up to this size.
 const MAX_CHUNK: usize = 64 * 1024;
 /// id, task_id, queued_ms, src_worker, attempts, max_attempts, payload
@@ -247,6 +249,17 @@ mod tests {
         f.push(task(16));
         let order: Vec<u64> = drain(&mut f, 0).iter().map(|t| t.id).collect();
         assert_eq!(order, [10, 11, 12, 13, 14, 15, 16]);
+    }
+
+    #[test]
+    fn a_level_holding_one_task_costs_about_that_task() {
+        for payload in [0, 100, 300] {
+            let mut f = PackedFifo::default();
+            let mut t = task(1);
+            t.payload.data = Bytes::from(vec![1u8; payload]);
+            f.push(t);
+            assert_eq!(f.chunk_bytes(), (RECORD + payload).max(FIRST_CHUNK));
+        }
     }
 
     #[test]

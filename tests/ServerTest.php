@@ -504,7 +504,7 @@ PHP);
         }
     }
 
-    public function testNonStringTaskValuesArriveIdentical(): void
+    public function testNonStringTaskValuesAndResultsArriveIdentical(): void
     {
         $this->serve(<<<'PHP'
 class Mail { public $to = 'a@b'; protected $prio = 3; private $body = "x\0y"; }
@@ -522,6 +522,7 @@ function values(): array
         0,
         -42,
         PHP_INT_MAX,
+        PHP_INT_MIN,
         1.5,
         0.1 + 0.2,
         -0.0,
@@ -539,14 +540,21 @@ $server->on('Receive', function ($s, $fd, $rid, $data) {
 });
 $server->on('Task', function ($s, $id, $src, $data) {
     record('task', ['id' => $id, 'ser' => bin2hex(serialize($data)), 'class' => is_object($data) ? get_class($data) : null]);
+    return $data;
+});
+$server->on('Finish', function ($s, $id, $data) {
+    record('finish', ['id' => $id, 'ser' => bin2hex(serialize($data))]);
 });
 $server->start();
 PHP);
         $this->client('$c->send("go");');
-        $n = 14;
+        $n = 15;
         $sent = $this->waitEvents('sent', $n);
         $tasks = $this->waitEvents('task', $n);
         $byId = array_column($tasks, null, 'id');
+        // Every value comes back as onTask's result too, but null: a null
+        // result means no onFinish, as in Swoole.
+        $finished = array_column($this->waitEvents('finish', $n - 1), null, 'id');
 
         // What each value serializes to, computed here (the server script's
         // Mail class is reproduced by its serialized form).
@@ -562,6 +570,7 @@ PHP);
             serialize(0),
             serialize(-42),
             serialize(PHP_INT_MAX),
+            serialize(PHP_INT_MIN),
             serialize(1.5),
             serialize(0.1 + 0.2),
             serialize(-0.0),
@@ -573,7 +582,11 @@ PHP);
             $this->assertNotFalse($s['id'], "task() of value #{$s['i']} succeeded");
             $this->assertArrayHasKey($s['id'], $byId);
             $this->assertSame($expected[$s['i']], hex2bin($byId[$s['id']]['ser']), "value #{$s['i']} arrives identical");
+            if ($expected[$s['i']] !== 'N;') {
+                $this->assertSame($expected[$s['i']], hex2bin($finished[$s['id']]['ser']), "value #{$s['i']} comes back identical");
+            }
         }
+        $this->assertCount($n - 1, $finished);
         $this->assertSame('Mail', $byId[$sent[4]['id']]['class']);
         $this->assertSame('stdClass', $byId[$sent[3]['id']]['class']);
     }

@@ -13,7 +13,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -29,6 +29,12 @@ use crate::process::signals;
 /// topped up to this much when less than `MIN_READ` is left.
 const READ_SIZE: usize = 64 * 1024;
 const MIN_READ: usize = 16 * 1024;
+
+/// How long the manager's orders may wait unread while messages keep the
+/// worker from sleeping. Reading the line before every message cost a
+/// system call per task for orders that come a few times a day; asleep, the
+/// worker hears them at once, as `poll()` watches the line.
+const ORDERS_EVERY: Duration = Duration::from_millis(10);
 
 /// One thing for the event loop to handle.
 pub enum Inbound {
@@ -46,6 +52,10 @@ pub struct Inbox {
     wake: UnixStream,
     /// The manager's line, until it closes.
     control: Option<UnixStream>,
+    /// When the line was last read, and whether `poll()` saw it readable
+    /// since (see [`ORDERS_EVERY`]).
+    orders_read: Instant,
+    orders_waiting: bool,
     terminate: Arc<AtomicBool>,
     gone: bool,
 }
@@ -81,6 +91,8 @@ impl Inbox {
             buf: BytesMut::new(),
             wake,
             control,
+            orders_read: Instant::now(),
+            orders_waiting: true,
             terminate: Arc::new(AtomicBool::new(false)),
             gone: false,
         };
@@ -132,12 +144,18 @@ impl Inbox {
         }
     }
 
-    /// Carries out the manager's orders already sent. A closed line means
-    /// the manager died: leave, as on a stop.
+    /// Carries out the manager's orders already sent, once `poll()` saw the
+    /// line readable or [`ORDERS_EVERY`] passed. A closed line means the
+    /// manager died: leave, as on a stop.
     fn hear_orders(&mut self) {
         let Some(control) = &self.control else {
             return;
         };
+        if !self.orders_waiting && self.orders_read.elapsed() < ORDERS_EVERY {
+            return;
+        }
+        self.orders_waiting = false;
+        self.orders_read = Instant::now();
         let orders = match control::read_orders(control) {
             Heard::Orders(orders) => orders,
             Heard::Closed => {
@@ -192,6 +210,7 @@ impl Inbox {
             match poll(&mut fds, timeout) {
                 Ok(0) => continue,
                 Ok(_) => {
+                    self.orders_waiting |= fds.get(2).is_some_and(|f| f.any().unwrap_or(false));
                     if fds[1].any().unwrap_or(false) {
                         let mut sink = [0u8; 64];
                         while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
@@ -226,7 +245,6 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use std::io::Write;
-    use std::time::Duration;
 
     fn receive(fd: u64, data: &'static [u8]) -> ToWorker {
         ToWorker::Receive {
@@ -302,10 +320,37 @@ mod tests {
         assert!(matches!(inbox.try_next(), Some(Inbound::Terminate)));
         assert!(inbox.try_next().is_none(), "told once, left once");
         drop(manager);
+        assert!(inbox.wait(None).unwrap(), "the closed line ends the wait");
         assert!(matches!(inbox.try_next(), Some(Inbound::Terminate)));
         assert!(
             inbox.control.is_none(),
             "a closed line is no longer waited on"
+        );
+    }
+
+    #[test]
+    fn orders_sent_while_messages_keep_coming_are_heard_within_the_bound() {
+        let (mut master, worker) = UnixStream::pair().unwrap();
+        let (manager, child) = control::line().unwrap();
+        let (mut inbox, _wake) = Inbox::unsignalled(worker, Some(child)).unwrap();
+        let start = Instant::now();
+        assert!(inbox.try_next().is_none(), "the first look reads the line");
+        assert!(manager.tell(Order::Leave));
+        let mut wire = BytesMut::new();
+        let heard = loop {
+            wire.clear();
+            receive(1, b"busy").encode(&mut wire);
+            master.write_all(&wire).unwrap();
+            match inbox.try_next() {
+                Some(Inbound::Terminate) => break start.elapsed(),
+                Some(Inbound::Msg(_)) => {}
+                _ => panic!("expected a message or the order"),
+            }
+            assert!(start.elapsed() < Duration::from_secs(5), "never heard");
+        };
+        assert!(
+            heard >= ORDERS_EVERY,
+            "not read before every message ({heard:?})"
         );
     }
 

@@ -161,13 +161,8 @@ mod tests {
             .collect();
         assert_eq!(generations, [1, 2]);
         assert_eq!(woken.load(Ordering::SeqCst), 2);
-        let left: Vec<u64> = lock(&store)
-            .scan(0, 10, |_| true)
-            .unwrap()
-            .tasks
-            .iter()
-            .map(|t| t.id)
-            .collect();
+        let mut left = Vec::new();
+        lock(&store).scan(0, 10, |t| left.push(t.id)).unwrap();
         assert_eq!(
             left,
             [2],

@@ -191,35 +191,35 @@ impl DurableQueue {
     /// Reads tasks of the level [`Paging::to_refill`] names back from disk.
     /// The records read must be committed (visible, not yet synced), so
     /// every batch so far goes first.
-    /// A failure is logged and leaves the tasks on disk: the next take
-    /// tries again, and a restart would recover them.
+    /// A failure is logged; what was read before it is queued and the
+    /// rest stays on disk: the next take tries again, and a restart would
+    /// recover them.
     fn refill(&mut self) {
         let Some((priority, level)) = self.paging.to_refill(|p| self.mem.ready_at(p)) else {
             return;
         };
-        let read = self.flush(true).map_err(|e| e.to_string()).and_then(|()| {
-            let held = &self.held;
-            committer::lock(&self.store)
-                .scan(level.from, paging::PAGE_RECORDS, |t| {
-                    t.priority == priority && t.not_before == 0 && !held.contains(&t.id)
-                })
-                .map_err(|e| e.to_string())
+        if let Err(e) = self.flush(true) {
+            crate::log!(Level::Error, "task store: reading queued tasks back: {e}");
+            return;
+        }
+        let (mut found, mut next) = (0, level.from);
+        let (held, mem, pages) = (&self.held, &mut self.mem, &mut self.paging);
+        let read = committer::lock(&self.store).scan(level.from, paging::PAGE_RECORDS, |t| {
+            next = t.id.saturating_add(1);
+            if t.priority == priority && t.not_before == 0 && !held.contains(&t.id) {
+                pages.read_back(t.payload.data.len());
+                mem.push_stored(t);
+                found += 1;
+            }
         });
-        let scan = match read {
-            Ok(scan) => scan,
+        let (next, exhausted) = match read {
+            Ok(scan) => (scan.next, scan.exhausted),
             Err(e) => {
                 crate::log!(Level::Error, "task store: reading queued tasks back: {e}");
-                return;
+                (next, false)
             }
         };
-        let found = scan.tasks.len();
-        for task in scan.tasks {
-            self.paging.entered(&task);
-            self.mem.requeue(task);
-        }
-        let missing = self
-            .paging
-            .refilled(priority, found, scan.next, scan.exhausted);
+        let missing = self.paging.refilled(priority, found, next, exhausted);
         if missing > 0 {
             crate::log!(
                 Level::Error,
@@ -633,11 +633,11 @@ mod tests {
         }
         q.commit().unwrap();
         let stored = |q: &DurableQueue| {
+            let mut n_stored = 0;
             q.store()
-                .scan(0, 2 * n as usize, |_| true)
-                .unwrap()
-                .tasks
-                .len()
+                .scan(0, 2 * n as usize, |_| n_stored += 1)
+                .unwrap();
+            n_stored
         };
         let first = Instant::now();
         let mut after_first = None;
@@ -788,6 +788,27 @@ mod tests {
         q.commit().unwrap();
         let ids: Vec<u64> = std::iter::from_fn(|| q.take(0)).map(|t| t.id).collect();
         assert_eq!(ids, vec![0, 1, 2, 3, 4, 6, 7, 8, 9]);
+        drop(q);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_record_stops_a_read_back_without_repeating_or_losing_tasks() {
+        let d = dir("paged-damaged");
+        let (mut q, _) = DurableQueue::open_with_window(&d, window_of(2)).unwrap();
+        for i in 0..10 {
+            q.push(task(i));
+        }
+        q.commit().unwrap();
+        crate::store::tests::write_raw(&q.store(), 6, &[0xff, 0xff]);
+        let ids: Vec<u64> = std::iter::from_fn(|| q.take(0)).map(|t| t.id).collect();
+        assert_eq!(
+            ids,
+            vec![0, 1, 2, 3, 4, 5],
+            "what was read before the damaged record runs once"
+        );
+        assert_eq!(q.len(), 4, "the rest still counts as waiting");
+        assert!(q.take(0).is_none(), "the damaged record stops the level");
         drop(q);
         std::fs::remove_dir_all(&d).unwrap();
     }

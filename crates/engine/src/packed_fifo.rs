@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::{Buf, BufMut, Bytes};
 
 use crate::payload::{Encoding, Payload};
-use crate::queue::{own_payload, QueuedTask, COPY_PAYLOAD_MAX};
+use crate::queue::{own_payload, QueuedTask, TaskRef, COPY_PAYLOAD_MAX};
 
 /// A level's first chunk holds one ordinary record: most levels hold a
 /// task or two between a push and the take that follows, and a large first
@@ -27,6 +27,17 @@ const RECORD: usize = 8 + 8 + 8 + 4 + 4 + 4 + 4 + 1;
 /// [`COPY_PAYLOAD_MAX`] and waits in `large` instead of the chunk: such a
 /// payload is not copied when queued, so it is not copied here either.
 const OUT_OF_LINE: u8 = 0x80;
+
+/// What a record keeps besides the payload.
+struct Header {
+    id: u64,
+    task_id: i64,
+    queued_ms: u64,
+    src_worker: i32,
+    attempts: u32,
+    max_attempts: u32,
+    encoding: Encoding,
+}
 
 /// Records back to back, read from the front.
 #[derive(Debug)]
@@ -65,10 +76,42 @@ impl PackedFifo {
     /// Queues `task`; its priority is the level's and is not kept.
     pub fn push(&mut self, mut task: QueuedTask) {
         if task.not_before == 0 && (self.packed == 0 || task.id > self.back_id) {
-            self.pack(task);
+            let data = task.payload.data;
+            let large = (data.len() > COPY_PAYLOAD_MAX).then(|| data.clone());
+            let header = Header {
+                id: task.id,
+                task_id: task.task_id,
+                queued_ms: task.queued_ms,
+                src_worker: task.src_worker,
+                attempts: task.attempts,
+                max_attempts: task.max_attempts,
+                encoding: task.payload.encoding,
+            };
+            self.pack(&header, &data, large);
         } else {
             own_payload(&mut task.payload);
             self.loose.insert(task.id, task);
+        }
+    }
+
+    /// Queues a task read back from a store, copying its payload straight
+    /// into a chunk.
+    pub fn push_stored(&mut self, task: &TaskRef<'_>) {
+        if task.not_before == 0 && (self.packed == 0 || task.id > self.back_id) {
+            let data = task.payload.data;
+            let large = (data.len() > COPY_PAYLOAD_MAX).then(|| Bytes::copy_from_slice(data));
+            let header = Header {
+                id: task.id,
+                task_id: task.task_id,
+                queued_ms: 0,
+                src_worker: task.src_worker,
+                attempts: task.attempts,
+                max_attempts: task.max_attempts,
+                encoding: task.payload.encoding,
+            };
+            self.pack(&header, data, large);
+        } else {
+            self.push(task.to_owned());
         }
     }
 
@@ -91,10 +134,10 @@ impl PackedFifo {
         Some((&chunk.buf[chunk.read..]).get_u64_le())
     }
 
-    fn pack(&mut self, task: QueuedTask) {
-        let data = task.payload.data;
-        let inline = data.len() <= COPY_PAYLOAD_MAX;
-        let need = RECORD + if inline { data.len() } else { 0 };
+    /// Appends a record; `large` holds a payload kept out of line (then
+    /// `data` is only its length's source).
+    fn pack(&mut self, h: &Header, data: &[u8], large: Option<Bytes>) {
+        let need = RECORD + if large.is_none() { data.len() } else { 0 };
         let room = self
             .chunks
             .back()
@@ -110,23 +153,26 @@ impl PackedFifo {
             unreachable!("a chunk with room was just ensured");
         };
         let buf = &mut chunk.buf;
-        buf.put_u64_le(task.id);
-        buf.put_i64_le(task.task_id);
-        buf.put_u64_le(task.queued_ms);
-        buf.put_i32_le(task.src_worker);
-        buf.put_u32_le(task.attempts);
-        buf.put_u32_le(task.max_attempts);
+        buf.put_u64_le(h.id);
+        buf.put_i64_le(h.task_id);
+        buf.put_u64_le(h.queued_ms);
+        buf.put_i32_le(h.src_worker);
+        buf.put_u32_le(h.attempts);
+        buf.put_u32_le(h.max_attempts);
         buf.put_u32_le(data.len() as u32);
-        let encoding = task.payload.encoding as u8;
-        if inline {
-            buf.put_u8(encoding);
-            buf.put_slice(&data);
-        } else {
-            buf.put_u8(encoding | OUT_OF_LINE);
-            self.large.push_back(data);
+        let encoding = h.encoding as u8;
+        match large {
+            None => {
+                buf.put_u8(encoding);
+                buf.put_slice(data);
+            }
+            Some(large) => {
+                buf.put_u8(encoding | OUT_OF_LINE);
+                self.large.push_back(large);
+            }
         }
         self.packed += 1;
-        self.back_id = task.id;
+        self.back_id = h.id;
     }
 
     fn unpack(&mut self, priority: i32) -> QueuedTask {
@@ -231,6 +277,49 @@ mod tests {
         assert!(f.is_empty());
         f.push(empty.clone());
         assert_eq!(f.pop(3), Some(empty));
+    }
+
+    #[test]
+    fn a_stored_record_read_in_place_comes_back_as_the_task_it_was() {
+        let stored = |t: &QueuedTask| postcard::to_allocvec(t).unwrap();
+        let tasks = [
+            QueuedTask {
+                src_worker: i32::MIN,
+                task_id: i64::MIN,
+                attempts: 7,
+                max_attempts: u32::MAX,
+                priority: -2,
+                payload: Payload {
+                    encoding: Encoding::Untrusted,
+                    data: Bytes::from_static(b"b:1;"),
+                },
+                ..task(40)
+            },
+            QueuedTask {
+                priority: -2,
+                payload: Payload {
+                    encoding: Encoding::Serialized,
+                    data: Bytes::from(vec![7u8; COPY_PAYLOAD_MAX + 1]),
+                },
+                ..task(41)
+            },
+            QueuedTask {
+                priority: -2,
+                ..task(39)
+            },
+        ];
+        let mut f = PackedFifo::default();
+        for t in &tasks {
+            let record = stored(t);
+            let (view, rest): (TaskRef<'_>, _) = postcard::take_from_bytes(&record).unwrap();
+            assert!(rest.is_empty());
+            f.push_stored(&view);
+        }
+        assert_eq!(
+            drain(&mut f, -2),
+            [tasks[2].clone(), tasks[0].clone(), tasks[1].clone()],
+            "every field, the out-of-line payload, and an id behind the packed run"
+        );
     }
 
     #[test]

@@ -93,6 +93,11 @@ impl Paging {
         self.resident += cost(task);
     }
 
+    /// A task came back from disk, with a payload of `len` bytes.
+    pub fn read_back(&mut self, len: usize) {
+        self.resident += len + TASK_OVERHEAD;
+    }
+
     /// A task left memory (handed to a worker).
     pub fn left(&mut self, task: &QueuedTask) {
         self.resident = self.resident.saturating_sub(cost(task));

@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::failed::{FailedTask, RecentFailures, Which};
 use crate::packed_fifo::PackedFifo;
-use crate::payload::Payload;
+use crate::payload::{Encoding, Payload};
 
 /// Payloads up to this size are copied when queued. A payload decoded from
 /// a socket is a slice of a 64 KiB read buffer, and a slice keeps the whole
@@ -47,6 +47,51 @@ pub struct QueuedTask {
     /// wait across a restart would measure the downtime.
     #[serde(skip)]
     pub queued_ms: u64,
+}
+
+/// A stored [`QueuedTask`] read in place: its payload borrows the page it
+/// was read from, so a backlog read back from disk is copied once, into the
+/// queue's packed chunks ([`PackedFifo`]), not into an allocation of its
+/// own first. The same fields in the same order as `QueuedTask`'s serde
+/// form, which is what the store keeps.
+#[derive(Debug, serde::Deserialize)]
+pub struct TaskRef<'a> {
+    pub id: u64,
+    pub src_worker: i32,
+    pub task_id: i64,
+    #[serde(borrow)]
+    pub payload: PayloadRef<'a>,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub priority: i32,
+    pub not_before: u64,
+}
+
+/// The payload of a [`TaskRef`].
+#[derive(Debug, serde::Deserialize)]
+pub struct PayloadRef<'a> {
+    pub encoding: Encoding,
+    pub data: &'a [u8],
+}
+
+impl TaskRef<'_> {
+    /// The task as the queue keeps it whole.
+    pub fn to_owned(&self) -> QueuedTask {
+        QueuedTask {
+            id: self.id,
+            src_worker: self.src_worker,
+            task_id: self.task_id,
+            payload: Payload {
+                encoding: self.payload.encoding,
+                data: Bytes::copy_from_slice(self.payload.data),
+            },
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+            priority: self.priority,
+            not_before: self.not_before,
+            queued_ms: 0,
+        }
+    }
 }
 
 /// Unix time in ms: the clock of task delays, retry backoffs, timeouts and
@@ -171,6 +216,18 @@ impl MemoryQueue {
         self.ready
             .get(&Reverse(priority))
             .map_or(0, PackedFifo::len)
+    }
+
+    /// Queues a task read back from a store (see [`TaskRef`]).
+    pub fn push_stored(&mut self, task: &TaskRef<'_>) {
+        if task.not_before > 0 {
+            return self.insert(task.to_owned());
+        }
+        self.ready
+            .entry(Reverse(task.priority))
+            .or_default()
+            .push_stored(task);
+        self.ready_len += 1;
     }
 
     fn insert(&mut self, mut task: QueuedTask) {

@@ -17,7 +17,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::{Deserialize, Serialize};
 
 use crate::failed::Which;
-use crate::queue::QueuedTask;
+use crate::queue::{QueuedTask, TaskRef};
 
 /// Tasks not yet completed (queued, delayed, running), by id.
 const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
@@ -96,11 +96,9 @@ pub struct Recovered {
     pub failed: u64,
 }
 
-/// Stored tasks read back by [`TaskStore::scan`].
+/// How far [`TaskStore::scan`] got.
 #[derive(Debug, Default)]
 pub struct Scan {
-    /// The records chosen, in id order.
-    pub tasks: Vec<QueuedTask>,
     /// Where the next scan goes on.
     pub next: u64,
     /// Whether the table has no record from `next` on.
@@ -129,6 +127,11 @@ enum Op {
 #[derive(Debug, Default)]
 pub struct Batch {
     ops: BTreeMap<u64, Op>,
+    /// Finished tasks with no other change in `ops` when they ended: a
+    /// drain removes one per task, and an entry of the sorted map each was
+    /// most of what recording a removal cost. Applied before `ops`, so a
+    /// change recorded there later wins.
+    removed: Vec<u64>,
     reserved: Option<u64>,
     /// How many of `ops` are deletions, so [`Batch::only_deletes`] costs
     /// nothing while finished tasks gather over many turns.
@@ -144,7 +147,10 @@ impl Batch {
 
     /// Forgets a task that ran to completion.
     pub fn delete(&mut self, id: u64) {
-        self.set(id, Op::Delete);
+        match self.ops.contains_key(&id) {
+            true => self.set(id, Op::Delete),
+            false => self.removed.push(id),
+        }
     }
 
     /// Moves a task that used up its attempts from the queue to the failed
@@ -180,24 +186,29 @@ impl Batch {
 
     /// Whether a commit would have nothing to write (the master skips it).
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty() && self.reserved.is_none()
+        self.ops.is_empty() && self.removed.is_empty() && self.reserved.is_none()
     }
 
-    /// Tasks changed (one per id, whatever happened to it in the batch).
+    /// Changes recorded: about one per task, whatever happened to it.
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.ops.len() + self.removed.len()
     }
 
     /// Takes back the changes of an earlier batch whose commit failed, so
     /// they go out with this one: where both changed a task, this batch's
     /// change is the later one and wins.
     pub fn merge_older(&mut self, older: Batch) {
+        self.removed.sort_unstable();
         for (id, op) in older.ops {
+            if self.removed.binary_search(&id).is_ok() {
+                continue;
+            }
             if let std::collections::btree_map::Entry::Vacant(slot) = self.ops.entry(id) {
                 self.deletes += usize::from(matches!(op, Op::Delete));
                 slot.insert(op);
             }
         }
+        self.removed.extend(older.removed);
         if let Some(reserved) = older.reserved {
             self.reserve_ids(reserved);
         }
@@ -205,6 +216,7 @@ impl Batch {
 
     fn clear(&mut self) {
         self.ops.clear();
+        self.removed.clear();
         self.reserved = None;
         self.deletes = 0;
     }
@@ -346,6 +358,11 @@ impl TaskStore {
         {
             let mut tasks = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
             let mut failed = txn.open_table(FAILED).map_err(|e| self.err(what, e))?;
+            batch.removed.sort_unstable();
+            batch.removed.dedup();
+            for (first, last) in runs(&batch.removed) {
+                self.delete_run(&mut tasks, first, last)?;
+            }
             // Finished tasks with consecutive ids (a drain completes them
             // about in order) go in one sweep of the tree instead of one
             // descent each: a third of the cost per task.
@@ -563,20 +580,19 @@ impl TaskStore {
         Ok(removed)
     }
 
-    /// Reads back up to `limit` stored tasks in id order from `from` on and
-    /// returns those `want` chooses: how a backlog kept on disk comes back
-    /// into memory. Sees committed changes only.
+    /// Reads back up to `limit` stored tasks in id order from `from` on,
+    /// each read in place and handed to `each`: how a backlog kept on disk
+    /// comes back into memory. Sees committed changes only.
     pub fn scan(
         &self,
         from: u64,
         limit: usize,
-        mut want: impl FnMut(&QueuedTask) -> bool,
+        mut each: impl FnMut(&TaskRef<'_>),
     ) -> Result<Scan, StoreError> {
         let what = "cannot read tasks back";
         let txn = self.db.begin_read().map_err(|e| self.err(what, e))?;
         let table = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
         let mut scan = Scan {
-            tasks: Vec::new(),
             next: from,
             exhausted: true,
         };
@@ -590,11 +606,13 @@ impl TaskStore {
                 break;
             }
             let (key, value) = entry.map_err(|e| self.err(what, e))?;
-            let task = self.decode_task(key.value(), value.value())?;
-            scan.next = task.id.saturating_add(1);
-            if want(&task) {
-                scan.tasks.push(task);
+            let id = key.value();
+            let task: TaskRef<'_> = self.decode("tasks", id, value.value())?;
+            if task.id != id {
+                return Err(self.corrupt("tasks", id, format!("holds task {}", task.id)));
             }
+            scan.next = id.saturating_add(1);
+            each(&task);
         }
         Ok(scan)
     }
@@ -652,6 +670,12 @@ impl TaskStore {
     }
 }
 
+/// Sorted ids as runs of consecutive ones, `(first, last)`.
+fn runs(ids: &[u64]) -> impl Iterator<Item = (u64, u64)> + '_ {
+    ids.chunk_by(|a, b| a + 1 == *b)
+        .map(|run| (run[0], run[run.len() - 1]))
+}
+
 fn db_error(dir: &Path, what: &'static str, e: impl Into<redb::Error>) -> StoreError {
     StoreError::Db {
         path: dir.to_path_buf(),
@@ -696,6 +720,14 @@ pub(crate) mod tests {
 
     fn random() -> u64 {
         RandomState::new().build_hasher().finish()
+    }
+
+    /// Writes `value` as the record of `id`, bypassing every check: a
+    /// damaged record for the readers' error paths.
+    pub(crate) fn write_raw(store: &TaskStore, id: u64, value: &[u8]) {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(TASKS).unwrap().insert(id, value).unwrap();
+        txn.commit().unwrap();
     }
 
     pub(crate) fn task(id: u64, data: &[u8]) -> QueuedTask {
@@ -898,7 +930,7 @@ pub(crate) mod tests {
         batch.delete(8);
         batch.delete(9);
         batch.put(&task(9, b"back"));
-        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.len(), 4, "9's removal and its put are two changes");
         store.commit(&mut batch, true).unwrap();
         drop(store);
         let rec = open(&dir).1;
@@ -1003,13 +1035,8 @@ pub(crate) mod tests {
         let other = postcard::to_allocvec(&task(5, b"five")).unwrap();
         let mut valid_plus = other.clone();
         valid_plus.push(0);
-        let write = |id: u64, value: &[u8]| {
-            let txn = store.db.begin_write().unwrap();
-            txn.open_table(TASKS).unwrap().insert(id, value).unwrap();
-            txn.commit().unwrap();
-        };
-        write(17, &[0xff, 0xff, 0xff]);
-        write(18, &other);
+        write_raw(&store, 17, &[0xff, 0xff, 0xff]);
+        write_raw(&store, 18, &other);
         drop(store);
         let err = TaskStore::open(&dir.0, |_| true).unwrap_err();
         assert!(

@@ -22,7 +22,7 @@ use crate::store::{Batch, StoreError, TaskStore, SYNC_WITHIN};
 /// Finished tasks removed from the store per commit while a drain runs
 /// (see [`TaskQueue::commit_turn`]): each commit has a fixed cost, and
 /// removing a run of ids rewrites each page once.
-pub const DELETE_BATCH: usize = 2048;
+pub const DELETE_BATCH: usize = 8192;
 
 /// [`MemoryQueue`] backed by a [`TaskStore`].
 pub struct DurableQueue {
@@ -295,7 +295,7 @@ impl TaskQueue for DurableQueue {
     /// time), and the removal of finished tasks. Those gather over turns
     /// (nobody waits for them) and are committed [`DELETE_BATCH`] at a
     /// time without a sync, or with one once the oldest has waited
-    /// [`SYNC_WITHIN`]: a drain pays a commit per 2,048 tasks instead of
+    /// [`SYNC_WITHIN`]: a drain pays a commit per 8,192 tasks instead of
     /// one per turn, and a crash still reruns at most what finished in the
     /// last [`SYNC_WITHIN`]. The master's committer comes back for them.
     fn commit_turn(&mut self, waiting: usize) {

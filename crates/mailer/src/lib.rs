@@ -16,6 +16,7 @@ pub mod error;
 mod fake_server;
 pub mod message;
 pub mod options;
+mod pid;
 pub mod pool;
 pub mod reply;
 pub mod smtp;
@@ -244,6 +245,25 @@ mod tests {
             "dot-stuffing undone: {}",
             messages[1].1
         );
+    }
+
+    /// A server that hung up after the last message: within the pool's
+    /// trusted moment the next send meets the closed connection at its
+    /// first command, later the pool's check finds it first; either way the
+    /// message goes out once, on a fresh connection.
+    #[test]
+    fn a_connection_the_server_closed_is_replaced_and_nothing_sent_twice() {
+        for pause in [Duration::ZERO, pool::TRUSTED * 3] {
+            let (port, seen) = fake_server::start_pipelining();
+            let m = mailer(port, 1);
+            m.send(&email("close@example.com", 1)).unwrap();
+            std::thread::sleep(pause);
+            m.send(&email("after@example.com", 2)).unwrap();
+            assert_eq!(seen.connections.load(Ordering::SeqCst), 2, "{pause:?}");
+            let messages = seen.messages.lock().unwrap();
+            let to: Vec<&str> = messages.iter().map(|(r, _)| r[0].as_str()).collect();
+            assert_eq!(to, ["close@example.com", "after@example.com"], "{pause:?}");
+        }
     }
 
     /// Every way a transaction can be refused, on one connection that stays

@@ -519,7 +519,11 @@ fn message_id() -> String {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let n = SEQUENCE.fetch_add(1, Ordering::Relaxed);
-    format!("<{nanos:x}.{:x}.{n:x}@{}>", std::process::id(), host_name())
+    format!(
+        "<{nanos:x}.{:x}.{n:x}@{}>",
+        super::pid::current(),
+        host_name()
+    )
 }
 
 /// This machine's name for Message-IDs, when it is a valid domain.

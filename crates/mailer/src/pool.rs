@@ -9,7 +9,15 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::error::MailError;
+use super::pid;
 use super::smtp::{Connection, Endpoint};
+
+/// How long after its last use a parked connection is taken without
+/// checking it first. The check (a non-blocking peek) was a system call per
+/// message in a busy worker; a server that hung up within this moment is
+/// met at the next command instead, and the message goes out once on a
+/// fresh connection, as nothing was accepted on the old one.
+pub(crate) const TRUSTED: Duration = Duration::from_millis(100);
 
 /// The connections of one mailer.
 pub struct Pool {
@@ -33,7 +41,7 @@ impl Pool {
             capacity,
             idle_timeout,
             idle: Mutex::new(Idle {
-                pid: std::process::id(),
+                pid: pid::current(),
                 parked: Vec::new(),
             }),
         }
@@ -42,11 +50,13 @@ impl Pool {
     /// The most recently used live connection, or a new one.
     pub fn take(&self) -> Result<Connection, MailError> {
         loop {
-            let parked = self.lock(std::process::id()).parked.pop();
+            let parked = self.lock(pid::current()).parked.pop();
             match parked {
                 None => return self.open(),
                 Some((conn, since)) if since.elapsed() >= self.idle_timeout => conn.quit(),
-                Some((conn, _)) if conn.is_alive() => return Ok(conn),
+                Some((conn, since)) if since.elapsed() < TRUSTED || conn.is_alive() => {
+                    return Ok(conn)
+                }
                 Some(_) => {}
             }
         }
@@ -55,7 +65,7 @@ impl Pool {
     /// Parks a connection for the next send, or closes it when the pool is
     /// full.
     pub fn give_back(&self, conn: Connection) {
-        let pid = std::process::id();
+        let pid = pid::current();
         if conn.pid() != pid {
             return;
         }
@@ -87,7 +97,7 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let parked = std::mem::take(&mut self.lock(std::process::id()).parked);
+        let parked = std::mem::take(&mut self.lock(pid::current()).parked);
         for (conn, _) in parked {
             conn.quit();
         }

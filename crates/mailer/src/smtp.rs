@@ -121,7 +121,7 @@ impl Connection {
             reader: BufReader::new(Stream { tcp, tls }),
             addr,
             info: ServerInfo::default(),
-            pid: std::process::id(),
+            pid: super::pid::current(),
             uses: 0,
             pipelining: false,
             out_of_step: false,

@@ -10,7 +10,6 @@ use ext_php_rs::zend::ExecutorGlobals;
 
 use super::error::PhpError;
 use taskq_engine::payload::{Encoding, Payload};
-use taskq_engine::php_scalar::Scalar;
 use taskq_engine::php_serial::{AllowedClasses, Policy};
 
 /// A PHP string zval holding `bytes` (binary-safe).
@@ -52,12 +51,6 @@ pub fn to_payload(z: &Zval) -> Result<Payload, PhpError> {
             data: Bytes::copy_from_slice(bytes),
         });
     }
-    if let Some(scalar) = scalar(z) {
-        return Ok(Payload {
-            encoding: Encoding::Serialized,
-            data: scalar.serialized(),
-        });
-    }
     let s = call("serialize", z)?;
     let bytes = zval_bytes(&s).ok_or(PhpError::NotAString("serialize"))?;
     Ok(Payload {
@@ -69,33 +62,10 @@ pub fn to_payload(z: &Zval) -> Result<Payload, PhpError> {
 /// Decodes a payload back into the value the sender passed. A value from a
 /// network client becomes objects only of the classes `untrusted` allows.
 pub fn from_payload(p: &Payload, untrusted: &Policy) -> Result<Zval, PhpError> {
-    if p.encoding != Encoding::Raw {
-        if let Some(scalar) = Scalar::parse(&p.data) {
-            return Ok(scalar_zval(scalar));
-        }
-    }
     match p.encoding {
         Encoding::Raw => Ok(bytes_zval(&p.data)),
         Encoding::Serialized => call("unserialize", &bytes_zval(&p.data)),
         Encoding::Untrusted => unserialize_untrusted(&p.data, untrusted),
-    }
-}
-
-/// The value as a [`Scalar`], when it is one (see `taskq_engine::php_scalar`).
-fn scalar(z: &Zval) -> Option<Scalar> {
-    if z.is_null() {
-        return Some(Scalar::Null);
-    }
-    z.bool()
-        .map(Scalar::Bool)
-        .or_else(|| z.long().map(Scalar::Int))
-}
-
-fn scalar_zval(scalar: Scalar) -> Zval {
-    match scalar {
-        Scalar::Null => Zval::null(),
-        Scalar::Bool(b) => bool_zval(b),
-        Scalar::Int(n) => long_zval(n),
     }
 }
 

@@ -31,7 +31,6 @@ pub mod packed_fifo;
 pub mod packet;
 pub mod paging;
 pub mod payload;
-pub mod php_scalar;
 pub mod php_serial;
 pub mod process;
 pub mod protocol;

@@ -176,14 +176,16 @@ final class Bench
     {
         $total = 0;
         $each = [];
+        $anon = 0;
         foreach (self::tree($pid) as $p) {
             $s = @file_get_contents("/proc/$p/smaps_rollup");
             if ($s !== false && preg_match('/^Pss:\s+(\d+) kB/m', $s, $m)) {
                 $total += (int) $m[1] * 1024;
                 $each[$p] = (int) $m[1] * 1024;
+                $anon += preg_match('/^Pss_Anon:\s+(\d+) kB/m', $s, $a) ? (int) $a[1] * 1024 : 0;
             }
         }
-        return [$total, $each];
+        return [$total, $each, $anon];
     }
 
     public static function freePort(): int
@@ -412,8 +414,8 @@ final class TaskqServer
     /** Summed PSS (bytes) of the process tree, and per role. */
     public function pssByRole(): array
     {
-        [$total, $each] = Bench::pss($this->pid);
-        $roles = ['total' => $total, 'master' => $each[$this->pid] ?? 0, 'manager' => 0, 'worker' => 0, 'task_workers' => 0];
+        [$total, $each, $anon] = Bench::pss($this->pid);
+        $roles = ['total' => $total, 'anon' => $anon, 'master' => $each[$this->pid] ?? 0, 'manager' => 0, 'worker' => 0, 'task_workers' => 0];
         $worker = $this->shm->slot(0)['pid'];
         $taskPids = array_map(fn ($w) => $this->shm->slot($w)['pid'], range(1, TASK_WORKERS));
         foreach ($each as $pid => $bytes) {

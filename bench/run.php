@@ -527,7 +527,9 @@ $s5 = function () use ($n, $reps, $record, $say, $scale) {
 //       queued behind them (send() -> onReceive -> task(), and
 //       TaskClient::task()), then released and drained.
 //    Baseline: one PHP process with taskq.so loaded that forked 10 idle
-//    children (the same 11 processes, doing nothing).
+//    children (the same 11 processes, doing nothing). The growth after N
+//    is also shown for the anonymous part of the PSS alone (heap, stacks,
+//    copy-on-write pages), apart from the code pages first touched.
 // ---------------------------------------------------------------------------
 $s6 = function () use ($n, $reps, $record, $say) {
     $tasks = $n(1000000);
@@ -558,6 +560,7 @@ $s6 = function () use ($n, $reps, $record, $say) {
         $settle();
         $roles = $srv->pssByRole();
         $idle = $roles['total'];
+        $idleAnon = $roles['anon'];
         $record('6.processes', $roles['processes']);
         $recordRoles('idle', $roles);
         $c = $srv->client();
@@ -578,6 +581,7 @@ $s6 = function () use ($n, $reps, $record, $say) {
         $roles = $srv->pssByRole();
         $recordRoles('after_n', $roles);
         $record('6.growth_pct', ($roles['total'] - $idle) / $idle * 100);
+        $record('6.anon_growth_pct', ($roles['anon'] - $idleAnon) / $idleAnon * 100);
         $c->close();
         $srv->stop();
 
@@ -1235,6 +1239,7 @@ if ($has('6.idle')) {
     $row('6 memory', 'idle PSS, ' . (int) $med('6.processes') . ' processes', $idle / $MiB, 'MiB', '11 idle PHP processes', $med('6.php_idle') / $MiB, '≤ 26 MiB', $idle <= 26 * $MiB);
     $g = $med('6.growth_pct');
     $row('6 memory', sprintf('after %s tasks (send)', number_format($n(1000000))), $med('6.after_n') / $MiB, 'MiB', 'idle', $idle / $MiB, 'growth < 5%', $g < 5);
+    $row('6 memory', '  … anonymous memory alone (heap, stacks): growth', $med('6.anon_growth_pct'), '%');
     $h = $med('6.half_n');
     $row('6 memory', sprintf('…after the first %s', number_format(intdiv($n(1000000), 2))), $h / $MiB, 'MiB', 'second half adds', ($med('6.after_n') - $h) / $MiB, 'no leak: ≤ +5% of idle', $med('6.after_n') - $h <= 0.05 * $idle);
     foreach (['send' => 'send()→task()', 'task' => 'TaskClient::task()'] as $path => $label) {

@@ -212,11 +212,11 @@ impl DurableQueue {
                 found += 1;
             }
         });
-        let (next, exhausted) = match read {
-            Ok(scan) => (scan.next, scan.exhausted),
+        let exhausted = match read {
+            Ok(scan) => scan.exhausted,
             Err(e) => {
                 crate::log!(Level::Error, "task store: reading queued tasks back: {e}");
-                (next, false)
+                false
             }
         };
         let missing = self.paging.refilled(priority, found, next, exhausted);

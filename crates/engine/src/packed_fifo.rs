@@ -75,7 +75,7 @@ impl PackedFifo {
 
     /// Queues `task`; its priority is the level's and is not kept.
     pub fn push(&mut self, mut task: QueuedTask) {
-        if task.not_before == 0 && (self.packed == 0 || task.id > self.back_id) {
+        if self.joins_run(task.id, task.not_before) {
             let data = task.payload.data;
             let large = (data.len() > COPY_PAYLOAD_MAX).then(|| data.clone());
             let header = Header {
@@ -97,7 +97,7 @@ impl PackedFifo {
     /// Queues a task read back from a store, copying its payload straight
     /// into a chunk.
     pub fn push_stored(&mut self, task: &TaskRef<'_>) {
-        if task.not_before == 0 && (self.packed == 0 || task.id > self.back_id) {
+        if self.joins_run(task.id, task.not_before) {
             let data = task.payload.data;
             let large = (data.len() > COPY_PAYLOAD_MAX).then(|| Bytes::copy_from_slice(data));
             let header = Header {
@@ -113,6 +113,12 @@ impl PackedFifo {
         } else {
             self.push(task.to_owned());
         }
+    }
+
+    /// Whether a task goes to the back of the packed run: runnable now, and
+    /// newer than every packed task.
+    fn joins_run(&self, id: u64, not_before: u64) -> bool {
+        not_before == 0 && (self.packed == 0 || id > self.back_id)
     }
 
     /// The task with the lowest id, its priority set to `priority`.

@@ -72,7 +72,7 @@ impl Paging {
                 level.count += 1;
                 return false;
             }
-            if self.resident + cost(task) > self.window {
+            if self.resident + cost(task.payload.data.len()) > self.window {
                 self.on_disk.insert(
                     Reverse(task.priority),
                     OnDisk {
@@ -90,17 +90,17 @@ impl Paging {
     /// A task entered memory other than through [`Paging::admit`] (given
     /// back by a worker, read back from disk, retried by an operator).
     pub fn entered(&mut self, task: &QueuedTask) {
-        self.resident += cost(task);
+        self.resident += cost(task.payload.data.len());
     }
 
     /// A task came back from disk, with a payload of `len` bytes.
     pub fn read_back(&mut self, len: usize) {
-        self.resident += len + TASK_OVERHEAD;
+        self.resident += cost(len);
     }
 
     /// A task left memory (handed to a worker).
     pub fn left(&mut self, task: &QueuedTask) {
-        self.resident = self.resident.saturating_sub(cost(task));
+        self.resident = self.resident.saturating_sub(cost(task.payload.data.len()));
     }
 
     /// Tasks on disk only, in all levels.
@@ -138,8 +138,10 @@ impl Paging {
     }
 }
 
-fn cost(task: &QueuedTask) -> usize {
-    task.payload.data.len() + TASK_OVERHEAD
+/// What a waiting task with a payload of `len` bytes counts against the
+/// window.
+fn cost(len: usize) -> usize {
+    len + TASK_OVERHEAD
 }
 
 #[cfg(test)]
@@ -156,7 +158,7 @@ mod tests {
 
     #[test]
     fn tasks_stay_in_memory_until_the_window_is_full() {
-        let one = cost(&task(0));
+        let one = cost(task(0).payload.data.len());
         let mut p = Paging::new(3 * one);
         assert!((0..3).all(|i| p.admit(&task(i))));
         assert!(!p.admit(&task(3)));

@@ -51,13 +51,14 @@ impl Pool {
     pub fn take(&self) -> Result<Connection, MailError> {
         loop {
             let parked = self.lock(pid::current()).parked.pop();
-            match parked {
-                None => return self.open(),
-                Some((conn, since)) if since.elapsed() >= self.idle_timeout => conn.quit(),
-                Some((conn, since)) if since.elapsed() < TRUSTED || conn.is_alive() => {
-                    return Ok(conn)
-                }
-                Some(_) => {}
+            let Some((conn, since)) = parked else {
+                return self.open();
+            };
+            let idle = since.elapsed();
+            if idle >= self.idle_timeout {
+                conn.quit();
+            } else if idle < TRUSTED || conn.is_alive() {
+                return Ok(conn);
             }
         }
     }
@@ -65,11 +66,11 @@ impl Pool {
     /// Parks a connection for the next send, or closes it when the pool is
     /// full.
     pub fn give_back(&self, conn: Connection) {
-        let pid = pid::current();
-        if conn.pid() != pid {
+        let own = pid::current();
+        if conn.pid() != own {
             return;
         }
-        let mut idle = self.lock(pid);
+        let mut idle = self.lock(own);
         if idle.parked.len() < self.capacity {
             idle.parked.push((conn, Instant::now()));
         } else {

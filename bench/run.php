@@ -573,6 +573,7 @@ $s6 = function () use ($n, $reps, $record, $say) {
         $srv->waitCount([0], $warm, 60);
         $settle();
         $recordRoles('warm', $srv->pssByRole());
+        $record('6.warm_tasks', $warm);
         $t0 = hrtime(true);
         $half = intdiv($tasks, 2);
         for ($i = $warm; $i < $half; $i++) {
@@ -1250,7 +1251,7 @@ if ($has('6.idle')) {
     $row('6 memory', sprintf('after %s tasks (send)', number_format($n(1000000))), $med('6.after_n') / $MiB, 'MiB', 'idle', $idle / $MiB, 'growth < 5%', $g < 5);
     $row('6 memory', '  … anonymous memory alone (heap, stacks): growth', $med('6.anon_growth_pct'), '%');
     if ($has('6.warm')) {
-        $row('6 memory', '  … of that growth, there after the first 1,000 (first use)', 100 * ($med('6.warm') - $idle) / max(1, $med('6.after_n') - $idle), '%');
+        $row('6 memory', sprintf('  … of that growth, there after the first %s (first use)', number_format($med('6.warm_tasks'))), 100 * ($med('6.warm') - $idle) / max(1, $med('6.after_n') - $idle), '%');
     }
     $h = $med('6.half_n');
     $row('6 memory', sprintf('…after the first %s', number_format(intdiv($n(1000000), 2))), $h / $MiB, 'MiB', 'second half adds', ($med('6.after_n') - $h) / $MiB, 'no leak: ≤ +5% of idle', $med('6.after_n') - $h <= 0.05 * $idle);

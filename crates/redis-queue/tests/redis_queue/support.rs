@@ -395,8 +395,6 @@ fn spawn_redis(dir: &Path, port: u16, extra: &[&str]) -> Child {
         .expect("redis-server (apt-get install redis-server)")
 }
 
-/// Waits (10 s at most) until the server on `port` answers PING; panics
-/// with its log if it exited.
 /// Polls the node at `port` until its `CLUSTER INFO` reports `state`,
 /// failing the test at `deadline`.
 fn wait_state(port: u16, state: &str, deadline: Instant) {
@@ -416,6 +414,8 @@ fn wait_state(port: u16, state: &str, deadline: Instant) {
     }
 }
 
+/// Waits (10 s at most) until the server on `port` answers PING; panics
+/// with its log if it exited.
 fn wait_ping(child: &mut Child, dir: &Path, port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("dsn");

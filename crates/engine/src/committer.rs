@@ -5,22 +5,27 @@
 //! reading; the next batch gathers everything that arrived during the sync
 //! and goes out as soon as this one is done (issue 17 §4).
 //!
-//! One commit is in flight at a time, so batches reach the disk in the
-//! order they were made. Every commit here is synced: it is what clients
-//! wait for.
+//! The thread also does the store's slow work nobody waits for: removing
+//! finished tasks a few thousand at a time, and reading a backlog kept on
+//! disk back ([`crate::paging`]). Each costs milliseconds, and a loop busy
+//! that long leaves task workers idle that it would have fed (issue 17 §3).
+//!
+//! One job is in flight at a time, so batches reach the disk in the order
+//! they were made, and a read sees every batch before it.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
-use crate::store::{Batch, StoreError, TaskStore};
+use crate::store::{Batch, Records, StoreError, TaskStore};
 
-/// Called on the writer thread after each commit, to wake the event loop
-/// that waits for it.
+/// Called on the writer thread after each job, to wake the event loop that
+/// waits for it.
 pub type Wake = Arc<dyn Fn() + Send + Sync>;
 
-/// The store both threads use: the writer commits, the event loop reads
-/// (paging, failed tasks) and makes the few writes of its own only once no
-/// commit is in flight.
+/// The store both threads use: the writer commits and reads back, the event
+/// loop reads (failed tasks) and makes the few writes of its own only once
+/// no job is in flight.
 pub type SharedStore = Arc<Mutex<TaskStore>>;
 
 /// Locks the store; a panic on the other thread does not make it unusable.
@@ -30,18 +35,71 @@ pub fn lock(store: &SharedStore) -> MutexGuard<'_, TaskStore> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// A commit the writer finished.
+/// How a job's batch is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitKind {
+    /// Durable when done: clients wait for it, or a sync is owed.
+    Synced,
+    /// [`TaskStore::commit_turn`]: a batch that only forgets finished tasks
+    /// may wait for its sync.
+    Turn,
+}
+
+/// Stored tasks to read back after the commit.
+#[derive(Debug)]
+pub struct Read {
+    /// The lowest id to read.
+    pub from: u64,
+    /// At most this many records.
+    pub limit: usize,
+    /// An earlier read's records, already handed out, to read into: a
+    /// drain then allocates (and faults in) its buffer once, not once per
+    /// read.
+    pub reuse: Option<Records>,
+}
+
+/// A batch to commit, and what to read once it is committed.
+#[derive(Debug)]
+pub struct Job {
+    /// The batch's number, reported back in [`Done::generation`].
+    pub generation: u64,
+    pub batch: Batch,
+    pub kind: CommitKind,
+    pub read: Option<Read>,
+}
+
+/// A job the writer finished.
 pub struct Done {
     /// The batch's number, as handed to [`Committer::send`].
     pub generation: u64,
     /// On error nothing of the batch is on disk, and it comes back so its
     /// changes can go out with the next one.
     pub result: Result<(), (StoreError, Batch)>,
+    /// Since when the store's oldest commit without a sync waits for one.
+    pub unsynced_since: Option<Instant>,
+    /// What the job read; None if it asked for nothing or its commit
+    /// failed (a read must see the batch's tasks).
+    pub read: Option<Result<Records, StoreError>>,
 }
 
-struct Job {
-    generation: u64,
-    batch: Batch,
+/// Does `job`: on the writer thread, or on the loop when there is none.
+pub fn execute(store: &SharedStore, job: Job) -> Done {
+    let mut store = lock(store);
+    let mut batch = job.batch;
+    let committed = match job.kind {
+        CommitKind::Synced => store.commit(&mut batch, true),
+        CommitKind::Turn => store.commit_turn(&mut batch),
+    };
+    let read = match (&committed, job.read) {
+        (Ok(()), Some(read)) => Some(store.read(read.from, read.limit, read.reuse)),
+        _ => None,
+    };
+    Done {
+        generation: job.generation,
+        result: committed.map_err(|e| (e, batch)),
+        unsynced_since: store.unsynced_since(),
+        read,
+    }
 }
 
 /// The handle of the writer thread; dropping it joins the thread, so the
@@ -68,21 +126,21 @@ impl Committer {
         })
     }
 
-    /// Hands `batch` to the thread; gives it back if the thread is gone.
-    pub fn send(&self, generation: u64, batch: Batch) -> Result<(), Batch> {
+    /// Hands `job` to the thread; gives it back if the thread is gone.
+    pub fn send(&self, job: Job) -> Result<(), Box<Job>> {
         let Some(jobs) = &self.jobs else {
-            return Err(batch);
+            return Err(Box::new(job));
         };
-        jobs.send(Job { generation, batch })
-            .map_err(|crossbeam_channel::SendError(job)| job.batch)
+        jobs.send(job)
+            .map_err(|crossbeam_channel::SendError(job)| Box::new(job))
     }
 
-    /// The commit that finished, if one did.
+    /// The job that finished, if one did.
     pub fn try_done(&self) -> Option<Done> {
         self.done.try_recv().ok()
     }
 
-    /// Waits for the commit in flight; None if the thread is gone.
+    /// Waits for the job in flight; None if the thread is gone.
     pub fn wait_done(&self) -> Option<Done> {
         self.done.recv().ok()
     }
@@ -104,13 +162,7 @@ fn run(
     wake: &dyn Fn(),
 ) {
     while let Ok(job) = jobs.recv() {
-        let mut batch = job.batch;
-        let result = lock(store).commit(&mut batch, true).map_err(|e| (e, batch));
-        let finished = Done {
-            generation: job.generation,
-            result,
-        };
-        if done.send(finished).is_err() {
+        if done.send(execute(store, job)).is_err() {
             return;
         }
         wake();
@@ -150,8 +202,12 @@ mod tests {
         first.put(&task(2));
         let mut second = Batch::default();
         second.delete(1);
-        committer.send(1, first).unwrap();
-        committer.send(2, second).unwrap();
+        committer
+            .send(job(1, first, CommitKind::Synced, None))
+            .unwrap();
+        committer
+            .send(job(2, second, CommitKind::Turn, None))
+            .unwrap();
         let generations: Vec<u64> = (0..2)
             .map(|_| {
                 let done = committer.wait_done().unwrap();
@@ -161,12 +217,72 @@ mod tests {
             .collect();
         assert_eq!(generations, [1, 2]);
         assert_eq!(woken.load(Ordering::SeqCst), 2);
-        let mut left = Vec::new();
-        lock(&store).scan(0, 10, |t| left.push(t.id)).unwrap();
         assert_eq!(
-            left,
+            ids(&lock(&store).read(0, 10, None).unwrap()),
             [2],
             "the delete of the second batch came after the put of the first"
         );
+    }
+
+    #[test]
+    fn a_read_sees_its_own_batch_and_says_where_the_table_ends() {
+        let dir = TempDir::new("committer-read");
+        let store = open(&dir);
+        let committer = Committer::start(store.clone(), Arc::new(|| {})).unwrap();
+        let mut first = Batch::default();
+        for id in 1..=5 {
+            first.put(&task(id));
+        }
+        let mut second = Batch::default();
+        second.delete(2);
+        second.put(&task(6));
+        let read = Some(Read {
+            from: 2,
+            limit: 3,
+            reuse: None,
+        });
+        committer
+            .send(job(1, first, CommitKind::Synced, None))
+            .unwrap();
+        committer
+            .send(job(2, second, CommitKind::Turn, read))
+            .unwrap();
+        assert!(committer.wait_done().unwrap().read.is_none());
+        let done = committer.wait_done().unwrap();
+        assert!(done.result.is_ok());
+        assert_eq!(
+            done.unsynced_since, None,
+            "a batch with a new task is synced, even in a turn"
+        );
+        let records = done.read.unwrap().unwrap();
+        assert_eq!(ids(&records), [3, 4, 5]);
+        assert!(!records.exhausted, "task 6 is beyond the limit");
+        let read = Read {
+            from: 6,
+            limit: 3,
+            reuse: Some(records),
+        };
+        let rest = execute(
+            &store,
+            job(3, Batch::default(), CommitKind::Turn, Some(read)),
+        );
+        let rest = rest.read.unwrap().unwrap();
+        assert_eq!(ids(&rest), [6], "nothing left of the records read into");
+        assert!(rest.exhausted);
+    }
+
+    fn job(generation: u64, batch: Batch, kind: CommitKind, read: Option<Read>) -> Job {
+        Job {
+            generation,
+            batch,
+            kind,
+            read,
+        }
+    }
+
+    fn ids(records: &Records) -> Vec<u64> {
+        let mut ids = Vec::new();
+        records.each(|t| ids.push(t.id)).unwrap();
+        ids
     }
 }

@@ -5,19 +5,19 @@
 //! several clients wait, so that the next turns gather behind its sync.
 //! After a crash, the store gives back every task that had not finished.
 //! A backlog beyond [`paging::WINDOW_BYTES`] waits on disk only and is read
-//! back as workers free up ([`crate::paging`]).
+//! back ahead of the workers, on the writer thread ([`crate::paging`]).
 
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::committer::{self, Committer, Done, SharedStore, Wake};
+use crate::committer::{self, CommitKind, Committer, Done, Job, Read, SharedStore, Wake};
 use crate::failed::{FailedTask, Which};
 use crate::log::Level;
 use crate::paging::{self, Paging};
 use crate::queue::{now_ms, FailedStore, MemoryQueue, QueueError, QueuedTask, TaskQueue};
-use crate::store::{Batch, StoreError, TaskStore, SYNC_WITHIN};
+use crate::store::{Batch, Records, StoreError, TaskStore, SYNC_WITHIN};
 
 /// Finished tasks removed from the store per commit while a drain runs
 /// (see [`TaskQueue::commit_turn`]): each commit has a fixed cost, and
@@ -34,8 +34,13 @@ pub struct DurableQueue {
     /// The changes since the last commit; their generation is `generation`.
     batch: Batch,
     generation: u64,
-    /// Whether the writer has a batch (the one before `generation`).
+    /// Whether the writer has a job (its batch is the one before
+    /// `generation`).
     in_flight: bool,
+    /// The read back that job makes, if it makes one.
+    reading: Option<Reading>,
+    /// The last read's records, handed out: the next read fills them.
+    spare: Option<Records>,
     /// Commits ended and not yet reported by [`TaskQueue::settled`].
     settled: Vec<(u64, Result<(), QueueError>)>,
     /// Since when a commit made without a sync waits for one (the store
@@ -45,6 +50,19 @@ pub struct DurableQueue {
     /// Tasks waiting for one task worker ([`TaskQueue::hold`]): stored like
     /// the others but never read back from disk into the shared queue.
     held: HashSet<u64>,
+    /// Held tasks that ended while a read was in flight: it may still have
+    /// found their records.
+    released: HashSet<u64>,
+}
+
+/// A read back in flight.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    priority: i32,
+    from: u64,
+    /// The level's count on disk when it began: tasks admitted since are
+    /// beyond what it can see.
+    issued: usize,
 }
 
 /// What opening the store found.
@@ -92,10 +110,13 @@ impl DurableQueue {
                 batch: Batch::default(),
                 generation: 1,
                 in_flight: false,
+                reading: None,
+                spare: None,
                 settled: Vec::new(),
                 unsynced_since: None,
                 paging,
                 held: HashSet::new(),
+                released: HashSet::new(),
             },
             recovery,
         ))
@@ -105,18 +126,58 @@ impl DurableQueue {
         committer::lock(&self.store)
     }
 
-    /// Records the end of the writer's commit; a failed batch's changes go
+    /// Records the end of the writer's job; a failed batch's changes go
     /// out again with the next one.
     fn finished(&mut self, done: Done) {
         self.in_flight = false;
-        if done.result.is_ok() && self.batch.is_empty() {
-            self.unsynced_since = None;
+        if done.result.is_ok() {
+            self.unsynced_since = match done.unsynced_since {
+                None if self.batch.is_empty() => None,
+                None => self.unsynced_since,
+                Some(at) => Some(self.unsynced_since.map_or(at, |old| old.min(at))),
+            };
         }
         let result = done.result.map_err(|(e, batch)| {
             self.batch.merge_older(batch);
             QueueError::Store(e.to_string())
         });
         self.settled.push((done.generation, result));
+        if let Some(reading) = self.reading.take() {
+            self.read_back(reading, done.read);
+        }
+    }
+
+    /// Hands the open batch to the writer thread, with a read to make once
+    /// it is committed; does it here if there is no writer.
+    fn hand_over(&mut self, kind: CommitKind, read: Option<Read>) {
+        let job = Job {
+            generation: self.generation,
+            batch: std::mem::take(&mut self.batch),
+            kind,
+            read,
+        };
+        self.generation += 1;
+        let sent = match self.writer() {
+            Ok(writer) => writer
+                .send(job)
+                .map_err(|job| (job, "its writer thread ended".to_owned())),
+            Err(e) => Err((
+                Box::new(job),
+                format!("cannot start its writer thread ({e})"),
+            )),
+        };
+        match sent {
+            Ok(()) => self.in_flight = true,
+            Err((job, why)) => {
+                self.committer = None;
+                crate::log!(
+                    Level::Error,
+                    "task store: {why}; its work runs on the event loop"
+                );
+                let done = committer::execute(&self.store, *job);
+                self.finished(done);
+            }
+        }
     }
 
     /// The writer thread, started on first use (never in the check
@@ -188,43 +249,96 @@ impl DurableQueue {
         result
     }
 
-    /// Reads tasks of the level [`Paging::to_refill`] names back from disk.
-    /// The records read must be committed (visible, not yet synced), so
-    /// every batch so far goes first.
-    /// A failure is logged; what was read before it is queued and the
-    /// rest stays on disk: the next take tries again, and a restart would
-    /// recover them.
-    fn refill(&mut self) {
-        let Some((priority, level)) = self.paging.to_refill(|p| self.mem.ready_at(p)) else {
-            return;
-        };
-        if let Err(e) = self.flush(true) {
-            crate::log!(Level::Error, "task store: reading queued tasks back: {e}");
+    /// Starts reading back the level [`Paging::to_refill`] names (with
+    /// `now`, the first level on disk whatever memory holds), on the writer
+    /// thread and after the open batch (a read must see every task stored
+    /// so far): the loop goes on handing out what memory holds.
+    fn read_ahead(&mut self, now: bool) {
+        if self.in_flight {
             return;
         }
-        let (mut found, mut next) = (0, level.from);
-        let (held, mem, pages) = (&self.held, &mut self.mem, &mut self.paging);
-        let read = committer::lock(&self.store).scan(level.from, paging::PAGE_RECORDS, |t| {
-            next = t.id.saturating_add(1);
-            if t.priority == priority && t.not_before == 0 && !held.contains(&t.id) {
-                pages.read_back(t.payload.data.len());
-                mem.push_stored(t);
-                found += 1;
-            }
-        });
-        let exhausted = match read {
-            Ok(scan) => scan.exhausted,
-            Err(e) => {
-                crate::log!(Level::Error, "task store: reading queued tasks back: {e}");
-                false
-            }
+        let level = match now {
+            true => self.paging.first(),
+            false => self.paging.to_refill(|p| self.mem.ready_at(p)),
         };
-        let missing = self.paging.refilled(priority, found, next, exhausted);
+        let Some((priority, level)) = level else {
+            return;
+        };
+        self.reading = Some(Reading {
+            priority,
+            from: level.from,
+            issued: level.count,
+        });
+        let read = Read {
+            from: level.from,
+            limit: paging::PAGE_RECORDS,
+            reuse: self.spare.take(),
+        };
+        self.hand_over(CommitKind::Turn, Some(read));
+    }
+
+    /// Queues what a read found. A failure is logged; what was read before
+    /// it is queued and the rest stays on disk: the next take tries again,
+    /// and a restart would recover them. Without a result (its batch's
+    /// commit failed) the level stays as it was.
+    fn read_back(&mut self, reading: Reading, read: Option<Result<Records, StoreError>>) {
+        let released = std::mem::take(&mut self.released);
+        let Some(read) = read else { return };
+        let Reading {
+            priority,
+            from,
+            issued,
+        } = reading;
+        let (mut found, mut next) = (0, from);
+        let (held, mem, pages) = (&self.held, &mut self.mem, &mut self.paging);
+        let walked = read.and_then(|records| {
+            let walked = records.each(|t| {
+                next = t.id.saturating_add(1);
+                let runnable = t.priority == priority && t.not_before == 0;
+                if runnable && !held.contains(&t.id) && !released.contains(&t.id) {
+                    pages.read_back(t.payload.data.len());
+                    mem.push_stored(t);
+                    found += 1;
+                }
+            });
+            let exhausted = records.exhausted;
+            self.spare = Some(records);
+            walked.map(|()| exhausted)
+        });
+        let exhausted = walked.unwrap_or_else(|e| {
+            crate::log!(Level::Error, "task store: reading queued tasks back: {e}");
+            false
+        });
+        let later = self.paging.count(priority).saturating_sub(issued);
+        let missing = self
+            .paging
+            .refilled(priority, found, next, exhausted, later);
         if missing > 0 {
             crate::log!(
                 Level::Error,
                 "task store: {missing} task(s) of priority {priority} counted on disk were not found; they run after a restart if they are there"
             );
+        }
+    }
+
+    /// Whether the next task to run at `now_ms` is on disk only: memory's
+    /// next is of a lower priority than the first level there, or of the
+    /// same and newer than its tasks on disk (one given back, or due after
+    /// a delay), or there is none.
+    fn starved(&mut self, now_ms: u64) -> bool {
+        let Some((first, level)) = self.paging.first() else {
+            return false;
+        };
+        match self.mem.next_up(now_ms) {
+            Some((priority, id)) => priority < first || (priority == first && id >= level.from),
+            None => true,
+        }
+    }
+
+    /// Forgets a held task; a read in flight may have found its record.
+    fn release(&mut self, id: u64) {
+        if self.held.remove(&id) && self.reading.is_some() {
+            self.released.insert(id);
         }
     }
 }
@@ -238,8 +352,24 @@ impl TaskQueue for DurableQueue {
         }
     }
 
+    /// A read back normally arrives while memory still holds
+    /// [`paging::REFILL_BELOW`] tasks of its level. When it has not, the
+    /// next task is on disk: this waits for reads as long as they make
+    /// progress, so that tasks run in the order they would from memory.
     fn take(&mut self, now_ms: u64) -> Option<QueuedTask> {
-        self.refill();
+        self.poll();
+        self.read_ahead(false);
+        while self.starved(now_ms) {
+            let before = self.paging.first();
+            if self.reading.map(|r| r.priority) != before.map(|(p, _)| p) {
+                self.wait();
+                self.read_ahead(true);
+            }
+            self.wait();
+            if self.paging.first() == before {
+                break;
+            }
+        }
         let task = self.mem.take(now_ms)?;
         self.paging.left(&task);
         Some(task)
@@ -254,7 +384,7 @@ impl TaskQueue for DurableQueue {
     }
 
     fn ack(&mut self, id: u64) {
-        self.held.remove(&id);
+        self.release(id);
         self.batch.delete(id);
     }
 
@@ -265,7 +395,7 @@ impl TaskQueue for DurableQueue {
     }
 
     fn fail(&mut self, task: QueuedTask, error: &str) {
-        self.held.remove(&task.id);
+        self.release(task.id);
         self.batch.fail(&task, error, now_ms());
     }
 
@@ -287,19 +417,21 @@ impl TaskQueue for DurableQueue {
         self.flush(false)
     }
 
-    /// Only a synced commit that several clients wait for goes to the
-    /// writer thread, so that the next clients' submissions gather while
-    /// it syncs. Others run here on the loop, as they cost less than the
-    /// two thread hops: one client's commit (nothing would gather behind
-    /// it; the hops cost it about a fifth of its rate, one `task()` at a
-    /// time), and the removal of finished tasks. Those gather over turns
-    /// (nobody waits for them) and are committed [`DELETE_BATCH`] at a
-    /// time without a sync, or with one once the oldest has waited
-    /// [`SYNC_WITHIN`]: a drain pays a commit per 8,192 tasks instead of
-    /// one per turn, and a crash still reruns at most what finished in the
-    /// last [`SYNC_WITHIN`]. The master's committer comes back for them.
+    /// Only a commit one client waits for runs here on the loop: nothing
+    /// would gather behind it, and the two thread hops cost it about a
+    /// fifth of its rate, one `task()` at a time. The writer thread takes a
+    /// synced commit several clients wait for, so that the next clients'
+    /// submissions gather while it syncs; the removal of finished tasks,
+    /// which gathers over turns (nobody waits for it) and goes out
+    /// [`DELETE_BATCH`] at a time without a sync, or with one once the
+    /// oldest has waited [`SYNC_WITHIN`]; and the read back of a backlog
+    /// on disk, with whatever the batch holds. A drain pays a commit per
+    /// 8,192 tasks instead of one per turn, and a crash still reruns at
+    /// most what finished in the last [`SYNC_WITHIN`]. The master's
+    /// committer comes back for them.
     fn commit_turn(&mut self, waiting: usize) {
         self.poll();
+        self.read_ahead(false);
         if self.in_flight {
             return;
         }
@@ -308,16 +440,16 @@ impl TaskQueue for DurableQueue {
                 .unsynced_since
                 .is_some_and(|t| t.elapsed() >= SYNC_WITHIN)
             {
-                let _ = self.flush(false);
+                self.hand_over(CommitKind::Synced, None);
             }
             return;
         }
         if self.batch.only_deletes() {
             let since = *self.unsynced_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= SYNC_WITHIN {
-                let _ = self.flush(false);
+                self.hand_over(CommitKind::Synced, None);
             } else if self.batch.len() >= DELETE_BATCH {
-                let _ = self.flush(true);
+                self.hand_over(CommitKind::Turn, None);
             }
             return;
         }
@@ -325,29 +457,7 @@ impl TaskQueue for DurableQueue {
             let _ = self.flush(true);
             return;
         }
-        let generation = self.generation;
-        let batch = std::mem::take(&mut self.batch);
-        let sent = match self.writer() {
-            Ok(writer) => writer
-                .send(generation, batch)
-                .map_err(|batch| (batch, "its writer thread ended".to_owned())),
-            Err(e) => Err((batch, format!("cannot start its writer thread ({e})"))),
-        };
-        match sent {
-            Ok(()) => {
-                self.in_flight = true;
-                self.generation += 1;
-            }
-            Err((batch, why)) => {
-                self.batch = batch;
-                self.committer = None;
-                crate::log!(
-                    Level::Error,
-                    "task store: {why}; this commit runs on the event loop"
-                );
-                let _ = self.flush(true);
-            }
-        }
+        self.hand_over(CommitKind::Synced, None);
     }
 
     fn generation(&self) -> u64 {
@@ -610,13 +720,18 @@ mod tests {
         q.commit_turn(2);
         assert!(
             q.committer.is_none(),
-            "finished tasks are removed on the loop"
+            "a finished task waits for more, uncommitted"
         );
         assert!(q.unsynced(), "without a sync");
         q.commit_turn(0);
         assert!(q.unsynced(), "the sync waits for the interval");
         std::thread::sleep(SYNC_WITHIN);
         q.commit_turn(0);
+        assert!(
+            q.committer.is_some(),
+            "nobody waits for it: the writer gives it"
+        );
+        q.wait();
         assert!(!q.unsynced(), "and is given after it");
         assert_eq!(q.store().unsynced_for(), None);
         drop(q);
@@ -632,11 +747,12 @@ mod tests {
             q.push(task(id));
         }
         q.commit().unwrap();
-        let stored = |q: &DurableQueue| {
+        // After the writer's job, if one is in flight.
+        let stored = |q: &mut DurableQueue| {
+            q.wait();
             let mut n_stored = 0;
-            q.store()
-                .scan(0, 2 * n as usize, |_| n_stored += 1)
-                .unwrap();
+            let records = q.store().read(0, 2 * n as usize, None).unwrap();
+            records.each(|_| n_stored += 1).unwrap();
             n_stored
         };
         let first = Instant::now();
@@ -648,7 +764,7 @@ mod tests {
             after_first.get_or_insert_with(Instant::now);
         }
         assert_eq!(
-            stored(&q),
+            stored(&mut q),
             n as usize,
             "nothing removed before a full batch"
         );
@@ -656,7 +772,7 @@ mod tests {
         let t = q.take(0).unwrap();
         q.ack(t.id);
         q.commit_turn(0);
-        assert_eq!(stored(&q), 1, "a full batch is removed at once");
+        assert_eq!(stored(&mut q), 1, "a full batch is removed at once");
         assert!(
             q.unsynced_since
                 .zip(after_first)
@@ -666,11 +782,11 @@ mod tests {
         let t = q.take(0).unwrap();
         q.ack(t.id);
         q.commit_turn(0);
-        assert_eq!(stored(&q), 1);
+        assert_eq!(stored(&mut q), 1);
         std::thread::sleep(SYNC_WITHIN.saturating_sub(first.elapsed()));
         q.commit_turn(0);
         assert_eq!(
-            stored(&q),
+            stored(&mut q),
             0,
             "removed, with the sync, once the oldest waited long enough"
         );
@@ -768,7 +884,7 @@ mod tests {
         expected.push(1000);
         assert!(
             order == expected,
-            "by priority, then id; the delayed one when due"
+            "by priority, then id; the delayed one when due: {order:?}"
         );
         drop(q);
         std::fs::remove_dir_all(&d).unwrap();
@@ -788,6 +904,52 @@ mod tests {
         q.commit().unwrap();
         let ids: Vec<u64> = std::iter::from_fn(|| q.take(0)).map(|t| t.id).collect();
         assert_eq!(ids, vec![0, 1, 2, 3, 4, 6, 7, 8, 9]);
+        drop(q);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn tasks_queued_while_a_read_runs_come_back_after_it() {
+        let d = dir("paged-later");
+        let (mut q, _) = DurableQueue::open_with_window(&d, window_of(2)).unwrap();
+        for i in 0..5 {
+            q.push(task(i));
+        }
+        q.commit().unwrap();
+        assert_eq!(q.take(0).map(|t| t.id), Some(0));
+        assert!(q.reading.is_some(), "the take started reading 2..=4 back");
+        q.push(task(5));
+        q.push(task(6));
+        q.wait();
+        assert_eq!(
+            q.len(),
+            6,
+            "the read saw the end of the table, not of the queue"
+        );
+        let ids: Vec<u64> = std::iter::from_fn(|| q.take(0)).map(|t| t.id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 5, 6]);
+        drop(q);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_held_task_that_ends_while_a_read_runs_is_not_read_back() {
+        let d = dir("paged-released");
+        let (mut q, _) = DurableQueue::open_with_window(&d, window_of(2)).unwrap();
+        for i in 0..10 {
+            if i == 5 {
+                q.hold(&task(i));
+            } else {
+                q.push(task(i));
+            }
+        }
+        q.commit().unwrap();
+        assert_eq!(q.take(0).map(|t| t.id), Some(0));
+        assert!(q.reading.is_some(), "the take started reading back");
+        q.ack(5);
+        q.wait();
+        let ids: Vec<u64> = std::iter::from_fn(|| q.take(0)).map(|t| t.id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 6, 7, 8, 9], "5 ran already");
         drop(q);
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -131,6 +131,15 @@ impl PackedFifo {
         }
     }
 
+    /// The id [`PackedFifo::pop`] would hand out next.
+    pub fn first_id(&self) -> Option<u64> {
+        let loose = self.loose.first_key_value().map(|(id, _)| *id);
+        match (self.front_id(), loose) {
+            (Some(packed), Some(loose)) => Some(packed.min(loose)),
+            (packed, loose) => packed.or(loose),
+        }
+    }
+
     fn pop_loose(&mut self) -> Option<QueuedTask> {
         self.loose.pop_first().map(|(_, task)| task)
     }

@@ -22,8 +22,10 @@ use crate::queue::QueuedTask;
 pub const WINDOW_BYTES: usize = 16 * 1024 * 1024;
 
 /// A level with tasks on disk is read back when fewer than this many of its
-/// tasks are left in memory, so workers never wait for a read.
-pub const REFILL_BELOW: usize = 1024;
+/// tasks are left in memory. The read runs on the store's writer thread
+/// while the loop hands out what is left, so this many must last through
+/// it: a few milliseconds at a full drain's rate.
+pub const REFILL_BELOW: usize = 4096;
 
 /// Stored records read per refill: one read transaction, about a
 /// millisecond of decoding.
@@ -117,24 +119,50 @@ impl Paging {
         (in_memory(priority) < REFILL_BELOW).then_some((priority, level))
     }
 
+    /// The highest level with tasks on disk: no task of a lower priority,
+    /// nor one of its own with a higher id, may run before they are read
+    /// back.
+    pub fn first(&self) -> Option<(i32, OnDisk)> {
+        self.on_disk
+            .first_key_value()
+            .map(|(&Reverse(p), &l)| (p, l))
+    }
+
+    /// Tasks of `priority` on disk only, 0 for a level without any.
+    pub fn count(&self, priority: i32) -> usize {
+        self.on_disk.get(&Reverse(priority)).map_or(0, |l| l.count)
+    }
+
     /// Records a refill of `priority`: `found` of its tasks were read back,
-    /// and the ones left start at `next`. With `exhausted` (the store has no
-    /// records from `next` on) the level is done whatever its count says,
-    /// so a miscount can never make the queue look runnable for good.
-    /// Returns how many tasks the count said were left but were not found.
-    pub fn refilled(&mut self, priority: i32, found: usize, next: u64, exhausted: bool) -> usize {
+    /// and the ones left start at `next`. `later` of the level's tasks were
+    /// admitted after the read began, so the read could not see them. With
+    /// `exhausted` (the read found no records from `next` on) the level is
+    /// done but for those, whatever its count says, so a miscount can never
+    /// make the queue look runnable for good. Returns how many tasks the
+    /// count said were left but were not found.
+    pub fn refilled(
+        &mut self,
+        priority: i32,
+        found: usize,
+        next: u64,
+        exhausted: bool,
+        later: usize,
+    ) -> usize {
         let key = Reverse(priority);
         let Some(level) = self.on_disk.get_mut(&key) else {
             return 0;
         };
         level.count = level.count.saturating_sub(found);
         level.from = next;
-        if level.count == 0 || exhausted {
-            let missing = level.count;
+        let missing = match exhausted {
+            true => level.count.saturating_sub(later),
+            false => 0,
+        };
+        level.count -= missing;
+        if level.count == 0 {
             self.on_disk.remove(&key);
-            return missing;
         }
-        0
+        missing
     }
 }
 
@@ -192,9 +220,10 @@ mod tests {
         assert_eq!(p.to_refill(|_| REFILL_BELOW), None, "enough in memory");
         let (prio, level) = p.to_refill(|_| 0).unwrap();
         assert_eq!((prio, level), (5, OnDisk { from: 11, count: 2 }));
-        assert_eq!(p.refilled(5, 1, 12, false), 0);
+        assert_eq!(p.first(), Some((5, OnDisk { from: 11, count: 2 })));
+        assert_eq!(p.refilled(5, 1, 12, false, 0), 0);
         assert_eq!(p.to_refill(|_| 0), Some((5, OnDisk { from: 12, count: 1 })));
-        assert_eq!(p.refilled(5, 1, 13, false), 0);
+        assert_eq!(p.refilled(5, 1, 13, false, 0), 0);
         assert_eq!(p.to_refill(|_| 0), Some((0, OnDisk { from: 10, count: 1 })));
     }
 
@@ -204,10 +233,32 @@ mod tests {
         for id in 0..3 {
             assert!(!p.admit(&task(id)));
         }
-        assert_eq!(p.refilled(0, 1, 99, true), 2);
+        assert_eq!(p.refilled(0, 1, 99, true, 0), 2);
         assert_eq!(p.on_disk(), 0);
         assert_eq!(p.to_refill(|_| 0), None);
         assert!(!p.admit(&task(100)), "the window is still 0");
         assert_eq!(p.to_refill(|_| 0).unwrap().1.from, 100);
+    }
+
+    #[test]
+    fn tasks_admitted_while_a_read_ran_outlive_its_end_of_records() {
+        let mut p = Paging::new(0);
+        for id in 0..3 {
+            assert!(!p.admit(&task(id)));
+        }
+        let issued = p.count(0);
+        for id in 3..5 {
+            assert!(!p.admit(&task(id)));
+        }
+        let later = p.count(0) - issued;
+        assert_eq!(
+            p.refilled(0, 2, 3, true, later),
+            1,
+            "one of the first three was not found"
+        );
+        assert_eq!(p.on_disk(), 2, "the two admitted later are still there");
+        assert_eq!(p.to_refill(|_| 0), Some((0, OnDisk { from: 3, count: 2 })));
+        assert_eq!(p.refilled(0, 2, 5, true, 0), 0);
+        assert_eq!(p.first(), None);
     }
 }

@@ -218,6 +218,25 @@ impl MemoryQueue {
             .map_or(0, PackedFifo::len)
     }
 
+    /// The priority and id of the task [`TaskQueue::take`] would hand out
+    /// at `now_ms`, moving the delayed tasks due by then to their levels.
+    pub fn next_up(&mut self, now_ms: u64) -> Option<(i32, u64)> {
+        self.promote_due(now_ms);
+        let (&Reverse(priority), level) = self.ready.first_key_value()?;
+        Some((priority, level.first_id()?))
+    }
+
+    /// Delayed tasks due at `now_ms` join their levels.
+    fn promote_due(&mut self, now_ms: u64) {
+        while let Some(entry) = self.delayed.first_entry() {
+            if entry.key().0 > now_ms {
+                break;
+            }
+            let task = entry.remove();
+            self.insert_ready(task);
+        }
+    }
+
     /// Queues a task read back from a store (see [`TaskRef`]).
     pub fn push_stored(&mut self, task: &TaskRef<'_>) {
         if task.not_before > 0 {
@@ -264,13 +283,7 @@ impl TaskQueue for MemoryQueue {
     }
 
     fn take(&mut self, now_ms: u64) -> Option<QueuedTask> {
-        while let Some(entry) = self.delayed.first_entry() {
-            if entry.key().0 > now_ms {
-                break;
-            }
-            let task = entry.remove();
-            self.insert_ready(task);
-        }
+        self.promote_due(now_ms);
         let mut entry = self.ready.first_entry()?;
         let Reverse(priority) = *entry.key();
         let task = entry.get_mut().pop(priority);

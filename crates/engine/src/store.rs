@@ -96,11 +96,34 @@ pub struct Recovered {
     pub failed: u64,
 }
 
-/// How far [`TaskStore::scan`] got.
-#[derive(Debug, Default)]
-pub struct Scan {
-    /// Whether the table has no record beyond those handed out.
+/// Records [`TaskStore::read`] reserves room for at first.
+const RECORDS_RESERVE: usize = 4096;
+
+/// Stored tasks read back, as the store keeps them, for the thread that
+/// queues them: a read of a few thousand costs milliseconds, which the
+/// event loop should not spend.
+#[derive(Debug)]
+pub struct Records {
+    dir: PathBuf,
+    bytes: Vec<u8>,
+    /// Each record's id and where its bytes end.
+    ends: Vec<(u64, usize)>,
+    /// Whether the table had no record beyond these.
     pub exhausted: bool,
+}
+
+impl Records {
+    /// Hands each record to `each` in id order, decoded in place. Nothing
+    /// read from disk is trusted: the first record that does not decode, or
+    /// holds another id, ends the walk with its error.
+    pub fn each(&self, mut each: impl FnMut(&TaskRef<'_>)) -> Result<(), StoreError> {
+        let mut start = 0;
+        for &(id, end) in &self.ends {
+            each(&decode_task(&self.dir, id, &self.bytes[start..end])?);
+            start = end;
+        }
+        Ok(())
+    }
 }
 
 /// A failed task as the `failed` table keeps it.
@@ -313,7 +336,7 @@ impl TaskStore {
             let mut queued = Vec::new();
             for entry in tasks.iter().map_err(|e| self.err(what, e))? {
                 let (key, value) = entry.map_err(|e| self.err(what, e))?;
-                let task = self.decode_task(key.value(), value.value())?.to_owned();
+                let task = decode_task(&self.dir, key.value(), value.value())?.to_owned();
                 next_id = next_id.max(task.id.saturating_add(1));
                 if keep(&task) {
                     queued.push(task);
@@ -444,6 +467,11 @@ impl TaskStore {
         Ok(())
     }
 
+    /// Since when the oldest commit made without a sync waits for one.
+    pub fn unsynced_since(&self) -> Option<std::time::Instant> {
+        self.unsynced
+    }
+
     /// How long the oldest commit made without a sync has waited for one.
     pub fn unsynced_for(&self) -> Option<std::time::Duration> {
         self.unsynced.map(|since| since.elapsed())
@@ -460,9 +488,10 @@ impl TaskStore {
             |a: &FailedRecord, b: &FailedRecord| (b.at_ms, b.task.id).cmp(&(a.at_ms, a.task.id));
         for entry in table.iter().map_err(|e| self.err(what, e))? {
             let (key, value) = entry.map_err(|e| self.err(what, e))?;
-            let record: FailedRecord = self.decode("failed", key.value(), value.value())?;
+            let record: FailedRecord = decode(&self.dir, "failed", key.value(), value.value())?;
             if record.task.id != key.value() {
-                return Err(self.corrupt(
+                return Err(corrupt(
+                    &self.dir,
                     "failed",
                     key.value(),
                     format!("holds task {}", record.task.id),
@@ -491,7 +520,7 @@ impl TaskStore {
         let Some(value) = table.get(id).map_err(|e| self.err(what, e))? else {
             return Ok(None);
         };
-        let record: FailedRecord = self.decode("failed", id, value.value())?;
+        let record: FailedRecord = decode(&self.dir, "failed", id, value.value())?;
         Ok(Some((record.task, record.error, record.at_ms)))
     }
 
@@ -519,7 +548,7 @@ impl TaskStore {
                 let Some(value) = failed.remove(id).map_err(|e| self.err(what, e))? else {
                     continue;
                 };
-                let record: FailedRecord = self.decode("failed", id, value.value())?;
+                let record: FailedRecord = decode(&self.dir, "failed", id, value.value())?;
                 drop(value);
                 let task = crate::failed::again(record.task);
                 self.encode(id, &task)?;
@@ -569,42 +598,44 @@ impl TaskStore {
         Ok(removed)
     }
 
-    /// Reads back up to `limit` stored tasks in id order from `from` on,
-    /// each read in place and handed to `each`: how a backlog kept on disk
-    /// comes back into memory. Sees committed changes only.
-    pub fn scan(
+    /// Reads back up to `limit` stored tasks in id order from `from` on:
+    /// how a backlog kept on disk comes back into memory. The records are
+    /// copied out as they are, so the store's writer thread can read them
+    /// and the event loop decode them in place where it queues them. Sees
+    /// committed changes only.
+    /// `reuse`: records already handed out, whose buffers to read into.
+    pub fn read(
         &self,
         from: u64,
         limit: usize,
-        mut each: impl FnMut(&TaskRef<'_>),
-    ) -> Result<Scan, StoreError> {
+        reuse: Option<Records>,
+    ) -> Result<Records, StoreError> {
         let what = "cannot read tasks back";
         let txn = self.db.begin_read().map_err(|e| self.err(what, e))?;
         let table = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
-        let mut scan = Scan { exhausted: true };
+        let mut records = reuse.unwrap_or_else(|| Records {
+            dir: self.dir.clone(),
+            bytes: Vec::new(),
+            ends: Vec::with_capacity(limit.min(RECORDS_RESERVE)),
+            exhausted: true,
+        });
+        records.bytes.clear();
+        records.ends.clear();
+        records.exhausted = true;
         for (n, entry) in table
             .range(from..)
             .map_err(|e| self.err(what, e))?
             .enumerate()
         {
             if n == limit {
-                scan.exhausted = false;
+                records.exhausted = false;
                 break;
             }
             let (key, value) = entry.map_err(|e| self.err(what, e))?;
-            each(&self.decode_task(key.value(), value.value())?);
+            records.bytes.extend_from_slice(value.value());
+            records.ends.push((key.value(), records.bytes.len()));
         }
-        Ok(scan)
-    }
-
-    /// A record of the tasks table, read in place, which must hold the task
-    /// of its key.
-    fn decode_task<'a>(&self, id: u64, bytes: &'a [u8]) -> Result<TaskRef<'a>, StoreError> {
-        let task: TaskRef<'a> = self.decode("tasks", id, bytes)?;
-        if task.id != id {
-            return Err(self.corrupt("tasks", id, format!("holds task {}", task.id)));
-        }
-        Ok(task)
+        Ok(records)
     }
 
     /// Encodes into the reused buffer.
@@ -624,30 +655,45 @@ impl TaskStore {
         }
     }
 
-    fn decode<'a, T: Deserialize<'a>>(
-        &self,
-        table: &'static str,
-        id: u64,
-        bytes: &'a [u8],
-    ) -> Result<T, StoreError> {
-        match postcard::take_from_bytes(bytes) {
-            Ok((value, [])) => Ok(value),
-            Ok((_, rest)) => Err(self.corrupt(table, id, format!("{} trailing bytes", rest.len()))),
-            Err(e) => Err(self.corrupt(table, id, e.to_string())),
-        }
-    }
-
-    fn corrupt(&self, table: &'static str, id: u64, reason: String) -> StoreError {
-        StoreError::Corrupt {
-            path: self.dir.clone(),
-            table,
-            id,
-            reason,
-        }
-    }
-
     fn err(&self, what: &'static str, e: impl Into<redb::Error>) -> StoreError {
         db_error(&self.dir, what, e)
+    }
+}
+
+/// A record of the tasks table, read in place, which must hold the task of
+/// its key.
+fn decode_task<'a>(dir: &Path, id: u64, bytes: &'a [u8]) -> Result<TaskRef<'a>, StoreError> {
+    let task: TaskRef<'a> = decode(dir, "tasks", id, bytes)?;
+    if task.id != id {
+        return Err(corrupt(dir, "tasks", id, format!("holds task {}", task.id)));
+    }
+    Ok(task)
+}
+
+fn decode<'a, T: Deserialize<'a>>(
+    dir: &Path,
+    table: &'static str,
+    id: u64,
+    bytes: &'a [u8],
+) -> Result<T, StoreError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(corrupt(
+            dir,
+            table,
+            id,
+            format!("{} trailing bytes", rest.len()),
+        )),
+        Err(e) => Err(corrupt(dir, table, id, e.to_string())),
+    }
+}
+
+fn corrupt(dir: &Path, table: &'static str, id: u64, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        path: dir.to_path_buf(),
+        table,
+        id,
+        reason,
     }
 }
 

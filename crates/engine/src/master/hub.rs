@@ -383,11 +383,13 @@ impl Hub {
 
     /// Group commit: starts making every queue change since the last call
     /// durable, and acknowledges the submissions of the commits that ended
-    /// (or reports their failure).
+    /// (or reports their failure). A job of the store's writer may have
+    /// read tasks back from disk: they go out to free task workers.
     pub fn commit(&mut self) {
         for committed in self.tasks.commit() {
             self.answer_committed(committed, code::STORE);
         }
+        self.tasks.assign(now_ms(), &self.workers);
     }
 
     /// [`Hub::commit`] waiting until everything is durable, for the stop.

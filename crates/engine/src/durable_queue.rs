@@ -40,6 +40,8 @@ pub struct DurableQueue {
     /// The read back that job makes, if it makes one.
     reading: Option<Reading>,
     /// The last read's records, handed out: the next read fills them.
+    /// Dropped once the backlog is read back, so a drained queue does not
+    /// keep them.
     spare: Option<Records>,
     /// Commits ended and not yet reported by [`TaskQueue::settled`].
     settled: Vec<(u64, Result<(), QueueError>)>,
@@ -318,6 +320,9 @@ impl DurableQueue {
                 Level::Error,
                 "task store: {missing} task(s) of priority {priority} counted on disk were not found; they run after a restart if they are there"
             );
+        }
+        if self.paging.on_disk() == 0 {
+            self.spare = None;
         }
     }
 

@@ -43,9 +43,12 @@ pub fn release_free_and_cached_memory() {
 
 /// Makes every thread of this process allocate from the main malloc arena.
 /// For the master, before it starts threads: glibc gives each new thread an
-/// arena of its own, and the store's writer thread's kept the pages it
-/// freed (redb's cache, a read's records) beside the main arena's free
-/// pages, 12–15 MiB more at a durable drain's peak. Small allocations still
+/// arena of its own, and what an arena frees stays resident in it. The
+/// manager watcher's arena and the one the trimmer's short-lived thread
+/// left were most of what the master grew after its first tasks (bench
+/// scenario 6: 150–400 kB, now under 60 kB in most runs), and the store's
+/// writer kept 12–15 MiB of redb's cache and read-backs beside the main
+/// arena's free pages at a durable drain's peak. Small allocations still
 /// skip the arena's lock through each thread's cache.
 #[cfg(target_env = "gnu")]
 pub fn one_arena() {

@@ -202,12 +202,7 @@ mod tests {
         first.put(&task(2));
         let mut second = Batch::default();
         second.delete(1);
-        committer
-            .send(job(1, first, CommitKind::Synced, None))
-            .unwrap();
-        committer
-            .send(job(2, second, CommitKind::Turn, None))
-            .unwrap();
+        send_two(&committer, first, second, None);
         let generations: Vec<u64> = (0..2)
             .map(|_| {
                 let done = committer.wait_done().unwrap();
@@ -241,12 +236,7 @@ mod tests {
             limit: 3,
             reuse: None,
         });
-        committer
-            .send(job(1, first, CommitKind::Synced, None))
-            .unwrap();
-        committer
-            .send(job(2, second, CommitKind::Turn, read))
-            .unwrap();
+        send_two(&committer, first, second, read);
         assert!(committer.wait_done().unwrap().read.is_none());
         let done = committer.wait_done().unwrap();
         assert!(done.result.is_ok());
@@ -269,6 +259,16 @@ mod tests {
         let rest = rest.read.unwrap().unwrap();
         assert_eq!(ids(&rest), [6], "nothing left of the records read into");
         assert!(rest.exhausted);
+    }
+
+    /// `first` as generation 1, synced, then `second` in a turn with `read`.
+    fn send_two(committer: &Committer, first: Batch, second: Batch, read: Option<Read>) {
+        committer
+            .send(job(1, first, CommitKind::Synced, None))
+            .unwrap();
+        committer
+            .send(job(2, second, CommitKind::Turn, read))
+            .unwrap();
     }
 
     fn job(generation: u64, batch: Batch, kind: CommitKind, read: Option<Read>) -> Job {

@@ -1,8 +1,9 @@
 //! The embedded queue with durability: the in-memory queue decides what runs
 //! next, and every change is mirrored into the on-disk store, committed once
 //! per event-loop turn (group commit) before submissions are acknowledged:
-//! on the loop, or on the store's writer thread ([`crate::committer`]) when
-//! several clients wait, so that the next turns gather behind its sync.
+//! on the loop when one client waits, otherwise on the store's writer
+//! thread ([`crate::committer`]), so that the next turns gather behind its
+//! sync; the writer also removes finished tasks, a few thousand at a time.
 //! After a crash, the store gives back every task that had not finished.
 //! A backlog beyond [`paging::WINDOW_BYTES`] waits on disk only and is read
 //! back ahead of the workers, on the writer thread ([`crate::paging`]).

@@ -508,6 +508,11 @@ impl Dispatcher {
         self.queue.commit_turn(waiting)
     }
 
+    /// Whether tasks came back from disk ([`TaskQueue::refilled`]).
+    pub fn refilled(&mut self) -> bool {
+        self.queue.refilled()
+    }
+
     /// Whether a commit waits for its sync ([`TaskQueue::unsynced`]).
     pub fn unsynced(&self) -> bool {
         self.queue.unsynced()

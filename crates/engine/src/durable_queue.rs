@@ -40,6 +40,8 @@ pub struct DurableQueue {
     in_flight: bool,
     /// The read back that job makes, if it makes one.
     reading: Option<Reading>,
+    /// Whether a read brought tasks back since [`TaskQueue::refilled`].
+    refilled: bool,
     /// The last read's records, handed out: the next read fills them.
     /// Dropped once the backlog is read back, so a drained queue does not
     /// keep them.
@@ -114,6 +116,7 @@ impl DurableQueue {
                 generation: 1,
                 in_flight: false,
                 reading: None,
+                refilled: false,
                 spare: None,
                 settled: Vec::new(),
                 unsynced_since: None,
@@ -312,6 +315,7 @@ impl DurableQueue {
             crate::log!(Level::Error, "task store: reading queued tasks back: {e}");
             false
         });
+        self.refilled |= found > 0;
         let later = self.paging.count(priority).saturating_sub(issued);
         let missing = self
             .paging
@@ -481,6 +485,10 @@ impl TaskQueue for DurableQueue {
 
     fn wake_on_commit(&mut self, wake: Wake) {
         self.wake = Some(wake);
+    }
+
+    fn refilled(&mut self) -> bool {
+        std::mem::take(&mut self.refilled)
     }
 
     fn failures(&mut self) -> Option<&mut dyn FailedStore> {
@@ -918,6 +926,8 @@ mod tests {
         q.push(task(5));
         q.push(task(6));
         q.wait();
+        assert!(q.refilled(), "the master is told to hand them out");
+        assert!(!q.refilled(), "once");
         assert_eq!(
             q.len(),
             6,

@@ -174,6 +174,12 @@ pub trait TaskQueue {
     /// What a commit finished on another thread calls, to wake the loop
     /// that reports it.
     fn wake_on_commit(&mut self, _wake: crate::committer::Wake) {}
+    /// Whether tasks came back from disk since the last call (a read the
+    /// store's writer made, [`crate::paging`]): the master hands them out
+    /// then, as no completion may come to do it.
+    fn refilled(&mut self) -> bool {
+        false
+    }
     /// The failed tasks this queue keeps, for operators; None where they
     /// live elsewhere (Redis, reached by the master's link).
     fn failures(&mut self) -> Option<&mut dyn FailedStore> {

@@ -389,7 +389,9 @@ impl Hub {
         for committed in self.tasks.commit() {
             self.answer_committed(committed, code::STORE);
         }
-        self.tasks.assign(now_ms(), &self.workers);
+        if self.tasks.refilled() {
+            self.tasks.assign(now_ms(), &self.workers);
+        }
     }
 
     /// [`Hub::commit`] waiting until everything is durable, for the stop.

@@ -790,6 +790,11 @@ impl Tasks {
         self.answers()
     }
 
+    /// Whether tasks came back from disk, to hand out.
+    pub fn refilled(&mut self) -> bool {
+        self.dispatcher.refilled()
+    }
+
     /// Whether a commit waits for its sync (the committer comes back for it).
     pub fn unsynced(&self) -> bool {
         self.dispatcher.unsynced()

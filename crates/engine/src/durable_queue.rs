@@ -198,15 +198,19 @@ impl DurableQueue {
         }
     }
 
-    /// Picks up the writer's commit if it ended.
+    /// Picks up the writer's job if it ended. Every take asks, so it asks
+    /// the channel only while a job is out.
     fn poll(&mut self) {
+        if !self.in_flight {
+            return;
+        }
         if let Some(done) = self.committer.as_ref().and_then(Committer::try_done) {
             self.finished(done);
         }
     }
 
-    /// Waits for the writer's commit, so the store holds everything
-    /// committed so far in order.
+    /// Waits for the writer's job, so the store holds everything committed
+    /// so far in order (and a read in flight is queued).
     fn wait(&mut self) {
         if !self.in_flight {
             return;

@@ -13,6 +13,8 @@
 //! One job is in flight at a time, so batches reach the disk in the order
 //! they were made, and a read sees every batch before it.
 
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -79,26 +81,56 @@ pub struct Done {
     pub unsynced_since: Option<Instant>,
     /// What the job read; None if it asked for nothing or its commit
     /// failed (a read must see the batch's tasks).
-    pub read: Option<Result<Records, StoreError>>,
+    pub read: Option<ReadResult>,
 }
 
 /// Does `job`: on the writer thread, or on the loop when there is none.
-pub fn execute(store: &SharedStore, job: Job) -> Done {
+/// A panic (a bug, in redb or here) is caught and reported as the job's
+/// error, with its batch, so that the batch goes out again with the next
+/// one and neither the thread nor the loop ends with it.
+pub fn execute(store: &SharedStore, mut job: Job) -> Done {
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| attempt(store, &mut job)));
+    let store = lock(store);
+    let (committed, read) =
+        outcome.unwrap_or_else(|payload| (Err(store.panicked(panic_message(&*payload))), None));
+    Done {
+        generation: job.generation,
+        result: committed.map_err(|e| (e, job.batch)),
+        unsynced_since: store.unsynced_since(),
+        read,
+    }
+}
+
+/// What a job did: its commit, then its read. The batch is left as it was
+/// unless the commit succeeded.
+fn attempt(store: &SharedStore, job: &mut Job) -> (Result<(), StoreError>, Option<ReadResult>) {
+    #[cfg(test)]
+    if job.generation == tests::PANICS {
+        panic!("a panic the test asked for");
+    }
     let mut store = lock(store);
-    let mut batch = job.batch;
     let committed = match job.kind {
-        CommitKind::Synced => store.commit(&mut batch, true),
-        CommitKind::Turn => store.commit_turn(&mut batch),
+        CommitKind::Synced => store.commit(&mut job.batch, true),
+        CommitKind::Turn => store.commit_turn(&mut job.batch),
     };
-    let read = match (&committed, job.read) {
+    let read = match (&committed, job.read.take()) {
         (Ok(()), Some(read)) => Some(store.read(read.from, read.limit, read.reuse)),
         _ => None,
     };
-    Done {
-        generation: job.generation,
-        result: committed.map_err(|e| (e, batch)),
-        unsynced_since: store.unsynced_since(),
-        read,
+    (committed, read)
+}
+
+type ReadResult = Result<Records, StoreError>;
+
+/// The text a panic was raised with.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    match (
+        payload.downcast_ref::<&str>(),
+        payload.downcast_ref::<String>(),
+    ) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "a panic without a message".to_owned(),
     }
 }
 
@@ -135,9 +167,13 @@ impl Committer {
             .map_err(|crossbeam_channel::SendError(job)| Box::new(job))
     }
 
-    /// The job that finished, if one did.
-    pub fn try_done(&self) -> Option<Done> {
-        self.done.try_recv().ok()
+    /// The job that finished, if one did; [`Ended`] if the thread is gone.
+    pub fn try_done(&self) -> Result<Option<Done>, Ended> {
+        match self.done.try_recv() {
+            Ok(done) => Ok(Some(done)),
+            Err(crossbeam_channel::TryRecvError::Empty) => Ok(None),
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Err(Ended),
+        }
     }
 
     /// Waits for the job in flight; None if the thread is gone.
@@ -145,6 +181,24 @@ impl Committer {
         self.done.recv().ok()
     }
 }
+
+#[cfg(test)]
+impl Committer {
+    /// A committer whose thread has ended, as after a bug outside the
+    /// store's code.
+    pub fn ended() -> Committer {
+        let (_, done) = crossbeam_channel::unbounded();
+        Committer {
+            jobs: None,
+            done,
+            thread: None,
+        }
+    }
+}
+
+/// The writer thread is gone, and the job it had with it.
+#[derive(Debug)]
+pub struct Ended;
 
 impl Drop for Committer {
     fn drop(&mut self) {
@@ -170,11 +224,14 @@ fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub mod tests {
     use super::*;
     use crate::queue::QueuedTask;
     use crate::store::tests::TempDir;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A job of this generation panics in the store's code.
+    pub const PANICS: u64 = 1 << 62;
 
     fn task(id: u64) -> QueuedTask {
         crate::store::tests::task(id, b"x")
@@ -259,6 +316,62 @@ mod tests {
         let rest = rest.read.unwrap().unwrap();
         assert_eq!(ids(&rest), [6], "nothing left of the records read into");
         assert!(rest.exhausted);
+    }
+
+    #[test]
+    fn a_job_that_panics_gives_its_batch_back_and_the_thread_goes_on() {
+        let dir = TempDir::new("committer-panic");
+        let store = open(&dir);
+        let committer = Committer::start(store.clone(), Arc::new(|| {})).unwrap();
+        let mut batch = Batch::default();
+        batch.put(&task(1));
+        let read_all = || Some(read(0));
+        committer
+            .send(job(PANICS, batch, CommitKind::Synced, read_all()))
+            .unwrap();
+        let done = committer.wait_done().unwrap();
+        assert!(done.read.is_none());
+        let (error, batch) = done.result.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::Panicked { message, .. } if message == "a panic the test asked for"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("failed unexpectedly"), "{error}");
+        assert_eq!(batch.len(), 1, "the batch is as it was");
+        committer
+            .send(job(2, batch, CommitKind::Synced, read_all()))
+            .unwrap();
+        let done = committer.wait_done().unwrap();
+        assert!(done.result.is_ok(), "the same thread commits the next job");
+        assert_eq!(ids(&done.read.unwrap().unwrap()), [1]);
+    }
+
+    #[test]
+    fn a_panic_on_the_loop_is_caught_too() {
+        let dir = TempDir::new("committer-panic-inline");
+        let store = open(&dir);
+        let mut batch = Batch::default();
+        batch.put(&task(1));
+        let done = execute(&store, job(PANICS, batch, CommitKind::Turn, None));
+        let (error, batch) = done.result.unwrap_err();
+        assert!(matches!(error, StoreError::Panicked { .. }), "{error}");
+        let done = execute(&store, job(2, batch, CommitKind::Turn, Some(read(0))));
+        assert!(done.result.is_ok(), "the store is usable after it");
+        assert_eq!(ids(&done.read.unwrap().unwrap()), [1]);
+    }
+
+    #[test]
+    fn a_thread_that_ended_says_so() {
+        assert!(Committer::ended().try_done().is_err());
+        assert!(Committer::ended().wait_done().is_none());
+    }
+
+    fn read(from: u64) -> Read {
+        Read {
+            from,
+            limit: 10,
+            reuse: None,
+        }
     }
 
     /// `first` as generation 1, synced, then `second` in a turn with `read`.

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::committer::{self, CommitKind, Committer, Done, Job, Read, SharedStore, Wake};
+use crate::committer::{self, CommitKind, Committer, Done, Ended, Job, Read, SharedStore, Wake};
 use crate::failed::{FailedTask, Which};
 use crate::log::Level;
 use crate::paging::{self, Paging};
@@ -204,8 +204,10 @@ impl DurableQueue {
         if !self.in_flight {
             return;
         }
-        if let Some(done) = self.committer.as_ref().and_then(Committer::try_done) {
-            self.finished(done);
+        match self.committer.as_ref().map(Committer::try_done) {
+            Some(Ok(None)) => {}
+            Some(Ok(Some(done))) => self.finished(done),
+            Some(Err(Ended)) | None => self.writer_ended(),
         }
     }
 
@@ -217,14 +219,27 @@ impl DurableQueue {
         }
         match self.committer.as_ref().and_then(Committer::wait_done) {
             Some(done) => self.finished(done),
-            None => {
-                self.in_flight = false;
-                self.settled.push((
-                    self.generation - 1,
-                    Err(QueueError::Store("the store's writer thread ended".into())),
-                ));
-            }
+            None => self.writer_ended(),
         }
+    }
+
+    /// The writer thread ended with a job out, which only a bug outside
+    /// the store's code can do (the writer catches the store's panics).
+    /// The job's batch went with it: its clients get an error rather than
+    /// waiting for good, and the next job starts a new thread.
+    fn writer_ended(&mut self) {
+        self.in_flight = false;
+        self.committer = None;
+        self.reading = None;
+        self.released.clear();
+        crate::log!(
+            Level::Error,
+            "task store: its writer thread ended with a commit out; that commit's clients get an error"
+        );
+        self.settled.push((
+            self.generation - 1,
+            Err(QueueError::Store("the store's writer thread ended".into())),
+        ));
     }
 
     /// Commits the open batch on this thread after the one in flight:
@@ -713,6 +728,67 @@ mod tests {
         let (_, rec) = DurableQueue::open(&d).unwrap();
         assert_eq!(rec.tasks, 4, "the drop waited for the writer's commit of 4");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_commit_that_panics_fails_its_clients_and_its_tasks_go_out_with_the_next() {
+        let d = dir("panic");
+        {
+            let (mut q, _) = DurableQueue::open(&d).unwrap();
+            q.push(task(1));
+            q.generation = committer::tests::PANICS;
+            q.commit_turn(2);
+            let settled = settle(&mut q);
+            assert!(
+                matches!(&settled[..], [(committer::tests::PANICS, Err(QueueError::Store(e)))] if e.contains("failed unexpectedly")),
+                "{settled:?}"
+            );
+            q.generation = 7;
+            q.push(task(2));
+            q.commit_turn(2);
+            assert!(matches!(&settle(&mut q)[..], [(7, Ok(()))]));
+        }
+        let (_, rec) = DurableQueue::open(&d).unwrap();
+        assert_eq!(rec.tasks, 2, "task 1 went out with task 2's commit");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_writer_that_ended_with_a_job_out_fails_its_clients_and_is_replaced() {
+        let d = dir("ended");
+        let (mut q, _) = DurableQueue::open(&d).unwrap();
+        q.push(task(1));
+        q.commit_turn(2);
+        q.wait();
+        let out = q.generation();
+        q.committer = Some(Committer::ended());
+        q.in_flight = true;
+        q.generation += 1;
+        assert!(
+            matches!(&q.settled()[..], [_, (g, Err(QueueError::Store(e)))] if *g == out && e.contains("writer thread ended")),
+            "the poll of a take or a turn notices it"
+        );
+        assert!(q.committer.is_none());
+        q.push(task(2));
+        let next = q.generation();
+        q.commit_turn(2);
+        assert!(q.committer.is_some(), "the next job starts a new thread");
+        assert!(matches!(&settle(&mut q)[..], [(g, Ok(()))] if *g == next));
+        drop(q);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Turns until a commit settles; what settled.
+    fn settle(q: &mut DurableQueue) -> Vec<(u64, Result<(), QueueError>)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let settled = q.settled();
+            if !settled.is_empty() {
+                return settled;
+            }
+            assert!(std::time::Instant::now() < deadline, "never settled");
+            q.wait();
+        }
     }
 
     #[test]

@@ -73,6 +73,11 @@ pub enum StoreError {
         id: u64,
         reason: String,
     },
+    /// The store's code panicked (a bug, in redb or here). The commit or
+    /// read it was making did not happen; the master goes on and tries
+    /// the batch again with the next one.
+    #[error("task_store '{}': failed unexpectedly: {message}", path.display())]
+    Panicked { path: PathBuf, message: String },
     /// A task could not be encoded (cannot happen for the current record
     /// types, but postcard's signature allows it and nothing here panics).
     #[error("task_store '{}': cannot encode task {id}: {source}", path.display())]
@@ -465,6 +470,14 @@ impl TaskStore {
                 .map_err(|e| self.err(what, e))?;
         }
         Ok(())
+    }
+
+    /// The error for a panic met while this store worked.
+    pub fn panicked(&self, message: String) -> StoreError {
+        StoreError::Panicked {
+            path: self.dir.clone(),
+            message,
+        }
     }
 
     /// Since when the oldest commit made without a sync waits for one.

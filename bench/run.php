@@ -10,6 +10,7 @@
 //   BENCH_ONLY    comma-separated scenario numbers to run (default all)
 //   BENCH_RESULTS where to write the JSON (default bench/results.json)
 //   BENCH_KEEP=1  keep the scratch directory (server logs) afterwards
+//   SWOOLE_EXT    a swoole.so: scenario 13 also runs its script under Swoole
 
 require __DIR__ . '/lib.php';
 
@@ -24,7 +25,7 @@ Bench::init();
 
 $scale = (float) (getenv('BENCH_SCALE') ?: 1);
 $reps = max(1, (int) (getenv('BENCH_REPS') ?: 5));
-$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 12);
+$only = getenv('BENCH_ONLY') ? array_map('intval', explode(',', getenv('BENCH_ONLY'))) : range(1, 13);
 $resultsFile = getenv('BENCH_RESULTS') ?: __DIR__ . '/results.json';
 $n = fn (int $count): int => max(10, (int) round($count * $scale));
 
@@ -91,6 +92,18 @@ function payloads(int $first, int $count): array
         $out[] = Bench::payload($first + $i);
     }
     return $out;
+}
+
+/** Mean wall time (s) of one usleep($us), over about 0.5 s of them: the
+ *  slow-task scenarios' ideal is workers / this. */
+function sleep_wall(int $us): float
+{
+    $k = max(20, intdiv(500000, $us));
+    $t0 = hrtime(true);
+    for ($i = 0; $i < $k; $i++) {
+        usleep($us);
+    }
+    return (hrtime(true) - $t0) / 1e9 / $k;
 }
 
 /** Starts redis-server (a baseline) on a free loopback port; returns [child, port]. */
@@ -958,15 +971,6 @@ $s10 = function () use ($n, $reps, $record, $say) {
         $servers[$key] = new TaskqServer("s10-$key", ['task_workers' => $w, 'count_tasks' => true]
             + ($sleep ? ['task_sleep_us' => $sleep] : ['task_spin' => $spin]));
     }
-    /** Mean wall time (s) of one usleep($us), over about 0.5 s of them. */
-    $sleepTime = function (int $us): float {
-        $k = max(20, intdiv(500000, $us));
-        $t0 = hrtime(true);
-        for ($i = 0; $i < $k; $i++) {
-            usleep($us);
-        }
-        return (hrtime(true) - $t0) / 1e9 / $k;
-    };
     /** CPU time (s) of one bench_spin($spin), alone. */
     $spinTime = function () use ($spin): float {
         $ru = fn () => ($r = getrusage()) ? $r['ru_utime.tv_sec'] + $r['ru_utime.tv_usec'] / 1e6 + $r['ru_stime.tv_sec'] + $r['ru_stime.tv_usec'] / 1e6 : 0.0;
@@ -978,8 +982,8 @@ $s10 = function () use ($n, $reps, $record, $say) {
         return ($ru() - $c0) / $k;
     };
     for ($r = 0; $r < $reps; $r++) {
-        $record('10.usleep_1ms', $sleepTime(1000) * 1e6);
-        $record('10.usleep_10ms', $sleepTime(10000) * 1e6);
+        $record('10.usleep_1ms', sleep_wall(1000) * 1e6);
+        $record('10.usleep_10ms', sleep_wall(10000) * 1e6);
         $record('10.spin', $spinTime() * 1e6);
         foreach ($cases as [$key, $w, $sleep, $count]) {
             $srv = $servers[$key];
@@ -996,7 +1000,7 @@ $s10 = function () use ($n, $reps, $record, $say) {
             }
             Bench::waitFor(fn () => ($srv->stats($ctl)['task_queue_num'] ?? 0) >= $count, 120, "$count queued tasks", 20000);
             // The ideal of this very repetition, timed just before the drain.
-            $ideal = $sleep ? $w / ($sleepTime($sleep)) : min($w, $cores) / $spinTime();
+            $ideal = $sleep ? $w / (sleep_wall($sleep)) : min($w, $cores) / $spinTime();
             $base = $srv->counted($srv->taskSlots());
             $cpu0 = $srv->dispatchCpu();
             $t0 = hrtime(true);
@@ -1087,6 +1091,73 @@ $s11 = function () use ($reps, $record, $say, &$notes) {
 };
 
 // ---------------------------------------------------------------------------
+// 13. Slow tasks side by side with Swoole (issue 17 §1): the issue's own
+//     workload, onTask doing nothing but usleep(1000), in one script
+//     (bench/slow_server.php) that runs unchanged under taskq and under
+//     Swoole; the event worker hands N tasks over in one burst. Drain rate
+//     from "go" to the last onTask, as % of workers / one usleep(1000)
+//     timed just before. Swoole runs when SWOOLE_EXT names a swoole.so
+//     (built from swoole-src, see PERFORMANCE.md); the two alternate
+//     repetition by repetition.
+// ---------------------------------------------------------------------------
+$s13 = function () use ($n, $reps, $record, $say, &$notes) {
+    $reps = min($reps, (int) (getenv('BENCH_SLOW_REPS') ?: 3));
+    $exts = ['taskq' => getenv('TASKQ_EXT')];
+    $swoole = getenv('SWOOLE_EXT') ?: '';
+    if ($swoole !== '' && is_file($swoole)) {
+        $exts['swoole'] = $swoole;
+    } else {
+        $notes['13'][] = 'Swoole not measured: set SWOOLE_EXT to a swoole.so (bench/PERFORMANCE.md says how to build one)';
+    }
+    $cases = [['w8', 8, $n(20000)], ['w32', 32, $n(60000)]];
+    $say(sprintf('13. slow tasks, one script under %s: %d x (%s)', implode(' and ', array_keys($exts)), $reps,
+        implode(', ', array_map(fn ($c) => "$c[2] tasks on $c[1] task workers, usleep(1000)", $cases))));
+    foreach ($cases as [$key, $w, $count]) {
+        $servers = [];
+        foreach ($exts as $name => $ext) {
+            $shm = new Shm();
+            $port = Bench::freePort();
+            $log = Bench::$dir . "/s13-$key-$name.log";
+            $child = Bench::spawn([PHP_BINARY, '-d', "extension=$ext", '-d', 'memory_limit=-1', __DIR__ . '/slow_server.php',
+                (string) $port, (string) $w, '1000', (string) $shm->key], [], $log);
+            $servers[$name] = [$child, $shm, null];
+            Bench::waitFor(function () use ($child, $shm, $w, $log) {
+                if (!proc_get_status($child['proc'])['running']) {
+                    throw new RuntimeException("slow_server.php exited at start:\n" . @file_get_contents($log));
+                }
+                return count(array_filter(range(0, $w), fn ($id) => $shm->slot($id)['pid'] === 0)) === 0;
+            }, 30, "slow_server.php under $name", 5000);
+            $servers[$name][2] = Bench::waitFor(fn () => @stream_socket_client("tcp://127.0.0.1:$port", $e, $es, 1), 10,
+                "slow_server.php under $name to listen");
+        }
+        for ($r = 0; $r < $reps; $r++) {
+            $order = $r % 2 === 0 ? array_keys($servers) : array_reverse(array_keys($servers));
+            foreach ($order as $name) {
+                [, $shm, $sock] = $servers[$name];
+                $slots = range(1, $w);
+                [$base] = $shm->sum($slots);
+                $ideal = $w / sleep_wall(1000);
+                $t0 = hrtime(true);
+                fwrite($sock, "go $count\n");
+                [$last] = Bench::waitFor(function () use ($shm, $slots, $base, $count) {
+                    [$done, $last] = $shm->sum($slots);
+                    return $done >= $base + $count ? [$last] : null;
+                }, 300, "$count slow tasks under $name", 10000);
+                $rate = $count / (($last - $t0) / 1e9);
+                $record("13.$key.$name.rate", $rate);
+                $record("13.$key.$name.pct", 100 * $rate / $ideal);
+                usleep(200000);
+            }
+        }
+        foreach ($servers as [$child, $shm, $sock]) {
+            fclose($sock);
+            Bench::stop($child);
+            $shm->delete();
+        }
+    }
+};
+
+// ---------------------------------------------------------------------------
 // 12. A durable backlog (issue 17 §3): all 8 task workers held, N tasks
 //     handed over with taskMulti() (1,000 per call, acknowledged once on
 //     disk) to a server with a task_store; the master's VmRSS held and idle,
@@ -1164,6 +1235,7 @@ $scenarios = [
     10 => $s10,
     11 => $s11,
     12 => $s12,
+    13 => $s13,
 ];
 foreach ($scenarios as $id => $run) {
     if (!in_array($id, $only, true)) {
@@ -1379,6 +1451,18 @@ if ($has('12.store.rss_waiting')) {
     $drain = $med('12.store.drain_rate');
     $memDrain = $med('12.memory.drain_rate');
     $row('12 durable backlog', "8 task workers ran the $count", $drain, 'tasks/s', 'in memory', $memDrain, '≥ 0.8× in memory', $drain >= 0.8 * $memDrain);
+}
+
+foreach (['w8' => '8 task workers', 'w32' => '32 task workers'] as $k => $label) {
+    if (!$has("13.$k.taskq.rate")) {
+        continue;
+    }
+    $pct = $med("13.$k.taskq.pct");
+    $swoolePct = $has("13.$k.swoole.pct") ? $med("13.$k.swoole.pct") : null;
+    $row('13 slow tasks vs Swoole', "$label, onTask = usleep(1000): of ideal", $pct, '%', $swoolePct === null ? null : 'Swoole 5.1, same script',
+        $swoolePct, '≥ 98 % of ideal', $pct >= 98);
+    $row('13 slow tasks vs Swoole', '  drained', $med("13.$k.taskq.rate"), 'tasks/s', $swoolePct === null ? null : 'Swoole 5.1',
+        $swoolePct === null ? null : $med("13.$k.swoole.rate"));
 }
 
 $fmt = function ($v, string $unit = ''): string {

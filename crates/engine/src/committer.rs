@@ -278,9 +278,7 @@ pub mod tests {
 
     #[test]
     fn a_read_sees_its_own_batch_and_says_where_the_table_ends() {
-        let dir = TempDir::new("committer-read");
-        let store = open(&dir);
-        let committer = Committer::start(store.clone(), Arc::new(|| {})).unwrap();
+        let (_dir, store, committer) = started("committer-read");
         let mut first = Batch::default();
         for id in 1..=5 {
             first.put(&task(id));
@@ -288,12 +286,7 @@ pub mod tests {
         let mut second = Batch::default();
         second.delete(2);
         second.put(&task(6));
-        let read = Some(Read {
-            from: 2,
-            limit: 3,
-            reuse: None,
-        });
-        send_two(&committer, first, second, read);
+        send_two(&committer, first, second, Some(read(2, 3)));
         assert!(committer.wait_done().unwrap().read.is_none());
         let done = committer.wait_done().unwrap();
         assert!(done.result.is_ok());
@@ -320,12 +313,10 @@ pub mod tests {
 
     #[test]
     fn a_job_that_panics_gives_its_batch_back_and_the_thread_goes_on() {
-        let dir = TempDir::new("committer-panic");
-        let store = open(&dir);
-        let committer = Committer::start(store.clone(), Arc::new(|| {})).unwrap();
+        let (_dir, _, committer) = started("committer-panic");
         let mut batch = Batch::default();
         batch.put(&task(1));
-        let read_all = || Some(read(0));
+        let read_all = || Some(read(0, 10));
         committer
             .send(job(PANICS, batch, CommitKind::Synced, read_all()))
             .unwrap();
@@ -355,7 +346,7 @@ pub mod tests {
         let done = execute(&store, job(PANICS, batch, CommitKind::Turn, None));
         let (error, batch) = done.result.unwrap_err();
         assert!(matches!(error, StoreError::Panicked { .. }), "{error}");
-        let done = execute(&store, job(2, batch, CommitKind::Turn, Some(read(0))));
+        let done = execute(&store, job(2, batch, CommitKind::Turn, Some(read(0, 10))));
         assert!(done.result.is_ok(), "the store is usable after it");
         assert_eq!(ids(&done.read.unwrap().unwrap()), [1]);
     }
@@ -366,10 +357,19 @@ pub mod tests {
         assert!(Committer::ended().wait_done().is_none());
     }
 
-    fn read(from: u64) -> Read {
+    /// A fresh store in a temporary directory, with its writer thread.
+    fn started(name: &str) -> (TempDir, SharedStore, Committer) {
+        let dir = TempDir::new(name);
+        let store = open(&dir);
+        let committer = Committer::start(store.clone(), Arc::new(|| {})).unwrap();
+        (dir, store, committer)
+    }
+
+    /// Up to `limit` records from `from`, into a new buffer.
+    fn read(from: u64, limit: usize) -> Read {
         Read {
             from,
-            limit: 10,
+            limit,
             reuse: None,
         }
     }

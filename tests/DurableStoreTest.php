@@ -8,7 +8,8 @@ use TaskQ\Tests\Support\ProcessTree;
  * 10,000 acknowledged tasks are queued or running loses none of them; a
  * store locked by a running server or an unusable path makes start() fail
  * clearly; queued, delayed and failed tasks survive a graceful restart and
- * delayed ones a kill -9.
+ * delayed ones a kill -9; operator signals during a drain from disk lose
+ * and repeat nothing.
  */
 final class DurableStoreTest extends TaskqTestCase
 {
@@ -37,6 +38,11 @@ $server->on('Receive', function ($s, $fd, $rid, $data) {
 $server->on('Task', function ($s, $taskId, $src, $data) use ($dir, $slowUs) {
     if (is_string($data)) {
         if ($slowUs > 0 && file_exists("$dir/slow")) { usleep($slowUs); }
+        if ($slowUs > 0 && file_exists("$dir/hold-" . substr($data, 0, 6))) {
+            // the test's moment to kill this task worker mid-task
+            touch("$dir/held");
+            while (!file_exists("$dir/go")) { usleep(1000); }
+        }
         file_put_contents("$dir/exec/" . getmypid(), "$taskId $data\n", FILE_APPEND);
         return;
     }
@@ -407,6 +413,68 @@ PHP, 30);
         $second = $this->restart($first, $settings);
         $this->assertBacklogRanInOrder($acked, $second);
         $this->assertMatchesRegularExpression('/task_store [^:]+: 20006 unfinished task\(s\) recovered/', $this->log());
+    }
+
+    /**
+     * What an operator does while a backlog larger than memory drains from
+     * the store (its reads back and removals on the store's writer thread):
+     * SIGUSR1 (reload the workers), SIGHUP (reopen the log), a SIGKILL of
+     * the task worker in the middle of a task, then SIGTERM to the master
+     * mid-drain and a restart. Every acknowledged task runs once, with its
+     * id (the killed one had not finished: it runs once, after the kill),
+     * and no read back comes up short.
+     */
+    public function testOperatorSignalsDuringADrainFromDiskLoseNothing(): void
+    {
+        $settings = $this->settings(['worker_num' => 1, 'task_worker_num' => 1, 'max_wait_time' => 5]);
+        $env = ['TASKQ_SLOW_US' => '200'];
+        touch("$this->dir/slow");
+        touch("$this->dir/hold-b09000");
+        $first = $this->server($settings, $env);
+        $acked = $this->queueABacklogBeyondMemory($first);
+        $ran = fn () => count($this->executed());
+        $restarted = function (string $what, callable $signal) use ($first) {
+            $starts = $this->eventsOf('workerstart', 1);
+            $this->assertTrue($signal(end($starts)['pid']), $what);
+            $this->waitUntil(fn () => count($this->eventsOf('workerstart', 1)) > count($starts), 10, "a new task worker after the $what", $first);
+        };
+        $this->waitUntil(fn () => $ran() >= 3000, 20, '3,000 tasks run before the SIGUSR1', $first);
+        $restarted('SIGUSR1 to the master', fn () => posix_kill($first->pid(), SIGUSR1));
+        $this->waitUntil(fn () => $ran() >= 6000, 20, '6,000 tasks run before the SIGHUP', $first);
+        $this->assertTrue(posix_kill($first->pid(), SIGHUP), 'SIGHUP to the master');
+        $this->waitUntil(fn () => is_file("$this->dir/held"), 20, 'task b09000 to hold the task worker', $first);
+        $restarted('SIGKILL of the task worker', fn ($pid) => posix_kill($pid, SIGKILL));
+        touch("$this->dir/go");
+        $this->waitUntil(fn () => $ran() >= 12000, 20, '12,000 tasks run after the SIGKILL', $first);
+        posix_kill($first->pid(), SIGTERM);
+        $this->assertSame(0, $first->wait(15), 'the master stopped cleanly mid-drain');
+        $this->assertLessThan(count($acked), $ran(), 'the stop came before the end of the backlog');
+        $this->assertStringContainsString('reloading', $this->log(), 'the SIGUSR1 reloaded the workers');
+
+        unlink("$this->dir/slow");
+        $second = $this->restart($first, $settings, $env);
+        $this->waitUntil(fn () => !array_diff_key($acked, $this->ranById()), 30, 'every acknowledged task to run', $second);
+        $runs = $this->ranById();
+        $twice = array_keys(array_filter($runs, fn ($ids) => count($ids) > 1));
+        $this->assertSame([], $twice, 'no task ran twice');
+        foreach ($acked as $label => $id) {
+            $this->assertSame([$id], $runs[$label], "$label ran with its acknowledged id");
+        }
+        $log = $this->log();
+        foreach (['were not found', 'reading queued tasks back', 'task store commit failed', 'writer thread ended'] as $error) {
+            $this->assertStringNotContainsString($error, $log);
+        }
+    }
+
+    /** The runs of each task by its label: the ids it ran under. */
+    private function ranById(): array
+    {
+        $runs = [];
+        foreach ($this->executed() as $line) {
+            [$id, $data] = explode(' ', $line, 2);
+            $runs[substr($data, 0, 6)][] = (int) $id;
+        }
+        return $runs;
     }
 
     // ---------------------------------------------------------------- start() failures

@@ -120,6 +120,7 @@ fn attempt(store: &SharedStore, job: &mut Job) -> (Result<(), StoreError>, Optio
     (committed, read)
 }
 
+/// A read's records, or why it stopped.
 type ReadResult = Result<Records, StoreError>;
 
 /// The text a panic was raised with.

@@ -133,8 +133,8 @@ impl DurableQueue {
     }
 
     /// Records the end of the writer's job; a failed batch's changes go
-    /// out again with the next one.
-    fn finished(&mut self, done: Done) {
+    /// out again with the next one. Returns the job's result.
+    fn finished(&mut self, done: Done) -> Result<(), QueueError> {
         self.in_flight = false;
         if done.result.is_ok() {
             self.unsynced_since = match done.unsynced_since {
@@ -147,15 +147,15 @@ impl DurableQueue {
             self.batch.merge_older(batch);
             QueueError::Store(e.to_string())
         });
-        self.settled.push((done.generation, result));
+        self.settled.push((done.generation, result.clone()));
         if let Some(reading) = self.reading.take() {
             self.read_back(reading, done.read);
         }
+        result
     }
 
-    /// Hands the open batch to the writer thread, with a read to make once
-    /// it is committed; does it here if there is no writer.
-    fn hand_over(&mut self, kind: CommitKind, read: Option<Read>) {
+    /// The open batch as the next job; later changes join the one after.
+    fn next_job(&mut self, kind: CommitKind, read: Option<Read>) -> Job {
         let job = Job {
             generation: self.generation,
             batch: std::mem::take(&mut self.batch),
@@ -163,6 +163,20 @@ impl DurableQueue {
             read,
         };
         self.generation += 1;
+        job
+    }
+
+    /// Does `job` on this thread (the store's panics caught, as on the
+    /// writer) and records its end.
+    fn execute_here(&mut self, job: Job) -> Result<(), QueueError> {
+        let done = committer::execute(&self.store, job);
+        self.finished(done)
+    }
+
+    /// Hands the open batch to the writer thread, with a read to make once
+    /// it is committed; does it here if there is no writer.
+    fn hand_over(&mut self, kind: CommitKind, read: Option<Read>) {
+        let job = self.next_job(kind, read);
         let sent = match self.writer() {
             Ok(writer) => writer
                 .send(job)
@@ -180,8 +194,7 @@ impl DurableQueue {
                     Level::Error,
                     "task store: {why}; its work runs on the event loop"
                 );
-                let done = committer::execute(&self.store, *job);
-                self.finished(done);
+                let _ = self.execute_here(*job);
             }
         }
     }
@@ -206,7 +219,9 @@ impl DurableQueue {
         }
         match self.committer.as_ref().map(Committer::try_done) {
             Some(Ok(None)) => {}
-            Some(Ok(Some(done))) => self.finished(done),
+            Some(Ok(Some(done))) => {
+                let _ = self.finished(done);
+            }
             Some(Err(Ended)) | None => self.writer_ended(),
         }
     }
@@ -218,7 +233,9 @@ impl DurableQueue {
             return;
         }
         match self.committer.as_ref().and_then(Committer::wait_done) {
-            Some(done) => self.finished(done),
+            Some(done) => {
+                let _ = self.finished(done);
+            }
             None => self.writer_ended(),
         }
     }
@@ -249,29 +266,12 @@ impl DurableQueue {
         if self.batch.is_empty() && (lazy || self.unsynced_since.is_none()) {
             return Ok(());
         }
-        let mut batch = std::mem::take(&mut self.batch);
-        let result = {
-            let mut store = committer::lock(&self.store);
-            let result = match lazy {
-                true => store.commit_turn(&mut batch),
-                false => store.commit(&mut batch, true),
-            };
-            // Finished tasks that waited in the batch owe their sync from
-            // when they were recorded, not from this commit.
-            if result.is_ok() {
-                let stored = store.unsynced_for().map(|age| Instant::now() - age);
-                self.unsynced_since =
-                    stored.map(|at| self.unsynced_since.map_or(at, |old| old.min(at)));
-            }
-            result
+        let kind = match lazy {
+            true => CommitKind::Turn,
+            false => CommitKind::Synced,
         };
-        let result = result.map_err(|e| {
-            self.batch = batch;
-            QueueError::Store(e.to_string())
-        });
-        self.settled.push((self.generation, result.clone()));
-        self.generation += 1;
-        result
+        let job = self.next_job(kind, None);
+        self.execute_here(job)
     }
 
     /// Starts reading back the level [`Paging::to_refill`] names (with
@@ -734,25 +734,29 @@ mod tests {
 
     #[test]
     fn a_commit_that_panics_fails_its_clients_and_its_tasks_go_out_with_the_next() {
-        let d = dir("panic");
-        {
-            let (mut q, _) = DurableQueue::open(&d).unwrap();
-            q.push(task(1));
-            q.generation = committer::tests::PANICS;
-            q.commit_turn(2);
-            let settled = settle(&mut q);
-            assert!(
-                matches!(&settled[..], [(committer::tests::PANICS, Err(QueueError::Store(e)))] if e.contains("failed unexpectedly")),
-                "{settled:?}"
-            );
-            q.generation = 7;
-            q.push(task(2));
-            q.commit_turn(2);
-            assert!(matches!(&settle(&mut q)[..], [(7, Ok(()))]));
+        // One client waiting: the commit runs on the loop; two: on the writer.
+        for waiting in [1, 2] {
+            let d = dir(&format!("panic-{waiting}"));
+            {
+                let (mut q, _) = DurableQueue::open(&d).unwrap();
+                q.push(task(1));
+                q.generation = committer::tests::PANICS;
+                q.commit_turn(waiting);
+                assert_eq!(q.committer.is_some(), waiting > 1);
+                let settled = settle(&mut q);
+                assert!(
+                    matches!(&settled[..], [(committer::tests::PANICS, Err(QueueError::Store(e)))] if e.contains("failed unexpectedly")),
+                    "{settled:?}"
+                );
+                q.generation = 7;
+                q.push(task(2));
+                q.commit_turn(waiting);
+                assert!(matches!(&settle(&mut q)[..], [(7, Ok(()))]));
+            }
+            let (_, rec) = DurableQueue::open(&d).unwrap();
+            assert_eq!(rec.tasks, 2, "task 1 went out with task 2's commit");
+            std::fs::remove_dir_all(&d).unwrap();
         }
-        let (_, rec) = DurableQueue::open(&d).unwrap();
-        assert_eq!(rec.tasks, 2, "task 1 went out with task 2's commit");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -145,13 +145,21 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the thread. Start it in the master only, after the manager was
-    /// forked (a process with threads must not fork).
+    /// forked (a process with threads must not fork). Returns once the
+    /// thread has allocated, so that the malloc arena it gets is its own
+    /// when it is the first thread started ([`crate::memory::limit_arenas`]).
     pub fn start(store: SharedStore, wake: Wake) -> std::io::Result<Committer> {
         let (jobs, inbox) = crossbeam_channel::unbounded();
         let (outbox, done) = crossbeam_channel::unbounded();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name("taskq-commit".into())
-            .spawn(move || run(&store, &inbox, &outbox, &*wake))?;
+            .spawn(move || {
+                drop(std::hint::black_box(Box::new(0u64)));
+                let _ = ready_tx.send(());
+                run(&store, &inbox, &outbox, &*wake)
+            })?;
+        let _ = ready_rx.recv();
         Ok(Committer {
             jobs: Some(jobs),
             done,

@@ -504,8 +504,18 @@ impl TaskQueue for DurableQueue {
         std::mem::take(&mut self.settled)
     }
 
+    /// The master calls this as it builds its loop, before it starts any
+    /// other thread: the writer thread starts now, so that it gets a malloc
+    /// arena of its own ([`crate::memory::limit_arenas`]). Should it not
+    /// start, its first job tries again.
     fn wake_on_commit(&mut self, wake: Wake) {
         self.wake = Some(wake);
+        if let Err(e) = self.writer() {
+            crate::log!(
+                Level::Warning,
+                "task store: cannot start its writer thread yet ({e})"
+            );
+        }
     }
 
     fn refilled(&mut self) -> bool {

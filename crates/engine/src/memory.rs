@@ -41,19 +41,25 @@ pub fn release_free_and_cached_memory() {
     release_free_memory();
 }
 
-/// Makes every thread of this process allocate from the main malloc arena.
-/// For the master, before it starts threads: glibc gives each new thread an
-/// arena of its own, and what an arena frees stays resident in it. The
-/// manager watcher's arena and the one the trimmer's short-lived thread
-/// left were most of what the master grew after its first tasks (bench
-/// scenario 6: 150–400 kB, now under 60 kB in most runs), and the store's
-/// writer kept 12–15 MiB of redb's cache and read-backs beside the main
-/// arena's free pages at a durable drain's peak. Small allocations still
-/// skip the arena's lock through each thread's cache.
+/// Limits the master's malloc arenas, before it starts threads. glibc
+/// gives each new thread an arena of its own, and what an arena frees stays
+/// resident in it. The manager watcher's arena and the one the trimmer's
+/// short-lived thread left were most of what the master grew after its
+/// first tasks (bench scenario 6: 150–400 kB, now under 60 kB in most
+/// runs), so every thread allocates from the main arena, except the task
+/// store's writer (`store_writer`): it allocates redb's pages while the
+/// event loop allocates task buffers, and in one arena each waited for the
+/// other's lock (0.02–0.03 futex calls per task in a durable drain, the
+/// loop's `realloc`s behind the writer's page reads). The writer is the
+/// first thread the master starts ([`crate::committer::Committer::start`]
+/// returns once it has allocated), so the second arena is its own; threads
+/// started later share one of the two. Small allocations still skip the
+/// arena's lock through each thread's cache.
 #[cfg(target_env = "gnu")]
-pub fn one_arena() {
+pub fn limit_arenas(store_writer: bool) {
+    let arenas = if store_writer { 2 } else { 1 };
     // SAFETY: mallopt only sets an allocator parameter.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
 }
 
 /// Other allocators return memory on their own terms.
@@ -62,7 +68,7 @@ pub fn release_free_memory() {}
 
 /// Other allocators arrange their arenas on their own terms.
 #[cfg(not(target_env = "gnu"))]
-pub fn one_arena() {}
+pub fn limit_arenas(_store_writer: bool) {}
 
 /// Other allocators return memory on their own terms.
 #[cfg(not(target_env = "gnu"))]
@@ -166,69 +172,6 @@ mod tests {
             // About 230 KB sat in the cache; allow for the thread's own.
             cached.saturating_sub(in_use()) > 200_000
         }));
-    }
-
-    /// The malloc arenas of this process, from glibc's own report.
-    fn arenas() -> usize {
-        let (mut buf, mut len) = (std::ptr::null_mut(), 0);
-        // SAFETY: the stream writes into a buffer glibc allocates, read
-        // once it is closed and then freed.
-        unsafe {
-            let stream = libc::open_memstream(&mut buf, &mut len);
-            libc::malloc_info(0, stream);
-            libc::fclose(stream);
-            let report = std::slice::from_raw_parts(buf as *const u8, len);
-            let n = String::from_utf8_lossy(report).matches("<heap nr=").count();
-            libc::free(buf as *mut libc::c_void);
-            n
-        }
-    }
-
-    /// Allocates on a new thread, keeping the blocks until it ends.
-    fn allocate_on_a_thread() {
-        std::thread::spawn(|| {
-            let blocks: Vec<Vec<u8>> = (0..64).map(|_| vec![1; 4096]).collect();
-            std::hint::black_box(blocks);
-        })
-        .join()
-        .unwrap();
-    }
-
-    /// Whether a new thread of a fresh process (this test binary running
-    /// only [`arena_probe`]) allocates from an arena of its own, with and
-    /// without [`one_arena`]: a forked test child would not do, as arenas
-    /// inherited from the test harness's threads are reused first. (The
-    /// probe itself runs on a thread of the harness, which has its arena.)
-    fn new_thread_gets_an_arena(one: bool) -> bool {
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--ignored", "--exact", "memory::tests::arena_probe"])
-            .args(["--test-threads=1", "--nocapture"])
-            .env("TASKQ_ARENA_PROBE", if one { "one" } else { "default" })
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}");
-        stdout.contains("new arena: true")
-    }
-
-    #[test]
-    #[ignore = "run in a fresh process by new_thread_gets_an_arena"]
-    fn arena_probe() {
-        let Ok(mode) = std::env::var("TASKQ_ARENA_PROBE") else {
-            return;
-        };
-        if mode == "one" {
-            one_arena();
-        }
-        let before = arenas();
-        allocate_on_a_thread();
-        println!("new arena: {}", arenas() > before);
-    }
-
-    #[test]
-    fn with_one_arena_a_new_thread_allocates_from_the_main_one() {
-        assert!(!new_thread_gets_an_arena(true));
-        assert!(new_thread_gets_an_arena(false), "as it would without");
     }
 
     #[test]

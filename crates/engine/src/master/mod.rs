@@ -143,7 +143,7 @@ pub fn run(
     before_shutdown: &mut dyn FnMut(),
 ) -> std::io::Result<Ended> {
     let queue_next = queue.1;
-    crate::memory::one_arena();
+    crate::memory::limit_arenas(cfg.durable);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

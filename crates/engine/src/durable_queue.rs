@@ -712,6 +712,10 @@ mod tests {
             q.wake_on_commit(Arc::new(move || {
                 counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }));
+            assert!(
+                q.committer.is_some(),
+                "the writer starts with the wake, before the master's other threads"
+            );
             q.push(task(1));
             q.push(task(2));
             let first = q.generation();

@@ -296,7 +296,7 @@ impl Handler for WorkerHandler<'_> {
         };
         let src = src_worker as i64;
         let ret = call("onTask", cb, vec![&self.hooks.this, &task_id, &src, &data])?;
-        if ret.is_null() {
+        if ret.is_null() || !worker::result_has_a_destination(src_worker) {
             return Ok(None);
         }
         match to_payload(&ret) {

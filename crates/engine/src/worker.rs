@@ -48,7 +48,8 @@ pub trait Handler {
     fn connect(&mut self, fd: u64, reactor_id: u32);
     fn close(&mut self, fd: u64, reactor_id: i32);
     /// Returns the value to pass to onFinish, if any, or why the run failed
-    /// (the exception), so the master can retry it.
+    /// (the exception), so the master can retry it. None where `src_worker`
+    /// has no [`result_has_a_destination`]: the master would drop it.
     fn task(
         &mut self,
         task_id: i64,
@@ -228,6 +229,15 @@ pub fn with_link<T>(f: impl FnOnce(&mut Link) -> Result<T, LinkError>) -> Result
     })
 }
 
+/// Whether a task's result can go anywhere: only a worker that dispatched
+/// the task has an onFinish for it. The master drops the result of a task
+/// no worker dispatched (a `TaskClient` job, one-way from onStart), so its
+/// task worker neither serializes nor sends it: with a task store, where
+/// every task reports over the socket, that was half of its frames.
+pub fn result_has_a_destination(src_worker: i32) -> bool {
+    src_worker >= 0
+}
+
 /// This process's worker id and whether it is a task worker, when it is one.
 pub fn current() -> Option<(u32, bool)> {
     LINK.with(|l| {
@@ -286,7 +296,7 @@ impl Link {
         let (id, src) = self.current_task.ok_or(LinkError::Misuse(
             "finish() can only be used inside onTask in a task worker",
         ))?;
-        if src < 0 {
+        if !result_has_a_destination(src) {
             return Err(LinkError::Misuse(
                 "finish(): this task was not dispatched by a worker (it came one-way from onStart or onManagerStart, or from a TaskClient), so its result has nowhere to go",
             ));

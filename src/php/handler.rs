@@ -17,6 +17,7 @@ use super::events::{Callbacks, Event};
 use super::process_state::{DueTimer, ProcessState};
 use super::values::{bytes_zval, from_payload, to_payload};
 use taskq_engine::error::CallbackError;
+use taskq_engine::ipc;
 use taskq_engine::launcher::Hooks;
 use taskq_engine::log::Level;
 use taskq_engine::payload::Payload;
@@ -296,7 +297,7 @@ impl Handler for WorkerHandler<'_> {
         };
         let src = src_worker as i64;
         let ret = call("onTask", cb, vec![&self.hooks.this, &task_id, &src, &data])?;
-        if ret.is_null() || !worker::result_has_a_destination(src_worker) {
+        if ret.is_null() || !ipc::result_has_a_destination(src_worker) {
             return Ok(None);
         }
         match to_payload(&ret) {

@@ -16,6 +16,7 @@
 
 use std::collections::VecDeque;
 
+use crate::ipc::result_has_a_destination;
 use crate::queue::{QueueError, QueuedTask, TaskQueue};
 
 struct Running {
@@ -469,7 +470,7 @@ impl Dispatcher {
                     }
                 },
             };
-            let place = if self.board && task.src_worker < 0 {
+            let place = if self.board && !result_has_a_destination(task.src_worker) {
                 slot.claim_place()
             } else {
                 None

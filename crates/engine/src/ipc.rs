@@ -29,6 +29,16 @@ pub fn without_tasks(mut bytes: BytesMut) -> BytesMut {
     kept
 }
 
+/// Whether a task's result can go anywhere: only a worker that dispatched
+/// it (`src_worker` ≥ 0) has an onFinish for it. A task no worker
+/// dispatched (a `TaskClient` job, one-way from onStart) may settle on the
+/// completion board, and its task worker neither serializes nor sends its
+/// return value: with a task store or Redis, where every task reports over
+/// the socket, that value was half of the frames, and the master dropped it.
+pub fn result_has_a_destination(src_worker: i32) -> bool {
+    src_worker >= 0
+}
+
 /// Master → worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ToWorker {

@@ -16,6 +16,7 @@ use taskq_redis::{Entry, EntryId, NewTask, QueueStats};
 use tokio::sync::Notify;
 
 use crate::failed::FailedOp;
+use crate::ipc::result_has_a_destination;
 use crate::payload::{Encoding, Payload};
 use crate::php_serial::Policy;
 use crate::queue::{now_ms, MemoryQueue, QueuedTask, TaskQueue};
@@ -266,7 +267,7 @@ impl Ledger {
     pub fn record_result(&mut self, id: u64, payload: &Payload) -> bool {
         match self.held.get_mut(&id) {
             Some(h) => {
-                if h.entry.task.src_worker >= 0 {
+                if result_has_a_destination(h.entry.task.src_worker) {
                     h.result = Some(payload.clone());
                 }
                 true

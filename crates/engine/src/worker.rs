@@ -17,7 +17,7 @@ use bytes::{Bytes, BytesMut};
 use crate::board::Board;
 use crate::error::CallbackError;
 use crate::inbox::{Inbound, Inbox};
-use crate::ipc::{FromWorker, ToWorker};
+use crate::ipc::{result_has_a_destination, FromWorker, ToWorker};
 use crate::log::Level;
 use crate::payload::Payload;
 use crate::timer::Timers;
@@ -227,15 +227,6 @@ pub fn with_link<T>(f: impl FnOnce(&mut Link) -> Result<T, LinkError>) -> Result
         Some(link) => f(link),
         None => Err(LinkError::NotInWorker),
     })
-}
-
-/// Whether a task's result can go anywhere: only a worker that dispatched
-/// the task has an onFinish for it. The master drops the result of a task
-/// no worker dispatched (a `TaskClient` job, one-way from onStart), so its
-/// task worker neither serializes nor sends it: with a task store, where
-/// every task reports over the socket, that was half of its frames.
-pub fn result_has_a_destination(src_worker: i32) -> bool {
-    src_worker >= 0
 }
 
 /// This process's worker id and whether it is a task worker, when it is one.

@@ -62,6 +62,13 @@ function machine_cpu(): array
     $tick = 100;
     return [($f[1] + $f[2] + $f[3] + $f[6] + $f[7]) / $tick, $f[8] / $tick];
 }
+/** Steal above this share of the machine's CPU time marks numbers as disturbed. */
+const STEAL_DISTURBS = 0.02;
+/** The share of all cores' time over `$wall` seconds that the host took. */
+function stolen_share(float $steal, float $wall): float
+{
+    return $steal / max(0.001, $wall * (int) trim(shell_exec('nproc')));
+}
 /** CPU seconds of this process and every child it has reaped. */
 function own_cpu(): float
 {
@@ -1237,18 +1244,26 @@ $scenarios = [
     12 => $s12,
     13 => $s13,
 ];
+$stealByScenario = [];
+$scenarioWall = [];
 foreach ($scenarios as $id => $run) {
     if (!in_array($id, $only, true)) {
         continue;
     }
     $t = microtime(true);
+    [, $stealBefore] = machine_cpu();
     try {
         $run();
     } catch (Throwable $e) {
         $notes[(string) $id][] = 'FAILED: ' . $e->getMessage();
         $say("scenario $id failed: " . $e->getMessage());
     }
-    $say(sprintf('   scenario %d took %.1f s', $id, microtime(true) - $t));
+    [, $stealAfter] = machine_cpu();
+    $took = microtime(true) - $t;
+    $stealByScenario[(string) $id] = round($stealAfter - $stealBefore, 1);
+    $scenarioWall[(string) $id] = $took;
+    $say(sprintf('   scenario %d took %.1f s, steal %.1f s%s', $id, $took, $stealAfter - $stealBefore,
+        stolen_share($stealAfter - $stealBefore, $took) > STEAL_DISTURBS ? '  << the host took CPU time: this scenario\'s numbers are disturbed' : ''));
 }
 
 // ---------------------------------------------------------------------------
@@ -1516,6 +1531,8 @@ $interference = [
     'other_cpu_seconds' => round($foreignCpu, 1),
     'other_cpu_share' => round($foreignCpu / max(1, $wall * (int) trim(shell_exec('nproc'))), 3),
     'steal_seconds' => round($stealEnd - $stealStart, 1),
+    'steal_share' => round(stolen_share($stealEnd - $stealStart, $wall), 3),
+    'steal_by_scenario' => $stealByScenario,
 ];
 $cpu = preg_match('/^model name\s*:\s*(.+)$/m', file_get_contents('/proc/cpuinfo'), $m) ? $m[1] : '?';
 $machine = sprintf('%d cores, %s, Linux %s, PHP %s, taskq %s', (int) trim(shell_exec('nproc')), $cpu, php_uname('r'), PHP_VERSION,
@@ -1526,7 +1543,12 @@ printf("medians of %d repetitions (memory: %d, slow tasks: %d, idle connections:
     min($reps, (int) (getenv('BENCH_CONN_REPS') ?: 2)), $scale, $machine, $loadStart, $loadEnd, $wall);
 printf("CPU during the run: bench %.0f s, everything else on the machine %.0f s (%.0f%% of %d cores), steal %.1f s%s\n",
     $ownCpu, $foreignCpu, 100 * $interference['other_cpu_share'], (int) trim(shell_exec('nproc')), $interference['steal_seconds'],
-    $interference['other_cpu_share'] > 0.05 ? '  << other work ran meanwhile: numbers are disturbed' : '');
+    ($interference['other_cpu_share'] > 0.05 ? '  << other work ran meanwhile: numbers are disturbed' : '')
+    . ($interference['steal_share'] > STEAL_DISTURBS ? sprintf('  << the host took %.0f%% of the CPU time (steal): numbers are disturbed', 100 * $interference['steal_share']) : ''));
+$stolenFrom = array_keys(array_filter($stealByScenario, fn ($s, $id) => $s > 0 && stolen_share($s, $scenarioWall[$id]) > STEAL_DISTURBS, ARRAY_FILTER_USE_BOTH));
+if ($stolenFrom !== []) {
+    printf("scenarios that ran under steal (over %.0f%% of the CPU time): %s\n", 100 * STEAL_DISTURBS, implode(', ', $stolenFrom));
+}
 printf("extension: %s (sha256 %s…, built %s)\n", $extInfo['path'], substr($extInfo['sha256'], 0, 12), $extInfo['mtime']);
 if ($has('6.role.idle.master')) {
     $states = ['idle' => 'idle', 'half_n' => 'after N/2', 'after_n' => 'after N', 'held_send' => 'held', 'queued_send' => 'queued(send)',

@@ -994,6 +994,14 @@ $s10 = function () use ($n, $reps, $record, $say) {
         $record('10.spin', $spinTime() * 1e6);
         foreach ($cases as [$key, $w, $sleep, $count]) {
             $srv = $servers[$key];
+            // The ideal of this very repetition: one task's time on the quiet
+            // machine, as the issue and scenario 13 take it, timed before the
+            // task workers are held. Held workers poll for their release every
+            // 2 ms, and their wakeups end the runner's sleeps early within the
+            // kernel's timer slack (bench/PERFORMANCE.md, seventh session of
+            // 2026-12-07), so the same timing once they are held reads a
+            // shorter task and a higher ideal; it is kept as `ideal_held`.
+            $ideal = $sleep ? $w / sleep_wall($sleep) : min($w, $cores) / $spinTime();
             $release = Bench::$dir . "/release-10-$key-$r";
             @unlink($release);
             $c = $srv->client();
@@ -1006,8 +1014,7 @@ $s10 = function () use ($n, $reps, $record, $say) {
                 $c->send($payloads[$i % 1000]);
             }
             Bench::waitFor(fn () => ($srv->stats($ctl)['task_queue_num'] ?? 0) >= $count, 120, "$count queued tasks", 20000);
-            // The ideal of this very repetition, timed just before the drain.
-            $ideal = $sleep ? $w / (sleep_wall($sleep)) : min($w, $cores) / $spinTime();
+            $idealHeld = $sleep ? $w / sleep_wall($sleep) : min($w, $cores) / $spinTime();
             $base = $srv->counted($srv->taskSlots());
             $cpu0 = $srv->dispatchCpu();
             $t0 = hrtime(true);
@@ -1018,6 +1025,8 @@ $s10 = function () use ($n, $reps, $record, $say) {
             $record("10.$key.rate", $rate);
             $record("10.$key.ideal", $ideal);
             $record("10.$key.pct", 100 * $rate / $ideal);
+            $record("10.$key.ideal_held", $idealHeld);
+            $record("10.$key.pct_held", 100 * $rate / $idealHeld);
             $record("10.$key.master_us_per_task", ($cpu1['master'] - $cpu0['master']) * 1e6 / $count);
             $record("10.$key.manager_us_per_task", ($cpu1['manager'] - $cpu0['manager']) * 1e6 / $count);
             // The blockers end in onFinish; wait for them, then for rest.
@@ -1433,6 +1442,10 @@ if ($has('10.w8_1ms.rate')) {
         $cpuBound = $k === 'w8_cpu';
         $row('10 slow tasks', "$label: drained", $med("10.$k.rate"), 'tasks/s', $cpuBound ? 'cores / CPU per task' : 'workers / one sleep',
             $med("10.$k.ideal"), $cpuBound ? '(comparison)' : '≥ 98 % of ideal', $cpuBound ? null : $pct >= 98, $pct / 100);
+        if (!$cpuBound && $has("10.$k.pct_held")) {
+            $row('10 slow tasks', '  … against one sleep timed while the workers were held', $med("10.$k.rate"), 'tasks/s',
+                'workers / that sleep', $med("10.$k.ideal_held"), null, null, $med("10.$k.pct_held") / 100);
+        }
         $row('10 slow tasks', '  master + manager CPU per task', $med("10.$k.master_us_per_task") + $med("10.$k.manager_us_per_task"), 'µs',
             'of which manager', $med("10.$k.manager_us_per_task"));
     }

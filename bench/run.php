@@ -64,10 +64,16 @@ function machine_cpu(): array
 }
 /** Steal above this share of the machine's CPU time marks numbers as disturbed. */
 const STEAL_DISTURBS = 0.02;
+/** This machine's CPU count, asked of `nproc` once. */
+function cores(): int
+{
+    static $n = null;
+    return $n ??= (int) trim(shell_exec('nproc'));
+}
 /** The share of all cores' time over `$wall` seconds that the host took. */
 function stolen_share(float $steal, float $wall): float
 {
-    return $steal / max(0.001, $wall * (int) trim(shell_exec('nproc')));
+    return $steal / max(0.001, $wall * cores());
 }
 /** CPU seconds of this process and every child it has reaped. */
 function own_cpu(): float
@@ -961,7 +967,7 @@ $s10 = function () use ($n, $reps, $record, $say) {
     require_once __DIR__ . '/spin.php';
     $reps = min($reps, (int) (getenv('BENCH_SLOW_REPS') ?: 3));
     $spin = (int) (getenv('BENCH_SPIN_ROUNDS') ?: 150000);
-    $cores = (int) trim(shell_exec('nproc'));
+    $cores = cores();
     // [key, task workers, sleep µs (0: CPU-bound), tasks]
     $cases = [
         ['w8_1ms', 8, 1000, $n(20000)],
@@ -1001,7 +1007,8 @@ $s10 = function () use ($n, $reps, $record, $say) {
             // kernel's timer slack (bench/PERFORMANCE.md, seventh session of
             // 2026-12-07), so the same timing once they are held reads a
             // shorter task and a higher ideal; it is kept as `ideal_held`.
-            $ideal = $sleep ? $w / sleep_wall($sleep) : min($w, $cores) / $spinTime();
+            $idealNow = fn () => $sleep ? $w / sleep_wall($sleep) : min($w, $cores) / $spinTime();
+            $ideal = $idealNow();
             $release = Bench::$dir . "/release-10-$key-$r";
             @unlink($release);
             $c = $srv->client();
@@ -1014,7 +1021,7 @@ $s10 = function () use ($n, $reps, $record, $say) {
                 $c->send($payloads[$i % 1000]);
             }
             Bench::waitFor(fn () => ($srv->stats($ctl)['task_queue_num'] ?? 0) >= $count, 120, "$count queued tasks", 20000);
-            $idealHeld = $sleep ? $w / sleep_wall($sleep) : min($w, $cores) / $spinTime();
+            $idealHeld = $idealNow();
             $base = $srv->counted($srv->taskSlots());
             $cpu0 = $srv->dispatchCpu();
             $t0 = hrtime(true);
@@ -1254,7 +1261,7 @@ $scenarios = [
     13 => $s13,
 ];
 $stealByScenario = [];
-$scenarioWall = [];
+$stolenFrom = [];
 foreach ($scenarios as $id => $run) {
     if (!in_array($id, $only, true)) {
         continue;
@@ -1269,10 +1276,14 @@ foreach ($scenarios as $id => $run) {
     }
     [, $stealAfter] = machine_cpu();
     $took = microtime(true) - $t;
-    $stealByScenario[(string) $id] = round($stealAfter - $stealBefore, 1);
-    $scenarioWall[(string) $id] = $took;
-    $say(sprintf('   scenario %d took %.1f s, steal %.1f s%s', $id, $took, $stealAfter - $stealBefore,
-        stolen_share($stealAfter - $stealBefore, $took) > STEAL_DISTURBS ? '  << the host took CPU time: this scenario\'s numbers are disturbed' : ''));
+    $steal = $stealAfter - $stealBefore;
+    $stealByScenario[(string) $id] = round($steal, 1);
+    $disturbed = stolen_share($steal, $took) > STEAL_DISTURBS;
+    if ($disturbed) {
+        $stolenFrom[] = $id;
+    }
+    $say(sprintf('   scenario %d took %.1f s, steal %.1f s%s', $id, $took, $steal,
+        $disturbed ? '  << the host took CPU time: this scenario\'s numbers are disturbed' : ''));
 }
 
 // ---------------------------------------------------------------------------
@@ -1542,23 +1553,22 @@ $interference = [
     'machine_busy_seconds' => round($busyEnd - $busyStart, 1),
     'bench_cpu_seconds' => round($ownCpu, 1),
     'other_cpu_seconds' => round($foreignCpu, 1),
-    'other_cpu_share' => round($foreignCpu / max(1, $wall * (int) trim(shell_exec('nproc'))), 3),
+    'other_cpu_share' => round($foreignCpu / max(1, $wall * cores()), 3),
     'steal_seconds' => round($stealEnd - $stealStart, 1),
     'steal_share' => round(stolen_share($stealEnd - $stealStart, $wall), 3),
     'steal_by_scenario' => $stealByScenario,
 ];
 $cpu = preg_match('/^model name\s*:\s*(.+)$/m', file_get_contents('/proc/cpuinfo'), $m) ? $m[1] : '?';
-$machine = sprintf('%d cores, %s, Linux %s, PHP %s, taskq %s', (int) trim(shell_exec('nproc')), $cpu, php_uname('r'), PHP_VERSION,
+$machine = sprintf('%d cores, %s, Linux %s, PHP %s, taskq %s', cores(), $cpu, php_uname('r'), PHP_VERSION,
     defined('TASKQ_VERSION') ? TASKQ_VERSION : '?');
 echo "\n$out\n";
 printf("medians of %d repetitions (memory: %d, slow tasks: %d, idle connections: %d), BENCH_SCALE=%s; %s\nload average at start: %s; at end: %s; took %.0f s\n",
     $reps, min($reps, (int) (getenv('BENCH_MEM_REPS') ?: 3)), min($reps, (int) (getenv('BENCH_SLOW_REPS') ?: 3)),
     min($reps, (int) (getenv('BENCH_CONN_REPS') ?: 2)), $scale, $machine, $loadStart, $loadEnd, $wall);
 printf("CPU during the run: bench %.0f s, everything else on the machine %.0f s (%.0f%% of %d cores), steal %.1f s%s\n",
-    $ownCpu, $foreignCpu, 100 * $interference['other_cpu_share'], (int) trim(shell_exec('nproc')), $interference['steal_seconds'],
+    $ownCpu, $foreignCpu, 100 * $interference['other_cpu_share'], cores(), $interference['steal_seconds'],
     ($interference['other_cpu_share'] > 0.05 ? '  << other work ran meanwhile: numbers are disturbed' : '')
     . ($interference['steal_share'] > STEAL_DISTURBS ? sprintf('  << the host took %.0f%% of the CPU time (steal): numbers are disturbed', 100 * $interference['steal_share']) : ''));
-$stolenFrom = array_keys(array_filter($stealByScenario, fn ($s, $id) => $s > 0 && stolen_share($s, $scenarioWall[$id]) > STEAL_DISTURBS, ARRAY_FILTER_USE_BOTH));
 if ($stolenFrom !== []) {
     printf("scenarios that ran under steal (over %.0f%% of the CPU time): %s\n", 100 * STEAL_DISTURBS, implode(', ', $stolenFrom));
 }
@@ -1589,7 +1599,7 @@ foreach ($notes as $sc => $list) {
 $json = [
     'generated' => date(DATE_ATOM),
     'machine' => [
-        'nproc' => (int) trim(shell_exec('nproc')),
+        'nproc' => cores(),
         'cpu' => $cpu,
         'kernel' => php_uname('r'),
         'php' => PHP_VERSION,

@@ -38,6 +38,7 @@ pub mod query;
 pub mod queue;
 pub mod remote_queue;
 pub mod store;
+pub mod store_pages;
 pub mod supervisor;
 pub mod timer;
 pub mod worker;

@@ -7,8 +7,9 @@
 //! on its event loop or on the store's writer thread ([`crate::committer`]),
 //! one at a time and in order, so the cost of durability is paid once per
 //! commit rather than once per task. Records are postcard-encoded
-//! [`QueuedTask`]s; nothing read from disk is trusted (a record that does not
-//! decode, or decodes to another id, is reported with its id).
+//! [`QueuedTask`]s, kept in pages of consecutive ids ([`crate::store_pages`]);
+//! nothing read from disk is trusted (a record that does not decode, or
+//! decodes to another id, is reported with its id).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,9 +19,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::failed::Which;
 use crate::queue::{QueuedTask, TaskRef};
+use crate::store_pages::{self, Pages, DONE, PAGES};
 
-/// Tasks not yet completed (queued, delayed, running), by id.
-const TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
+/// Tasks as stores kept them before pages, a record per task, by id: moved
+/// into pages when such a store is opened.
+const LEGACY_TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
+/// How many of those one transaction moves, so that moving a large backlog
+/// holds a bounded amount of it in memory at a time.
+const MIGRATE_AT_ONCE: usize = 65_536;
 /// Tasks that used up their attempts, by id, kept for inspection.
 const FAILED: TableDefinition<u64, &[u8]> = TableDefinition::new("failed");
 /// Store-wide counters.
@@ -116,9 +122,10 @@ const RECORDS_RESERVE: usize = 4096;
 #[derive(Debug)]
 pub struct Records {
     dir: PathBuf,
+    /// The pages read, as stored.
     bytes: Vec<u8>,
-    /// Each record's id and where its bytes end.
-    ends: Vec<(u64, usize)>,
+    /// Each wanted record's id and where its bytes lie in `bytes`.
+    at: Vec<(u64, usize, usize)>,
     /// Whether the table had no record beyond these.
     pub exhausted: bool,
 }
@@ -128,10 +135,13 @@ impl Records {
     /// read from disk is trusted: the first record that does not decode, or
     /// holds another id, ends the walk with its error.
     pub fn each(&self, mut each: impl FnMut(&TaskRef<'_>)) -> Result<(), StoreError> {
-        let mut start = 0;
-        for &(id, end) in &self.ends {
-            each(&decode_task(&self.dir, id, &self.bytes[start..end])?);
-            start = end;
+        for &(id, start, end) in &self.at {
+            each(&decode_task(
+                &self.dir,
+                "pages",
+                id,
+                &self.bytes[start..end],
+            )?);
         }
         Ok(())
     }
@@ -320,6 +330,7 @@ impl TaskStore {
             buf: Vec::new(),
             unsynced: None,
         };
+        while store.migrate_some()? {}
         let (recovered, meta_next_id) = store.recover(keep)?;
         store.next_id = recovered.next_id;
         store.meta_next_id = meta_next_id;
@@ -336,7 +347,8 @@ impl TaskStore {
         let what = "cannot read tasks";
         let txn = self.db.begin_write().map_err(|e| self.err(what, e))?;
         let recovered = {
-            let tasks = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
+            let pages = txn.open_table(PAGES).map_err(|e| self.err(what, e))?;
+            let done = txn.open_table(DONE).map_err(|e| self.err(what, e))?;
             let failed = txn.open_table(FAILED).map_err(|e| self.err(what, e))?;
             let meta = txn.open_table(META).map_err(|e| self.err(what, e))?;
             let meta_next_id = meta
@@ -345,14 +357,19 @@ impl TaskStore {
                 .map_or(0, |v| v.value());
             let mut next_id = meta_next_id;
             let mut queued = Vec::new();
-            for entry in tasks.iter().map_err(|e| self.err(what, e))? {
-                let (key, value) = entry.map_err(|e| self.err(what, e))?;
-                let task = decode_task(&self.dir, key.value(), value.value())?.to_owned();
-                next_id = next_id.max(task.id.saturating_add(1));
-                if keep(&task) {
-                    queued.push(task);
+            store_pages::walk(&self.dir, &pages, &done, 0, |key, value, bits| {
+                next_id = next_id.max(key.1.saturating_add(1));
+                let records = store_pages::records(&self.dir, key, value)?;
+                for (id, record) in (key.0..).zip(records) {
+                    if !store_pages::is_done(bits, id - key.0) {
+                        let task = decode_task(&self.dir, "pages", id, record)?.to_owned();
+                        if keep(&task) {
+                            queued.push(task);
+                        }
+                    }
                 }
-            }
+                Ok(true)
+            })?;
             if let Some(last) = failed.last().map_err(|e| self.err(what, e))? {
                 next_id = next_id.max(last.0.value().saturating_add(1));
             }
@@ -365,6 +382,56 @@ impl TaskStore {
         };
         txn.commit().map_err(|e| self.err(what, e))?;
         Ok(recovered)
+    }
+
+    /// Moves up to [`MIGRATE_AT_ONCE`] tasks of a store written before pages
+    /// into pages, in one synced transaction (a crash leaves each task in
+    /// one table or the other); true while more are left. The old table
+    /// goes once it is empty.
+    fn migrate_some(&mut self) -> Result<bool, StoreError> {
+        let what = "cannot move tasks into pages";
+        let txn = self.db.begin_write().map_err(|e| self.err(what, e))?;
+        let exists = txn
+            .list_tables()
+            .map_err(|e| self.err(what, e))?
+            .any(|t| redb::TableHandle::name(&t) == "tasks");
+        if !exists {
+            return Ok(false);
+        }
+        let mut buf = Vec::new();
+        let mut moved: Vec<(u64, usize)> = Vec::new();
+        {
+            let mut legacy = txn
+                .open_table(LEGACY_TASKS)
+                .map_err(|e| self.err(what, e))?;
+            for entry in legacy.iter().map_err(|e| self.err(what, e))? {
+                if moved.len() == MIGRATE_AT_ONCE {
+                    break;
+                }
+                let (key, value) = entry.map_err(|e| self.err(what, e))?;
+                let id = key.value();
+                let record = value.value();
+                decode_task(&self.dir, "tasks", id, record)?;
+                buf.extend_from_slice(record);
+                moved.push((id, buf.len()));
+            }
+            if let (Some(&(first, _)), Some(&(last, _))) = (moved.first(), moved.last()) {
+                legacy
+                    .retain_in(first..=last, |_, _| false)
+                    .map_err(|e| self.err(what, e))?;
+            }
+        }
+        let more = moved.len() == MIGRATE_AT_ONCE;
+        if moved.is_empty() {
+            txn.delete_table(LEGACY_TASKS)
+                .map_err(|e| self.err(what, e))?;
+        } else {
+            let mut pages = Pages::open(&txn, &self.dir)?;
+            pages.put(&slices(&buf, &moved), 0)?;
+            pages.close()?;
+        }
+        txn.commit().map_err(|e| self.err(what, e))?;
+        Ok(more || !moved.is_empty())
     }
 
     /// Writes the batch in one write transaction; the batch is then empty.
@@ -388,45 +455,48 @@ impl TaskStore {
                 .map_err(|e| self.err(what, redb::Error::from(e)))?;
         }
         {
-            let mut tasks = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
+            let mut pages = Pages::open(&txn, &self.dir)?;
             let mut failed = txn.open_table(FAILED).map_err(|e| self.err(what, e))?;
-            // Finished tasks go first, by runs of consecutive ids (a drain
-            // completes them about in order): one sweep of the tree per run
-            // instead of one descent per task, a third of the cost. The
-            // other changes are to other ids, so the order does not matter.
+            // Finished and failed tasks are marked done in their pages first
+            // (a drain completes them about in order, so a run of ids costs
+            // a lookup per page); a task put again later in the batch is
+            // then no longer done.
             let mut gone: Vec<u64> = batch.removed.clone();
             gone.extend(
                 batch
                     .ops
                     .iter()
-                    .filter(|(_, op)| matches!(op, Op::Delete))
+                    .filter(|(_, op)| matches!(op, Op::Delete | Op::Fail(_)))
                     .map(|(&id, _)| id),
             );
             gone.sort_unstable();
             gone.dedup();
-            for (first, last) in runs(&gone) {
-                self.delete_run(&mut tasks, first, last)?;
-            }
+            pages.finish(&gone)?;
+            let mut buf = std::mem::take(&mut self.buf);
+            buf.clear();
+            let mut puts: Vec<(u64, usize)> = Vec::new();
             for (&id, op) in &batch.ops {
                 match op {
                     Op::Put(task) => {
-                        self.encode(id, task)?;
-                        tasks
-                            .insert(id, self.buf.as_slice())
-                            .map_err(|e| self.err(what, e))?;
+                        buf = encode_onto(&self.dir, id, task, buf)?;
+                        puts.push((id, buf.len()));
                         next_id = next_id.max(id.saturating_add(1));
                     }
                     Op::Delete => {}
                     Op::Fail(record) => {
-                        tasks.remove(id).map_err(|e| self.err(what, e))?;
-                        self.encode(id, record)?;
+                        let start = buf.len();
+                        buf = encode_onto(&self.dir, id, record, buf)?;
                         failed
-                            .insert(id, self.buf.as_slice())
+                            .insert(id, &buf[start..])
                             .map_err(|e| self.err(what, e))?;
+                        buf.truncate(start);
                         next_id = next_id.max(id.saturating_add(1));
                     }
                 }
             }
+            pages.put(&slices(&buf, &puts), self.next_id)?;
+            pages.close()?;
+            self.buf = buf;
             // Recovery takes the mark from the last key of either table
             // too: a batch whose highest id stays stored as a task or a
             // failure needs no meta write.
@@ -458,24 +528,6 @@ impl TaskStore {
             && batch.only_deletes()
             && self.unsynced_for().is_none_or(|d| d < SYNC_WITHIN);
         self.commit(batch, !lazy)
-    }
-
-    /// Removes the tasks `first..=last`, every one of them finished.
-    fn delete_run(
-        &self,
-        tasks: &mut redb::Table<u64, &[u8]>,
-        first: u64,
-        last: u64,
-    ) -> Result<(), StoreError> {
-        let what = "cannot commit";
-        if first == last {
-            tasks.remove(first).map_err(|e| self.err(what, e))?;
-        } else {
-            tasks
-                .retain_in(first..=last, |_, _| false)
-                .map_err(|e| self.err(what, e))?;
-        }
-        Ok(())
     }
 
     /// The error for a panic met while this store worked.
@@ -562,7 +614,11 @@ impl TaskStore {
                     .collect::<Result<_, _>>()
                     .map_err(|e| self.err(what, e))?,
             };
-            let mut tasks = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
+            let mut ids = ids;
+            ids.sort_unstable();
+            ids.dedup();
+            let mut buf = Vec::new();
+            let mut ends = Vec::new();
             for id in ids {
                 let Some(value) = failed.remove(id).map_err(|e| self.err(what, e))? else {
                     continue;
@@ -570,12 +626,13 @@ impl TaskStore {
                 let record: FailedRecord = decode(&self.dir, "failed", id, value.value())?;
                 drop(value);
                 let task = crate::failed::again(record.task);
-                self.encode(id, &task)?;
-                tasks
-                    .insert(id, self.buf.as_slice())
-                    .map_err(|e| self.err(what, e))?;
+                buf = encode_onto(&self.dir, id, &task, buf)?;
+                ends.push((id, buf.len()));
                 back.push(task);
             }
+            let mut pages = Pages::open(&txn, &self.dir)?;
+            pages.put(&slices(&buf, &ends), self.next_id)?;
+            pages.close()?;
         }
         txn.commit().map_err(|e| self.err(what, e))?;
         Ok(back)
@@ -631,47 +688,35 @@ impl TaskStore {
     ) -> Result<Records, StoreError> {
         let what = "cannot read tasks back";
         let txn = self.db.begin_read().map_err(|e| self.err(what, e))?;
-        let table = txn.open_table(TASKS).map_err(|e| self.err(what, e))?;
+        let pages = txn.open_table(PAGES).map_err(|e| self.err(what, e))?;
+        let done = txn.open_table(DONE).map_err(|e| self.err(what, e))?;
         let mut records = reuse.unwrap_or_else(|| Records {
             dir: self.dir.clone(),
             bytes: Vec::new(),
-            ends: Vec::with_capacity(limit.min(RECORDS_RESERVE)),
+            at: Vec::with_capacity(limit.min(RECORDS_RESERVE)),
             exhausted: true,
         });
         records.bytes.clear();
-        records.ends.clear();
+        records.at.clear();
         records.exhausted = true;
-        for (n, entry) in table
-            .range(from..)
-            .map_err(|e| self.err(what, e))?
-            .enumerate()
-        {
-            if n == limit {
-                records.exhausted = false;
-                break;
+        store_pages::walk(&self.dir, &pages, &done, from, |key, value, bits| {
+            let base = records.bytes.len();
+            let origin = value.as_ptr() as usize;
+            for (id, record) in (key.0..).zip(store_pages::records(&self.dir, key, value)?) {
+                if id < from || store_pages::is_done(bits, id - key.0) {
+                    continue;
+                }
+                if records.at.len() == limit {
+                    records.exhausted = false;
+                    break;
+                }
+                let start = base + (record.as_ptr() as usize - origin);
+                records.at.push((id, start, start + record.len()));
             }
-            let (key, value) = entry.map_err(|e| self.err(what, e))?;
-            records.bytes.extend_from_slice(value.value());
-            records.ends.push((key.value(), records.bytes.len()));
-        }
+            records.bytes.extend_from_slice(value);
+            Ok(records.exhausted)
+        })?;
         Ok(records)
-    }
-
-    /// Encodes into the reused buffer.
-    fn encode<T: Serialize>(&mut self, id: u64, value: &T) -> Result<(), StoreError> {
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
-        match postcard::to_extend(value, buf) {
-            Ok(buf) => {
-                self.buf = buf;
-                Ok(())
-            }
-            Err(source) => Err(StoreError::Encode {
-                path: self.dir.clone(),
-                id,
-                source,
-            }),
-        }
     }
 
     fn err(&self, what: &'static str, e: impl Into<redb::Error>) -> StoreError {
@@ -679,14 +724,44 @@ impl TaskStore {
     }
 }
 
-/// A record of the tasks table, read in place, which must hold the task of
-/// its key.
-fn decode_task<'a>(dir: &Path, id: u64, bytes: &'a [u8]) -> Result<TaskRef<'a>, StoreError> {
-    let task: TaskRef<'a> = decode(dir, "tasks", id, bytes)?;
+/// A task's record, read in place, which must hold the task `id`.
+fn decode_task<'a>(
+    dir: &Path,
+    table: &'static str,
+    id: u64,
+    bytes: &'a [u8],
+) -> Result<TaskRef<'a>, StoreError> {
+    let task: TaskRef<'a> = decode(dir, table, id, bytes)?;
     if task.id != id {
-        return Err(corrupt(dir, "tasks", id, format!("holds task {}", task.id)));
+        return Err(corrupt(dir, table, id, format!("holds task {}", task.id)));
     }
     Ok(task)
+}
+
+/// Appends the encoding of `value` to `buf`.
+fn encode_onto<T: Serialize>(
+    dir: &Path,
+    id: u64,
+    value: &T,
+    buf: Vec<u8>,
+) -> Result<Vec<u8>, StoreError> {
+    postcard::to_extend(value, buf).map_err(|source| StoreError::Encode {
+        path: dir.to_path_buf(),
+        id,
+        source,
+    })
+}
+
+/// Records laid end to end in `buf`, each with its id and where it ends.
+fn slices<'a>(buf: &'a [u8], ends: &[(u64, usize)]) -> Vec<(u64, &'a [u8])> {
+    let mut start = 0;
+    ends.iter()
+        .map(|&(id, end)| {
+            let record = &buf[start..end];
+            start = end;
+            (id, record)
+        })
+        .collect()
 }
 
 fn decode<'a, T: Deserialize<'a>>(
@@ -707,7 +782,8 @@ fn decode<'a, T: Deserialize<'a>>(
     }
 }
 
-fn corrupt(dir: &Path, table: &'static str, id: u64, reason: String) -> StoreError {
+/// The error for a record that does not hold what its key says.
+pub(crate) fn corrupt(dir: &Path, table: &'static str, id: u64, reason: String) -> StoreError {
     StoreError::Corrupt {
         path: dir.to_path_buf(),
         table,
@@ -716,13 +792,8 @@ fn corrupt(dir: &Path, table: &'static str, id: u64, reason: String) -> StoreErr
     }
 }
 
-/// Sorted ids as runs of consecutive ones, `(first, last)`.
-fn runs(ids: &[u64]) -> impl Iterator<Item = (u64, u64)> + '_ {
-    ids.chunk_by(|a, b| a + 1 == *b)
-        .map(|run| (run[0], run[run.len() - 1]))
-}
-
-fn db_error(dir: &Path, what: &'static str, e: impl Into<redb::Error>) -> StoreError {
+/// The error for a failed operation of redb's.
+pub(crate) fn db_error(dir: &Path, what: &'static str, e: impl Into<redb::Error>) -> StoreError {
     StoreError::Db {
         path: dir.to_path_buf(),
         what,
@@ -768,11 +839,32 @@ pub(crate) mod tests {
         RandomState::new().build_hasher().finish()
     }
 
-    /// Writes `value` as the record of `id`, bypassing every check: a
-    /// damaged record for the readers' error paths.
+    /// Writes `value` as the record of `id` in the page that holds it (a
+    /// page of its own where none does), bypassing every check: a damaged
+    /// record for the readers' error paths.
     pub(crate) fn write_raw(store: &TaskStore, id: u64, value: &[u8]) {
-        let txn = store.db.begin_write().unwrap();
-        txn.open_table(TASKS).unwrap().insert(id, value).unwrap();
+        write_raw_in(&store.db, id, value);
+    }
+
+    fn write_raw_in(db: &Database, id: u64, value: &[u8]) {
+        let txn = db.begin_write().unwrap();
+        {
+            let mut pages = txn.open_table(PAGES).unwrap();
+            let key = store_pages::page_of(&pages, id)
+                .unwrap()
+                .unwrap_or((id, id));
+            let mut records: Vec<Vec<u8>> = match pages.get(key).unwrap() {
+                Some(page) => postcard::from_bytes::<Vec<&[u8]>>(page.value())
+                    .unwrap()
+                    .into_iter()
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+                None => vec![Vec::new()],
+            };
+            records[(id - key.0) as usize] = value.to_vec();
+            let page = postcard::to_allocvec(&records).unwrap();
+            pages.insert(key, page.as_slice()).unwrap();
+        }
         txn.commit().unwrap();
     }
 
@@ -1087,7 +1179,7 @@ pub(crate) mod tests {
         let err = TaskStore::open(&dir.0, |_| true).unwrap_err();
         assert!(
             err.to_string().starts_with(&format!(
-                "task_store '{}': corrupt record 17 in table 'tasks': ",
+                "task_store '{}': corrupt record 17 in table 'pages': ",
                 dir.0.display()
             )),
             "{err}"
@@ -1096,23 +1188,166 @@ pub(crate) mod tests {
         drop(store_without(&dir, 17));
         let err = TaskStore::open(&dir.0, |_| true).unwrap_err().to_string();
         assert!(
-            err.ends_with("corrupt record 18 in table 'tasks': holds task 5"),
+            err.ends_with("corrupt record 18 in table 'pages': holds task 5"),
             "{err}"
         );
 
         let db = store_without(&dir, 18);
+        write_raw_in(&db, 19, &valid_plus);
+        drop(db);
+        let err = TaskStore::open(&dir.0, |_| true).unwrap_err().to_string();
+        assert!(
+            err.ends_with("corrupt record 19 in table 'pages': 1 trailing bytes"),
+            "{err}"
+        );
+
+        let db = store_without(&dir, 19);
         let txn = db.begin_write().unwrap();
-        txn.open_table(TASKS)
+        txn.open_table(PAGES)
             .unwrap()
-            .insert(19, valid_plus.as_slice())
+            .insert((20, 22), [0xff_u8, 0xff].as_slice())
             .unwrap();
         txn.commit().unwrap();
         drop(db);
         let err = TaskStore::open(&dir.0, |_| true).unwrap_err().to_string();
         assert!(
-            err.ends_with("corrupt record 19 in table 'tasks': 1 trailing bytes"),
+            err.contains("corrupt record 20 in table 'pages': page 20..=22: "),
             "{err}"
         );
+    }
+
+    /// A store written before pages: its tasks move into pages when it is
+    /// opened, in transactions of [`MIGRATE_AT_ONCE`], and come back
+    /// exactly; a damaged one is reported from the old table.
+    #[test]
+    fn a_store_from_before_pages_moves_its_tasks_into_pages() {
+        let dir = TempDir::new("legacy");
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let count = MIGRATE_AT_ONCE as u64 + 10;
+        let stored = || (0..count).filter(|id| id % 7 != 3);
+        {
+            let db = Database::create(dir.0.join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut legacy = txn.open_table(LEGACY_TASKS).unwrap();
+                for id in stored() {
+                    let record = postcard::to_allocvec(&task(id, &id.to_le_bytes())).unwrap();
+                    legacy.insert(id, record.as_slice()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let (mut store, rec) = open(&dir);
+        assert_eq!(ids(&rec.tasks), stored().collect::<Vec<_>>());
+        assert!(rec
+            .tasks
+            .iter()
+            .all(|t| t.payload.data[..] == t.id.to_le_bytes()));
+        assert_eq!(rec.next_id, count);
+        let txn = store.db.begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| redb::TableHandle::name(&t).to_owned())
+            .collect();
+        assert!(!names.contains(&"tasks".to_owned()), "{names:?}");
+        drop(txn);
+        let mut batch = Batch::default();
+        stored().for_each(|id| batch.delete(id));
+        store.commit(&mut batch, true).unwrap();
+        drop(store);
+        assert!(open(&dir).1.tasks.is_empty());
+
+        let db = Database::create(dir.0.join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(LEGACY_TASKS)
+            .unwrap()
+            .insert(5, [0xff_u8].as_slice())
+            .unwrap();
+        txn.commit().unwrap();
+        drop(db);
+        let err = TaskStore::open(&dir.0, |_| true).unwrap_err().to_string();
+        assert!(err.contains("corrupt record 5 in table 'tasks': "), "{err}");
+    }
+
+    /// Pages end at a gap in the ids and at their size limits; a read back
+    /// starts inside a page and skips what is done there, and the done
+    /// marks of a page survive a restart until its last task is done.
+    #[test]
+    fn pages_split_where_they_must_and_keep_their_done_tasks() {
+        let dir = TempDir::new("pages");
+        let (mut store, _) = open(&dir);
+        let mut batch = Batch::default();
+        let put: Vec<u64> = (0..2_500).chain(2_600..2_700).collect();
+        for &id in &put {
+            let size = if id == 1_500 { 100_000 } else { 40 };
+            batch.put(&task(id, &vec![b'p'; size]));
+        }
+        store.commit(&mut batch, true).unwrap();
+        let keys: Vec<store_pages::PageKey> = {
+            let txn = store.db.begin_read().unwrap();
+            let pages = txn.open_table(PAGES).unwrap();
+            pages
+                .iter()
+                .unwrap()
+                .map(|e| e.unwrap().0.value())
+                .collect()
+        };
+        assert_eq!(
+            keys,
+            vec![
+                (0, 1_023),
+                (1_024, 1_499),
+                (1_500, 1_500),
+                (1_501, 2_499),
+                (2_600, 2_699)
+            ]
+        );
+        (0..1_000)
+            .chain(1_010..1_024)
+            .chain([1_030, 1_500])
+            .for_each(|id| batch.delete(id));
+        store.commit(&mut batch, true).unwrap();
+        let read: Vec<u64> = store
+            .read(1_005, 30, None)
+            .unwrap()
+            .at
+            .iter()
+            .map(|a| a.0)
+            .collect();
+        let mut want: Vec<u64> = (1_005..1_010).chain(1_024..1_030).collect();
+        want.extend(1_031..1_050);
+        assert_eq!(read, want);
+        // A done task put again (a failed task retried) is no longer done.
+        batch.put(&task(1_030, b"again"));
+        store.commit(&mut batch, true).unwrap();
+        drop(store);
+        let (store, rec) = open(&dir);
+        let expected: Vec<u64> = put
+            .iter()
+            .copied()
+            .filter(|&id| !(id < 1_000 || (1_010..1_024).contains(&id) || id == 1_500))
+            .collect();
+        assert_eq!(ids(&rec.tasks), expected);
+        let again = rec.tasks.iter().find(|t| t.id == 1_030).unwrap();
+        assert_eq!(&again.payload.data[..], b"again");
+        let txn = store.db.begin_read().unwrap();
+        let pages = txn.open_table(PAGES).unwrap();
+        assert!(
+            pages.get((0, 1_023)).unwrap().is_some(),
+            "ten of its tasks wait"
+        );
+        assert!(
+            pages.get((1_500, 1_500)).unwrap().is_none(),
+            "all done: gone"
+        );
+        let done = txn.open_table(DONE).unwrap();
+        assert!(done.get(0).unwrap().is_some());
+        assert!(
+            done.get(1_024).unwrap().is_none(),
+            "its one done task was put again"
+        );
+        assert!(done.get(1_501).unwrap().is_none(), "nothing done there");
     }
 
     /// Forks a child that runs `work` on a store in `dir` and dies without
@@ -1212,11 +1447,12 @@ pub(crate) mod tests {
         assert!(!batch.only_deletes());
     }
 
-    /// Opens the raw database and removes one record, to reach the next.
+    /// Opens the raw database and removes the page of `id`, to reach the
+    /// next.
     fn store_without(dir: &TempDir, id: u64) -> Database {
         let db = Database::create(dir.0.join(FILE_NAME)).unwrap();
         let txn = db.begin_write().unwrap();
-        txn.open_table(TASKS).unwrap().remove(id).unwrap();
+        txn.open_table(PAGES).unwrap().remove((id, id)).unwrap();
         txn.commit().unwrap();
         db
     }

@@ -24,9 +24,11 @@ use crate::store_pages::{self, Pages, DONE, PAGES};
 /// Tasks as stores kept them before pages, a record per task, by id: moved
 /// into pages when such a store is opened.
 const LEGACY_TASKS: TableDefinition<u64, &[u8]> = TableDefinition::new("tasks");
-/// How many of those one transaction moves, so that moving a large backlog
-/// holds a bounded amount of it in memory at a time.
+/// How many of those one transaction moves at most, and how many of their
+/// bytes (a task beyond it moves alone), so that moving a large backlog
+/// holds a bounded part of it in memory at a time.
 const MIGRATE_AT_ONCE: usize = 65_536;
+const MIGRATE_BYTES: usize = 16 * 1024 * 1024;
 /// Tasks that used up their attempts, by id, kept for inspection.
 const FAILED: TableDefinition<u64, &[u8]> = TableDefinition::new("failed");
 /// Store-wide counters.
@@ -384,10 +386,10 @@ impl TaskStore {
         Ok(recovered)
     }
 
-    /// Moves up to [`MIGRATE_AT_ONCE`] tasks of a store written before pages
-    /// into pages, in one synced transaction (a crash leaves each task in
-    /// one table or the other); true while more are left. The old table
-    /// goes once it is empty.
+    /// Moves up to [`MIGRATE_AT_ONCE`] tasks or [`MIGRATE_BYTES`] of a store
+    /// written before pages into pages, in one synced transaction (a crash
+    /// leaves each task in one table or the other); false once nothing was
+    /// left to move and the old table is gone.
     fn migrate_some(&mut self) -> Result<bool, StoreError> {
         let what = "cannot move tasks into pages";
         let txn = self.db.begin_write().map_err(|e| self.err(what, e))?;
@@ -405,7 +407,7 @@ impl TaskStore {
                 .open_table(LEGACY_TASKS)
                 .map_err(|e| self.err(what, e))?;
             for entry in legacy.iter().map_err(|e| self.err(what, e))? {
-                if moved.len() == MIGRATE_AT_ONCE {
+                if moved.len() == MIGRATE_AT_ONCE || buf.len() >= MIGRATE_BYTES {
                     break;
                 }
                 let (key, value) = entry.map_err(|e| self.err(what, e))?;
@@ -421,7 +423,6 @@ impl TaskStore {
                     .map_err(|e| self.err(what, e))?;
             }
         }
-        let more = moved.len() == MIGRATE_AT_ONCE;
         if moved.is_empty() {
             txn.delete_table(LEGACY_TASKS)
                 .map_err(|e| self.err(what, e))?;
@@ -431,7 +432,7 @@ impl TaskStore {
             pages.close()?;
         }
         txn.commit().map_err(|e| self.err(what, e))?;
-        Ok(more || !moved.is_empty())
+        Ok(!moved.is_empty())
     }
 
     /// Writes the batch in one write transaction; the batch is then empty.
@@ -1217,21 +1218,29 @@ pub(crate) mod tests {
     }
 
     /// A store written before pages: its tasks move into pages when it is
-    /// opened, in transactions of [`MIGRATE_AT_ONCE`], and come back
-    /// exactly; a damaged one is reported from the old table.
+    /// opened, in transactions of at most [`MIGRATE_AT_ONCE`] tasks or
+    /// [`MIGRATE_BYTES`], and come back exactly; a damaged one is reported
+    /// from the old table.
     #[test]
     fn a_store_from_before_pages_moves_its_tasks_into_pages() {
         let dir = TempDir::new("legacy");
         std::fs::create_dir_all(&dir.0).unwrap();
-        let count = MIGRATE_AT_ONCE as u64 + 10;
+        // More tasks than one transaction moves, the last three large
+        // enough that their bytes end a transaction too.
+        let count = MIGRATE_AT_ONCE as u64 * 7 / 6 + 100;
         let stored = || (0..count).filter(|id| id % 7 != 3);
+        let payload = |id: u64| match id + 3 >= count {
+            true => vec![(id % 251) as u8; MIGRATE_BYTES / 2],
+            false => id.to_le_bytes().to_vec(),
+        };
+        assert!(stored().count() > MIGRATE_AT_ONCE);
         {
             let db = Database::create(dir.0.join(FILE_NAME)).unwrap();
             let txn = db.begin_write().unwrap();
             {
                 let mut legacy = txn.open_table(LEGACY_TASKS).unwrap();
                 for id in stored() {
-                    let record = postcard::to_allocvec(&task(id, &id.to_le_bytes())).unwrap();
+                    let record = postcard::to_allocvec(&task(id, &payload(id))).unwrap();
                     legacy.insert(id, record.as_slice()).unwrap();
                 }
             }
@@ -1242,7 +1251,7 @@ pub(crate) mod tests {
         assert!(rec
             .tasks
             .iter()
-            .all(|t| t.payload.data[..] == t.id.to_le_bytes()));
+            .all(|t| t.payload.data[..] == payload(t.id)));
         assert_eq!(rec.next_id, count);
         let txn = store.db.begin_read().unwrap();
         let names: Vec<String> = txn

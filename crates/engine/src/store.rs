@@ -1359,6 +1359,111 @@ pub(crate) mod tests {
         assert!(done.get(1_501).unwrap().is_none(), "nothing done there");
     }
 
+    /// Random submissions (runs of new ids), tasks put again, finished,
+    /// failed and retried, commits with and without a sync, reads back from
+    /// anywhere and restarts, checked against a map of what the store must
+    /// hold: pages, done bits and rewrites agree with a record per task.
+    #[test]
+    fn pages_agree_with_a_model_under_random_changes() {
+        let dir = TempDir::new("model");
+        let (mut store, _) = open(&dir);
+        let mut queued: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut failed: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+        let mut batch = Batch::default();
+        let mut next = 0u64;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n.max(1)
+        };
+        let stored = |records: &Records| {
+            let mut out = Vec::new();
+            records
+                .each(|t| out.push((t.id, t.payload.data.to_vec())))
+                .unwrap();
+            out
+        };
+        for step in 0..1_500u64 {
+            let pick = |map: &BTreeMap<u64, Vec<u8>>, r: u64| map.keys().nth(r as usize).copied();
+            match rnd(11) {
+                0..=2 => {
+                    for _ in 0..1 + rnd(300) {
+                        let data = format!("{next}/{step}").into_bytes();
+                        batch.put(&task(next, &data));
+                        queued.insert(next, data);
+                        next += 1;
+                    }
+                }
+                3..=5 => {
+                    for _ in 0..rnd(250) {
+                        if let Some(id) = pick(&queued, rnd(queued.len() as u64)) {
+                            batch.delete(id);
+                            queued.remove(&id);
+                        }
+                    }
+                }
+                6 => {
+                    if let Some(id) = pick(&queued, rnd(queued.len() as u64)) {
+                        let data = format!("again {id}/{step}").into_bytes();
+                        let mut again = task(id, &data);
+                        again.attempts = 1;
+                        batch.put(&again);
+                        queued.insert(id, data);
+                    }
+                }
+                7 => {
+                    if let Some(id) = pick(&queued, rnd(queued.len() as u64)) {
+                        let data = queued.remove(&id).unwrap();
+                        batch.fail(&task(id, &data), "boom", step);
+                        failed.insert(id, data);
+                    }
+                }
+                8 => {
+                    store.commit(&mut batch, rnd(2) == 0).unwrap();
+                    let ids: Vec<u64> = (0..rnd(4))
+                        .filter_map(|_| pick(&failed, rnd(failed.len() as u64)))
+                        .collect();
+                    for task in store.retry_failed(&Which::Ids(ids)).unwrap() {
+                        let data = failed.remove(&task.id).unwrap();
+                        assert_eq!(&task.payload.data[..], &data[..]);
+                        queued.insert(task.id, data);
+                    }
+                }
+                _ => {
+                    store.commit(&mut batch, rnd(2) == 0).unwrap();
+                    let from = rnd(next + 1);
+                    let limit = 1 + rnd(700) as usize;
+                    let read = store.read(from, limit, None).unwrap();
+                    let want: Vec<(u64, Vec<u8>)> = queued
+                        .range(from..)
+                        .take(limit)
+                        .map(|(&id, data)| (id, data.clone()))
+                        .collect();
+                    assert_eq!(read.exhausted, queued.range(from..).count() <= limit);
+                    assert_eq!(stored(&read), want, "step {step}: read from {from}");
+                }
+            }
+            if step % 300 == 299 {
+                store.commit(&mut batch, true).unwrap();
+                drop(store);
+                let (again, rec) = open(&dir);
+                store = again;
+                let back: Vec<(u64, Vec<u8>)> = rec
+                    .tasks
+                    .iter()
+                    .map(|t| (t.id, t.payload.data.to_vec()))
+                    .collect();
+                let want: Vec<(u64, Vec<u8>)> =
+                    queued.iter().map(|(&id, d)| (id, d.clone())).collect();
+                assert_eq!(back, want, "step {step}: after a restart");
+                assert_eq!(rec.failed, failed.len() as u64);
+                assert!(rec.next_id >= next);
+            }
+        }
+    }
+
     /// Forks a child that runs `work` on a store in `dir` and dies without
     /// closing it (as a `kill -9` would leave it); returns whether `work`
     /// held.

@@ -5,6 +5,7 @@
 //! task, redb's work per record was most of what a store added to a drain
 //! (issue 17 §3).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::path::Path;
@@ -36,6 +37,7 @@ pub type PageKey = (u64, u64);
 /// tasks than its key spans, is reported with its first id.
 pub fn records<'a>(dir: &Path, key: PageKey, value: &'a [u8]) -> Result<Vec<&'a [u8]>, StoreError> {
     let (first, last) = key;
+    let span = span(dir, key)?;
     let tasks: Vec<&[u8]> = match postcard::take_from_bytes(value) {
         Ok((tasks, [])) => tasks,
         Ok((_, rest)) => {
@@ -51,7 +53,7 @@ pub fn records<'a>(dir: &Path, key: PageKey, value: &'a [u8]) -> Result<Vec<&'a 
             ))
         }
     };
-    if first > last || tasks.len() as u64 != last - first + 1 {
+    if tasks.len() as u64 != span {
         let reason = format!("page {first}..={last} holds {} tasks", tasks.len());
         return Err(corrupt(dir, "pages", first, reason));
     }
@@ -132,17 +134,22 @@ impl<'t, 'd> Pages<'t, 'd> {
         })
     }
 
-    /// The done bits of `key` as this transaction has them.
+    /// The done bits of `key` as this transaction has them, as many bytes
+    /// as the page needs.
     fn bits(&mut self, key: PageKey) -> Result<&mut Vec<u8>, StoreError> {
-        if !self.bits.contains_key(&key) {
-            let stored = self
-                .done
-                .get(key.0)
-                .map_err(|e| commit_error(self.dir, e))?;
-            let bits = stored.map_or_else(Vec::new, |b| b.value().to_vec());
-            self.bits.insert(key, bits);
-        }
-        Ok(self.bits.get_mut(&key).expect("inserted above"))
+        let len = span(self.dir, key)?.div_ceil(8) as usize;
+        let bits = match self.bits.entry(key) {
+            Entry::Occupied(slot) => slot.into_mut(),
+            Entry::Vacant(slot) => {
+                let stored = self
+                    .done
+                    .get(key.0)
+                    .map_err(|e| commit_error(self.dir, e))?;
+                slot.insert(stored.map_or_else(Vec::new, |b| b.value().to_vec()))
+            }
+        };
+        bits.resize(len, 0);
+        Ok(bits)
     }
 
     /// Marks the tasks `ids` (sorted, without repeats) done; ids no page
@@ -167,8 +174,6 @@ impl<'t, 'd> Pages<'t, 'd> {
             }
             for key in keys {
                 let bits = self.bits(key)?;
-                let span = key.1 - key.0 + 1;
-                bits.resize(bits.len().max(span.div_ceil(8) as usize), 0);
                 for id in a.max(key.0)..=b.min(key.1) {
                     let i = id - key.0;
                     bits[(i / 8) as usize] |= 1 << (i % 8);
@@ -257,9 +262,8 @@ impl<'t, 'd> Pages<'t, 'd> {
     /// is removed with them.
     pub fn close(mut self) -> Result<(), StoreError> {
         for (key, bits) in std::mem::take(&mut self.bits) {
-            let span = key.1 - key.0 + 1;
             let done = bits.iter().map(|b| u64::from(b.count_ones())).sum::<u64>();
-            if done == span {
+            if done == span(self.dir, key)? {
                 self.pages
                     .remove(key)
                     .map_err(|e| commit_error(self.dir, e))?;
@@ -277,6 +281,19 @@ impl<'t, 'd> Pages<'t, 'd> {
             }
         }
         Ok(())
+    }
+}
+
+/// How many ids the page `key` spans. Nothing read from disk is trusted:
+/// a key that ends before it starts, or spans more tasks than a page
+/// holds, is reported rather than sized for.
+fn span(dir: &Path, key: PageKey) -> Result<u64, StoreError> {
+    match key.1.checked_sub(key.0) {
+        Some(n) if n < PAGE_TASKS as u64 => Ok(n + 1),
+        _ => {
+            let reason = format!("page {}..={} cannot be a page", key.0, key.1);
+            Err(corrupt(dir, "pages", key.0, reason))
+        }
     }
 }
 
@@ -311,7 +328,20 @@ mod tests {
             "{err}"
         );
         let err = records(dir, (6, 4), &value).unwrap_err().to_string();
-        assert!(err.contains("page 6..=4 holds 2 tasks"), "{err}");
+        assert!(
+            err.ends_with("corrupt record 6 in table 'pages': page 6..=4 cannot be a page"),
+            "{err}"
+        );
+        let err = records(dir, (0, u64::MAX), &value).unwrap_err().to_string();
+        assert!(
+            err.ends_with("page 0..=18446744073709551615 cannot be a page"),
+            "{err}"
+        );
+        assert_eq!(
+            span(dir, (7, 7 + PAGE_TASKS as u64 - 1)).unwrap(),
+            PAGE_TASKS as u64
+        );
+        assert!(span(dir, (7, 7 + PAGE_TASKS as u64)).is_err());
         let mut longer = value.clone();
         longer.push(0);
         let err = records(dir, (4, 5), &longer).unwrap_err().to_string();

@@ -82,6 +82,18 @@ pub fn page_of(
     }
 }
 
+/// Where the pages that hold ids from `id` on begin: at the page holding
+/// `id`, or else after every page that starts at or before it.
+fn start_at(
+    table: &impl ReadableTable<PageKey, &'static [u8]>,
+    id: u64,
+) -> Result<Bound<PageKey>, redb::StorageError> {
+    Ok(match page_of(table, id)? {
+        Some(key) => Bound::Included(key),
+        None => Bound::Excluded((id, u64::MAX)),
+    })
+}
+
 /// Walks the pages that hold ids from `from` on, in id order, with each
 /// page's done bits (empty: none done), until `each` returns false.
 pub fn walk(
@@ -93,10 +105,7 @@ pub fn walk(
 ) -> Result<(), StoreError> {
     let what = "cannot read tasks";
     let err = |e: redb::StorageError| db_error(dir, what, e);
-    let start = match page_of(pages, from).map_err(err)? {
-        Some(key) => Bound::Included(key),
-        None => Bound::Excluded((from, u64::MAX)),
-    };
+    let start = start_at(pages, from).map_err(err)?;
     for entry in pages
         .range::<PageKey>((start, Bound::Unbounded))
         .map_err(err)?
@@ -157,21 +166,14 @@ impl<'t, 'd> Pages<'t, 'd> {
     pub fn finish(&mut self, ids: &[u64]) -> Result<(), StoreError> {
         for run in ids.chunk_by(|a, b| a + 1 == *b) {
             let (a, b) = (run[0], run[run.len() - 1]);
-            let mut keys: Vec<PageKey> = page_of(&self.pages, a)
-                .map_err(|e| commit_error(self.dir, e))?
-                .into_iter()
-                .collect();
-            let later = (
-                Bound::Excluded((a, u64::MAX)),
-                Bound::Included((b, u64::MAX)),
-            );
-            for entry in self
+            let start = start_at(&self.pages, a).map_err(|e| commit_error(self.dir, e))?;
+            let keys = self
                 .pages
-                .range::<PageKey>(later)
+                .range::<PageKey>((start, Bound::Included((b, u64::MAX))))
                 .map_err(|e| commit_error(self.dir, e))?
-            {
-                keys.push(entry.map_err(|e| commit_error(self.dir, e))?.0.value());
-            }
+                .map(|entry| entry.map(|(key, _)| key.value()))
+                .collect::<Result<Vec<PageKey>, _>>()
+                .map_err(|e| commit_error(self.dir, e))?;
             for key in keys {
                 let bits = self.bits(key)?;
                 for id in a.max(key.0)..=b.min(key.1) {

@@ -412,4 +412,28 @@ CODE);
             $this->assertSame("async-$i", unserialize(base64_decode($byId[$id])), "onFinish gets task id $id with its own result");
         }
     }
+
+    public function testUnderABacklogEveryResultReachesOnFinishOnceAndTaskwaitIsNotHeldBack(): void
+    {
+        // 300 tasks for 2 task workers: results come while tasks wait, so
+        // onFinish's may be written in batches; taskwait's never waits.
+        $server = $this->server();
+        $reply = $this->evalInWorker('', <<<'CODE'
+$ids = [];
+for ($i = 0; $i < 300; $i++) { $ids[] = $s->task("/*quiet*/ usleep(300); return $i;"); }
+return [$ids, $s->taskwait('/*quiet*/ return "waited";', 5)];
+CODE);
+        [$ids, $waited] = $reply['r'];
+        $this->assertSame('waited', $waited);
+        $this->waitUntil(fn () => count($this->finishes()) >= 300, 10, '300 results in onFinish', $server);
+        usleep(50000);
+        $byId = [];
+        foreach ($this->events('finish') as $e) {
+            $this->assertArrayNotHasKey($e['task_id'], $byId, "task {$e['task_id']} reached onFinish once");
+            $byId[$e['task_id']] = unserialize(base64_decode($e['data']));
+        }
+        ksort($byId);
+        $this->assertSame($ids, array_keys($byId));
+        $this->assertSame(range(0, 299), array_values($byId), 'each with its own result, none with taskwait\'s');
+    }
 }

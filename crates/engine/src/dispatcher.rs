@@ -540,6 +540,12 @@ impl Dispatcher {
                 .sum::<usize>()
     }
 
+    /// Whether tasks ready to run wait in the queue: every task worker's
+    /// window is full, and the task workers bound the rate.
+    pub fn backlogged(&self) -> bool {
+        self.queue.len() > self.queue.delayed()
+    }
+
     /// Tasks accepted whose delay or retry backoff is not over (part of
     /// [`Dispatcher::queued`]).
     pub fn delayed(&self) -> usize {

@@ -2,6 +2,10 @@
 //! synchronously; one writer task drains everything buffered with a single
 //! write, so bursts of small messages cost one syscall, not one each.
 //!
+//! What may wait (see [`Outbox::push_lazy`]) is written at most once per
+//! [`HOLD`] while nothing urgent joins it, so a burst of task results costs
+//! an idle worker one wakeup per millisecond instead of one per result.
+//!
 //! A worker's outbox has a high-water mark: above it the master stops
 //! reading the clients whose messages would land there (see
 //! `Hub::holding_back`), and TCP pushes back on them, until the writer
@@ -14,10 +18,15 @@ use std::rc::Rc;
 use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
 
 /// A written chunk at least this large counts as a large drain: its memory
 /// is worth handing back to the system (see `master::trimmer`).
 pub const LARGE_CHUNK: usize = 1024 * 1024;
+
+/// How long after a write lazy bytes may wait for the next one. Tokio's
+/// timer rounds it up to the next millisecond tick, so at most about 2 ms.
+pub const HOLD: Duration = Duration::from_millis(1);
 
 /// A write buffer shared between the hub and one writer task.
 #[derive(Default)]
@@ -25,6 +34,9 @@ pub struct Outbox {
     buf: RefCell<BytesMut>,
     notify: Notify,
     closed: Cell<bool>,
+    /// Something pushed since the writer last took the buffer must go out
+    /// now; without it, the buffer holds lazy bytes only.
+    urgent: Cell<bool>,
     /// The writer is to stop once everything is written and hand its half
     /// of the socket back (the connection is being parked).
     stop: Cell<bool>,
@@ -70,7 +82,32 @@ impl Outbox {
     /// Appends with `fill` and wakes the writer.
     pub fn push_with(&self, fill: impl FnOnce(&mut BytesMut)) {
         fill(&mut self.buf.borrow_mut());
+        self.urgent.set(true);
         self.notify.notify_one();
+    }
+
+    /// Appends bytes that may wait up to [`HOLD`] after the last write for
+    /// more to join them: written at once after a quiet spell, otherwise
+    /// with the next write. Everything stays in order: an urgent push or a
+    /// close takes the lazy bytes along.
+    pub fn push_lazy(&self, fill: impl FnOnce(&mut BytesMut)) {
+        let mut buf = self.buf.borrow_mut();
+        let was_empty = buf.is_empty();
+        fill(&mut buf);
+        if was_empty {
+            self.notify.notify_one();
+        }
+    }
+
+    /// When the writer may write what it holds: `None` for now, or the end
+    /// of the hold when only lazy bytes wait and the last write (at `last`)
+    /// was less than [`HOLD`] ago.
+    fn hold_until(&self, last: Option<Instant>) -> Option<Instant> {
+        if self.urgent.get() || self.closed.get() || self.stop.get() {
+            return None;
+        }
+        let until = last? + HOLD;
+        (until > Instant::now()).then_some(until)
     }
 
     /// Ends the writer once everything buffered so far is written, and
@@ -98,6 +135,13 @@ impl Outbox {
         self.buf.borrow().len() + self.in_flight.get()
     }
 
+    /// Whether something pushed since the writer last took the buffer must
+    /// go out now.
+    #[cfg(test)]
+    pub fn holds_urgent(&self) -> bool {
+        self.urgent.get()
+    }
+
     /// Whether readers feeding this outbox should pause.
     pub fn over_mark(&self) -> bool {
         self.high_water > 0 && !self.closed.get() && self.pending() > self.high_water
@@ -108,15 +152,18 @@ impl Outbox {
     /// not split, so a burst's peak allocation is freed once written instead
     /// of being kept for good.
     pub fn take(&self) -> BytesMut {
+        self.urgent.set(false);
         std::mem::take(&mut *self.buf.borrow_mut())
     }
 
-    /// Moves `other`'s unwritten bytes in front of ours.
+    /// Moves `other`'s unwritten bytes in front of ours; what they were
+    /// is not known here, so none of it waits.
     pub fn prepend(&self, mut older: BytesMut) {
         let mut buf = self.buf.borrow_mut();
         if !older.is_empty() {
             older.extend_from_slice(&buf);
             *buf = older;
+            self.urgent.set(true);
         }
     }
 
@@ -138,11 +185,20 @@ impl Outbox {
 /// (`None`), or until `stop_writer` was called and everything is written:
 /// then `w` is handed back.
 pub async fn write_loop<W: AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut w: W) -> Option<W> {
+    let mut last_write = None;
     loop {
-        let chunk = outbox.take();
-        if !chunk.is_empty() {
+        if !outbox.buf.borrow().is_empty() {
+            if let Some(until) = outbox.hold_until(last_write) {
+                tokio::select! {
+                    _ = outbox.notify.notified() => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                }
+                continue;
+            }
+            let chunk = outbox.take();
             outbox.in_flight.set(chunk.len());
             let result = w.write_all(&chunk).await;
+            last_write = Some(Instant::now());
             let capacity = chunk.capacity();
             drop(chunk);
             outbox.written(capacity);
@@ -183,7 +239,8 @@ pub fn take_messages(outbox: &Outbox) -> Vec<crate::ipc::ToWorker> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+    use tokio::task::JoinHandle;
 
     fn runtime() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread()
@@ -305,5 +362,82 @@ mod tests {
             rd.read_to_end(&mut rest).await.unwrap();
             assert_eq!(rest, b"x");
         }));
+    }
+
+    /// Runs `body` on a runtime whose clock moves only when every task
+    /// waits (so holds are measured in its time, not the machine's), with a
+    /// client outbox, its writer, and the far end of what it writes.
+    fn with_paused_writer<F, Fut>(body: F)
+    where
+        F: FnOnce(Rc<Outbox>, DuplexStream, JoinHandle<Option<DuplexStream>>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let outbox = Rc::new(Outbox::for_client(Rc::new(Notify::new())));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(tokio::task::LocalSet::new().run_until(async {
+            let (rd, wr) = tokio::io::duplex(1 << 16);
+            let writer = tokio::task::spawn_local(write_loop(outbox.clone(), wr));
+            body(outbox, rd, writer).await
+        }));
+    }
+
+    /// Reads exactly `n` bytes; how long (on the runtime's clock) it took.
+    async fn read_n(rd: &mut DuplexStream, n: usize) -> (Vec<u8>, Duration) {
+        let t0 = Instant::now();
+        let mut got = vec![0u8; n];
+        rd.read_exact(&mut got).await.unwrap();
+        (got, t0.elapsed())
+    }
+
+    /// Has the writer write a byte now: what comes next comes soon after a
+    /// write.
+    async fn just_written(outbox: &Outbox, rd: &mut DuplexStream) {
+        outbox.push_with(|b| b.extend_from_slice(b"a"));
+        assert_eq!(read_n(rd, 1).await.0, b"a");
+    }
+
+    #[test]
+    fn lazy_bytes_after_a_quiet_spell_are_written_at_once() {
+        with_paused_writer(|outbox, mut rd, _| async move {
+            outbox.push_lazy(|b| b.extend_from_slice(b"first"));
+            let now = (b"first".to_vec(), Duration::ZERO);
+            assert_eq!(read_n(&mut rd, 5).await, now);
+            tokio::time::sleep(HOLD * 2).await;
+            outbox.push_lazy(|b| b.extend_from_slice(b"later"));
+            let now = (b"later".to_vec(), Duration::ZERO);
+            assert_eq!(read_n(&mut rd, 5).await, now);
+        });
+    }
+
+    #[test]
+    fn lazy_bytes_soon_after_a_write_wait_for_the_hold_to_end() {
+        with_paused_writer(|outbox, mut rd, _| async move {
+            just_written(&outbox, &mut rd).await;
+            outbox.push_lazy(|b| b.extend_from_slice(b"b"));
+            outbox.push_lazy(|b| b.extend_from_slice(b"c"));
+            let (got, waited) = read_n(&mut rd, 2).await;
+            assert_eq!(got, b"bc", "both in one write, in order");
+            assert!(waited >= HOLD && waited <= HOLD * 3, "held {waited:?}");
+        });
+    }
+
+    #[test]
+    fn an_urgent_push_or_a_close_takes_held_lazy_bytes_along_at_once() {
+        with_paused_writer(|outbox, mut rd, writer| async move {
+            just_written(&outbox, &mut rd).await;
+            outbox.push_lazy(|b| b.extend_from_slice(b"b"));
+            tokio::task::yield_now().await;
+            outbox.push_with(|b| b.extend_from_slice(b"c"));
+            assert_eq!(read_n(&mut rd, 2).await, (b"bc".to_vec(), Duration::ZERO));
+            outbox.push_lazy(|b| b.extend_from_slice(b"d"));
+            tokio::task::yield_now().await;
+            outbox.close();
+            assert_eq!(read_n(&mut rd, 1).await, (b"d".to_vec(), Duration::ZERO));
+            assert!(writer.await.unwrap().is_none());
+        });
     }
 }

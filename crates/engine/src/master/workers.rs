@@ -178,9 +178,19 @@ impl Workers {
 
     /// Routes an event the worker will report handled (`Idle`).
     pub fn push_event(&mut self, worker: u32, msg: &ToWorker) {
+        self.route_event(worker, msg, false);
+    }
+
+    /// [`Workers::push_event`], lazily if `may_wait` (see
+    /// [`Outbox::push_lazy`]).
+    fn route_event(&mut self, worker: u32, msg: &ToWorker, may_wait: bool) {
         let event_worker = worker < self.event_workers;
         if let Some(p) = self.procs.get_mut(worker as usize) {
-            p.outbox.push_with(|b| msg.encode(b));
+            if may_wait {
+                p.outbox.push_lazy(|b| msg.encode(b));
+            } else {
+                p.outbox.push_with(|b| msg.encode(b));
+            }
             if event_worker {
                 p.outstanding += 1;
             }
@@ -189,15 +199,23 @@ impl Workers {
     }
 
     /// A task result for `worker`: to the incarnation blocked in taskwait on
-    /// it (`waiter`), even while it is leaving, otherwise as a new event.
-    pub fn push_result(&mut self, worker: u32, waiter: Option<u64>, msg: &ToWorker) {
+    /// it (`waiter`), even while it is leaving, otherwise as a new event,
+    /// which may wait for the outbox's next write if `may_wait` and no one
+    /// waits for it.
+    pub fn push_result(
+        &mut self,
+        worker: u32,
+        waiter: Option<u64>,
+        msg: &ToWorker,
+        may_wait: bool,
+    ) {
         let leaving = self
             .procs
             .get(worker as usize)
             .and_then(|p| p.leaving.as_ref());
         match (leaving, waiter) {
             (Some((g, old)), Some(w)) if *g == w => old.push_with(|b| msg.encode(b)),
-            _ => self.push_event(worker, msg),
+            _ => self.route_event(worker, msg, may_wait && waiter.is_none()),
         }
     }
 
@@ -555,7 +573,7 @@ mod tests {
                 data: Bytes::from_static(b"r"),
             },
         };
-        w.push_result(0, Some(g1), &result);
+        w.push_result(0, Some(g1), &result, true);
         w.push_event(0, &receive(9));
         assert_eq!(take_messages(&old), vec![reply, result]);
         let (_, new) = w.joined(0, 101).unwrap();

@@ -809,8 +809,8 @@ pub(crate) mod tests {
     use bytes::Bytes;
     use std::collections::hash_map::RandomState;
     use std::hash::{BuildHasher, Hasher};
-    use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
-    use std::process::{Command, Stdio};
+    use std::io::{BufRead, BufReader, Lines, Seek, SeekFrom, Write};
+    use std::process::{Child, ChildStdout, Command, Stdio};
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::time::{Duration, Instant};
 
@@ -1217,6 +1217,22 @@ pub(crate) mod tests {
         );
     }
 
+    /// Writes a store in `dir` as taskq wrote it before pages: one record
+    /// per task in the old table.
+    fn write_legacy(dir: &TempDir, tasks: impl Iterator<Item = QueuedTask>) {
+        std::fs::create_dir_all(&dir.0).unwrap();
+        let db = Database::create(dir.0.join(FILE_NAME)).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut legacy = txn.open_table(LEGACY_TASKS).unwrap();
+            for t in tasks {
+                let record = postcard::to_allocvec(&t).unwrap();
+                legacy.insert(t.id, record.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
     /// A store written before pages: its tasks move into pages when it is
     /// opened, in transactions of at most [`MIGRATE_AT_ONCE`] tasks or
     /// [`MIGRATE_BYTES`], and come back exactly; a damaged one is reported
@@ -1234,18 +1250,7 @@ pub(crate) mod tests {
             false => id.to_le_bytes().to_vec(),
         };
         assert!(stored().count() > MIGRATE_AT_ONCE);
-        {
-            let db = Database::create(dir.0.join(FILE_NAME)).unwrap();
-            let txn = db.begin_write().unwrap();
-            {
-                let mut legacy = txn.open_table(LEGACY_TASKS).unwrap();
-                for id in stored() {
-                    let record = postcard::to_allocvec(&task(id, &payload(id))).unwrap();
-                    legacy.insert(id, record.as_slice()).unwrap();
-                }
-            }
-            txn.commit().unwrap();
-        }
+        write_legacy(&dir, stored().map(|id| task(id, &payload(id))));
         let (mut store, rec) = open(&dir);
         assert_eq!(ids(&rec.tasks), stored().collect::<Vec<_>>());
         assert!(rec
@@ -1649,6 +1654,30 @@ pub(crate) mod tests {
         }
     }
 
+    /// Starts `name`, one of this binary's ignored helper tests, on the
+    /// store in `dir` (passed in `env`); its output, line by line.
+    fn helper_process(
+        name: &str,
+        env: &str,
+        dir: &TempDir,
+    ) -> (Child, Lines<BufReader<ChildStdout>>) {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                &format!("store::tests::{name}"),
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(env, &dir.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, lines)
+    }
+
     const CRASH_ENV: &str = "TASKQ_STORE_CRASH_DIR";
     const CRASH_MARK: &str = "crash-child committed ";
 
@@ -1687,20 +1716,7 @@ pub(crate) mod tests {
     fn a_kill_9_loses_no_committed_batch() {
         for round in 0..3 {
             let dir = TempDir::new("crash");
-            let mut child = Command::new(std::env::current_exe().unwrap())
-                .args([
-                    "--exact",
-                    "store::tests::crash_child",
-                    "--ignored",
-                    "--nocapture",
-                    "--test-threads=1",
-                ])
-                .env(CRASH_ENV, &dir.0)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let (mut child, mut lines) = helper_process("crash_child", CRASH_ENV, &dir);
             let mut last = None;
             let mut read_until = |last: &mut Option<u64>, stop: Option<u64>| {
                 for line in lines.by_ref() {
@@ -1749,6 +1765,92 @@ pub(crate) mod tests {
                 rec.tasks.len()
             );
         }
+    }
+
+    const MOVE_ENV: &str = "TASKQ_STORE_MOVE_DIR";
+    const MOVE_OPENING: &str = "move-child: opening";
+    const MOVE_DONE: &str = "move-child: moved";
+
+    /// Not a test: the child of `a_kill_9_while_an_old_store_moves_loses_nothing`,
+    /// which opens an old store (moving its tasks into pages) and says when
+    /// it starts and when it is done.
+    #[test]
+    #[ignore = "helper process of a_kill_9_while_an_old_store_moves_loses_nothing"]
+    fn move_child() {
+        let Some(dir) = std::env::var_os(MOVE_ENV) else {
+            return;
+        };
+        let mut out = std::io::stdout();
+        writeln!(out, "{MOVE_OPENING}").unwrap();
+        out.flush().unwrap();
+        TaskStore::open(Path::new(&dir), |_| true).unwrap();
+        writeln!(out, "{MOVE_DONE}").unwrap();
+        out.flush().unwrap();
+    }
+
+    /// Each step of a move is one synced transaction that deletes tasks
+    /// from the old table and writes them into pages: a `kill -9` at any
+    /// moment leaves every task in exactly one of the two, and the next
+    /// open finishes the move.
+    #[test]
+    fn a_kill_9_while_an_old_store_moves_loses_nothing() {
+        let count = MIGRATE_AT_ONCE as u64 * 4 + 17;
+        let payload = |id: u64| id.to_le_bytes();
+        let template = TempDir::new("move-template");
+        write_legacy(&template, (0..count).map(|id| task(id, &payload(id))));
+        let copy = || {
+            let dir = TempDir::new("move");
+            std::fs::create_dir_all(&dir.0).unwrap();
+            std::fs::copy(template.0.join(FILE_NAME), dir.0.join(FILE_NAME)).unwrap();
+            dir
+        };
+        let all_there = |dir: &TempDir, round: u32| {
+            let (_, rec) = open(dir);
+            assert_eq!(rec.tasks.len() as u64, count, "round {round}");
+            for (i, t) in rec.tasks.iter().enumerate() {
+                assert_eq!(
+                    (t.id, &t.payload.data[..]),
+                    (i as u64, &payload(i as u64)[..])
+                );
+            }
+        };
+        // How long a whole move takes here, so the kills land within one.
+        let timed = copy();
+        let started = Instant::now();
+        drop(open(&timed));
+        let whole = started.elapsed();
+        all_there(&timed, 0);
+        // Tasks left in the old table, when some have moved already.
+        let halfway = |dir: &TempDir| {
+            let db = Database::open(dir.0.join(FILE_NAME)).unwrap();
+            let txn = db.begin_read().unwrap();
+            let left = txn.open_table(LEGACY_TASKS).map_or(0, |t| t.len().unwrap());
+            (left > 0 && left < count).then_some(left)
+        };
+        let mut cut_short = 0;
+        for round in 1..=5 {
+            let dir = copy();
+            let (mut child, mut lines) = helper_process("move_child", MOVE_ENV, &dir);
+            let mut said = |mark: &str| lines.by_ref().any(|l| l.unwrap().contains(mark));
+            assert!(said(MOVE_OPENING), "round {round}: the child did not start");
+            let quarter = (whole.as_micros() as u64 / 4).max(1);
+            let at = Duration::from_micros(quarter + random() % (2 * quarter));
+            std::thread::sleep(at);
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let moved = said(MOVE_DONE);
+            let left = halfway(&dir);
+            cut_short += u32::from(left.is_some());
+            all_there(&dir, round);
+            eprintln!(
+                "round {round}: killed {at:?} into a move of {whole:?}; finished: {moved}; \
+                 left in the old table: {left:?}"
+            );
+        }
+        assert!(
+            cut_short > 0,
+            "no kill landed halfway through a move of {whole:?}"
+        );
     }
 
     /// Commit cost, printed: 10,000 puts then 10,000 deletes in batches of

@@ -189,9 +189,12 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(outbox: Rc<Outbox>, mut w: W) -> 
     loop {
         if !outbox.buf.borrow().is_empty() {
             if let Some(until) = outbox.hold_until(last_write) {
+                // Boxed, so that a client's writer, which never holds, is
+                // not made larger by a timer it does not use.
+                let hold = Box::pin(tokio::time::sleep_until(until));
                 tokio::select! {
                     _ = outbox.notify.notified() => {}
-                    _ = tokio::time::sleep_until(until) => {}
+                    _ = hold => {}
                 }
                 continue;
             }

@@ -405,6 +405,13 @@ final class TaskqServer
         return [$kb('VmRSS'), $kb('VmHWM')];
     }
 
+    /** RssAnon of the master in bytes: its heap and stacks, without the code it paged in. */
+    public function masterRssAnon(): int
+    {
+        $s = (string) @file_get_contents("/proc/$this->pid/status");
+        return preg_match('/^RssAnon:\s+(\d+) kB/m', $s, $m) ? (int) $m[1] * 1024 : 0;
+    }
+
     /** Task workers of this server, as progress slot numbers. */
     public function taskSlots(): array
     {

@@ -1087,6 +1087,7 @@ mod tests {
                 );
                 if task_id == 0 {
                     assert!(backlog, "the first results come while tasks wait");
+                    assert!(!event_outbox.holds_urgent(), "so the first may wait");
                 }
                 tasks.done(0, id, 10, &w);
             }

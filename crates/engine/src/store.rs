@@ -361,13 +361,10 @@ impl TaskStore {
             let mut queued = Vec::new();
             store_pages::walk(&self.dir, &pages, &done, 0, |key, value, bits| {
                 next_id = next_id.max(key.1.saturating_add(1));
-                let records = store_pages::records(&self.dir, key, value)?;
-                for (id, record) in (key.0..).zip(records) {
-                    if !store_pages::is_done(bits, id - key.0) {
-                        let task = decode_task(&self.dir, "pages", id, record)?.to_owned();
-                        if keep(&task) {
-                            queued.push(task);
-                        }
+                for (id, record) in store_pages::live(&self.dir, key, value, bits)? {
+                    let task = decode_task(&self.dir, "pages", id, record)?.to_owned();
+                    if keep(&task) {
+                        queued.push(task);
                     }
                 }
                 Ok(true)
@@ -703,8 +700,8 @@ impl TaskStore {
         store_pages::walk(&self.dir, &pages, &done, from, |key, value, bits| {
             let base = records.bytes.len();
             let origin = value.as_ptr() as usize;
-            for (id, record) in (key.0..).zip(store_pages::records(&self.dir, key, value)?) {
-                if id < from || store_pages::is_done(bits, id - key.0) {
+            for (id, record) in store_pages::live(&self.dir, key, value, bits)? {
+                if id < from {
                     continue;
                 }
                 if records.at.len() == limit {

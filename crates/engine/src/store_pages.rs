@@ -35,7 +35,7 @@ pub type PageKey = (u64, u64);
 /// The task records of the page `key`, in id order. Nothing read from disk
 /// is trusted: a page that does not decode, or holds another number of
 /// tasks than its key spans, is reported with its first id.
-pub fn records<'a>(dir: &Path, key: PageKey, value: &'a [u8]) -> Result<Vec<&'a [u8]>, StoreError> {
+fn records<'a>(dir: &Path, key: PageKey, value: &'a [u8]) -> Result<Vec<&'a [u8]>, StoreError> {
     let (first, last) = key;
     let span = span(dir, key)?;
     let tasks: Vec<&[u8]> = match postcard::take_from_bytes(value) {
@@ -60,8 +60,22 @@ pub fn records<'a>(dir: &Path, key: PageKey, value: &'a [u8]) -> Result<Vec<&'a 
     Ok(tasks)
 }
 
+/// The records of page `key` that `bits` does not mark done, with their
+/// ids: what a page still holds for the queue.
+pub fn live<'a>(
+    dir: &Path,
+    key: PageKey,
+    value: &'a [u8],
+    bits: &'a [u8],
+) -> Result<impl Iterator<Item = (u64, &'a [u8])> + 'a, StoreError> {
+    let tasks = records(dir, key, value)?;
+    Ok((key.0..)
+        .zip(tasks)
+        .filter(move |&(id, _)| !is_done(bits, id - key.0)))
+}
+
 /// Whether task `i` of a page is marked done in `bits`.
-pub fn is_done(bits: &[u8], i: u64) -> bool {
+fn is_done(bits: &[u8], i: u64) -> bool {
     usize::try_from(i / 8)
         .ok()
         .and_then(|byte| bits.get(byte))

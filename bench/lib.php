@@ -397,19 +397,16 @@ final class TaskqServer
         return $n + $failed;
     }
 
-    /** [VmRSS, VmHWM] of the master process in bytes (/proc/PID/status). */
+    /**
+     * [VmRSS, VmHWM, RssAnon] of the master process in bytes
+     * (/proc/PID/status), read at one instant; RssAnon is its heap and
+     * stacks, without the code it paged in.
+     */
     public function masterRss(): array
     {
         $s = (string) @file_get_contents("/proc/$this->pid/status");
         $kb = fn (string $k) => preg_match("/^$k:\\s+(\\d+) kB/m", $s, $m) ? (int) $m[1] * 1024 : 0;
-        return [$kb('VmRSS'), $kb('VmHWM')];
-    }
-
-    /** RssAnon of the master in bytes: its heap and stacks, without the code it paged in. */
-    public function masterRssAnon(): int
-    {
-        $s = (string) @file_get_contents("/proc/$this->pid/status");
-        return preg_match('/^RssAnon:\s+(\d+) kB/m', $s, $m) ? (int) $m[1] * 1024 : 0;
+        return [$kb('VmRSS'), $kb('VmHWM'), $kb('RssAnon')];
     }
 
     /** Task workers of this server, as progress slot numbers. */

@@ -1092,15 +1092,13 @@ $s11 = function () use ($reps, $record, $say, &$notes) {
             usleep(1000000);
             fclose($warm);
             usleep(500000);
-            $idleRss = $srv->masterRss()[0];
-            $idleAnon = $srv->masterRssAnon();
+            [$idleRss, , $idleAnon] = $srv->masterRss();
             $idlePss = $srv->pssByRole()['total'];
             $client = Bench::spawn(array_merge(Bench::$php, ['-r', $holder, (string) $srv->port, (string) $k]), [],
                 Bench::$dir . '/s11-client.log', [0 => ['pipe', 'r'], 1 => ['pipe', 'w']]);
             $opened = (int) fgets($client['pipes'][1]);
             usleep(1000000);
-            $withRss = $srv->masterRss()[0];
-            $withAnon = $srv->masterRssAnon();
+            [$withRss, , $withAnon] = $srv->masterRss();
             $withPss = $srv->pssByRole()['total'];
             fwrite($client['pipes'][0], "close\n");
             fgets($client['pipes'][1]);

@@ -64,8 +64,9 @@ impl AckWait {
     }
 }
 
-/// Spinning on a single CPU only delays the server it waits for.
-fn several_cpus() -> bool {
+/// Spinning on a single CPU only delays the server it waits for (here and
+/// in the store's writer thread, [`crate::committer`]).
+pub(crate) fn several_cpus() -> bool {
     static SEVERAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }

@@ -227,10 +227,10 @@ fn run(
     done: &crossbeam_channel::Sender<Done>,
     wake: &dyn Fn(),
 ) {
-    let mut pace = Pace::default();
+    let mut pace = Pace::new(crate::ack_wait::several_cpus());
     loop {
         let since = Instant::now();
-        let Some((handed, job)) = next_job(jobs, pace.poll_for()) else {
+        let Some((handed, job)) = next_job(jobs, since + pace.poll_for()) else {
             return;
         };
         pace.arrived_after(handed.saturating_duration_since(since));
@@ -256,16 +256,27 @@ const POLL_FOR_NEXT: Duration = Duration::from_micros(50);
 /// hand-over's time, not the writer's: waking up would make every gap
 /// look long), so a store that commits now and then (a slow producer, a
 /// drain's lazy removals) costs one missed poll and then sleeps at once,
-/// as an idle one does.
-#[derive(Debug, Default)]
+/// as an idle one does. On a single CPU it never polls: the loop it would
+/// wait for could not run meanwhile.
+#[derive(Debug)]
 struct Pace {
+    can_poll: bool,
     hot: bool,
 }
 
 impl Pace {
+    /// A writer that has had no job yet; `can_poll` when it has a CPU of
+    /// its own to poll on.
+    fn new(can_poll: bool) -> Pace {
+        Pace {
+            can_poll,
+            hot: false,
+        }
+    }
+
     /// How long to poll for the next job.
     fn poll_for(&self) -> Duration {
-        match self.hot {
+        match self.can_poll && self.hot {
             true => POLL_FOR_NEXT,
             false => Duration::ZERO,
         }
@@ -277,10 +288,9 @@ impl Pace {
     }
 }
 
-/// The next job: polled for up to `poll`, then waited for; None once the
+/// The next job: polled for until `until`, then waited for; None once the
 /// loop dropped its end of the channel.
-fn next_job(jobs: &crossbeam_channel::Receiver<Handed>, poll: Duration) -> Option<Handed> {
-    let until = Instant::now() + poll;
+fn next_job(jobs: &crossbeam_channel::Receiver<Handed>, until: Instant) -> Option<Handed> {
     loop {
         match jobs.try_recv() {
             Ok(job) => return Some(job),
@@ -423,7 +433,7 @@ pub mod tests {
 
     #[test]
     fn the_writer_polls_only_while_jobs_come_fast() {
-        let mut pace = Pace::default();
+        let mut pace = Pace::new(true);
         assert_eq!(
             pace.poll_for(),
             Duration::ZERO,
@@ -446,6 +456,13 @@ pub mod tests {
     }
 
     #[test]
+    fn a_writer_on_a_single_cpu_never_polls() {
+        let mut pace = Pace::new(false);
+        pace.arrived_after(Duration::ZERO);
+        assert_eq!(pace.poll_for(), Duration::ZERO);
+    }
+
+    #[test]
     fn a_job_waited_for_past_the_poll_still_arrives() {
         let (jobs, inbox) = crossbeam_channel::unbounded();
         let sender = std::thread::spawn(move || {
@@ -456,11 +473,11 @@ pub mod tests {
             ))
             .unwrap();
         });
-        let (_, got) = next_job(&inbox, Duration::from_micros(1)).expect("the job");
+        let (_, got) = next_job(&inbox, Instant::now()).expect("the job");
         assert_eq!(got.generation, 7);
         sender.join().unwrap();
         assert!(
-            next_job(&inbox, POLL_FOR_NEXT).is_none(),
+            next_job(&inbox, Instant::now() + POLL_FOR_NEXT).is_none(),
             "a closed channel ends the writer, polling or not"
         );
     }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::{oneshot, Notify};
 
 use super::asks::{Asker, Asks};
-use super::drain_watch::DrainWatch;
+use super::depth_watch::{DepthWatch, Swing};
 use super::history::{History, Sample};
 use super::outbox::Outbox;
 use super::parking::{Lot, Parked, Resumed};
@@ -45,7 +45,10 @@ pub struct Hub {
     start_time: u64,
     /// Wakes the trimmer after a large drain (`master::trimmer`).
     trim: Rc<Notify>,
-    drain_watch: DrainWatch,
+    /// Tells the trimmer the queue rose by a large step: it trims once the
+    /// rise stopped.
+    risen: Rc<Notify>,
+    depth_watch: DepthWatch,
     stopping: bool,
     /// The manager, which takes `stop($workerId)` orders from the master.
     manager: Pid,
@@ -115,7 +118,8 @@ impl Hub {
             ),
             start_time: stats_now(),
             trim,
-            drain_watch: DrainWatch::default(),
+            risen: Rc::new(Notify::new()),
+            depth_watch: DepthWatch::default(),
             stopping: false,
             manager,
             waiters: Waiters::default(),
@@ -130,9 +134,10 @@ impl Hub {
         self.cfg.clone()
     }
 
-    /// What the trimmer waits on.
-    pub fn trim(&self) -> Rc<Notify> {
-        self.trim.clone()
+    /// What the trimmer waits on: trims asked for now, and rises of the
+    /// queue to trim after.
+    pub fn trims(&self) -> (Rc<Notify>, Rc<Notify>) {
+        (self.trim.clone(), self.risen.clone())
     }
 
     /// What the committer waits on.
@@ -150,11 +155,13 @@ impl Hub {
         Rc::new(Outbox::for_client(self.trim.clone()))
     }
 
-    /// Called after each batch of messages: wakes the trimmer after a
-    /// large drain of unfinished tasks (see [`DrainWatch`]).
+    /// Called after each batch of messages: tells the trimmer of a large
+    /// swing of unfinished tasks (see [`DepthWatch`]).
     pub fn note_queue_depth(&mut self) {
-        if self.drain_watch.drained(self.tasks.unfinished()) {
-            self.trim.notify_one();
+        match self.depth_watch.note(self.tasks.unfinished()) {
+            Some(Swing::Drained) => self.trim.notify_one(),
+            Some(Swing::Rose) => self.risen.notify_one(),
+            None => {}
         }
     }
 

@@ -9,7 +9,7 @@ mod background;
 mod batches;
 mod connection;
 mod cross_site;
-mod drain_watch;
+mod depth_watch;
 mod history;
 mod http;
 mod hub;
@@ -176,7 +176,8 @@ async fn serve(
     if cfg.durable {
         tokio::task::spawn_local(committer(hub.clone()));
     }
-    tokio::task::spawn_local(trimmer(hub.borrow().trim()));
+    let (trim, risen) = hub.borrow().trims();
+    tokio::task::spawn_local(trimmer(trim, risen));
     tokio::task::spawn_local(scheduler(hub.clone()));
     connection::spawn_lot(hub.clone(), cfg.clone())?;
     let door = Door {

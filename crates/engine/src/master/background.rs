@@ -150,13 +150,18 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(n)).await;
     }
 
+    /// Notifies `times` times, `every_ms` apart (the last wait included).
+    async fn ask(notify: &Notify, times: usize, every_ms: u64) {
+        for _ in 0..times {
+            notify.notify_one();
+            ms(every_ms).await;
+        }
+    }
+
     #[test]
     fn a_rise_is_trimmed_once_it_stopped_and_only_then() {
         let trims = trims_during(async |_, risen| {
-            for _ in 0..10 {
-                risen.notify_one();
-                ms(50).await;
-            }
+            ask(risen, 10, 50).await;
             ms(1000).await;
         });
         assert_eq!(trims, [450 + 100], "one trim, a settle after the last step");
@@ -176,10 +181,7 @@ mod tests {
     #[test]
     fn trims_are_spaced_by_the_interval() {
         let trims = trims_during(async |trim, _| {
-            for _ in 0..5 {
-                trim.notify_one();
-                ms(10).await;
-            }
+            ask(trim, 5, 10).await;
             ms(500).await;
         });
         assert_eq!(trims, [0, 100], "the asks during the pause make one more");

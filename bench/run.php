@@ -119,6 +119,39 @@ function sleep_wall(int $us): float
     return (hrtime(true) - $t0) / 1e9 / $k;
 }
 
+/**
+ * Sleeps per second of $n bare PHP processes (no extension loaded) that each
+ * loop usleep($us) $each times from a common start: the rate the machine
+ * itself allows $n sleepers, the ceiling of a drain of such tasks whatever
+ * runs them. The sum of each process's own rate.
+ */
+function bare_sleepers(int $n, int $us, int $each): float
+{
+    $code = '[, $start, $k, $us] = $argv; $wait = (int) $start - (int) (microtime(true) * 1e6);'
+        . ' if ($wait > 0) { usleep($wait); } $t = hrtime(true);'
+        . ' for ($i = 0; $i < (int) $k; $i++) { usleep((int) $us); } echo (hrtime(true) - $t) / 1e3, "\n";';
+    $start = (int) (microtime(true) * 1e6) + 200000 + $n * 20000;
+    $children = [];
+    for ($i = 0; $i < $n; $i++) {
+        $out = Bench::$dir . "/bare-$i.out";
+        @unlink($out);
+        $children[$out] = Bench::spawn([PHP_BINARY, '-n', '-r', $code, (string) $start, (string) $each, (string) $us], [], $out);
+    }
+    $done = fn () => count(array_filter(array_keys($children), fn ($f) => str_ends_with((string) @file_get_contents($f), "\n"))) === $n;
+    try {
+        Bench::waitFor($done, 10 + 3 * $each * $us / 1e6, "$n bare sleeping processes", 20000);
+    } finally {
+        foreach ($children as $child) {
+            Bench::stop($child, 1.0);
+        }
+    }
+    $rate = 0.0;
+    foreach (array_keys($children) as $out) {
+        $rate += $each / ((float) trim(file_get_contents($out)) / 1e6);
+    }
+    return $rate;
+}
+
 /** Starts redis-server (a baseline) on a free loopback port; returns [child, port]. */
 function start_redis(): array
 {
@@ -960,8 +993,11 @@ $s9 = function () use ($n, $reps, $record, $say, &$notes) {
 //     drain rate to the last onTask. Ideal = W / (wall time of one usleep()
 //     of the same length, timed by this runner in the same repetition); for
 //     the CPU-bound task, min(W, cores) / (CPU time of one task, timed
-//     alone here). Also the CPU the master and the manager spent during
-//     each drain (µs per task) and, at rest, in 2 s of nothing to do.
+//     alone here). Beside each sleep case, as many bare PHP processes loop
+//     the same sleep (the machine's own ceiling for that many sleepers,
+//     against the same ideal). Also the CPU the master and the manager
+//     spent during each drain (µs per task) and, at rest, in 2 s of
+//     nothing to do.
 // ---------------------------------------------------------------------------
 $s10 = function () use ($n, $reps, $record, $say) {
     require_once __DIR__ . '/spin.php';
@@ -1009,6 +1045,11 @@ $s10 = function () use ($n, $reps, $record, $say) {
             // shorter task and a higher ideal; it is kept as `ideal_held`.
             $idealNow = fn () => $sleep ? $w / sleep_wall($sleep) : min($w, $cores) / $spinTime();
             $ideal = $idealNow();
+            if ($sleep) {
+                $bare = bare_sleepers($w, $sleep, max(20, intdiv($count, $w)));
+                $record("10.$key.bare", $bare);
+                $record("10.$key.bare_pct", 100 * $bare / $ideal);
+            }
             $release = Bench::$dir . "/release-10-$key-$r";
             @unlink($release);
             $c = $srv->client();
@@ -1462,6 +1503,10 @@ if ($has('10.w8_1ms.rate')) {
         $cpuBound = $k === 'w8_cpu';
         $row('10 slow tasks', "$label: drained", $med("10.$k.rate"), 'tasks/s', $cpuBound ? 'cores / CPU per task' : 'workers / one sleep',
             $med("10.$k.ideal"), $cpuBound ? '(comparison)' : '≥ 98 % of ideal', $cpuBound ? null : $pct >= 98, $pct / 100);
+        if ($has("10.$k.bare")) {
+            $row('10 slow tasks', "  … the machine's own: as many bare PHP processes looping the sleep", $med("10.$k.bare"), 'sleeps/s',
+                'workers / one sleep', $med("10.$k.ideal"), null, null, $med("10.$k.bare_pct") / 100);
+        }
         if (!$cpuBound && $has("10.$k.pct_held")) {
             $row('10 slow tasks', '  … against one sleep timed while the workers were held', $med("10.$k.rate"), 'tasks/s',
                 'workers / that sleep', $med("10.$k.ideal_held"), null, null, $med("10.$k.pct_held") / 100);

@@ -121,35 +121,17 @@ function sleep_wall(int $us): float
 
 /**
  * Sleeps per second of $n bare PHP processes (no extension loaded) that each
- * loop usleep($us) $each times from a common start: the rate the machine
+ * loop usleep($us) $each times, released together: the rate the machine
  * itself allows $n sleepers, the ceiling of a drain of such tasks whatever
  * runs them. The sum of each process's own rate.
  */
 function bare_sleepers(int $n, int $us, int $each): float
 {
-    $code = '[, $start, $k, $us] = $argv; $wait = (int) $start - (int) (microtime(true) * 1e6);'
-        . ' if ($wait > 0) { usleep($wait); } $t = hrtime(true);'
+    $code = '[, $k, $us] = $argv; echo "ready\n"; fgets(STDIN); $t = hrtime(true);'
         . ' for ($i = 0; $i < (int) $k; $i++) { usleep((int) $us); } echo (hrtime(true) - $t) / 1e3, "\n";';
-    $start = (int) (microtime(true) * 1e6) + 200000 + $n * 20000;
-    $children = [];
-    for ($i = 0; $i < $n; $i++) {
-        $out = Bench::$dir . "/bare-$i.out";
-        @unlink($out);
-        $children[$out] = Bench::spawn([PHP_BINARY, '-n', '-r', $code, (string) $start, (string) $each, (string) $us], [], $out);
-    }
-    $done = fn () => count(array_filter(array_keys($children), fn ($f) => str_ends_with((string) @file_get_contents($f), "\n"))) === $n;
-    try {
-        Bench::waitFor($done, 10 + 3 * $each * $us / 1e6, "$n bare sleeping processes", 20000);
-    } finally {
-        foreach ($children as $child) {
-            Bench::stop($child, 1.0);
-        }
-    }
-    $rate = 0.0;
-    foreach (array_keys($children) as $out) {
-        $rate += $each / ((float) trim(file_get_contents($out)) / 1e6);
-    }
-    return $rate;
+    $cmd = [PHP_BINARY, '-n', '-r', $code, (string) $each, (string) $us];
+    [, $lines] = run_together(array_fill(0, $n, $cmd), Bench::$dir . '/bare.log', 10 + 3 * $each * $us / 1e6);
+    return array_sum(array_map(fn ($elapsedUs) => $each / ((float) $elapsedUs / 1e6), $lines));
 }
 
 /** Starts redis-server (a baseline) on a free loopback port; returns [child, port]. */
@@ -174,20 +156,29 @@ function redis_cmd($r, string ...$args): string
 }
 
 /**
- * Starts $k producer processes (bench/producer.php), releases them at once
- * and returns [start hrtime, their result lines].
+ * Starts one process per command (each prints "ready", waits for a line on
+ * stdin, then prints one result line), releases them at once and returns
+ * [start hrtime, their result lines]. With $timeout (seconds), a process
+ * that does not answer within it is an error instead of a hang.
  */
-function run_producers(string $mode, string $target, int $k, int $each, int $first): array
+function run_together(array $cmds, string $log, ?float $timeout = null): array
 {
     $procs = [];
-    for ($i = 0; $i < $k; $i++) {
-        $procs[] = Bench::spawn(array_merge(Bench::$php, [__DIR__ . '/producer.php', $mode, $target, (string) $each, (string) ($first + $i * $each)]),
-            [], Bench::$dir . '/producers.log', [0 => ['pipe', 'r'], 1 => ['pipe', 'w']]);
+    foreach ($cmds as $cmd) {
+        $procs[] = Bench::spawn($cmd, [], $log, [0 => ['pipe', 'r'], 1 => ['pipe', 'w']]);
     }
+    $read = function (array $p) use ($timeout, $log): string {
+        // stream_set_timeout() does not apply to pipes; select does.
+        $ready = [$p['pipes'][1]];
+        $none = null;
+        if ($timeout !== null && stream_select($ready, $none, $none, (int) ceil($timeout)) === 0) {
+            throw new RuntimeException("a process gave no answer within {$timeout} s (see $log)");
+        }
+        return (string) fgets($p['pipes'][1]);
+    };
     foreach ($procs as $p) {
-        $line = fgets($p['pipes'][1]);
-        if (trim((string) $line) !== 'ready') {
-            throw new RuntimeException("producer did not start (see " . Bench::$dir . "/producers.log)");
+        if (trim($read($p)) !== 'ready') {
+            throw new RuntimeException("a process did not start (see $log)");
         }
     }
     $t0 = hrtime(true);
@@ -196,13 +187,27 @@ function run_producers(string $mode, string $target, int $k, int $each, int $fir
     }
     $out = [];
     foreach ($procs as $p) {
-        $out[] = json_decode((string) fgets($p['pipes'][1]), true);
+        $out[] = trim($read($p));
         fclose($p['pipes'][0]);
         fclose($p['pipes'][1]);
         proc_close($p['proc']);
         unset(Bench::$children[$p['pid']]);
     }
     return [$t0, $out];
+}
+
+/**
+ * Starts $k producer processes (bench/producer.php), releases them at once
+ * and returns [start hrtime, their results].
+ */
+function run_producers(string $mode, string $target, int $k, int $each, int $first): array
+{
+    $cmds = [];
+    for ($i = 0; $i < $k; $i++) {
+        $cmds[] = array_merge(Bench::$php, [__DIR__ . '/producer.php', $mode, $target, (string) $each, (string) ($first + $i * $each)]);
+    }
+    [$t0, $lines] = run_together($cmds, Bench::$dir . '/producers.log');
+    return [$t0, array_map(fn ($line) => json_decode($line, true), $lines)];
 }
 
 $taskWorkers = range(1, TASK_WORKERS);
